@@ -1,0 +1,64 @@
+"""Provider metadata read by Airflow through the ``apache_airflow_provider`` entry point.
+
+Keep this importable without side effects: a broken provider info breaks all of Airflow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_recon_provider import __version__
+
+_POSTGRES_FIELD_BEHAVIOUR = {
+    "hidden-fields": [],
+    "relabeling": {"schema": "Database", "login": "User"},
+    "placeholders": {
+        "host": "billing-gateway-db.internal or 127.0.0.1",
+        "port": "5432",
+        "schema": "database name",
+        "extra": '{"sslmode": "require"}',
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-recon-provider",
+        "name": "Billing Gateway Reconciliation",
+        "description": (
+            "Automates the billing gateway reconciliation runbook: divergence detection, "
+            "investigation, containment, reprocessing, finance-approved corrections and "
+            "communication."
+        ),
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Billing Gateway Reconciliation",
+                "external-doc-url": "https://airflow.apache.org/docs/",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Billing Gateway Reconciliation",
+                "python-modules": [
+                    "airflow_recon_provider.hooks.billing_gateway",
+                    "airflow_recon_provider.hooks.payments_ledger",
+                ],
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_recon_provider.hooks.billing_gateway.BillingGatewayHook",
+                "hook-name": "Billing Gateway DB (PostgreSQL)",
+                "connection-type": "billing_gateway",
+                "ui-field-behaviour": _POSTGRES_FIELD_BEHAVIOUR,
+            },
+            {
+                "hook-class-name": "airflow_recon_provider.hooks.payments_ledger.PaymentsLedgerHook",
+                "hook-name": "Payments Ledger DB (PostgreSQL)",
+                "connection-type": "payments_ledger",
+                "ui-field-behaviour": _POSTGRES_FIELD_BEHAVIOUR,
+            },
+        ],
+    }

@@ -1,0 +1,71 @@
+"""Shared plumbing of the provider's PostgreSQL hooks: connection errors that name the
+problem, UTC sessions, and per-statement settings for heavy classification queries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+from airflow_recon_provider.reconciliation.config import ReconConfig
+from airflow_recon_provider.reconciliation.errors import ConnectionMissingError, DatabaseUnavailableError
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+class ReconPostgresHook(PostgresHook):
+    """A :class:`PostgresHook` that knows the reconciliation configuration.
+
+    :param config: table mapping, PSPs and thresholds; ``ReconConfig.load()`` when omitted.
+    """
+
+    def __init__(self, *args: Any, config: ReconConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config = config if config is not None else ReconConfig.load()
+
+    @contextmanager
+    def connect(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+        """A psycopg 3 connection in UTC; errors become :class:`ConnectionMissingError` or
+        :class:`DatabaseUnavailableError` with the connection id in the message."""
+        import psycopg
+
+        conn_id = getattr(self, self.conn_name_attr)
+        try:
+            conn = self.get_conn()
+        except psycopg.OperationalError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DatabaseUnavailableError(
+                f"database of connection {conn_id!r} is unreachable: {first}"
+            ) from None
+        except Exception as exc:
+            if type(exc).__name__ in {
+                "AirflowNotFoundException",
+                "AirflowNotFound",
+            } or "isn't defined" in str(exc):
+                raise ConnectionMissingError(
+                    f"Airflow connection {conn_id!r} is not defined; create it in the UI or set "
+                    f"AIRFLOW_CONN_{conn_id.upper()}"
+                ) from None
+            raise
+        try:
+            conn.autocommit = autocommit
+            conn.execute("SET TIME ZONE 'UTC'")
+            if not autocommit:
+                conn.commit()
+            yield conn
+        finally:
+            conn.close()
+
+    def _tune_for_classification(self, conn: psycopg.Connection) -> None:
+        """Per-transaction settings of the classification query (see PERFORMANCE notes):
+        enough memory for the hash aggregates and join, no JIT compile on short windows."""
+        from psycopg import sql
+
+        conn.execute(
+            sql.SQL("SELECT set_config('work_mem', {}, true), set_config('jit', 'off', true)").format(
+                sql.Literal(self.config.statement_work_mem)
+            )
+        )

@@ -1,0 +1,199 @@
+"""Hook on the billing gateway database (connection ``billing_gateway_db``).
+
+Runbook, Investigação: the snapshot query (step 1), the divergence report and
+summary, and the state of reconciliation cycles (``payment_reconciliation_logs``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from airflow_recon_provider.hooks._postgres import ReconPostgresHook
+from airflow_recon_provider.reconciliation import queries
+from airflow_recon_provider.reconciliation.config import PspConfig
+from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
+from airflow_recon_provider.reconciliation.report import DivergenceRow, DivergenceSummary, KindTotal
+from airflow_recon_provider.reconciliation.window import Window, cycles_between
+
+
+@dataclass(frozen=True)
+class CycleStatus:
+    """The latest ``payment_reconciliation_logs`` row of one cycle."""
+
+    cycle_start: datetime
+    cycle_end: datetime
+    status: str
+    divergent_amount_minor: int
+    divergent_count: int
+    recorded_at: datetime
+
+
+class BillingGatewayHook(ReconPostgresHook):
+    """Read the billing gateway's transactions, statement lines and reconciliation logs.
+
+    :param billing_gateway_conn_id: Airflow connection of the gateway database.
+    :param config: reconciliation configuration (mapping, PSPs, thresholds, grace).
+    """
+
+    conn_name_attr = "billing_gateway_conn_id"
+    default_conn_name = "billing_gateway_db"
+    conn_type = "billing_gateway"
+    hook_name = "Billing Gateway DB (PostgreSQL)"
+
+    #: rows fetched per round trip from the server-side cursor
+    fetch_size = 5000
+
+    def __init__(self, *args: Any, billing_gateway_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.billing_gateway_conn_id = billing_gateway_conn_id
+
+    # -- PSPs --------------------------------------------------------------------------
+    def known_psps(self, limit: int = 1000) -> list[str]:
+        """Providers present in ``payment_intents`` (skip scan over the provider index)."""
+        with self.connect(autocommit=True) as conn:
+            rows = conn.execute(queries.distinct_psps_query(self.config.mapping), {"limit": limit})
+            return [r[0] for r in rows]
+
+    def resolve_psp(self, psp: str) -> PspConfig:
+        """The PSP's configuration, or :class:`UnknownPspError` (DESIGN section 3)."""
+        from airflow_recon_provider.reconciliation.config import check_psp_name
+
+        check_psp_name(psp)
+        if self.config.psps:
+            return self.config.resolve_psp(psp)
+        with self.connect(autocommit=True) as conn:
+            row = conn.execute(queries.psp_exists_query(self.config.mapping), {"psp": psp}).fetchone()
+        if row and row[0]:
+            return self.config.psp(psp)
+        return self.config.resolve_psp(psp, set(self.known_psps(limit=50)))
+
+    def _params(self, psp: PspConfig, window: Window, kinds: tuple[DivergenceKind, ...]) -> dict[str, Any]:
+        return queries.ClassificationParams(
+            psp=psp.name,
+            window=window,
+            grace=self.config.match_grace,
+            status_mapping=psp.status_mapping,
+            kinds=kinds,
+        ).as_params()
+
+    # -- divergence ----------------------------------------------------------------------
+    def iter_divergences(
+        self, psp: str, window: Window, kinds: tuple[DivergenceKind, ...] = ALL_KINDS
+    ) -> Iterator[DivergenceRow]:
+        """Divergent keys, streamed through a server-side cursor: memory follows the
+        batch size, not the table or the window."""
+        psp_cfg = self.resolve_psp(psp)
+        params = self._params(psp_cfg, window, kinds)
+        with self.connect() as conn, conn.transaction():
+            self._tune_for_classification(conn)
+            with conn.cursor(name="recon_divergence_report") as cur:
+                cur.itersize = self.fetch_size
+                cur.execute(queries.divergence_report_query(self.config.mapping), params)
+                for record in cur:
+                    yield DivergenceRow.from_db(record)
+
+    def summary(
+        self,
+        psp: str,
+        window: Window,
+        *,
+        kinds: tuple[DivergenceKind, ...] = ALL_KINDS,
+        reference: datetime | None = None,
+    ) -> DivergenceSummary:
+        """Summary figures (DESIGN section 3) and lag at ``reference`` (default: window end)."""
+        psp_cfg = self.resolve_psp(psp)
+        params = self._params(psp_cfg, window, kinds)
+        reference = reference or window.end
+        with self.connect() as conn, conn.transaction():
+            self._tune_for_classification(conn)
+            count, amount = conn.execute(queries.gateway_totals_query(self.config.mapping), params).fetchone()
+            by_kind = {
+                DivergenceKind(kind): KindTotal(int(n), int(total))
+                for kind, n, total in conn.execute(
+                    queries.divergence_by_kind_query(self.config.mapping), params
+                )
+            }
+            last_end = conn.execute(
+                queries.latest_success_query(self.config.mapping),
+                {"psp": psp_cfg.name, "reference": reference},
+            ).fetchone()[0]
+        return DivergenceSummary(
+            psp=psp_cfg.name,
+            window=window,
+            gateway_count=int(count),
+            gateway_amount_minor=int(amount),
+            by_kind=by_kind,
+            lag_cycles=cycles_between(last_end, reference),
+            thresholds=self.config.thresholds.for_psp(psp_cfg.name),
+        )
+
+    # -- investigation -------------------------------------------------------------------
+    def snapshot_to_csv(self, psp: str, window: Window, path: str | os.PathLike[str]) -> int:
+        """Write the runbook's snapshot query to ``path`` as CSV with COPY; return data rows.
+
+        The file is written next to its destination and renamed into place, so a reader
+        never sees half a snapshot.
+        """
+        psp_cfg = self.resolve_psp(psp)
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        lines = 0
+        try:
+            with os.fdopen(fd, "wb") as out, self.connect() as conn, conn.transaction():
+                params = {"psp": psp_cfg.name, "start": window.start, "end": window.end}
+                with conn.cursor().copy(queries.snapshot_copy_query(self.config.mapping), params) as copy:
+                    for chunk in copy:
+                        data = bytes(chunk)
+                        lines += data.count(b"\n")
+                        out.write(data)
+            os.replace(tmp_name, target)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return max(lines - 1, 0)
+
+    def gateway_status_counts(self, psp: str, window: Window) -> dict[str, tuple[int, int]]:
+        """Gateway rows by status: ``{status: (count, amount_minor)}``."""
+        psp_cfg = self.resolve_psp(psp)
+        with self.connect(autocommit=True) as conn:
+            rows = conn.execute(
+                queries.gateway_status_counts_query(self.config.mapping),
+                {"psp": psp_cfg.name, "start": window.start, "end": window.end},
+            )
+            return {status: (int(n), int(amount)) for status, n, amount in rows}
+
+    # -- reconciliation cycles -------------------------------------------------------------
+    def lag_cycles(self, psp: str, reference: datetime | None = None) -> int | None:
+        """Whole cycles since the end of the PSP's latest successful cycle (``None``: never)."""
+        reference = reference or datetime.now(UTC)
+        with self.connect(autocommit=True) as conn:
+            last_end = conn.execute(
+                queries.latest_success_query(self.config.mapping), {"psp": psp, "reference": reference}
+            ).fetchone()[0]
+        return cycles_between(last_end, reference)
+
+    def cycle_statuses(self, psp: str, window: Window) -> list[CycleStatus]:
+        with self.connect(autocommit=True) as conn:
+            rows = conn.execute(
+                queries.cycle_statuses_query(self.config.mapping),
+                {"psp": psp, "start": window.start, "end": window.end},
+            )
+            return [CycleStatus(r[0], r[1], r[2], int(r[3]), int(r[4]), r[5]) for r in rows]
+
+
+def write_report_csv(rows: Iterator[DivergenceRow], path: str | os.PathLike[str]) -> int:
+    """Stream divergent rows to a CSV file (used for artifacts)."""
+    from airflow_recon_provider.reconciliation.report import write_csv
+
+    with open(path, "w", newline="") as out:
+        return write_csv(rows, out)
+
+
+__all__ = ["BillingGatewayHook", "CycleStatus", "write_report_csv"]

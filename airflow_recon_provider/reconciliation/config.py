@@ -1,0 +1,174 @@
+"""One configuration object for every fact a site may change.
+
+PSP list, display names, status mappings, thresholds, table mapping, grace period
+and window limits live here, not in operators. The configuration is read from the
+``RECON_CONFIG`` environment variable (a path to a JSON file, or inline JSON);
+without it, runbook defaults apply and the PSP list comes from the database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow_recon_provider.reconciliation.errors import ConfigError, UnknownPspError
+from airflow_recon_provider.reconciliation.mapping import TableMapping
+from airflow_recon_provider.reconciliation.thresholds import ThresholdPolicy
+from airflow_recon_provider.reconciliation.window import DEFAULT_MAX_WINDOW
+
+CONFIG_ENV = "RECON_CONFIG"
+_PSP_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
+
+
+def check_psp_name(psp: str) -> str:
+    """Refuse anything that is not a plain PSP name before it goes near a query."""
+    if not isinstance(psp, str) or not _PSP_NAME.match(psp):
+        raise UnknownPspError(
+            f"PSP {psp!r} is not a valid PSP name (lower-case letters, digits and underscores)"
+        )
+    return psp
+
+
+@dataclass(frozen=True)
+class PspConfig:
+    """One payment service provider.
+
+    :param name: the name used in ``payment_intents.provider`` and ``psp_statement_lines.psp``.
+    :param display_name: what people see in forms and reports.
+    :param status_mapping: PSP status vocabulary -> gateway vocabulary (identity if absent).
+    """
+
+    name: str
+    display_name: str = ""
+    status_mapping: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            check_psp_name(self.name)
+        except UnknownPspError as exc:
+            raise ConfigError(str(exc)) from None
+        if not self.display_name:
+            object.__setattr__(self, "display_name", self.name)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.status_mapping.items()):
+            raise ConfigError(f"status_mapping of PSP {self.name!r} must map strings to strings")
+
+    @property
+    def connection_id(self) -> str:
+        return f"psp_{self.name}"
+
+
+@dataclass(frozen=True)
+class ReconConfig:
+    """Everything a site configures. Defaults follow the runbook."""
+
+    psps: tuple[PspConfig, ...] = ()
+    thresholds: ThresholdPolicy = field(default_factory=ThresholdPolicy)
+    mapping: TableMapping = field(default_factory=TableMapping)
+    match_grace: timedelta = timedelta(hours=1)
+    max_window: timedelta = DEFAULT_MAX_WINDOW
+    statement_work_mem: str = "256MB"
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.psps]
+        if len(names) != len(set(names)):
+            raise ConfigError(f"PSP list has duplicates: {names}")
+        if self.match_grace < timedelta(0):
+            raise ConfigError("match_grace must not be negative")
+        if self.max_window <= timedelta(0):
+            raise ConfigError("max_window must be positive")
+        if not re.match(r"^\d{1,6}(kB|MB|GB)$", self.statement_work_mem):
+            raise ConfigError(f"work_mem {self.statement_work_mem!r} must look like 256MB")
+
+    @property
+    def psp_names(self) -> list[str]:
+        return [p.name for p in self.psps]
+
+    def psp(self, name: str) -> PspConfig:
+        """The configuration of a PSP; unconfigured PSPs get identity status mapping."""
+        for psp in self.psps:
+            if psp.name == name:
+                return psp
+        return PspConfig(name=check_psp_name(name))
+
+    def resolve_psp(self, name: str, known_in_database: set[str] | None = None) -> PspConfig:
+        """Check that ``name`` is a known PSP (DESIGN section 3) and return its configuration.
+
+        Known means: in the configured list or, where no list is configured, present in
+        ``payment_intents.provider`` (``known_in_database``).
+        """
+        check_psp_name(name)
+        if self.psps:
+            if name not in self.psp_names:
+                raise UnknownPspError(f"unknown PSP {name!r}; configured PSPs: {', '.join(self.psp_names)}")
+            return self.psp(name)
+        if known_in_database is None or name not in known_in_database:
+            known = ", ".join(sorted(known_in_database or ())) or "none"
+            raise UnknownPspError(f"unknown PSP {name!r}; PSPs seen in payment_intents: {known}")
+        return self.psp(name)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReconConfig:
+        if not isinstance(data, dict):
+            raise ConfigError("the reconciliation configuration must be a JSON object")
+        known = {"psps", "thresholds", "mapping", "match_grace_minutes", "max_window_days", "work_mem"}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown configuration key(s) {sorted(unknown)}; expected {sorted(known)}")
+        psps = []
+        for item in data.get("psps") or []:
+            if isinstance(item, str):
+                psps.append(PspConfig(name=item))
+            elif isinstance(item, dict):
+                psps.append(
+                    PspConfig(
+                        name=item.get("name", ""),
+                        display_name=item.get("display_name", ""),
+                        status_mapping=dict(item.get("status_mapping") or {}),
+                    )
+                )
+            else:
+                raise ConfigError(f"PSP entry {item!r} must be a name or an object")
+        kwargs: dict[str, Any] = {
+            "psps": tuple(psps),
+            "thresholds": ThresholdPolicy.from_dict(data.get("thresholds")),
+            "mapping": TableMapping.from_dict(data.get("mapping")),
+        }
+        if "match_grace_minutes" in data:
+            kwargs["match_grace"] = timedelta(minutes=_number(data, "match_grace_minutes"))
+        if "max_window_days" in data:
+            kwargs["max_window"] = timedelta(days=_number(data, "max_window_days"))
+        if "work_mem" in data:
+            kwargs["statement_work_mem"] = str(data["work_mem"])
+        return cls(**kwargs)
+
+    @classmethod
+    def load(cls, source: str | None = None) -> ReconConfig:
+        """Load from ``source`` or ``$RECON_CONFIG`` (a JSON file path or inline JSON)."""
+        source = source if source is not None else os.environ.get(CONFIG_ENV, "")
+        source = source.strip()
+        if not source:
+            return cls()
+        if source.startswith("{"):
+            text = source
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise ConfigError(f"{CONFIG_ENV} points at {source!r}, which is not a file")
+            text = path.read_text()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"reconciliation configuration is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+def _number(data: dict[str, Any], key: str) -> int:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{key} must be a non-negative integer, got {value!r}")
+    return value

@@ -1,0 +1,321 @@
+"""The SQL of the reconciliation, composed with ``psycopg.sql``.
+
+Identifiers come from :class:`TableMapping` through ``sql.Identifier``; every value
+(PSP, window bounds, status mapping, kinds) is a bound parameter. The divergence
+classification of DESIGN section 3 is one set-based statement per PSP and window:
+both sides are pre-aggregated by key inside PostgreSQL, joined, classified, and
+only divergent keys leave the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
+from airflow_recon_provider.reconciliation.mapping import TableMapping
+from airflow_recon_provider.reconciliation.window import Window
+
+REPORT_COLUMNS = (
+    "kind",
+    "provider_reference",
+    "transaction_type",
+    "gateway_status",
+    "statement_status",
+    "gateway_amount_minor",
+    "statement_amount_minor",
+    "divergent_amount_minor",
+    "currency",
+    "gateway_count",
+    "statement_count",
+    "gateway_first_id",
+)
+
+
+@dataclass(frozen=True)
+class ClassificationParams:
+    """The bound values of one classification: PSP, window, grace, status mapping, kinds."""
+
+    psp: str
+    window: Window
+    grace: timedelta
+    status_mapping: dict[str, str]
+    kinds: tuple[DivergenceKind, ...] = ALL_KINDS
+
+    def as_params(self) -> dict[str, Any]:
+        wide = self.window.widened(self.grace)
+        return {
+            "psp": self.psp,
+            "start": self.window.start,
+            "end": self.window.end,
+            "wide_start": wide.start,
+            "wide_end": wide.end,
+            "status_map": Jsonb(self.status_mapping),
+            "kinds": [k.value for k in self.kinds],
+        }
+
+
+def _classified_cte(m: TableMapping) -> sql.Composed:
+    """CTEs ``g`` / ``s`` (per-key aggregates of each side), ``j`` (joined keys in scope)
+    and ``c`` (each key with its kind, NULL when it matches)."""
+    t, i, st = m.transactions, m.intents, m.statements
+    return sql.SQL(
+        """
+g AS (
+    SELECT i.{i_ref} AS ref,
+           t.{t_type} AS ttype,
+           count(*) AS n,
+           sum(t.{t_amount})::bigint AS total,
+           (min(ARRAY[t.{t_id}::bigint, t.{t_amount}::bigint]))[2] AS first_amount,
+           min(t.{t_id})::bigint AS first_id,
+           min(t.{t_status} COLLATE "C") AS status,
+           min(upper(t.{t_currency}) COLLATE "C") AS currency,
+           bool_or(t.{t_created} >= %(start)s AND t.{t_created} < %(end)s) AS in_window
+    FROM {transactions} AS t
+    JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
+    WHERE i.{i_provider} = %(psp)s
+      AND t.{t_created} >= %(wide_start)s AND t.{t_created} < %(wide_end)s
+    GROUP BY 1, 2
+),
+s AS (
+    SELECT l.{s_ref} AS ref,
+           l.{s_type} AS ttype,
+           count(*) AS n,
+           sum(l.{s_amount})::bigint AS total,
+           (min(ARRAY[l.{s_id}::bigint, l.{s_amount}::bigint]))[2] AS first_amount,
+           min(COALESCE(%(status_map)s::jsonb ->> l.{s_status}, l.{s_status}) COLLATE "C") AS status,
+           min(upper(l.{s_currency}) COLLATE "C") AS currency,
+           bool_or(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS in_window
+    FROM {statements} AS l
+    WHERE l.{s_psp} = %(psp)s
+      AND l.{s_occurred} >= %(wide_start)s AND l.{s_occurred} < %(wide_end)s
+    GROUP BY 1, 2
+),
+j AS (
+    SELECT COALESCE(g.ref, s.ref) AS ref,
+           COALESCE(g.ttype, s.ttype) AS ttype,
+           g.n AS gn, s.n AS sn,
+           g.total AS g_total, s.total AS s_total,
+           g.first_amount AS g_first, s.first_amount AS s_first,
+           g.status AS g_status, s.status AS s_status,
+           g.currency AS g_currency, s.currency AS s_currency,
+           g.first_id AS g_first_id
+    FROM g FULL JOIN s ON g.ref = s.ref AND g.ttype = s.ttype
+    WHERE COALESCE(g.in_window, false) OR COALESCE(s.in_window, false)
+),
+c AS (
+    SELECT j.*,
+           CASE
+               WHEN gn > 1 THEN 'duplicate_in_gateway'
+               WHEN sn > 1 THEN 'duplicate_in_statement'
+               WHEN sn IS NULL THEN 'missing_in_statement'
+               WHEN gn IS NULL THEN 'missing_in_gateway'
+               WHEN g_currency IS DISTINCT FROM s_currency THEN 'currency_mismatch'
+               WHEN g_total <> s_total THEN 'amount_mismatch'
+               WHEN g_status IS DISTINCT FROM s_status THEN 'status_mismatch'
+           END AS kind
+    FROM j
+),
+d AS (
+    SELECT kind, ref, ttype, g_status, s_status, g_total, s_total,
+           CASE kind
+               WHEN 'duplicate_in_gateway' THEN g_total - g_first
+               WHEN 'duplicate_in_statement' THEN s_total - s_first
+               WHEN 'missing_in_statement' THEN g_total
+               WHEN 'missing_in_gateway' THEN s_total
+               WHEN 'amount_mismatch' THEN abs(g_total - s_total)
+               ELSE g_total
+           END::bigint AS divergent_amount_minor,
+           COALESCE(g_currency, s_currency) AS currency,
+           gn, sn, g_first_id
+    FROM c
+    WHERE kind IS NOT NULL AND kind = ANY(%(kinds)s::text[])
+)"""
+    ).format(
+        transactions=t.table.ident,
+        intents=i.table.ident,
+        statements=st.table.ident,
+        i_ref=i.col("provider_reference"),
+        i_id=i.col("id"),
+        i_provider=i.col("provider"),
+        t_type=t.col("transaction_type"),
+        t_amount=t.col("amount_minor"),
+        t_id=t.col("id"),
+        t_status=t.col("status"),
+        t_currency=t.col("currency"),
+        t_created=t.col("created_at"),
+        t_intent=t.col("intent_id"),
+        s_ref=st.col("provider_reference"),
+        s_type=st.col("transaction_type"),
+        s_amount=st.col("amount_minor"),
+        s_id=st.col("id"),
+        s_status=st.col("status"),
+        s_currency=st.col("currency"),
+        s_occurred=st.col("occurred_at"),
+        s_psp=st.col("psp"),
+    )
+
+
+def divergence_report_query(m: TableMapping) -> sql.Composed:
+    """One row per divergent key, ordered by kind then key; columns :data:`REPORT_COLUMNS`."""
+    return sql.SQL(
+        """WITH {ctes}
+SELECT kind, ref, ttype, g_status, s_status, g_total, s_total,
+       divergent_amount_minor, currency, gn, sn, g_first_id
+FROM d
+ORDER BY array_position(%(kinds)s::text[], kind), ref COLLATE "C", ttype COLLATE "C"
+"""
+    ).format(ctes=_classified_cte(m))
+
+
+def divergence_by_kind_query(m: TableMapping) -> sql.Composed:
+    """Per kind: number of divergent keys and their divergent amount."""
+    return sql.SQL(
+        """WITH {ctes}
+SELECT kind, count(*)::bigint, COALESCE(sum(divergent_amount_minor), 0)::bigint
+FROM d GROUP BY kind"""
+    ).format(ctes=_classified_cte(m))
+
+
+def gateway_totals_query(m: TableMapping) -> sql.Composed:
+    """Every gateway row of the PSP created in ``[start, end)``: count and amount as stored."""
+    t, i = m.transactions, m.intents
+    return sql.SQL(
+        """SELECT count(*)::bigint, COALESCE(sum(t.{amount}), 0)::bigint
+FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{intent}
+WHERE i.{provider} = %(psp)s AND t.{created} >= %(start)s AND t.{created} < %(end)s"""
+    ).format(
+        transactions=t.table.ident,
+        intents=i.table.ident,
+        amount=t.col("amount_minor"),
+        i_id=i.col("id"),
+        intent=t.col("intent_id"),
+        provider=i.col("provider"),
+        created=t.col("created_at"),
+    )
+
+
+def snapshot_copy_query(m: TableMapping) -> sql.Composed:
+    """The runbook's snapshot query (Investigação 1) as ``COPY ... TO STDOUT`` CSV.
+
+    Runbook columns first, then the transaction id, currency and creation time that a
+    correction needs. ``BETWEEN`` of the runbook becomes the half-open window.
+    """
+    t, i = m.transactions, m.intents
+    return sql.SQL(
+        """COPY (
+    SELECT i.{ref} AS provider_reference, t.{ttype} AS transaction_type, t.{status} AS status,
+           t.{amount} AS amount_minor, t.{processed} AS processed_at,
+           t.{tid} AS transaction_id, t.{currency} AS currency, t.{created} AS created_at
+    FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{intent}
+    WHERE i.{provider} = %(psp)s AND t.{created} >= %(start)s AND t.{created} < %(end)s
+    ORDER BY t.{created}, t.{tid}
+) TO STDOUT WITH (FORMAT csv, HEADER true)"""
+    ).format(
+        transactions=t.table.ident,
+        intents=i.table.ident,
+        ref=i.col("provider_reference"),
+        ttype=t.col("transaction_type"),
+        status=t.col("status"),
+        amount=t.col("amount_minor"),
+        processed=t.col("processed_at"),
+        tid=t.col("id"),
+        currency=t.col("currency"),
+        created=t.col("created_at"),
+        i_id=i.col("id"),
+        intent=t.col("intent_id"),
+        provider=i.col("provider"),
+    )
+
+
+def gateway_status_counts_query(m: TableMapping) -> sql.Composed:
+    """Gateway side of the ledger integrity check: status, count, amount."""
+    t, i = m.transactions, m.intents
+    return sql.SQL(
+        """SELECT t.{status}, count(*)::bigint, COALESCE(sum(t.{amount}), 0)::bigint
+FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{intent}
+WHERE i.{provider} = %(psp)s AND t.{created} >= %(start)s AND t.{created} < %(end)s
+GROUP BY 1 ORDER BY 1"""
+    ).format(
+        transactions=t.table.ident,
+        intents=i.table.ident,
+        status=t.col("status"),
+        amount=t.col("amount_minor"),
+        i_id=i.col("id"),
+        intent=t.col("intent_id"),
+        provider=i.col("provider"),
+        created=t.col("created_at"),
+    )
+
+
+def ledger_status_counts_query(m: TableMapping) -> sql.Composed:
+    """The runbook's ledger query (Integridade de Dados), half-open window."""
+    led = m.ledger
+    return sql.SQL(
+        """SELECT {status}, count(*)::bigint, COALESCE(sum({amount}), 0)::bigint
+FROM {ledger}
+WHERE {psp} = %(psp)s AND {occurred} >= %(start)s AND {occurred} < %(end)s
+GROUP BY 1 ORDER BY 1"""
+    ).format(
+        ledger=led.table.ident,
+        status=led.col("status"),
+        amount=led.col("amount_minor"),
+        psp=led.col("psp"),
+        occurred=led.col("occurred_at"),
+    )
+
+
+def psp_exists_query(m: TableMapping) -> sql.Composed:
+    i = m.intents
+    return sql.SQL("SELECT EXISTS (SELECT 1 FROM {intents} WHERE {provider} = %(psp)s)").format(
+        intents=i.table.ident, provider=i.col("provider")
+    )
+
+
+def distinct_psps_query(m: TableMapping) -> sql.Composed:
+    """Distinct providers by a skip scan over the provider index (cheap on large tables)."""
+    i = m.intents
+    return sql.SQL(
+        """WITH RECURSIVE p AS (
+    (SELECT {provider} AS v FROM {intents} ORDER BY 1 LIMIT 1)
+    UNION ALL
+    SELECT (SELECT {provider} FROM {intents} WHERE {provider} > p.v ORDER BY 1 LIMIT 1)
+    FROM p WHERE p.v IS NOT NULL
+)
+SELECT v FROM p WHERE v IS NOT NULL LIMIT %(limit)s"""
+    ).format(intents=i.table.ident, provider=i.col("provider"))
+
+
+def latest_success_query(m: TableMapping) -> sql.Composed:
+    """End of the PSP's latest successful reconciliation cycle at or before a reference time."""
+    r = m.reconciliation_logs
+    return sql.SQL(
+        """SELECT max({cycle_end}) FROM {logs}
+WHERE {psp} = %(psp)s AND {status} = 'success' AND {cycle_end} <= %(reference)s"""
+    ).format(logs=r.table.ident, cycle_end=r.col("cycle_end"), psp=r.col("psp"), status=r.col("status"))
+
+
+def cycle_statuses_query(m: TableMapping) -> sql.Composed:
+    """Latest log row of each cycle of the PSP that starts inside the window."""
+    r = m.reconciliation_logs
+    return sql.SQL(
+        """SELECT DISTINCT ON ({cycle_start}) {cycle_start}, {cycle_end}, {status},
+       {amount}::bigint, {count}::bigint, {created_at}
+FROM {logs}
+WHERE {psp} = %(psp)s AND {cycle_start} >= %(start)s AND {cycle_start} < %(end)s
+ORDER BY {cycle_start}, {created_at} DESC, {id} DESC"""
+    ).format(
+        logs=r.table.ident,
+        cycle_start=r.col("cycle_start"),
+        cycle_end=r.col("cycle_end"),
+        status=r.col("status"),
+        amount=r.col("divergent_amount_minor"),
+        count=r.col("divergent_count"),
+        created_at=r.col("created_at"),
+        psp=r.col("psp"),
+        id=r.col("id"),
+    )

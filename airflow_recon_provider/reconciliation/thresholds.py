@@ -1,0 +1,110 @@
+"""Alert and recovery rules (runbook "Contexto" and "Critérios de Recuperação").
+
+Decisions use integers (minor units, counts, cycles); percentages are for display.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from airflow_recon_provider.reconciliation.errors import ConfigError
+
+
+class AlertReason(StrEnum):
+    AMOUNT = "amount"
+    LAG = "lag"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The runbook's numbers for one PSP.
+
+    :param alert_amount_minor: alert when the divergent amount is strictly above this
+        (R$ 5.000 = 500000 minor units).
+    :param alert_lag_cycles: alert when more than this many hourly cycles passed since the
+        last successful reconciliation cycle.
+    :param recovered_amount_minor: recovered only when the divergent amount is strictly
+        below this (R$ 500 = 50000).
+    :param recovered_count: recovered only when fewer than this many keys diverge.
+    :param recovered_successful_runs: consecutive successful reconciliation runs needed.
+    """
+
+    alert_amount_minor: int = 500_000
+    alert_lag_cycles: int = 2
+    recovered_amount_minor: int = 50_000
+    recovered_count: int = 10
+    recovered_successful_runs: int = 2
+
+    def __post_init__(self) -> None:
+        for name in (
+            "alert_amount_minor",
+            "alert_lag_cycles",
+            "recovered_amount_minor",
+            "recovered_count",
+            "recovered_successful_runs",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"threshold {name} must be a non-negative integer, got {value!r}")
+
+    def alert_reasons(self, *, divergent_amount_minor: int, lag_cycles: int | None) -> list[AlertReason]:
+        """Why the alert ``billing_gateway-reconciliation`` fires; empty when it does not.
+
+        ``lag_cycles=None`` means no successful cycle was ever recorded: that is lag.
+        """
+        reasons = []
+        if divergent_amount_minor > self.alert_amount_minor:
+            reasons.append(AlertReason.AMOUNT)
+        if lag_cycles is None or lag_cycles > self.alert_lag_cycles:
+            reasons.append(AlertReason.LAG)
+        return reasons
+
+    def should_alert(self, *, divergent_amount_minor: int, lag_cycles: int | None) -> bool:
+        return bool(self.alert_reasons(divergent_amount_minor=divergent_amount_minor, lag_cycles=lag_cycles))
+
+    def amounts_recovered(self, *, divergent_amount_minor: int, divergent_count: int) -> bool:
+        """The amount and count criteria of recovery (the run criterion is separate)."""
+        return divergent_amount_minor < self.recovered_amount_minor and divergent_count < self.recovered_count
+
+    def is_recovered(
+        self,
+        *,
+        divergent_amount_minor: int,
+        divergent_count: int,
+        latest_run_states: list[str],
+    ) -> bool:
+        """All recovery criteria: amounts, and the latest runs (newest first) all ``success``."""
+        needed = self.recovered_successful_runs
+        runs_ok = len(latest_run_states) >= needed and all(
+            state == "success" for state in latest_run_states[:needed]
+        )
+        return runs_ok and self.amounts_recovered(
+            divergent_amount_minor=divergent_amount_minor, divergent_count=divergent_count
+        )
+
+
+@dataclass(frozen=True)
+class ThresholdPolicy:
+    """Default thresholds plus per-PSP overrides."""
+
+    default: Thresholds = field(default_factory=Thresholds)
+    overrides: dict[str, Thresholds] = field(default_factory=dict)
+
+    def for_psp(self, psp: str) -> Thresholds:
+        return self.overrides.get(psp, self.default)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ThresholdPolicy:
+        data = dict(data or {})
+        per_psp = data.pop("per_psp", {}) or {}
+        try:
+            default = Thresholds(**data)
+            overrides = {psp: replace(default, **values) for psp, values in per_psp.items()}
+        except TypeError as exc:
+            raise ConfigError(f"invalid thresholds: {exc}") from None
+        return cls(default=default, overrides=overrides)
