@@ -141,12 +141,12 @@ def migrate(conn: psycopg.Connection) -> list[int]:
     return applied_now
 
 
-def create_runbook_tables(conn: psycopg.Connection, *, ledger: bool = True) -> None:
+def create_runbook_tables(conn: psycopg.Connection, *, gateway: bool = True, ledger: bool = True) -> None:
     """Create the runbook's own tables (gateway side, and ``ledger.transactions``).
 
     For tests, the demo and the seed; a real site already has these tables.
     """
-    files = ["gateway_tables.sql"] + (["ledger_tables.sql"] if ledger else [])
+    files = (["gateway_tables.sql"] if gateway else []) + (["ledger_tables.sql"] if ledger else [])
     with conn.transaction():
         for name in files:
             conn.execute(resources.files(__package__).joinpath(name).read_text())

@@ -1,0 +1,189 @@
+"""`airflow-recon` against a real PostgreSQL: output formats and bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from airflow_recon_provider.cli import main
+
+WINDOW = ["--window-start", "2026-11-20T10:00:00Z", "--window-end", "2026-11-20T11:00:00Z"]
+REPORT_KEYS = [
+    "kind",
+    "provider_reference",
+    "transaction_type",
+    "gateway_status",
+    "statement_status",
+    "gateway_amount_minor",
+    "statement_amount_minor",
+    "divergent_amount_minor",
+    "currency",
+]
+
+
+@pytest.fixture
+def scenario(db, airflow_conns):
+    db.execute(
+        "INSERT INTO payment_intents (id, provider, provider_reference) VALUES "
+        "(1,'stripe','r1'),(2,'stripe','r2'),(3,'stripe','r3'),(4,'adyen','a1')"
+    )
+    db.execute(
+        """INSERT INTO payment_transactions
+           (intent_id, transaction_type, status, amount_minor, currency, created_at) VALUES
+           (1,'capture','captured',1000,'BRL','2026-11-20T07:10:00-03:00'),
+           (2,'capture','captured',900000,'BRL','2026-11-20T10:20Z'),
+           (3,'refund','refunded',250,'USD','2026-11-20T10:30Z'),
+           (4,'capture','captured',100,'BRL','2026-11-20T10:30Z')"""
+    )
+    db.execute(
+        """INSERT INTO psp_statement_lines
+           (psp, provider_reference, transaction_type, status, amount_minor, currency, occurred_at,
+            statement_id) VALUES
+           ('stripe','r1','capture','captured',1000,'BRL','2026-11-20T10:10:05Z','s'),
+           ('stripe','r3','refund','refunded',250,'EUR','2026-11-20T10:30:02Z','s')"""
+    )
+    db.execute(
+        "INSERT INTO payment_reconciliation_logs (psp, cycle_start, cycle_end, status) VALUES "
+        "('stripe','2026-11-20T09:00Z','2026-11-20T10:00Z','success')"
+    )
+    return db
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_report_jsonl_keys_and_integers(scenario, capsys):
+    code, out, err = _run(capsys, "report", "--psp", "stripe", *WINDOW)
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [list(r) for r in rows] == [REPORT_KEYS, REPORT_KEYS]
+    assert [(r["kind"], r["provider_reference"]) for r in rows] == [
+        ("missing_in_statement", "r2"),
+        ("currency_mismatch", "r3"),
+    ]
+    assert rows[0]["divergent_amount_minor"] == 900000 and isinstance(rows[0]["divergent_amount_minor"], int)
+    assert rows[0]["statement_amount_minor"] is None
+
+
+def test_report_csv_table_and_kind_filter(scenario, capsys):
+    code, out, _ = _run(
+        capsys, "report", "--psp", "stripe", *WINDOW, "--format", "csv", "--kinds", "currency_mismatch"
+    )
+    assert code == 0
+    data = list(csv.DictReader(io.StringIO(out)))
+    assert [d["provider_reference"] for d in data] == ["r3"]
+    assert data[0]["currency"] == "USD"
+    code, out, _ = _run(capsys, "report", "--psp", "stripe", *WINDOW, "--format", "table")
+    assert code == 0 and "9,000.00" in out and "missing_in_statement" in out
+
+
+def test_summary_json(scenario, capsys):
+    code, out, _ = _run(capsys, "summary", "--psp", "stripe", *WINDOW)
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["gateway_count"] == 3
+    assert doc["gateway_amount_minor"] == 901250
+    assert doc["divergent_count"] == 2
+    assert doc["divergent_amount_minor"] == 900250
+    assert doc["by_kind"] == {
+        "missing_in_statement": {"count": 1, "amount_minor": 900000},
+        "currency_mismatch": {"count": 1, "amount_minor": 250},
+    }
+    assert doc["alert"] is True and doc["recovered"] is False
+    assert doc["divergence_pct"] == 99.889  # 100 * 900250 / 901250
+    assert {"psp", "window_start", "window_end", "divergence_pct"} <= set(doc)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--psp", "paypal", *WINDOW], "unknown PSP 'paypal'"),
+        (["--psp", "stripe' OR '1'='1", *WINDOW], "not a valid PSP name"),
+        (
+            [
+                "--psp",
+                "stripe",
+                "--window-start",
+                "2026-11-20T11:00:00Z",
+                "--window-end",
+                "2026-11-20T10:00:00Z",
+            ],
+            "must be after its start",
+        ),
+        (
+            [
+                "--psp",
+                "stripe",
+                "--window-start",
+                "2026-11-20T10:00:00",
+                "--window-end",
+                "2026-11-20T11:00:00Z",
+            ],
+            "has no timezone",
+        ),
+        (
+            [
+                "--psp",
+                "stripe",
+                "--window-start",
+                "2026-01-01T00:00:00Z",
+                "--window-end",
+                "2026-11-20T11:00:00Z",
+            ],
+            "larger than the maximum",
+        ),
+        (
+            ["--psp", "stripe", "--window-start", "yesterday", "--window-end", "2026-11-20T11:00:00Z"],
+            "not an ISO 8601",
+        ),
+        (
+            ["--psp", "stripe", *WINDOW, "--kinds", "missing_in_statement,everything"],
+            "unknown divergence kind",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["report", "summary"])
+def test_bad_input_exits_2_with_one_line(scenario, capsys, command, argv, message):
+    before = scenario.execute("SELECT count(*) FROM payment_transactions").fetchone()[0]
+    code, out, err = _run(capsys, command, *argv)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and message in err
+    assert scenario.execute("SELECT count(*) FROM payment_transactions").fetchone()[0] == before
+
+
+def test_missing_connection_and_unreachable_database(scenario, capsys, monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_BILLING_GATEWAY_DB")
+    code, out, err = _run(capsys, "summary", "--psp", "stripe", *WINDOW)
+    assert code == 1 and out == "" and "billing_gateway_db" in err and "not defined" in err
+    monkeypatch.setenv("AIRFLOW_CONN_BILLING_GATEWAY_DB", "postgresql://postgres@127.0.0.1:1/none")
+    code, out, err = _run(capsys, "summary", "--psp", "stripe", *WINDOW)
+    assert code == 1 and "unreachable" in err and err.count("\n") == 1
+
+
+def test_migrate_is_idempotent(scenario, capsys):
+    code, out, _ = _run(capsys, "migrate")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["applied_now"] == [] and doc["schema_versions"] == [1]
+
+
+def test_console_script_runs_as_a_process(scenario):
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow_recon_provider.cli", "summary", "--psp", "adyen", *WINDOW],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["gateway_count"] == 1
