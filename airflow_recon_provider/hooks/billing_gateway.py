@@ -91,7 +91,7 @@ class BillingGatewayHook(ReconPostgresHook):
         psp_cfg = self.resolve_psp(psp)
         params = self._params(psp_cfg, window, kinds)
         with self.connect() as conn, conn.transaction():
-            self._tune_for_classification(conn)
+            self._tune_for_classification(conn, window)
             with conn.cursor(name="recon_divergence_report") as cur:
                 cur.itersize = self.fetch_size
                 cur.execute(queries.divergence_report_query(self.config.mapping), params)
@@ -111,7 +111,7 @@ class BillingGatewayHook(ReconPostgresHook):
         params = self._params(psp_cfg, window, kinds)
         reference = reference or window.end
         with self.connect() as conn, conn.transaction():
-            self._tune_for_classification(conn)
+            self._tune_for_classification(conn, window)
             count, amount = conn.execute(queries.gateway_totals_query(self.config.mapping), params).fetchone()
             by_kind = {
                 DivergenceKind(kind): KindTotal(int(n), int(total))
