@@ -22,12 +22,15 @@ from airflow_recon_provider.reconciliation.thresholds import ThresholdPolicy
 from airflow_recon_provider.reconciliation.window import DEFAULT_MAX_WINDOW
 
 CONFIG_ENV = "RECON_CONFIG"
-_PSP_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
+# used with fullmatch: "$" would also accept a trailing newline
+_PSP_NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,62}")
+_WORK_MEM = re.compile(r"[0-9]{1,6}(kB|MB|GB)")
+_PSP_KEYS = frozenset({"name", "display_name", "status_mapping"})
 
 
 def check_psp_name(psp: str) -> str:
     """Refuse anything that is not a plain PSP name before it goes near a query."""
-    if not isinstance(psp, str) or not _PSP_NAME.match(psp):
+    if not isinstance(psp, str) or not _PSP_NAME.fullmatch(psp):
         raise UnknownPspError(
             f"PSP {psp!r} is not a valid PSP name (lower-case letters, digits and underscores)"
         )
@@ -54,7 +57,9 @@ class PspConfig:
             raise ConfigError(str(exc)) from None
         if not self.display_name:
             object.__setattr__(self, "display_name", self.name)
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.status_mapping.items()):
+        if not isinstance(self.status_mapping, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.status_mapping.items()
+        ):
             raise ConfigError(f"status_mapping of PSP {self.name!r} must map strings to strings")
 
     @property
@@ -81,7 +86,7 @@ class ReconConfig:
             raise ConfigError("match_grace must not be negative")
         if self.max_window <= timedelta(0):
             raise ConfigError("max_window must be positive")
-        if not re.match(r"^\d{1,6}(kB|MB|GB)$", self.statement_work_mem):
+        if not isinstance(self.statement_work_mem, str) or not _WORK_MEM.fullmatch(self.statement_work_mem):
             raise ConfigError(f"work_mem {self.statement_work_mem!r} must look like 256MB")
 
     @property
@@ -124,11 +129,18 @@ class ReconConfig:
             if isinstance(item, str):
                 psps.append(PspConfig(name=item))
             elif isinstance(item, dict):
+                # a misspelt key (e.g. "status_mappings") would silently drop a status mapping
+                extra = set(item) - _PSP_KEYS
+                if extra:
+                    raise ConfigError(
+                        f"unknown key(s) {sorted(extra)} in PSP entry {item.get('name')!r}; "
+                        f"expected {sorted(_PSP_KEYS)}"
+                    )
                 psps.append(
                     PspConfig(
                         name=item.get("name", ""),
                         display_name=item.get("display_name", ""),
-                        status_mapping=dict(item.get("status_mapping") or {}),
+                        status_mapping=_copy_if_dict(item.get("status_mapping") or {}),
                     )
                 )
             else:
@@ -172,3 +184,9 @@ def _number(data: dict[str, Any], key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{key} must be a non-negative integer, got {value!r}")
     return value
+
+
+def _copy_if_dict(value: Any) -> Any:
+    # a copy, so the frozen config does not share a dict with its source; other shapes are
+    # left for PspConfig to reject with a ConfigError
+    return dict(value) if isinstance(value, dict) else value

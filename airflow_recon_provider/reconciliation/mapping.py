@@ -15,11 +15,12 @@ from psycopg import sql
 
 from airflow_recon_provider.reconciliation.errors import MappingError
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# fullmatch, not match with "$": "$" also matches before a trailing newline
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 def check_identifier(value: str, *, what: str) -> str:
-    if not isinstance(value, str) or not _IDENT.match(value):
+    if not isinstance(value, str) or not _IDENT.fullmatch(value):
         raise MappingError(
             f"{what} {value!r} is not a plain SQL identifier "
             "(letters, digits and underscores, not starting with a digit, at most 63 characters)"
@@ -152,6 +153,8 @@ class TableMapping:
     def from_dict(cls, data: dict[str, Any] | None) -> TableMapping:
         """Build from ``{"payment_transactions": {"table": "public.tx", "amount_minor": "amt"}}``."""
         data = data or {}
+        if not isinstance(data, dict):
+            raise MappingError(f"the table mapping must be an object of sections, got {data!r}")
         unknown = set(data) - set(_SECTIONS)
         if unknown:
             raise MappingError(
@@ -166,7 +169,10 @@ class TableMapping:
             )
         )
         for section, klass in _SECTIONS.items():
-            values = dict(data.get(section) or {})
+            raw = data.get(section) or {}
+            if not isinstance(raw, dict):
+                raise MappingError(f"mapping section {section!r} must be an object, got {raw!r}")
+            values = dict(raw)
             if "table" in values:
                 values["table"] = TableRef.parse(values["table"])
             allowed = {f.name for f in fields(klass)}

@@ -16,7 +16,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
+from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind, parse_kinds
 from airflow_recon_provider.reconciliation.mapping import TableMapping
 from airflow_recon_provider.reconciliation.window import Window
 
@@ -55,7 +55,10 @@ class ClassificationParams:
             "wide_start": wide.start,
             "wide_end": wide.end,
             "status_map": Jsonb(self.status_mapping),
-            "kinds": [k.value for k in self.kinds],
+            # parse_kinds: unknown kinds are a DivergenceKindError (not silently no rows), and
+            # the canonical decision order, because the report is ordered by array_position in
+            # this array and must not depend on the order in which a caller listed the kinds
+            "kinds": [k.value for k in parse_kinds(self.kinds)],
         }
 
 
@@ -318,4 +321,126 @@ ORDER BY {cycle_start}, {created_at} DESC, {id} DESC"""
         created_at=r.col("created_at"),
         psp=r.col("psp"),
         id=r.col("id"),
+    )
+
+
+# -- reconciliation cycle writes (fetch_psp_statements / match_transactions) ----------
+
+
+def advisory_xact_lock_query() -> sql.SQL:
+    """A transaction-scoped advisory lock on ``%(lock_key)s`` (any text, hashed to bigint).
+
+    Serialises writers of the same PSP statement or cycle log: two runs of the same cycle
+    (the hourly one and a reprocess) must not interleave a delete and a copy.
+    """
+    return sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%(lock_key)s::text, 0))")
+
+
+def delete_statement_lines_query(m: TableMapping) -> sql.Composed:
+    """Remove the PSP's statement lines that occurred in ``[start, end)``."""
+    st = m.statements
+    return sql.SQL(
+        "DELETE FROM {statements} WHERE {psp} = %(psp)s AND {occurred} >= %(start)s AND {occurred} < %(end)s"
+    ).format(statements=st.table.ident, psp=st.col("psp"), occurred=st.col("occurred_at"))
+
+
+#: the column order of :func:`copy_statement_lines_query`
+STATEMENT_COPY_COLUMNS = (
+    "psp",
+    "provider_reference",
+    "transaction_type",
+    "status",
+    "amount_minor",
+    "currency",
+    "occurred_at",
+    "statement_id",
+)
+
+
+def copy_statement_lines_query(m: TableMapping) -> sql.Composed:
+    """``COPY psp_statement_lines (...) FROM STDIN`` in :data:`STATEMENT_COPY_COLUMNS` order."""
+    st = m.statements
+    return sql.SQL("COPY {statements} ({columns}) FROM STDIN").format(
+        statements=st.table.ident,
+        columns=sql.SQL(", ").join(st.col(name) for name in STATEMENT_COPY_COLUMNS),
+    )
+
+
+def open_cycle_log_query(m: TableMapping) -> sql.Composed:
+    """The latest ``running`` log row of the PSP's cycle, locked for its update."""
+    r = m.reconciliation_logs
+    return sql.SQL(
+        """SELECT {id} FROM {logs}
+WHERE {psp} = %(psp)s AND {cycle_start} = %(start)s AND {cycle_end} = %(end)s AND {status} = 'running'
+ORDER BY {created_at} DESC, {id} DESC
+LIMIT 1
+FOR UPDATE"""
+    ).format(
+        logs=r.table.ident,
+        id=r.col("id"),
+        psp=r.col("psp"),
+        cycle_start=r.col("cycle_start"),
+        cycle_end=r.col("cycle_end"),
+        status=r.col("status"),
+        created_at=r.col("created_at"),
+    )
+
+
+def insert_cycle_log_query(m: TableMapping) -> sql.Composed:
+    """A new ``payment_reconciliation_logs`` row for a cycle."""
+    r = m.reconciliation_logs
+    return sql.SQL(
+        """INSERT INTO {logs} ({psp}, {cycle_start}, {cycle_end}, {status}, {amount}, {count}, {notes},
+    {created_at})
+VALUES (%(psp)s, %(start)s, %(end)s, %(status)s, %(amount)s, %(count)s, %(notes)s, clock_timestamp())"""
+    ).format(
+        logs=r.table.ident,
+        psp=r.col("psp"),
+        cycle_start=r.col("cycle_start"),
+        cycle_end=r.col("cycle_end"),
+        status=r.col("status"),
+        amount=r.col("divergent_amount_minor"),
+        count=r.col("divergent_count"),
+        notes=r.col("notes"),
+        created_at=r.col("created_at"),
+    )
+
+
+def update_cycle_log_query(m: TableMapping) -> sql.Composed:
+    """Move a log row to a new status and figures; ``notes`` are appended, never replaced
+    (the runbook's traceability)."""
+    r = m.reconciliation_logs
+    return sql.SQL(
+        """UPDATE {logs}
+SET {status} = %(status)s,
+    {amount} = %(amount)s,
+    {count} = %(count)s,
+    {notes} = CASE
+        WHEN %(notes)s::text = '' THEN {notes}
+        WHEN COALESCE({notes}, '') = '' THEN %(notes)s::text
+        ELSE {notes} || E'\\n' || %(notes)s::text
+    END
+WHERE {id} = %(id)s"""
+    ).format(
+        logs=r.table.ident,
+        status=r.col("status"),
+        amount=r.col("divergent_amount_minor"),
+        count=r.col("divergent_count"),
+        notes=r.col("notes"),
+        id=r.col("id"),
+    )
+
+
+#: the provider's own per-PSP pause/resume state (schema ``recon``, see schema/migrations.py)
+CONTROLS_TABLE = sql.Identifier("recon", "controls")
+
+
+def controls_table_exists_query() -> sql.SQL:
+    return sql.SQL("SELECT to_regclass('recon.controls') IS NOT NULL")
+
+
+def control_state_query() -> sql.Composed:
+    """State (``active``/``paused``), reason and actor of a PSP in ``recon.controls``."""
+    return sql.SQL("SELECT state, reason, actor FROM {controls} WHERE psp = %(psp)s").format(
+        controls=CONTROLS_TABLE
     )

@@ -100,8 +100,13 @@ class ThresholdPolicy:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ThresholdPolicy:
+        # a wrong shape (a list, a string) must be a ConfigError, not an AttributeError
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"thresholds must be an object of threshold names to integers, got {data!r}")
         data = dict(data or {})
         per_psp = data.pop("per_psp", {}) or {}
+        if not isinstance(per_psp, dict) or not all(isinstance(v, dict) for v in per_psp.values()):
+            raise ConfigError(f"thresholds per_psp must map PSP names to objects, got {per_psp!r}")
         try:
             default = Thresholds(**data)
             overrides = {psp: replace(default, **values) for psp, values in per_psp.items()}
