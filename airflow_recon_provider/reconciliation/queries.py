@@ -444,3 +444,14 @@ def control_state_query() -> sql.Composed:
     return sql.SQL("SELECT state, reason, actor FROM {controls} WHERE psp = %(psp)s").format(
         controls=CONTROLS_TABLE
     )
+
+
+# -- the provider's own recon schema (fixed names: the provider owns it) ----------------
+
+
+def open_incident_query() -> sql.SQL:
+    """The PSP's open incident (at most one: unique partial index), if any."""
+    return sql.SQL(
+        "SELECT incident_id FROM recon.incidents WHERE psp = %(psp)s AND state <> 'closed' "
+        "ORDER BY opened_at DESC LIMIT 1"
+    )

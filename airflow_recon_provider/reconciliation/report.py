@@ -287,3 +287,31 @@ def summary_table(summary: DivergenceSummary) -> str:
         f"recovered (amount/count): {'yes' if summary.recovered else 'no'}"
     )
     return buf.getvalue()
+
+
+def summary_from_results(
+    *,
+    psp: str,
+    window: Window,
+    totals: tuple[int, int],
+    by_kind_rows: Iterable[tuple[str, int, int]],
+    last_success_end: Any,
+    reference: Any,
+    thresholds: Thresholds,
+) -> DivergenceSummary:
+    """Build a summary from the results of the summary statements (sync or async I/O):
+    ``totals`` of :func:`queries.gateway_totals_query`, rows of
+    :func:`queries.divergence_by_kind_query`, and the value of
+    :func:`queries.latest_success_query` at ``reference``."""
+    from airflow_recon_provider.reconciliation.window import cycles_between
+
+    count, amount = totals
+    return DivergenceSummary(
+        psp=psp,
+        window=window,
+        gateway_count=int(count),
+        gateway_amount_minor=int(amount),
+        by_kind={DivergenceKind(kind): KindTotal(int(n), int(total)) for kind, n, total in by_kind_rows},
+        lag_cycles=cycles_between(last_success_end, reference),
+        thresholds=thresholds,
+    )
