@@ -20,6 +20,18 @@ _POSTGRES_FIELD_BEHAVIOUR = {
     },
 }
 
+# connection psp_<name>: the PSP's statements (and health) API; the token goes out as a bearer
+_PSP_FIELD_BEHAVIOUR = {
+    "hidden-fields": ["schema", "login"],
+    "relabeling": {"host": "PSP API base URL", "password": "API token"},
+    "placeholders": {
+        "host": "https://api.psp.example/v1",
+        "port": "443 (optional)",
+        "password": "bearer token (optional)",
+        "extra": '{"X-Api-Version": "2026-01"} (sent as HTTP headers)',
+    },
+}
+
 
 def get_provider_info() -> dict[str, Any]:
     return {
@@ -44,6 +56,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_recon_provider.hooks.billing_gateway",
                     "airflow_recon_provider.hooks.payments_ledger",
+                    "airflow_recon_provider.hooks.psp",
                 ],
             }
         ],
@@ -59,6 +72,12 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "Payments Ledger DB (PostgreSQL)",
                 "connection-type": "payments_ledger",
                 "ui-field-behaviour": _POSTGRES_FIELD_BEHAVIOUR,
+            },
+            {
+                "hook-class-name": "airflow_recon_provider.hooks.psp.PspHook",
+                "hook-name": "PSP API",
+                "connection-type": "psp",
+                "ui-field-behaviour": _PSP_FIELD_BEHAVIOUR,
             },
         ],
     }

@@ -73,7 +73,8 @@ class EmbeddedPostgres:
         # a throwaway cluster: durability settings traded for speed
         opts = (
             f"-h 127.0.0.1 -p {self.port} -k {sock_dir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c wal_level=minimal -c max_wal_senders=0"
         )
         self._run(
             "pg_ctl",

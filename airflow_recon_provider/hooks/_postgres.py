@@ -31,7 +31,8 @@ class ReconPostgresHook(PostgresHook):
 
     @contextmanager
     def connect(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
-        """A psycopg 3 connection in UTC; errors become :class:`ConnectionMissingError` or
+        """A psycopg 3 connection in UTC, committed when the block succeeds and rolled back
+        when it raises; errors become :class:`ConnectionMissingError` or
         :class:`DatabaseUnavailableError` with the connection id in the message."""
         import psycopg
 
@@ -59,6 +60,14 @@ class ReconPostgresHook(PostgresHook):
             if not autocommit:
                 conn.commit()
             yield conn
+            # like psycopg's own `with connection:` — work done in the block is kept
+            # only when the block succeeds
+            if not autocommit and not conn.closed:
+                conn.commit()
+        except BaseException:
+            if not conn.closed and not autocommit:
+                conn.rollback()
+            raise
         finally:
             conn.close()
 

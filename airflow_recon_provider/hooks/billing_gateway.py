@@ -16,9 +16,12 @@ from typing import Any
 
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
 from airflow_recon_provider.reconciliation import queries
-from airflow_recon_provider.reconciliation.config import PspConfig
+from airflow_recon_provider.reconciliation.config import PspConfig, check_psp_name
+from airflow_recon_provider.reconciliation.errors import ReconError
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
 from airflow_recon_provider.reconciliation.report import DivergenceRow, DivergenceSummary, KindTotal
+from airflow_recon_provider.reconciliation.schedule import CYCLE_STATUSES
+from airflow_recon_provider.reconciliation.statements import PspStatement, StatementFormatError
 from airflow_recon_provider.reconciliation.window import Window, cycles_between
 
 
@@ -186,6 +189,119 @@ class BillingGatewayHook(ReconPostgresHook):
                 {"psp": psp, "start": window.start, "end": window.end},
             )
             return [CycleStatus(r[0], r[1], r[2], int(r[3]), int(r[4]), r[5]) for r in rows]
+
+    # -- the reconciliation DAG's writes (fetch_psp_statements / match_transactions) ------
+    def replace_statement_lines(self, psp: str, cycle: Window, statement: PspStatement) -> int:
+        """Make ``statement`` the PSP's statement lines of ``cycle``; return the lines written.
+
+        Idempotent per cycle: in one transaction the PSP's lines whose ``occurred_at`` is in
+        the cycle are deleted and the statement's lines are copied in, so re-running a
+        cycle never duplicates lines and a failure leaves the previous lines in place.
+        Writers of the same PSP are serialised by an advisory lock, so a reprocess and the
+        hourly run of the same cycle cannot interleave their delete and copy.
+        """
+
+        check_psp_name(psp)
+        if statement.psp != psp:
+            raise StatementFormatError(
+                f"statement {statement.statement_id!r} is of PSP {statement.psp!r}, not {psp!r}"
+            )
+        outside = next((line for line in statement.lines if not cycle.contains(line.occurred_at)), None)
+        if outside is not None:
+            raise StatementFormatError(
+                f"PSP {psp} statement {statement.statement_id}: line {outside.provider_reference!r} "
+                f"occurred at {outside.occurred_at.isoformat()}, outside the cycle {cycle}"
+            )
+        mapping = self.config.mapping
+        window = {"psp": psp, "start": cycle.start, "end": cycle.end}
+        with self.connect() as conn, conn.transaction():
+            conn.execute(queries.advisory_xact_lock_query(), {"lock_key": f"recon.statements:{psp}"})
+            deleted = conn.execute(queries.delete_statement_lines_query(mapping), window).rowcount
+            with conn.cursor().copy(queries.copy_statement_lines_query(mapping)) as copy:
+                for line in statement.lines:
+                    copy.write_row(
+                        (
+                            psp,
+                            line.provider_reference,
+                            line.transaction_type,
+                            line.status,
+                            line.amount_minor,
+                            line.currency,
+                            line.occurred_at,
+                            statement.statement_id,
+                        )
+                    )
+        self.log.info(
+            "PSP %s cycle %s: replaced %d statement line(s) with %d from statement %s",
+            psp,
+            cycle,
+            deleted,
+            len(statement.lines),
+            statement.statement_id,
+        )
+        return len(statement.lines)
+
+    def record_cycle(
+        self,
+        psp: str,
+        cycle: Window,
+        status: str,
+        summary: DivergenceSummary | None = None,
+        notes: str = "",
+    ) -> None:
+        """Record the state of a reconciliation cycle in ``payment_reconciliation_logs``.
+
+        One row per run of a cycle: ``running`` opens it, ``success`` or ``failed`` closes
+        the cycle's latest ``running`` row (or writes a new row when none is open). The
+        divergent figures come from ``summary`` (zero without one); ``notes`` are appended
+        to the row's notes, never replace them.
+
+        :param status: ``running``, ``success`` or ``failed``.
+        """
+
+        check_psp_name(psp)
+        if status not in CYCLE_STATUSES:
+            raise ReconError(f"cycle status {status!r} is not one of {', '.join(CYCLE_STATUSES)}")
+        mapping = self.config.mapping
+        params: dict[str, Any] = {
+            "psp": psp,
+            "start": cycle.start,
+            "end": cycle.end,
+            "status": status,
+            "amount": summary.divergent_amount_minor if summary is not None else 0,
+            "count": summary.divergent_count if summary is not None else 0,
+            "notes": notes or "",
+        }
+        lock_key = f"recon.cycle:{psp}:{cycle.start.isoformat()}:{cycle.end.isoformat()}"
+        with self.connect() as conn, conn.transaction():
+            conn.execute(queries.advisory_xact_lock_query(), {"lock_key": lock_key})
+            open_row = conn.execute(queries.open_cycle_log_query(mapping), params).fetchone()
+            if open_row is None:
+                conn.execute(queries.insert_cycle_log_query(mapping), params)
+            else:
+                conn.execute(queries.update_cycle_log_query(mapping), {**params, "id": open_row[0]})
+
+    def is_paused(self, psp: str) -> tuple[bool, str | None, str | None]:
+        """Whether reconciliation of ``psp`` is paused in ``recon.controls``: ``(paused,
+        reason, actor)``; reason and actor are ``None`` when it is not paused.
+
+        Without the ``recon`` schema (``airflow-recon migrate`` never ran) nobody can have
+        paused a PSP, so the answer is "not paused", with a warning.
+        """
+
+        check_psp_name(psp)
+        with self.connect(autocommit=True) as conn:
+            if not conn.execute(queries.controls_table_exists_query()).fetchone()[0]:
+                self.log.warning(
+                    "recon.controls does not exist (run `airflow-recon migrate`): "
+                    "per-PSP pause is not available, treating PSP %s as active",
+                    psp,
+                )
+                return False, None, None
+            row = conn.execute(queries.control_state_query(), {"psp": psp}).fetchone()
+        if row is None or row[0] != "paused":
+            return False, None, None
+        return True, (row[1] or None), (row[2] or None)
 
 
 def write_report_csv(rows: Iterator[DivergenceRow], path: str | os.PathLike[str]) -> int:
