@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -39,7 +40,7 @@ def run_demo(*, data_dir: str, rows_per_psp: int, seed: int, stop: bool) -> int:
     from airflow_recon_provider.devtools.seed import SeedSpec, seed_database
     from airflow_recon_provider.schema import create_runbook_tables, migrate
 
-    console = Console(stderr=False)
+    console = Console(width=None if sys.stdout.isatty() else 140, soft_wrap=True)
     root = Path(data_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("AIRFLOW_HOME", str(root / "airflow-home"))

