@@ -19,7 +19,11 @@ from airflow_recon_provider.reconciliation import queries
 from airflow_recon_provider.reconciliation.config import PspConfig, check_psp_name
 from airflow_recon_provider.reconciliation.errors import ReconError
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
-from airflow_recon_provider.reconciliation.report import DivergenceRow, DivergenceSummary, KindTotal
+from airflow_recon_provider.reconciliation.report import (
+    DivergenceRow,
+    DivergenceSummary,
+    summary_from_results,
+)
 from airflow_recon_provider.reconciliation.schedule import CYCLE_STATUSES
 from airflow_recon_provider.reconciliation.statements import PspStatement, StatementFormatError
 from airflow_recon_provider.reconciliation.window import Window, cycles_between
@@ -65,8 +69,6 @@ class BillingGatewayHook(ReconPostgresHook):
 
     def resolve_psp(self, psp: str) -> PspConfig:
         """The PSP's configuration, or :class:`UnknownPspError` (DESIGN section 3)."""
-        from airflow_recon_provider.reconciliation.config import check_psp_name
-
         check_psp_name(psp)
         if self.config.psps:
             return self.config.resolve_psp(psp)
@@ -115,24 +117,19 @@ class BillingGatewayHook(ReconPostgresHook):
         reference = reference or window.end
         with self.connect() as conn, conn.transaction():
             self._tune_for_classification(conn, window)
-            count, amount = conn.execute(queries.gateway_totals_query(self.config.mapping), params).fetchone()
-            by_kind = {
-                DivergenceKind(kind): KindTotal(int(n), int(total))
-                for kind, n, total in conn.execute(
-                    queries.divergence_by_kind_query(self.config.mapping), params
-                )
-            }
+            totals = conn.execute(queries.gateway_totals_query(self.config.mapping), params).fetchone()
+            by_kind = conn.execute(queries.divergence_by_kind_query(self.config.mapping), params).fetchall()
             last_end = conn.execute(
                 queries.latest_success_query(self.config.mapping),
                 {"psp": psp_cfg.name, "reference": reference},
             ).fetchone()[0]
-        return DivergenceSummary(
+        return summary_from_results(
             psp=psp_cfg.name,
             window=window,
-            gateway_count=int(count),
-            gateway_amount_minor=int(amount),
-            by_kind=by_kind,
-            lag_cycles=cycles_between(last_end, reference),
+            totals=totals,
+            by_kind_rows=by_kind,
+            last_success_end=last_end,
+            reference=reference,
             thresholds=self.config.thresholds.for_psp(psp_cfg.name),
         )
 
