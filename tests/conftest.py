@@ -101,3 +101,29 @@ def airflow_conns(db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AIRFLOW_CONN_BILLING_GATEWAY_DB", uri)
     monkeypatch.setenv("AIRFLOW_CONN_PAYMENTS_LEDGER_DB", uri)
     return uri
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """Reset the Airflow metadata DB (SQLite in the session's AIRFLOW_HOME) once."""
+    from airflow.utils import db
+
+    db.resetdb()
+
+
+@pytest.fixture
+def register_dag(airflow_db):
+    """Serialize a DAG built inside a test so that ``dag.test()`` can run it
+    (AIRFLOW3-NOTES: otherwise "dag is not serialized")."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()  # the "dags-folder" bundle row the DAG refers to
+
+    def register(dag):
+        bag = DagBag(dag_folder="/nonexistent", collect_dags=False)
+        bag.bag_dag(dag)
+        sync_bag_to_db(bag, "dags-folder", None)
+        return dag
+
+    return register

@@ -69,3 +69,43 @@ async def async_connect(conn_id: str, *, connect_timeout: int = 10) -> AsyncIter
         yield aconn
     finally:
         await aconn.close()
+
+
+async def fetch_summary(
+    conn: psycopg.AsyncConnection, config: Any, psp: str, window: Any, reference: Any
+) -> Any:
+    """The divergence summary of ``psp`` over ``window`` with lag at ``reference``: the
+    same statements and result builder as ``BillingGatewayHook.summary``, on async I/O."""
+    from airflow_recon_provider.reconciliation import queries
+    from airflow_recon_provider.reconciliation.report import summary_from_results
+
+    psp_cfg = config.psp(psp)
+    params = queries.ClassificationParams(
+        psp=psp, window=window, grace=config.match_grace, status_mapping=psp_cfg.status_mapping
+    ).as_params()
+    mapping = config.mapping
+    async with conn.transaction():
+        await conn.execute(
+            "SELECT set_config('jit', 'off', true), set_config('work_mem', %s, true)",
+            (config.statement_work_mem,),
+        )
+        if window.span.total_seconds() <= 86400:  # see ReconPostgresHook._tune_for_classification
+            await conn.execute("SELECT set_config('random_page_cost', '1.1', true)")
+        totals = await (await conn.execute(queries.gateway_totals_query(mapping), params)).fetchone()
+        by_kind = await (await conn.execute(queries.divergence_by_kind_query(mapping), params)).fetchall()
+        last_end = (
+            await (
+                await conn.execute(
+                    queries.latest_success_query(mapping), {"psp": psp, "reference": reference}
+                )
+            ).fetchone()
+        )[0]
+    return summary_from_results(
+        psp=psp,
+        window=window,
+        totals=totals,
+        by_kind_rows=by_kind,
+        last_success_end=last_end,
+        reference=reference,
+        thresholds=config.thresholds.for_psp(psp),
+    )

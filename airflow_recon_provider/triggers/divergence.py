@@ -22,37 +22,12 @@ from airflow_recon_provider.reconciliation.errors import ReconError
 
 async def check_psp(conn: Any, config: Any, psp: str, now: datetime, lookback_cycles: int) -> Any:
     """One detection of one PSP on an async connection (the sensor's poke uses the same)."""
+    from airflow_recon_provider.hooks.async_postgres import fetch_summary
     from airflow_recon_provider.reconciliation import queries
     from airflow_recon_provider.reconciliation.detection import Detection, watch_window
-    from airflow_recon_provider.reconciliation.report import summary_from_results
 
-    psp_cfg = config.psp(psp)
-    window = watch_window(now, lookback_cycles)
-    params = queries.ClassificationParams(
-        psp=psp, window=window, grace=config.match_grace, status_mapping=psp_cfg.status_mapping
-    ).as_params()
-    mapping = config.mapping
-    async with conn.transaction():
-        await conn.execute(
-            "SELECT set_config('jit', 'off', true), set_config('random_page_cost', '1.1', true)"
-        )
-        totals = await (await conn.execute(queries.gateway_totals_query(mapping), params)).fetchone()
-        by_kind = await (await conn.execute(queries.divergence_by_kind_query(mapping), params)).fetchall()
-        last_end = (
-            await (
-                await conn.execute(queries.latest_success_query(mapping), {"psp": psp, "reference": now})
-            ).fetchone()
-        )[0]
-        incident = await (await conn.execute(queries.open_incident_query(), {"psp": psp})).fetchone()
-    summary = summary_from_results(
-        psp=psp,
-        window=window,
-        totals=totals,
-        by_kind_rows=by_kind,
-        last_success_end=last_end,
-        reference=now,
-        thresholds=config.thresholds.for_psp(psp),
-    )
+    summary = await fetch_summary(conn, config, psp, watch_window(now, lookback_cycles), now)
+    incident = await (await conn.execute(queries.open_incident_query(), {"psp": psp})).fetchone()
     return Detection(summary=summary, open_incident_id=incident[0] if incident else None, checked_at=now)
 
 

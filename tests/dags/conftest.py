@@ -2,7 +2,7 @@
 DagBag, and a local PSP statements API (pytest-httpserver) the DAG's connections point at.
 
 AIRFLOW_HOME, DAGS_FOLDER and LOAD_EXAMPLES are set at the top of ``tests/conftest.py``,
-before anything imports airflow.
+before anything imports airflow; the ``airflow_db`` fixture lives there too.
 """
 
 from __future__ import annotations
@@ -13,14 +13,6 @@ import pytest
 from psp_api_server import FakePspApi
 
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
-
-
-@pytest.fixture(scope="session")
-def airflow_db() -> None:
-    """Reset the Airflow metadata DB (SQLite in the session's AIRFLOW_HOME) once."""
-    from airflow.utils import db
-
-    db.resetdb()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,118 @@
+"""RecoveryTrigger: waits for the runbook's recovery criteria (Critérios de Recuperação).
+
+Recovered means, for the PSP and the incident's window: divergent amount below R$ 500
+and fewer than 10 divergent keys after reprocessing, and the PSP's two latest reconciled
+cycles (``payment_reconciliation_logs``, written by ``billing_gateway_reconciliation``)
+succeeded. Thresholds come from the PSP's configuration. Checked with async I/O; a check
+that fails is logged and retried, never taken as recovered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_recon_provider.reconciliation.errors import ReconError
+
+
+class RecoveryTrigger(BaseTrigger):
+    """Poll one PSP and window until the recovery criteria hold.
+
+    :param psp: the PSP.
+    :param window_start: ISO start of the incident's window.
+    :param window_end: ISO end of the incident's window.
+    :param conn_id: connection of the billing gateway database.
+    :param poll_interval: seconds between checks.
+    """
+
+    def __init__(
+        self,
+        *,
+        psp: str,
+        window_start: str,
+        window_end: str,
+        conn_id: str = "billing_gateway_db",
+        poll_interval: float = 300.0,
+    ) -> None:
+        super().__init__()
+        self.psp = psp
+        self.window_start = window_start
+        self.window_end = window_end
+        self.conn_id = conn_id
+        self.poll_interval = float(poll_interval)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "psp": self.psp,
+                "window_start": self.window_start,
+                "window_end": self.window_end,
+                "conn_id": self.conn_id,
+                "poll_interval": self.poll_interval,
+            },
+        )
+
+    async def check(self, now: datetime | None = None) -> dict[str, Any]:
+        """One evaluation; raises :class:`ReconError` on bad input or an unreachable database."""
+        from airflow_recon_provider.hooks.async_postgres import async_connect, fetch_summary
+        from airflow_recon_provider.reconciliation import queries
+        from airflow_recon_provider.reconciliation.config import ReconConfig
+        from airflow_recon_provider.reconciliation.window import Window
+
+        config = ReconConfig.load()
+        config.resolve_psp(self.psp, {self.psp})
+        window = Window.parse(self.window_start, self.window_end, max_span=config.max_window)
+        now = now or datetime.now(UTC)
+        thresholds = config.thresholds.for_psp(self.psp)
+        async with async_connect(self.conn_id) as conn:
+            summary = await fetch_summary(conn, config, self.psp, window, now)
+            cursor = await conn.execute(
+                queries.latest_cycle_states_query(config.mapping),
+                {"psp": self.psp, "reference": now, "n": thresholds.recovered_successful_runs},
+            )
+            states = [row[0] for row in await cursor.fetchall()]
+        recovered = thresholds.is_recovered(
+            divergent_amount_minor=summary.divergent_amount_minor,
+            divergent_count=summary.divergent_count,
+            latest_run_states=states,
+        )
+        return {
+            "status": "recovered" if recovered else "not_recovered",
+            "psp": self.psp,
+            "window_start": window.start.isoformat(),
+            "window_end": window.end.isoformat(),
+            "divergent_amount_minor": summary.divergent_amount_minor,
+            "divergent_count": summary.divergent_count,
+            "divergence_pct": summary.divergence_pct,
+            "latest_cycle_states": states,
+            "amounts_recovered": summary.recovered,
+            "checked_at": now.isoformat(),
+        }
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        while True:
+            try:
+                result = await self.check()
+            except ReconError as exc:
+                self.log.warning("recovery of %s not checked this poll: %s", self.psp, exc)
+            except Exception as exc:  # a database restart must not crash the triggerer
+                self.log.warning(
+                    "recovery check of %s failed (%s: %s); retrying", self.psp, type(exc).__name__, exc
+                )
+            else:
+                if result["status"] == "recovered":
+                    yield TriggerEvent(result)
+                    return
+                self.log.info(
+                    "%s not recovered yet: %s minor units in %s keys, latest cycles %s",
+                    self.psp,
+                    result["divergent_amount_minor"],
+                    result["divergent_count"],
+                    result["latest_cycle_states"],
+                )
+            await asyncio.sleep(self.poll_interval)
