@@ -73,6 +73,7 @@ def run_demo(*, data_dir: str, rows_per_psp: int, seed: int, stop: bool) -> int:
                 marker.write_text(json.dumps({"fingerprint": fingerprint, "result": expected}))
                 console.print(f"[green]Scenario[/] seeded (deterministic, seed {seed})")
         _print_investigation(console, spec)
+        _show_finance_communication(console, root, spec)
     finally:
         if stop:
             server.stop()
@@ -146,3 +147,85 @@ def _print_investigation(console: Console, spec: object) -> None:
                 "yes" if line.matches else "[red]NO[/]",
             )
         console.print(status_table)
+
+
+def _show_finance_communication(console: Console, root: Path, spec: object) -> None:
+    """Runbook, Comunicação: the incident of the divergent PSP (opened if none is open) and
+    the update finance would receive, by e-mail and in the incidents channel. Rendered here
+    and written to ``<data_dir>/outbox/``; the real sending is shown by the tests."""
+    from datetime import UTC, datetime
+
+    from rich.panel import Panel
+    from rich.text import Text
+
+    from airflow_recon_provider.hooks.incidents import IncidentHook
+    from airflow_recon_provider.notifications.finance import FinanceNotifier
+    from airflow_recon_provider.reconciliation import ReconConfig, Window
+    from airflow_recon_provider.reconciliation.incidents import (
+        FINANCE_RECIPIENTS_DEFAULT,
+        Figures,
+        render_update,
+    )
+
+    config = ReconConfig()
+    incidents = IncidentHook(config=config)
+    window = Window(spec.start, spec.start + _hours(spec.hours))
+    console.rule("Comunicação — incident record and the update to finance")
+    summaries = ((psp, incidents.gateway.summary(psp, window)) for psp in spec.psps)
+    psp, summary = next(((p, s) for p, s in summaries if s.alert), (None, None))
+    if psp is None:
+        console.print("No PSP breaches the alert rule: no incident, nothing to tell finance.")
+        return
+    incident = incidents.open_incident_for(psp)
+    if incident is None:
+        reasons = ", ".join(r.value for r in summary.alert_reasons)
+        incident_id = incidents.open_incident(
+            psp,
+            window=window,
+            reason=f"alert billing_gateway-reconciliation ({reasons})",
+            actor="airflow-recon demo",
+            figures=summary,
+        )
+        console.print(f"[green]Opened[/] {incident_id} for PSP {psp} (recon.incidents, one open per PSP)")
+        incident = incidents.get(incident_id)
+    else:
+        console.print(f"[green]Incident[/] {incident.incident_id} of PSP {psp} is open; reusing it")
+
+    # the same composition as the incident-updates DAG, without sending or logging a delivery
+    notifier = FinanceNotifier(config=config)
+    update, _, _ = notifier.compose_update(
+        incident, channel="email", slot=datetime.now(UTC), figures=Figures.from_summary(summary)
+    )
+    message = render_update(update)
+    console.print(
+        Panel(
+            Text(message.text),
+            title=Text(f"E-mail to {FINANCE_RECIPIENTS_DEFAULT}: {message.subject}"),
+            title_align="left",
+        ),
+        soft_wrap=False,  # wrap long lines inside the panel instead of cropping them
+    )
+    console.print(
+        Panel(Text(_slack_preview(message.slack_blocks)), title="Slack #billing-incidents"), soft_wrap=False
+    )
+    outbox = root / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
+    html_path = outbox / f"{incident.incident_id}-update.html"
+    html_path.write_text(message.html, encoding="utf-8")
+    console.print(f"HTML version of the e-mail written to {html_path}")
+
+
+def _slack_preview(blocks: tuple[dict, ...]) -> str:
+    """Slack blocks as the channel shows them, roughly, for a terminal."""
+    lines: list[str] = []
+    for block in blocks:
+        if block["type"] == "header":
+            lines += [block["text"]["text"], ""]
+        elif block["type"] == "section" and "fields" in block:
+            lines += [f["text"].replace("\n", ": ", 1) for f in block["fields"]] + [""]
+        elif block["type"] == "section":
+            lines += [block["text"]["text"], ""]
+        elif block["type"] == "context":
+            lines += [e["text"] for e in block["elements"]]
+    text = "\n".join(lines)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")

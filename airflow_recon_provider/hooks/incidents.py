@@ -1,0 +1,898 @@
+"""Hook on the incident record in the gateway database (connection ``billing_gateway_db``).
+
+Runbook, Comunicação: "Atualizar incidente com percentual de divergência e passos
+executados" and "Registrar número do ticket do PSP (se houver) no incidente"; Encerramento:
+the lessons learned attached to the incident. Every operator of the remediation DAG writes
+its step here (:meth:`IncidentHook.record_event`); the finance updates read the timeline
+back and log each message they send in ``recon.notifications``.
+
+The ``recon`` schema has fixed names (the provider owns it), so its SQL is plain text with
+bound values; the configurable gateway tables are only reached through
+:class:`BillingGatewayHook`. Writes always go to the primary.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow_recon_provider.hooks._postgres import ReconPostgresHook
+from airflow_recon_provider.reconciliation import queries
+from airflow_recon_provider.reconciliation.config import check_psp_name
+from airflow_recon_provider.reconciliation.errors import (
+    ConnectionMissingError,
+    DatabaseUnavailableError,
+    ReconError,
+)
+from airflow_recon_provider.reconciliation.incidents import (
+    ClosingReport,
+    CorrectionRecord,
+    Figures,
+    IllegalTransitionError,
+    Incident,
+    IncidentAlreadyOpenError,
+    IncidentEvent,
+    IncidentExistsError,
+    IncidentInputError,
+    IncidentNotFoundError,
+    IncidentState,
+    RenderedMessage,
+    Step,
+    check_aware,
+    check_incident_id,
+    check_text,
+    check_transition,
+    format_incident_id,
+    format_time,
+    parse_state,
+)
+from airflow_recon_provider.reconciliation.window import Window
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
+    from airflow_recon_provider.reconciliation.report import DivergenceSummary
+
+CHANNELS = ("email", "slack")
+DELIVERY_KINDS = ("update", "normalized", "containment", "closing_report")
+
+_INCIDENT_COLUMNS = (
+    "incident_id, psp, state, opened_by, opened_at, updated_at, window_start, window_end, reason,"
+    " psp_ticket, eta_resumption, divergent_amount_minor, divergent_count, divergence_pct,"
+    " recovered_at, closed_at, communication_done_at"
+)
+_EVENT_COLUMNS = (
+    "id, incident_id, step, outcome, actor, created_at, run_id, divergent_amount_minor,"
+    " divergent_count, divergence_pct, details"
+)
+_DELIVERY_COLUMNS = (
+    "id, dedup_key, channel, kind, incident_id, psp, slot, recipient, subject, body_text, body_html,"
+    " slack_blocks, figures, last_event_id, status, attempts, last_error, response, run_id,"
+    " created_at, sent_at"
+)
+_DELIVERY_FIELDS = tuple(c.strip() for c in _DELIVERY_COLUMNS.split(","))
+#: how many numbers the generator skips at most when ids were also given by hand
+_MAX_ID_SKIPS = 1000
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One row of ``recon.notifications``: one message on one channel."""
+
+    id: int
+    dedup_key: str
+    channel: str
+    kind: str
+    incident_id: str | None
+    psp: str
+    slot: datetime
+    recipient: str
+    subject: str
+    body_text: str
+    body_html: str
+    slack_blocks: tuple[dict[str, Any], ...]
+    figures: Figures | None
+    last_event_id: int | None
+    status: str
+    attempts: int
+    last_error: str | None
+    response: Mapping[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+    created_at: datetime | None = None
+    sent_at: datetime | None = None
+
+    @property
+    def message(self) -> RenderedMessage:
+        """The stored message, to send again exactly as it was composed."""
+        from airflow_recon_provider.reconciliation.incidents import MessageKind
+
+        return RenderedMessage(
+            kind=MessageKind(self.kind),
+            subject=self.subject,
+            text=self.body_text,
+            html=self.body_html,
+            slack_text=self.subject,
+            slack_blocks=self.slack_blocks,
+        )
+
+
+def _figures(amount: Any, count: Any, pct: Any) -> Figures | None:
+    if amount is None or count is None:
+        return None
+    return Figures(
+        divergent_amount_minor=int(amount),
+        divergent_count=int(count),
+        divergence_pct=None if pct is None else float(pct),
+    )
+
+
+def _incident(row: Sequence[Any]) -> Incident:
+    (iid, psp, state, by, at, upd, ws, we, reason, ticket, eta, amount, count, pct, rec, closed, done) = row
+    return Incident(
+        incident_id=iid,
+        psp=psp,
+        state=IncidentState(state),
+        opened_by=by,
+        opened_at=at,
+        updated_at=upd,
+        window=Window(ws, we) if ws is not None and we is not None and we > ws else None,
+        reason=reason or "",
+        psp_ticket=ticket,
+        eta_resumption=eta,
+        figures=_figures(amount, count, pct),
+        recovered_at=rec,
+        closed_at=closed,
+        communication_done_at=done,
+    )
+
+
+def _event(row: Sequence[Any]) -> IncidentEvent:
+    eid, iid, step, outcome, actor, created, run_id, amount, count, pct, details = row
+    return IncidentEvent(
+        id=int(eid),
+        incident_id=iid,
+        step=step,
+        outcome=outcome,
+        actor=actor,
+        created_at=created,
+        run_id=run_id,
+        figures=_figures(amount, count, pct),
+        details=details or {},
+    )
+
+
+def _delivery(row: Sequence[Any]) -> Delivery:
+    d = dict(zip(_DELIVERY_FIELDS, row, strict=True))
+    d.update(
+        id=int(d["id"]),
+        slack_blocks=tuple(d["slack_blocks"] or ()),
+        figures=Figures.from_dict(d["figures"]) if d["figures"] else None,
+        last_event_id=None if d["last_event_id"] is None else int(d["last_event_id"]),
+        attempts=int(d["attempts"]),
+        response=d["response"] or {},
+    )
+    return Delivery(**d)
+
+
+def _json_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
+    if details is None:
+        return {}
+    if not isinstance(details, Mapping):
+        raise IncidentInputError(f"event details must be a mapping, got {type(details).__name__}")
+    try:
+        # a round trip: what is stored is exactly what reads back (datetimes as ISO text)
+        return json.loads(json.dumps(dict(details), default=_json_default))
+    except (TypeError, ValueError) as exc:
+        raise IncidentInputError(f"event details are not JSON: {exc}") from None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class IncidentHook(ReconPostgresHook):
+    """Read and write ``recon.incidents``, ``recon.incident_events`` and ``recon.notifications``.
+
+    :param billing_gateway_conn_id: Airflow connection of the gateway database (the ``recon``
+        schema lives there).
+    :param config: reconciliation configuration (PSPs, mapping); ``ReconConfig.load()`` when
+        omitted.
+    """
+
+    conn_name_attr = "billing_gateway_conn_id"
+    default_conn_name = "billing_gateway_db"
+    conn_type = "billing_gateway"
+    hook_name = "Billing Gateway incidents (PostgreSQL)"
+
+    def __init__(self, *args: Any, billing_gateway_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.billing_gateway_conn_id = billing_gateway_conn_id
+
+    @cached_property
+    def gateway(self) -> BillingGatewayHook:
+        """The gateway hook on the same connection: PSP checks and divergence figures."""
+        from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
+
+        return BillingGatewayHook(billing_gateway_conn_id=self.billing_gateway_conn_id, config=self.config)
+
+    # -- incidents --------------------------------------------------------------------------
+    def open_incident(
+        self,
+        psp: str,
+        *,
+        incident_id: str | None = None,
+        window: Window,
+        reason: str,
+        actor: str,
+        run_id: str | None = None,
+        figures: Figures | DivergenceSummary | None = None,
+        psp_ticket: str | None = None,
+        eta_resumption: datetime | None = None,
+    ) -> str:
+        """Open an incident for ``psp`` and return its id (``INCIDENT-<n>`` from the sequence
+        when ``incident_id`` is not given).
+
+        One open incident per PSP (fire and clear are separate conditions): when the PSP
+        already has one that is not closed, :class:`IncidentAlreadyOpenError` names it. Every
+        input is checked before anything is written.
+
+        :param psp: a known PSP (configured, or present in ``payment_intents``).
+        :param incident_id: ``INCIDENT-<number>`` chosen by the caller (e.g. the incident
+            tool's id); generated when omitted.
+        :param window: the affected window ``[start, end)``.
+        :param reason: why the incident is opened (alert reason, analyst's words).
+        :param actor: who opens it.
+        :param run_id: the Airflow run that opens it.
+        :param figures: divergence at opening (a :class:`Figures` or a divergence summary,
+            whose per-kind figures are kept in the opening event).
+        :param psp_ticket: the PSP's ticket, if already open.
+        :param eta_resumption: estimated resumption of reconciliation, if known.
+        """
+        import psycopg
+
+        check_psp_name(psp)
+        if incident_id is not None:
+            check_incident_id(incident_id)
+        if not isinstance(window, Window):
+            raise IncidentInputError(f"the incident window must be a Window, got {window!r}")
+        reason = check_text(reason, what="reason")
+        actor = check_text(actor, what="actor", max_length=200)
+        ticket = check_text(psp_ticket, what="PSP ticket", max_length=200, required=False) or None
+        eta = check_aware(eta_resumption, what="estimated resumption") if eta_resumption else None
+        numbers = Figures.coerce(figures)
+        details: dict[str, Any] = {"window": window.as_dict(), "reason": reason}
+        if hasattr(figures, "by_kind"):
+            # a divergence summary: keep its per-kind split for the closing report
+            details["by_kind"] = figures.as_dict()["by_kind"]  # type: ignore[union-attr]
+        self.gateway.resolve_psp(psp)  # UnknownPspError before anything is written
+
+        try:
+            with self.connect() as conn, conn.transaction():
+                # openers of the same PSP queue here; the unique partial index is the backstop
+                conn.execute(queries.advisory_xact_lock_query(), {"lock_key": f"recon.incident:{psp}"})
+                self._refuse_second_open(conn, psp)
+                if incident_id is None:
+                    incident_id = self._next_incident_id(conn)
+                elif conn.execute(
+                    "SELECT 1 FROM recon.incidents WHERE incident_id = %s", (incident_id,)
+                ).fetchone():
+                    raise IncidentExistsError(
+                        f"incident {incident_id} already exists; choose another id or leave it empty "
+                        "to have one generated"
+                    )
+                conn.execute(
+                    "INSERT INTO recon.incidents (incident_id, psp, state, window_start, window_end, reason,"
+                    " psp_ticket, eta_resumption, divergent_amount_minor, divergent_count, divergence_pct,"
+                    " opened_by) VALUES (%(id)s, %(psp)s, 'open', %(ws)s, %(we)s, %(reason)s, %(ticket)s,"
+                    " %(eta)s, %(amount)s, %(count)s, %(pct)s, %(actor)s)",
+                    {
+                        "id": incident_id,
+                        "psp": psp,
+                        "ws": window.start,
+                        "we": window.end,
+                        "reason": reason,
+                        "ticket": ticket,
+                        "eta": eta,
+                        **self._figure_params(numbers),
+                        "actor": actor,
+                    },
+                )
+                self._insert_event(
+                    conn,
+                    incident_id,
+                    step=Step.OPENED,
+                    outcome=reason,
+                    actor=actor,
+                    run_id=run_id,
+                    figures=numbers,
+                    details=details,
+                )
+        except psycopg.errors.UniqueViolation as exc:
+            # someone wrote recon.incidents without the advisory lock: say who holds the PSP
+            if "incidents_one_open_per_psp" in str(exc):
+                with self.connect(autocommit=True) as conn:
+                    self._refuse_second_open(conn, psp)
+            raise IncidentExistsError(f"incident {incident_id} already exists") from None
+        self.log.info("Opened %s for PSP %s (window %s) by %s", incident_id, psp, window, actor)
+        return incident_id
+
+    def _refuse_second_open(self, conn: psycopg.Connection, psp: str) -> None:
+        row = conn.execute(
+            f"SELECT {_INCIDENT_COLUMNS} FROM recon.incidents WHERE psp = %s AND state <> 'closed'"
+            " ORDER BY opened_at DESC LIMIT 1",
+            (psp,),
+        ).fetchone()
+        if row is not None:
+            current = _incident(row)
+            raise IncidentAlreadyOpenError(
+                f"PSP {psp} already has an open incident, {current.incident_id} ({current.state.value}, "
+                f"opened {format_time(current.opened_at)} by {current.opened_by}); record the new "
+                "findings on it, or close it before opening another",
+                open_incident_id=current.incident_id,
+            )
+
+    def _next_incident_id(self, conn: psycopg.Connection) -> str:
+        for _ in range(_MAX_ID_SKIPS):
+            (number,) = conn.execute("SELECT nextval('recon.incident_number_seq')").fetchone()
+            candidate = format_incident_id(number)
+            # ids given by hand (e.g. INCIDENT-472 from the incident tool) are skipped
+            if not conn.execute(
+                "SELECT 1 FROM recon.incidents WHERE incident_id = %s", (candidate,)
+            ).fetchone():
+                return candidate
+        raise IncidentExistsError(
+            "could not find a free INCIDENT-<n> number; give the incident id explicitly"
+        )
+
+    @staticmethod
+    def _figure_params(figures: Figures | None) -> dict[str, Any]:
+        return {
+            "amount": None if figures is None else figures.divergent_amount_minor,
+            "count": None if figures is None else figures.divergent_count,
+            "pct": None if figures is None else figures.divergence_pct,
+        }
+
+    def get(self, incident_id: str) -> Incident:
+        check_incident_id(incident_id)
+        with self.connect(autocommit=True) as conn:
+            row = conn.execute(
+                f"SELECT {_INCIDENT_COLUMNS} FROM recon.incidents WHERE incident_id = %s", (incident_id,)
+            ).fetchone()
+        if row is None:
+            raise IncidentNotFoundError(f"incident {incident_id} does not exist")
+        return _incident(row)
+
+    def open_incident_for(self, psp: str) -> Incident | None:
+        """The PSP's incident that is not closed, if any (at most one)."""
+        check_psp_name(psp)
+        with self.connect(autocommit=True) as conn:
+            row = conn.execute(
+                f"SELECT {_INCIDENT_COLUMNS} FROM recon.incidents WHERE psp = %s AND state <> 'closed'"
+                " ORDER BY opened_at DESC LIMIT 1",
+                (psp,),
+            ).fetchone()
+        return None if row is None else _incident(row)
+
+    def list_open(self) -> list[Incident]:
+        """Incidents that are not closed, oldest first."""
+        with self.connect(autocommit=True) as conn:
+            rows = conn.execute(
+                f"SELECT {_INCIDENT_COLUMNS} FROM recon.incidents WHERE state <> 'closed'"
+                " ORDER BY opened_at, incident_id"
+            ).fetchall()
+        return [_incident(r) for r in rows]
+
+    def incidents_to_communicate(self) -> list[Incident]:
+        """Incidents finance must still hear about: every incident not yet normalized, and
+        those normalized whose final update has not been delivered yet."""
+        with self.connect(autocommit=True) as conn:
+            rows = conn.execute(
+                f"SELECT {_INCIDENT_COLUMNS} FROM recon.incidents WHERE communication_done_at IS NULL"
+                " ORDER BY opened_at, incident_id"
+            ).fetchall()
+        return [_incident(r) for r in rows]
+
+    def mark_communication_done(self, incident_id: str) -> None:
+        check_incident_id(incident_id)
+        with self.connect() as conn:
+            conn.execute(
+                "UPDATE recon.incidents SET communication_done_at = now() WHERE incident_id = %s",
+                (incident_id,),
+            )
+
+    # -- timeline ---------------------------------------------------------------------------
+    def record_event(
+        self,
+        incident_id: str,
+        *,
+        step: str,
+        outcome: str,
+        actor: str,
+        run_id: str | None = None,
+        figures: Figures | DivergenceSummary | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Append a step to the incident's timeline and return the event id.
+
+        With ``figures``, the incident's current divergence figures are updated too
+        (runbook: "Atualizar incidente com percentual de divergência").
+
+        :param step: the runbook step (e.g. ``reprocess``, ``correction.apply``).
+        :param outcome: what came of it, in words finance understands.
+        :param actor: who executed it (a user, or the DAG).
+        :param run_id: the Airflow run that executed it.
+        :param figures: divergence at that moment.
+        :param details: JSON-able extras (counts, ids, ``approved_by``...).
+        """
+        check_incident_id(incident_id)
+        step = check_text(step, what="step", max_length=200)
+        outcome = check_text(outcome, what="outcome")
+        actor = check_text(actor, what="actor", max_length=200)
+        numbers = Figures.coerce(figures)
+        extras = _json_details(details)
+        with self.connect() as conn, conn.transaction():
+            if not conn.execute(
+                "SELECT 1 FROM recon.incidents WHERE incident_id = %s FOR UPDATE", (incident_id,)
+            ).fetchone():
+                raise IncidentNotFoundError(f"incident {incident_id} does not exist")
+            event_id = self._insert_event(
+                conn,
+                incident_id,
+                step=step,
+                outcome=outcome,
+                actor=actor,
+                run_id=run_id,
+                figures=numbers,
+                details=extras,
+            )
+        return event_id
+
+    def _insert_event(
+        self,
+        conn: psycopg.Connection,
+        incident_id: str,
+        *,
+        step: str,
+        outcome: str,
+        actor: str,
+        run_id: str | None,
+        figures: Figures | None,
+        details: Mapping[str, Any],
+    ) -> int:
+        from psycopg.types.json import Jsonb
+
+        params = {
+            "id": incident_id,
+            "step": step,
+            "outcome": outcome,
+            "actor": actor,
+            "run_id": run_id,
+            "details": Jsonb(dict(details)),
+            **self._figure_params(figures),
+        }
+        (event_id,) = conn.execute(
+            "INSERT INTO recon.incident_events (incident_id, step, outcome, divergence_pct,"
+            " divergent_amount_minor, divergent_count, actor, run_id, details) VALUES (%(id)s, %(step)s,"
+            " %(outcome)s, %(pct)s, %(amount)s, %(count)s, %(actor)s, %(run_id)s, %(details)s) RETURNING id",
+            params,
+        ).fetchone()
+        conn.execute(
+            "UPDATE recon.incidents SET updated_at = now(),"
+            " divergent_amount_minor = COALESCE(%(amount)s, divergent_amount_minor),"
+            " divergent_count = COALESCE(%(count)s, divergent_count),"
+            " divergence_pct = CASE WHEN %(amount)s::bigint IS NULL THEN divergence_pct ELSE %(pct)s END"
+            " WHERE incident_id = %(id)s",
+            params,
+        )
+        return int(event_id)
+
+    def transition(
+        self,
+        incident_id: str,
+        to_state: str | IncidentState,
+        *,
+        actor: str,
+        run_id: str | None = None,
+        note: str = "",
+        figures: Figures | DivergenceSummary | None = None,
+    ) -> Incident:
+        """Move the incident to ``to_state`` (:data:`TRANSITIONS` of the domain) and record it.
+
+        :raises IllegalTransitionError: the move is not allowed (nothing is written).
+        """
+        check_incident_id(incident_id)
+        target = parse_state(to_state)
+        actor = check_text(actor, what="actor", max_length=200)
+        note = check_text(note, what="note", required=False)
+        numbers = Figures.coerce(figures)
+        with self.connect() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT state FROM recon.incidents WHERE incident_id = %s FOR UPDATE", (incident_id,)
+            ).fetchone()
+            if row is None:
+                raise IncidentNotFoundError(f"incident {incident_id} does not exist")
+            current = IncidentState(row[0])
+            check_transition(incident_id, current, target)
+            conn.execute(
+                "UPDATE recon.incidents SET state = %(to)s, updated_at = now(),"
+                " recovered_at = CASE WHEN %(to)s = 'recovered' THEN now() ELSE recovered_at END,"
+                " closed_at = CASE WHEN %(to)s = 'closed' THEN now() ELSE closed_at END,"
+                # a relapse reopens communication: finance hears again until it normalizes
+                " communication_done_at = CASE WHEN %(to)s IN ('open', 'mitigating') THEN NULL"
+                "   ELSE communication_done_at END"
+                " WHERE incident_id = %(id)s",
+                {"to": target.value, "id": incident_id},
+            )
+            self._insert_event(
+                conn,
+                incident_id,
+                step=Step.STATE,
+                outcome=f"{current.value} -> {target.value}" + (f": {note}" if note else ""),
+                actor=actor,
+                run_id=run_id,
+                figures=numbers,
+                details={"from": current.value, "to": target.value},
+            )
+        self.log.info("%s: %s -> %s by %s", incident_id, current.value, target.value, actor)
+        return self.get(incident_id)
+
+    def set_psp_ticket(
+        self, incident_id: str, ticket: str, *, actor: str, run_id: str | None = None
+    ) -> Incident:
+        """Record the PSP's ticket number on the incident (runbook, Comunicação)."""
+        ticket = check_text(ticket, what="PSP ticket", max_length=200)
+        return self._set_field(
+            incident_id,
+            "psp_ticket",
+            ticket,
+            step=Step.PSP_TICKET,
+            outcome=f"PSP ticket {ticket}",
+            actor=actor,
+            run_id=run_id,
+        )
+
+    def set_eta(self, incident_id: str, eta: datetime, *, actor: str, run_id: str | None = None) -> Incident:
+        """Record the estimated resumption of reconciliation (runbook, Ações de Contenção)."""
+        eta = check_aware(eta, what="estimated resumption")
+        return self._set_field(
+            incident_id,
+            "eta_resumption",
+            eta,
+            step=Step.ETA,
+            outcome=f"reconciliation expected to resume at {format_time(eta)}",
+            actor=actor,
+            run_id=run_id,
+        )
+
+    def _set_field(
+        self,
+        incident_id: str,
+        column: str,
+        value: Any,
+        *,
+        step: str,
+        outcome: str,
+        actor: str,
+        run_id: str | None,
+    ) -> Incident:
+        from psycopg import sql
+
+        check_incident_id(incident_id)
+        actor = check_text(actor, what="actor", max_length=200)
+        assert column in {"psp_ticket", "eta_resumption"}  # fixed columns of the recon schema
+        with self.connect() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT state FROM recon.incidents WHERE incident_id = %s FOR UPDATE", (incident_id,)
+            ).fetchone()
+            if row is None:
+                raise IncidentNotFoundError(f"incident {incident_id} does not exist")
+            if row[0] == IncidentState.CLOSED.value:
+                raise IllegalTransitionError(f"incident {incident_id} is closed; it cannot be changed")
+            conn.execute(
+                sql.SQL(
+                    "UPDATE recon.incidents SET {} = %s, updated_at = now() WHERE incident_id = %s"
+                ).format(sql.Identifier(column)),
+                (value, incident_id),
+            )
+            self._insert_event(
+                conn,
+                incident_id,
+                step=step,
+                outcome=outcome,
+                actor=actor,
+                run_id=run_id,
+                figures=None,
+                details={column: value.isoformat() if isinstance(value, datetime) else value},
+            )
+        return self.get(incident_id)
+
+    def timeline(self, incident_id: str) -> list[IncidentEvent]:
+        """Every event of the incident, in the order it happened."""
+        self.get(incident_id)  # IncidentNotFoundError for an unknown id, not an empty timeline
+        return self.events_after(incident_id, 0)
+
+    def events_after(self, incident_id: str, after_event_id: int) -> list[IncidentEvent]:
+        check_incident_id(incident_id)
+        with self.connect(autocommit=True) as conn:
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM recon.incident_events WHERE incident_id = %s AND id > %s"
+                " ORDER BY id",
+                (incident_id, after_event_id),
+            ).fetchall()
+        return [_event(r) for r in rows]
+
+    def corrections(self, incident_id: str) -> list[CorrectionRecord]:
+        """The transactions corrected under this incident, with who requested and approved."""
+        check_incident_id(incident_id)
+        with self.connect(autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT transaction_id, provider_reference, transaction_type, kind, amount_minor,"
+                " requested_by, approved_by, run_id, applied_at, before, after"
+                " FROM recon.corrections WHERE incident_id = %s ORDER BY applied_at, id",
+                (incident_id,),
+            ).fetchall()
+        return [
+            CorrectionRecord(
+                transaction_id=int(r[0]),
+                provider_reference=r[1],
+                transaction_type=r[2],
+                kind=r[3],
+                amount_minor=int(r[4]),
+                requested_by=r[5],
+                approved_by=r[6],
+                run_id=r[7],
+                applied_at=r[8],
+                before=r[9] or {},
+                after=r[10] or {},
+            )
+            for r in rows
+        ]
+
+    # -- figures and the closing report -------------------------------------------------------
+    def current_figures(self, incident: Incident) -> tuple[Figures | None, str]:
+        """Divergence now over the incident's window (``BillingGatewayHook.summary``), and a
+        note saying why they are not fresh when they are not (no window, PSP no longer
+        configured...): then the figures last recorded on the incident are returned."""
+        recorded = incident.figures
+        as_recorded = f"as last recorded, {format_time(incident.updated_at)}"
+        if incident.window is None:
+            return recorded, f"no affected window recorded; {as_recorded}" if recorded else "no window"
+        try:
+            summary = self.gateway.summary(incident.psp, incident.window)
+        except (DatabaseUnavailableError, ConnectionMissingError):
+            raise  # the database itself is the problem: nothing sensible to report
+        except ReconError as exc:
+            self.log.warning("%s: current figures unavailable: %s", incident.incident_id, exc)
+            return recorded, f"current figures unavailable ({exc}); {as_recorded}"
+        return Figures.from_summary(summary), ""
+
+    def closing_report(self, incident_id: str, *, now: datetime | None = None) -> ClosingReport:
+        """The closing report's content: timeline, corrections, deliveries and final numbers."""
+        incident = self.get(incident_id)
+        figures, note = self.current_figures(incident)
+        return ClosingReport(
+            incident=incident,
+            events=tuple(self.events_after(incident_id, 0)),
+            corrections=tuple(self.corrections(incident_id)),
+            final_figures=figures,
+            final_figures_note=note,
+            generated_at=now or datetime.now(UTC),
+            deliveries=self.delivery_stats(incident_id),
+        )
+
+    def attach_closing_report(
+        self,
+        incident_id: str,
+        *,
+        markdown: str,
+        html: str,
+        actor: str,
+        run_id: str | None = None,
+        path: str | None = None,
+    ) -> int:
+        """Store the closing report on the incident row and note it on the timeline."""
+        check_incident_id(incident_id)
+        actor = check_text(actor, what="actor", max_length=200)
+        with self.connect() as conn, conn.transaction():
+            updated = conn.execute(
+                "UPDATE recon.incidents SET closing_report_md = %s, closing_report_html = %s,"
+                " updated_at = now() WHERE incident_id = %s",
+                (markdown, html, incident_id),
+            ).rowcount
+            if not updated:
+                raise IncidentNotFoundError(f"incident {incident_id} does not exist")
+            return self._insert_event(
+                conn,
+                incident_id,
+                step=Step.CLOSING_REPORT,
+                outcome="closing report attached" + (f" ({path})" if path else ""),
+                actor=actor,
+                run_id=run_id,
+                figures=None,
+                details={"path": path, "markdown_chars": len(markdown)},
+            )
+
+    def stored_closing_report(self, incident_id: str) -> tuple[str | None, str | None]:
+        check_incident_id(incident_id)
+        with self.connect(autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT closing_report_md, closing_report_html FROM recon.incidents WHERE incident_id = %s",
+                (incident_id,),
+            ).fetchone()
+        if row is None:
+            raise IncidentNotFoundError(f"incident {incident_id} does not exist")
+        return row[0], row[1]
+
+    # -- notification deliveries ---------------------------------------------------------------
+    def delivery(self, dedup_key: str, channel: str) -> Delivery | None:
+        with self.connect(autocommit=True) as conn:
+            row = conn.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM recon.notifications WHERE dedup_key = %s AND channel = %s",
+                (dedup_key, channel),
+            ).fetchone()
+        return None if row is None else _delivery(row)
+
+    def prepare_delivery(
+        self,
+        *,
+        dedup_key: str,
+        channel: str,
+        kind: str,
+        psp: str,
+        slot: datetime,
+        recipient: str,
+        message: RenderedMessage,
+        incident_id: str | None = None,
+        figures: Figures | None = None,
+        last_event_id: int | None = None,
+        run_id: str | None = None,
+    ) -> Delivery:
+        """Record a message about to be sent (``pending``) and return its row.
+
+        One row per ``(dedup_key, channel)``: preparing again refreshes the content of a
+        message not yet delivered; a delivered one is returned unchanged (``sent``), so a
+        re-run never sends it twice.
+        """
+        from psycopg.types.json import Jsonb
+
+        if channel not in CHANNELS:
+            raise IncidentInputError(f"channel {channel!r} is not one of {', '.join(CHANNELS)}")
+        if kind not in DELIVERY_KINDS:
+            raise IncidentInputError(f"notification kind {kind!r} is not one of {', '.join(DELIVERY_KINDS)}")
+        params = {
+            "key": dedup_key,
+            "channel": channel,
+            "kind": kind,
+            "incident_id": incident_id,
+            "psp": psp,
+            "slot": check_aware(slot, what="notification slot"),
+            "recipient": recipient,
+            "subject": message.subject,
+            "text": message.text,
+            "html": message.html,
+            "blocks": Jsonb(list(message.slack_blocks)),
+            "figures": Jsonb(figures.as_dict()) if figures is not None else None,
+            "last_event_id": last_event_id,
+            "run_id": run_id,
+        }
+        with self.connect() as conn:
+            row = conn.execute(
+                "INSERT INTO recon.notifications (dedup_key, channel, kind, incident_id, psp, slot,"
+                " recipient, subject, body_text, body_html, slack_blocks, figures, last_event_id, run_id)"
+                " VALUES (%(key)s, %(channel)s, %(kind)s, %(incident_id)s, %(psp)s, %(slot)s, %(recipient)s,"
+                " %(subject)s, %(text)s, %(html)s, %(blocks)s, %(figures)s, %(last_event_id)s, %(run_id)s)"
+                " ON CONFLICT (dedup_key, channel) DO UPDATE SET recipient = EXCLUDED.recipient,"
+                " subject = EXCLUDED.subject, body_text = EXCLUDED.body_text, body_html = EXCLUDED.body_html,"
+                " slack_blocks = EXCLUDED.slack_blocks, figures = EXCLUDED.figures,"
+                " last_event_id = EXCLUDED.last_event_id, run_id = EXCLUDED.run_id, status = 'pending',"
+                " updated_at = now() WHERE recon.notifications.status <> 'sent'"
+                f" RETURNING {_DELIVERY_COLUMNS}",
+                params,
+            ).fetchone()
+        return _delivery(row) if row is not None else self.delivery(dedup_key, channel)  # type: ignore[return-value]
+
+    def mark_sent(self, delivery_id: int, response: Mapping[str, Any] | None = None) -> None:
+        from psycopg.types.json import Jsonb
+
+        with self.connect() as conn:
+            conn.execute(
+                "UPDATE recon.notifications SET status = 'sent', attempts = attempts + 1, sent_at = now(),"
+                " updated_at = now(), last_error = NULL, response = %s WHERE id = %s",
+                (Jsonb(_json_details(response or {})), delivery_id),
+            )
+
+    def mark_failed(self, delivery_id: int, error: str) -> None:
+        with self.connect() as conn:
+            conn.execute(
+                "UPDATE recon.notifications SET status = 'failed', attempts = attempts + 1,"
+                " updated_at = now(), last_error = %s WHERE id = %s",
+                (error[:2000], delivery_id),
+            )
+
+    def supersede(self, delivery_ids: Iterable[int], *, by: int) -> int:
+        """Mark undelivered messages as carried by a later, delivered one."""
+        ids = [int(i) for i in delivery_ids if int(i) != by]
+        if not ids:
+            return 0
+        with self.connect() as conn:
+            return conn.execute(
+                "UPDATE recon.notifications SET status = 'superseded', superseded_by = %s, updated_at = now()"
+                " WHERE id = ANY(%s) AND status IN ('pending', 'failed')",
+                (by, ids),
+            ).rowcount
+
+    def last_sent(
+        self, incident_id: str, channel: str, kinds: Sequence[str] = ("update", "normalized")
+    ) -> Delivery | None:
+        """The latest delivered update of the incident on ``channel``."""
+        with self.connect(autocommit=True) as conn:
+            row = conn.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM recon.notifications WHERE incident_id = %s AND channel = %s"
+                " AND kind = ANY(%s) AND status = 'sent' ORDER BY slot DESC, id DESC LIMIT 1",
+                (incident_id, channel, list(kinds)),
+            ).fetchone()
+        return None if row is None else _delivery(row)
+
+    def unsent(
+        self,
+        *,
+        kinds: Sequence[str],
+        incident_id: str | None = None,
+        channel: str | None = None,
+        exclude_key: str | None = None,
+    ) -> list[Delivery]:
+        """Messages recorded but not delivered (``pending`` or ``failed``), oldest first."""
+        with self.connect(autocommit=True) as conn:
+            rows = conn.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM recon.notifications WHERE status IN ('pending', 'failed')"
+                " AND kind = ANY(%(kinds)s)"
+                " AND (%(incident)s::text IS NULL OR incident_id = %(incident)s)"
+                " AND (%(channel)s::text IS NULL OR channel = %(channel)s)"
+                " AND (%(exclude)s::text IS NULL OR dedup_key <> %(exclude)s)"
+                " ORDER BY slot, id",
+                {"kinds": list(kinds), "incident": incident_id, "channel": channel, "exclude": exclude_key},
+            ).fetchall()
+        return [_delivery(r) for r in rows]
+
+    def last_update_slot(self, incident_id: str, *, before: datetime) -> datetime | None:
+        """The latest slot for which an update of the incident was attempted, before ``before``."""
+        with self.connect(autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT max(slot) FROM recon.notifications WHERE incident_id = %s"
+                " AND kind IN ('update', 'normalized') AND slot < %s",
+                (incident_id, before),
+            ).fetchone()
+        return row[0] if row else None
+
+    def deliveries(self, incident_id: str | None = None) -> list[Delivery]:
+        """Every delivery (of one incident), in the order they were recorded."""
+        with self.connect(autocommit=True) as conn:
+            rows = conn.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM recon.notifications"
+                " WHERE %(incident)s::text IS NULL OR incident_id = %(incident)s ORDER BY id",
+                {"incident": incident_id},
+            ).fetchall()
+        return [_delivery(r) for r in rows]
+
+    def delivery_stats(self, incident_id: str) -> dict[str, dict[str, int]]:
+        """``{channel: {status: count}}`` of the incident's messages."""
+        with self.connect(autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT channel, status, count(*) FROM recon.notifications WHERE incident_id = %s"
+                " GROUP BY channel, status",
+                (incident_id,),
+            ).fetchall()
+        stats: dict[str, dict[str, int]] = {}
+        for channel, status, n in rows:
+            stats.setdefault(channel, {})[status] = int(n)
+        return stats
+
+
+__all__ = ["CHANNELS", "Delivery", "IncidentHook"]

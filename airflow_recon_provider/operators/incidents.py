@@ -1,0 +1,306 @@
+"""Operators of the runbook's communication with finance and of the incident's closure.
+
+- :class:`SendIncidentUpdatesOperator` — Comunicação: every 30 minutes, for each incident
+  not yet normalized, the update to finance@platform.io and the incidents channel; the final
+  "normalized" update once an incident recovers (DAG ``billing_gateway_incident_updates``).
+- :class:`ContainmentNoticeOperator` — Ações de Contenção, second bullet: finance is told of
+  the freeze of a PSP and of the estimated resumption.
+- :class:`ClosingReportOperator` — Encerramento: the closing report (markdown and HTML) from
+  the incident's timeline, attached to the incident and written to files.
+
+Thin: each builds :class:`FinanceNotifier` or :class:`IncidentHook` in ``execute`` (imports
+inside, so DAG files parse fast) and calls one or two of their methods.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_recon_provider.notifications.finance import FinanceNotifier
+
+_FINANCE = "finance@platform.io"
+
+
+def _blank(value: Any) -> bool:
+    # a Jinja template renders a missing param as "" (or "None" without a default filter)
+    return value is None or (isinstance(value, str) and value.strip() in {"", "None"})
+
+
+def _run_moment(context: Context) -> datetime:
+    """The moment of this run: its logical date (the 30-minute slot), else when it ran."""
+    moment = context.get("logical_date")
+    if moment is None:
+        dag_run = context.get("dag_run")
+        moment = getattr(dag_run, "run_after", None) or datetime.now(UTC)
+    return moment.astimezone(UTC)
+
+
+class _FinanceOperator(BaseOperator):
+    """Common ground: who is told, through which connections."""
+
+    def __init__(
+        self,
+        *,
+        recipients: str | Sequence[str] = _FINANCE,
+        from_email: str | None = None,
+        smtp_conn_id: str = "smtp_finance",
+        slack_conn_id: str | None = "slack_incidents",
+        slack_channel: str = "#billing-incidents",
+        billing_gateway_conn_id: str = "billing_gateway_db",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.recipients = recipients
+        self.from_email = from_email
+        self.smtp_conn_id = smtp_conn_id
+        self.slack_conn_id = slack_conn_id
+        self.slack_channel = slack_channel
+        self.billing_gateway_conn_id = billing_gateway_conn_id
+
+    def _notifier(self, context: Context, *, actor: str | None = None) -> FinanceNotifier:
+        from airflow_recon_provider.notifications.finance import FinanceNotifier
+
+        dag = context.get("dag")
+        return FinanceNotifier(
+            recipients=self.recipients,
+            from_email=self.from_email,
+            smtp_conn_id=self.smtp_conn_id,
+            slack_conn_id=None if _blank(self.slack_conn_id) else self.slack_conn_id,
+            slack_channel=self.slack_channel,
+            billing_gateway_conn_id=self.billing_gateway_conn_id,
+            actor=actor or (f"{dag.dag_id}.{self.task_id}" if dag is not None else self.task_id),
+        )
+
+
+class SendIncidentUpdatesOperator(_FinanceOperator):
+    """Send the update of every incident finance must still hear about (runbook, Comunicação).
+
+    For each incident not yet normalized: the update of this run's slot (divergence % and
+    amount now, steps since the last update, resumption estimate, PSP ticket). For each
+    recovered or closed incident: the final "normalized" update, once, then silence. A
+    delivery that fails is recorded and carried by the next run's update; the task then fails
+    so the outage shows in Airflow. Undelivered containment notices are sent again.
+
+    Returns one ``{"incident_id", "kind", "channels", "skipped"}`` per incident.
+
+    :param recipients: finance's addresses (comma separated); templated.
+    :param from_email: sender; default: the SMTP connection's ``from_email``.
+    :param smtp_conn_id: SMTP connection; templated.
+    :param slack_conn_id: Slack connection (``slack`` or ``slackwebhook``); empty: no Slack.
+    :param slack_channel: the incidents channel; templated.
+    :param billing_gateway_conn_id: gateway database (``recon`` schema).
+    :param cadence_minutes: the DAG's schedule, used to spot runs that never happened.
+    """
+
+    template_fields: Sequence[str] = ("recipients", "smtp_conn_id", "slack_conn_id", "slack_channel")
+    ui_color = "#fde7e9"
+
+    def __init__(self, *, cadence_minutes: int = 30, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cadence_minutes = cadence_minutes
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        from datetime import timedelta
+
+        from airflow_recon_provider.notifications.finance import FinanceDeliveryError
+
+        slot = _run_moment(context)
+        run_id = context.get("run_id")
+        notifier = self._notifier(context)
+        notifier.check_connections()  # a missing connection fails here, before any write
+        results = []
+        failures: list[str] = []
+        for incident in notifier.incident_hook().incidents_to_communicate():
+            try:
+                result = notifier.send_incident_update(
+                    incident.incident_id,
+                    slot=slot,
+                    run_id=run_id,
+                    cadence=timedelta(minutes=self.cadence_minutes),
+                    detect_missed=True,
+                )
+            except Exception as exc:
+                # one incident's problem does not silence the others
+                self.log.exception("Update of %s failed", incident.incident_id)
+                failures.append(f"{incident.incident_id}: {type(exc).__name__}: {exc}")
+                continue
+            results.append(result.as_dict())
+            failures += [f"{incident.incident_id} {ch}: {o}" for ch, o in result.failed.items()]
+            self.log.info("%s (%s): %s", incident.incident_id, result.kind, result.channels or result.skipped)
+        resent = notifier.resend_unsent(kinds=("containment",), run_id=run_id)
+        failures += [f"containment notice {i}: {o}" for i, o in resent.items() if o.startswith("failed")]
+        if not results:
+            self.log.info("No incident to report at %s", slot.isoformat())
+        if failures:
+            raise FinanceDeliveryError(
+                f"{len(failures)} finance message(s) not delivered; recorded in recon.notifications and "
+                "carried by the next run: " + " | ".join(failures)
+            )
+        return results
+
+
+class ContainmentNoticeOperator(_FinanceOperator):
+    """Tell finance that reconciliation of a PSP is frozen, and until when (runbook, Ações de
+    Contenção). Returns the outcome per channel.
+
+    :param psp: the paused PSP; templated.
+    :param paused_by: who paused it; templated.
+    :param reason: why; templated.
+    :param eta_resumption: estimated resumption, ISO 8601 with offset or a datetime; empty:
+        not yet estimated; templated.
+    :param incident_id: the incident of the pause (default: the PSP's open incident); templated.
+    :param paused_at: when it was paused (ISO 8601); default: this run's moment. One notice
+        per PSP and moment, so a re-run does not notify twice; templated.
+    """
+
+    template_fields: Sequence[str] = (
+        "psp",
+        "paused_by",
+        "reason",
+        "eta_resumption",
+        "incident_id",
+        "paused_at",
+        "recipients",
+        "smtp_conn_id",
+        "slack_conn_id",
+        "slack_channel",
+    )
+    ui_color = "#fff4ce"
+
+    def __init__(
+        self,
+        *,
+        psp: str,
+        paused_by: str,
+        reason: str,
+        eta_resumption: str | datetime | None = None,
+        incident_id: str | None = None,
+        paused_at: str | datetime | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.psp = psp
+        self.paused_by = paused_by
+        self.reason = reason
+        self.eta_resumption = eta_resumption
+        self.incident_id = incident_id
+        self.paused_at = paused_at
+
+    def execute(self, context: Context) -> dict[str, str]:
+        from airflow_recon_provider.reconciliation.window import parse_timestamp
+
+        eta = (
+            None
+            if _blank(self.eta_resumption)
+            else parse_timestamp(self.eta_resumption, name="eta_resumption")
+        )
+        paused_at = (
+            _run_moment(context)
+            if _blank(self.paused_at)
+            else parse_timestamp(self.paused_at, name="paused_at")
+        )
+        psp = str(self.psp).strip()
+        outcomes = self._notifier(context, actor=str(self.paused_by)).send_containment_notice(
+            psp,
+            paused_by=str(self.paused_by),
+            reason=str(self.reason),
+            eta_resumption=eta,
+            incident_id=None if _blank(self.incident_id) else str(self.incident_id).strip(),
+            paused_at=paused_at,
+            run_id=context.get("run_id"),
+        )
+        self.log.info("Containment notice for PSP %s: %s", psp, outcomes)
+        return outcomes
+
+
+class ClosingReportOperator(BaseOperator):
+    """Build the closing report of an incident (runbook, Encerramento) and attach it.
+
+    The markdown and HTML are stored on the incident row (``closing_report_md`` /
+    ``closing_report_html``: they survive the worker) and written to
+    ``<output_dir>/<incident_id>-closing-report.{md,html}``. Returns
+    ``{"incident_id", "markdown_path", "html_path"}`` (XCom).
+
+    :param incident_id: ``INCIDENT-<n>``; templated.
+    :param output_dir: directory of the files; default ``$AIRFLOW_HOME/recon/reports``; templated.
+    :param billing_gateway_conn_id: gateway database (``recon`` schema).
+    """
+
+    template_fields: Sequence[str] = ("incident_id", "output_dir")
+    ui_color = "#e6f4ea"
+
+    def __init__(
+        self,
+        *,
+        incident_id: str,
+        output_dir: str | None = None,
+        billing_gateway_conn_id: str = "billing_gateway_db",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.incident_id = incident_id
+        self.output_dir = output_dir
+        self.billing_gateway_conn_id = billing_gateway_conn_id
+
+    def execute(self, context: Context) -> dict[str, str]:
+        from airflow_recon_provider.hooks.incidents import IncidentHook
+        from airflow_recon_provider.reconciliation.incidents import (
+            check_incident_id,
+            render_closing_report_html,
+            render_closing_report_markdown,
+        )
+
+        incident_id = check_incident_id(str(self.incident_id).strip())
+        hook = IncidentHook(billing_gateway_conn_id=self.billing_gateway_conn_id)
+        report = hook.closing_report(incident_id)
+        markdown = render_closing_report_markdown(report)
+        html = render_closing_report_html(report)
+        paths = write_closing_report(incident_id, markdown, html, self.output_dir)
+        dag = context.get("dag")
+        hook.attach_closing_report(
+            incident_id,
+            markdown=markdown,
+            html=html,
+            actor=f"{dag.dag_id}.{self.task_id}" if dag is not None else self.task_id,
+            run_id=context.get("run_id"),
+            path=paths["markdown_path"],
+        )
+        self.log.info("Closing report of %s written to %s", incident_id, paths["markdown_path"])
+        return {"incident_id": incident_id, **paths}
+
+
+def write_closing_report(
+    incident_id: str, markdown: str, html: str, output_dir: str | None
+) -> dict[str, str]:
+    """Write both renderings next to each other, each replaced atomically."""
+    base = (
+        Path(output_dir)
+        if not _blank(output_dir)
+        else Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "recon" / "reports"
+    )
+    base.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for key, suffix, content in (("markdown_path", "md", markdown), ("html_path", "html", html)):
+        target = base / f"{incident_id}-closing-report.{suffix}"
+        tmp = target.with_name(f".{target.name}.part")
+        tmp.write_text(content, encoding="utf-8")
+        os.replace(tmp, target)
+        paths[key] = str(target)
+    return paths
+
+
+__all__ = [
+    "ClosingReportOperator",
+    "ContainmentNoticeOperator",
+    "SendIncidentUpdatesOperator",
+    "write_closing_report",
+]

@@ -1,0 +1,83 @@
+"""Incident tests: real parts only.
+
+- a local SMTP server on 127.0.0.1 that records every message (aiosmtpd ``Controller`` on a
+  free port), which a test can stop and start again on the same port (mail outage);
+- a local HTTP server standing in for Slack's Web API (pytest-httpserver): ``chat.postMessage``
+  answers like Slack and records what was posted;
+- Airflow connections ``smtp_finance`` and ``slack_incidents`` as environment variables,
+  next to ``billing_gateway_db`` of ``tests/conftest.py`` (fixtures ``db``, ``airflow_conns``);
+- the ``billing_gateway_incident_updates`` DAG loaded by DagBag for ``dag.test()``, on the
+  session's metadata DB (``airflow_db`` and ``register_dag`` of ``tests/conftest.py``).
+
+The helpers live in ``incident_support.py`` (a module name no other test folder uses).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from incident_support import UPDATES_DAG_FILE, FakeSlack, SmtpServer, smtp_conn_json, statement_line
+
+
+@pytest.fixture
+def smtp_server():
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def slack_api(httpserver) -> FakeSlack:
+    api = FakeSlack()
+    httpserver.expect_request("/api/chat.postMessage", method="POST").respond_with_handler(api)
+    return api
+
+
+@pytest.fixture
+def finance_conns(airflow_conns, smtp_server, slack_api, httpserver, monkeypatch):
+    """``smtp_finance`` -> the local SMTP server, ``slack_incidents`` -> the fake Slack API."""
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_FINANCE", smtp_conn_json(smtp_server.port))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SLACK_INCIDENTS",
+        json.dumps(
+            {
+                "conn_type": "slack",
+                "password": "xoxb-test-token",
+                "extra": {"base_url": httpserver.url_for("/api/")},
+            }
+        ),
+    )
+    return {"smtp": smtp_server, "slack": slack_api}
+
+
+@pytest.fixture
+def divergent_psp(db, airflow_conns):
+    """stripe diverges in [10:00, 11:00) of 2026-11-20 (see ``incident_support.DIVERGENT``);
+    adyen is clean."""
+    db.execute(
+        "INSERT INTO payment_intents (id, provider, provider_reference) VALUES"
+        " (1,'stripe','r1'),(2,'stripe','r2'),(3,'stripe','r3'),(4,'adyen','a1')"
+    )
+    db.execute(
+        """INSERT INTO payment_transactions
+           (intent_id, transaction_type, status, amount_minor, currency, created_at) VALUES
+           (1,'capture','captured',1000,'BRL','2026-11-20T10:10Z'),
+           (2,'capture','captured',500,'BRL','2026-11-20T10:20Z'),
+           (3,'capture','captured',700,'BRL','2026-11-20T10:30Z'),
+           (4,'capture','captured',100,'BRL','2026-11-20T10:29Z')"""
+    )
+    statement_line(db, "r1", 1000, 11)
+    statement_line(db, "r2", 450, 21)
+    statement_line(db, "a1", 100, 29, psp="adyen")
+    return db
+
+
+@pytest.fixture(scope="session")
+def updates_dag(airflow_db: None):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(UPDATES_DAG_FILE))
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags["billing_gateway_incident_updates"]
