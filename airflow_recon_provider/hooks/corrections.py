@@ -1,0 +1,544 @@
+"""Hook of the data correction on the billing gateway database (``billing_gateway_db``).
+
+Runbook, Mitigação 2 "Correção de Dados": "Ajustar registros inconsistentes atualizando
+diretamente o banco (após aprovação do financeiro)" and "Registrar a correção no incidente
+e em ``payment_reconciliation_logs.notes``".
+
+Two steps, each one database transaction:
+
+- :meth:`CorrectionsHook.dry_run` streams the divergence report with each key's gateway row
+  (one statement, one snapshot), lets the :class:`CorrectionPolicy` decide, writes the
+  dry-run CSV artifact and keeps the proposals in ``recon.correction_proposals`` under their
+  deterministic correction key. Payment data is only read.
+- :meth:`CorrectionsHook.apply`, after finance approved that key, corrects the rows in one
+  transaction: per-PSP advisory locks, ``SELECT ... FOR UPDATE`` of the target rows, the
+  update only where a row is still in its "before" state, one ``recon.corrections`` row
+  and one notes line per corrected transaction, an incident event. Any error rolls all of
+  it back; a retry finds the audit rows of a committed attempt and applies nothing twice.
+
+Writes always go to the primary (this connection), never to a replica.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
+from airflow_recon_provider.reconciliation import correction_queries as cq
+from airflow_recon_provider.reconciliation import queries
+from airflow_recon_provider.reconciliation.config import check_psp_name
+from airflow_recon_provider.reconciliation.corrections import (
+    DEFAULT_SAMPLE_SIZE,
+    INCIDENT_STEP,
+    NEW_LOG_ROW_NOTE,
+    ApplyAction,
+    ApplyResult,
+    Conflict,
+    CorrectionPolicy,
+    CurrentRow,
+    DryRun,
+    DryRunBuilder,
+    DryRunCsvWriter,
+    GatewayRow,
+    ManualItem,
+    ProposedCorrection,
+    check_row_cap,
+    classify_for_apply,
+    correction_note,
+)
+from airflow_recon_provider.reconciliation.errors import (
+    ApprovalRefusedError,
+    CorrectionConflictError,
+    CorrectionLockedError,
+    CorrectionSetNotFoundError,
+    ReconError,
+    SelfApprovalError,
+)
+from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
+from airflow_recon_provider.reconciliation.report import DivergenceRow
+from airflow_recon_provider.reconciliation.window import CYCLE, Window, floor_cycle
+
+if TYPE_CHECKING:
+    import psycopg
+
+#: proposals sent to the server per COPY batch during a dry run
+_COPY_BATCH = 5000
+
+
+def _lock_key(psp: str) -> str:
+    return f"recon.corrections:{psp}"
+
+
+#: the lock ``BillingGatewayHook.replace_statement_lines`` holds while it swaps a PSP's
+#: statement lines: a correction never interleaves with a statement load of its PSP
+def _statements_lock_key(psp: str) -> str:
+    return f"recon.statements:{psp}"
+
+
+class CorrectionsHook(BillingGatewayHook):
+    """Propose, dry-run and apply finance-approved corrections of gateway transactions.
+
+    :param billing_gateway_conn_id: Airflow connection of the gateway database (primary).
+    :param config: reconciliation configuration (mapping, PSPs and their status mappings).
+    """
+
+    hook_name = "Billing Gateway DB — data corrections"
+
+    # -- propose -------------------------------------------------------------------------
+    def _iter_candidates(
+        self, conn: psycopg.Connection, psp: str, window: Window, kinds: tuple[DivergenceKind, ...]
+    ) -> Iterator[tuple[DivergenceRow, GatewayRow | None]]:
+        psp_cfg = self.resolve_psp(psp)
+        params = self._params(psp_cfg, window, kinds)
+        self._tune_for_classification(conn, window)
+        with conn.cursor(name="recon_correction_candidates") as cur:
+            cur.itersize = self.fetch_size
+            cur.execute(cq.candidates_query(self.config.mapping), params)
+            for record in cur:
+                row = DivergenceRow.from_db(record[:12])
+                tid, status, processed_at, amount, currency, created_at = record[12:]
+                target = (
+                    None
+                    if tid is None
+                    else GatewayRow(int(tid), status, processed_at, int(amount), currency or "", created_at)
+                )
+                yield row, target
+
+    def propose(
+        self,
+        psp: str,
+        window: Window,
+        kinds: tuple[DivergenceKind, ...] = ALL_KINDS,
+        *,
+        policy: CorrectionPolicy | None = None,
+    ) -> Iterator[ProposedCorrection | ManualItem]:
+        """Each divergent key of the report as a proposed correction, or as a manual item
+        saying why it is not corrected automatically; streamed, nothing is written."""
+        policy = policy or CorrectionPolicy.default()
+        with self.connect() as conn, conn.transaction():
+            for row, target in self._iter_candidates(conn, psp, window, kinds):
+                yield policy.assess(row, target)
+
+    def dry_run(
+        self,
+        psp: str,
+        window: Window,
+        kinds: tuple[DivergenceKind, ...] = ALL_KINDS,
+        *,
+        policy: CorrectionPolicy | None = None,
+        scope: str,
+        run_id: str,
+        incident_id: str | None = None,
+        artifact_dir: str | os.PathLike[str],
+        sample_size: int = DEFAULT_SAMPLE_SIZE,
+        row_cap: int | None = None,
+    ) -> DryRun:
+        """Propose, write the CSV artifact and keep the proposals under their key.
+
+        The artifact is ``<artifact_dir>/correction_<key>.csv``, written next to its place
+        and renamed into it, so a reader never sees half of it. Memory follows the sample
+        size and the COPY batch, not the number of rows.
+
+        :param scope: what the correction key is scoped to (the incident, else the run).
+        :param row_cap: recorded in the result (``row_cap_exceeded``); the dry run itself is
+            never refused, so finance can see what a too-large set contains.
+        """
+        check_psp_name(psp)
+        policy = policy or CorrectionPolicy.default()
+        builder = DryRunBuilder(
+            psp=psp, window=window, scope=scope, sample_size=sample_size, row_cap=row_cap, policy=policy
+        )
+        target_dir = Path(artifact_dir)
+        target_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target_dir, prefix=".correction_", suffix=".csv.part")
+        try:
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+                writer = DryRunCsvWriter(out)
+                with self.connect() as conn, conn.transaction():
+                    conn.execute(cq.create_dry_run_temp_query())
+                    batch: list[ProposedCorrection] = []
+                    for row, target in self._iter_candidates(conn, psp, window, kinds):
+                        item = policy.assess(row, target)
+                        builder.add(item)
+                        if isinstance(item, ProposedCorrection):
+                            writer.write(item)
+                            batch.append(item)
+                            if len(batch) >= _COPY_BATCH:
+                                self._copy_batch(conn, batch, builder.count - len(batch))
+                                batch = []
+                    if batch:
+                        self._copy_batch(conn, batch, builder.count - len(batch))
+                    key = builder.key.key
+                    conn.execute(
+                        cq.store_proposals_query(),
+                        {"key": key, "psp": psp, "run_id": run_id, "incident_id": incident_id},
+                    )
+            artifact = target_dir / f"correction_{key}.csv"
+            os.replace(tmp_name, artifact)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        dry = builder.finish(artifact=str(artifact))
+        self.log.info(
+            "Dry run of PSP %s %s: %d correction(s) (%d minor units), %d key(s) left to people; "
+            "correction set %s, artifact %s",
+            psp,
+            window,
+            dry.proposal_count,
+            dry.proposal_amount_minor,
+            dry.manual_count,
+            dry.correction_key,
+            artifact,
+        )
+        return dry
+
+    @staticmethod
+    def _copy_batch(conn: psycopg.Connection, batch: Sequence[ProposedCorrection], first: int) -> None:
+        with conn.cursor().copy(cq.copy_dry_run_query()) as copy:
+            for offset, p in enumerate(batch):
+                copy.write_row(
+                    (
+                        first + offset,
+                        p.transaction_id,
+                        p.provider_reference,
+                        p.transaction_type,
+                        p.kind.value,
+                        p.amount_minor,
+                        p.currency,
+                        p.before_status,
+                        p.before_processed_at,
+                        p.after_status,
+                    )
+                )
+
+    def load_proposals(
+        self, correction_key: str, *, psp: str | None = None, row_cap: int | None = None
+    ) -> list[ProposedCorrection]:
+        """The proposals a dry run kept under ``correction_key``, in dry-run order.
+
+        :param psp: when given, the set must belong to this PSP.
+        :param row_cap: a set larger than this is a :class:`RowCapExceededError`, found by a
+            count before any row is loaded.
+        """
+        with self.connect(autocommit=True) as conn:
+            if row_cap is not None:
+                (count,) = conn.execute(cq.count_proposals_query(), {"key": correction_key}).fetchone()
+                check_row_cap(int(count), row_cap)
+            rows = conn.execute(cq.load_proposals_query(), {"key": correction_key}).fetchall()
+        if not rows:
+            raise CorrectionSetNotFoundError(
+                f"no dry run is stored under correction key {correction_key!r}: run the dry run again"
+            )
+        owners = {r[0] for r in rows}
+        if psp is not None and owners != {psp}:
+            raise CorrectionSetNotFoundError(
+                f"correction set {correction_key} belongs to PSP {', '.join(sorted(owners))}, not {psp}"
+            )
+        return [
+            ProposedCorrection(
+                transaction_id=int(r[1]),
+                provider_reference=r[2],
+                transaction_type=r[3],
+                kind=DivergenceKind(r[4]),
+                before_status=r[5],
+                before_processed_at=r[6],
+                after_status=r[7],
+                amount_minor=int(r[8]),
+                currency=r[9] or "",
+            )
+            for r in rows
+        ]
+
+    # -- apply ---------------------------------------------------------------------------
+    def apply(
+        self,
+        proposals: Sequence[ProposedCorrection],
+        *,
+        psp: str,
+        correction_key: str,
+        requested_by: str,
+        approved_by: str,
+        run_id: str,
+        incident_id: str | None = None,
+        row_cap: int | None = None,
+        abort_on_conflict: bool = False,
+        lock_timeout: timedelta = timedelta(seconds=60),
+    ) -> ApplyResult:
+        """Apply an approved correction set, all or nothing, in one transaction.
+
+        Under the PSP's correction and statement advisory locks, the target rows are locked
+        (``FOR UPDATE``, id order); a row still equal to its "before" state (status and
+        processed_at) gets ``status = after, processed_at = now()``, a ``recon.corrections``
+        row and one line in the notes of the PSP's latest ``payment_reconciliation_logs``
+        row covering the transaction's cycle (a new ``failed`` row when none does); the
+        incident, if it exists, gets one event. Rows this set corrected before are reported
+        as ``already_applied``; rows changed since the dry run as conflicts (left as they
+        are); rows that already have the new status as skipped.
+
+        :param row_cap: more proposals than this is a :class:`RowCapExceededError` and
+            nothing is applied.
+        :param abort_on_conflict: a conflict is a :class:`CorrectionConflictError` and
+            nothing is applied (default: apply the rest and report it).
+        :param lock_timeout: wait at most this long for the PSP's lock or a row lock, then
+            :class:`CorrectionLockedError` and nothing is applied.
+        """
+        import psycopg
+
+        check_psp_name(psp)
+        check_row_cap(len(proposals), row_cap)
+        if not requested_by or not approved_by:
+            raise ApprovalRefusedError("a correction needs both a requester and an approver: nothing applied")
+        if requested_by.strip().casefold() == approved_by.strip().casefold():
+            raise SelfApprovalError(
+                f"{approved_by} requested this correction and cannot approve it: nothing was applied"
+            )
+        ids = [p.transaction_id for p in proposals]
+        if len(set(ids)) != len(ids):
+            raise ReconError(f"correction set {correction_key} lists a transaction twice")
+        if not proposals:
+            return ApplyResult(correction_key=correction_key)
+
+        mapping = self.config.mapping
+        try:
+            with self.connect() as conn, conn.transaction():
+                lock_ms = f"{max(int(lock_timeout.total_seconds() * 1000), 1)}ms"
+                now = conn.execute(cq.lock_timeout_query(), {"lock_timeout": lock_ms}).fetchone()[1]
+                for key in (_lock_key(psp), _statements_lock_key(psp)):
+                    conn.execute(queries.advisory_xact_lock_query(), {"lock_key": key})
+                done = {
+                    int(r[0])
+                    for r in conn.execute(cq.already_applied_query(), {"key": correction_key, "ids": ids})
+                }
+                pending = [p for p in proposals if p.transaction_id not in done]
+                current = {
+                    int(r[0]): CurrentRow(status=r[1], processed_at=r[2], created_at=r[3])
+                    for r in conn.execute(
+                        cq.lock_targets_query(mapping),
+                        {"ids": [p.transaction_id for p in pending], "psp": psp},
+                    )
+                }
+                to_apply: list[ProposedCorrection] = []
+                skipped: list[int] = []
+                conflicts: list[Conflict] = []
+                for p in pending:
+                    row = current.get(p.transaction_id)
+                    action = classify_for_apply(p, row)
+                    if action is ApplyAction.APPLY:
+                        to_apply.append(p)
+                    elif action is ApplyAction.SKIP:
+                        skipped.append(p.transaction_id)
+                    else:
+                        found = (
+                            None
+                            if row is None
+                            else {
+                                "status": row.status,
+                                "processed_at": None
+                                if row.processed_at is None
+                                else row.processed_at.astimezone(UTC).isoformat(),
+                            }
+                        )
+                        conflicts.append(Conflict(p.transaction_id, p.before, found))
+                if conflicts and abort_on_conflict:
+                    raise CorrectionConflictError(
+                        f"{len(conflicts)} transaction(s) of correction set {correction_key} changed "
+                        f"since the dry run (first: {conflicts[0].transaction_id}): nothing was applied"
+                    )
+                incident_event = False
+                if to_apply:
+                    self._write_corrections(
+                        conn,
+                        to_apply,
+                        current,
+                        psp=psp,
+                        correction_key=correction_key,
+                        requested_by=requested_by,
+                        approved_by=approved_by,
+                        run_id=run_id,
+                        incident_id=incident_id,
+                        now=now,
+                    )
+                    if incident_id:
+                        incident_event = self._incident_event(
+                            conn,
+                            incident_id=incident_id,
+                            outcome="applied",
+                            actor=approved_by,
+                            run_id=run_id,
+                            details={
+                                "correction_key": correction_key,
+                                "psp": psp,
+                                "applied": len(to_apply),
+                                "applied_amount_minor": sum(p.amount_minor for p in to_apply),
+                                "already_applied": len(done),
+                                "conflicts": len(conflicts),
+                                "skipped": len(skipped),
+                                "requested_by": requested_by,
+                                "approved_by": approved_by,
+                            },
+                        )
+        except psycopg.errors.LockNotAvailable:
+            raise CorrectionLockedError(
+                f"another correction or statement load of PSP {psp} held its lock for more than "
+                f"{lock_timeout}: correction set {correction_key} was not applied; retry later"
+            ) from None
+        result = ApplyResult(
+            correction_key=correction_key,
+            applied=tuple(p.transaction_id for p in to_apply),
+            already_applied=tuple(p.transaction_id for p in proposals if p.transaction_id in done),
+            conflicts=tuple(conflicts),
+            skipped=tuple(skipped),
+            applied_amount_minor=sum(p.amount_minor for p in to_apply),
+            processed_at=now if to_apply else None,
+            incident_event=incident_event,
+        )
+        self.log.info(
+            "Correction set %s of PSP %s: %d applied, %d already applied, %d conflict(s), %d skipped",
+            correction_key,
+            psp,
+            len(result.applied),
+            len(result.already_applied),
+            len(result.conflicts),
+            len(result.skipped),
+        )
+        return result
+
+    def _write_corrections(
+        self,
+        conn: psycopg.Connection,
+        to_apply: Sequence[ProposedCorrection],
+        current: dict[int, CurrentRow],
+        *,
+        psp: str,
+        correction_key: str,
+        requested_by: str,
+        approved_by: str,
+        run_id: str,
+        incident_id: str | None,
+        now: datetime,
+    ) -> None:
+        """The update, the audit rows and the notes lines of the rows to correct; any
+        mismatch between them raises, so the whole transaction rolls back."""
+        mapping = self.config.mapping
+        ids = [p.transaction_id for p in to_apply]
+        state = {
+            "ids": ids,
+            "before_status": [p.before_status for p in to_apply],
+            "before_processed_at": [p.before_processed_at for p in to_apply],
+            "after_status": [p.after_status for p in to_apply],
+        }
+        updated = {int(r[0]) for r in conn.execute(cq.update_targets_query(mapping), state)}
+        if updated != set(ids):
+            raise ReconError(
+                f"correction set {correction_key}: {len(updated)} of {len(ids)} locked row(s) updated; "
+                "nothing was applied"
+            )
+        audit = {
+            **state,
+            "key": correction_key,
+            "incident_id": incident_id,
+            "psp": psp,
+            "refs": [p.provider_reference for p in to_apply],
+            "ttypes": [p.transaction_type for p in to_apply],
+            "kinds": [p.kind.value for p in to_apply],
+            "amounts": [p.amount_minor for p in to_apply],
+            "requested_by": requested_by,
+            "approved_by": approved_by,
+            "run_id": run_id,
+        }
+        inserted = {int(r[0]) for r in conn.execute(cq.insert_audit_query(), audit)}
+        if inserted != set(ids):
+            raise ReconError(
+                f"correction set {correction_key}: {len(inserted)} audit row(s) for {len(ids)} "
+                "corrected row(s); nothing was applied"
+            )
+        # one notes line per correction, in the latest log row of the transaction's cycle
+        by_cycle: dict[datetime, list[str]] = {}
+        for p in to_apply:
+            created_at = current[p.transaction_id].created_at
+            by_cycle.setdefault(created_at, []).append(
+                correction_note(
+                    p,
+                    correction_key=correction_key,
+                    requested_by=requested_by,
+                    approved_by=approved_by,
+                    run_id=run_id,
+                    incident_id=incident_id,
+                    processed_at=now,
+                )
+            )
+        notes: dict[int, list[str]] = {}
+        new_rows: dict[datetime, list[str]] = {}
+        for created_at in sorted(by_cycle):
+            found = conn.execute(cq.covering_log_query(mapping), {"psp": psp, "at": created_at}).fetchone()
+            if found is None:
+                new_rows.setdefault(floor_cycle(created_at), []).extend(by_cycle[created_at])
+            else:
+                notes.setdefault(int(found[0]), []).extend(by_cycle[created_at])
+        for log_id in sorted(notes):
+            conn.execute(
+                cq.append_log_notes_query(mapping), {"id": log_id, "notes": "\n".join(notes[log_id])}
+            )
+        for cycle_start in sorted(new_rows):
+            conn.execute(
+                queries.insert_cycle_log_query(mapping),
+                {
+                    "psp": psp,
+                    "start": cycle_start,
+                    "end": cycle_start + CYCLE,
+                    "status": "failed",
+                    "amount": 0,
+                    "count": 0,
+                    "notes": "\n".join([NEW_LOG_ROW_NOTE, *new_rows[cycle_start]]),
+                },
+            )
+
+    @staticmethod
+    def _incident_event(
+        conn: psycopg.Connection,
+        *,
+        incident_id: str,
+        outcome: str,
+        actor: str,
+        run_id: str,
+        details: dict[str, Any],
+    ) -> bool:
+        row = conn.execute(
+            cq.incident_event_query(),
+            {
+                "incident_id": incident_id,
+                "step": INCIDENT_STEP,
+                "outcome": outcome,
+                "actor": actor,
+                "run_id": run_id,
+                "details": json.dumps(details),
+            },
+        ).fetchone()
+        return row is not None
+
+    def record_decision(
+        self,
+        *,
+        incident_id: str | None,
+        outcome: str,
+        actor: str,
+        run_id: str,
+        details: dict[str, Any],
+    ) -> bool:
+        """Add a decision that applied nothing (rejected, timed out, refused) to the incident's
+        timeline; ``False`` when there is no such incident."""
+        if not incident_id:
+            return False
+        with self.connect() as conn, conn.transaction():
+            return self._incident_event(
+                conn, incident_id=incident_id, outcome=outcome, actor=actor, run_id=run_id, details=details
+            )
+
+
+__all__ = ["CorrectionsHook"]

@@ -1,0 +1,243 @@
+"""SQL of the data correction (runbook, Mitigação 2 "Correção de Dados").
+
+Composed with ``psycopg.sql``: the runbook's tables and columns come from the
+:class:`TableMapping` as identifiers, every value is a bound parameter. The provider's own
+``recon`` tables have fixed names (the provider owns them).
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from airflow_recon_provider.reconciliation.mapping import TableMapping
+from airflow_recon_provider.reconciliation.queries import divergence_report_query
+
+PROPOSALS_TABLE = sql.Identifier("recon", "correction_proposals")
+CORRECTIONS_TABLE = sql.Identifier("recon", "corrections")
+#: a session-local table that holds a dry run's proposals until its key is known
+DRY_RUN_TEMP = sql.Identifier("recon_correction_dry_run")
+
+#: the columns of a proposal, in the order of :func:`copy_dry_run_query`
+PROPOSAL_COLUMNS = (
+    "position",
+    "transaction_id",
+    "provider_reference",
+    "transaction_type",
+    "kind",
+    "amount_minor",
+    "currency",
+    "before_status",
+    "before_processed_at",
+    "after_status",
+)
+
+
+def candidates_query(m: TableMapping) -> sql.Composed:
+    """Each divergent key of the report (its 12 columns) followed by its gateway row as it is
+    now — ``id, status, processed_at, amount_minor, currency, created_at`` — when the key has
+    exactly one gateway row (NULLs otherwise). One statement: the report and the rows come
+    from the same snapshot. Ordered by kind (canonical order), reference and type."""
+    t = m.transactions
+    return sql.SQL(
+        """WITH r (kind, ref, ttype, g_status, s_status, g_total, s_total, divergent_amount_minor,
+         currency, gn, sn, g_first_id) AS (
+{report}
+)
+SELECT r.kind, r.ref, r.ttype, r.g_status, r.s_status, r.g_total, r.s_total,
+       r.divergent_amount_minor, r.currency, r.gn, r.sn, r.g_first_id,
+       t.{t_id}, t.{t_status}, t.{t_processed}, t.{t_amount}::bigint, t.{t_currency}, t.{t_created}
+FROM r
+LEFT JOIN {transactions} AS t ON r.gn = 1 AND t.{t_id} = r.g_first_id
+ORDER BY array_position(%(kinds)s::text[], r.kind), r.ref COLLATE "C", r.ttype COLLATE "C"
+"""
+    ).format(
+        report=divergence_report_query(m),
+        transactions=t.table.ident,
+        t_id=t.col("id"),
+        t_status=t.col("status"),
+        t_processed=t.col("processed_at"),
+        t_amount=t.col("amount_minor"),
+        t_currency=t.col("currency"),
+        t_created=t.col("created_at"),
+    )
+
+
+def create_dry_run_temp_query() -> sql.Composed:
+    return sql.SQL(
+        """CREATE TEMP TABLE {temp} (
+    position integer NOT NULL,
+    transaction_id bigint NOT NULL,
+    provider_reference text NOT NULL,
+    transaction_type text NOT NULL,
+    kind text NOT NULL,
+    amount_minor bigint NOT NULL,
+    currency text NOT NULL,
+    before_status text NOT NULL,
+    before_processed_at timestamptz,
+    after_status text NOT NULL
+) ON COMMIT DROP"""
+    ).format(temp=DRY_RUN_TEMP)
+
+
+def copy_dry_run_query() -> sql.Composed:
+    return sql.SQL("COPY {temp} ({columns}) FROM STDIN").format(
+        temp=DRY_RUN_TEMP, columns=sql.SQL(", ").join(map(sql.Identifier, PROPOSAL_COLUMNS))
+    )
+
+
+def store_proposals_query() -> sql.Composed:
+    """Keep the dry run's proposals under their key; the same key again changes nothing."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, PROPOSAL_COLUMNS))
+    return sql.SQL(
+        """INSERT INTO {proposals} (correction_key, psp, run_id, incident_id, {columns})
+SELECT %(key)s, %(psp)s, %(run_id)s, %(incident_id)s, {columns} FROM {temp}
+ON CONFLICT (correction_key, transaction_id) DO NOTHING"""
+    ).format(proposals=PROPOSALS_TABLE, temp=DRY_RUN_TEMP, columns=columns)
+
+
+def load_proposals_query() -> sql.Composed:
+    return sql.SQL(
+        """SELECT psp, transaction_id, provider_reference, transaction_type, kind, before_status,
+       before_processed_at, after_status, amount_minor, currency
+FROM {proposals} WHERE correction_key = %(key)s ORDER BY position, transaction_id"""
+    ).format(proposals=PROPOSALS_TABLE)
+
+
+def count_proposals_query() -> sql.Composed:
+    return sql.SQL("SELECT count(*) FROM {proposals} WHERE correction_key = %(key)s").format(
+        proposals=PROPOSALS_TABLE
+    )
+
+
+def lock_timeout_query() -> sql.SQL:
+    """How long the apply waits for a lock (advisory or row) before giving up."""
+    return sql.SQL("SELECT set_config('lock_timeout', %(lock_timeout)s, true), now()")
+
+
+def already_applied_query() -> sql.Composed:
+    return sql.SQL(
+        "SELECT transaction_id FROM {corrections} "
+        "WHERE correction_key = %(key)s AND transaction_id = ANY(%(ids)s::bigint[])"
+    ).format(corrections=CORRECTIONS_TABLE)
+
+
+def lock_targets_query(m: TableMapping) -> sql.Composed:
+    """The target rows of the PSP, locked in id order (two appliers cannot deadlock)."""
+    t, i = m.transactions, m.intents
+    return sql.SQL(
+        """SELECT t.{t_id}, t.{t_status}, t.{t_processed}, t.{t_created}
+FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
+WHERE t.{t_id} = ANY(%(ids)s::bigint[]) AND i.{i_provider} = %(psp)s
+ORDER BY t.{t_id}
+FOR UPDATE OF t"""
+    ).format(
+        transactions=t.table.ident,
+        intents=i.table.ident,
+        t_id=t.col("id"),
+        t_status=t.col("status"),
+        t_processed=t.col("processed_at"),
+        t_created=t.col("created_at"),
+        t_intent=t.col("intent_id"),
+        i_id=i.col("id"),
+        i_provider=i.col("provider"),
+    )
+
+
+def update_targets_query(m: TableMapping) -> sql.Composed:
+    """The runbook's ``UPDATE payment_transactions SET status = ..., processed_at = NOW()``,
+    for a batch, and only where the row is still in its "before" state."""
+    t = m.transactions
+    return sql.SQL(
+        """UPDATE {transactions} AS t
+SET {t_status} = v.after_status, {t_processed} = now()
+FROM unnest(%(ids)s::bigint[], %(before_status)s::text[], %(before_processed_at)s::timestamptz[],
+            %(after_status)s::text[]) AS v (id, before_status, before_processed_at, after_status)
+WHERE t.{t_id} = v.id
+  AND t.{t_status} = v.before_status
+  AND t.{t_processed} IS NOT DISTINCT FROM v.before_processed_at
+RETURNING t.{t_id}"""
+    ).format(
+        transactions=t.table.ident,
+        t_id=t.col("id"),
+        t_status=t.col("status"),
+        t_processed=t.col("processed_at"),
+    )
+
+
+def insert_audit_query() -> sql.Composed:
+    """One ``recon.corrections`` row per corrected transaction; a row of the same correction
+    set and transaction already there makes the insert a no-op."""
+    return sql.SQL(
+        """INSERT INTO {corrections} (correction_key, incident_id, psp, transaction_id,
+    provider_reference, transaction_type, kind, amount_minor, before, after, requested_by,
+    approved_by, run_id, applied_at)
+SELECT %(key)s, %(incident_id)s, %(psp)s, v.id, v.ref, v.ttype, v.kind, v.amount,
+       jsonb_build_object('status', v.before_status, 'processed_at', v.before_processed_at),
+       jsonb_build_object('status', v.after_status, 'processed_at', now()),
+       %(requested_by)s, %(approved_by)s, %(run_id)s, now()
+FROM unnest(%(ids)s::bigint[], %(refs)s::text[], %(ttypes)s::text[], %(kinds)s::text[],
+            %(amounts)s::bigint[], %(before_status)s::text[], %(before_processed_at)s::timestamptz[],
+            %(after_status)s::text[])
+     AS v (id, ref, ttype, kind, amount, before_status, before_processed_at, after_status)
+ON CONFLICT (correction_key, transaction_id) DO NOTHING
+RETURNING transaction_id"""
+    ).format(corrections=CORRECTIONS_TABLE)
+
+
+def covering_log_query(m: TableMapping) -> sql.Composed:
+    """The PSP's latest ``payment_reconciliation_logs`` row covering a moment, locked."""
+    r = m.reconciliation_logs
+    return sql.SQL(
+        """SELECT {id} FROM {logs}
+WHERE {psp} = %(psp)s AND {cycle_start} <= %(at)s AND {cycle_end} > %(at)s
+ORDER BY {created_at} DESC, {id} DESC
+LIMIT 1
+FOR UPDATE"""
+    ).format(
+        logs=r.table.ident,
+        id=r.col("id"),
+        psp=r.col("psp"),
+        cycle_start=r.col("cycle_start"),
+        cycle_end=r.col("cycle_end"),
+        created_at=r.col("created_at"),
+    )
+
+
+def append_log_notes_query(m: TableMapping) -> sql.Composed:
+    """Append lines to a log row's notes; never replace them (runbook: rastreabilidade)."""
+    r = m.reconciliation_logs
+    return sql.SQL(
+        """UPDATE {logs}
+SET {notes} = CASE WHEN COALESCE({notes}, '') = '' THEN %(notes)s::text
+                   ELSE {notes} || E'\\n' || %(notes)s::text END
+WHERE {id} = %(id)s"""
+    ).format(logs=r.table.ident, notes=r.col("notes"), id=r.col("id"))
+
+
+def incident_event_query() -> sql.SQL:
+    """An event on the incident's timeline, when the incident exists (``RETURNING id``)."""
+    return sql.SQL(
+        """INSERT INTO recon.incident_events (incident_id, step, outcome, actor, run_id, details)
+SELECT %(incident_id)s, %(step)s, %(outcome)s, %(actor)s, %(run_id)s, %(details)s::jsonb
+WHERE EXISTS (SELECT 1 FROM recon.incidents WHERE incident_id = %(incident_id)s)
+RETURNING id"""
+    )
+
+
+__all__ = [
+    "PROPOSAL_COLUMNS",
+    "already_applied_query",
+    "append_log_notes_query",
+    "candidates_query",
+    "copy_dry_run_query",
+    "count_proposals_query",
+    "covering_log_query",
+    "create_dry_run_temp_query",
+    "incident_event_query",
+    "insert_audit_query",
+    "load_proposals_query",
+    "lock_targets_query",
+    "lock_timeout_query",
+    "store_proposals_query",
+    "update_targets_query",
+]

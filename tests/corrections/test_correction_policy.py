@@ -1,0 +1,277 @@
+"""The pure correction domain: policy, key, dry-run summary, CSV, approval text and checks."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from airflow_recon_provider.reconciliation.corrections import (
+    ApplyAction,
+    CorrectionKeyBuilder,
+    CorrectionPolicy,
+    CorrectionRule,
+    CurrentRow,
+    DryRunBuilder,
+    DryRunCsvWriter,
+    GatewayRow,
+    ManualItem,
+    ProposedCorrection,
+    approval_body,
+    check_approver,
+    check_row_cap,
+    classify_for_apply,
+    correction_key,
+    correction_note,
+    correction_scope,
+    parse_row_cap,
+)
+from airflow_recon_provider.reconciliation.errors import (
+    ApproverNotAssignedError,
+    CorrectionPolicyError,
+    ReconError,
+    RowCapExceededError,
+    SelfApprovalError,
+)
+from airflow_recon_provider.reconciliation.kinds import DivergenceKind
+from airflow_recon_provider.reconciliation.report import DivergenceRow
+from airflow_recon_provider.reconciliation.window import Window
+
+T0 = datetime(2026, 11, 20, 10, 5, tzinfo=UTC)
+WINDOW = Window(datetime(2026, 11, 20, 10, tzinfo=UTC), datetime(2026, 11, 20, 12, tzinfo=UTC))
+
+
+def divergence(kind="status_mismatch", gs="authorized", ss="captured", gn=1, ref="s1", amount=1000):
+    return DivergenceRow(
+        kind=DivergenceKind(kind),
+        provider_reference=ref,
+        transaction_type="capture",
+        gateway_status=gs,
+        statement_status=ss,
+        gateway_amount_minor=amount,
+        statement_amount_minor=amount,
+        divergent_amount_minor=amount,
+        currency="BRL",
+        gateway_count=gn,
+        statement_count=1,
+        gateway_first_id=101,
+    )
+
+
+def target(status="authorized", processed_at=T0):
+    return GatewayRow(101, status, processed_at, 1000, "BRL", T0)
+
+
+def proposal(tid=101, before="authorized", processed_at=T0, after="captured", ref="s1", amount=1000):
+    return ProposedCorrection(
+        tid, ref, "capture", DivergenceKind.STATUS_MISMATCH, before, processed_at, after, amount, "BRL"
+    )
+
+
+def test_default_policy_corrects_status_mismatch_to_the_psp_status():
+    policy = CorrectionPolicy.default()
+    assert policy.correctable_kinds == (DivergenceKind.STATUS_MISMATCH,)
+    item = policy.assess(divergence(), target())
+    assert isinstance(item, ProposedCorrection)
+    assert (item.before, item.after) == (
+        {"status": "authorized", "processed_at": "2026-11-20T10:05:00+00:00"},
+        {"status": "captured"},
+    )
+    for kind in ("amount_mismatch", "currency_mismatch", "missing_in_statement"):
+        manual = policy.assess(divergence(kind), target())
+        assert isinstance(manual, ManualItem) and "needs PSP ticket / manual" in manual.reason
+
+
+@pytest.mark.parametrize(
+    ("row", "tgt", "reason"),
+    [
+        (divergence("duplicate_in_gateway", gn=2), None, "never auto-corrected"),
+        (divergence("missing_in_gateway", gs=None, gn=0), None, "no row to correct"),
+        (divergence(gn=2), target(), "2 gateway rows"),
+        (divergence(ss=None), target(), "reports no status"),
+        (divergence(ss="authorized"), target(), "already has status"),
+    ],
+)
+def test_not_proposed(row, tgt, reason):
+    item = CorrectionPolicy.default().assess(row, tgt)
+    assert isinstance(item, ManualItem) and reason in item.reason
+
+
+def test_policy_from_dict_and_fixed_status():
+    policy = CorrectionPolicy.from_dict(
+        {"rules": {"missing_in_statement": {"status": "failed"}, "status_mismatch": "psp_status"}}
+    )
+    assert [r.kind.value for r in policy.rules] == ["missing_in_statement", "status_mismatch"]
+    item = policy.assess(divergence("missing_in_statement", ss=None), target())
+    assert isinstance(item, ProposedCorrection) and item.after_status == "failed"
+    assert CorrectionPolicy.from_dict(policy.as_dict()) == policy
+    assert CorrectionPolicy.from_dict(None) == CorrectionPolicy.from_dict({}) == CorrectionPolicy()
+    assert CorrectionPolicy.from_dict({"rules": {}}).correctable_kinds == ()
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"rules": {"duplicate_in_gateway": "psp_status"}}, "cannot have a correction rule"),
+        ({"rules": {"duplicate_in_statement": {"status": "failed"}}}, "cannot have a correction rule"),
+        ({"rules": {"missing_in_gateway": "psp_status"}}, "cannot have a correction rule"),
+        ({"rules": {"missing_in_statement": "psp_status"}}, "no PSP status to take"),
+        ({"rules": {"bogus": "psp_status"}}, "unknown divergence kind"),
+        ({"rules": {"status_mismatch": "captured"}}, "must be 'psp_status'"),
+        ({"rules": {"status_mismatch": {"status": "x'; DROP TABLE t; --"}}}, "not a plain status"),
+        ({"rules": {"status_mismatch": {"status": "failed"}}, "allowed_statuses": ["captured"]}, "not among"),
+        ({"allowed_statuses": "captured"}, "must be a list"),
+        ({"rule": {}}, "unknown correction policy key"),
+        (["status_mismatch"], "must be an object"),
+    ],
+)
+def test_bad_policy(data, match):
+    with pytest.raises(CorrectionPolicyError, match=match):
+        CorrectionPolicy.from_dict(data)
+
+
+def test_two_rules_for_one_kind_are_refused():
+    with pytest.raises(CorrectionPolicyError, match="two rules"):
+        CorrectionPolicy(
+            rules=(CorrectionRule("status_mismatch"), CorrectionRule("status_mismatch", "failed"))
+        )
+
+
+def test_key_is_deterministic_and_sensitive_to_scope_rows_and_state():
+    scope = correction_scope(incident_id="INCIDENT-472", dag_id="d", run_id="r")
+    assert scope == "incident:INCIDENT-472"
+    assert correction_scope(incident_id=None, dag_id="d", run_id="r") == "run:d/r"
+    rows = [proposal(101), proposal(102)]
+    key = correction_key(scope=scope, psp="stripe", proposals=rows)
+    assert key == correction_key(scope=scope, psp="stripe", proposals=list(rows))
+    assert key.startswith("corr-") and len(key) == 37
+    assert key != correction_key(scope="run:d/r", psp="stripe", proposals=rows)
+    assert key != correction_key(scope=scope, psp="adyen", proposals=rows)
+    assert key != correction_key(scope=scope, psp="stripe", proposals=rows[:1])
+    moved = [proposal(101, processed_at=T0 + timedelta(microseconds=1)), proposal(102)]
+    assert key != correction_key(scope=scope, psp="stripe", proposals=moved)
+    # the same instant in another time zone is the same state
+    same = [proposal(101, processed_at=T0.astimezone(datetime.now().astimezone().tzinfo)), proposal(102)]
+    assert key == correction_key(scope=scope, psp="stripe", proposals=same)
+    with pytest.raises(ValueError, match="needs a scope"):
+        CorrectionKeyBuilder(scope="", psp="stripe")
+
+
+def test_dry_run_builder_sums_and_samples_with_flat_memory():
+    builder = DryRunBuilder(psp="stripe", window=WINDOW, scope="run:d/r", sample_size=2, row_cap=2)
+    for tid in (1, 2, 3):
+        builder.add(proposal(tid, amount=100 * tid))
+    builder.add(ManualItem(divergence("amount_mismatch", amount=7), "needs PSP ticket / manual: x"))
+    builder.add(ManualItem(divergence("amount_mismatch", amount=8), "needs PSP ticket / manual: x"))
+    dry = builder.finish(artifact="/tmp/a.csv")
+    assert (dry.proposal_count, dry.proposal_amount_minor) == (3, 600)
+    assert [p.transaction_id for p in dry.sample] == [1, 2]
+    assert dry.row_cap_exceeded
+    out = dry.as_dict()
+    assert out["by_kind"] == {"status_mismatch": {"count": 3, "amount_minor": 600}}
+    assert out["manual_by_kind"]["amount_mismatch"] == {
+        "count": 2,
+        "amount_minor": 15,
+        "reasons": {"needs PSP ticket / manual: x": 2},
+    }
+    assert out["correction_key"] == correction_key(
+        scope="run:d/r", psp="stripe", proposals=[proposal(t, amount=100 * t) for t in (1, 2, 3)]
+    )
+
+
+def test_row_cap():
+    check_row_cap(3, 3)
+    check_row_cap(10**6, None)
+    with pytest.raises(
+        RowCapExceededError, match="1,000,000 transactions, more than this run's row cap of 1,000"
+    ):
+        check_row_cap(10**6, 1000)
+    assert parse_row_cap("25") == 25 and parse_row_cap(None) is None and parse_row_cap("") is None
+    for bad in ("0", "-1", "1.5", "ten", True, 0):
+        with pytest.raises(ReconError):
+            parse_row_cap(bad)
+
+
+def test_csv_artifact_neutralises_formulas():
+    out = io.StringIO()
+    writer = DryRunCsvWriter(out)
+    writer.write(proposal(ref='=HYPERLINK("http://x","y")'))
+    writer.write(proposal(102, processed_at=None, ref="-1+1"))
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert rows[0]["provider_reference"] == '\'=HYPERLINK("http://x","y")'
+    assert rows[1]["provider_reference"] == "'-1+1" and rows[1]["before_processed_at"] == ""
+    assert rows[0]["amount_minor"] == "1000" and writer.rows == 2
+
+
+def test_approval_body_shows_figures_and_escapes_the_data():
+    builder = DryRunBuilder(psp="stripe", window=WINDOW, scope="s")
+    builder.add(proposal(ref="ref|<script>*x*"))
+    body = approval_body(
+        builder.finish(artifact="/a/b.csv"),
+        requested_by="ana",
+        run_id="r1",
+        incident_id="INCIDENT-1",
+        timeout=timedelta(hours=8),
+        approvers=["finance.bia"],
+    )
+    assert "**1 transaction(s) to correct, 10.00**" in body
+    assert "| 101 | ref\\|\\<script\\>\\*x\\* | capture |" in body
+    assert "no answer within 8 h, applies nothing" in body
+    assert "<script>" not in body
+
+
+@pytest.mark.parametrize(
+    ("responder", "approvers", "outcome"),
+    [
+        ({"id": "u1", "name": "finance.bia"}, None, "finance.bia"),
+        ({"id": "finance.bia", "name": ""}, [{"id": "finance.bia", "name": "finance.bia"}], "finance.bia"),
+        ({"id": "ana", "name": "Ana Lima"}, None, SelfApprovalError),
+        ({"id": "u9", "name": "  ANA "}, None, SelfApprovalError),
+        ({"id": "u9", "name": "zoe"}, [{"id": "finance.bia", "name": "Bia"}], ApproverNotAssignedError),
+        (None, None, ApproverNotAssignedError),
+        ({"id": "", "name": ""}, None, ApproverNotAssignedError),
+    ],
+)
+def test_check_approver(responder, approvers, outcome):
+    if isinstance(outcome, str):
+        assert check_approver(requested_by="ana", responder=responder, approvers=approvers) == outcome
+    else:
+        with pytest.raises(outcome):
+            check_approver(requested_by="ana", responder=responder, approvers=approvers)
+
+
+@pytest.mark.parametrize(
+    ("current", "action"),
+    [
+        (CurrentRow("authorized", T0, T0), ApplyAction.APPLY),
+        (CurrentRow("captured", datetime(2026, 11, 21, tzinfo=UTC), T0), ApplyAction.SKIP),
+        (CurrentRow("authorized", T0 + timedelta(seconds=1), T0), ApplyAction.CONFLICT),
+        (CurrentRow("voided", T0, T0), ApplyAction.CONFLICT),
+        (CurrentRow("authorized", None, T0), ApplyAction.CONFLICT),
+        (None, ApplyAction.CONFLICT),
+    ],
+)
+def test_classify_for_apply(current, action):
+    assert classify_for_apply(proposal(), current) is action
+
+
+def test_note_is_one_line_whatever_the_data():
+    note = correction_note(
+        proposal(ref="s1\nINJECTED LINE\r\u2028x"),
+        correction_key="corr-1",
+        requested_by="ana",
+        approved_by="bia",
+        run_id="r1",
+        incident_id=None,
+        processed_at=T0,
+    )
+    assert "\n" not in note and "\r" not in note and "\u2028" not in note
+    assert note.startswith("data correction corr-1: transaction 101 (s1 INJECTED LINE")
+    assert "status authorized -> captured" in note and "10.00 BRL" in note and "approved by bia" in note
+
+
+def test_amounts_are_ints():
+    with pytest.raises(TypeError, match="must be an int"):
+        proposal(amount=10.5)
