@@ -1,0 +1,325 @@
+"""Hook on billing-gateway-core (connection ``billing_gateway_core``).
+
+Runbook, Mitigação 1 (Reprocessamento): "Se falha persistir, acionar reconciliação manual
+pelo serviço core" —
+``curl -X POST http://billing-gateway-core:8000/payments/reconciliation -H "Authorization: Bearer <token>"``.
+
+The connection's host is the core's base URL (``http://billing-gateway-core:8000``); its
+password is the bearer token, sent in the ``Authorization`` header and never logged,
+returned or put in an error message.
+
+Each request carries an ``Idempotency-Key`` chosen by the caller (deterministic per PSP,
+cycle and remediation run), which is what makes retrying a POST safe: a timeout does not
+tell whether the core received the request, and a retry with the same key cannot start a
+second reconciliation. Failures:
+
+- HTTP 5xx, 429, a timeout or a refused connection: retried a bounded number of times
+  with exponential backoff; a ``Retry-After`` (seconds or HTTP date) is honoured, and one
+  longer than ``max_retry_after_seconds`` gives up at once; then
+  :class:`BillingCoreUnavailableError`.
+- Any other HTTP 4xx: :class:`BillingCoreRequestError`, never retried.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+
+import requests
+import tenacity
+from airflow.providers.http.hooks.http import HttpHook
+from requests.auth import AuthBase
+
+from airflow_recon_provider.reconciliation.config import check_psp_name
+from airflow_recon_provider.reconciliation.errors import (
+    BillingCoreRequestError,
+    BillingCoreUnavailableError,
+    ConnectionMissingError,
+)
+
+if TYPE_CHECKING:
+    from airflow_recon_provider.reconciliation.window import Cycle, Window
+
+
+class _BearerToken(AuthBase):
+    """``Authorization: Bearer <token>``; its repr never shows the token."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def __repr__(self) -> str:
+        return "BearerToken(***)"
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "..."
+
+
+def _connection_failure(exc: requests.ConnectionError) -> str:
+    # requests nests the socket error deep in its message: keep the part a person can act on
+    match = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+    return match.group(1).strip() if match else type(exc).__name__
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date); ``None``
+    when absent or unreadable."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+@dataclass(frozen=True)
+class CoreReconciliationJob:
+    """The core's answer to a reconciliation request (no credential in it)."""
+
+    psp: str
+    cycle_start: str
+    cycle_end: str
+    http_status: int
+    status: str
+    job_id: str | None
+    idempotency_key: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class BillingCoreHook(HttpHook):
+    """Ask billing-gateway-core to reconcile a PSP's cycle.
+
+    :param billing_core_conn_id: Airflow connection of the core (host = base URL, password =
+        bearer token).
+    :param timeout: seconds to wait for the core to connect and to answer, per attempt.
+    :param max_attempts: attempts per request while the core is unavailable, at least 1.
+    :param backoff_seconds: first wait between attempts; doubles on each retry.
+    :param max_backoff_seconds: longest wait between attempts without ``Retry-After``.
+    :param max_retry_after_seconds: longest ``Retry-After`` honoured; a longer one gives up
+        at once instead of blocking the task.
+    """
+
+    conn_name_attr = "billing_core_conn_id"
+    default_conn_name = "billing_gateway_core"
+    conn_type = "billing_core"
+    hook_name = "Billing Gateway Core"
+
+    reconciliation_endpoint = "payments/reconciliation"
+    #: how the hook waits between attempts (tests replace it to record the waits)
+    _sleep = staticmethod(time.sleep)
+
+    def __init__(
+        self,
+        billing_core_conn_id: str = default_conn_name,
+        *,
+        timeout: float = 30.0,
+        max_attempts: int = 5,
+        backoff_seconds: float = 1.0,
+        max_backoff_seconds: float = 60.0,
+        max_retry_after_seconds: float = 300.0,
+        **kwargs: Any,
+    ) -> None:
+        if not timeout or timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError(f"max_attempts must be an integer of at least 1, got {max_attempts!r}")
+        if min(backoff_seconds, max_backoff_seconds, max_retry_after_seconds) < 0:
+            raise ValueError("backoff and Retry-After limits must not be negative")
+        super().__init__(method="POST", http_conn_id=billing_core_conn_id, **kwargs)
+        self.billing_core_conn_id = billing_core_conn_id
+        self.timeout = float(timeout)
+        self.max_attempts = max_attempts
+        self.backoff_seconds = float(backoff_seconds)
+        self.max_backoff_seconds = float(max_backoff_seconds)
+        self.max_retry_after_seconds = float(max_retry_after_seconds)
+
+    # -- connection ------------------------------------------------------------------------
+    def _extract_auth(self, connection: Any) -> Any | None:
+        token = connection.password
+        if not token:
+            return None
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(token)  # connection passwords are masked already; this covers any source
+        return _BearerToken(token)
+
+    def _session(self) -> requests.Session:
+        try:
+            return self.get_conn(headers={"Accept": "application/json"})
+        except Exception as exc:
+            if type(exc).__name__ in {
+                "AirflowNotFoundException",
+                "AirflowNotFound",
+            } or "isn't defined" in str(exc):
+                conn_id = self.billing_core_conn_id
+                raise ConnectionMissingError(
+                    f"Airflow connection {conn_id!r} is not defined; create it (host = "
+                    "http://billing-gateway-core:8000, password = API token) or set "
+                    f"AIRFLOW_CONN_{conn_id.upper()}"
+                ) from None
+            raise
+
+    # -- requests ----------------------------------------------------------------------------
+    def _post_json(
+        self, endpoint: str, body: dict[str, Any], *, idempotency_key: str, what: str
+    ) -> requests.Response:
+        session = self._session()
+        url = self.url_from_endpoint(endpoint)
+        where = f"billing-gateway-core {self.base_url} (connection {self.billing_core_conn_id})"
+        prepared = session.prepare_request(
+            requests.Request("POST", url, json=body, headers={"Idempotency-Key": idempotency_key})
+        )
+
+        def attempt() -> requests.Response:
+            try:
+                response = self.run_and_check(
+                    session, prepared, {"timeout": self.timeout, "check_response": False}
+                )
+            except requests.Timeout:
+                raise BillingCoreUnavailableError(
+                    f"{where} did not answer {what} within {self.timeout:g} s"
+                ) from None
+            except requests.ConnectionError as exc:
+                raise BillingCoreUnavailableError(
+                    f"{where} is unreachable for {what}: {_connection_failure(exc)}"
+                ) from None
+            status = response.status_code
+            if status == 429 or status >= 500:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                message = f"{where} answered HTTP {status} {response.reason} to {what}"
+                if retry_after is not None and retry_after > self.max_retry_after_seconds:
+                    raise BillingCoreUnavailableError(
+                        f"{message} and asked to retry after {retry_after:g} s, longer than the "
+                        f"{self.max_retry_after_seconds:g} s this task waits; try again later",
+                        retry_after=retry_after,
+                        retryable=False,
+                    )
+                raise BillingCoreUnavailableError(
+                    f"{message}: {_excerpt(response.text)}", retry_after=retry_after
+                )
+            if status >= 300:
+                hint = {
+                    401: "; check the API token (password) of the connection",
+                    403: "; check the API token (password) of the connection",
+                    404: "; check the base URL (host) of the connection",
+                    409: "; the core holds a different request under this Idempotency-Key",
+                }.get(status, "")
+                raise BillingCoreRequestError(
+                    f"{where} refused {what}: HTTP {status} {response.reason}{hint}: "
+                    f"{_excerpt(response.text)}",
+                    status_code=status,
+                )
+            return response
+
+        exponential = tenacity.wait_exponential(multiplier=self.backoff_seconds, max=self.max_backoff_seconds)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            retry_after = getattr(exc, "retry_after", None)
+            return float(retry_after) if retry_after is not None else exponential(state)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            self.log.warning(
+                "%s (attempt %d of %d); retrying in %.1f s",
+                state.outcome.exception() if state.outcome else "billing core unavailable",
+                state.attempt_number,
+                self.max_attempts,
+                state.next_action.sleep if state.next_action else 0.0,
+            )
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(
+                lambda exc: isinstance(exc, BillingCoreUnavailableError) and exc.retryable
+            ),
+            stop=tenacity.stop_after_attempt(self.max_attempts),
+            wait=wait,
+            sleep=self._sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except BillingCoreUnavailableError as exc:
+            if self.max_attempts == 1 or not exc.retryable:
+                raise
+            raise BillingCoreUnavailableError(
+                f"{exc} (gave up after {self.max_attempts} attempts)", retry_after=exc.retry_after
+            ) from None
+        finally:
+            session.close()
+
+    # -- reconciliation ----------------------------------------------------------------------
+    def trigger_reconciliation(
+        self, psp: str, cycle: Cycle | Window, *, idempotency_key: str
+    ) -> CoreReconciliationJob:
+        """``POST /payments/reconciliation`` with ``{"psp", "cycle_start", "cycle_end"}``.
+
+        :param psp: the PSP whose cycle the core reconciles.
+        :param cycle: the hourly cycle (or window) to reconcile.
+        :param idempotency_key: sent as ``Idempotency-Key``; the same key for the same PSP
+            and cycle makes a retried request a no-op on the core's side.
+        :returns: the core's answer: HTTP status, job status and job id (when it sends one).
+        :raises BillingCoreUnavailableError: 5xx/429/timeout/refused after the retries.
+        :raises BillingCoreRequestError: another 4xx answer (not retried).
+        """
+        check_psp_name(psp)
+        if not idempotency_key or not idempotency_key.isprintable() or len(idempotency_key) > 255:
+            raise ValueError("idempotency_key must be 1 to 255 printable characters")
+        body = {"psp": psp, "cycle_start": _iso(cycle.start), "cycle_end": _iso(cycle.end)}
+        what = f"the reconciliation of PSP {psp} cycle {body['cycle_start']}"
+        response = self._post_json(
+            self.reconciliation_endpoint, body, idempotency_key=idempotency_key, what=what
+        )
+        try:
+            payload = json.loads(response.content) if response.content else {}
+        except ValueError:
+            payload = {}
+            self.log.warning("billing core answered %s with a body that is not JSON", what)
+        if not isinstance(payload, dict):
+            payload = {}
+        job_id = next(
+            (payload[key] for key in ("job_id", "jobId", "id", "reconciliation_id") if payload.get(key)),
+            None,
+        )
+        job = CoreReconciliationJob(
+            psp=psp,
+            cycle_start=body["cycle_start"],
+            cycle_end=body["cycle_end"],
+            http_status=response.status_code,
+            status=str(payload.get("status") or "accepted"),
+            job_id=None if job_id is None else str(job_id),
+            idempotency_key=idempotency_key,
+        )
+        self.log.info(
+            "billing core accepted %s: HTTP %d, status %s, job %s",
+            what,
+            job.http_status,
+            job.status,
+            job.job_id or "(none given)",
+        )
+        return job
+
+
+__all__ = ["BillingCoreHook", "CoreReconciliationJob", "parse_retry_after"]

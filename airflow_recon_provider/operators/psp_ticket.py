@@ -1,0 +1,151 @@
+"""PspTicketOperator — runbook, Mitigação 4 (Sincronização com PSP).
+
+"Abrir chamado junto ao PSP fornecendo IDs das transações divergentes quando
+inconsistência for externa." The divergent keys of the external kinds are streamed from
+the gateway database (server-side cursor) into a CSV artifact for the PSP; XCom gets the
+path and the counts, never the rows. The PSP assigns the ticket number; when the run
+knows it (a templated param), it is returned as ``psp_ticket`` for the incident record
+(runbook, Comunicação: "Registrar número do ticket do PSP (se houver) no incidente").
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_recon_provider.reconciliation.psp_ticket import EXTERNAL_KINDS
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: the default kinds, as names
+EXTERNAL_KIND_NAMES: tuple[str, ...] = tuple(kind.value for kind in EXTERNAL_KINDS)
+
+
+class PspTicketOperator(BaseOperator):
+    """Write the CSV of divergent transactions to send to the PSP.
+
+    Columns: ``provider_reference``, ``transaction_type``, ``kind``,
+    ``gateway_transaction_id`` (the gateway's ``payment_transactions.id``, the smallest for
+    duplicates), gateway and statement amounts (minor units), divergent amount, currency,
+    both statuses.
+
+    :param psp: the PSP (templated).
+    :param window_start: start of the window, ISO 8601 with offset (templated).
+    :param window_end: end of the window, exclusive (templated).
+    :param divergence_kinds: kinds to include (templated; list or comma-separated); default
+        the external ones: duplicate_in_statement, missing_in_statement,
+        missing_in_gateway, currency_mismatch, amount_mismatch.
+    :param ticket_number: the PSP's ticket number, when known (templated); returned as
+        ``psp_ticket``.
+    :param output_path: where to write the CSV (templated); default
+        ``<artifacts>/<dag_id>/<run_id>/psp_ticket_<psp>.csv``.
+    :param billing_gateway_conn_id: connection of the gateway database (a replica works).
+    """
+
+    template_fields: Sequence[str] = (
+        "psp",
+        "window_start",
+        "window_end",
+        "divergence_kinds",
+        "ticket_number",
+        "output_path",
+    )
+    ui_color = "#e0f2f1"
+
+    def __init__(
+        self,
+        *,
+        psp: str,
+        window_start: str | datetime,
+        window_end: str | datetime,
+        divergence_kinds: Sequence[str] | str | None = EXTERNAL_KIND_NAMES,
+        ticket_number: str | None = None,
+        output_path: str | None = None,
+        billing_gateway_conn_id: str = "billing_gateway_db",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.psp = psp
+        self.window_start = window_start
+        self.window_end = window_end
+        self.divergence_kinds = (
+            list(divergence_kinds) if isinstance(divergence_kinds, tuple) else divergence_kinds
+        )
+        self.ticket_number = ticket_number
+        self.output_path = output_path
+        self.billing_gateway_conn_id = billing_gateway_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
+        from airflow_recon_provider.operators._artifacts import run_artifact_path
+        from airflow_recon_provider.reconciliation.config import ReconConfig, check_psp_name
+        from airflow_recon_provider.reconciliation.psp_ticket import (
+            check_ticket_number,
+            parse_ticket_kinds,
+            write_ticket_csv,
+        )
+        from airflow_recon_provider.reconciliation.window import Window
+
+        psp = check_psp_name(str(self.psp).strip())
+        config = ReconConfig.load()
+        window = Window.parse(self.window_start, self.window_end, max_span=config.max_window)
+        kinds = parse_ticket_kinds(self.divergence_kinds)
+        ticket = check_ticket_number(self.ticket_number)
+        if self.output_path and str(self.output_path).strip() not in {"", "None"}:
+            target = Path(str(self.output_path)).expanduser()
+        else:
+            target = run_artifact_path(context, f"psp_ticket_{psp}.csv")
+
+        gateway = BillingGatewayHook(billing_gateway_conn_id=self.billing_gateway_conn_id, config=config)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # written next to its destination and renamed into place: never half a file
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+                counts = write_ticket_csv(gateway.iter_divergences(psp, window, kinds), out)
+            os.chmod(tmp_name, 0o640)
+            os.replace(tmp_name, target)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+        if counts.rows:
+            self.log.info(
+                "PSP %s window %s: %d divergent transaction(s) for the PSP ticket%s in %s (%s)",
+                psp,
+                window,
+                counts.rows,
+                f" {ticket}" if ticket else "",
+                target,
+                ", ".join(f"{kind} {n}" for kind, n in counts.by_kind.items()),
+            )
+        else:
+            self.log.info(
+                "PSP %s window %s: no external divergence (%s); nothing to send to the PSP "
+                "(%s has the header only)",
+                psp,
+                window,
+                ", ".join(k.value for k in kinds),
+                target,
+            )
+        return {
+            "psp": psp,
+            "window_start": window.start.isoformat(),
+            "window_end": window.end.isoformat(),
+            "kinds": [k.value for k in kinds],
+            "path": str(target),
+            "rows": counts.rows,
+            "counts": {k.value: counts.by_kind.get(k.value, 0) for k in kinds},
+            "divergent_amount_minor": counts.divergent_amount_minor,
+            "psp_ticket": ticket,
+        }
+
+
+__all__ = ["EXTERNAL_KIND_NAMES", "PspTicketOperator"]

@@ -1,0 +1,201 @@
+"""PspTicketOperator (runbook Mitigação 4) against a real PostgreSQL: the CSV of divergent
+transactions for the PSP, counts (never rows) and the PSP's ticket number in XCom."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import pytest
+
+from airflow_recon_provider.operators.psp_ticket import PspTicketOperator
+from airflow_recon_provider.reconciliation.errors import DivergenceKindError, UnknownPspError
+from airflow_recon_provider.reconciliation.psp_ticket import TICKET_FIELDS, parse_ticket_kinds
+
+pytestmark = pytest.mark.integration
+
+WINDOW = {"window_start": "2026-11-20T10:00:00Z", "window_end": "2026-11-20T11:00:00Z"}
+
+
+@pytest.fixture
+def divergences(db, airflow_conns, monkeypatch, tmp_path):
+    """One key of each of the seven kinds for stripe, one adyen divergence, one match."""
+    db.execute(
+        "INSERT INTO payment_intents (id, provider, provider_reference) VALUES"
+        " (1,'stripe','dupgw'),(2,'stripe','dupgw'),(3,'stripe','dupst'),(4,'stripe','missst'),"
+        " (5,'stripe','cur'),(6,'stripe','amt'),(7,'stripe','stat'),(8,'stripe','ok'),(9,'adyen','a1')"
+    )
+    db.execute(
+        """INSERT INTO payment_transactions
+           (id, intent_id, transaction_type, status, amount_minor, currency, created_at) VALUES
+           (101,1,'capture','captured',100,'BRL','2026-11-20T10:01Z'),
+           (102,2,'capture','captured',100,'BRL','2026-11-20T10:02Z'),
+           (103,3,'capture','captured',300,'BRL','2026-11-20T10:03Z'),
+           (104,4,'capture','captured',400,'BRL','2026-11-20T10:04Z'),
+           (105,5,'capture','captured',500,'BRL','2026-11-20T10:05Z'),
+           (106,6,'capture','captured',1000,'BRL','2026-11-20T10:06Z'),
+           (107,7,'capture','captured',700,'BRL','2026-11-20T10:07Z'),
+           (108,8,'capture','captured',800,'BRL','2026-11-20T10:08Z'),
+           (109,9,'capture','captured',900,'BRL','2026-11-20T10:09Z')"""
+    )
+    db.execute(
+        """INSERT INTO psp_statement_lines
+           (psp, provider_reference, transaction_type, status, amount_minor, currency, occurred_at,
+            statement_id) VALUES
+           ('stripe','dupgw','capture','captured',100,'BRL','2026-11-20T10:01Z','s'),
+           ('stripe','dupst','capture','captured',300,'BRL','2026-11-20T10:03Z','s'),
+           ('stripe','dupst','capture','captured',300,'BRL','2026-11-20T10:13Z','s'),
+           ('stripe','missgw','refund','refunded',250,'BRL','2026-11-20T10:20Z','s'),
+           ('stripe','cur','capture','captured',500,'USD','2026-11-20T10:05Z','s'),
+           ('stripe','amt','capture','captured',900,'BRL','2026-11-20T10:06Z','s'),
+           ('stripe','stat','capture','refunded',700,'BRL','2026-11-20T10:07Z','s'),
+           ('stripe','ok','capture','captured',800,'BRL','2026-11-20T10:08Z','s')"""
+    )
+    monkeypatch.setenv("RECON_CONFIG", json.dumps({"psps": ["stripe", "adyen"]}))
+    monkeypatch.setenv("RECON_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    return db
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == TICKET_FIELDS
+        return list(reader)
+
+
+def context(tmp_path):
+    return {"ti": SimpleNamespace(dag_id="adhoc", run_id="manual__1", task_id="psp_ticket", map_index=-1)}
+
+
+@pytest.fixture
+def ticket_dag(register_dag):
+    from airflow.sdk import DAG, Param
+
+    with DAG(
+        dag_id="test_psp_ticket",
+        schedule=None,
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        catchup=False,
+        params={"psp": "stripe", **WINDOW, "psp_ticket": Param("", type="string")},
+    ) as dag:
+        PspTicketOperator(
+            task_id="psp_ticket",
+            psp="{{ params.psp }}",
+            window_start="{{ params.window_start }}",
+            window_end="{{ params.window_end }}",
+            ticket_number="{{ params.psp_ticket }}",
+        )
+    return register_dag(dag)
+
+
+@pytest.mark.dags
+@pytest.mark.timeout(180)
+def test_ticket_csv_holds_the_external_divergences_only(ticket_dag, divergences, tmp_path):
+    dag_run = ticket_dag.test(
+        logical_date=datetime(2026, 11, 21, 9, tzinfo=UTC), run_conf={"psp_ticket": "STR-99812"}
+    )
+    assert dag_run.state == "success"
+    result = dag_run.get_task_instance("psp_ticket").xcom_pull(task_ids="psp_ticket")
+    assert result["psp_ticket"] == "STR-99812"
+    assert result["rows"] == 5
+    assert result["counts"] == {
+        "duplicate_in_statement": 1,
+        "missing_in_statement": 1,
+        "missing_in_gateway": 1,
+        "currency_mismatch": 1,
+        "amount_mismatch": 1,
+    }
+    assert result["divergent_amount_minor"] == 300 + 400 + 250 + 500 + 100
+    assert result["path"].startswith(str(tmp_path / "artifacts" / "test_psp_ticket"))
+    # counts and a path, never the rows
+    assert "missst" not in json.dumps(result)
+
+    rows = {r["provider_reference"]: r for r in read_csv(result["path"])}
+    assert set(rows) == {"dupst", "missst", "missgw", "cur", "amt"}  # no internal kinds, no adyen
+    assert rows["amt"] == {
+        "provider_reference": "amt",
+        "transaction_type": "capture",
+        "kind": "amount_mismatch",
+        "gateway_transaction_id": "106",
+        "gateway_amount_minor": "1000",
+        "statement_amount_minor": "900",
+        "divergent_amount_minor": "100",
+        "currency": "BRL",
+        "gateway_status": "captured",
+        "statement_status": "captured",
+    }
+    assert (rows["missgw"]["kind"], rows["missgw"]["gateway_transaction_id"]) == ("missing_in_gateway", "")
+    assert (rows["missst"]["gateway_transaction_id"], rows["missst"]["statement_amount_minor"]) == ("104", "")
+    assert rows["dupst"]["kind"] == "duplicate_in_statement"
+
+
+@pytest.mark.dags
+@pytest.mark.timeout(180)
+def test_without_ticket_number_the_ticket_is_none(ticket_dag, divergences):
+    dag_run = ticket_dag.test(logical_date=datetime(2026, 11, 21, 10, tzinfo=UTC))
+    assert dag_run.state == "success"
+    assert dag_run.get_task_instance("psp_ticket").xcom_pull(task_ids="psp_ticket")["psp_ticket"] is None
+
+
+def test_configured_kinds_and_explicit_path(divergences, tmp_path):
+    out = tmp_path / "ticket.csv"
+    op = PspTicketOperator(
+        task_id="psp_ticket",
+        psp="stripe",
+        divergence_kinds="['amount_mismatch', 'currency_mismatch']",  # a rendered multi-select param
+        output_path=str(out),
+        **WINDOW,
+    )
+    result = op.execute(context(tmp_path))
+    assert result["counts"] == {"currency_mismatch": 1, "amount_mismatch": 1}
+    assert [r["provider_reference"] for r in read_csv(out)] == ["cur", "amt"]
+    assert result["path"] == str(out)
+
+
+def test_empty_window_writes_the_header_only(divergences, tmp_path):
+    out = tmp_path / "empty.csv"
+    op = PspTicketOperator(
+        task_id="psp_ticket",
+        psp="stripe",
+        window_start="2026-11-19T10:00:00Z",
+        window_end="2026-11-19T11:00:00Z",
+        output_path=str(out),
+    )
+    result = op.execute(context(tmp_path))
+    assert result["rows"] == 0 and set(result["counts"].values()) == {0}
+    assert read_csv(out) == []
+
+
+def test_bad_input_leaves_no_file(divergences, tmp_path):
+    out = tmp_path / "t" / "ticket.csv"
+    with pytest.raises(UnknownPspError):
+        PspTicketOperator(task_id="t", psp="paypal", output_path=str(out), **WINDOW).execute(
+            context(tmp_path)
+        )
+    assert not out.exists() and list(out.parent.iterdir()) == []
+    with pytest.raises(DivergenceKindError, match="unknown divergence kind"):
+        PspTicketOperator(
+            task_id="t",
+            psp="stripe",
+            divergence_kinds="missing,amount_mismatch",
+            output_path=str(out),
+            **WINDOW,
+        ).execute(context(tmp_path))
+    with pytest.raises(ValueError, match="ticket number"):
+        PspTicketOperator(
+            task_id="t", psp="stripe", ticket_number="A\nB", output_path=str(out), **WINDOW
+        ).execute(context(tmp_path))
+
+
+def test_parse_ticket_kinds():
+    assert [k.value for k in parse_ticket_kinds(None)] == [
+        "duplicate_in_statement",
+        "missing_in_statement",
+        "missing_in_gateway",
+        "currency_mismatch",
+        "amount_mismatch",
+    ]
+    assert parse_ticket_kinds("[]") == parse_ticket_kinds("")
+    assert [k.value for k in parse_ticket_kinds(["status_mismatch"])] == ["status_mismatch"]
