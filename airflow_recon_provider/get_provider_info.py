@@ -56,10 +56,49 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_recon_provider.hooks.billing_gateway",
                     "airflow_recon_provider.hooks.payments_ledger",
+                    "airflow_recon_provider.hooks.reconciliation_events",
                     "airflow_recon_provider.hooks.psp",
+                    "airflow_recon_provider.hooks.billing_core",
+                    "airflow_recon_provider.hooks.incidents",
+                    "airflow_recon_provider.hooks.corrections",
                 ],
             }
         ],
+        "operators": [
+            {
+                "integration-name": "Billing Gateway Reconciliation",
+                "python-modules": [
+                    "airflow_recon_provider.operators.reconciliation",
+                    "airflow_recon_provider.operators.corrections",
+                    "airflow_recon_provider.operators.reprocess",
+                    "airflow_recon_provider.operators.release",
+                    "airflow_recon_provider.operators.psp_ticket",
+                    "airflow_recon_provider.operators.incidents",
+                ],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Billing Gateway Reconciliation",
+                "python-modules": [
+                    "airflow_recon_provider.sensors.divergence",
+                    "airflow_recon_provider.sensors.recovery",
+                    "airflow_recon_provider.sensors.psp_health",
+                ],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Billing Gateway Reconciliation",
+                "python-modules": [
+                    "airflow_recon_provider.triggers.divergence",
+                    "airflow_recon_provider.triggers.recovery",
+                    "airflow_recon_provider.triggers.psp_health",
+                    "airflow_recon_provider.triggers.reprocess",
+                ],
+            }
+        ],
+        "notifications": ["airflow_recon_provider.notifications.finance.FinanceNotifier"],
         "connection-types": [
             {
                 "hook-class-name": "airflow_recon_provider.hooks.billing_gateway.BillingGatewayHook",
@@ -78,6 +117,35 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "PSP API",
                 "connection-type": "psp",
                 "ui-field-behaviour": _PSP_FIELD_BEHAVIOUR,
+            },
+            {
+                "hook-class-name": (
+                    "airflow_recon_provider.hooks.reconciliation_events.ReconciliationEventsHook"
+                ),
+                "hook-name": "Reconciliation Events (Kafka)",
+                "connection-type": "reconciliation_kafka",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "password", "port", "host"],
+                    "relabeling": {"extra": "Config Dict"},
+                    "placeholders": {
+                        "extra": '{"bootstrap.servers": "kafka-1:9092,kafka-2:9092", '
+                        '"security.protocol": "SSL"}'
+                    },
+                },
+            },
+            {
+                "hook-class-name": "airflow_recon_provider.hooks.billing_core.BillingCoreHook",
+                "hook-name": "Billing Gateway Core",
+                "connection-type": "billing_core",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["login"],
+                    "relabeling": {
+                        "host": "Core base URL",
+                        "password": "API token (bearer)",
+                        "schema": "Scheme (http/https)",
+                    },
+                    "placeholders": {"host": "http://billing-gateway-core:8000"},
+                },
             },
         ],
     }

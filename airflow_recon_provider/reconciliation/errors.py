@@ -37,3 +37,64 @@ class DatabaseUnavailableError(ReconError):
 
 class CorrectionConflictError(ReconError):
     """A correction would touch a row that changed since it was proposed."""
+
+
+class BillingCoreUnavailableError(ReconError):
+    """billing-gateway-core did not accept a request in time: HTTP 5xx or 429, a timeout or
+    a refused connection, after the bounded retries.
+
+    :param retry_after: seconds the core asked to wait (HTTP 429/503 ``Retry-After``), if any.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.retryable = retryable
+
+
+class BillingCoreRequestError(ReconError):
+    """billing-gateway-core refused a request (HTTP 4xx other than 429): retrying the same
+    request cannot help, so it is never retried.
+
+    :param status_code: the HTTP status the core answered.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ReprocessError(ReconError):
+    """Reprocessing could not trigger or follow the reconciliation runs of a PSP's cycles."""
+
+
+class ReleaseCommandError(ReconError):
+    """The release script (rollback or tag of the worker) could not run or failed."""
+
+
+class CorrectionPolicyError(ConfigError):
+    """A data-correction policy is invalid (a kind that cannot be corrected, a bad status)."""
+
+
+class RowCapExceededError(ReconError):
+    """A correction set has more transactions than the run's row cap allows."""
+
+
+class ApprovalRefusedError(ReconError):
+    """A finance approval cannot be accepted; nothing was applied."""
+
+
+class SelfApprovalError(ApprovalRefusedError):
+    """The person who requested a correction (triggered the run) tried to approve it."""
+
+
+class ApproverNotAssignedError(ApprovalRefusedError):
+    """The approval came from someone who is not one of the assigned approvers."""
+
+
+class CorrectionLockedError(ReconError):
+    """Another correction or statement load of the same PSP holds its lock."""
+
+
+class CorrectionSetNotFoundError(ReconError):
+    """No stored dry run has this correction key."""

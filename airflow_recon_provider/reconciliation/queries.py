@@ -455,3 +455,26 @@ def open_incident_query() -> sql.SQL:
         "SELECT incident_id FROM recon.incidents WHERE psp = %(psp)s AND state <> 'closed' "
         "ORDER BY opened_at DESC LIMIT 1"
     )
+
+
+def latest_cycle_states_query(m: TableMapping) -> sql.Composed:
+    """States of the PSP's latest ``%(n)s`` reconciled cycles ending at or before
+    ``%(reference)s``, newest first (the latest log row of each cycle counts)."""
+    r = m.reconciliation_logs
+    return sql.SQL(
+        """SELECT status FROM (
+    SELECT DISTINCT ON ({cycle_start}) {cycle_start} AS cycle_start, {status} AS status
+    FROM {logs}
+    WHERE {psp} = %(psp)s AND {cycle_end} <= %(reference)s
+    ORDER BY {cycle_start} DESC, {created_at} DESC, {id} DESC
+) AS latest
+ORDER BY cycle_start DESC LIMIT %(n)s"""
+    ).format(
+        logs=r.table.ident,
+        cycle_start=r.col("cycle_start"),
+        cycle_end=r.col("cycle_end"),
+        status=r.col("status"),
+        created_at=r.col("created_at"),
+        psp=r.col("psp"),
+        id=r.col("id"),
+    )

@@ -105,6 +105,90 @@ CREATE TABLE IF NOT EXISTS recon.corrections (
 CREATE INDEX IF NOT EXISTS corrections_by_incident ON recon.corrections (incident_id);
 """,
     ),
+    Migration(
+        2,
+        "incident numbers, resumption estimate, closing report, finance notification log",
+        """
+-- INCIDENT-<n> numbers for incidents opened without an id; starts after any existing
+-- INCIDENT-<n> so a generated id never collides with one given by hand
+CREATE SEQUENCE IF NOT EXISTS recon.incident_number_seq AS bigint START WITH 1 MINVALUE 1;
+SELECT setval('recon.incident_number_seq', m.n)
+  FROM (SELECT max(substring(incident_id FROM '^INCIDENT-([0-9]{1,18})$')::bigint) AS n
+          FROM recon.incidents) AS m
+ WHERE m.n IS NOT NULL;
+ALTER TABLE recon.incidents
+    ADD COLUMN IF NOT EXISTS eta_resumption        timestamptz,
+    ADD COLUMN IF NOT EXISTS recovered_at          timestamptz,
+    ADD COLUMN IF NOT EXISTS communication_done_at timestamptz,
+    ADD COLUMN IF NOT EXISTS closing_report_md     text,
+    ADD COLUMN IF NOT EXISTS closing_report_html   text;
+-- incidents closed before this migration were communicated by hand: no final notice now
+UPDATE recon.incidents
+   SET communication_done_at = COALESCE(closed_at, updated_at)
+ WHERE state = 'closed' AND communication_done_at IS NULL;
+-- one row per message per channel: what finance was told, when, and whether it arrived
+CREATE TABLE IF NOT EXISTS recon.notifications (
+    id              bigserial PRIMARY KEY,
+    dedup_key       text NOT NULL,
+    channel         text NOT NULL CHECK (channel IN ('email', 'slack')),
+    kind            text NOT NULL
+                    CHECK (kind IN ('update', 'normalized', 'containment', 'closing_report')),
+    incident_id     text REFERENCES recon.incidents (incident_id),
+    psp             text NOT NULL,
+    slot            timestamptz NOT NULL,
+    recipient       text NOT NULL,
+    subject         text NOT NULL DEFAULT '',
+    body_text       text NOT NULL DEFAULT '',
+    body_html       text NOT NULL DEFAULT '',
+    slack_blocks    jsonb NOT NULL DEFAULT '[]'::jsonb,
+    figures         jsonb,
+    last_event_id   bigint,
+    status          text NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'sent', 'failed', 'superseded')),
+    attempts        integer NOT NULL DEFAULT 0,
+    last_error      text,
+    response        jsonb NOT NULL DEFAULT '{}'::jsonb,
+    superseded_by   bigint REFERENCES recon.notifications (id),
+    run_id          text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    sent_at         timestamptz,
+    CONSTRAINT notifications_once UNIQUE (dedup_key, channel)
+);
+CREATE INDEX IF NOT EXISTS notifications_by_incident
+    ON recon.notifications (incident_id, channel, slot);
+CREATE INDEX IF NOT EXISTS notifications_unsent
+    ON recon.notifications (kind, channel) WHERE status IN ('pending', 'failed');
+""",
+    ),
+    Migration(
+        3,
+        "correction proposals (the dry run a finance approval refers to)",
+        """
+-- the rows of each data-correction dry run, under its correction key: the approval and the
+-- apply refer to exactly these rows and their "before" state, whichever worker runs them
+CREATE TABLE IF NOT EXISTS recon.correction_proposals (
+    correction_key       text NOT NULL,
+    transaction_id       bigint NOT NULL,
+    psp                  text NOT NULL,
+    position             integer NOT NULL,
+    provider_reference   text NOT NULL,
+    transaction_type     text NOT NULL,
+    kind                 text NOT NULL,
+    amount_minor         bigint NOT NULL,
+    currency             text NOT NULL DEFAULT '',
+    before_status        text NOT NULL,
+    before_processed_at  timestamptz,
+    after_status         text NOT NULL,
+    run_id               text NOT NULL,
+    incident_id          text,
+    proposed_at          timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT correction_proposals_pkey PRIMARY KEY (correction_key, transaction_id)
+);
+CREATE INDEX IF NOT EXISTS correction_proposals_by_position
+    ON recon.correction_proposals (correction_key, position);
+""",
+    ),
 )
 
 

@@ -13,7 +13,7 @@ import pytest
 from airflow_recon_provider import __version__
 from airflow_recon_provider.get_provider_info import get_provider_info
 
-CONNECTION_TYPES = {"billing_gateway", "payments_ledger", "psp"}
+CONNECTION_TYPES = {"billing_gateway", "payments_ledger", "psp", "reconciliation_kafka", "billing_core"}
 
 
 def test_provider_info_is_well_formed():
@@ -47,13 +47,16 @@ def test_entry_point_points_at_get_provider_info():
 @pytest.mark.timeout(120)
 def test_airflow_imports_and_knows_the_connection_types(tmp_path):
     """In a fresh interpreter, as a worker or the API server would see it."""
-    script = """
+    script = (
+        f"CONNECTION_TYPES = {sorted(CONNECTION_TYPES)!r}\n"
+        + """
 import json
 import airflow
 from airflow.providers_manager import ProvidersManager
 
 pm = ProvidersManager()
-hooks = {t: pm.hooks[t] for t in ("billing_gateway", "payments_ledger", "psp")}
+hooks = {t: pm.hooks[t] for t in CONNECTION_TYPES}
+triggers = sorted(t.trigger_class_name for t in pm.trigger if t.package_name == "airflow-recon-provider")
 print(json.dumps({
     "providers": sorted(pm.providers),
     "hooks": {
@@ -61,8 +64,10 @@ print(json.dumps({
         for t, h in hooks.items()
     },
     "psp_behaviour": pm.field_behaviours.get("psp"),
+    "triggers": triggers,
 }))
 """
+    )
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=110, check=False
@@ -76,3 +81,9 @@ print(json.dumps({
         assert hook[1] == conn_type and hook[2] == "airflow-recon-provider"
     assert result["hooks"]["psp"][0] == "airflow_recon_provider.hooks.psp.PspHook"
     assert result["psp_behaviour"]["relabeling"]["host"] == "PSP API base URL"
+    assert result["triggers"] == [
+        "airflow_recon_provider.triggers.divergence",
+        "airflow_recon_provider.triggers.psp_health",
+        "airflow_recon_provider.triggers.recovery",
+        "airflow_recon_provider.triggers.reprocess",
+    ]

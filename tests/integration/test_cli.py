@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from airflow_recon_provider.cli import main
+from airflow_recon_provider.schema import MIGRATIONS
 
 WINDOW = ["--window-start", "2026-11-20T10:00:00Z", "--window-end", "2026-11-20T11:00:00Z"]
 REPORT_KEYS = [
@@ -174,7 +175,8 @@ def test_migrate_is_idempotent(scenario, capsys):
     code, out, _ = _run(capsys, "migrate")
     assert code == 0
     doc = json.loads(out)
-    assert doc["applied_now"] == [] and doc["schema_versions"] == [1]
+    assert doc["applied_now"] == []
+    assert doc["schema_versions"] == [m.version for m in MIGRATIONS]
 
 
 def test_console_script_runs_as_a_process(scenario):
