@@ -36,17 +36,25 @@ def _with_db(url: str, dbname: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def pg_url() -> str:
     """Admin URL of the PostgreSQL server used by the whole session."""
     url = os.environ.get("RECON_TEST_PG_URL")
     if url:
         yield url
         return
+    import shutil
+
     from airflow_recon_provider.devtools.embedded_postgres import EmbeddedPostgres
 
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("embedded-pg"))
-    yield server.start()
-    server.stop()
+    # not under pytest's basetemp: pytest prunes old basetemp folders when another session
+    # starts, which would delete a running server's data directory
+    data_dir = Path(tempfile.mkdtemp(prefix="recon-test-pg-"))
+    server = EmbeddedPostgres(data_dir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
