@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
+from airflow_recon_provider.hooks._connections import is_missing_connection, missing_connection_error
 from airflow_recon_provider.reconciliation.config import ReconConfig
-from airflow_recon_provider.reconciliation.errors import ConnectionMissingError, DatabaseUnavailableError
+from airflow_recon_provider.reconciliation.errors import DatabaseUnavailableError
 
 if TYPE_CHECKING:
     import psycopg
@@ -45,14 +46,8 @@ class ReconPostgresHook(PostgresHook):
                 f"database of connection {conn_id!r} is unreachable: {first}"
             ) from None
         except Exception as exc:
-            if type(exc).__name__ in {
-                "AirflowNotFoundException",
-                "AirflowNotFound",
-            } or "isn't defined" in str(exc):
-                raise ConnectionMissingError(
-                    f"Airflow connection {conn_id!r} is not defined; create it in the UI or set "
-                    f"AIRFLOW_CONN_{conn_id.upper()}"
-                ) from None
+            if is_missing_connection(exc):
+                raise missing_connection_error(conn_id) from None
             raise
         try:
             conn.autocommit = autocommit

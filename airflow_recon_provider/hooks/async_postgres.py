@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from airflow_recon_provider.hooks._connections import is_missing_connection
 from airflow_recon_provider.reconciliation.errors import ConnectionMissingError, DatabaseUnavailableError
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ async def async_connect(conn_id: str, *, connect_timeout: int = 10) -> AsyncIter
     try:
         connection = await BaseHook.aget_connection(conn_id)
     except Exception as exc:
-        if "isn't defined" in str(exc) or type(exc).__name__.startswith("AirflowNotFound"):
+        if is_missing_connection(exc):
             raise ConnectionMissingError(f"Airflow connection {conn_id!r} is not defined") from None
         raise
     try:

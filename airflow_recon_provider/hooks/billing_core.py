@@ -35,6 +35,7 @@ import tenacity
 from airflow.providers.http.hooks.http import HttpHook
 from requests.auth import AuthBase
 
+from airflow_recon_provider.hooks._connections import is_missing_connection
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import (
     BillingCoreRequestError,
@@ -169,10 +170,7 @@ class BillingCoreHook(HttpHook):
         try:
             return self.get_conn(headers={"Accept": "application/json"})
         except Exception as exc:
-            if type(exc).__name__ in {
-                "AirflowNotFoundException",
-                "AirflowNotFound",
-            } or "isn't defined" in str(exc):
+            if is_missing_connection(exc):
                 conn_id = self.billing_core_conn_id
                 raise ConnectionMissingError(
                     f"Airflow connection {conn_id!r} is not defined; create it (host = "

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow_recon_provider.hooks._connections import is_missing_connection
 from airflow_recon_provider.reconciliation.errors import ConnectionMissingError, ReconError
 from airflow_recon_provider.reconciliation.health import PodExecTarget
 
@@ -123,7 +124,7 @@ class PodExec:
         try:
             core = self.hook.core_v1_client
         except Exception as exc:
-            if type(exc).__name__ == "AirflowNotFoundException" or "isn't defined" in str(exc):
+            if is_missing_connection(exc):
                 raise ConnectionMissingError(
                     f"Airflow connection {self.target.kubernetes_conn_id!r} is not defined; create it "
                     f"(type kubernetes) or set AIRFLOW_CONN_{self.target.kubernetes_conn_id.upper()}"

@@ -27,6 +27,7 @@ import tenacity
 from airflow.providers.http.hooks.http import HttpHook
 from requests.auth import AuthBase
 
+from airflow_recon_provider.hooks._connections import is_missing_connection
 from airflow_recon_provider.reconciliation import health
 from airflow_recon_provider.reconciliation.config import PspConfig, check_psp_name
 from airflow_recon_provider.reconciliation.errors import ConfigError, ConnectionMissingError
@@ -97,12 +98,6 @@ def _missing_connection(conn_id: str) -> ConnectionMissingError:
     return ConnectionMissingError(
         f"Airflow connection {conn_id!r} is not defined; create it (type psp, host = the PSP "
         f"API base URL, password = API token) or set AIRFLOW_CONN_{conn_id.upper()}"
-    )
-
-
-def _is_not_found(exc: Exception) -> bool:
-    return type(exc).__name__ in {"AirflowNotFoundException", "AirflowNotFound"} or "isn't defined" in str(
-        exc
     )
 
 
@@ -247,10 +242,7 @@ class PspHook(HttpHook):
         try:
             session = self.get_conn(headers={"Accept": "application/json"})
         except Exception as exc:
-            if type(exc).__name__ in {
-                "AirflowNotFoundException",
-                "AirflowNotFound",
-            } or "isn't defined" in str(exc):
+            if is_missing_connection(exc):
                 raise ConnectionMissingError(
                     f"Airflow connection {conn_id!r} is not defined; create it (type psp, host = the PSP "
                     f"API base URL, password = API token) or set AIRFLOW_CONN_{conn_id.upper()}"
@@ -489,7 +481,7 @@ class PspHook(HttpHook):
         try:
             return await BaseHook.aget_connection(conn_id)
         except Exception as exc:
-            if _is_not_found(exc):
+            if is_missing_connection(exc):
                 raise _missing_connection(conn_id) from None
             raise
 
@@ -499,7 +491,7 @@ class PspHook(HttpHook):
         try:
             return self.get_connection(conn_id)
         except Exception as exc:
-            if _is_not_found(exc):
+            if is_missing_connection(exc):
                 raise _missing_connection(conn_id) from None
             raise
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.apache.kafka.hooks.base import KafkaBaseHook
 
+from airflow_recon_provider.hooks._connections import is_missing_connection
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import ConfigError, ConnectionMissingError
 from airflow_recon_provider.reconciliation.events import (
@@ -145,10 +146,7 @@ class ReconciliationEventsHook(KafkaBaseHook):
                 ) from None
             raise
         except Exception as exc:
-            if type(exc).__name__ in {
-                "AirflowNotFoundException",
-                "AirflowNotFound",
-            } or "isn't defined" in str(exc):
+            if is_missing_connection(exc):
                 raise ConnectionMissingError(
                     f"Airflow connection {conn_id!r} is not defined; create it (type kafka or "
                     f'{self.conn_type}, extra {{"bootstrap.servers": "host:9092"}}) or set '

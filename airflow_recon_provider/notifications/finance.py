@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseNotifier
 
-from airflow_recon_provider.reconciliation.errors import ConfigError, ConnectionMissingError
+from airflow_recon_provider.hooks._connections import is_missing_connection, missing_connection_error
+from airflow_recon_provider.reconciliation.errors import ConfigError
 from airflow_recon_provider.reconciliation.incidents import (
     FINANCE_RECIPIENTS_DEFAULT,
     UPDATE_CADENCE,
@@ -210,14 +211,8 @@ class FinanceNotifier(BaseNotifier):
         try:
             return BaseHook.get_connection(conn_id)
         except Exception as exc:
-            if type(exc).__name__ in {
-                "AirflowNotFoundException",
-                "AirflowNotFound",
-            } or "isn't defined" in str(exc):
-                raise ConnectionMissingError(
-                    f"Airflow connection {conn_id!r} is not defined; create it in the UI or set "
-                    f"AIRFLOW_CONN_{conn_id.upper()}"
-                ) from None
+            if is_missing_connection(exc):
+                raise missing_connection_error(conn_id) from None
             raise
 
     def check_connections(self) -> None:

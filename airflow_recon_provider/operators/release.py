@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
+from airflow_recon_provider.hooks._connections import is_missing_connection
+
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.sdk import Context
@@ -170,10 +172,7 @@ class _ReleaseScriptOperator(BaseOperator):
         try:
             BaseHook.get_connection(self.kubernetes_conn_id)
         except Exception as exc:
-            if type(exc).__name__ in {
-                "AirflowNotFoundException",
-                "AirflowNotFound",
-            } or "isn't defined" in str(exc):
+            if is_missing_connection(exc):
                 raise ConnectionMissingError(
                     f"Airflow connection {self.kubernetes_conn_id!r} is not defined: no Kubernetes "
                     f"cluster to run the {self.action} of {self.service} in; create it (type kubernetes, "

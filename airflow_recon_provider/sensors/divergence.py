@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk import PokeReturnValue
 
+from airflow_recon_provider.sensors._base import PokeThenDeferSensor
 from airflow_recon_provider.triggers.divergence import DivergenceTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class DivergenceSensor(BaseSensorOperator):
+class DivergenceSensor(PokeThenDeferSensor):
     """Succeed when a watched PSP breaches the alert rule and has no open incident.
 
     The XCom value is the alert payload: ``psp``, ``window_start``, ``window_end``,
@@ -69,18 +69,6 @@ class DivergenceSensor(BaseSensorOperator):
             self.log.info("alert for PSP %s (%s)", payloads[0]["psp"], payloads[0]["reason"])
             return PokeReturnValue(is_done=True, xcom_value=payloads[0])
         return PokeReturnValue(is_done=False)
-
-    def execute(self, context: Context) -> Any:
-        if not self.deferrable:
-            return super().execute(context)
-        first = self.poke(context)
-        if first.is_done:
-            return first.xcom_value
-        self.defer(
-            trigger=self._trigger(),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout),
-        )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         if not event or event.get("status") != "alert":

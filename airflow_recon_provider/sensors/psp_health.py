@@ -10,10 +10,9 @@ task's return value. Outcomes in ``fail_on`` fail the task at once, without retr
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk import PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_recon_provider.reconciliation.config import check_psp_name
@@ -24,6 +23,7 @@ from airflow_recon_provider.reconciliation.health import (
     wait_and_fail_sets,
 )
 from airflow_recon_provider.reconciliation.health import status_mapping as effective_status_mapping
+from airflow_recon_provider.sensors._base import PokeThenDeferSensor
 from airflow_recon_provider.triggers.psp_health import VIA_HTTP, VIA_POD, PspHealthTrigger, check_via
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 XCOM_KEY = "health_check"
 
 
-class PspHealthSensor(BaseSensorOperator):
+class PspHealthSensor(PokeThenDeferSensor):
     """Wait until a PSP's health endpoint reports a wanted outcome (default: healthy).
 
     Outcomes: ``healthy``, ``degraded``, ``down`` (the PSP's JSON ``status`` through the
@@ -146,18 +146,6 @@ class PspHealthSensor(BaseSensorOperator):
             request_timeout=self.request_timeout,
             via=self.via,
             pod=self.pod.as_dict() if self.via == VIA_POD else None,
-        )
-
-    def execute(self, context: Context) -> Any:
-        if not self.deferrable:
-            return super().execute(context)
-        first = self.poke(context)
-        if first.is_done:
-            return first.xcom_value
-        self.defer(
-            trigger=self._trigger(),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout),
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk import PokeReturnValue
 
+from airflow_recon_provider.sensors._base import PokeThenDeferSensor
 from airflow_recon_provider.triggers.recovery import RecoveryTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class RecoverySensor(BaseSensorOperator):
+class RecoverySensor(PokeThenDeferSensor):
     """Succeed when the PSP's window has recovered (amount, count and successful cycles).
 
     The XCom value is the last evaluation: divergent amount, count, %, and the states of
@@ -74,18 +74,6 @@ class RecoverySensor(BaseSensorOperator):
             result["status"],
         )
         return PokeReturnValue(is_done=result["status"] == "recovered", xcom_value=result)
-
-    def execute(self, context: Context) -> Any:
-        if not self.deferrable:
-            return super().execute(context)
-        first = self.poke(context)
-        if first.is_done:
-            return first.xcom_value
-        self.defer(
-            trigger=self._trigger(),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout),
-        )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         if not event or event.get("status") != "recovered":
