@@ -99,6 +99,14 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "notifications": ["airflow_recon_provider.notifications.finance.FinanceNotifier"],
+        "plugins": [
+            {
+                "name": "reconciliation_dashboard",
+                "plugin-class": (
+                    "airflow_recon_provider.plugins.reconciliation_dashboard.ReconciliationDashboardPlugin"
+                ),
+            }
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_recon_provider.hooks.billing_gateway.BillingGatewayHook",

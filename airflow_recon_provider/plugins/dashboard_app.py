@@ -1,0 +1,154 @@
+"""The dashboard's FastAPI app, mounted by Airflow's API server at ``/recon``.
+
+- ``GET /recon/`` — the page (HTML);
+- ``GET /recon/api/psps`` — the same data as JSON;
+- ``GET /recon/static/icon.svg`` — the navigation icon (no data, no login).
+
+Airflow mounts plugin apps as they are: its API authentication does not apply to them by
+itself. These routes therefore ask Airflow's auth manager, like Airflow's own routes do: the
+caller must be logged in (the UI's ``_token`` cookie, or an ``Authorization: Bearer`` token
+from ``POST /auth/token``) and allowed to read the ``billing_gateway_remediation`` DAG.
+Without a login the page redirects to Airflow's login page and the JSON answers 401.
+"""
+
+# no ``from __future__ import annotations`` here: FastAPI reads the annotations of the
+# route functions defined inside create_app (Annotated query types, the user dependency),
+# which it can only resolve when they are evaluated where they are written.
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+from airflow_recon_provider.plugins.dashboard_data import (
+    DEFAULT_CYCLES,
+    REMEDIATION_DAG_ID,
+    DashboardReader,
+    DashboardUnavailable,
+)
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+log = logging.getLogger(__name__)
+
+ICON_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="currentColor" '
+    'stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M3 3v18h18"/>'
+    '<path d="M7 15l4-4 3 3 5-6"/><circle cx="19" cy="8" r="1"/></svg>'
+)
+
+
+def _parse_end(value: str | None) -> datetime | None:
+    from airflow_recon_provider.reconciliation.window import parse_timestamp
+
+    if not value:
+        return None
+    try:
+        return parse_timestamp(value, name="end")
+    except ValueError as exc:
+        raise DashboardUnavailable(str(exc), status_code=400) from None
+
+
+def _require_reader_factory() -> Any:
+    """A FastAPI dependency: the logged-in user, allowed to read the remediation DAG."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+    from airflow.api_fastapi.core_api.security import GetUserDep
+    from fastapi import HTTPException, status
+
+    def require_reader(user: GetUserDep) -> Any:
+        from airflow.configuration import conf
+
+        team_name = None
+        if conf.getboolean("core", "multi_team", fallback=False):
+            from airflow.models.dag import DagModel
+
+            team_name = DagModel.get_team_name(REMEDIATION_DAG_ID)
+        allowed = get_auth_manager().is_authorized_dag(
+            method="GET", details=DagDetails(id=REMEDIATION_DAG_ID, team_name=team_name), user=user
+        )
+        if not allowed:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"you may not read the {REMEDIATION_DAG_ID} DAG, so you may not see its dashboard",
+            )
+        return user
+
+    return require_reader
+
+
+def create_app(*, reader: DashboardReader | None = None, require_login: bool = True) -> "FastAPI":
+    """Build the dashboard app.
+
+    :param reader: reads the data (default: the ``billing_gateway_db`` connection and
+        ``ReconConfig.load()`` at every request, so a changed configuration shows at once).
+    :param require_login: ask Airflow's auth manager (always, in the API server); ``False``
+        only for tests of the page itself.
+    """
+    from fastapi import Depends, FastAPI, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+    from starlette.exceptions import HTTPException
+
+    from airflow_recon_provider.plugins.dashboard_page import TITLE, render_dashboard, render_error
+
+    reader = reader or DashboardReader()
+    dependencies = [Depends(_require_reader_factory())] if require_login else []
+    app = FastAPI(
+        title=TITLE,
+        description="Billing gateway reconciliation per PSP (airflow-recon-provider)",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+
+    def wants_html(request: Request) -> bool:
+        return "/api/" not in request.url.path
+
+    @app.exception_handler(HTTPException)
+    async def http_errors(request: Request, exc: HTTPException) -> Response:
+        if wants_html(request) and exc.status_code == 401:
+            from airflow.api_fastapi.app import get_auth_manager
+
+            next_url = str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(get_auth_manager().get_url_login(next_url=next_url), status_code=303)
+        if wants_html(request):
+            return HTMLResponse(render_error(str(exc.detail)), status_code=exc.status_code)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameters(request: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err.get('loc', ())[1:]) or 'request'}: {err.get('msg')}"
+            for err in exc.errors()
+        )
+        if wants_html(request):
+            return HTMLResponse(render_error(f"invalid parameters: {problems}"), status_code=400)
+        return JSONResponse({"error": f"invalid parameters: {problems}"}, status_code=400)
+
+    Cycles = Annotated[int, Query(ge=1, le=24 * 7, description="completed hourly cycles shown")]
+    End = Annotated[str | None, Query(description="end of the period (ISO 8601); default: now")]
+
+    @app.get("/", response_class=HTMLResponse, dependencies=dependencies)
+    def dashboard_page(cycles: Cycles = DEFAULT_CYCLES, end: End = None) -> HTMLResponse:
+        try:
+            data = reader.read(cycles=cycles, end=_parse_end(end))
+        except DashboardUnavailable as exc:
+            return HTMLResponse(render_error(exc.message), status_code=exc.status_code)
+        return HTMLResponse(render_dashboard(data, end_param=end))
+
+    @app.get("/api/psps", dependencies=dependencies)
+    def dashboard_json(cycles: Cycles = DEFAULT_CYCLES, end: End = None) -> JSONResponse:
+        try:
+            data = reader.read(cycles=cycles, end=_parse_end(end))
+        except DashboardUnavailable as exc:
+            return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+        return JSONResponse(data.as_dict())
+
+    @app.get("/static/icon.svg", include_in_schema=False)
+    def icon() -> Response:
+        return Response(ICON_SVG, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
+    return app
+
+
+__all__ = ["create_app"]

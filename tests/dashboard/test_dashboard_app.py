@@ -1,0 +1,69 @@
+"""The dashboard's FastAPI app through TestClient, on the real database; and the plugin
+that mounts it in Airflow's API server."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(dashboard_db):
+    from fastapi.testclient import TestClient
+
+    from airflow_recon_provider.plugins.dashboard_app import create_app
+
+    with TestClient(create_app(require_login=False)) as client:
+        yield client
+
+
+def test_the_page_lists_every_psp_with_its_incident(client, dashboard_db):
+    page = client.get("/", params={"cycles": 3})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert "<h1>Reconciliação Financeira</h1>" in html
+    assert re.findall(r'data-testid="psp-row" data-psp="(\w+)"', html) == ["stripe", "adyen", "pagseguro"]
+    stripe_row = html[html.index('data-psp="stripe"') : html.index('data-psp="adyen"')]
+    assert "ALERT" in stripe_row and "113,799.60" in stripe_row and "paused" in stripe_row
+    assert dashboard_db.incident_id in stripe_row
+    assert 'href="../dags/billing_gateway_remediation"' in stripe_row
+    assert f'data-incident="{dashboard_db.incident_id}"' in html
+    assert "finance.bia" in html  # the approver of the correction
+    adyen_row = html[html.index('data-psp="adyen"') : html.index('data-psp="pagseguro"')]
+    assert ">OK<" in adyen_row and "none" in adyen_row
+
+
+def test_the_json_has_the_same_data(client, dashboard_db):
+    body = client.get("/api/psps").json()
+    stripe = body["psps"][0]
+    assert stripe["psp"] == "stripe" and stripe["summary"]["divergent_count"] == 15
+    assert stripe["incident"]["incident_id"] == dashboard_db.incident_id
+    assert stripe["control"]["state"] == "paused"
+    assert stripe["corrections"][0]["approved_by"] == "finance.bia"
+
+
+def test_bad_parameters_are_400_with_a_reason(client):
+    answer = client.get("/api/psps", params={"cycles": "many"})
+    assert answer.status_code == 400 and "cycles" in answer.json()["error"]
+    page = client.get("/", params={"end": "yesterday"})
+    assert page.status_code == 400 and "dashboard-error" in page.text
+
+
+def test_the_icon_needs_no_data(client):
+    icon = client.get("/static/icon.svg")
+    assert icon.status_code == 200 and icon.text.startswith("<svg")
+
+
+def test_the_plugin_is_registered_through_the_entry_point():
+    from importlib.metadata import entry_points
+
+    (entry,) = [e for e in entry_points(group="airflow.plugins") if e.name == "reconciliation_dashboard"]
+    plugin = entry.load()
+    assert plugin.name == "reconciliation_dashboard"
+    (app,) = plugin.fastapi_apps
+    assert app["url_prefix"] == "/recon" and app["name"] == "Reconciliação Financeira"
+    (view,) = plugin.external_views
+    assert view["href"] == "recon/" and view["destination"] == "nav" and view["url_route"]
