@@ -1,0 +1,297 @@
+"""``demo --ui``: the real Airflow UI on the demo's data.
+
+The demo's databases, scenario and stand-ins as in the headless demo, then Airflow's own
+components (what ``airflow standalone`` starts: api-server, scheduler, dag-processor,
+triggerer), each in its own process group so that Ctrl-C stops everything this command
+started — and nothing else. The package's DAGs and its "Reconciliação Financeira" plugin
+are served as installed; two demo logins: ``oncall`` (triggers the remediation) and
+``finance`` (answers the approval in *Required actions*; the requester may not).
+
+The divergence watch is left paused, so the remediation is started by a person from the
+form; unpause ``billing_gateway_divergence_watch`` to see detection start it by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from airflow_recon_provider.devtools.demo_scenario import DEMO_PSPS, DemoScenario
+
+#: demo logins (local demo only; the passwords file is written in the demo's Airflow home)
+USERS = {"oncall": "oncall-demo", "finance": "finance-demo"}
+FINANCE_APPROVER = "finance"
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+READY_TIMEOUT = 240.0
+
+
+def ui_env(home: Path, port: int) -> dict[str, str]:
+    """Settings of the Airflow processes of ``--ui`` (beside :func:`demo_airflow.airflow_env`)."""
+    passwords = home / "demo-passwords.json"
+    passwords.write_text(json.dumps(USERS))
+    return {
+        "AIRFLOW__CORE__AUTH_MANAGER": (
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+        ),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:admin" for u in USERS),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        # 32 LocalExecutor workers by default (~5 GB); four are plenty for the demo
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        # finance approves corrections; the on-call engineer who triggers may not
+        "RECON_FINANCE_APPROVERS": FINANCE_APPROVER,
+    }
+
+
+@dataclass
+class AirflowProcesses:
+    """Airflow's components started by the demo, each in its own process group."""
+
+    home: Path
+    port: int
+    env: dict[str, str]
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = READY_TIMEOUT) -> None:
+        """The API server first (tasks report to its execution API), then the others."""
+        self._start("api-server", "--port", str(self.port))
+        deadline = time.monotonic() + timeout
+        while self.health() is None:
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the API server did not answer on {self.url} in {timeout:.0f} s")
+            time.sleep(1)
+        for name in COMPONENTS[1:]:
+            self._start(name)
+
+    def _start(self, name: str, *args: str) -> None:
+        logs = self.home / "component-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        airflow = str(Path(sys.executable).with_name("airflow"))
+        with open(logs / f"{name}.log", "ab") as out:
+            self.processes[name] = subprocess.Popen(
+                [airflow, name, *args],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: stopped as a whole
+            )
+
+    def _check_alive(self) -> None:
+        dead = {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}
+        if dead:
+            raise RuntimeError(f"Airflow component(s) exited: {dead}; see {self.home / 'component-logs'}")
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=3) as answer:
+                return json.loads(answer.read())
+        except (OSError, ValueError):
+            return None
+
+    def ready(self) -> bool:
+        body = self.health()
+        if not body:
+            return False
+        parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        return all((body.get(p) or {}).get("status") == "healthy" for p in parts)
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT, console: Console | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Airflow was not healthy after {timeout:.0f} s: {self.health()}")
+            time.sleep(1)
+
+    def stop(self, grace: float = 20.0) -> list[int]:
+        """Stop every process this demo started; returns the pids that had to be killed."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                _signal_group(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        killed = []
+        for process in self.processes.values():
+            if _group_alive(process.pid):
+                _signal_group(process.pid, signal.SIGKILL)
+                killed.append(process.pid)
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        # anything still running with this demo's Airflow home (a task that left its group)
+        for pid in _processes_with_env("AIRFLOW_HOME", str(self.home)):
+            if pid not in (os.getpid(), os.getppid()):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                except ProcessLookupError:
+                    pass
+        self.processes.clear()
+        return killed
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _processes_with_env(name: str, value: str) -> list[int]:
+    wanted = f"{name}={value}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if wanted in environ.split(b"\0"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def prepare_airflow(home: Path) -> None:
+    """Metadata DB migrated, earlier demo runs forgotten, DAGs serialized, the watch paused
+    (in this process, before the components start)."""
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import update
+
+    from airflow_recon_provider.devtools import demo_airflow as af
+
+    af.migrate_metadata_db(home / ".migrated")
+    af.forget_demo_runs()
+    bag = af.load_dags()
+    with create_session() as session:
+        session.execute(update(DagModel).where(DagModel.dag_id.in_(bag.dag_ids)).values(is_paused=False))
+        session.execute(update(DagModel).where(DagModel.dag_id == af.WATCH_DAG_ID).values(is_paused=True))
+
+
+@dataclass
+class UiDemo:
+    """Everything ``--ui`` runs; :meth:`stop` undoes it (used by the browser tests too)."""
+
+    scenario: DemoScenario
+    stand_ins: Any
+    airflow: AirflowProcesses
+    databases: Any
+
+    def stop(self, *, stop_postgres: bool = False) -> list[int]:
+        killed = self.airflow.stop()
+        self.stand_ins.stop()
+        if stop_postgres:
+            self.databases.server.stop()
+        return killed
+
+
+def start_ui_demo(root: Path, console: Console, *, rows_per_psp: int, seed: int, port: int) -> UiDemo:
+    import psycopg
+
+    from airflow_recon_provider.devtools.demo import prepare_scenario, set_environment, start_demo_databases
+    from airflow_recon_provider.devtools.stand_ins import DemoPspApi, StandIns
+
+    dbs = start_demo_databases(root, console)
+    scenario = prepare_scenario(dbs, console, rows_per_psp=rows_per_psp, seed=seed)
+    with psycopg.connect(dbs.gateway_uri, autocommit=True) as gconn:
+        stand_ins = StandIns.start(DemoPspApi.snapshot(gconn))
+    for name, url in stand_ins.describe():
+        console.print(f"[green]✓[/] {name} on {url}")
+    home = root / "airflow-home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = set_environment(root, dbs, stand_ins.connections(DEMO_PSPS), ui_env(home, port))
+    airflow = AirflowProcesses(home=home, port=port, env={**os.environ, **env})
+    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"  # this process only: the demo prints
+    with console.status("Preparing Airflow's metadata database and the package's DAGs..."):
+        prepare_airflow(home)
+    console.print("[green]✓[/] metadata database and DAGs ready (billing_gateway_divergence_watch paused)")
+    demo = UiDemo(scenario, stand_ins, airflow, dbs)
+    try:
+        with console.status(f"Starting Airflow ({', '.join(COMPONENTS)}) on {airflow.url} ..."):
+            airflow.start()
+            airflow.wait_ready(console=console)
+    except BaseException:
+        demo.stop()
+        raise
+    return demo
+
+
+def run_ui(*, root: Path, console: Console, rows_per_psp: int, seed: int, port: int, stop: bool) -> int:
+    from airflow_recon_provider.devtools.demo_scenario import window_label
+
+    console.rule("[bold]airflow-recon-provider — the reconciliation runbook in the Airflow UI (demo)")
+    demo = start_ui_demo(root, console, rows_per_psp=rows_per_psp, seed=seed, port=port)
+    s = demo.scenario
+    start = s.window_start.strftime("%Y-%m-%dT%H:%M:%SZ")
+    end = s.window_end.strftime("%Y-%m-%dT%H:%M:%SZ")
+    console.print(
+        f"\n[bold green]Airflow is ready:[/] {demo.airflow.url}\n"
+        f"  log in as [bold]oncall[/] / {USERS['oncall']} to trigger, as [bold]finance[/] / "
+        f"{USERS['finance']} to approve\n"
+        f"  1. DAG [bold]billing_gateway_remediation[/] -> Trigger: PSP stripe, window start {start}, "
+        f"window end {end} ({window_label(s.window_start, s.window_end)}); untick Dry run\n"
+        "  2. as finance: Required actions -> approve the data correction\n"
+        f"  3. Reconciliação Financeira (in the navigation, or {demo.airflow.url}/recon/): PSPs, incident, "
+        "corrections\n"
+        f"  Component logs: {demo.airflow.home / 'component-logs'}\n"
+        "Press Ctrl-C to stop everything this command started."
+    )
+    interrupted = False
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        while all(p.poll() is None for p in demo.airflow.processes.values()):
+            time.sleep(1)
+        dead = {n: p.returncode for n, p in demo.airflow.processes.items() if p.poll() is not None}
+        console.print(f"[red]Airflow component(s) exited:[/] {dead}")
+    except KeyboardInterrupt:
+        interrupted = True
+    console.print("Stopping Airflow, the stand-ins" + (" and PostgreSQL" if stop else "") + "...")
+    killed = demo.stop(stop_postgres=stop)
+    left = _processes_with_env("AIRFLOW_HOME", str(demo.airflow.home))
+    console.print(
+        f"Stopped ({len(killed)} process(es) needed SIGKILL); "
+        + ("nothing left running." if not left else f"[red]still running: {left}[/]")
+    )
+    return 0 if interrupted else 1
