@@ -13,9 +13,11 @@ interval `[data_interval_start, data_interval_end)`, for every PSP:
    - **match_transactions** — classifies the cycle's divergences and records the cycle
      in `payment_reconciliation_logs` (`success` with its divergent figures, or `failed`).
 
-A PSP paused in `recon.controls` (runbook, Ações de Contenção) is skipped. One PSP
-failing does not stop the others; the run then fails, and that PSP's cycle is
-recorded as `failed`.
+A PSP paused in `recon.controls` (runbook, Ações de Contenção: "pausar reconciliação
+automática") is skipped by the scheduled runs. A run with `reprocess: true` (what the
+remediation's reprocess step sets, runbook Mitigação 1) reconciles it anyway and says so in
+its log. One PSP failing does not stop the others; the run then fails, and that PSP's cycle
+is recorded as `failed`.
 """
 
 from __future__ import annotations
@@ -63,6 +65,15 @@ with DAG(
                 "date-time on the hour, e.g. 2026-11-20T10:00:00Z."
             ),
         ),
+        "reprocess": Param(
+            False,
+            type="boolean",
+            title="Reprocess",
+            description=(
+                "This run reprocesses the cycle on purpose (runbook Mitigação 1): a PSP paused in "
+                "recon.controls is reconciled anyway. Scheduled runs always skip paused PSPs."
+            ),
+        ),
     },
     tags=["billing-gateway", "reconciliation"],
     doc_md=__doc__,
@@ -78,7 +89,13 @@ with DAG(
     # one group instance per PSP: a PSP's match waits for its own fetch only
     @task_group(group_id="reconcile_psp", prefix_group_id=False)
     def reconcile_psp(psp: str, cycle_start: str, cycle_end: str) -> None:
-        cycle = {"psp": psp, "cycle_start": cycle_start, "cycle_end": cycle_end}
+        cycle = {
+            "psp": psp,
+            "cycle_start": cycle_start,
+            "cycle_end": cycle_end,
+            # a paused PSP is skipped unless the run reprocesses it on purpose
+            "reprocess": "{{ (dag_run.conf or {}).get('reprocess', False) }}",
+        }
         fetch = FetchPspStatementsOperator(
             task_id="fetch_psp_statements", map_index_template="{{ task.psp }}", **cycle
         )

@@ -59,9 +59,16 @@ class ReconPostgresHook(PostgresHook):
             # only when the block succeeds
             if not autocommit and not conn.closed:
                 conn.commit()
-        except BaseException:
+        except BaseException as exc:
             if not conn.closed and not autocommit:
                 conn.rollback()
+            if isinstance(exc, psycopg.OperationalError) and conn.broken:
+                # the server went away in the middle (restart, failover, network): say which
+                # database, not only libpq's "server closed the connection unexpectedly"
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise DatabaseUnavailableError(
+                    f"database of connection {conn_id!r} was lost in the middle of the operation: {first}"
+                ) from exc
             raise
         finally:
             conn.close()

@@ -35,7 +35,7 @@ import tenacity
 from airflow.providers.http.hooks.http import HttpHook
 from requests.auth import AuthBase
 
-from airflow_recon_provider.hooks._connections import is_missing_connection
+from airflow_recon_provider.hooks._connections import check_header_extras, is_missing_connection
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import (
     BillingCoreRequestError,
@@ -61,7 +61,12 @@ class _BearerToken(AuthBase):
         return "BearerToken(***)"
 
 
-def _excerpt(text: str, limit: int = 200) -> str:
+def _excerpt(text: str, limit: int = 200, *, auth: object = None) -> str:
+    """The start of a response body for an error message; the bearer token of ``auth`` is
+    replaced by ``***`` (a server that echoes the request's token must not put it in errors)."""
+    token = getattr(auth, "_token", None)
+    if token:
+        text = text.replace(token, "***")
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[:limit] + "..."
 
@@ -166,6 +171,13 @@ class BillingCoreHook(HttpHook):
         mask_secret(token)  # connection passwords are masked already; this covers any source
         return _BearerToken(token)
 
+    def _configure_session_from_extra(
+        self, session: Any, connection: Any, extra_options: dict[str, Any]
+    ) -> Any:
+        session = super()._configure_session_from_extra(session, connection, extra_options)
+        check_header_extras(session.headers, connection.conn_id)
+        return session
+
     def _session(self) -> requests.Session:
         try:
             return self.get_conn(headers={"Accept": "application/json"})
@@ -215,7 +227,7 @@ class BillingCoreHook(HttpHook):
                         retryable=False,
                     )
                 raise BillingCoreUnavailableError(
-                    f"{message}: {_excerpt(response.text)}", retry_after=retry_after
+                    f"{message}: {_excerpt(response.text, auth=session.auth)}", retry_after=retry_after
                 )
             if status >= 300:
                 hint = {
@@ -226,7 +238,7 @@ class BillingCoreHook(HttpHook):
                 }.get(status, "")
                 raise BillingCoreRequestError(
                     f"{where} refused {what}: HTTP {status} {response.reason}{hint}: "
-                    f"{_excerpt(response.text)}",
+                    f"{_excerpt(response.text, auth=session.auth)}",
                     status_code=status,
                 )
             return response

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from airflow_recon_provider.reconciliation.report import DivergenceSummary
 
 CHANNELS = ("email", "slack")
-DELIVERY_KINDS = ("update", "normalized", "containment", "closing_report")
+DELIVERY_KINDS = ("update", "normalized", "containment", "closing_report", "control")
 
 _INCIDENT_COLUMNS = (
     "incident_id, psp, state, opened_by, opened_at, updated_at, window_start, window_end, reason,"

@@ -27,7 +27,7 @@ import tenacity
 from airflow.providers.http.hooks.http import HttpHook
 from requests.auth import AuthBase
 
-from airflow_recon_provider.hooks._connections import is_missing_connection
+from airflow_recon_provider.hooks._connections import check_header_extras, is_missing_connection
 from airflow_recon_provider.reconciliation import health
 from airflow_recon_provider.reconciliation.config import PspConfig, check_psp_name
 from airflow_recon_provider.reconciliation.errors import ConfigError, ConnectionMissingError
@@ -89,7 +89,12 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _excerpt(text: str, limit: int = 200) -> str:
+def _excerpt(text: str, limit: int = 200, *, auth: object = None) -> str:
+    """The start of a response body for an error message; the bearer token of ``auth`` is
+    replaced by ``***`` (a server that echoes the request's token must not put it in errors)."""
+    token = getattr(auth, "_token", None)
+    if token:
+        text = text.replace(token, "***")
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[:limit] + "..."
 
@@ -232,6 +237,7 @@ class PspHook(HttpHook):
         session = super()._configure_session_from_extra(session, connection, extra_options)
         # a setting of this provider, not a header for the PSP
         session.headers.pop(HEALTH_ENDPOINT_EXTRA, None)
+        check_header_extras(session.headers, connection.conn_id)
         return session
 
     def _session_for(self, conn_id: str) -> requests.Session:
@@ -275,7 +281,8 @@ class PspHook(HttpHook):
             status = response.status_code
             if status == 429 or status >= 500:
                 raise PspUnavailableError(
-                    f"{where} answered HTTP {status} {response.reason} to {what}: {_excerpt(response.text)}"
+                    f"{where} answered HTTP {status} {response.reason} to {what}: "
+                    f"{_excerpt(response.text, auth=session.auth)}"
                 )
             if status >= 300:
                 hint = {
@@ -285,7 +292,7 @@ class PspHook(HttpHook):
                 }.get(status, "")
                 raise PspRequestError(
                     f"{where} refused {what}: HTTP {status} {response.reason}{hint}: "
-                    f"{_excerpt(response.text)}"
+                    f"{_excerpt(response.text, auth=session.auth)}"
                 )
             return response
 
@@ -316,7 +323,7 @@ class PspHook(HttpHook):
         except ValueError as exc:
             raise StatementFormatError(
                 f"{where} answered {what} with a body that is not valid JSON ({exc}): "
-                f"{_excerpt(response.text, 120)!r}"
+                f"{_excerpt(response.text, 120, auth=session.auth)!r}"
             ) from None
 
     # -- statements ------------------------------------------------------------------------
@@ -388,6 +395,7 @@ class PspHook(HttpHook):
         self._set_base_url(connection)
         extra = connection.extra_dejson
         headers = {str(key): str(value) for key, value in extra.items() if key not in _NOT_HEADERS}
+        check_header_extras(headers, connection.conn_id)
         headers["Accept"] = "application/json"
         return HealthRequest(
             url=self.health_url(),
@@ -411,14 +419,20 @@ class PspHook(HttpHook):
         :param status_mapping: PSP status -> healthy | degraded | down, over the defaults.
         :raises UnknownPspError: ``psp`` is not a valid PSP name.
         :raises ConnectionMissingError: the PSP's connection is not defined.
-        :raises ConfigError: an invalid status mapping or timeout.
+        :raises ConfigError: an invalid status mapping or timeout (an invalid connection
+            extra is the outcome ``probe_error``).
         """
         check_psp_name(psp)
         mapping = health.status_mapping(status_mapping)
         timeout = _positive_timeout(self.timeout if timeout is None else timeout)
-        session = self._session_for(self._conn_id_for(psp))
-        url = self.health_url()
         checked_at = datetime.now(UTC)
+        try:
+            session = self._session_for(self._conn_id_for(psp))
+        except ConfigError as exc:  # e.g. a header extra with a line break: a visible outcome
+            return health.failure(
+                psp, HealthOutcome.PROBE_ERROR, str(exc), endpoint="", checked_at=checked_at
+            )
+        url = self.health_url()
         started = time.monotonic()
 
         def elapsed() -> float:

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 
     from airflow_recon_provider.hooks.incidents import Delivery, IncidentHook
     from airflow_recon_provider.reconciliation.config import ReconConfig
+    from airflow_recon_provider.reconciliation.controls import ControlChange
     from airflow_recon_provider.reconciliation.incidents import Incident
 
 DEFAULT_SMTP_CONN_ID = "smtp_finance"
@@ -590,6 +591,50 @@ class FinanceNotifier(BaseNotifier):
                 details={"channels": outcomes, "paused_at": paused_at.isoformat()},
             )
         return outcomes
+
+    # -- pause / resume in the incidents channel ---------------------------------------------------
+    def check_slack_connection(self) -> None:
+        """Fail before anything is written when the incidents channel is not configured."""
+        if not self.slack_conn_id:
+            return
+        slack = self._connection(self.slack_conn_id)
+        if slack.conn_type not in {"slack", "slackwebhook"}:
+            raise ConfigError(
+                f"connection {self.slack_conn_id!r} is of type {slack.conn_type!r}; expected 'slack' "
+                "(bot token, chat.postMessage) or 'slackwebhook' (incoming webhook)"
+            )
+
+    def send_control_message(self, change: ControlChange, *, run_id: str | None = None) -> dict[str, str]:
+        """Tell the incidents channel that reconciliation of a PSP was paused or resumed (the
+        runbook's ``/billing-gateway reconciliation pause|resume <psp>``).
+
+        Slack only (the channel is where on-call looks; finance hears of a pause through the
+        containment notice). Logged in ``recon.notifications`` like every message, one per
+        change: a retry of the same change never posts twice. Returns ``{"slack": outcome}``
+        (``{}`` when no Slack connection is configured); a failed delivery is recorded, not
+        raised.
+        """
+        from airflow_recon_provider.reconciliation.controls import render_control_message
+
+        if not self.slack_conn_id:
+            return {}
+        control = change.control
+        moment = control.changed_at or datetime.now(UTC)
+        self.check_slack_connection()
+        hook = self.incident_hook()
+        message = render_control_message(change, run_id=run_id)
+        row = hook.prepare_delivery(
+            dedup_key=f"control:{control.psp}:{control.state.value}:{moment.isoformat()}",
+            channel="slack",
+            kind=MessageKind.CONTROL.value,
+            incident_id=control.incident_id,
+            psp=control.psp,
+            slot=moment,
+            recipient=self._recipient_of("slack"),
+            message=message,
+            run_id=run_id,
+        )
+        return {"slack": "already sent" if row.status == "sent" else self._attempt(hook, row, message)}
 
     def resend_unsent(
         self, *, kinds: Sequence[str] = ("containment",), run_id: str | None = None

@@ -7,6 +7,8 @@
   the freeze of a PSP and of the estimated resumption.
 - :class:`ClosingReportOperator` — Encerramento: the closing report (markdown and HTML) from
   the incident's timeline, attached to the incident and written to files.
+- :class:`IncidentTransitionOperator` — the incident's state as the remediation walks the
+  runbook (mitigating, recovered, closed), with the divergence figures of that moment.
 
 Thin: each builds :class:`FinanceNotifier` or :class:`IncidentHook` in ``execute`` (imports
 inside, so DAG files parse fast) and calls one or two of their methods.
@@ -92,6 +94,8 @@ class SendIncidentUpdatesOperator(_FinanceOperator):
 
     Returns one ``{"incident_id", "kind", "channels", "skipped"}`` per incident.
 
+    :param incident_id: only this incident (templated; e.g. the remediation's final
+        communication); empty: every incident finance must still hear about.
     :param recipients: finance's addresses (comma separated); templated.
     :param from_email: sender; default: the SMTP connection's ``from_email``.
     :param smtp_conn_id: SMTP connection; templated.
@@ -101,12 +105,19 @@ class SendIncidentUpdatesOperator(_FinanceOperator):
     :param cadence_minutes: the DAG's schedule, used to spot runs that never happened.
     """
 
-    template_fields: Sequence[str] = ("recipients", "smtp_conn_id", "slack_conn_id", "slack_channel")
+    template_fields: Sequence[str] = (
+        "incident_id",
+        "recipients",
+        "smtp_conn_id",
+        "slack_conn_id",
+        "slack_channel",
+    )
     ui_color = "#fde7e9"
 
-    def __init__(self, *, cadence_minutes: int = 30, **kwargs: Any) -> None:
+    def __init__(self, *, cadence_minutes: int = 30, incident_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.cadence_minutes = cadence_minutes
+        self.incident_id = incident_id
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from datetime import timedelta
@@ -119,7 +130,14 @@ class SendIncidentUpdatesOperator(_FinanceOperator):
         notifier.check_connections()  # a missing connection fails here, before any write
         results = []
         failures: list[str] = []
-        for incident in notifier.incident_hook().incidents_to_communicate():
+        hook = notifier.incident_hook()
+        if _blank(self.incident_id):
+            incidents = hook.incidents_to_communicate()
+        else:
+            from airflow_recon_provider.reconciliation.incidents import check_incident_id
+
+            incidents = [hook.get(check_incident_id(str(self.incident_id).strip()))]
+        for incident in incidents:
             try:
                 result = notifier.send_incident_update(
                     incident.incident_id,
@@ -222,6 +240,66 @@ class ContainmentNoticeOperator(_FinanceOperator):
         return outcomes
 
 
+class IncidentTransitionOperator(BaseOperator):
+    """Move an incident to a state of its lifecycle (``open -> mitigating -> recovered ->
+    closed``) and record it on the timeline with the divergence figures of that moment
+    (runbook, Comunicação: "Atualizar incidente com percentual de divergência e passos
+    executados"). An incident already in the target state is left as it is (a re-run).
+
+    Returns ``{"incident_id", "from", "to", "changed"}``.
+
+    :param incident_id: ``INCIDENT-<n>``; templated.
+    :param to_state: ``mitigating``, ``recovered`` or ``closed``; templated.
+    :param note: why, on the timeline; templated.
+    :param actor: who; default: the user who triggered the run, else ``airflow:<dag_id>``.
+    :param billing_gateway_conn_id: gateway database (``recon`` schema).
+    """
+
+    template_fields: Sequence[str] = ("incident_id", "to_state", "note", "actor")
+    ui_color = "#e6f4ea"
+
+    def __init__(
+        self,
+        *,
+        incident_id: str,
+        to_state: str,
+        note: str = "",
+        actor: str | None = None,
+        billing_gateway_conn_id: str = "billing_gateway_db",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.incident_id = incident_id
+        self.to_state = to_state
+        self.note = note
+        self.actor = actor
+        self.billing_gateway_conn_id = billing_gateway_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_recon_provider.hooks.incidents import IncidentHook
+        from airflow_recon_provider.operators._context import run_actor, run_id_of
+        from airflow_recon_provider.reconciliation.incidents import check_incident_id, parse_state
+
+        incident_id = check_incident_id(str(self.incident_id).strip())
+        target = parse_state(self.to_state)
+        hook = IncidentHook(billing_gateway_conn_id=self.billing_gateway_conn_id)
+        incident = hook.get(incident_id)
+        if incident.state is target:
+            self.log.info("%s already is %s: nothing to change", incident_id, target.value)
+            return {"incident_id": incident_id, "from": target.value, "to": target.value, "changed": False}
+        figures, note = hook.current_figures(incident)
+        actor = run_actor(context) if _blank(self.actor) else str(self.actor).strip()
+        hook.transition(
+            incident_id,
+            target,
+            actor=actor,
+            run_id=run_id_of(context),
+            note="" if _blank(self.note) else str(self.note),
+            figures=None if note else figures,
+        )
+        return {"incident_id": incident_id, "from": incident.state.value, "to": target.value, "changed": True}
+
+
 class ClosingReportOperator(BaseOperator):
     """Build the closing report of an incident (runbook, Encerramento) and attach it.
 
@@ -301,6 +379,7 @@ def write_closing_report(
 __all__ = [
     "ClosingReportOperator",
     "ContainmentNoticeOperator",
+    "IncidentTransitionOperator",
     "SendIncidentUpdatesOperator",
     "write_closing_report",
 ]

@@ -10,9 +10,13 @@ on-call looks at are ``fetch_psp_statements`` and ``match_transactions``.
 - :class:`MatchTransactionsOperator` classifies the cycle and records it in
   ``payment_reconciliation_logs``.
 
-A PSP paused in ``recon.controls`` (runbook, Ações de Contenção) is skipped by both
-tasks and nothing of it is written. Hooks are imported inside ``execute`` so that the
-DAG files that use these operators parse fast.
+A PSP paused in ``recon.controls`` (runbook, Ações de Contenção: "pausar reconciliação
+*automática*") is skipped by both tasks and nothing of it is written — except in a run that
+reprocesses the PSP's cycles on purpose (``reprocess=True``: the conf ``reprocess: true``
+that :class:`ReprocessReconciliationOperator` sets), which reconciles it anyway and says so
+in its log: containment stops the schedule, not the runbook's next step (Mitigação 1,
+Reprocessamento). Hooks are imported inside ``execute`` so that the DAG files that use these
+operators parse fast.
 """
 
 from __future__ import annotations
@@ -102,9 +106,13 @@ class ReconciliationScopeOperator(BaseOperator):
 
 
 class _PspCycleOperator(BaseOperator):
-    """Common ground of the per-PSP tasks: the PSP, the cycle, the pause check."""
+    """Common ground of the per-PSP tasks: the PSP, the cycle, the pause check.
 
-    template_fields: Sequence[str] = ("psp", "cycle_start", "cycle_end")
+    :param reprocess: this run reprocesses the PSP's cycle on purpose (templated,
+        ``true``/``false``): a PSP paused in ``recon.controls`` is reconciled anyway.
+    """
+
+    template_fields: Sequence[str] = ("psp", "cycle_start", "cycle_end", "reprocess")
 
     def __init__(
         self,
@@ -112,6 +120,7 @@ class _PspCycleOperator(BaseOperator):
         psp: str,
         cycle_start: str | datetime | None = None,
         cycle_end: str | datetime | None = None,
+        reprocess: bool | str = False,
         billing_gateway_conn_id: str = "billing_gateway_db",
         **kwargs: Any,
     ) -> None:
@@ -119,6 +128,7 @@ class _PspCycleOperator(BaseOperator):
         self.psp = psp
         self.cycle_start = cycle_start
         self.cycle_end = cycle_end
+        self.reprocess = reprocess
         self.billing_gateway_conn_id = billing_gateway_conn_id
 
     def _prepare(self, context: Context) -> tuple[str, Window, BillingGatewayHook]:
@@ -133,7 +143,21 @@ class _PspCycleOperator(BaseOperator):
     def _skip_if_paused(self, gateway: BillingGatewayHook, psp: str, cycle: Window) -> None:
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from airflow_recon_provider.reconciliation.remediation import parse_bool
+
         paused, reason, actor = gateway.is_paused(psp)
+        if paused and parse_bool(self.reprocess, name="reprocess"):
+            self.log.warning(
+                "Reconciliation of PSP %s is paused in recon.controls by %s (%s), but this run "
+                "reprocesses cycle %s on purpose (reprocess=true): %s runs anyway. Scheduled runs "
+                "keep skipping the PSP until it is resumed.",
+                psp,
+                actor or "unknown",
+                reason or "no reason given",
+                cycle,
+                self.task_id,
+            )
+            return
         if paused:
             message = (
                 f"Reconciliation of PSP {psp} is paused in recon.controls by {actor or 'unknown'} "
@@ -172,13 +196,14 @@ class FetchPspStatementsOperator(_PspCycleOperator):
     :param cycle_start: start of the cycle (ISO 8601, on the hour); default: the run's
         data interval.
     :param cycle_end: end of the cycle; default: one hour after ``cycle_start``.
+    :param reprocess: the run reprocesses the cycle on purpose: a paused PSP is fetched anyway.
     :param psp_conn_id: connection of the PSP API; default ``psp_<psp>``.
     :param billing_gateway_conn_id: connection of the billing gateway database.
     :param timeout: seconds per HTTP request to the PSP.
     :param max_attempts: HTTP attempts while the PSP is unavailable (bounded backoff).
     """
 
-    template_fields: Sequence[str] = ("psp", "cycle_start", "cycle_end", "psp_conn_id")
+    template_fields: Sequence[str] = ("psp", "cycle_start", "cycle_end", "reprocess", "psp_conn_id")
     ui_color = "#fff3e0"
 
     def __init__(
@@ -252,6 +277,7 @@ class MatchTransactionsOperator(_PspCycleOperator):
     :param cycle_start: start of the cycle (ISO 8601, on the hour); default: the run's
         data interval.
     :param cycle_end: end of the cycle; default: one hour after ``cycle_start``.
+    :param reprocess: the run reprocesses the cycle on purpose: a paused PSP is matched anyway.
     :param billing_gateway_conn_id: connection of the billing gateway database.
     """
 

@@ -4,7 +4,9 @@
 acionar reconciliação manual pelo serviço core (POST /payments/reconciliation)."
 
 1. For every hourly cycle of ``[window_start, window_end)`` a run of the reconciliation
-   DAG is triggered with conf ``{"psp", "cycle_start"}`` and a run id deterministic per
+   DAG is triggered with conf ``{"psp", "cycle_start", "reprocess": true}`` (a PSP paused
+   by the containment step is reconciled by these runs, while scheduled runs keep skipping
+   it) and a run id deterministic per
    PSP, cycle and remediation task instance: a retry finds its runs instead of
    triggering them twice. Runs are triggered through the Task SDK's execution API, as
    ``TriggerDagRunOperator`` does (see :mod:`airflow_recon_provider.hooks.dag_runs`);
@@ -13,8 +15,8 @@ acionar reconciliação manual pelo serviço core (POST /payments/reconciliation
    (always with a timeout), so no worker slot is held while the runs execute. When the
    runs already finished (a retry) it does not defer at all.
 3. Per-cycle states go to XCom (key ``cycle_states``). A run that succeeded counts only
-   when the PSP's ``match_transactions`` ran (a PSP paused in ``recon.controls`` is
-   skipped by the reconciliation DAG, which is not a reprocess).
+   when the PSP's ``match_transactions`` ran (a site's own reconciliation DAG may skip a
+   paused PSP regardless of the ``reprocess`` flag, which is not a reprocess).
 4. Cycles that did not succeed fall back to billing-gateway-core, one request per cycle
    with an ``Idempotency-Key`` per PSP, cycle and remediation task instance.
 
@@ -61,7 +63,7 @@ class ReprocessReconciliationOperator(BaseOperator):
     :param window_end: end of the window, exclusive (templated); every hourly cycle that
         overlaps ``[window_start, window_end)`` is reprocessed.
     :param reconciliation_dag_id: the DAG that reconciles one cycle given conf
-        ``{"psp", "cycle_start"}`` (templated).
+        ``{"psp", "cycle_start", "reprocess"}`` (templated).
     :param verify_task_id: task of that DAG whose success proves the PSP's cycle was
         reconciled; ``None`` trusts the run state alone (a site's own DAG).
     :param wait_timeout: how long to wait for the runs (timedelta or seconds); cycles still
@@ -138,10 +140,11 @@ class ReprocessReconciliationOperator(BaseOperator):
         gateway.resolve_psp(psp)
         paused, reason, actor = gateway.is_paused(psp)
         if paused:
-            self.log.warning(
-                "PSP %s is paused in recon.controls by %s (%s): %s skips paused PSPs, so its runs "
-                "will not reconcile them and every cycle falls back to billing-gateway-core; resume "
-                "the PSP first to reprocess in Airflow",
+            # containment pauses the *automatic* reconciliation; reprocessing is the runbook's
+            # next step, so these runs carry reprocess=true and reconcile the PSP anyway
+            self.log.info(
+                "PSP %s is paused in recon.controls by %s (%s): scheduled runs of %s skip it; the "
+                "runs triggered here carry reprocess=true and reconcile it anyway",
                 psp,
                 actor or "unknown",
                 reason or "no reason given",

@@ -399,7 +399,8 @@ def parse_row_cap(value: Any) -> int | None:
     cap: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
         cap = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    # ASCII digits only: str.isdigit() is also true for "²", which int() then refuses
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         cap = int(value.strip())
     if cap is None or cap < 1:
         raise ReconError(f"row cap {value!r} must be a positive integer")

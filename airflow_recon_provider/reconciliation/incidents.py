@@ -378,6 +378,8 @@ class MessageKind(StrEnum):
     NORMALIZED = "normalized"
     CONTAINMENT = "containment"
     CLOSING_REPORT = "closing_report"
+    #: a PSP's reconciliation paused or resumed (incidents channel)
+    CONTROL = "control"
 
 
 @dataclass(frozen=True)

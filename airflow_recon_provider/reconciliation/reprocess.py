@@ -4,9 +4,11 @@ Runbook, Mitigação 1 (Reprocessamento): "Reexecutar DAG no Airflow com Trigger
 intervalo afetado. Se falha persistir, acionar reconciliação manual pelo serviço core."
 
 Every hourly cycle of the window gets one run of the reconciliation DAG with conf
-``{"psp", "cycle_start"}``. Names are deterministic per PSP, cycle and remediation run
-(the task instance that asked), so a retry finds the runs it already triggered instead of
-triggering them again, and the billing core sees the same ``Idempotency-Key`` again.
+``{"psp", "cycle_start", "reprocess": true}`` (a PSP paused by the containment step is
+reconciled by these runs; scheduled runs keep skipping it). Names are deterministic per
+PSP, cycle and remediation run (the task instance that asked), so a retry finds the runs it
+already triggered instead of triggering them again, and the billing core sees the same
+``Idempotency-Key`` again.
 """
 
 from __future__ import annotations
@@ -60,9 +62,11 @@ class CycleRun:
     run_id: str
 
     @property
-    def conf(self) -> dict[str, str]:
-        """The reconciliation DAG's conf: redo this PSP's cycle only."""
-        return {"psp": self.psp, "cycle_start": self.cycle.start.isoformat()}
+    def conf(self) -> dict[str, Any]:
+        """The reconciliation DAG's conf: redo this PSP's cycle only, even when the PSP's
+        automatic reconciliation is paused (``reprocess``: containment stops the schedule,
+        not the runbook's reprocessing)."""
+        return {"psp": self.psp, "cycle_start": self.cycle.start.isoformat(), "reprocess": True}
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -101,8 +105,9 @@ class CycleOutcome(StrEnum):
     SUCCESS = "success"
     #: the run failed
     FAILED = "failed"
-    #: the run succeeded without reconciling the PSP (its task was skipped: a PSP paused
-    #: in ``recon.controls`` is skipped by the reconciliation DAG)
+    #: the run succeeded without reconciling the PSP (its task was skipped: e.g. a site's
+    #: own reconciliation DAG that skips a PSP paused in ``recon.controls`` and ignores the
+    #: ``reprocess`` flag)
     SKIPPED = "skipped"
     #: the run had not finished when the wait ended
     TIMEOUT = "timeout"

@@ -148,7 +148,8 @@ def parse_line(item: Any, *, cycle: Window, where: str) -> StatementLine:
         raise StatementFormatError(f"{where}: amount_minor {amount} is out of the bigint range")
 
     currency = item["currency"]
-    if not isinstance(currency, str) or not _CURRENCY.match(currency):
+    # fullmatch: "$" of match() would accept "BRL\n", a false currency_mismatch later
+    if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
         raise StatementFormatError(
             f"{where}: currency must be a 3-letter ISO 4217 code such as BRL, got {_describe(currency)}"
         )

@@ -87,7 +87,12 @@ class Window:
 
     def widened(self, grace: timedelta) -> Window:
         """The range ``[start - grace, end + grace)`` where a key's rows are looked for."""
-        return Window(self.start - grace, self.end + grace)
+        try:
+            return Window(self.start - grace, self.end + grace)
+        except OverflowError:  # a window at year 1 or 9999: a WindowError, not a crash
+            raise WindowError(
+                f"window {self} is too close to the limits of the calendar to be widened by {grace}"
+            ) from None
 
     def contains(self, moment: datetime) -> bool:
         return self.start <= moment < self.end

@@ -189,6 +189,17 @@ CREATE INDEX IF NOT EXISTS correction_proposals_by_position
     ON recon.correction_proposals (correction_key, position);
 """,
     ),
+    Migration(
+        4,
+        "control messages (pause/resume of a PSP) in the notification log; control history by PSP",
+        """
+-- the incidents channel hears every pause and resume of a PSP; logged like every message
+ALTER TABLE recon.notifications DROP CONSTRAINT IF EXISTS notifications_kind_check;
+ALTER TABLE recon.notifications ADD CONSTRAINT notifications_kind_check
+    CHECK (kind IN ('update', 'normalized', 'containment', 'closing_report', 'control'));
+CREATE INDEX IF NOT EXISTS control_events_by_psp ON recon.control_events (psp, id);
+""",
+    ),
 )
 
 

@@ -110,7 +110,7 @@ def test_dag_shape(reconciliation_dag):
     assert dag.get_task("match_transactions").upstream_task_ids >= {"fetch_psp_statements"}
     assert dag.catchup is False
     assert dag.timetable.expression == "0 * * * *"
-    assert set(dag.params.keys()) == {"psp", "cycle_start"}
+    assert set(dag.params.keys()) == {"psp", "cycle_start", "reprocess"}
 
 
 @pytest.mark.timeout(180)

@@ -162,10 +162,13 @@ def test_reprocess_triggers_waits_and_falls_back(
     assert sorted(children_run_by_the_test) == sorted([run_10, run_11])
     assert children[run_10][:3] == (
         "success",
-        {"psp": "stripe", "cycle_start": CYCLE_10.start.isoformat()},
+        {"psp": "stripe", "cycle_start": CYCLE_10.start.isoformat(), "reprocess": True},
         None,
     )
-    assert children[run_11][:2] == ("failed", {"psp": "stripe", "cycle_start": CYCLE_11.start.isoformat()})
+    assert children[run_11][:2] == (
+        "failed",
+        {"psp": "stripe", "cycle_start": CYCLE_11.start.isoformat(), "reprocess": True},
+    )
     assert children[run_10][3] == "operator_triggered"
     # and they really reconciled those cycles
     assert logs_of(db, "stripe") == [(CYCLE_10.start, "success"), (CYCLE_11.start, "failed")]
@@ -241,9 +244,12 @@ def test_runs_that_never_finish_time_out_and_fall_back(make_parent, scenario, co
 
 
 @pytest.mark.timeout(180)
-def test_paused_psp_runs_succeed_without_reconciling_and_fall_back(
+def test_paused_psp_is_reprocessed_on_purpose_and_stays_paused(
     make_parent, scenario, core_api, db, children_run_by_the_test
 ):
+    """Containment pauses the *automatic* reconciliation; the reprocess runs carry
+    ``reprocess: true`` and reconcile the paused PSP anyway (runbook Mitigação 1), while the
+    pause itself stays in place."""
     db.execute(
         "INSERT INTO recon.controls (psp, state, reason, actor) VALUES"
         " ('stripe', 'paused', 'INCIDENT-472', 'oncall@platform.io')"
@@ -252,12 +258,16 @@ def test_paused_psp_runs_succeed_without_reconciling_and_fall_back(
     dag_run = dag.test(logical_date=PARENT_LOGICAL_DATE)
     assert dag_run.state == "success"
     key = remediation_key("test_reprocess_paused", dag_run.run_id, "reprocess", -1)
-    assert {state for state, *_ in child_runs(key).values()} == {"success"}
+    assert {conf["reprocess"] for _state, conf, *_ in child_runs(key).values()} == {True}
     report = dag_run.get_task_instance("reprocess").xcom_pull(task_ids="reprocess")
-    # the reconciliation DAG skipped the paused PSP: a successful run is not a reprocess
-    assert [(c["run_state"], c["state"]) for c in report["cycles"]] == [("success", "skipped")] * 2
-    assert len(core_api.requests) == 2 and report["all_resolved"] is True
-    assert logs_of(db, "stripe") == [] and scenario.requests == []
+    # the cycles were really reconciled (the same outcome as for an active PSP)
+    assert [(c["run_state"], c["state"]) for c in report["cycles"]] == [
+        ("success", "success"),
+        ("failed", "failed"),
+    ]
+    assert logs_of(db, "stripe") == [(CYCLE_10.start, "success"), (CYCLE_11.start, "failed")]
+    assert len(core_api.requests) == 1 and report["all_resolved"] is True
+    assert db.execute("SELECT state FROM recon.controls WHERE psp = 'stripe'").fetchone() == ("paused",)
 
 
 @pytest.mark.timeout(180)

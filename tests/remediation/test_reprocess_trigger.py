@@ -185,7 +185,7 @@ def test_plan_names_are_deterministic_and_distinct():
     ]
     assert plan == plan_reprocess("stripe", window, key=key)
     assert plan[1].run_id == f"reprocess__stripe__20261120T1000Z__{key}"
-    assert plan[1].conf == {"psp": "stripe", "cycle_start": "2026-11-20T10:00:00+00:00"}
+    assert plan[1].conf == {"psp": "stripe", "cycle_start": "2026-11-20T10:00:00+00:00", "reprocess": True}
     assert CycleRun.from_dict("stripe", plan[1].as_dict()) == plan[1]
     other_run = remediation_key("billing_gateway_remediation", "manual__2", "mitigate.reprocess", -1)
     assert cycle_run_id("stripe", plan[1].cycle, other_run) != plan[1].run_id

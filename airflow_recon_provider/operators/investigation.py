@@ -1,0 +1,487 @@
+"""Operators of the runbook's Investigação — Validar Escopo, Checar Jobs, Integridade de
+Dados, Dependências Externas.
+
+- :class:`ValidateScopeOperator` — "Identificar PSP afetado, período (timestamp) e tipo de
+  divergência": validates a remediation request (the DAG's form or the divergence watch's
+  conf) with a specific error per problem, and decides the incident the run records its
+  steps on: the one the request names, else the PSP's open incident, else a new one (never
+  in a dry run).
+- :class:`ReconciliationSnapshotOperator` — "Gerar snapshot diretamente do banco": the
+  runbook's snapshot query for the PSP and window streamed to a CSV artifact (the path goes
+  to XCom, never the rows), beside the divergence summary, the state of the window's
+  reconciliation cycles (``fetch_psp_statements`` / ``match_transactions``), the ledger's
+  status counts side by side with the gateway's, the error summary of
+  ``reconciliation.events`` and the PSP's health — each optional source reported as
+  ``not configured`` when its connection is not defined, never a failure.
+
+Hooks are imported inside ``execute`` so DAG files parse fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_recon_provider.operators._context import blank, run_actor, run_id_of
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
+    from airflow_recon_provider.hooks.incidents import IncidentHook
+    from airflow_recon_provider.reconciliation.remediation import IncidentPlan, RemediationRequest
+    from airflow_recon_provider.reconciliation.report import DivergenceSummary
+    from airflow_recon_provider.reconciliation.window import Window
+
+#: what an optional source that is not configured reports
+NOT_CONFIGURED = "not configured"
+
+
+class ValidateScopeOperator(BaseOperator):
+    """Validate a remediation request and choose its incident (runbook, Validar Escopo).
+
+    Every field is checked before anything is read or written, each problem with its own
+    error (unknown PSP, missing window, end not after start, window over the configured
+    maximum, unknown divergence kind, malformed incident id, incident of another PSP or
+    closed). Then the incident: the request's (it must be of this PSP and not closed; an id
+    that does not exist yet is opened with that id), else the PSP's open incident, else a
+    new one — unless ``dry_run``: a dry run never opens an incident (it reports that a real
+    run would). The request and the divergence figures go on the incident's timeline.
+
+    Returns (XCom) the validated request, for every later step::
+
+        {"psp", "psp_display_name", "window_start", "window_end" (UTC ISO),
+         "divergence_kinds" (list), "divergence_kinds_csv", "psp_ticket_kinds_csv",
+         "incident_id", "incident_action" (given | attached | opened | would_open | none),
+         "dry_run", "after_release", "reason", "requested_by", "run_id",
+         "figures": {"gateway_count", "gateway_amount_minor", "divergent_count",
+                     "divergent_amount_minor", "divergence_pct", "by_kind"}}
+
+    :param psp: the PSP (templated).
+    :param window_start: start of the affected window, ISO 8601 with offset (templated).
+    :param window_end: end of the window, exclusive (templated).
+    :param divergence_kinds: kinds in scope: a list, ``"a,b"`` or a rendered list (templated);
+        empty means all.
+    :param incident_id: ``INCIDENT-<n>`` (templated); empty: the PSP's open incident or a new one.
+    :param dry_run: investigate and propose only (templated, ``true``/``false``).
+    :param after_release: the break followed a release of the worker (templated).
+    :param reason: why, in the requester's words (templated).
+    :param open_incident: open an incident when the PSP has none (``False`` for read-only
+        runs; templated, e.g. ``"{{ params.action == 'pause' }}"``). Never in a dry run.
+    :param billing_gateway_conn_id: the gateway database (``recon`` schema; the primary).
+    """
+
+    template_fields: Sequence[str] = (
+        "psp",
+        "window_start",
+        "window_end",
+        "divergence_kinds",
+        "incident_id",
+        "dry_run",
+        "after_release",
+        "reason",
+        "open_incident",
+    )
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        psp: str,
+        window_start: str | datetime | None,
+        window_end: str | datetime | None,
+        divergence_kinds: Sequence[str] | str | None = None,
+        incident_id: str | None = None,
+        dry_run: bool | str = True,
+        after_release: bool | str = False,
+        reason: str | None = None,
+        open_incident: bool | str = True,
+        billing_gateway_conn_id: str = "billing_gateway_db",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.psp = psp
+        self.window_start = window_start
+        self.window_end = window_end
+        self.divergence_kinds = divergence_kinds
+        self.incident_id = incident_id
+        self.dry_run = dry_run
+        self.after_release = after_release
+        self.reason = reason
+        self.open_incident = open_incident
+        self.billing_gateway_conn_id = billing_gateway_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_recon_provider.hooks.incidents import IncidentHook
+        from airflow_recon_provider.reconciliation.config import ReconConfig
+        from airflow_recon_provider.reconciliation.remediation import RemediationRequest
+
+        config = ReconConfig.load()
+        request = RemediationRequest.parse(
+            psp=self.psp,
+            window_start=self.window_start,
+            window_end=self.window_end,
+            kinds=self.divergence_kinds,
+            incident_id=self.incident_id,
+            dry_run=self.dry_run,
+            after_release=self.after_release,
+            reason=self.reason,
+            max_window=config.max_window,
+        )
+        actor = run_actor(context)
+        run_id = run_id_of(context)
+        incidents = IncidentHook(billing_gateway_conn_id=self.billing_gateway_conn_id, config=config)
+        psp_config = incidents.gateway.resolve_psp(request.psp)  # UnknownPspError, nothing written
+        summary = incidents.gateway.summary(request.psp, request.window, kinds=request.kinds)
+        plan = self._plan(incidents, request)
+        incident_id = self._act(incidents, request, plan, summary, actor=actor, run_id=run_id)
+        description = request.describe(actor)
+        if incident_id is not None:
+            from airflow_recon_provider.reconciliation.remediation import RemediationStep
+
+            incidents.record_event(
+                incident_id,
+                step=RemediationStep.SCOPE,
+                outcome=description,
+                actor=actor,
+                run_id=run_id,
+                figures=summary,
+                details={**request.as_dict(), "incident_action": plan.action.value},
+            )
+        self.log.info("%s", description)
+        self.log.info(
+            "Incident: %s (%s); divergence now: %d key(s), %d minor units",
+            incident_id or "none",
+            plan.action.value,
+            summary.divergent_count,
+            summary.divergent_amount_minor,
+        )
+        if request.dry_run:
+            self.log.info("DRY RUN: this run investigates and proposes corrections; it changes nothing")
+        return {
+            **request.as_dict(),
+            "psp_display_name": psp_config.display_name,
+            "incident_id": incident_id,
+            "incident_action": plan.action.value,
+            "requested_by": actor,
+            "run_id": run_id,
+            "figures": _figures(summary),
+        }
+
+    def _plan(self, incidents: IncidentHook, request: RemediationRequest) -> IncidentPlan:
+        from airflow_recon_provider.reconciliation.incidents import IncidentNotFoundError
+        from airflow_recon_provider.reconciliation.remediation import parse_bool, plan_incident
+
+        requested = None
+        if request.incident_id:
+            try:
+                requested = incidents.get(request.incident_id)
+            except IncidentNotFoundError:
+                requested = None
+        return plan_incident(
+            psp=request.psp,
+            requested_id=request.incident_id,
+            requested=requested,
+            open_for_psp=incidents.open_incident_for(request.psp),
+            dry_run=request.dry_run,
+            may_open=parse_bool(self.open_incident, name="open_incident"),
+        )
+
+    def _act(
+        self,
+        incidents: IncidentHook,
+        request: RemediationRequest,
+        plan: IncidentPlan,
+        summary: DivergenceSummary,
+        *,
+        actor: str,
+        run_id: str | None,
+    ) -> str | None:
+        if not plan.opens:
+            return plan.incident_id
+        reason = request.reason or f"remediation requested by {actor}"
+        return incidents.open_incident(
+            request.psp,
+            incident_id=plan.incident_id,
+            window=request.window,
+            reason=reason,
+            actor=actor,
+            run_id=run_id,
+            figures=summary,
+        )
+
+
+def _figures(summary: DivergenceSummary) -> dict[str, Any]:
+    data = summary.as_dict()
+    keep = (
+        "gateway_count",
+        "gateway_amount_minor",
+        "divergent_count",
+        "divergent_amount_minor",
+        "divergence_pct",
+        "by_kind",
+        "lag_cycles",
+        "alert",
+        "recovered",
+    )
+    return {key: data[key] for key in keep}
+
+
+def _optional(what: str, call: Callable[[], dict[str, Any]], log: Any) -> dict[str, Any]:
+    """Run an optional check: a missing connection is "not configured", any other problem
+    is reported as unavailable (a finding of the investigation), never a failure."""
+    from airflow_recon_provider.reconciliation.errors import ConnectionMissingError
+
+    try:
+        return {"status": "ok", **call()}
+    except ConnectionMissingError as exc:
+        log.info("%s: not configured (%s)", what, exc)
+        return {"status": NOT_CONFIGURED, "detail": str(exc)}
+    except Exception as exc:
+        log.warning("%s: unavailable: %s: %s", what, type(exc).__name__, exc)
+        return {"status": "unavailable", "detail": f"{type(exc).__name__}: {exc}"}
+
+
+class ReconciliationSnapshotOperator(BaseOperator):
+    """The runbook's investigation of a PSP and window, in one task (runbook, Investigação).
+
+    1. Snapshot (Validar Escopo): the runbook's query — provider reference, transaction type,
+       status, amount, processed at, for the PSP's gateway transactions created in the
+       window — streamed with COPY to ``<artifacts>/<dag_id>/<run_id>/snapshot_<psp>.csv``.
+    2. Divergence summary of the window (figures and per kind).
+    3. Checar Jobs: the latest state of each reconciliation cycle of the window
+       (``payment_reconciliation_logs``, written by ``fetch_psp_statements`` /
+       ``match_transactions``) and the failed ones.
+    4. Integridade de Dados: ``ledger.transactions`` status counts beside the gateway's
+       (connection ``payments_ledger_db``), and the error events of the PSP in
+       ``reconciliation.events`` (connection ``reconciliation_kafka``).
+    5. Dependências Externas: the PSP's ``/status`` (connection ``psp_<name>``).
+
+    Sources 4 and 5 are optional: a connection that is not defined is reported as
+    ``"not configured"``, a source that does not answer as ``"unavailable"``; neither fails
+    the task. A window without any gateway transaction or statement line is the outcome
+    ``no_data``, said as such. The step and its figures go on the incident's timeline.
+
+    Returns (XCom; never the rows)::
+
+        {"psp", "window_start", "window_end", "outcome" (no_data | divergent | clean),
+         "snapshot": {"path", "rows"}, "summary": {...}, "cycles": {...},
+         "ledger": {"status", ...}, "kafka": {"status", ...}, "psp_health": {"status", ...},
+         "incident_id"}
+
+    :param psp: the PSP (templated).
+    :param window_start: start of the window, ISO 8601 with offset (templated).
+    :param window_end: end of the window, exclusive (templated).
+    :param divergence_kinds: kinds of the summary (templated); empty: all.
+    :param incident_id: the incident to record the step on (templated); empty: none.
+    :param output_path: the CSV (templated); default under ``$RECON_ARTIFACTS_DIR``.
+    :param billing_gateway_conn_id: the gateway database (a replica works for the reads,
+        the incident event goes to this connection too).
+    :param payments_ledger_conn_id: the ledger database.
+    :param kafka_conn_id: the Kafka cluster of ``reconciliation.events``.
+    :param kafka_topic: the events topic.
+    :param psp_conn_id: the PSP API; default ``psp_<psp>``.
+    :param kafka_timeout: seconds the Kafka inspection may take.
+    :param health_timeout: seconds the PSP health check may take.
+    """
+
+    template_fields: Sequence[str] = (
+        "psp",
+        "window_start",
+        "window_end",
+        "divergence_kinds",
+        "incident_id",
+        "output_path",
+    )
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        psp: str,
+        window_start: str | datetime,
+        window_end: str | datetime,
+        divergence_kinds: Sequence[str] | str | None = None,
+        incident_id: str | None = None,
+        output_path: str | None = None,
+        billing_gateway_conn_id: str = "billing_gateway_db",
+        payments_ledger_conn_id: str = "payments_ledger_db",
+        kafka_conn_id: str = "reconciliation_kafka",
+        kafka_topic: str = "reconciliation.events",
+        psp_conn_id: str | None = None,
+        kafka_timeout: float = 30.0,
+        health_timeout: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.psp = psp
+        self.window_start = window_start
+        self.window_end = window_end
+        self.divergence_kinds = divergence_kinds
+        self.incident_id = incident_id
+        self.output_path = output_path
+        self.billing_gateway_conn_id = billing_gateway_conn_id
+        self.payments_ledger_conn_id = payments_ledger_conn_id
+        self.kafka_conn_id = kafka_conn_id
+        self.kafka_topic = kafka_topic
+        self.psp_conn_id = psp_conn_id
+        self.kafka_timeout = kafka_timeout
+        self.health_timeout = health_timeout
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from pathlib import Path
+
+        from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
+        from airflow_recon_provider.operators._artifacts import run_artifact_path
+        from airflow_recon_provider.reconciliation.config import ReconConfig, check_psp_name
+        from airflow_recon_provider.reconciliation.remediation import parse_kind_list
+        from airflow_recon_provider.reconciliation.window import Window
+
+        config = ReconConfig.load()
+        psp = check_psp_name(str(self.psp).strip())
+        window = Window.parse(self.window_start, self.window_end, max_span=config.max_window)
+        kinds = parse_kind_list(self.divergence_kinds)
+        gateway = BillingGatewayHook(billing_gateway_conn_id=self.billing_gateway_conn_id, config=config)
+        gateway.resolve_psp(psp)
+        if not blank(self.output_path):
+            target = Path(str(self.output_path)).expanduser()
+        else:
+            target = run_artifact_path(context, f"snapshot_{psp}.csv")
+
+        rows = gateway.snapshot_to_csv(psp, window, target)
+        summary = gateway.summary(psp, window, kinds=kinds)
+        cycles = self._cycles(gateway, psp, window)
+        ledger = _optional("ledger integrity", lambda: self._ledger(gateway, psp, window), self.log)
+        kafka = _optional("reconciliation.events", lambda: self._kafka(psp, window), self.log)
+        health = _optional(f"PSP {psp} health", lambda: self._health(psp), self.log)
+
+        if summary.gateway_count == 0 and summary.divergent_count == 0:
+            outcome = "no_data"
+            self.log.warning(
+                "PSP %s window %s: no gateway transaction and no statement line at all; nothing to "
+                "reconcile there (check the PSP and the window)",
+                psp,
+                window,
+            )
+        else:
+            outcome = "divergent" if summary.divergent_count else "clean"
+        self.log.info(
+            "PSP %s window %s: snapshot of %d transaction(s) in %s; %d divergent key(s), %d minor units; "
+            "ledger %s, kafka %s, PSP health %s",
+            psp,
+            window,
+            rows,
+            target,
+            summary.divergent_count,
+            summary.divergent_amount_minor,
+            _status_word(ledger, "matches"),
+            _status_word(kafka, "errors"),
+            health.get("outcome", health["status"]),
+        )
+        result = {
+            "psp": psp,
+            "window_start": window.start.isoformat(),
+            "window_end": window.end.isoformat(),
+            "outcome": outcome,
+            "snapshot": {"path": str(target), "rows": rows},
+            "summary": _figures(summary),
+            "cycles": cycles,
+            "ledger": ledger,
+            "kafka": kafka,
+            "psp_health": health,
+            "incident_id": None if blank(self.incident_id) else str(self.incident_id).strip(),
+        }
+        self._record(context, result, summary)
+        return result
+
+    # -- the sources ---------------------------------------------------------------------------
+    @staticmethod
+    def _cycles(gateway: BillingGatewayHook, psp: str, window: Window) -> dict[str, Any]:
+        statuses = gateway.cycle_statuses(psp, window)
+        expected = len(window.cycles())
+        by_status: dict[str, int] = {}
+        for cycle in statuses:
+            by_status[cycle.status] = by_status.get(cycle.status, 0) + 1
+        return {
+            "expected": expected,
+            "recorded": len(statuses),
+            "by_status": by_status,
+            "not_successful": [
+                {"cycle_start": c.cycle_start.isoformat(), "status": c.status}
+                for c in statuses
+                if c.status != "success"
+            ],
+        }
+
+    def _ledger(self, gateway: BillingGatewayHook, psp: str, window: Window) -> dict[str, Any]:
+        from airflow_recon_provider.hooks.payments_ledger import PaymentsLedgerHook
+
+        ledger = PaymentsLedgerHook(
+            payments_ledger_conn_id=self.payments_ledger_conn_id, config=gateway.config
+        )
+        comparison = ledger.compare_with_gateway(psp, window, gateway).as_dict()
+        return {key: comparison[key] for key in ("matches", "statuses")}
+
+    def _kafka(self, psp: str, window: Window) -> dict[str, Any]:
+        from airflow_recon_provider.hooks.reconciliation_events import ReconciliationEventsHook
+
+        inspection = ReconciliationEventsHook(self.kafka_conn_id, topic=self.kafka_topic).inspect(
+            psp, window, timeout_s=self.kafka_timeout
+        )
+        data = inspection.as_dict()
+        keep = ("topic", "total_read", "for_psp", "ok", "errors", "errors_by_type", "malformed", "truncated")
+        return {key: data[key] for key in keep}
+
+    def _health(self, psp: str) -> dict[str, Any]:
+        from airflow_recon_provider.hooks.psp import PspHook
+
+        hook = PspHook(None if blank(self.psp_conn_id) else self.psp_conn_id, timeout=self.health_timeout)
+        return hook.check_health(psp).as_dict()
+
+    def _record(self, context: Context, result: dict[str, Any], summary: DivergenceSummary) -> None:
+        from airflow_recon_provider.hooks.incidents import IncidentHook
+        from airflow_recon_provider.reconciliation.remediation import RemediationStep
+
+        incident_id = result["incident_id"]
+        if not incident_id:
+            return
+        outcome = (
+            f"snapshot of {result['snapshot']['rows']} transaction(s); "
+            f"{summary.divergent_count} divergent key(s); "
+            f"cycles {result['cycles']['by_status'] or 'none recorded'}; "
+            f"ledger {_status_word(result['ledger'], 'matches')}; "
+            f"kafka {_status_word(result['kafka'], 'errors')}; "
+            f"PSP health {result['psp_health'].get('outcome', result['psp_health']['status'])}"
+        )
+        if result["outcome"] == "no_data":
+            outcome = "no data in the window: " + outcome
+        IncidentHook(billing_gateway_conn_id=self.billing_gateway_conn_id).record_event(
+            incident_id,
+            step=RemediationStep.SNAPSHOT,
+            outcome=outcome,
+            actor=run_actor(context),
+            run_id=run_id_of(context),
+            figures=summary,
+            details={
+                "snapshot": result["snapshot"],
+                "outcome": result["outcome"],
+                "cycles": result["cycles"],
+                "ledger_matches": result["ledger"].get("matches", result["ledger"]["status"]),
+                "kafka_errors": result["kafka"].get("errors", result["kafka"]["status"]),
+                "psp_health": result["psp_health"].get("outcome", result["psp_health"]["status"]),
+            },
+        )
+
+
+def _status_word(source: dict[str, Any], key: str) -> str:
+    if source.get("status") != "ok":
+        return str(source.get("status"))
+    if key == "matches":
+        return "matches the gateway" if source.get("matches") else "differs from the gateway"
+    return f"{source.get('errors', 0)} error event(s)"
+
+
+__all__ = ["NOT_CONFIGURED", "ReconciliationSnapshotOperator", "ValidateScopeOperator"]

@@ -1,0 +1,938 @@
+"""The runbook's sections as task groups, one definition of each step.
+
+Runbook *Billing Gateway — Falhas de Reconciliação*: Investigação, Ações de Contenção,
+Mitigação, Critérios de Recuperação, Encerramento. The ``billing_gateway_remediation`` DAG is
+``investigate_group() >> contain_group() >> mitigate_group() >> recover_group() >>
+close_group()``; the single-action DAGs (``billing_gateway_reprocess``,
+``billing_gateway_data_correction``, ``billing_gateway_reconciliation_control``,
+``billing_gateway_release_rollback``) compose the same step factories (``scope_step``,
+``reprocess_step``, ``correction_step``, ``pause_step`` ...) so that no wiring is copied.
+
+How a run is wired:
+
+- The run's request comes from its Params (:class:`FormFields`: templates over ``params``).
+  The first task, ``scope`` (:class:`ValidateScopeOperator`), validates it — a specific
+  error for each problem — and chooses the incident (the request's, the PSP's open one, or
+  a new one; never a new one in a dry run). Every later step reads the *validated* request
+  from the scope's XCom (:class:`RunRequest`: templates over ``ti.xcom_pull``).
+- Dry run: each section that changes something starts with a ``proceed`` gate (a
+  short-circuit) that skips its changing steps when the request is a dry run. A dry run is
+  the investigation plus the correction's dry run (its CSV artifact): nothing is paused,
+  reprocessed, applied, rolled back, resumed, tagged or closed, and no incident is opened.
+- Incident timeline: every step appends an event (step, outcome, divergence % and amount
+  at that moment, actor, run id): steps built here record their own; the others get
+  :class:`RecordStep` callbacks (on success, failure and skip), which never change the
+  step's outcome.
+
+Heavy imports (hooks, psycopg connections, HTTP clients) happen inside the operators, so DAG
+files that import this module parse fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.standard.operators.python import BranchPythonOperator, ShortCircuitOperator
+from airflow.sdk import Param, TaskGroup
+
+from airflow_recon_provider.operators.controls import (
+    PauseReconciliationOperator,
+    ResumeReconciliationOperator,
+)
+from airflow_recon_provider.operators.corrections import (
+    DEFAULT_APPROVAL_TIMEOUT,
+    TransactionCorrectionOperator,
+)
+from airflow_recon_provider.operators.incidents import (
+    ClosingReportOperator,
+    IncidentTransitionOperator,
+    SendIncidentUpdatesOperator,
+)
+from airflow_recon_provider.operators.investigation import (
+    ReconciliationSnapshotOperator,
+    ValidateScopeOperator,
+)
+from airflow_recon_provider.operators.psp_ticket import PspTicketOperator
+from airflow_recon_provider.operators.release import RollbackDeployOperator, TagReleaseOperator
+from airflow_recon_provider.operators.reprocess import ReprocessReconciliationOperator
+from airflow_recon_provider.reconciliation.config import ReconConfig
+from airflow_recon_provider.reconciliation.kinds import ALL_KINDS
+from airflow_recon_provider.reconciliation.remediation import (
+    RemediationRequestError,
+    RemediationStep,
+    parse_bool,
+)
+from airflow_recon_provider.sensors.recovery import RecoverySensor
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator, Context
+
+log = logging.getLogger(__name__)
+
+#: the first task of a remediation run (in the ``investigate`` group)
+SCOPE_TASK_ID = "investigate.scope"
+#: the release operators' mode: ``local`` (development, demo) when the Airflow Variable
+#: ``recon_release_mode`` (or ``AIRFLOW_VAR_RECON_RELEASE_MODE``) says so, else a pod
+RELEASE_MODE = "{{ var.value.get('recon_release_mode', 'kubernetes') }}"
+#: who may approve data corrections: user ids, comma separated (empty: anyone but the requester)
+APPROVERS_ENV = "RECON_FINANCE_APPROVERS"
+PSP_NAME_PATTERN = r"^[a-z0-9][a-z0-9_]{0,62}$"
+INCIDENT_ID_PATTERN = r"^INCIDENT-\d+$"
+
+
+# -- the form ----------------------------------------------------------------------------------
+
+
+def psp_param(config: ReconConfig | None = None) -> Param:
+    """The PSP field: a pick list of the configured PSPs with their display names; without a
+    configured list, a PSP name (checked against ``payment_intents`` by the scope step)."""
+    config = config if config is not None else ReconConfig.load()
+    if config.psps:
+        return Param(
+            type="string",
+            enum=config.psp_names,
+            values_display={p.name: p.display_name for p in config.psps},
+            title="PSP",
+            description="The payment service provider whose reconciliation diverges.",
+        )
+    return Param(
+        type="string",
+        pattern=PSP_NAME_PATTERN,
+        title="PSP",
+        description=(
+            "The payment service provider whose reconciliation diverges, as in "
+            "payment_intents.provider (lower-case letters, digits and underscores)."
+        ),
+    )
+
+
+def window_params() -> dict[str, Param]:
+    return {
+        "window_start": Param(
+            type="string",
+            format="date-time",
+            title="Window start",
+            description=(
+                "Start of the affected period (inclusive), with its time zone, e.g. 2026-11-20T10:00Z."
+            ),
+        ),
+        "window_end": Param(
+            type="string",
+            format="date-time",
+            title="Window end",
+            description=(
+                "End of the affected period (exclusive), after the start; at most the configured "
+                "maximum window (31 days by default)."
+            ),
+        ),
+    }
+
+
+def incident_param(description: str | None = None) -> Param:
+    return Param(
+        None,
+        type=["null", "string"],
+        pattern=INCIDENT_ID_PATTERN,
+        title="Incident",
+        description=description
+        or (
+            "The incident these steps belong to, e.g. INCIDENT-472. Empty: the PSP's open incident, "
+            "or a new one (never opened by a dry run)."
+        ),
+    )
+
+
+def reason_param() -> Param:
+    return Param(
+        "",
+        type="string",
+        maxLength=500,
+        title="Reason",
+        description="Why, in your words (kept on the incident and in recon.controls).",
+    )
+
+
+def divergence_kinds_param() -> Param:
+    kinds = [kind.value for kind in ALL_KINDS]
+    return Param(
+        kinds,
+        type="array",
+        items={"type": "string", "enum": kinds},
+        examples=kinds,
+        values_display={kind.value: kind.label.capitalize() for kind in ALL_KINDS},
+        uniqueItems=True,
+        minItems=1,
+        title="Divergence kinds",
+        description="The kinds of divergence in scope (missing capture, duplicated settlement, ...).",
+    )
+
+
+def remediation_params(config: ReconConfig | None = None) -> dict[str, Param]:
+    """The ``billing_gateway_remediation`` form: what a finance analyst fills in the UI."""
+    return {
+        "psp": psp_param(config),
+        **window_params(),
+        "divergence_kinds": divergence_kinds_param(),
+        "incident_id": incident_param(),
+        "dry_run": Param(
+            True,
+            type="boolean",
+            title="Dry run",
+            description=(
+                "Investigate and propose corrections only (a CSV to review): nothing is paused, "
+                "reprocessed or applied. Untick to run the runbook for real."
+            ),
+        ),
+        "after_release": Param(
+            False,
+            type="boolean",
+            title="Broke after a release",
+            description="The reconciliation broke after a release of the worker: roll it back (Mitigação 3).",
+        ),
+        "reason": reason_param(),
+    }
+
+
+def finance_approvers() -> list[str] | None:
+    """Approvers of data corrections from ``$RECON_FINANCE_APPROVERS`` (comma separated)."""
+    names = [n.strip() for n in os.environ.get(APPROVERS_ENV, "").split(",") if n.strip()]
+    return names or None
+
+
+@dataclass(frozen=True)
+class FormFields:
+    """Templates that read a request from the run's Params (and so from its conf). The scope
+    step validates what they render."""
+
+    psp: str = "{{ params.psp }}"
+    window_start: str = "{{ params.get('window_start') or '' }}"
+    window_end: str = "{{ params.get('window_end') or '' }}"
+    divergence_kinds: str = "{{ (params.get('divergence_kinds') or []) | join(',') }}"
+    incident_id: str = "{{ params.get('incident_id') or '' }}"
+    dry_run: str = "{{ params.get('dry_run', True) }}"
+    after_release: str = "{{ params.get('after_release', False) }}"
+    reason: str = "{{ params.get('reason') or '' }}"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Templates that give a step the run's validated request: the XCom of the scope step.
+
+    :param scope_task_id: the task id of the :class:`ValidateScopeOperator` of the DAG.
+    """
+
+    scope_task_id: str = SCOPE_TASK_ID
+
+    def field(self, key: str, default: str = "") -> str:
+        return (
+            f"{{{{ (ti.xcom_pull(task_ids='{self.scope_task_id}') or {{}}).get('{key}') or '{default}' }}}}"
+        )
+
+    @property
+    def psp(self) -> str:
+        return self.field("psp")
+
+    @property
+    def window_start(self) -> str:
+        return self.field("window_start")
+
+    @property
+    def window_end(self) -> str:
+        return self.field("window_end")
+
+    @property
+    def divergence_kinds(self) -> str:
+        return self.field("divergence_kinds_csv")
+
+    @property
+    def psp_ticket_kinds(self) -> str:
+        return self.field("psp_ticket_kinds_csv")
+
+    @property
+    def incident_id(self) -> str:
+        return self.field("incident_id")
+
+    @property
+    def reason(self) -> str:
+        return self.field("reason")
+
+    @property
+    def dry_run(self) -> str:
+        # a request that cannot be read is a dry run: never change anything by accident
+        return f"{{{{ (ti.xcom_pull(task_ids='{self.scope_task_id}') or {{}}).get('dry_run', True) }}}}"
+
+    @property
+    def after_release(self) -> str:
+        return (
+            f"{{{{ (ti.xcom_pull(task_ids='{self.scope_task_id}') or {{}}).get('after_release', False) }}}}"
+        )
+
+
+# -- the incident timeline for steps that do not record themselves -------------------------------
+
+
+def _describe_reprocess(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    cycles = result.get("cycles") or []
+    text = (
+        f"{result.get('succeeded_count', 0)} of {len(cycles)} cycle(s) of {result.get('window_start')} - "
+        f"{result.get('window_end')} reprocessed in Airflow"
+    )
+    if result.get("fallback_count"):
+        text += f", {result['fallback_count']} sent to billing-gateway-core"
+    states = [{"cycle_start": c.get("cycle_start"), "state": c.get("state")} for c in cycles]
+    return text, {"cycles": states, "all_resolved": result.get("all_resolved")}
+
+
+def _describe_correction(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    outcome = result.get("outcome")
+    dry = result.get("dry_run") or {}
+    details = {
+        "outcome": outcome,
+        "correction_key": result.get("correction_key"),
+        "artifact": dry.get("artifact"),
+    }
+    if outcome == "applied":
+        applied = (result.get("result") or {}).get("applied", 0)
+        return f"{applied} correction(s) applied, approved by {result.get('approved_by')}", details
+    if outcome == "dry_run":
+        return (
+            f"dry run: {dry.get('proposal_count', 0)} correction(s) proposed in {dry.get('artifact')}",
+            details,
+        )
+    if outcome == "nothing_to_correct":
+        return "nothing to correct automatically", details
+    return f"correction {outcome} by {result.get('decided_by') or 'nobody'}: nothing applied", details
+
+
+def _describe_psp_ticket(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    text = f"{result.get('rows', 0)} divergent transaction(s) for the PSP in {result.get('path')}"
+    if result.get("psp_ticket"):
+        text += f" (ticket {result['psp_ticket']})"
+    return text, {
+        "path": result.get("path"),
+        "counts": result.get("counts"),
+        "psp_ticket": result.get("psp_ticket"),
+    }
+
+
+def _describe_release(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    return (
+        f"{result.get('action')} of {result.get('service')} in {result.get('env')} done "
+        f"({result.get('mode')} mode)",
+        {key: result.get(key) for key in ("action", "service", "env", "mode", "pod", "record_path")},
+    )
+
+
+def _describe_recovery(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    return (
+        f"recovery criteria met: {result.get('divergent_count')} divergent key(s), "
+        f"{result.get('divergent_amount_minor')} minor units; "
+        f"latest cycles {result.get('latest_cycle_states')}",
+        {"latest_cycle_states": result.get("latest_cycle_states"), "checked_at": result.get("checked_at")},
+    )
+
+
+@dataclass(frozen=True)
+class RecordStep:
+    """A task callback that appends the task's outcome to the run's incident timeline: the
+    step, what came of it, the divergence % and amount at that moment, who, which run.
+
+    Attach it as ``on_success_callback`` / ``on_failure_callback`` / ``on_skipped_callback``
+    (see :func:`recorded`). It never changes the step's outcome: a problem recording the
+    event is logged. Runs without an incident (a dry run without one) record nothing.
+
+    :param step: the runbook step (:class:`RemediationStep`).
+    :param state: the task state it is attached to: ``success``, ``failed`` or ``skipped``.
+    :param describe: result (the task's XCom) -> ``(outcome text, details)``.
+    :param scope_task_id: where the run's request and incident are (the scope step's XCom).
+    """
+
+    step: str
+    state: str = "success"
+    describe: Callable[[Mapping[str, Any]], tuple[str, dict[str, Any]]] | None = None
+    scope_task_id: str = SCOPE_TASK_ID
+
+    def __call__(self, context: Context) -> None:
+        try:
+            self._record(context)
+        except Exception:
+            log.exception("Could not record step %s on the incident timeline", self.step)
+
+    def _outcome(self, context: Context) -> tuple[str, dict[str, Any]]:
+        ti = context["ti"]
+        if self.state == "success":
+            result = ti.xcom_pull(task_ids=ti.task_id)
+            if self.describe is not None and isinstance(result, Mapping):
+                return self.describe(result)
+            return "done", {}
+        error = context.get("exception")
+        reason = f"{type(error).__name__}: {error}" if error is not None else ""
+        if self.state == "skipped":
+            return "skipped" + (f": {error}" if error is not None and str(error) else ""), {}
+        return f"failed: {reason}" if reason else "failed", {"error": reason}
+
+    def _record(self, context: Context) -> None:
+        from airflow_recon_provider.hooks.incidents import IncidentHook
+        from airflow_recon_provider.operators._context import run_actor, run_id_of
+        from airflow_recon_provider.reconciliation.window import Window
+
+        ti = context["ti"]
+        scope = ti.xcom_pull(task_ids=self.scope_task_id) or {}
+        incident_id = scope.get("incident_id")
+        if not incident_id:
+            return
+        outcome, details = self._outcome(context)
+        hook = IncidentHook()
+        summary = hook.gateway.summary(scope["psp"], Window.parse(scope["window_start"], scope["window_end"]))
+        hook.record_event(
+            incident_id,
+            step=self.step,
+            outcome=outcome,
+            actor=run_actor(context),
+            run_id=run_id_of(context),
+            figures=summary,
+            details={"task_id": ti.task_id, "state": self.state, **details},
+        )
+
+
+def recorded(
+    step: str,
+    describe: Callable[[Mapping[str, Any]], tuple[str, dict[str, Any]]] | None,
+    request: RunRequest,
+) -> dict[str, Any]:
+    """Operator arguments that put a step's success, failure and skip on the timeline."""
+    scope = request.scope_task_id
+    return {
+        "on_success_callback": RecordStep(step, "success", describe, scope),
+        "on_failure_callback": RecordStep(step, "failed", None, scope),
+        "on_skipped_callback": RecordStep(step, "skipped", None, scope),
+    }
+
+
+# -- the dry-run gate ------------------------------------------------------------------------------
+
+
+def _proceed_unless_dry_run(dry_run: Any, section: str) -> bool:
+    if parse_bool(dry_run, name="dry_run"):
+        log.info("Dry run: %s skipped; nothing is paused, reprocessed, applied or closed", section)
+        return False
+    return True
+
+
+def proceed_gate(
+    request: RunRequest, *, section: str, task_id: str = "proceed", skip_all_downstream: bool = False
+) -> ShortCircuitOperator:
+    """The first task of a section that changes something: in a dry run its direct
+    downstream steps are skipped (the others follow their trigger rules), or, with
+    ``skip_all_downstream``, everything after it (nothing later runs in a dry run). Runs
+    after a skipped section too (``none_failed``), never after a failed one."""
+    return ShortCircuitOperator(
+        task_id=task_id,
+        python_callable=_proceed_unless_dry_run,
+        op_kwargs={"dry_run": request.dry_run, "section": section},
+        ignore_downstream_trigger_rules=skip_all_downstream,
+        trigger_rule="none_failed",
+        doc_md=f"Dry run: skip the {section} steps; otherwise proceed.",
+    )
+
+
+# -- the steps -------------------------------------------------------------------------------------
+
+
+def scope_step(
+    form: FormFields = FormFields(), *, task_id: str = "scope", open_incident: bool = True, **kwargs: Any
+) -> ValidateScopeOperator:
+    """Investigação 1, Validar Escopo: validate the request, choose the incident."""
+    return ValidateScopeOperator(
+        task_id=task_id,
+        psp=form.psp,
+        window_start=form.window_start,
+        window_end=form.window_end,
+        divergence_kinds=form.divergence_kinds,
+        incident_id=form.incident_id,
+        dry_run=form.dry_run,
+        after_release=form.after_release,
+        reason=form.reason,
+        open_incident=open_incident,
+        **kwargs,
+    )
+
+
+def snapshot_step(request: RunRequest, *, task_id: str = "snapshot", **kwargs: Any) -> BaseOperator:
+    """Investigação 1-4: snapshot CSV, divergence, cycles, ledger, Kafka, PSP health."""
+    return ReconciliationSnapshotOperator(
+        task_id=task_id,
+        psp=request.psp,
+        window_start=request.window_start,
+        window_end=request.window_end,
+        divergence_kinds=request.divergence_kinds,
+        incident_id=request.incident_id,
+        **kwargs,
+    )
+
+
+def pause_step(request: RunRequest, *, task_id: str = "pause_reconciliation", **kwargs: Any) -> BaseOperator:
+    """Ações de Contenção: pause the PSP's automatic reconciliation, tell finance."""
+    return PauseReconciliationOperator(
+        task_id=task_id,
+        psp=request.psp,
+        reason=request.reason,
+        incident_id=request.incident_id,
+        **kwargs,
+    )
+
+
+def mark_incident_step(
+    request: RunRequest, to_state: str, *, task_id: str, note: str = "", **kwargs: Any
+) -> BaseOperator:
+    """The incident's state (mitigating, recovered, closed) with the figures of the moment."""
+    return IncidentTransitionOperator(
+        task_id=task_id, incident_id=request.incident_id, to_state=to_state, note=note, **kwargs
+    )
+
+
+def reprocess_step(request: RunRequest, *, task_id: str = "reprocess", **kwargs: Any) -> BaseOperator:
+    """Mitigação 1, Reprocessamento: re-run every cycle of the window, core fallback."""
+    return ReprocessReconciliationOperator(
+        task_id=task_id,
+        psp=request.psp,
+        window_start=request.window_start,
+        window_end=request.window_end,
+        **recorded(RemediationStep.REPROCESS, _describe_reprocess, request),
+        **kwargs,
+    )
+
+
+def correction_step(
+    request: RunRequest,
+    *,
+    task_id: str = "correct_transactions",
+    approvers: Sequence[str] | None = None,
+    approval_timeout: timedelta | float = DEFAULT_APPROVAL_TIMEOUT,
+    **kwargs: Any,
+) -> BaseOperator:
+    """Mitigação 2, Correção de Dados: dry run -> finance approval -> apply -> audit (a dry
+    run request stops after the dry run's CSV)."""
+    return TransactionCorrectionOperator(
+        task_id=task_id,
+        psp=request.psp,
+        window_start=request.window_start,
+        window_end=request.window_end,
+        divergence_kinds=request.divergence_kinds,
+        incident_id=request.incident_id,
+        dry_run=request.dry_run,
+        approvers=approvers,
+        approval_timeout=approval_timeout,
+        **recorded(RemediationStep.CORRECTION, _describe_correction, request),
+        **kwargs,
+    )
+
+
+def rollback_step(
+    request: RunRequest,
+    *,
+    task_id: str = "rollback_release",
+    after_release: str | bool | None = None,
+    mode: str = RELEASE_MODE,
+    **kwargs: Any,
+) -> BaseOperator:
+    """Mitigação 3, Rollback de Deploy: only when the request says the break followed a release."""
+    return RollbackDeployOperator(
+        task_id=task_id,
+        after_release=request.after_release if after_release is None else after_release,
+        mode=mode,
+        **recorded(RemediationStep.ROLLBACK, _describe_release, request),
+        **kwargs,
+    )
+
+
+def _skip_without_external_kinds(context: Context) -> None:
+    """A PSP ticket is about external inconsistencies; a request without any has none."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    task = context["ti"].task  # rendered
+    if not str(getattr(task, "divergence_kinds", "") or "").strip():
+        raise AirflowSkipException(
+            "the request has no external divergence kind (duplicate or missing in the statement, "
+            "missing in the gateway, currency or amount mismatch): nothing to send to the PSP"
+        )
+
+
+def psp_ticket_step(request: RunRequest, *, task_id: str = "psp_ticket", **kwargs: Any) -> BaseOperator:
+    """Mitigação 4, Sincronização com PSP: the divergent transactions for the PSP's ticket."""
+    return PspTicketOperator(
+        task_id=task_id,
+        psp=request.psp,
+        window_start=request.window_start,
+        window_end=request.window_end,
+        divergence_kinds=request.psp_ticket_kinds,
+        pre_execute=_skip_without_external_kinds,
+        **recorded(RemediationStep.PSP_TICKET, _describe_psp_ticket, request),
+        **kwargs,
+    )
+
+
+def recovery_step(
+    request: RunRequest,
+    *,
+    task_id: str = "recovery_criteria",
+    poll_interval: float = 300.0,
+    timeout: timedelta = timedelta(hours=24),
+    **kwargs: Any,
+) -> BaseOperator:
+    """Critérios de Recuperação: < R$ 500 and < 10 keys, two successful cycles (deferrable)."""
+    return RecoverySensor(
+        task_id=task_id,
+        psp=request.psp,
+        window_start=request.window_start,
+        window_end=request.window_end,
+        poll_interval=poll_interval,
+        timeout=timeout.total_seconds(),
+        **recorded(RemediationStep.RECOVERY, _describe_recovery, request),
+        **kwargs,
+    )
+
+
+def resume_step(
+    request: RunRequest, *, task_id: str = "resume_reconciliation", **kwargs: Any
+) -> BaseOperator:
+    """Encerramento: resume the PSP's automatic reconciliation, tell the incidents channel."""
+    kwargs.setdefault("reason", "recovery criteria met (runbook Encerramento)")
+    return ResumeReconciliationOperator(
+        task_id=task_id, psp=request.psp, incident_id=request.incident_id, **kwargs
+    )
+
+
+def tag_release_step(
+    request: RunRequest, *, task_id: str = "tag_release", mode: str = RELEASE_MODE, **kwargs: Any
+) -> BaseOperator:
+    """Encerramento: ``rollback_and_tag.py tag ... --notes "reconciliation incident"``."""
+    return TagReleaseOperator(
+        task_id=task_id,
+        mode=mode,
+        **recorded(RemediationStep.TAG_RELEASE, _describe_release, request),
+        **kwargs,
+    )
+
+
+def closing_report_step(
+    request: RunRequest, *, task_id: str = "closing_report", output_dir: str | None = None, **kwargs: Any
+) -> BaseOperator:
+    """Encerramento: the lessons-learned document from the timeline, attached to the incident."""
+    return ClosingReportOperator(
+        task_id=task_id, incident_id=request.incident_id, output_dir=output_dir, **kwargs
+    )
+
+
+def final_communication_step(
+    request: RunRequest, *, task_id: str = "final_communication", **kwargs: Any
+) -> BaseOperator:
+    """Comunicação: the final "normalized" update to finance (e-mail) and Slack."""
+    kwargs.setdefault("recipients", "{{ var.value.get('recon_finance_recipients', 'finance@platform.io') }}")
+    return SendIncidentUpdatesOperator(task_id=task_id, incident_id=request.incident_id, **kwargs)
+
+
+# -- the sections ----------------------------------------------------------------------------------
+
+
+def investigate_group(
+    form: FormFields = FormFields(),
+    *,
+    group_id: str = "investigate",
+    open_incident: bool = True,
+    snapshot_kwargs: Mapping[str, Any] | None = None,
+) -> TaskGroup:
+    """Investigação: ``scope`` (validate the request, choose the incident) >> ``snapshot``.
+
+    The scope step is ``<group_id>.scope``: pass ``RunRequest(f"{group_id}.scope")`` to the
+    other sections when ``group_id`` is not ``investigate``.
+    """
+    request = RunRequest(f"{group_id}.scope")
+    with TaskGroup(
+        group_id, tooltip="Investigação: validar escopo, snapshot, jobs, integridade, PSP"
+    ) as group:
+        scope_step(form, open_incident=open_incident) >> snapshot_step(request, **dict(snapshot_kwargs or {}))
+    return group
+
+
+def contain_group(
+    request: RunRequest = RunRequest(), *, group_id: str = "contain", **pause_kwargs: Any
+) -> TaskGroup:
+    """Ações de Contenção: pause the PSP's automatic reconciliation and tell finance (skipped
+    in a dry run)."""
+    with TaskGroup(
+        group_id, tooltip="Ações de Contenção: pausar reconciliação, informar financeiro"
+    ) as group:
+        proceed_gate(request, section="containment") >> pause_step(request, **pause_kwargs)
+    return group
+
+
+def mitigate_group(
+    request: RunRequest = RunRequest(),
+    *,
+    group_id: str = "mitigate",
+    approvers: Sequence[str] | None = None,
+    approval_timeout: timedelta | float = DEFAULT_APPROVAL_TIMEOUT,
+    release_mode: str = RELEASE_MODE,
+    reprocess_kwargs: Mapping[str, Any] | None = None,
+    correction_kwargs: Mapping[str, Any] | None = None,
+    rollback_kwargs: Mapping[str, Any] | None = None,
+    psp_ticket_kwargs: Mapping[str, Any] | None = None,
+) -> TaskGroup:
+    """Mitigação: mark the incident mitigating >> reprocess (1) >> data correction with
+    finance approval (2) >> rollback of the worker, only after a release (3), and the PSP
+    ticket (4).
+
+    In a dry run only the correction runs, as a dry run (its CSV artifact); everything else
+    is skipped.
+    """
+    with TaskGroup(
+        group_id, tooltip="Mitigação: reprocessar, corrigir dados, rollback, chamado PSP"
+    ) as group:
+        proceed = proceed_gate(request, section="mitigation")
+        mitigating = mark_incident_step(
+            request, "mitigating", task_id="mark_mitigating", note="runbook Mitigação started"
+        )
+        reprocess = reprocess_step(request, **dict(reprocess_kwargs or {}))
+        # after the reprocess, or alone in a dry run (the reprocess is skipped then)
+        correct = correction_step(
+            request,
+            approvers=approvers,
+            approval_timeout=approval_timeout,
+            trigger_rule="none_failed",
+            **dict(correction_kwargs or {}),
+        )
+        rollback = rollback_step(request, mode=release_mode, **dict(rollback_kwargs or {}))
+        ticket = psp_ticket_step(request, **dict(psp_ticket_kwargs or {}))
+        proceed >> mitigating >> reprocess >> correct >> [rollback, ticket]
+        # skipped directly by the gate in a dry run, although the correction ran
+        proceed >> [rollback, ticket]
+    return group
+
+
+def recover_group(
+    request: RunRequest = RunRequest(), *, group_id: str = "recover", **recovery_kwargs: Any
+) -> TaskGroup:
+    """Critérios de Recuperação: wait (deferred) until the PSP's window recovered."""
+    with TaskGroup(group_id, tooltip="Critérios de Recuperação") as group:
+        # nothing after the recovery runs in a dry run
+        proceed_gate(request, section="recovery", skip_all_downstream=True) >> recovery_step(
+            request, **recovery_kwargs
+        )
+    return group
+
+
+def close_group(
+    request: RunRequest = RunRequest(),
+    *,
+    group_id: str = "close",
+    release_mode: str = RELEASE_MODE,
+    reports_dir: str | None = None,
+    tag_kwargs: Mapping[str, Any] | None = None,
+    communication_kwargs: Mapping[str, Any] | None = None,
+) -> TaskGroup:
+    """Encerramento: incident recovered >> resume reconciliation >> tag the release >>
+    incident closed >> closing report (lessons learned, finance review) >> final update to
+    finance."""
+    with TaskGroup(group_id, tooltip="Encerramento: retomar, tag, relatório, comunicação final") as group:
+        (
+            proceed_gate(request, section="closure", skip_all_downstream=True)
+            >> mark_incident_step(
+                request, "recovered", task_id="mark_recovered", note="recovery criteria met"
+            )
+            >> resume_step(request)
+            >> tag_release_step(request, mode=release_mode, **dict(tag_kwargs or {}))
+            >> mark_incident_step(request, "closed", task_id="close_incident", note="runbook Encerramento")
+            >> closing_report_step(request, output_dir=reports_dir)
+            >> final_communication_step(request, **dict(communication_kwargs or {}))
+        )
+    return group
+
+
+# -- the single-action DAGs ------------------------------------------------------------------------
+#
+# ``billing_gateway_reprocess``, ``billing_gateway_data_correction``,
+# ``billing_gateway_reconciliation_control`` and ``billing_gateway_release_rollback`` run one
+# runbook step alone: ``scope`` (the same validation and incident choice as the remediation's)
+# >> the step (the same factory as the remediation's), through a ``choose_action`` branch when
+# the form offers two actions. Whether the scope may open an incident is each DAG's
+# :class:`IncidentRule`: only an action that changes payment data (a correction that is not a
+# dry run) or pauses a PSP opens one; the others record on the PSP's open incident, if any.
+
+#: the form's field choosing the action of a two-action DAG
+ACTION_PARAM = "action"
+#: the scope step of a single-action DAG: the DAG is one runbook step, no task group
+SINGLE_ACTION_SCOPE_TASK_ID = "scope"
+#: a single-action form without a ``dry_run`` field is a real run: the person chose the action
+SINGLE_ACTION_FORM = FormFields(dry_run="{{ params.get('dry_run', False) }}")
+
+
+@dataclass(frozen=True)
+class IncidentRule:
+    """When the scope of a single-action DAG may open an incident for a PSP that has none,
+    and how the form's incident field says so.
+
+    :param open_incident: the scope's ``open_incident`` (a bool, or a template over the form).
+    :param when: the end of the incident field's description.
+    """
+
+    open_incident: bool | str
+    when: str
+
+    @property
+    def description(self) -> str:
+        return (
+            "The incident these steps belong to, e.g. INCIDENT-472. Empty: the PSP's open "
+            f"incident; {self.when}"
+        )
+
+
+#: reprocess and release actions change no payment data and pause no PSP
+NEVER_OPENS = IncidentRule(False, "this action never opens one.")
+#: a pause freezes finance's reconciliation: an incident; a resume ends one
+OPENS_ON_PAUSE = IncidentRule(
+    f"{{{{ (params.get('{ACTION_PARAM}') or '') == 'pause' }}}}",
+    "a pause opens one when there is none, a resume never does.",
+)
+#: a correction changes payment data (a dry run never opens one)
+OPENS_UNLESS_DRY_RUN = IncidentRule(True, "a real (not dry) run opens one when there is none.")
+
+
+def action_param(choices: Mapping[str, str]) -> Param:
+    """A required pick list of actions (value -> display name): no default, so that a person
+    always says which action they mean (the DAG's documentation says what each does)."""
+    return Param(
+        type="string",
+        enum=list(choices),
+        values_display=dict(choices),
+        title="Action",
+        description="The runbook step to run: " + " or ".join(map(str.lower, choices.values())) + ".",
+    )
+
+
+def single_action_params(
+    incidents: IncidentRule,
+    *,
+    action: Param | None = None,
+    divergence_kinds: bool = False,
+    dry_run: Param | None = None,
+    config: ReconConfig | None = None,
+) -> dict[str, Param]:
+    """The form of a single-action DAG: PSP, window, [action], [divergence kinds], incident,
+    [dry run], reason — the remediation's fields, so the same validation."""
+    params: dict[str, Param] = {"psp": psp_param(config), **window_params()}
+    if action is not None:
+        params[ACTION_PARAM] = action
+    if divergence_kinds:
+        params["divergence_kinds"] = divergence_kinds_param()
+    params["incident_id"] = incident_param(incidents.description)
+    if dry_run is not None:
+        params["dry_run"] = dry_run
+    params["reason"] = reason_param()
+    return params
+
+
+def single_action_dag_args(doc_md: str | None, *tags: str) -> dict[str, Any]:
+    """What every single-action DAG shares besides its id and form; the description is the
+    documentation's heading (after its dash)."""
+    heading = next((line for line in (doc_md or "").splitlines() if line.strip()), "")
+    heading = heading.strip().lstrip("#").strip().split(" — ", 1)[-1].replace("*", "")
+    return {
+        "description": heading[:1].upper() + heading[1:],
+        "doc_md": doc_md,
+        "schedule": None,
+        "start_date": datetime(2024, 1, 1, tzinfo=UTC),
+        "catchup": False,
+        # as the remediation's: a step that changes money or tells finance is not retried
+        # blindly; each step is idempotent and can be cleared on purpose
+        "default_args": {"retries": 0},
+        "tags": ["billing-gateway", "reconciliation", "single-action", *tags],
+    }
+
+
+def single_action_scope(incidents: IncidentRule) -> tuple[ValidateScopeOperator, RunRequest]:
+    """The ``scope`` step of a single-action DAG and the request every later step reads."""
+    scope = scope_step(
+        SINGLE_ACTION_FORM, task_id=SINGLE_ACTION_SCOPE_TASK_ID, open_incident=incidents.open_incident
+    )
+    return scope, RunRequest(SINGLE_ACTION_SCOPE_TASK_ID)
+
+
+def _branch_for_action(action: Any, choices: Mapping[str, str]) -> str:
+    chosen = "" if action is None else str(action).strip().lower()
+    if chosen not in choices:
+        raise RemediationRequestError(f"action must be one of {', '.join(choices)}, got {action!r}")
+    log.info("Action %s: running %s", chosen, choices[chosen])
+    return choices[chosen]
+
+
+def choose_action_step(
+    choices: Mapping[str, BaseOperator],
+    *,
+    task_id: str = "choose_action",
+    action: str = f"{{{{ params.get('{ACTION_PARAM}') or '' }}}}",
+) -> BranchPythonOperator:
+    """A branch that runs the step of the form's action (``{action: step}``) and skips the
+    others (a step skipped by a branch runs no callback: nothing on the incident timeline)."""
+    branch = BranchPythonOperator(
+        task_id=task_id,
+        python_callable=_branch_for_action,
+        op_kwargs={"action": action, "choices": {name: task.task_id for name, task in choices.items()}},
+        doc_md="Run the step of the form's action: " + ", ".join(choices) + ".",
+    )
+    branch >> list(choices.values())
+    return branch
+
+
+__all__ = [
+    "ACTION_PARAM",
+    "APPROVERS_ENV",
+    "NEVER_OPENS",
+    "OPENS_ON_PAUSE",
+    "OPENS_UNLESS_DRY_RUN",
+    "RELEASE_MODE",
+    "SCOPE_TASK_ID",
+    "SINGLE_ACTION_FORM",
+    "SINGLE_ACTION_SCOPE_TASK_ID",
+    "FormFields",
+    "IncidentRule",
+    "RecordStep",
+    "RunRequest",
+    "action_param",
+    "choose_action_step",
+    "close_group",
+    "closing_report_step",
+    "contain_group",
+    "correction_step",
+    "divergence_kinds_param",
+    "final_communication_step",
+    "finance_approvers",
+    "incident_param",
+    "investigate_group",
+    "mark_incident_step",
+    "mitigate_group",
+    "pause_step",
+    "proceed_gate",
+    "psp_param",
+    "psp_ticket_step",
+    "reason_param",
+    "recorded",
+    "recover_group",
+    "recovery_step",
+    "remediation_params",
+    "reprocess_step",
+    "resume_step",
+    "rollback_step",
+    "scope_step",
+    "single_action_dag_args",
+    "single_action_params",
+    "single_action_scope",
+    "snapshot_step",
+    "tag_release_step",
+    "window_params",
+]

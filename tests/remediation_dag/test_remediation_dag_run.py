@@ -1,0 +1,255 @@
+"""``billing_gateway_remediation`` from trigger to closure with ``dag.test()``, on the seeded
+divergence of ``remediation_dag_support``: real PostgreSQL, the local PSP API, billing core,
+SMTP server and Slack stand-in; the reprocess child runs executed by the test (no scheduler
+under ``dag.test``), finance's approval answered by a test thread. And a dry run, which
+changes nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from remediation_dag_support import (
+    WINDOW_END,
+    WINDOW_START,
+    Answerer,
+    checksum,
+    dag_runs_of,
+    states,
+    xcom,
+)
+
+pytestmark = [pytest.mark.dags, pytest.mark.integration, pytest.mark.timeout(300)]
+
+#: what dag.test() records as the triggering user (AIRFLOW3-NOTES)
+REQUESTER = "dag_test"
+APPROVER = "finance.bia"
+CONF = {"psp": "stripe", "window_start": WINDOW_START, "window_end": WINDOW_END}
+
+
+def timeline(db, incident_id: str) -> list[tuple]:
+    return db.execute(
+        "SELECT step, outcome, actor, run_id, divergent_amount_minor, divergent_count, divergence_pct"
+        " FROM recon.incident_events WHERE incident_id = %s ORDER BY id",
+        (incident_id,),
+    ).fetchall()
+
+
+def test_from_trigger_to_closure(
+    remediation_dag,
+    register_dag,
+    scenario,
+    psp_api,
+    finance_conns,
+    core_api,
+    workdir,
+    children_run_by_the_test,
+    db,
+):
+    answerer = Answerer(remediation_dag.dag_id, chosen="Approve", user=APPROVER)
+    answerer.start()
+    dag_run = remediation_dag.test(
+        run_conf={
+            **CONF,
+            "dry_run": False,
+            "after_release": True,
+            "reason": "finance ticket FIN-88: captures missing in the report",
+        }
+    )
+    answerer.join(30)
+    assert answerer.error is None, answerer.error
+    task_states = states(dag_run)
+    assert dag_run.state == "success", task_states
+    assert set(task_states.values()) == {"success"}, task_states
+
+    scope = xcom(dag_run, "investigate.scope")
+    incident_id = scope["incident_id"]
+    assert scope["incident_action"] == "opened" and incident_id.startswith("INCIDENT-")
+    assert (scope["dry_run"], scope["after_release"], scope["requested_by"]) == (False, True, REQUESTER)
+    assert scope["figures"]["divergent_count"] == scenario.divergent_count
+
+    # investigation: the snapshot CSV (path in XCom, never the rows) and the checks beside it
+    snapshot = xcom(dag_run, "investigate.snapshot")
+    snapshot_csv = Path(snapshot["snapshot"]["path"])
+    assert snapshot_csv.is_file() and str(workdir["artifacts"]) in str(snapshot_csv)
+    with snapshot_csv.open() as handle:
+        assert sum(1 for _ in csv.DictReader(handle)) == snapshot["snapshot"]["rows"]
+    assert snapshot["snapshot"]["rows"] == scenario.gateway_rows_in_window
+    assert snapshot["outcome"] == "divergent"
+    assert snapshot["summary"]["by_kind"]["status_mismatch"]["count"] == 12
+    assert snapshot["cycles"]["by_status"] == {"success": 1, "failed": 2}
+    assert snapshot["ledger"]["status"] == "ok" and snapshot["ledger"]["matches"] is False
+    assert snapshot["kafka"]["status"] == "not configured"
+    assert snapshot["psp_health"]["outcome"] == "healthy"
+
+    # containment: paused by the requester during the run, resumed at the end
+    history = db.execute(
+        "SELECT state, actor, incident_id, run_id FROM recon.control_events WHERE psp = 'stripe' ORDER BY id"
+    ).fetchall()
+    assert history == [
+        ("paused", REQUESTER, incident_id, dag_run.run_id),
+        ("active", REQUESTER, incident_id, dag_run.run_id),
+    ]
+    assert db.execute("SELECT state FROM recon.controls WHERE psp = 'stripe'").fetchone() == ("active",)
+
+    # reprocessing: one child run per cycle, reconciled although the PSP was paused
+    reprocess = xcom(dag_run, "mitigate.reprocess")
+    assert [c["state"] for c in reprocess["cycles"]] == ["success"] * 3
+    assert len(children_run_by_the_test) == 3 and core_api.requests == []
+    assert {(r["psp"], r["from"]) for r in psp_api.requests} == {
+        ("stripe", "2026-11-20T11:00:00Z"),
+        ("stripe", "2026-11-20T12:00:00Z"),
+        ("stripe", "2026-11-20T13:00:00Z"),
+    }
+
+    # correction: approved by finance (not the requester), applied, audited, in the notes
+    assert answerer.request["task_id"] == "mitigate.correct_transactions"
+    correction = xcom(dag_run, "mitigate.correct_transactions")
+    assert correction["outcome"] == "applied" and correction["approved_by"] == APPROVER
+    assert correction["result"]["applied"] == 12
+    assert Path(correction["dry_run"]["artifact"]).is_file()
+    statuses = dict(
+        db.execute(
+            "SELECT id, status FROM payment_transactions WHERE id = ANY(%s)",
+            (list(scenario.status_mismatch_ids),),
+        ).fetchall()
+    )
+    assert set(statuses.values()) == {"captured"}
+    audit = db.execute(
+        "SELECT transaction_id, requested_by, approved_by, run_id, incident_id, before->>'status',"
+        " after->>'status' FROM recon.corrections ORDER BY transaction_id"
+    ).fetchall()
+    assert audit == [
+        (tid, REQUESTER, APPROVER, dag_run.run_id, incident_id, "authorized", "captured")
+        for tid in sorted(scenario.status_mismatch_ids)
+    ]
+    notes = [
+        line
+        for (text,) in db.execute("SELECT notes FROM payment_reconciliation_logs WHERE psp = 'stripe'")
+        for line in text.splitlines()
+        if line.startswith("data correction ")
+    ]
+    assert len(notes) == 12
+
+    # PSP ticket: the external divergences that remain, as a CSV for the PSP
+    ticket = xcom(dag_run, "mitigate.psp_ticket")
+    with open(ticket["path"]) as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["kind"] for r in rows) == ["amount_mismatch", "amount_mismatch", "missing_in_statement"]
+
+    # release: rolled back (the break followed a release) and tagged, by the local script
+    actions = json.loads(workdir["release"].read_text())
+    assert [(a["action"], a["service"], a["env"]) for a in actions] == [
+        ("rollback", "billing-gateway-worker", "prod"),
+        ("tag", "billing-gateway-worker", "prod"),
+    ]
+
+    # recovery: what remains is under R$ 500 and 10 keys, the two latest cycles succeeded
+    recovery = xcom(dag_run, "recover.recovery_criteria")
+    assert recovery["divergent_count"] == 3
+    assert recovery["divergent_amount_minor"] == scenario.remaining_amount
+    assert recovery["latest_cycle_states"] == ["success", "success"]
+
+    # the incident: every step on its timeline, with who, which run and the divergence then
+    incident = db.execute(
+        "SELECT state, psp, opened_by FROM recon.incidents WHERE incident_id = %s", (incident_id,)
+    )
+    assert incident.fetchone() == ("closed", "stripe", REQUESTER)
+    events = timeline(db, incident_id)
+    steps = [e[0] for e in events]
+    for step in (
+        "incident.opened",
+        "investigation.scope",
+        "investigation.snapshot",
+        "containment.pause",
+        "communication.containment_notice",
+        "mitigation.reprocess",
+        "mitigation.data_correction",
+        "mitigation.rollback",
+        "mitigation.psp_ticket",
+        "recovery.criteria",
+        "closure.resume",
+        "closure.tag_release",
+        "incident.closing_report",
+        "communication.normalized",
+    ):
+        assert step in steps, (step, steps)
+    assert (
+        steps.index("containment.pause") < steps.index("mitigation.reprocess") < steps.index("closure.resume")
+    )
+    assert [e[1] for e in events if e[0] == "incident.state"] == [
+        "open -> mitigating: runbook Mitigação started",
+        "mitigating -> recovered: recovery criteria met",
+        "recovered -> closed: runbook Encerramento",
+    ]
+    assert {e[3] for e in events} == {dag_run.run_id}
+    own_steps = {"investigation.scope", "investigation.snapshot", "containment.pause", "mitigation.reprocess",
+                 "mitigation.rollback", "mitigation.psp_ticket", "recovery.criteria", "closure.resume",
+                 "closure.tag_release", "incident.state"}  # fmt: skip
+    assert {e[2] for e in events if e[0] in own_steps} == {REQUESTER}
+    with_figures = {e[0]: e[4:] for e in events if e[4] is not None}
+    for step in (
+        "investigation.scope",
+        "investigation.snapshot",
+        "mitigation.reprocess",
+        "recovery.criteria",
+    ):
+        assert step in with_figures, step
+    assert with_figures["recovery.criteria"][:2] == (scenario.remaining_amount, 3)
+    # the correction's own events (the request, the approver's apply) and the figures after it
+    corrections = [(e[1], e[2], e[4]) for e in events if e[0] == "mitigation.data_correction"]
+    assert corrections[0][:2] == ("approval_requested", REQUESTER)
+    assert ("applied", APPROVER) in [c[:2] for c in corrections]
+    assert corrections[-1][0] == f"12 correction(s) applied, approved by {APPROVER}"
+    assert corrections[-1][2] == scenario.remaining_amount
+
+    # closure: the closing report attached and written; finance and the channel told
+    report = xcom(dag_run, "close.closing_report")
+    markdown = Path(report["markdown_path"]).read_text()
+    assert incident_id in markdown and APPROVER in markdown and "Lessons learned" in markdown
+    slack = finance_conns["slack"].texts
+    assert any("reconciliation of stripe paused by dag_test" in t for t in slack), slack
+    assert any("reconciliation of stripe resumed by dag_test" in t for t in slack), slack
+    subjects = [m["Subject"].strip() for m in finance_conns["smtp"].messages]
+    assert any("reconciliation paused" in s for s in subjects), subjects
+    assert len(subjects) == 2, subjects  # the containment notice and the final update
+
+
+def test_dry_run_changes_nothing(
+    remediation_dag, register_dag, scenario, psp_api, finance_conns, core_api, workdir, db
+):
+    before = checksum(db)
+    runs_before = dag_runs_of("billing_gateway_reconciliation")
+    dag_run = remediation_dag.test(run_conf=CONF)  # dry_run defaults to true
+    task_states = states(dag_run)
+    assert dag_run.state == "success", task_states
+
+    ran = {task for task, state in task_states.items() if state == "success"}
+    assert ran == {
+        "investigate.scope",
+        "investigate.snapshot",
+        "contain.proceed",
+        "mitigate.proceed",
+        "mitigate.correct_transactions",
+        "recover.proceed",
+    }, task_states
+    assert {state for task, state in task_states.items() if task not in ran} == {"skipped"}
+
+    scope = xcom(dag_run, "investigate.scope")
+    assert scope["dry_run"] is True
+    assert (scope["incident_action"], scope["incident_id"]) == ("would_open", None)
+    correction = xcom(dag_run, "mitigate.correct_transactions")
+    assert correction["outcome"] == "dry_run"
+    assert correction["dry_run"]["proposal_count"] == 12
+    artifact = Path(correction["dry_run"]["artifact"])
+    with artifact.open() as handle:
+        assert len(list(csv.DictReader(handle))) == 12
+    assert Path(xcom(dag_run, "investigate.snapshot")["snapshot"]["path"]).is_file()
+
+    # nothing paused, reprocessed, corrected, opened or sent
+    assert checksum(db) == before
+    assert dag_runs_of("billing_gateway_reconciliation") == runs_before
+    assert psp_api.requests == [] and core_api.requests == []
+    assert finance_conns["slack"].posts == [] and finance_conns["smtp"].messages == []
