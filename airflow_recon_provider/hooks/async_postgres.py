@@ -91,7 +91,10 @@ async def fetch_summary(
             (config.statement_work_mem,),
         )
         if window.span.total_seconds() <= 86400:  # see ReconPostgresHook._tune_for_classification
-            await conn.execute("SELECT set_config('random_page_cost', '1.1', true)")
+            await conn.execute(
+                "SELECT set_config('random_page_cost', '1.1', true),"
+                " set_config('enable_seqscan', 'off', true)"
+            )
         totals = await (await conn.execute(queries.gateway_totals_query(mapping), params)).fetchone()
         by_kind = await (await conn.execute(queries.divergence_by_kind_query(mapping), params)).fetchall()
         last_end = (

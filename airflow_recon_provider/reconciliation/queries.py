@@ -63,8 +63,14 @@ class ClassificationParams:
 
 
 def _classified_cte(m: TableMapping) -> sql.Composed:
-    """CTEs ``g`` / ``s`` (per-key aggregates of each side), ``j`` (joined keys in scope)
-    and ``c`` (each key with its kind, NULL when it matches)."""
+    """CTEs ``g`` / ``s`` (per-key aggregates of each side), ``j`` (joined keys in scope
+    that do not match cleanly), ``c`` (each key with its kind, NULL when it matches) and
+    ``d`` (divergent keys with their amount).
+
+    Performance (benchmarks/run.py, docs/benchmarks.md): the aggregates keep only scalar
+    states (the first row's amount of a duplicate key is read by primary key in ``d``, for
+    duplicate keys only, instead of a per-row ``min(ARRAY[id, amount])``), and ``j`` drops
+    cleanly matching keys with a few comparisons before the classification ``CASE``."""
     t, i, st = m.transactions, m.intents, m.statements
     return sql.SQL(
         """
@@ -73,7 +79,6 @@ g AS (
            t.{t_type} AS ttype,
            count(*) AS n,
            sum(t.{t_amount})::bigint AS total,
-           (min(ARRAY[t.{t_id}::bigint, t.{t_amount}::bigint]))[2] AS first_amount,
            min(t.{t_id})::bigint AS first_id,
            min(t.{t_status} COLLATE "C") AS status,
            min(upper(t.{t_currency}) COLLATE "C") AS currency,
@@ -89,7 +94,7 @@ s AS (
            l.{s_type} AS ttype,
            count(*) AS n,
            sum(l.{s_amount})::bigint AS total,
-           (min(ARRAY[l.{s_id}::bigint, l.{s_amount}::bigint]))[2] AS first_amount,
+           min(l.{s_id})::bigint AS first_id,
            min(COALESCE(%(status_map)s::jsonb ->> l.{s_status}, l.{s_status}) COLLATE "C") AS status,
            min(upper(l.{s_currency}) COLLATE "C") AS currency,
            bool_or(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS in_window
@@ -103,12 +108,16 @@ j AS (
            COALESCE(g.ttype, s.ttype) AS ttype,
            g.n AS gn, s.n AS sn,
            g.total AS g_total, s.total AS s_total,
-           g.first_amount AS g_first, s.first_amount AS s_first,
+           s.first_id AS s_first_id,
            g.status AS g_status, s.status AS s_status,
            g.currency AS g_currency, s.currency AS s_currency,
            g.first_id AS g_first_id
     FROM g FULL JOIN s ON g.ref = s.ref AND g.ttype = s.ttype
-    WHERE COALESCE(g.in_window, false) OR COALESCE(s.in_window, false)
+    WHERE (COALESCE(g.in_window, false) OR COALESCE(s.in_window, false))
+      -- most keys match cleanly: drop them with a few cheap comparisons before the
+      -- classification CASE runs (exactly the keys the CASE leaves NULL)
+      AND (g.n = 1 AND s.n = 1 AND g.currency = s.currency AND g.total = s.total
+           AND g.status = s.status) IS NOT TRUE
 ),
 c AS (
     SELECT j.*,
@@ -126,8 +135,10 @@ c AS (
 d AS (
     SELECT kind, ref, ttype, g_status, s_status, g_total, s_total,
            CASE kind
-               WHEN 'duplicate_in_gateway' THEN g_total - g_first
-               WHEN 'duplicate_in_statement' THEN s_total - s_first
+               WHEN 'duplicate_in_gateway'
+                   THEN g_total - (SELECT f.{t_amount} FROM {transactions} AS f WHERE f.{t_id} = g_first_id)
+               WHEN 'duplicate_in_statement'
+                   THEN s_total - (SELECT f.{s_amount} FROM {statements} AS f WHERE f.{s_id} = s_first_id)
                WHEN 'missing_in_statement' THEN g_total
                WHEN 'missing_in_gateway' THEN s_total
                WHEN 'amount_mismatch' THEN abs(g_total - s_total)
