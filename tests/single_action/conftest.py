@@ -59,24 +59,18 @@ def _dag(recon_dags, dag_id):
     yield from _fixtures._with_params_restored(recon_dags.dags[dag_id])
 
 
-@pytest.fixture
-def reprocess_dag(recon_dags):
-    yield from _dag(recon_dags, "billing_gateway_reprocess")
+def _dag_fixture(dag_id: str):
+    @pytest.fixture
+    def the_dag(recon_dags):
+        yield from _dag(recon_dags, dag_id)
+
+    return the_dag
 
 
-@pytest.fixture
-def correction_dag(recon_dags):
-    yield from _dag(recon_dags, "billing_gateway_data_correction")
-
-
-@pytest.fixture
-def control_dag(recon_dags):
-    yield from _dag(recon_dags, "billing_gateway_reconciliation_control")
-
-
-@pytest.fixture
-def release_dag(recon_dags):
-    yield from _dag(recon_dags, "billing_gateway_release_rollback")
+reprocess_dag = _dag_fixture("billing_gateway_reprocess")
+correction_dag = _dag_fixture("billing_gateway_data_correction")
+control_dag = _dag_fixture("billing_gateway_reconciliation_control")
+release_dag = _dag_fixture("billing_gateway_release_rollback")
 
 
 @pytest.fixture(params=SINGLE_ACTION_DAGS)
