@@ -25,7 +25,7 @@ EXPECTED = {
             "pause_reconciliation": "PauseReconciliationOperator",
             "resume_reconciliation": "ResumeReconciliationOperator",
         },
-        ["action"],
+        ["action", "eta_resumption"],
     ),
     "billing_gateway_release_rollback": (
         {
@@ -62,7 +62,7 @@ def test_each_form_has_its_fields(single_action_dag):
         "psp",
         "window_start",
         "window_end",
-        *[f for f in ("action", "divergence_kinds") if f in extra],
+        *[f for f in ("action", "eta_resumption", "divergence_kinds") if f in extra],
         "incident_id",
         *[f for f in ("dry_run",) if f in extra],
         "reason",
@@ -83,6 +83,9 @@ def test_each_form_has_its_fields(single_action_dag):
         assert schema["action"]["enum"] == (
             ["pause", "resume"] if dag.dag_id.endswith("control") else ["rollback", "tag"]
         )
+    if "eta_resumption" in extra:
+        assert schema["eta_resumption"]["format"] == "date-time"
+        assert dag.params.get_param("eta_resumption").value is None
     if "dry_run" in extra:
         assert dag.params.get_param("dry_run").value is True
         assert schema["dry_run"]["type"] == "boolean"

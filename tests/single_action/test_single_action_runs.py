@@ -127,7 +127,10 @@ def test_reprocess_without_an_incident_opens_none(
 
 
 def test_pause_then_resume(control_dag, register_dag, scenario, finance_conns, workdir, db):
-    paused = control_dag.test(run_conf={**CONF, "action": "pause", "reason": "PSP statement feed broken"})
+    eta = "2026-11-20T18:00:00Z"
+    paused = control_dag.test(
+        run_conf={**CONF, "action": "pause", "reason": "PSP statement feed broken", "eta_resumption": eta}
+    )
     assert states(paused) == branch_ran("pause_reconciliation", "resume_reconciliation")
     scope = xcom(paused, "scope")
     incident_id = scope["incident_id"]
@@ -139,6 +142,18 @@ def test_pause_then_resume(control_dag, register_dag, scenario, finance_conns, w
     assert any("reconciliation of stripe paused by dag_test" in text for text in slack), slack
     subjects = [m["Subject"] for m in finance_conns["smtp"].messages]
     assert len(subjects) == 1 and "reconciliation paused" in subjects[0], subjects
+    # the estimated resumption of the form: on the incident, in finance's notice
+    (kept_eta,) = db.execute(
+        "SELECT eta_resumption FROM recon.incidents WHERE incident_id = %s", (incident_id,)
+    )
+    assert kept_eta[0].isoformat() == "2026-11-20T18:00:00+00:00"
+    notice = finance_conns["smtp"].messages[0]
+    text = "".join(
+        part.get_payload(decode=True).decode()
+        for part in notice.walk()
+        if part.get_content_type() == "text/plain"
+    )
+    assert "18:00" in text, text
 
     resumed = control_dag.test(run_conf={**CONF, "action": "resume", "reason": "PSP feed fixed"})
     assert states(resumed) == branch_ran("resume_reconciliation", "pause_reconciliation")
