@@ -7,5 +7,7 @@ ensure_venv test
 echo "==> ruff" >&2
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# the browser tests (marker `browser`) need Debian's chromium; installed once, skipped after
+bash scripts/ensure_chromium.sh
 echo "==> pytest" >&2
 exec .venv/bin/python -m pytest "$@"

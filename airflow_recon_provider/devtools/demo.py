@@ -257,8 +257,11 @@ def _run_runbook(root: Path, console: Console) -> RunbookResult:
     tasks: list[af.TaskDone] = []
 
     def show(done: af.TaskDone) -> None:
-        if done.state in ("awaiting_input", "deferred", "up_for_reschedule"):
-            return  # reported by `waiting`, then finished like any other task
+        if done.state == "awaiting_input":
+            console.print(f"  [cyan]…[/] {done.task_id} awaits finance's approval (Required actions)")
+            return  # then it finishes like any other task
+        if done.state in ("deferred", "up_for_reschedule"):
+            return
         tasks.append(done)
         marks = {"success": "[green]✓[/]", "skipped": "[yellow]-[/]"}
         mark = marks.get(done.state, "[red]✗[/]")
@@ -289,14 +292,11 @@ def _run_runbook(root: Path, console: Console) -> RunbookResult:
     approver = af.DemoApprover(af.REMEDIATION_DAG_ID, run_id)
     approver.start()
 
-    def waiting(task_ids: list[str]) -> None:
-        console.print(f"  [cyan]…[/] {', '.join(task_ids)} awaits finance's approval (Required actions)")
-
     with (
         af.reprocess_runs_executed_here(reconciliation, on_task=show) as children,
         af.params_restored(remediation),
     ):
-        state = af.drive_dag_run(remediation, run_id, on_task=show, on_waiting=waiting)
+        state = af.drive_dag_run(remediation, run_id, on_task=show)
     approver.stop()
     approver.join(5)
     if approver.request.get("answered"):

@@ -193,9 +193,14 @@ def drive_dag_run(
         for ti in scheduled:
             started = time.monotonic()
             task_id = ti.task_id
-            _run_task(ti=ti, task=sdk_dag.task_dict[task_id], run_triggerer=True)
+            result = _run_task(ti=ti, task=sdk_dag.task_dict[task_id], run_triggerer=True)
             if on_task is not None:
-                state = _ti_state(sdk_dag.dag_id, run_id, task_id, ti.map_index)
+                # the state the task ended this attempt with (an approval may already have
+                # moved an awaiting task on by the time the database is read)
+                state = getattr(result.ti, "state", None) if result is not None else None
+                if state is None:
+                    state = _ti_state(sdk_dag.dag_id, run_id, task_id, ti.map_index)
+                state = str(getattr(state, "value", state))
                 on_task(TaskDone(sdk_dag.dag_id, run_id, task_id, state, time.monotonic() - started))
 
 

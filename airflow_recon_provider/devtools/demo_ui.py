@@ -219,7 +219,7 @@ class UiDemo:
         killed = self.airflow.stop()
         self.stand_ins.stop()
         if stop_postgres:
-            self.databases.server.stop()
+            self.databases.server.stop()  # raises with pg_ctl's message if it cannot
         return killed
 
 

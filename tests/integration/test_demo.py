@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -36,12 +39,21 @@ def _section(text: str, start: str, end: str) -> str:
     return text[text.index(start) : text.index(end, text.index(start))]
 
 
-def test_headless_demo_runs_the_runbook_to_closure(tmp_path):
+@pytest.fixture
+def data_dir():
+    # not under pytest's basetemp: another pytest session resets its permissions, and the
+    # embedded PostgreSQL runs as its own system user when the tests run as root
+    path = Path(tempfile.mkdtemp(prefix="recon-demo-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_headless_demo_runs_the_runbook_to_closure(data_dir):
     from airflow_recon_provider.devtools.embedded_postgres import EmbeddedPostgres
 
-    result = _demo(tmp_path, "--headless")
+    result = _demo(data_dir, "--headless")
     out = result.stdout
-    server = EmbeddedPostgres(tmp_path / "postgres")
+    server = EmbeddedPostgres(data_dir / "postgres")
     try:
         assert result.returncode == 0, result.stderr[-3000:] + out[-3000:]
 

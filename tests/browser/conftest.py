@@ -1,0 +1,92 @@
+"""Browser tests: the README's ``demo --ui`` command started as a user starts it (a child
+process with its own Airflow home, metadata database and demo stand-ins), driven with
+Debian's Chromium through Playwright (``executable_path=/usr/bin/chromium``; nothing is
+downloaded). ``scripts/ensure_chromium.sh`` (run by ``scripts/test.sh``) installs Chromium;
+without it, or without Playwright, these tests skip with the reason."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # browser_support is imported by name (conftest modules are not)
+    sys.path.insert(0, str(HERE))
+
+from browser_support import CHROMIUM, RunningUi  # noqa: E402
+
+STARTUP_TIMEOUT = 420
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def ui():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is not installed (scripts/ensure_chromium.sh installs it)")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    # not under pytest's basetemp: another pytest session resets its permissions, and the
+    # embedded PostgreSQL runs as its own system user when the tests run as root
+    data_dir = Path(tempfile.mkdtemp(prefix="recon-ui-demo-"))
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECON_"))}
+    log = (data_dir / "demo-ui.out").open("w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "airflow_recon_provider.cli", "demo", "--ui", "--stop",
+         "--data-dir", str(data_dir), "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        text = ""
+        while "Airflow is ready" not in text:
+            assert process.poll() is None, f"demo --ui exited:\n{(data_dir / 'demo-ui.out').read_text()}"
+            assert time.monotonic() < deadline, f"demo --ui not ready:\n{text[-3000:]}"
+            time.sleep(2)
+            text = (data_dir / "demo-ui.out").read_text()
+        window = re.search(r"window start (\S+), window end (\S+) ", text)
+        pg_port = (data_dir / "postgres" / "pgdata" / "postmaster.pid").read_text().splitlines()[3]
+        yield RunningUi(
+            url=f"http://127.0.0.1:{port}",
+            data_dir=data_dir,
+            window_start=window.group(1),
+            window_end=window.group(2),
+            gateway_uri=f"postgresql://postgres@127.0.0.1:{pg_port}/billing_gateway",
+            airflow_uri=f"postgresql://postgres@127.0.0.1:{pg_port}/airflow",
+        )
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C: the demo stops everything it started
+        try:
+            process.wait(90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        from airflow_recon_provider.devtools.demo_ui import _processes_with_env
+
+        left = _processes_with_env("AIRFLOW_HOME", str(data_dir / "airflow-home"))
+        shutil.rmtree(data_dir, ignore_errors=True)
+        assert left == [], f"demo --ui left processes running after Ctrl-C: {left}"
+
+
+@pytest.fixture(scope="session")
+def browser(ui):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()

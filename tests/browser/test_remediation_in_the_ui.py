@@ -1,0 +1,138 @@
+"""The runbook in the real Airflow UI: the on-call engineer triggers
+``billing_gateway_remediation`` from its form, finance approves the correction in
+*Required actions*, and the "Reconciliação Financeira" dashboard shows the PSPs, the
+incident and the approved corrections. Screenshots go to docs/screenshots/ (README)."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+
+import psycopg
+import pytest
+from browser_support import login, shot
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
+
+DAG_ID = "billing_gateway_remediation"
+
+
+def _wait_for(what: str, query: str, params: tuple, expected, *, uri: str, timeout: float = 360) -> None:
+    """Poll the demo's metadata database until ``query`` returns ``expected`` (a bound, not
+    a timing assertion: the scheduler and the triggerer run on their own clocks)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        with psycopg.connect(uri, autocommit=True) as conn:
+            last = conn.execute(query, params).fetchall()
+        if last == expected:
+            return
+        time.sleep(2)
+    raise AssertionError(f"{what}: still {last} after {timeout:.0f} s")
+
+
+def _pick(page, dialog, moment: str) -> None:
+    when = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    dialog.get_by_text("Select date and time").first.click()
+    page.get_by_placeholder("YYYY/MM/DD").fill(when.strftime("%Y/%m/%d"))
+    page.get_by_placeholder("HH:mm").fill(when.strftime("%H:%M"))
+    page.keyboard.press("Escape")
+
+
+def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
+    # -- the on-call engineer triggers the remediation from the form ----------------------------
+    oncall = login(browser, ui, "oncall", "oncall-demo")
+    oncall.goto(f"{ui.url}/dags/{DAG_ID}")
+    oncall.get_by_role("button", name="Trigger").first.click()
+    dialog = oncall.get_by_role("dialog")
+    psp = dialog.get_by_role("combobox").first
+    psp.click()
+    psp.fill("Stripe")
+    oncall.keyboard.press("Enter")
+    _pick(oncall, dialog, ui.window_start)
+    _pick(oncall, dialog, ui.window_end)
+    dialog.locator("label").filter(has_text="Dry run").first.click()
+    oncall.locator("#element_reason").fill("finance ticket FIN-88: captures missing in the report")
+    assert not oncall.locator("input[name=element_dry_run]").is_checked()
+    shot(oncall, "1-trigger-form")
+    dialog.get_by_role("button", name="Trigger").click()
+    oncall.wait_for_url(re.compile(rf"/dags/{DAG_ID}/runs/manual__"))
+    run_id = oncall.url.rsplit("/runs/", 1)[1].split("/")[0].replace("%2B", "+").replace("%3A", ":")
+    with psycopg.connect(ui.airflow_uri, autocommit=True) as conn:
+        (conf,) = conn.execute(
+            "SELECT conf FROM dag_run WHERE dag_id = %s AND run_id = %s", (DAG_ID, run_id)
+        ).fetchone()
+    assert conf["psp"] == "stripe" and conf["dry_run"] is False
+    assert conf["window_start"].startswith(ui.window_start.removesuffix("Z"))
+    assert conf["window_end"].startswith(ui.window_end.removesuffix("Z"))
+    shot(oncall, "2-run-started")
+
+    # -- finance answers the approval in Required actions ---------------------------------------
+    task_state = "SELECT state FROM task_instance WHERE dag_id = %s AND run_id = %s AND task_id = %s"
+    _wait_for(
+        "the correction's approval request",
+        task_state,
+        (DAG_ID, run_id, "mitigate.correct_transactions"),
+        [("awaiting_input",)],
+        uri=ui.airflow_uri,
+    )
+    finance = login(browser, ui, "finance", "finance-demo")
+    finance.goto(f"{ui.url}/required_actions")
+    request = finance.get_by_text("Approve data correction of PSP stripe").first
+    request.wait_for()
+    request.click()
+    finance.get_by_role("button", name="Approve").wait_for()
+    assert finance.get_by_text("cannot approve it").count() >= 1  # the requester, named
+    shot(finance, "3-required-action")
+    finance.get_by_role("button", name="Approve").click()
+    _wait_for(
+        "the approved correction",
+        task_state,
+        (DAG_ID, run_id, "mitigate.correct_transactions"),
+        [("success",)],
+        uri=ui.airflow_uri,
+    )
+
+    # -- the dashboard: every PSP, stripe's open incident and its timeline ----------------------
+    finance.goto(f"{ui.url}/plugin/reconciliacao-financeira")
+    frame = finance.frame_locator("iframe").first
+    rows = frame.locator("[data-testid=psp-row]")
+    rows.first.wait_for()
+    assert [rows.nth(i).get_attribute("data-psp") for i in range(rows.count())] == [
+        "stripe",
+        "adyen",
+        "pagseguro",
+    ]
+    with psycopg.connect(ui.gateway_uri, autocommit=True) as conn:
+        (incident_id,) = conn.execute(
+            "SELECT incident_id FROM recon.incidents WHERE psp = 'stripe'"
+        ).fetchone()
+    incident = frame.locator(f'[data-testid=incident][data-incident="{incident_id}"]')
+    assert incident.count() == 1 or frame.get_by_text(incident_id).count() >= 1
+    shot(finance, "4-dashboard")
+
+    # -- the run ends (reprocess, recovery, closure); the dashboard shows who approved ----------
+    _wait_for(
+        "the remediation run",
+        "SELECT state FROM dag_run WHERE dag_id = %s AND run_id = %s",
+        (DAG_ID, run_id),
+        [("success",)],
+        uri=ui.airflow_uri,
+    )
+    finance.reload()
+    frame = finance.frame_locator("iframe").first
+    corrections = frame.locator("[data-testid=corrections]").first
+    corrections.wait_for()
+    assert "finance" in corrections.inner_text() and "oncall" in corrections.inner_text()
+    with psycopg.connect(ui.gateway_uri, autocommit=True) as conn:
+        assert conn.execute(
+            "SELECT state FROM recon.incidents WHERE incident_id = %s", (incident_id,)
+        ).fetchone() == ("closed",)
+        assert conn.execute("SELECT count(*), min(approved_by) FROM recon.corrections").fetchone() == (
+            12,
+            "finance",
+        )
+    oncall.goto(f"{ui.url}/dags/{DAG_ID}/runs/{run_id}")
+    oncall.get_by_text("success").first.wait_for()
+    shot(oncall, "5-run-succeeded")
