@@ -96,12 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "--headless (the default): the divergence watch detects a seeded divergence and "
             "billing_gateway_remediation runs it to closure in this process, then a report. "
-            "--ui: airflow standalone with the package's DAGs and dashboard on the same data."
+            "--ui: Airflow's api-server, scheduler, dag-processor and triggerer (what airflow "
+            "standalone runs) with the package's DAGs and dashboard on the same data; Ctrl-C stops them."
         ),
     )
     mode = demo.add_mutually_exclusive_group()
-    mode.add_argument("--headless", dest="mode", action="store_const", const="headless")
-    mode.add_argument("--ui", dest="mode", action="store_const", const="ui")
+    mode.add_argument(
+        "--headless", dest="mode", action="store_const", const="headless", help="run and report (default)"
+    )
+    mode.add_argument("--ui", dest="mode", action="store_const", const="ui", help="serve the Airflow UI")
     demo.set_defaults(mode="headless")
     demo.add_argument("--data-dir", default=os.environ.get("RECON_DEMO_DIR", ".recon-demo"))
     demo.add_argument("--rows", type=int, default=1200, help="gateway transactions per PSP")
