@@ -819,15 +819,18 @@ def single_action_params(
     incidents: IncidentRule,
     *,
     action: Param | None = None,
+    fields: Mapping[str, Param] | None = None,
     divergence_kinds: bool = False,
     dry_run: Param | None = None,
     config: ReconConfig | None = None,
 ) -> dict[str, Param]:
-    """The form of a single-action DAG: PSP, window, [action], [divergence kinds], incident,
-    [dry run], reason — the remediation's fields, so the same validation."""
+    """The form of a single-action DAG: PSP, window, [action], [the DAG's own fields],
+    [divergence kinds], incident, [dry run], reason — the remediation's fields, so the same
+    validation."""
     params: dict[str, Param] = {"psp": psp_param(config), **window_params()}
     if action is not None:
         params[ACTION_PARAM] = action
+    params.update(fields or {})
     if divergence_kinds:
         params["divergence_kinds"] = divergence_kinds_param()
     params["incident_id"] = incident_param(incidents.description)
