@@ -198,9 +198,9 @@ def prepare_airflow(home: Path) -> None:
 
     from airflow_recon_provider.devtools import demo_airflow as af
 
-    af.migrate_metadata_db(home / ".migrated")
+    af.migrate_metadata_db(home / ".migrated-ui")
     af.forget_demo_runs()
-    bag = af.load_dags()
+    bag = af.load_dags(warn=lambda text: print(f"! {text}"))
     with create_session() as session:
         session.execute(update(DagModel).where(DagModel.dag_id.in_(bag.dag_ids)).values(is_paused=False))
         session.execute(update(DagModel).where(DagModel.dag_id == af.WATCH_DAG_ID).values(is_paused=True))
