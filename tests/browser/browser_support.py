@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 CHROMIUM = os.environ.get("RECON_CHROMIUM", "/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+#: the README's screenshots are refreshed only on request (RECON_UPDATE_SCREENSHOTS=1), so that
+#: a test run leaves the checkout clean; otherwise they go to a temporary folder
+SCREENSHOTS = (
+    Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    if os.environ.get("RECON_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "recon-browser-screenshots"
+)
 
 
 @dataclass(frozen=True)
