@@ -134,6 +134,7 @@ def seed_demo_scenario(
         " AND transaction_type = 'authorization'",
         (DIVERGENT_PSP, missing[0]),
     )
+    _other_kinds(gateway, window, taken=[row[1] for row in captures] + [missing[0]])
     # the break: match_transactions failed in every cycle of the window
     gateway.execute(
         "UPDATE payment_reconciliation_logs SET status = 'failed', notes = 'match_transactions failed'"
@@ -146,6 +147,61 @@ def seed_demo_scenario(
         window_end=end,
         status_mismatch_ids=ids,
         rows_per_psp=rows_per_psp,
+    )
+
+
+def _other_kinds(gateway: Any, window: dict[str, Any], *, taken: list[str]) -> None:
+    """One small key of each remaining kind, so the report shows all seven: a gateway row
+    recorded twice, a statement line sent twice, a currency the PSP reports differently and a
+    statement line the gateway never saw. None of them is corrected by the default policy
+    (they go to the PSP ticket), and together they stay under the recovery thresholds."""
+    rows = gateway.execute(
+        """SELECT t.id, i.provider_reference, t.created_at
+             FROM payment_transactions t JOIN payment_intents i ON i.id = t.intent_id
+            WHERE i.provider = %(psp)s AND t.transaction_type = 'authorization' AND t.status = 'authorized'
+              AND t.created_at >= %(start)s AND t.created_at < %(end)s
+              AND extract(minute FROM t.created_at) < 45 AND t.amount_minor < 5000
+              AND NOT i.provider_reference = ANY(%(taken)s)
+            ORDER BY t.id LIMIT 3""",
+        {**window, "taken": taken},
+    ).fetchall()
+    if len(rows) < 3:
+        raise RuntimeError(f"the seed has too few small authorizations for the demo scenario ({len(rows)})")
+    (dup_id, _, _), (_, dup_ref, _), (_, currency_ref, when) = rows
+    psp = window["psp"]
+    gateway.execute(
+        """INSERT INTO payment_transactions
+               (id, intent_id, transaction_type, status, amount_minor, currency, created_at, processed_at)
+           SELECT (SELECT max(id) + 1 FROM payment_transactions), intent_id, transaction_type, status,
+                  amount_minor, currency, created_at + interval '2 seconds', processed_at
+             FROM payment_transactions WHERE id = %s""",
+        (dup_id,),
+    )
+    gateway.execute(
+        """INSERT INTO psp_statement_lines
+               (psp, provider_reference, transaction_type, status, amount_minor, currency, occurred_at,
+                statement_id)
+           SELECT psp, provider_reference, transaction_type, status, amount_minor, currency,
+                  occurred_at, statement_id
+             FROM psp_statement_lines
+            WHERE psp = %s AND provider_reference = %s AND transaction_type = 'authorization'""",
+        (psp, dup_ref),
+    )
+    gateway.execute(
+        "UPDATE psp_statement_lines SET currency = CASE WHEN currency = 'USD' THEN 'EUR' ELSE 'USD' END"
+        " WHERE psp = %s AND provider_reference = %s AND transaction_type = 'authorization'",
+        (psp, currency_ref),
+    )
+    gateway.execute(
+        """INSERT INTO psp_statement_lines
+               (psp, provider_reference, transaction_type, status, amount_minor, currency, occurred_at,
+                statement_id)
+           SELECT psp, 'demo-unknown-to-the-gateway', 'authorization', 'authorized', 1234, 'BRL',
+                  %s, statement_id
+             FROM psp_statement_lines
+            WHERE psp = %s AND provider_reference = %s AND transaction_type = 'authorization'
+            LIMIT 1""",
+        (when + timedelta(seconds=5), psp, currency_ref),
     )
 
 

@@ -27,7 +27,7 @@ def test_the_page_lists_every_psp_with_its_incident(client, dashboard_db):
     assert "<h1>Reconciliação Financeira</h1>" in html
     assert re.findall(r'data-testid="psp-row" data-psp="(\w+)"', html) == ["stripe", "adyen", "pagseguro"]
     stripe_row = html[html.index('data-psp="stripe"') : html.index('data-psp="adyen"')]
-    assert "ALERT" in stripe_row and "113,799.60" in stripe_row and "paused" in stripe_row
+    assert "ALERT" in stripe_row and "113,826.65" in stripe_row and "paused" in stripe_row
     assert dashboard_db.incident_id in stripe_row
     assert 'href="../dags/billing_gateway_remediation"' in stripe_row
     assert f'data-incident="{dashboard_db.incident_id}"' in html
@@ -39,7 +39,7 @@ def test_the_page_lists_every_psp_with_its_incident(client, dashboard_db):
 def test_the_json_has_the_same_data(client, dashboard_db):
     body = client.get("/api/psps").json()
     stripe = body["psps"][0]
-    assert stripe["psp"] == "stripe" and stripe["summary"]["divergent_count"] == 15
+    assert stripe["psp"] == "stripe" and stripe["summary"]["divergent_count"] == 19
     assert stripe["incident"]["incident_id"] == dashboard_db.incident_id
     assert stripe["control"]["state"] == "paused"
     assert stripe["corrections"][0]["approved_by"] == "finance.bia"

@@ -59,7 +59,7 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
 
         # detection: stripe breaches the alert rule, the healthy PSPs do not
         detection = _section(out, "Detecção — what the alert", "Airflow metadata database")
-        assert re.search(r"│ stripe\s+│\s+720\s+│\s+15\s+│\s+113,799\.60 .*YES \(amount, lag\)", detection)
+        assert re.search(r"│ stripe\s+│\s+721\s+│\s+19\s+│\s+113,826\.65 .*YES \(amount, lag\)", detection)
         for psp in ("adyen", "pagseguro"):
             assert re.search(rf"│ {psp}\s+│\s+720\s+│\s+0\s+│\s+0\.00 .*│ no", detection), psp
 
@@ -85,8 +85,12 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
         # the report: status mismatches corrected, the small remainder left for the PSP ticket
         report = _section(out, "Divergence by kind, before and after", "Steps executed")
         assert re.search(r"│ stripe\s+│ status_mismatch\s+│ 12\s+│ 113,795\.01\s+│ 0\s+│ 0\.00", report)
-        assert re.search(r"│ stripe\s+│ total\s+│ 15\s+│ 113,799\.60\s+│ 3\s+│ 4\.59", report)
-        assert "stripe after: 3 key(s), 4.59 (0.0005%), lag 0 cycle(s), alert: no" in out
+        assert re.search(r"│ stripe\s+│ total\s+│ 19\s+│ 113,826\.65\s+│ 7\s+│ 31\.64", report)
+        # all seven kinds of divergence are in the report; only status_mismatch is corrected
+        for kind in ("duplicate_in_gateway", "duplicate_in_statement", "missing_in_statement",
+                     "missing_in_gateway", "currency_mismatch", "amount_mismatch"):  # fmt: skip
+            assert re.search(rf"│ stripe\s+│ {kind}\s+│ [12]\s+│ [0-9.,]+\s+│ [12]\s+│", report), kind
+        assert "stripe after: 7 key(s), 31.64 (0.0032%), lag 0 cycle(s), alert: no" in out
         incident = run_id.removeprefix("watch__")
         assert f"Incident {incident} (stripe): closed" in out
         assert out.count("authorized -> ") == 12
