@@ -506,6 +506,30 @@ def _print_messages(console: Console, stand_ins: Any) -> None:
     for post in stand_ins.slack.posts:
         slack.add_row(str(post.get("channel", "")), str(post.get("text", ""))[:160])
     console.print(slack)
+    # one of each in full, as finance and the channel read them
+    from rich.panel import Panel
+    from rich.text import Text
+
+    if stand_ins.smtp.messages:
+        last = stand_ins.smtp.messages[-1]
+        body = last.get_body(preferencelist=("plain",))
+        text = body.get_content().strip() if body is not None else "(no plain-text part)"
+        console.print(
+            Panel(
+                Text(f"To: {last['To']}\nSubject: {str(last['Subject']).strip()}\n\n{text}", overflow="fold"),
+                title="The last e-mail to finance, as sent (plain-text part)",
+                expand=False,
+            )
+        )
+    if stand_ins.slack.posts:
+        post = stand_ins.slack.posts[0]
+        console.print(
+            Panel(
+                Text(str(post.get("text", "")), overflow="fold"),
+                title=f"The first Slack message in {post.get('channel', '')}, as posted",
+                expand=False,
+            )
+        )
     requests = stand_ins.psp.requests
     console.print(
         f"PSP API stand-in: {len(requests)} statement request(s); billing-gateway-core stand-in: "
