@@ -34,7 +34,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
+# module scope: Airflow, Chromium and Playwright's event loop (the sync API keeps one running
+# in this thread) end with this folder's tests, not at the end of the whole session, so the
+# tests after them run with no running loop and no Airflow scheduler competing for the CPU
+@pytest.fixture(scope="module")
 def ui():
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"{CHROMIUM} is not installed (scripts/ensure_chromium.sh installs it)")
@@ -82,7 +85,7 @@ def ui():
         assert left == [], f"demo --ui left processes running after Ctrl-C: {left}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(ui):
     from playwright.sync_api import sync_playwright
 
