@@ -6,6 +6,7 @@ without it, or without Playwright, these tests skip with the reason."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -80,9 +81,27 @@ def ui():
         log.close()
         from airflow_recon_provider.devtools.demo_ui import _processes_with_env
 
-        left = _processes_with_env("AIRFLOW_HOME", str(data_dir / "airflow-home"))
+        home = str(data_dir / "airflow-home")
+        # the demo has exited; its components' own children (API workers, the executor's
+        # task processes) may still be finishing their shutdown: give them a bounded while
+        deadline = time.monotonic() + 60
+        left = _processes_with_env("AIRFLOW_HOME", home)
+        while left and time.monotonic() < deadline:
+            time.sleep(1)
+            left = _processes_with_env("AIRFLOW_HOME", home)
+        described = {pid: _command_of(pid) for pid in left}
+        for pid in left:  # never leave them to the rest of the session
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(data_dir, ignore_errors=True)
-        assert left == [], f"demo --ui left processes running after Ctrl-C: {left}"
+        assert left == [], f"demo --ui left processes running after Ctrl-C: {described}"
+
+
+def _command_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
+    except OSError:
+        return "?"
 
 
 @pytest.fixture(scope="module")
