@@ -265,67 +265,192 @@ def reprocess_runs_executed_here(
         ReconciliationRunsTrigger.poll = original  # type: ignore[method-assign]
 
 
-class DemoApprover(threading.Thread):
-    """The demo's stand-in for a finance analyst: answers the first approval request of
-    ``dag_id``/``run_id`` with ``chosen``, recorded like an answer given in *Required actions*
-    (``responded_by`` is the demo approver, never the requester)."""
+class HitlAnswerer(threading.Thread):
+    """Answers the first approval request of ``dag_id`` (and ``run_id`` when given) once its
+    task waits in ``awaiting_input``, recorded exactly as the REST API's ``hitlDetails`` PATCH
+    records a person's answer (AIRFLOW3-NOTES, HITL). Used by the headless demo and the tests.
 
-    def __init__(self, dag_id: str, run_id: str, *, chosen: str = "Approve", timeout: float = 200) -> None:
-        super().__init__(daemon=True, name="demo approver")
+    It is built so that a run waiting for it never hangs: a busy metadata database
+    (``database is locked`` on SQLite) is retried; an answer that did not take (the task seen
+    in ``awaiting_input`` again with the response already recorded) is submitted again; and if
+    the answer cannot be given at all, the waiting task is failed so the run ends and
+    :attr:`error` says why.
+
+    :param chosen: the option chosen, or ``None`` to let the request time out: once its
+        deadline has passed, the scheduler's ``awaiting_input`` sweep decides (there is no
+        scheduler in ``dag.test()``).
+    :param user: id recorded in ``responded_by``; ``user_name`` its display name.
+    :param timeout: seconds to wait for a request before giving up.
+    """
+
+    def __init__(
+        self,
+        dag_id: str,
+        *,
+        chosen: str | None,
+        user: str | None = None,
+        user_name: str | None = None,
+        run_id: str | None = None,
+        timeout: float = 200,
+    ) -> None:
+        super().__init__(daemon=True, name=f"approval answerer ({user or 'timeout'})")
         self.dag_id = dag_id
         self.run_id = run_id
         self.chosen = chosen
+        self.user = user
+        self.user_name = user_name or user
         self.timeout = timeout
         self.request: dict[str, Any] = {}
         self.error: BaseException | None = None
         self._halt = threading.Event()
+        self._ti_id: Any = None
 
     def stop(self) -> None:
         self._halt.set()
 
+    def finish(self, seconds: float = 30) -> None:
+        """Stop watching, wait for the thread, and raise what went wrong, if anything."""
+        self.stop()
+        self.join(seconds)
+        if self.error is not None:
+            raise AssertionError(f"the approval was not answered: {self.error!r}") from self.error
+
     def run(self) -> None:
         try:
             self._answer()
-        except BaseException as exc:  # reported by the demo
+        except BaseException as exc:  # reported through .error / finish()
             self.error = exc
+            self._unblock()
+
+    # -- the steps ---------------------------------------------------------------------------
 
     def _answer(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while not self._halt.is_set():
+            if self._ti_id is None and time.monotonic() > deadline:
+                raise TimeoutError(f"no task of {self.dag_id} waited for an approval in {self.timeout:.0f} s")
+            try:
+                state = self._step()
+            except Exception as exc:  # a busy database: try again
+                if not _is_transient(exc):
+                    raise
+                state = "retry"
+            if state == "done":
+                return
+            self._halt.wait(0.1 if self._ti_id is None else 0.2)
+
+    def _step(self) -> str:
+        """One look at the database; returns ``done`` when there is nothing left to do."""
         from airflow.models.hitl import HITLDetail
         from airflow.models.taskinstance import TaskInstance
-        from airflow.models.trigger import handle_event_submit
-        from airflow.sdk import timezone
-        from airflow.triggers.base import TriggerEvent
         from airflow.utils.session import create_session
         from airflow.utils.state import TaskInstanceState
         from sqlalchemy import select
 
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline and not self._halt.is_set():
-            with create_session() as session:
-                ti = session.scalars(
-                    select(TaskInstance).where(
-                        TaskInstance.dag_id == self.dag_id,
-                        TaskInstance.run_id == self.run_id,
-                        TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
-                    )
-                ).first()
-                if ti is None:
-                    time.sleep(0.2)
-                    continue
-                detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
+        with create_session() as session:
+            if self._ti_id is None:
+                query = select(TaskInstance).where(
+                    TaskInstance.dag_id == self.dag_id,
+                    TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
+                )
+                if self.run_id is not None:
+                    query = query.where(TaskInstance.run_id == self.run_id)
+                ti = session.scalars(query).first()
+            else:
+                ti = session.get(TaskInstance, self._ti_id)
+            if ti is None:
+                return "waiting"
+            if self._ti_id is not None and ti.state != TaskInstanceState.AWAITING_INPUT:
+                # answered and moving on: watch until it has run, in case it parks again
+                return "done" if getattr(ti.state, "value", ti.state) in _FINISHED else "watching"
+            detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
+            if detail is None:  # the request is written before the task parks; not visible yet
+                return "waiting"
+            if self._ti_id is None:
                 self.request = {
                     "task_id": ti.task_id,
+                    "run_id": ti.run_id,
                     "subject": detail.subject,
                     "body": detail.body,
                     "options": list(detail.options or []),
+                    "defaults": detail.defaults,
+                    "assignees": detail.assignees,
+                    "timeout": ti.trigger_timeout,
                 }
-                detail.responded_by = {"id": DEMO_APPROVER_ID, "name": DEMO_APPROVER_NAME}
-                detail.responded_at = timezone.utcnow()
-                detail.chosen_options = [self.chosen]
-                detail.params_input = {}
-                session.add(detail)
-                handle_event_submit(
-                    TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session
-                )
-                self.request["answered"] = self.chosen
+                self._ti_id = ti.id
+            if self.chosen is None:
+                self._let_it_time_out()
+                return "watching"
+            self._submit(ti, detail, session)
+        self.request["answered"] = self.chosen
+        return "watching"
+
+    def _submit(self, ti: Any, detail: Any, session: Any) -> None:
+        from airflow.models.trigger import handle_event_submit
+        from airflow.sdk import timezone
+        from airflow.triggers.base import TriggerEvent
+
+        if not detail.response_received:
+            detail.responded_by = {"id": self.user, "name": self.user_name}
+            detail.responded_at = timezone.utcnow()
+            detail.chosen_options = [self.chosen]
+            detail.params_input = {}
+            session.add(detail)
+        handle_event_submit(TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session)
+
+    def _let_it_time_out(self) -> None:
+        from airflow.jobs.job import Job
+        from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+        from airflow.sdk import timezone
+
+        timeout = self.request["timeout"]
+        if timeout is None:
+            raise RuntimeError("the approval request has no timeout: it would wait forever")
+        while timezone.utcnow() <= timeout and not self._halt.is_set():
+            time.sleep(0.1)
+        SchedulerJobRunner(job=Job()).check_awaiting_input_timeouts()
+
+    def _unblock(self) -> None:
+        """Fail the task still waiting for this answer, so the run waiting on it ends."""
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from airflow.utils.state import TaskInstanceState
+
+        if self._ti_id is None:
+            return
+        for _ in range(50):
+            try:
+                with create_session() as session:
+                    ti = session.get(TaskInstance, self._ti_id)
+                    if ti is not None and ti.state == TaskInstanceState.AWAITING_INPUT:
+                        ti.set_state(TaskInstanceState.FAILED, session=session)
                 return
+            except Exception as exc:
+                if not _is_transient(exc):
+                    return
+                time.sleep(0.2)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    from sqlalchemy.exc import OperationalError
+
+    return isinstance(exc, OperationalError) and "locked" in str(exc).lower()
+
+
+_FINISHED = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+
+
+class DemoApprover(HitlAnswerer):
+    """The demo's stand-in for a finance analyst: answers the approval request of
+    ``dag_id``/``run_id`` with ``chosen``, recorded like an answer given in *Required actions*
+    (``responded_by`` is the demo approver, never the requester)."""
+
+    def __init__(self, dag_id: str, run_id: str, *, chosen: str = "Approve", timeout: float = 200) -> None:
+        super().__init__(
+            dag_id,
+            run_id=run_id,
+            chosen=chosen,
+            user=DEMO_APPROVER_ID,
+            user_name=DEMO_APPROVER_NAME,
+            timeout=timeout,
+        )

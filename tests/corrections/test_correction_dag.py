@@ -1,13 +1,11 @@
 """A DAG with a TransactionCorrectionOperator, run with ``dag.test()``; finance's answer comes
-from a test thread (AIRFLOW3-NOTES, HITL): it waits for the task in ``awaiting_input`` and
-answers like the REST API's hitlDetails PATCH (fills the ``HITLDetail`` response and resumes
-the task with ``handle_event_submit``). A timeout is the scheduler's own awaiting_input
-sweep, run by the thread once the deadline has passed (``dag.test`` runs no scheduler)."""
+from a test thread, the package's :class:`HitlAnswerer` (AIRFLOW3-NOTES, HITL): it waits for
+the task in ``awaiting_input`` and answers like the REST API's hitlDetails PATCH. A timeout is
+the scheduler's own awaiting_input sweep, run by the thread once the deadline has passed
+(``dag.test`` runs no scheduler)."""
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +19,8 @@ from correction_data import (
     checksum,
     statuses,
 )
+
+from airflow_recon_provider.devtools.demo_airflow import HitlAnswerer
 
 pytestmark = [pytest.mark.dags, pytest.mark.integration]
 
@@ -57,91 +57,11 @@ def build_dag(dag_id: str, artifacts, **kwargs: Any):
     return dag
 
 
-class Answerer(threading.Thread):
-    """Answers the run's approval request once the task waits in ``awaiting_input``.
-
-    :param chosen: the option chosen, or ``None`` to let the request time out (then the
-        scheduler's sweep answers with the defaults).
-    """
-
-    def __init__(self, dag_id: str, *, chosen: str | None, user: str | None = None) -> None:
-        super().__init__(daemon=True)
-        self.dag_id = dag_id
-        self.chosen = chosen
-        self.user = user
-        self.request: dict[str, Any] = {}
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self._answer()
-        except BaseException as exc:  # reported by the test
-            self.error = exc
-
-    def _waiting_ti(self, session):
-        from airflow.models.taskinstance import TaskInstance
-        from airflow.utils.state import TaskInstanceState
-        from sqlalchemy import select
-
-        return session.scalars(
-            select(TaskInstance).where(
-                TaskInstance.dag_id == self.dag_id, TaskInstance.state == TaskInstanceState.AWAITING_INPUT
-            )
-        ).first()
-
-    def _answer(self) -> None:
-        from airflow.models.hitl import HITLDetail
-        from airflow.models.trigger import handle_event_submit
-        from airflow.sdk import timezone
-        from airflow.triggers.base import TriggerEvent
-        from airflow.utils.session import create_session
-        from sqlalchemy import select
-
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with create_session() as session:
-                ti = self._waiting_ti(session)
-                if ti is None:
-                    time.sleep(0.1)
-                    continue
-                detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
-                self.request = {
-                    "subject": detail.subject,
-                    "body": detail.body,
-                    "options": detail.options,
-                    "defaults": detail.defaults,
-                    "assignees": detail.assignees,
-                    "timeout": ti.trigger_timeout,
-                }
-                if self.chosen is None:
-                    break
-                detail.responded_by = {"id": self.user, "name": self.user}
-                detail.responded_at = timezone.utcnow()
-                detail.chosen_options = [self.chosen]
-                detail.params_input = {}
-                session.add(detail)
-                handle_event_submit(
-                    TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session
-                )
-                return
-        else:
-            raise AssertionError("the correction task never waited for an approval")
-        # no answer: once the deadline passed, the scheduler's awaiting_input sweep decides
-        from airflow.jobs.job import Job
-        from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
-
-        runner = SchedulerJobRunner(job=Job())
-        while datetime.now(UTC) <= self.request["timeout"]:
-            time.sleep(0.1)
-        runner.check_awaiting_input_timeouts()
-
-
-def run_with_answer(register_dag, dag, answerer: Answerer):
+def run_with_answer(register_dag, dag, answerer: HitlAnswerer):
     register_dag(dag)
     answerer.start()
     dag_run = dag.test()
-    answerer.join(30)
-    assert answerer.error is None, answerer.error
+    answerer.finish()
     return dag_run
 
 
@@ -169,7 +89,7 @@ def result_of(dag_run) -> dict[str, Any]:
 @pytest.mark.timeout(180)
 def test_approved_by_finance_applies_the_dry_run(register_dag, seeded, incident, tmp_path):
     dag = build_dag("recon_correction_approve", tmp_path)
-    answerer = Answerer(dag.dag_id, chosen="Approve", user="finance.bia")
+    answerer = HitlAnswerer(dag.dag_id, chosen="Approve", user="finance.bia")
     dag_run = run_with_answer(register_dag, dag, answerer)
 
     assert states(dag_run) == {TASK_ID: "success", "communicate": "success"}
@@ -205,7 +125,9 @@ def test_approved_by_finance_applies_the_dry_run(register_dag, seeded, incident,
 def test_rejected_applies_nothing(register_dag, seeded, incident, tmp_path):
     before = checksum(seeded)
     dag = build_dag("recon_correction_reject", tmp_path)
-    dag_run = run_with_answer(register_dag, dag, Answerer(dag.dag_id, chosen="Reject", user="finance.bia"))
+    dag_run = run_with_answer(
+        register_dag, dag, HitlAnswerer(dag.dag_id, chosen="Reject", user="finance.bia")
+    )
 
     assert states(dag_run) == {TASK_ID: "success", "communicate": "success"}
     result = result_of(dag_run)
@@ -217,7 +139,9 @@ def test_rejected_applies_nothing(register_dag, seeded, incident, tmp_path):
 def test_self_approval_is_refused_and_applies_nothing(register_dag, seeded, incident, tmp_path):
     before = checksum(seeded)
     dag = build_dag("recon_correction_self", tmp_path)
-    dag_run = run_with_answer(register_dag, dag, Answerer(dag.dag_id, chosen="Approve", user=DAG_TEST_USER))
+    dag_run = run_with_answer(
+        register_dag, dag, HitlAnswerer(dag.dag_id, chosen="Approve", user=DAG_TEST_USER)
+    )
 
     assert states(dag_run)[TASK_ID] == "failed"
     assert checksum(seeded) == before
@@ -231,7 +155,7 @@ def test_self_approval_is_refused_and_applies_nothing(register_dag, seeded, inci
 def test_no_answer_times_out_as_reject(register_dag, seeded, tmp_path):
     before = checksum(seeded)
     dag = build_dag("recon_correction_timeout", tmp_path, approval_timeout=1)
-    dag_run = run_with_answer(register_dag, dag, Answerer(dag.dag_id, chosen=None))
+    dag_run = run_with_answer(register_dag, dag, HitlAnswerer(dag.dag_id, chosen=None))
 
     assert states(dag_run)[TASK_ID] == "success"
     result = result_of(dag_run)

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -195,63 +193,6 @@ class SnapshotPspApi:
     @staticmethod
     def status(request: Request) -> Response:
         return Response(json.dumps({"status": "ok"}), content_type="application/json")
-
-
-# -- finance's answer ----------------------------------------------------------------------------
-
-
-class Answerer(threading.Thread):
-    """Answers the approval request of ``dag_id`` once its task waits in ``awaiting_input``,
-    like the REST API's hitlDetails PATCH (AIRFLOW3-NOTES, HITL)."""
-
-    def __init__(self, dag_id: str, *, chosen: str, user: str) -> None:
-        super().__init__(daemon=True)
-        self.dag_id = dag_id
-        self.chosen = chosen
-        self.user = user
-        self.request: dict[str, Any] = {}
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self._answer()
-        except BaseException as exc:  # reported by the test
-            self.error = exc
-
-    def _answer(self) -> None:
-        from airflow.models.hitl import HITLDetail
-        from airflow.models.taskinstance import TaskInstance
-        from airflow.models.trigger import handle_event_submit
-        from airflow.sdk import timezone
-        from airflow.triggers.base import TriggerEvent
-        from airflow.utils.session import create_session
-        from airflow.utils.state import TaskInstanceState
-        from sqlalchemy import select
-
-        deadline = time.monotonic() + 200
-        while time.monotonic() < deadline:
-            with create_session() as session:
-                ti = session.scalars(
-                    select(TaskInstance).where(
-                        TaskInstance.dag_id == self.dag_id,
-                        TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
-                    )
-                ).first()
-                if ti is None:
-                    time.sleep(0.1)
-                    continue
-                detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
-                self.request = {"task_id": ti.task_id, "subject": detail.subject, "body": detail.body}
-                detail.responded_by = {"id": self.user, "name": self.user}
-                detail.responded_at = timezone.utcnow()
-                detail.chosen_options = [self.chosen]
-                detail.params_input = {}
-                session.add(detail)
-                handle_event_submit(
-                    TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session
-                )
-                return
-        raise AssertionError("no task of the run ever waited for an approval")
 
 
 # -- reading results -----------------------------------------------------------------------------

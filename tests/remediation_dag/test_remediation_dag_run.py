@@ -14,12 +14,13 @@ import pytest
 from remediation_dag_support import (
     WINDOW_END,
     WINDOW_START,
-    Answerer,
     checksum,
     dag_runs_of,
     states,
     xcom,
 )
+
+from airflow_recon_provider.devtools.demo_airflow import HitlAnswerer
 
 pytestmark = [pytest.mark.dags, pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -48,7 +49,7 @@ def test_from_trigger_to_closure(
     children_run_by_the_test,
     db,
 ):
-    answerer = Answerer(remediation_dag.dag_id, chosen="Approve", user=APPROVER)
+    answerer = HitlAnswerer(remediation_dag.dag_id, chosen="Approve", user=APPROVER)
     answerer.start()
     dag_run = remediation_dag.test(
         run_conf={
@@ -58,8 +59,7 @@ def test_from_trigger_to_closure(
             "reason": "finance ticket FIN-88: captures missing in the report",
         }
     )
-    answerer.join(30)
-    assert answerer.error is None, answerer.error
+    answerer.finish()
     task_states = states(dag_run)
     assert dag_run.state == "success", task_states
     assert set(task_states.values()) == {"success"}, task_states

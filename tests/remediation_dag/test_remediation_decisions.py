@@ -16,12 +16,13 @@ import pytest
 from remediation_dag_support import (
     WINDOW_END,
     WINDOW_START,
-    Answerer,
     checksum,
     dag_runs_of,
     states,
     xcom,
 )
+
+from airflow_recon_provider.devtools.demo_airflow import HitlAnswerer
 
 pytestmark = [pytest.mark.dags, pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -83,11 +84,10 @@ def test_no_correction_without_someone_elses_approval(
     scenario = decision_conns
     payment_before = checksum(db, PAYMENT_TABLES)
     dag = register_dag(composed_remediation(dag_id))
-    answerer = Answerer(dag_id, chosen=chosen, user=user)
+    answerer = HitlAnswerer(dag_id, chosen=chosen, user=user)
     answerer.start()
     dag_run = dag.test(run_conf=CONF)
-    answerer.join(30)
-    assert answerer.error is None, answerer.error
+    answerer.finish()
     task_states = states(dag_run)
 
     # payment data and the audit trail: exactly as before

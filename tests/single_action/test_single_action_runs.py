@@ -15,12 +15,13 @@ from remediation_dag_support import (
     WATCHED_TABLES,
     WINDOW_END,
     WINDOW_START,
-    Answerer,
     checksum,
     dag_runs_of,
     states,
     xcom,
 )
+
+from airflow_recon_provider.devtools.demo_airflow import HitlAnswerer
 
 pytestmark = [pytest.mark.dags, pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -220,11 +221,10 @@ def test_rollback_then_tag_in_local_mode(release_dag, register_dag, scenario, wo
 
 
 def test_correction_approved_by_finance(correction_dag, register_dag, scenario, finance_conns, workdir, db):
-    answerer = Answerer(correction_dag.dag_id, chosen="Approve", user=APPROVER)
+    answerer = HitlAnswerer(correction_dag.dag_id, chosen="Approve", user=APPROVER)
     answerer.start()
     dag_run = correction_dag.test(run_conf={**CONF, "dry_run": False, "reason": "finance ticket FIN-88"})
-    answerer.join(30)
-    assert answerer.error is None, answerer.error
+    answerer.finish()
     assert states(dag_run) == {"scope": "success", "correct_transactions": "success"}
 
     scope = xcom(dag_run, "scope")
@@ -275,11 +275,10 @@ def test_correction_not_approved_changes_nothing(
     correction_dag, register_dag, scenario, finance_conns, workdir, db, answer, user, run_state, outcome
 ):
     before = checksum(db, PAYMENT_TABLES)
-    answerer = Answerer(correction_dag.dag_id, chosen=answer, user=user)
+    answerer = HitlAnswerer(correction_dag.dag_id, chosen=answer, user=user)
     answerer.start()
     dag_run = correction_dag.test(run_conf={**CONF, "dry_run": False})
-    answerer.join(30)
-    assert answerer.error is None, answerer.error
+    answerer.finish()
     assert dag_run.state == run_state, states(dag_run)
     assert states(dag_run)["correct_transactions"] == run_state
 
