@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,7 @@ class AirflowProcesses:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: stopped as a whole
+                preexec_fn=_terminate_with_parent(),
             )
 
     def _check_alive(self) -> None:
@@ -155,6 +157,19 @@ class AirflowProcesses:
                     pass
         self.processes.clear()
         return killed
+
+
+def _terminate_with_parent() -> Callable[[], None] | None:
+    """What the component's process runs before exec: ask Linux to send it SIGTERM when the
+    demo process dies, so that even a demo killed with SIGKILL leaves no Airflow running.
+    The C function is looked up here, in the demo, so the forked child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+    return lambda: prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -257,6 +272,15 @@ def start_ui_demo(root: Path, console: Console, *, rows_per_psp: int, seed: int,
 def run_ui(*, root: Path, console: Console, rows_per_psp: int, seed: int, port: int, stop: bool) -> int:
     from airflow_recon_provider.devtools.demo_scenario import window_label
 
+    # Ctrl-C and SIGTERM stop everything started here, even when this process was started with
+    # SIGINT ignored (a background job of a non-interactive shell, as CI runs it: Python then
+    # keeps the inherited SIG_IGN and Ctrl-C would never reach the demo)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     console.rule("[bold]airflow-recon-provider — the reconciliation runbook in the Airflow UI (demo)")
     demo = start_ui_demo(root, console, rows_per_psp=rows_per_psp, seed=seed, port=port)
     s = demo.scenario
@@ -275,11 +299,6 @@ def run_ui(*, root: Path, console: Console, rows_per_psp: int, seed: int, port: 
         "Press Ctrl-C to stop everything this command started."
     )
     interrupted = False
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
     try:
         while all(p.poll() is None for p in demo.airflow.processes.values()):
             time.sleep(1)
