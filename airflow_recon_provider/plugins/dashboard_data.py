@@ -93,16 +93,20 @@ class CorrectionView:
 
 @dataclass(frozen=True)
 class RemediationLink:
-    """Where to start ``billing_gateway_remediation`` for a PSP, and what to fill in.
+    """How to start ``billing_gateway_remediation`` for a PSP, pre-filled.
 
     Airflow 3.3's trigger form cannot be pre-filled from the URL (its form only takes a
-    previous run's configuration), so the dashboard links to the DAG page and shows the
-    values — and the same values as JSON for the form's advanced "configuration" field.
+    previous run's configuration), so the dashboard carries its own pre-filled form (PSP,
+    the incident's window, the open incident, dry run ticked) that triggers the run through
+    Airflow's public REST API as the logged-in user (``trigger_api``): Airflow validates the
+    values against the DAG's Params, checks that the user may trigger the DAG and records them
+    as the run's triggering user. The DAG page (``path``) stays one click away.
     """
 
     dag_id: str
     psp: str
     window: Window
+    incident_id: str | None = None
 
     @property
     def path(self) -> str:
@@ -110,16 +114,29 @@ class RemediationLink:
         return f"dags/{quote(self.dag_id)}"
 
     @property
+    def trigger_api(self) -> str:
+        """Airflow's REST endpoint that creates a run, relative to the Airflow UI root."""
+        return f"api/v2/dags/{quote(self.dag_id)}/dagRuns"
+
+    @property
     def conf(self) -> dict[str, Any]:
-        return {
+        conf: dict[str, Any] = {
             "psp": self.psp,
             "window_start": _iso(self.window.start),
             "window_end": _iso(self.window.end),
             "dry_run": True,
         }
+        if self.incident_id:
+            conf["incident_id"] = self.incident_id
+        return conf
 
     def as_dict(self) -> dict[str, Any]:
-        return {"dag_id": self.dag_id, "url": "/" + self.path, "conf": self.conf}
+        return {
+            "dag_id": self.dag_id,
+            "url": "/" + self.path,
+            "trigger_api": "/" + self.trigger_api,
+            "conf": self.conf,
+        }
 
 
 @dataclass(frozen=True)
@@ -140,7 +157,8 @@ class PspStatus:
     @property
     def remediation(self) -> RemediationLink:
         window = self.incident.window if self.incident and self.incident.window else self.window
-        return RemediationLink(REMEDIATION_DAG_ID, self.psp, window)
+        incident_id = self.incident.incident_id if self.incident else None
+        return RemediationLink(REMEDIATION_DAG_ID, self.psp, window, incident_id)
 
     @property
     def alert(self) -> bool:

@@ -43,6 +43,11 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}%"
 
 
+def _input_time(moment: datetime) -> str:
+    """A ``datetime-local`` input's value, in UTC (the form says so)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+
+
 def _lag(value: int | None) -> str:
     return "never reconciled" if value is None else str(value)
 
@@ -57,6 +62,7 @@ def _template() -> jinja2.Template:
         pct=_pct,
         lag=_lag,
         when=_when,
+        input_time=_input_time,
         conf_json=lambda conf: json.dumps(conf, indent=2),
         kinds=ALL_KINDS,
         title=TITLE,

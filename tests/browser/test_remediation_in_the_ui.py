@@ -32,15 +32,21 @@ def _wait_for(what: str, query: str, params: tuple, expected, *, uri: str, timeo
     raise AssertionError(f"{what}: still {last} after {timeout:.0f} s")
 
 
-def _pick(page, dialog, moment: str) -> None:
+def _pick(page, dialog, label: str, moment: str) -> None:
+    """Fill the date-time picker of the field ``label`` (its date box is named after it; the
+    time box is the one beside it, in the same picker, whatever other picker is still open)."""
     when = datetime.fromisoformat(moment.replace("Z", "+00:00"))
     dialog.get_by_text("Select date and time").first.click()
-    page.get_by_placeholder("YYYY/MM/DD").fill(when.strftime("%Y/%m/%d"))
-    page.get_by_placeholder("HH:mm").fill(when.strftime("%H:%M"))
+    date = page.get_by_role("textbox", name=label)
+    date.fill(when.strftime("%Y/%m/%d"))
+    picker = date.locator("xpath=ancestor::*[.//input[@placeholder='HH:mm']][1]")
+    picker.get_by_placeholder("HH:mm").fill(when.strftime("%H:%M"))
     page.keyboard.press("Escape")
 
 
 def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     # -- the on-call engineer triggers the remediation from the form ----------------------------
     oncall = login(browser, ui, "oncall", "oncall-demo")
     oncall.goto(f"{ui.url}/dags/{DAG_ID}")
@@ -50,8 +56,8 @@ def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
     psp.click()
     psp.fill("Stripe")
     oncall.keyboard.press("Enter")
-    _pick(oncall, dialog, ui.window_start)
-    _pick(oncall, dialog, ui.window_end)
+    _pick(oncall, dialog, "Window start", ui.window_start)
+    _pick(oncall, dialog, "Window end", ui.window_end)
     dialog.locator("label").filter(has_text="Dry run").first.click()
     oncall.locator("#element_reason").fill("finance ticket FIN-88: captures missing in the report")
     assert not oncall.locator("input[name=element_dry_run]").is_checked()
@@ -136,3 +142,33 @@ def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
     oncall.goto(f"{ui.url}/dags/{DAG_ID}/runs/{run_id}")
     oncall.get_by_text("success").first.wait_for()
     shot(oncall, "5-run-succeeded")
+
+    # -- the dashboard's pre-filled form starts a (dry) run as the logged-in user ---------------
+    oncall.goto(f"{ui.url}/plugin/reconciliacao-financeira")
+    frame = oncall.frame_locator("iframe").first
+    form = frame.locator('form.remediate[data-psp="stripe"]')
+    form.wait_for()
+    start = form.locator("input[name=window_start]").input_value()
+    end = form.locator("input[name=window_end]").input_value()
+    assert start and end and form.locator("input[name=dry_run]").is_checked()
+    form.locator("input[name=reason]").fill("second look after closure")
+    shot(oncall, "6-dashboard-remediate")
+    form.locator("[data-testid=remediate-submit-stripe]").click()
+    try:  # the run is created, then the Airflow UI shows its page
+        oncall.wait_for_url(re.compile(rf"/dags/{DAG_ID}/runs/manual__"))
+    except PlaywrightTimeout:  # the form says why ("Not started: ...")
+        raise AssertionError(form.locator("[data-role=status]").inner_text()) from None
+    with psycopg.connect(ui.airflow_uri, autocommit=True) as conn:
+        runs = conn.execute(
+            "SELECT conf, triggering_user_name FROM dag_run WHERE dag_id = %s AND run_id <> %s",
+            (DAG_ID, run_id),
+        ).fetchall()
+    ((conf, user),) = runs
+    assert user == "oncall"
+    assert conf == {
+        "psp": "stripe",
+        "window_start": f"{start}:00Z",
+        "window_end": f"{end}:00Z",
+        "dry_run": True,
+        "reason": "second look after closure",
+    }

@@ -29,11 +29,41 @@ def test_the_page_lists_every_psp_with_its_incident(client, dashboard_db):
     stripe_row = html[html.index('data-psp="stripe"') : html.index('data-psp="adyen"')]
     assert "ALERT" in stripe_row and "113,826.65" in stripe_row and "paused" in stripe_row
     assert dashboard_db.incident_id in stripe_row
-    assert 'href="../dags/billing_gateway_remediation"' in stripe_row
+    assert 'href="#remediate-stripe"' in stripe_row  # the pre-filled form below
     assert f'data-incident="{dashboard_db.incident_id}"' in html
     assert "finance.bia" in html  # the approver of the correction
     adyen_row = html[html.index('data-psp="adyen"') : html.index('data-psp="pagseguro"')]
     assert ">OK<" in adyen_row and "none" in adyen_row
+
+
+def test_each_psp_has_a_pre_filled_remediation_form(client, dashboard_db):
+    html = client.get("/").text
+    forms = re.findall(r'<form class="remediate".*?</form>', html, flags=re.S)
+    assert [re.search(r'data-psp="(\w+)"', f).group(1) for f in forms] == ["stripe", "adyen", "pagseguro"]
+    stripe = forms[0]
+    # Airflow's own REST API creates the run, as the logged-in user (relative to /recon/)
+    assert 'data-api="../api/v2/dags/billing_gateway_remediation/dagRuns"' in stripe
+    assert 'data-runs="../dags/billing_gateway_remediation/runs/"' in stripe
+    start = dashboard_db.window_start.strftime("%Y-%m-%dT%H:%M")
+    end = dashboard_db.window_end.strftime("%Y-%m-%dT%H:%M")
+    assert _inputs(stripe) == {
+        "window_start": start,  # datetime-local, UTC (the label says so)
+        "window_end": end,
+        "incident_id": dashboard_db.incident_id,  # the open incident
+        "reason": None,
+        "dry_run": None,
+    }
+    assert re.search(r'<input type="checkbox" name="dry_run" checked>', stripe)  # dry run unless unticked
+    assert _inputs(forms[1])["incident_id"] == ""  # adyen: no open incident
+
+
+def _inputs(form: str) -> dict[str, str | None]:
+    """name -> value attribute of each input of a form."""
+    found = {}
+    for tag in re.findall(r"<input\b[^>]*>", form, flags=re.S):
+        value = re.search(r'\bvalue="([^"]*)"', tag)
+        found[re.search(r'\bname="(\w+)"', tag).group(1)] = value.group(1) if value else None
+    return found
 
 
 def test_the_json_has_the_same_data(client, dashboard_db):

@@ -41,11 +41,13 @@ def test_each_psp_with_divergence_lag_pause_incident_and_corrections(dashboard_d
     assert stripe.remediation.as_dict() == {
         "dag_id": "billing_gateway_remediation",
         "url": "/dags/billing_gateway_remediation",
+        "trigger_api": "/api/v2/dags/billing_gateway_remediation/dagRuns",
         "conf": {
             "psp": "stripe",
             "window_start": dashboard_db.window_start.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "window_end": dashboard_db.window_end.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "dry_run": True,
+            "incident_id": dashboard_db.incident_id,
         },
     }
     for healthy in (adyen, pagseguro):
