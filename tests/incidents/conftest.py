@@ -14,42 +14,14 @@ The helpers live in ``incident_support.py`` (a module name no other test folder 
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from incident_support import UPDATES_DAG_FILE, FakeSlack, SmtpServer, smtp_conn_json, statement_line
-
-
-@pytest.fixture
-def smtp_server():
-    server = SmtpServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def slack_api(httpserver) -> FakeSlack:
-    api = FakeSlack()
-    httpserver.expect_request("/api/chat.postMessage", method="POST").respond_with_handler(api)
-    return api
-
-
-@pytest.fixture
-def finance_conns(airflow_conns, smtp_server, slack_api, httpserver, monkeypatch):
-    """``smtp_finance`` -> the local SMTP server, ``slack_incidents`` -> the fake Slack API."""
-    monkeypatch.setenv("AIRFLOW_CONN_SMTP_FINANCE", smtp_conn_json(smtp_server.port))
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_SLACK_INCIDENTS",
-        json.dumps(
-            {
-                "conn_type": "slack",
-                "password": "xoxb-test-token",
-                "extra": {"base_url": httpserver.url_for("/api/")},
-            }
-        ),
-    )
-    return {"smtp": smtp_server, "slack": slack_api}
+from incident_support import (  # noqa: F401  (fixtures, registered by being imported here)
+    UPDATES_DAG_FILE,
+    finance_conns,
+    slack_api,
+    smtp_server,
+    statement_line,
+)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import pytest
 from werkzeug import Request, Response
 
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
@@ -154,3 +155,39 @@ def next_slot(moment: datetime | None = None) -> datetime:
     moment = (moment or datetime.now(UTC)).astimezone(UTC)
     floor = moment.replace(minute=0 if moment.minute < 30 else 30, second=0, microsecond=0)
     return floor + timedelta(minutes=30)
+
+
+# -- fixtures shared by the incident, remediation DAG and single-action tests --------------------
+# (imported into their conftest modules by name)
+
+
+@pytest.fixture
+def smtp_server():
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def slack_api(httpserver) -> FakeSlack:
+    api = FakeSlack()
+    httpserver.expect_request("/api/chat.postMessage", method="POST").respond_with_handler(api)
+    return api
+
+
+@pytest.fixture
+def finance_conns(airflow_conns, smtp_server, slack_api, httpserver, monkeypatch):
+    """``smtp_finance`` -> the local SMTP server, ``slack_incidents`` -> the fake Slack API."""
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_FINANCE", smtp_conn_json(smtp_server.port))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SLACK_INCIDENTS",
+        json.dumps(
+            {
+                "conn_type": "slack",
+                "password": "xoxb-test-token",
+                "extra": {"base_url": httpserver.url_for("/api/")},
+            }
+        ),
+    )
+    return {"smtp": smtp_server, "slack": slack_api}

@@ -25,7 +25,7 @@ for folder in (HERE, HERE.parent / "remediation", HERE.parent / "incidents"):
         sys.path.insert(0, str(folder))
 
 from core_api_server import FakeBillingCore  # noqa: E402
-from incident_support import FakeSlack, SmtpServer, smtp_conn_json  # noqa: E402
+from incident_support import finance_conns, slack_api, smtp_server  # noqa: E402, F401  (fixtures)
 from remediation_dag_support import RECON_CONFIG, SnapshotPspApi, seed_scenario  # noqa: E402
 from remediation_helpers import CORE_TOKEN, run_queued_dag_runs  # noqa: E402
 
@@ -101,38 +101,6 @@ def psp_api(scenario, db, httpserver, monkeypatch) -> SnapshotPspApi:
     for psp in ("stripe", "adyen"):
         monkeypatch.setenv(f"AIRFLOW_CONN_PSP_{psp.upper()}", httpserver.url_for("/"))
     return api
-
-
-@pytest.fixture
-def smtp_server():
-    server = SmtpServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def slack_api(httpserver) -> FakeSlack:
-    api = FakeSlack()
-    httpserver.expect_request("/api/chat.postMessage", method="POST").respond_with_handler(api)
-    return api
-
-
-@pytest.fixture
-def finance_conns(airflow_conns, smtp_server, slack_api, httpserver, monkeypatch):
-    """``smtp_finance`` -> the local SMTP server, ``slack_incidents`` -> the fake Slack API."""
-    monkeypatch.setenv("AIRFLOW_CONN_SMTP_FINANCE", smtp_conn_json(smtp_server.port))
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_SLACK_INCIDENTS",
-        json.dumps(
-            {
-                "conn_type": "slack",
-                "password": "xoxb-test-token",
-                "extra": {"base_url": httpserver.url_for("/api/")},
-            }
-        ),
-    )
-    return {"smtp": smtp_server, "slack": slack_api}
 
 
 @pytest.fixture
