@@ -1,6 +1,6 @@
 """Remediation tests: billing-gateway-core on a local HTTP server (``core_api``,
 ``core_conn``) and the DAGs of ``dags/`` (the ``dagbag`` fixture of
-``tests/dags/conftest.py``). ``remediation_helpers.run_queued_dag_runs`` executes the
+``tests/dags/conftest.py``). ``devtools.demo_airflow.reprocess_runs_executed_here`` executes the
 reconciliation runs a reprocess triggers (``dag.test()`` runs no scheduler).
 
 AIRFLOW_HOME, the real PostgreSQL fixtures (``db``, ``airflow_conns``) and ``register_dag``

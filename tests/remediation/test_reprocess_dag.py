@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 from psp_api_server import FakePspApi
-from remediation_helpers import CORE_TOKEN, run_queued_dag_runs
+from remediation_helpers import CORE_TOKEN
 from werkzeug import Request, Response
 
 from airflow_recon_provider.reconciliation.reprocess import (
@@ -107,20 +107,14 @@ def parent_dag(make_parent):
 
 
 @pytest.fixture
-def children_run_by_the_test(monkeypatch, reconciliation_dag):
-    """When the trigger polls, first execute the queued reconciliation runs (what a
-    scheduler and a worker would have done meanwhile), then read the states for real."""
-    from airflow_recon_provider.triggers.reprocess import ReconciliationRunsTrigger
+def children_run_by_the_test(reconciliation_dag):
+    """When the reprocess trigger polls, first execute the queued reconciliation runs (what a
+    scheduler and a worker would do meanwhile; ``dag.test()`` runs no scheduler), the way the
+    headless demo does. Yields the run ids executed."""
+    from airflow_recon_provider.devtools.demo_airflow import reprocess_runs_executed_here
 
-    executed: list[str] = []
-    original = ReconciliationRunsTrigger.poll
-
-    async def poll_after_running_children(self):
-        executed.extend(run_queued_dag_runs(reconciliation_dag, self.run_ids))
-        return await original(self)
-
-    monkeypatch.setattr(ReconciliationRunsTrigger, "poll", poll_after_running_children)
-    return executed
+    with reprocess_runs_executed_here(reconciliation_dag) as executed:
+        yield executed
 
 
 def child_runs(key: str | None = None):

@@ -27,7 +27,7 @@ for folder in (HERE, HERE.parent / "remediation", HERE.parent / "incidents"):
 from core_api_server import FakeBillingCore  # noqa: E402
 from incident_support import finance_conns, slack_api, smtp_server  # noqa: E402, F401  (fixtures)
 from remediation_dag_support import RECON_CONFIG, SnapshotPspApi, seed_scenario  # noqa: E402
-from remediation_helpers import CORE_TOKEN, run_queued_dag_runs  # noqa: E402
+from remediation_helpers import CORE_TOKEN  # noqa: E402
 
 DAGS_FOLDER = HERE.parents[1] / "dags"
 
@@ -134,17 +134,11 @@ def workdir(tmp_path, monkeypatch) -> dict[str, Path]:
 
 
 @pytest.fixture
-def children_run_by_the_test(monkeypatch, reconciliation_dag):
+def children_run_by_the_test(reconciliation_dag):
     """When the reprocess trigger polls, first execute the queued reconciliation runs (what a
-    scheduler and a worker would do meanwhile; ``dag.test()`` runs no scheduler)."""
-    from airflow_recon_provider.triggers.reprocess import ReconciliationRunsTrigger
+    scheduler and a worker would do meanwhile; ``dag.test()`` runs no scheduler), the way the
+    headless demo does. Yields the run ids executed."""
+    from airflow_recon_provider.devtools.demo_airflow import reprocess_runs_executed_here
 
-    executed: list[str] = []
-    original = ReconciliationRunsTrigger.poll
-
-    async def poll_after_running_children(self):
-        executed.extend(run_queued_dag_runs(reconciliation_dag, self.run_ids))
-        return await original(self)
-
-    monkeypatch.setattr(ReconciliationRunsTrigger, "poll", poll_after_running_children)
-    return executed
+    with reprocess_runs_executed_here(reconciliation_dag) as executed:
+        yield executed
