@@ -18,6 +18,7 @@ itself.
 
 from __future__ import annotations
 
+import abc
 import email
 import email.policy
 import json
@@ -39,8 +40,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class _JsonServer:
-    """A threaded HTTP server on 127.0.0.1 whose requests go to ``handle``."""
+class _JsonServer(abc.ABC):
+    """A threaded HTTP server on 127.0.0.1 whose requests go to ``handle`` (each stand-in
+    answers in its own)."""
 
     name = "stand-in"
 
@@ -54,8 +56,9 @@ class _JsonServer:
     def url(self) -> str:
         return f"http://{LOCALHOST}:{self.port}"
 
+    @abc.abstractmethod
     def handle(self, method: str, path: str, query: dict[str, str], body: bytes, headers: Any) -> Any:
-        raise NotImplementedError
+        """``(status, JSON payload)`` for one request."""
 
     def start(self) -> _JsonServer:
         owner = self
