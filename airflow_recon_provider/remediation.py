@@ -24,8 +24,9 @@ How a run is wired:
   :class:`RecordStep` callbacks (on success, failure and skip), which never change the
   step's outcome.
 
-Heavy imports (hooks, psycopg connections, HTTP clients) happen inside the operators, so DAG
-files that import this module parse fast.
+Heavy imports (hooks, psycopg connections, HTTP clients) happen inside the operators, and
+each step factory imports its own operator class, so a DAG file that composes a few steps
+loads only their modules and parses fast.
 """
 
 from __future__ import annotations
@@ -37,40 +38,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.standard.operators.python import BranchPythonOperator, ShortCircuitOperator
 from airflow.sdk import Param, TaskGroup
 
-from airflow_recon_provider.operators.controls import (
-    PauseReconciliationOperator,
-    ResumeReconciliationOperator,
-)
-from airflow_recon_provider.operators.corrections import (
-    DEFAULT_APPROVAL_TIMEOUT,
-    TransactionCorrectionOperator,
-)
-from airflow_recon_provider.operators.incidents import (
-    ClosingReportOperator,
-    IncidentTransitionOperator,
-    SendIncidentUpdatesOperator,
-)
-from airflow_recon_provider.operators.investigation import (
-    ReconciliationSnapshotOperator,
-    ValidateScopeOperator,
-)
-from airflow_recon_provider.operators.psp_ticket import PspTicketOperator
-from airflow_recon_provider.operators.release import RollbackDeployOperator, TagReleaseOperator
-from airflow_recon_provider.operators.reprocess import ReprocessReconciliationOperator
 from airflow_recon_provider.reconciliation.config import ReconConfig
+from airflow_recon_provider.reconciliation.corrections import DEFAULT_APPROVAL_TIMEOUT
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS
 from airflow_recon_provider.reconciliation.remediation import (
     RemediationRequestError,
     RemediationStep,
     parse_bool,
 )
-from airflow_recon_provider.sensors.recovery import RecoverySensor
 
 if TYPE_CHECKING:
+    from airflow.providers.standard.operators.python import BranchPythonOperator, ShortCircuitOperator
     from airflow.sdk import BaseOperator, Context
+
+    from airflow_recon_provider.operators.investigation import ValidateScopeOperator
 
 log = logging.getLogger(__name__)
 
@@ -431,6 +414,8 @@ def proceed_gate(
     downstream steps are skipped (the others follow their trigger rules), or, with
     ``skip_all_downstream``, everything after it (nothing later runs in a dry run). Runs
     after a skipped section too (``none_failed``), never after a failed one."""
+    from airflow.providers.standard.operators.python import ShortCircuitOperator
+
     return ShortCircuitOperator(
         task_id=task_id,
         python_callable=_proceed_unless_dry_run,
@@ -448,6 +433,8 @@ def scope_step(
     form: FormFields = FormFields(), *, task_id: str = "scope", open_incident: bool = True, **kwargs: Any
 ) -> ValidateScopeOperator:
     """Investigação 1, Validar Escopo: validate the request, choose the incident."""
+    from airflow_recon_provider.operators.investigation import ValidateScopeOperator
+
     return ValidateScopeOperator(
         task_id=task_id,
         psp=form.psp,
@@ -465,6 +452,8 @@ def scope_step(
 
 def snapshot_step(request: RunRequest, *, task_id: str = "snapshot", **kwargs: Any) -> BaseOperator:
     """Investigação 1-4: snapshot CSV, divergence, cycles, ledger, Kafka, PSP health."""
+    from airflow_recon_provider.operators.investigation import ReconciliationSnapshotOperator
+
     return ReconciliationSnapshotOperator(
         task_id=task_id,
         psp=request.psp,
@@ -478,6 +467,8 @@ def snapshot_step(request: RunRequest, *, task_id: str = "snapshot", **kwargs: A
 
 def pause_step(request: RunRequest, *, task_id: str = "pause_reconciliation", **kwargs: Any) -> BaseOperator:
     """Ações de Contenção: pause the PSP's automatic reconciliation, tell finance."""
+    from airflow_recon_provider.operators.controls import PauseReconciliationOperator
+
     return PauseReconciliationOperator(
         task_id=task_id,
         psp=request.psp,
@@ -491,6 +482,8 @@ def mark_incident_step(
     request: RunRequest, to_state: str, *, task_id: str, note: str = "", **kwargs: Any
 ) -> BaseOperator:
     """The incident's state (mitigating, recovered, closed) with the figures of the moment."""
+    from airflow_recon_provider.operators.incidents import IncidentTransitionOperator
+
     return IncidentTransitionOperator(
         task_id=task_id, incident_id=request.incident_id, to_state=to_state, note=note, **kwargs
     )
@@ -498,6 +491,8 @@ def mark_incident_step(
 
 def reprocess_step(request: RunRequest, *, task_id: str = "reprocess", **kwargs: Any) -> BaseOperator:
     """Mitigação 1, Reprocessamento: re-run every cycle of the window, core fallback."""
+    from airflow_recon_provider.operators.reprocess import ReprocessReconciliationOperator
+
     return ReprocessReconciliationOperator(
         task_id=task_id,
         psp=request.psp,
@@ -518,6 +513,8 @@ def correction_step(
 ) -> BaseOperator:
     """Mitigação 2, Correção de Dados: dry run -> finance approval -> apply -> audit (a dry
     run request stops after the dry run's CSV)."""
+    from airflow_recon_provider.operators.corrections import TransactionCorrectionOperator
+
     return TransactionCorrectionOperator(
         task_id=task_id,
         psp=request.psp,
@@ -542,6 +539,8 @@ def rollback_step(
     **kwargs: Any,
 ) -> BaseOperator:
     """Mitigação 3, Rollback de Deploy: only when the request says the break followed a release."""
+    from airflow_recon_provider.operators.release import RollbackDeployOperator
+
     return RollbackDeployOperator(
         task_id=task_id,
         after_release=request.after_release if after_release is None else after_release,
@@ -565,6 +564,8 @@ def _skip_without_external_kinds(context: Context) -> None:
 
 def psp_ticket_step(request: RunRequest, *, task_id: str = "psp_ticket", **kwargs: Any) -> BaseOperator:
     """Mitigação 4, Sincronização com PSP: the divergent transactions for the PSP's ticket."""
+    from airflow_recon_provider.operators.psp_ticket import PspTicketOperator
+
     return PspTicketOperator(
         task_id=task_id,
         psp=request.psp,
@@ -586,6 +587,8 @@ def recovery_step(
     **kwargs: Any,
 ) -> BaseOperator:
     """Critérios de Recuperação: < R$ 500 and < 10 keys, two successful cycles (deferrable)."""
+    from airflow_recon_provider.sensors.recovery import RecoverySensor
+
     return RecoverySensor(
         task_id=task_id,
         psp=request.psp,
@@ -602,6 +605,8 @@ def resume_step(
     request: RunRequest, *, task_id: str = "resume_reconciliation", **kwargs: Any
 ) -> BaseOperator:
     """Encerramento: resume the PSP's automatic reconciliation, tell the incidents channel."""
+    from airflow_recon_provider.operators.controls import ResumeReconciliationOperator
+
     kwargs.setdefault("reason", "recovery criteria met (runbook Encerramento)")
     return ResumeReconciliationOperator(
         task_id=task_id, psp=request.psp, incident_id=request.incident_id, **kwargs
@@ -612,6 +617,8 @@ def tag_release_step(
     request: RunRequest, *, task_id: str = "tag_release", mode: str = RELEASE_MODE, **kwargs: Any
 ) -> BaseOperator:
     """Encerramento: ``rollback_and_tag.py tag ... --notes "reconciliation incident"``."""
+    from airflow_recon_provider.operators.release import TagReleaseOperator
+
     return TagReleaseOperator(
         task_id=task_id,
         mode=mode,
@@ -624,6 +631,8 @@ def closing_report_step(
     request: RunRequest, *, task_id: str = "closing_report", output_dir: str | None = None, **kwargs: Any
 ) -> BaseOperator:
     """Encerramento: the lessons-learned document from the timeline, attached to the incident."""
+    from airflow_recon_provider.operators.incidents import ClosingReportOperator
+
     return ClosingReportOperator(
         task_id=task_id, incident_id=request.incident_id, output_dir=output_dir, **kwargs
     )
@@ -634,6 +643,8 @@ def final_communication_step(
 ) -> BaseOperator:
     """Comunicação: the final "normalized" update to finance (e-mail) and Slack."""
     kwargs.setdefault("recipients", "{{ var.value.get('recon_finance_recipients', 'finance@platform.io') }}")
+    from airflow_recon_provider.operators.incidents import SendIncidentUpdatesOperator
+
     return SendIncidentUpdatesOperator(task_id=task_id, incident_id=request.incident_id, **kwargs)
 
 
@@ -882,6 +893,8 @@ def choose_action_step(
 ) -> BranchPythonOperator:
     """A branch that runs the step of the form's action (``{action: step}``) and skips the
     others (a step skipped by a branch runs no callback: nothing on the incident timeline)."""
+    from airflow.providers.standard.operators.python import BranchPythonOperator
+
     branch = BranchPythonOperator(
         task_id=task_id,
         python_callable=_branch_for_action,
@@ -890,6 +903,36 @@ def choose_action_step(
     )
     branch >> list(choices.values())
     return branch
+
+
+#: the operator classes the step factories build, by module: still importable from here
+#: (``from airflow_recon_provider.remediation import ValidateScopeOperator``), loaded on use
+_STEP_CLASSES = {
+    "BranchPythonOperator": "airflow.providers.standard.operators.python",
+    "ShortCircuitOperator": "airflow.providers.standard.operators.python",
+    "PauseReconciliationOperator": "airflow_recon_provider.operators.controls",
+    "ResumeReconciliationOperator": "airflow_recon_provider.operators.controls",
+    "TransactionCorrectionOperator": "airflow_recon_provider.operators.corrections",
+    "ClosingReportOperator": "airflow_recon_provider.operators.incidents",
+    "IncidentTransitionOperator": "airflow_recon_provider.operators.incidents",
+    "SendIncidentUpdatesOperator": "airflow_recon_provider.operators.incidents",
+    "ReconciliationSnapshotOperator": "airflow_recon_provider.operators.investigation",
+    "ValidateScopeOperator": "airflow_recon_provider.operators.investigation",
+    "PspTicketOperator": "airflow_recon_provider.operators.psp_ticket",
+    "RollbackDeployOperator": "airflow_recon_provider.operators.release",
+    "TagReleaseOperator": "airflow_recon_provider.operators.release",
+    "ReprocessReconciliationOperator": "airflow_recon_provider.operators.reprocess",
+    "RecoverySensor": "airflow_recon_provider.sensors.recovery",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _STEP_CLASSES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 
 __all__ = [

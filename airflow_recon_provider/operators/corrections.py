@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.hitl import HITLOperator
 
 from airflow_recon_provider.reconciliation.corrections import (
+    DEFAULT_APPROVAL_TIMEOUT,
     DEFAULT_ROW_CAP,
     DEFAULT_SAMPLE_SIZE,
     CorrectionPolicy,
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
 
 #: the environment variable naming the base directory of artifacts (CSV files)
 ARTIFACTS_ENV = "RECON_ARTIFACTS_DIR"
-DEFAULT_APPROVAL_TIMEOUT = timedelta(hours=8)
 _INCIDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _UNSAFE_PATH = re.compile(r"[^A-Za-z0-9._-]+")
 

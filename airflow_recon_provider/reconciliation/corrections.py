@@ -56,6 +56,8 @@ PSP_STATUS = "psp_status"
 DEFAULT_ROW_CAP = 1000
 #: default number of proposals shown to the approver
 DEFAULT_SAMPLE_SIZE = 20
+#: default time finance has to approve a correction before the request expires
+DEFAULT_APPROVAL_TIMEOUT = timedelta(hours=8)
 #: the step name of the incident events written by a correction
 INCIDENT_STEP = "mitigation.data_correction"
 
@@ -865,6 +867,7 @@ NEW_LOG_ROW_NOTE = (
 
 
 __all__ = [
+    "DEFAULT_APPROVAL_TIMEOUT",
     "DEFAULT_ROW_CAP",
     "DEFAULT_SAMPLE_SIZE",
     "DRY_RUN_FIELDS",

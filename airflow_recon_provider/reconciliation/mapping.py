@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any
-
-from psycopg import sql
+from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider.reconciliation.errors import MappingError
+
+if TYPE_CHECKING:
+    from psycopg import sql
 
 # fullmatch, not match with "$": "$" also matches before a trailing newline
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -53,6 +54,10 @@ class TableRef:
 
     @property
     def ident(self) -> sql.Identifier:
+        # psycopg only when SQL is composed: the DAG processor loads this module through the
+        # configuration and never builds a query
+        from psycopg import sql
+
         return sql.Identifier(self.schema, self.name) if self.schema else sql.Identifier(self.name)
 
     def __str__(self) -> str:
@@ -67,6 +72,8 @@ class _Columns:
                 check_identifier(getattr(self, f.name), what=f"column {f.name}")
 
     def col(self, name: str) -> sql.Identifier:
+        from psycopg import sql
+
         return sql.Identifier(getattr(self, name))
 
 

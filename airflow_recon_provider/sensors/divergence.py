@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import PokeReturnValue
 
 from airflow_recon_provider.sensors._base import PokeThenDeferSensor
-from airflow_recon_provider.triggers.divergence import DivergenceTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_recon_provider.triggers.divergence import DivergenceTrigger
 
 
 class DivergenceSensor(PokeThenDeferSensor):
@@ -54,6 +55,10 @@ class DivergenceSensor(PokeThenDeferSensor):
         self.poll_interval = poll_interval
 
     def _trigger(self) -> DivergenceTrigger:
+        # the trigger (and Airflow's trigger base) only when poking or deferring, not when
+        # the DAG processor or a task start imports the sensor
+        from airflow_recon_provider.triggers.divergence import DivergenceTrigger
+
         return DivergenceTrigger(
             psps=list(self.psps or []),
             conn_id=self.billing_gateway_conn_id,

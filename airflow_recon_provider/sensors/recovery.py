@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import PokeReturnValue
 
 from airflow_recon_provider.sensors._base import PokeThenDeferSensor
-from airflow_recon_provider.triggers.recovery import RecoveryTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_recon_provider.triggers.recovery import RecoveryTrigger
 
 
 class RecoverySensor(PokeThenDeferSensor):
@@ -54,6 +55,10 @@ class RecoverySensor(PokeThenDeferSensor):
         self.poll_interval = poll_interval
 
     def _trigger(self) -> RecoveryTrigger:
+        # the trigger (and Airflow's trigger base) only when poking or deferring, not when
+        # the DAG processor or a task start imports the sensor
+        from airflow_recon_provider.triggers.recovery import RecoveryTrigger
+
         return RecoveryTrigger(
             psp=self.psp,
             window_start=self.window_start,
