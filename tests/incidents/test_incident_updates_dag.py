@@ -67,17 +67,14 @@ def test_dag_shape(updates_dag):
 @pytest.mark.timeout(120)
 def test_dag_file_parses_without_heavy_imports(tmp_path):
     script = f"""
-import json, runpy, sys, time
+import json, runpy, sys
 import airflow.sdk
 before = set(sys.modules)
-started = time.perf_counter()
 runpy.run_path({str(UPDATES_DAG_FILE)!r})
-elapsed = time.perf_counter() - started
 heavy = ("psycopg", "smtplib", "slack_sdk", "airflow.providers.smtp", "airflow.providers.slack",
          "airflow_recon_provider.hooks", "airflow_recon_provider.notifications",
          "airflow_recon_provider.reconciliation")
-print(json.dumps({{"seconds": elapsed, "heavy": sorted(m for m in set(sys.modules) - before
-                                                       if m.startswith(heavy))}}))
+print(json.dumps({{"heavy": sorted(m for m in set(sys.modules) - before if m.startswith(heavy))}}))
 """
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
     done = subprocess.run(
@@ -85,7 +82,7 @@ print(json.dumps({{"seconds": elapsed, "heavy": sorted(m for m in set(sys.module
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["heavy"] == [] and result["seconds"] < 2
+    assert result["heavy"] == []
 
 
 @pytest.mark.timeout(180)
