@@ -202,6 +202,22 @@ class FormFields:
     reason: str = "{{ params.get('reason') or '' }}"
 
 
+class _ScopeValue:
+    """A :class:`RunRequest` attribute: the template that reads ``key`` of the scope step's
+    XCom, as text (``''`` when absent) or, with ``flag``, as a boolean with that default."""
+
+    def __init__(self, key: str, *, flag: bool | None = None) -> None:
+        self.key = key
+        self.flag = flag
+
+    def __get__(self, request: RunRequest | None, owner: type | None = None) -> Any:
+        if request is None:
+            return self
+        if self.flag is None:
+            return request.field(self.key)
+        return f"{{{{ {request.scope_xcom}.get('{self.key}', {self.flag}) }}}}"
+
+
 @dataclass(frozen=True)
 class RunRequest:
     """Templates that give a step the run's validated request: the XCom of the scope step.
@@ -211,49 +227,24 @@ class RunRequest:
 
     scope_task_id: str = SCOPE_TASK_ID
 
+    psp = _ScopeValue("psp")
+    window_start = _ScopeValue("window_start")
+    window_end = _ScopeValue("window_end")
+    divergence_kinds = _ScopeValue("divergence_kinds_csv")
+    psp_ticket_kinds = _ScopeValue("psp_ticket_kinds_csv")
+    incident_id = _ScopeValue("incident_id")
+    reason = _ScopeValue("reason")
+    #: a request that cannot be read is a dry run: never change anything by accident
+    dry_run = _ScopeValue("dry_run", flag=True)
+    after_release = _ScopeValue("after_release", flag=False)
+
+    @property
+    def scope_xcom(self) -> str:
+        """The Jinja expression of the scope step's XCom (an empty dict when missing)."""
+        return f"(ti.xcom_pull(task_ids='{self.scope_task_id}') or {{}})"
+
     def field(self, key: str, default: str = "") -> str:
-        return (
-            f"{{{{ (ti.xcom_pull(task_ids='{self.scope_task_id}') or {{}}).get('{key}') or '{default}' }}}}"
-        )
-
-    @property
-    def psp(self) -> str:
-        return self.field("psp")
-
-    @property
-    def window_start(self) -> str:
-        return self.field("window_start")
-
-    @property
-    def window_end(self) -> str:
-        return self.field("window_end")
-
-    @property
-    def divergence_kinds(self) -> str:
-        return self.field("divergence_kinds_csv")
-
-    @property
-    def psp_ticket_kinds(self) -> str:
-        return self.field("psp_ticket_kinds_csv")
-
-    @property
-    def incident_id(self) -> str:
-        return self.field("incident_id")
-
-    @property
-    def reason(self) -> str:
-        return self.field("reason")
-
-    @property
-    def dry_run(self) -> str:
-        # a request that cannot be read is a dry run: never change anything by accident
-        return f"{{{{ (ti.xcom_pull(task_ids='{self.scope_task_id}') or {{}}).get('dry_run', True) }}}}"
-
-    @property
-    def after_release(self) -> str:
-        return (
-            f"{{{{ (ti.xcom_pull(task_ids='{self.scope_task_id}') or {{}}).get('after_release', False) }}}}"
-        )
+        return f"{{{{ {self.scope_xcom}.get('{key}') or '{default}' }}}}"
 
 
 # -- the incident timeline for steps that do not record themselves -------------------------------
