@@ -23,19 +23,21 @@ second reconciliation. Failures:
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 import requests
-import tenacity
 from airflow.providers.http.hooks.http import HttpHook
-from requests.auth import AuthBase
 
 from airflow_recon_provider.hooks._connections import check_header_extras, is_missing_connection
+from airflow_recon_provider.hooks._http import (  # parse_retry_after: part of this module's API
+    TOKEN_HINT,
+    BearerToken,
+    iso,
+    parse_retry_after,
+    send_with_retries,
+)
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import (
     BillingCoreRequestError,
@@ -45,57 +47,6 @@ from airflow_recon_provider.reconciliation.errors import (
 
 if TYPE_CHECKING:
     from airflow_recon_provider.reconciliation.window import Cycle, Window
-
-
-class _BearerToken(AuthBase):
-    """``Authorization: Bearer <token>``; its repr never shows the token."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._token}"
-        return request
-
-    def __repr__(self) -> str:
-        return "BearerToken(***)"
-
-
-def _excerpt(text: str, limit: int = 200, *, auth: object = None) -> str:
-    """The start of a response body for an error message; the bearer token of ``auth`` is
-    replaced by ``***`` (a server that echoes the request's token must not put it in errors)."""
-    token = getattr(auth, "_token", None)
-    if token:
-        text = text.replace(token, "***")
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit] + "..."
-
-
-def _connection_failure(exc: requests.ConnectionError) -> str:
-    # requests nests the socket error deep in its message: keep the part a person can act on
-    match = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
-    return match.group(1).strip() if match else type(exc).__name__
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date); ``None``
-    when absent or unreadable."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 @dataclass(frozen=True)
@@ -169,7 +120,7 @@ class BillingCoreHook(HttpHook):
         from airflow.sdk.log import mask_secret
 
         mask_secret(token)  # connection passwords are masked already; this covers any source
-        return _BearerToken(token)
+        return BearerToken(token)
 
     def _configure_session_from_extra(
         self, session: Any, connection: Any, extra_options: dict[str, Any]
@@ -201,82 +152,28 @@ class BillingCoreHook(HttpHook):
         prepared = session.prepare_request(
             requests.Request("POST", url, json=body, headers={"Idempotency-Key": idempotency_key})
         )
-
-        def attempt() -> requests.Response:
-            try:
-                response = self.run_and_check(
-                    session, prepared, {"timeout": self.timeout, "check_response": False}
-                )
-            except requests.Timeout:
-                raise BillingCoreUnavailableError(
-                    f"{where} did not answer {what} within {self.timeout:g} s"
-                ) from None
-            except requests.ConnectionError as exc:
-                raise BillingCoreUnavailableError(
-                    f"{where} is unreachable for {what}: {_connection_failure(exc)}"
-                ) from None
-            status = response.status_code
-            if status == 429 or status >= 500:
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                message = f"{where} answered HTTP {status} {response.reason} to {what}"
-                if retry_after is not None and retry_after > self.max_retry_after_seconds:
-                    raise BillingCoreUnavailableError(
-                        f"{message} and asked to retry after {retry_after:g} s, longer than the "
-                        f"{self.max_retry_after_seconds:g} s this task waits; try again later",
-                        retry_after=retry_after,
-                        retryable=False,
-                    )
-                raise BillingCoreUnavailableError(
-                    f"{message}: {_excerpt(response.text, auth=session.auth)}", retry_after=retry_after
-                )
-            if status >= 300:
-                hint = {
-                    401: "; check the API token (password) of the connection",
-                    403: "; check the API token (password) of the connection",
+        try:
+            return send_with_retries(
+                self,
+                session,
+                prepared,
+                where=where,
+                what=what,
+                unavailable=BillingCoreUnavailableError,
+                refused=BillingCoreRequestError,
+                hints={
+                    401: TOKEN_HINT,
+                    403: TOKEN_HINT,
                     404: "; check the base URL (host) of the connection",
                     409: "; the core holds a different request under this Idempotency-Key",
-                }.get(status, "")
-                raise BillingCoreRequestError(
-                    f"{where} refused {what}: HTTP {status} {response.reason}{hint}: "
-                    f"{_excerpt(response.text, auth=session.auth)}",
-                    status_code=status,
-                )
-            return response
-
-        exponential = tenacity.wait_exponential(multiplier=self.backoff_seconds, max=self.max_backoff_seconds)
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            retry_after = getattr(exc, "retry_after", None)
-            return float(retry_after) if retry_after is not None else exponential(state)
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            self.log.warning(
-                "%s (attempt %d of %d); retrying in %.1f s",
-                state.outcome.exception() if state.outcome else "billing core unavailable",
-                state.attempt_number,
-                self.max_attempts,
-                state.next_action.sleep if state.next_action else 0.0,
+                },
+                timeout=self.timeout,
+                max_attempts=self.max_attempts,
+                backoff_seconds=self.backoff_seconds,
+                max_backoff_seconds=self.max_backoff_seconds,
+                max_retry_after_seconds=self.max_retry_after_seconds,
+                sleep=self._sleep,
             )
-
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(
-                lambda exc: isinstance(exc, BillingCoreUnavailableError) and exc.retryable
-            ),
-            stop=tenacity.stop_after_attempt(self.max_attempts),
-            wait=wait,
-            sleep=self._sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        try:
-            return retrying(attempt)
-        except BillingCoreUnavailableError as exc:
-            if self.max_attempts == 1 or not exc.retryable:
-                raise
-            raise BillingCoreUnavailableError(
-                f"{exc} (gave up after {self.max_attempts} attempts)", retry_after=exc.retry_after
-            ) from None
         finally:
             session.close()
 
@@ -297,7 +194,7 @@ class BillingCoreHook(HttpHook):
         check_psp_name(psp)
         if not idempotency_key or not idempotency_key.isprintable() or len(idempotency_key) > 255:
             raise ValueError("idempotency_key must be 1 to 255 printable characters")
-        body = {"psp": psp, "cycle_start": _iso(cycle.start), "cycle_end": _iso(cycle.end)}
+        body = {"psp": psp, "cycle_start": iso(cycle.start), "cycle_end": iso(cycle.end)}
         what = f"the reconciliation of PSP {psp} cycle {body['cycle_start']}"
         response = self._post_json(
             self.reconciliation_endpoint, body, idempotency_key=idempotency_key, what=what

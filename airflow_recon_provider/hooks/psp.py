@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import re
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -23,11 +22,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import requests
-import tenacity
 from airflow.providers.http.hooks.http import HttpHook
-from requests.auth import AuthBase
 
 from airflow_recon_provider.hooks._connections import check_header_extras, is_missing_connection
+from airflow_recon_provider.hooks._http import TOKEN_HINT, BearerToken, excerpt, iso, send_with_retries
 from airflow_recon_provider.reconciliation import health
 from airflow_recon_provider.reconciliation.config import PspConfig, check_psp_name
 from airflow_recon_provider.reconciliation.errors import ConfigError, ConnectionMissingError
@@ -69,34 +67,6 @@ _NOT_HEADERS = frozenset(
         HEALTH_ENDPOINT_EXTRA,
     }
 )
-
-
-class _BearerToken(AuthBase):
-    """``Authorization: Bearer <token>``; its repr never shows the token."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._token}"
-        return request
-
-    def __repr__(self) -> str:
-        return "BearerToken(***)"
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def _excerpt(text: str, limit: int = 200, *, auth: object = None) -> str:
-    """The start of a response body for an error message; the bearer token of ``auth`` is
-    replaced by ``***`` (a server that echoes the request's token must not put it in errors)."""
-    token = getattr(auth, "_token", None)
-    if token:
-        text = text.replace(token, "***")
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit] + "..."
 
 
 def _missing_connection(conn_id: str) -> ConnectionMissingError:
@@ -150,12 +120,6 @@ def _positive_timeout(value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ConfigError(f"timeout must be a positive number of seconds, got {value!r}")
     return float(value)
-
-
-def _connection_failure(exc: requests.ConnectionError) -> str:
-    # requests nests the socket error deep in its message: keep the part a person can act on
-    match = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
-    return match.group(1).strip() if match else type(exc).__name__
 
 
 class PspHook(HttpHook):
@@ -213,7 +177,7 @@ class PspHook(HttpHook):
     # -- connection ------------------------------------------------------------------------
     def _extract_auth(self, connection: Any) -> Any | None:
         token = connection.password
-        return _BearerToken(token) if token else None
+        return BearerToken(token) if token else None
 
     def _set_base_url(self, connection: Any) -> None:
         super()._set_base_url(connection)
@@ -265,65 +229,30 @@ class PspHook(HttpHook):
         prepared = session.prepare_request(requests.Request("GET", url, params=params))
         where = f"PSP API {self.base_url} (connection {self.http_conn_id})"
 
-        def attempt() -> requests.Response:
-            try:
-                response = self.run_and_check(
-                    session, prepared, {"timeout": self.timeout, "check_response": False}
-                )
-            except requests.Timeout:
-                raise PspUnavailableError(
-                    f"{where} did not answer {what} within {self.timeout:g} s"
-                ) from None
-            except requests.ConnectionError as exc:
-                raise PspUnavailableError(
-                    f"{where} is unreachable for {what}: {_connection_failure(exc)}"
-                ) from None
-            status = response.status_code
-            if status == 429 or status >= 500:
-                raise PspUnavailableError(
-                    f"{where} answered HTTP {status} {response.reason} to {what}: "
-                    f"{_excerpt(response.text, auth=session.auth)}"
-                )
-            if status >= 300:
-                hint = {
-                    401: "; check the API token (password) of the connection",
-                    403: "; check the API token (password) of the connection",
-                    404: "; check the PSP API base URL (host) of the connection",
-                }.get(status, "")
-                raise PspRequestError(
-                    f"{where} refused {what}: HTTP {status} {response.reason}{hint}: "
-                    f"{_excerpt(response.text, auth=session.auth)}"
-                )
-            return response
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            self.log.warning(
-                "%s (attempt %d of %d); retrying in %.1f s",
-                state.outcome.exception() if state.outcome else "PSP unavailable",
-                state.attempt_number,
-                self.max_attempts,
-                state.next_action.sleep if state.next_action else 0.0,
-            )
-
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(PspUnavailableError),
-            stop=tenacity.stop_after_attempt(self.max_attempts),
-            wait=tenacity.wait_exponential(multiplier=self.backoff_seconds, max=self.max_backoff_seconds),
-            before_sleep=before_sleep,
-            reraise=True,
+        response = send_with_retries(
+            self,
+            session,
+            prepared,
+            where=where,
+            what=what,
+            unavailable=PspUnavailableError,
+            refused=PspRequestError,
+            hints={
+                401: TOKEN_HINT,
+                403: TOKEN_HINT,
+                404: "; check the PSP API base URL (host) of the connection",
+            },
+            timeout=self.timeout,
+            max_attempts=self.max_attempts,
+            backoff_seconds=self.backoff_seconds,
+            max_backoff_seconds=self.max_backoff_seconds,
         )
-        try:
-            response = retrying(attempt)
-        except PspUnavailableError as exc:
-            if self.max_attempts == 1:
-                raise
-            raise PspUnavailableError(f"{exc} (gave up after {self.max_attempts} attempts)") from None
         try:
             return json.loads(response.content)
         except ValueError as exc:
             raise StatementFormatError(
                 f"{where} answered {what} with a body that is not valid JSON ({exc}): "
-                f"{_excerpt(response.text, 120, auth=session.auth)!r}"
+                f"{excerpt(response.text, 120, auth=session.auth)!r}"
             ) from None
 
     # -- statements ------------------------------------------------------------------------
@@ -337,7 +266,7 @@ class PspHook(HttpHook):
         """
         check_psp_name(psp)
         session = self._session_for(self.psp_conn_id or PspConfig(name=psp).connection_id)
-        base = {"psp": psp, "from": _iso(cycle.start), "to": _iso(cycle.end)}
+        base = {"psp": psp, "from": iso(cycle.start), "to": iso(cycle.end)}
         pages: list[StatementPage] = []
         seen_tokens: set[str] = set()
         token: str | None = None

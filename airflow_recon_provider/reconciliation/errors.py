@@ -39,11 +39,12 @@ class CorrectionConflictError(ReconError):
     """A correction would touch a row that changed since it was proposed."""
 
 
-class BillingCoreUnavailableError(ReconError):
-    """billing-gateway-core did not accept a request in time: HTTP 5xx or 429, a timeout or
-    a refused connection, after the bounded retries.
+class ServiceUnavailableError(ReconError):
+    """A service the runbook calls (PSP API, billing-gateway-core) did not answer in time:
+    HTTP 5xx or 429, a timeout or a refused connection, after the bounded retries.
 
-    :param retry_after: seconds the core asked to wait (HTTP 429/503 ``Retry-After``), if any.
+    :param retry_after: seconds the service asked to wait (HTTP 429/503 ``Retry-After``), if any.
+    :param retryable: ``False`` when waiting as asked is longer than the task may wait.
     """
 
     def __init__(self, message: str, *, retry_after: float | None = None, retryable: bool = True) -> None:
@@ -52,16 +53,25 @@ class BillingCoreUnavailableError(ReconError):
         self.retryable = retryable
 
 
-class BillingCoreRequestError(ReconError):
-    """billing-gateway-core refused a request (HTTP 4xx other than 429): retrying the same
-    request cannot help, so it is never retried.
+class ServiceRequestError(ReconError):
+    """A service refused a request (HTTP 4xx other than 429): retrying the same request
+    cannot help, so it is never retried.
 
-    :param status_code: the HTTP status the core answered.
+    :param status_code: the HTTP status the service answered.
     """
 
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class BillingCoreUnavailableError(ServiceUnavailableError):
+    """billing-gateway-core did not accept a request in time: HTTP 5xx or 429, a timeout or
+    a refused connection, after the bounded retries."""
+
+
+class BillingCoreRequestError(ServiceRequestError):
+    """billing-gateway-core refused a request (HTTP 4xx other than 429): never retried."""
 
 
 class ReprocessError(ReconError):

@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from airflow_recon_provider.reconciliation.errors import ReconError, WindowError
+from airflow_recon_provider.reconciliation.errors import (
+    ReconError,
+    ServiceRequestError,
+    ServiceUnavailableError,
+    WindowError,
+)
 from airflow_recon_provider.reconciliation.window import Window, parse_timestamp
 
 #: The runbook's transaction types (``payment_transactions.transaction_type``).
@@ -43,11 +48,11 @@ class StatementFormatError(ReconError):
     """A PSP statement is malformed: nothing of it is written."""
 
 
-class PspUnavailableError(ReconError):
+class PspUnavailableError(ServiceUnavailableError):
     """The PSP API could not answer: HTTP 5xx or 429, timeout, or connection refused."""
 
 
-class PspRequestError(ReconError):
+class PspRequestError(ServiceRequestError):
     """The PSP API refused the request (HTTP 4xx other than 429): a credential or
     configuration problem that retrying does not fix."""
 
