@@ -158,7 +158,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     with hook.connect(autocommit=True) as conn:
         if args.with_runbook_tables:
             create_runbook_tables(conn)
-        applied = migrate(conn)
+        applied = migrate(conn, hook.config.mapping)
         versions = applied_versions(conn)
     print(
         json.dumps(
