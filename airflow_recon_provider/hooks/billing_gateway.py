@@ -46,6 +46,9 @@ class BillingGatewayHook(ReconPostgresHook):
 
     :param billing_gateway_conn_id: Airflow connection of the gateway database.
     :param config: reconciliation configuration (mapping, PSPs, thresholds, grace).
+    :param use_cycle_store: answer reports and summaries from the cycles stored by
+        ``match_transactions`` where they are still exact (default); ``False`` classifies
+        every window live.
     """
 
     conn_name_attr = "billing_gateway_conn_id"
@@ -56,9 +59,16 @@ class BillingGatewayHook(ReconPostgresHook):
     #: rows fetched per round trip from the server-side cursor
     fetch_size = 5000
 
-    def __init__(self, *args: Any, billing_gateway_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        billing_gateway_conn_id: str = default_conn_name,
+        use_cycle_store: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.billing_gateway_conn_id = billing_gateway_conn_id
+        self.use_cycle_store = use_cycle_store
 
     # -- PSPs --------------------------------------------------------------------------
     def known_psps(self, limit: int = 1000) -> list[str]:
@@ -158,6 +168,8 @@ class BillingGatewayHook(ReconPostgresHook):
     def _store_plan(self, conn: Any, window: Window, params: dict[str, Any]) -> cycle_store.StorePlan | None:
         """The clean stored cycles of ``window`` and its live segments; ``None`` when the
         store cannot answer (not installed for this table mapping, no clean cycle inside)."""
+        if not self.use_cycle_store:
+            return None
         fingerprint = cycle_store.mapping_fingerprint(self.config.mapping)
         installed = conn.execute(cycle_store.store_ready_query()).fetchone()[0]
         if installed != fingerprint:

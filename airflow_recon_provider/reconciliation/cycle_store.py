@@ -368,32 +368,40 @@ keys AS MATERIALIZED (
     SELECT x.provider_reference, x.transaction_type FROM recon.cycle_straddlers AS x
     WHERE x.psp = %(psp)s AND x.cycle_start = ANY(%(clean)s::timestamptz[])
 ),
+-- one index probe per key (LATERAL): the keys are few (straddlers, changed and live
+-- cycles' keys), and a range scan of the widened window is what the store avoids
 g AS (
-    SELECT k.ref, k.ttype,
-           count(*) AS n,
-           sum(t.{t_amount})::bigint AS total,
-           min(t.{t_id})::bigint AS first_id,
-           min(t.{t_status} COLLATE "C") AS status,
-           min(upper(t.{t_currency}) COLLATE "C") AS currency,
-           bool_or(t.{t_created} >= %(start)s AND t.{t_created} < %(end)s) AS in_window
+    SELECT k.ref, k.ttype, x.n, x.total, x.first_id, x.status, x.currency, x.in_window
     FROM keys AS k
-    JOIN {intents} AS i ON i.{i_provider} = %(psp)s AND i.{i_ref} = k.ref
-    JOIN {transactions} AS t ON t.{t_intent} = i.{i_id} AND t.{t_type} = k.ttype
-    WHERE t.{t_created} >= %(wide_start)s AND t.{t_created} < %(wide_end)s
-    GROUP BY 1, 2
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n,
+               sum(t.{t_amount})::bigint AS total,
+               min(t.{t_id})::bigint AS first_id,
+               min(t.{t_status} COLLATE "C") AS status,
+               min(upper(t.{t_currency}) COLLATE "C") AS currency,
+               bool_or(t.{t_created} >= %(start)s AND t.{t_created} < %(end)s) AS in_window
+        FROM {intents} AS i
+        JOIN {transactions} AS t ON t.{t_intent} = i.{i_id}
+        WHERE i.{i_provider} = %(psp)s AND i.{i_ref} = k.ref AND t.{t_type} = k.ttype
+          AND t.{t_created} >= %(wide_start)s AND t.{t_created} < %(wide_end)s
+    ) AS x
+    WHERE x.n > 0
 ),
 s AS (
-    SELECT k.ref, k.ttype,
-           count(*) AS n,
-           sum(l.{s_amount})::bigint AS total,
-           min(l.{s_id})::bigint AS first_id,
-           min(COALESCE(%(status_map)s::jsonb ->> l.{s_status}, l.{s_status}) COLLATE "C") AS status,
-           min(upper(l.{s_currency}) COLLATE "C") AS currency,
-           bool_or(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS in_window
+    SELECT k.ref, k.ttype, x.n, x.total, x.first_id, x.status, x.currency, x.in_window
     FROM keys AS k
-    JOIN {statements} AS l ON l.{s_psp} = %(psp)s AND l.{s_ref} = k.ref AND l.{s_type} = k.ttype
-    WHERE l.{s_occurred} >= %(wide_start)s AND l.{s_occurred} < %(wide_end)s
-    GROUP BY 1, 2
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n,
+               sum(l.{s_amount})::bigint AS total,
+               min(l.{s_id})::bigint AS first_id,
+               min(COALESCE(%(status_map)s::jsonb ->> l.{s_status}, l.{s_status}) COLLATE "C") AS status,
+               min(upper(l.{s_currency}) COLLATE "C") AS currency,
+               bool_or(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS in_window
+        FROM {statements} AS l
+        WHERE l.{s_psp} = %(psp)s AND l.{s_ref} = k.ref AND l.{s_type} = k.ttype
+          AND l.{s_occurred} >= %(wide_start)s AND l.{s_occurred} < %(wide_end)s
+    ) AS x
+    WHERE x.n > 0
 ),
 {j},
 {tail},
@@ -499,7 +507,11 @@ def _mark_insert(select: sql.Composable) -> sql.Composed:
 
 def _function(name: str, old: sql.Composable, new: sql.Composable) -> sql.Composed:
     return sql.SQL(
-        """CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        """CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql
+-- the writers of the gateway tables (the gateway itself, the hourly DAG, a correction) need
+-- no right on recon.cycle_marks; every name below is schema-qualified
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         {old}
@@ -507,6 +519,14 @@ BEGIN
     IF TG_OP IN ('UPDATE', 'INSERT') THEN
         {new}
     END IF;
+    RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+    -- never block a write of the gateway because of the store (e.g. a mapped table renamed
+    -- since the triggers were installed): disable the store instead, readers go live until
+    -- `install_cycle_store` runs again
+    UPDATE recon.cycle_store_state SET triggers_installed = false;
+    DELETE FROM recon.cycle_results;
+    RAISE WARNING 'recon cycle store disabled: % (%)', SQLERRM, SQLSTATE;
     RETURN NULL;
 END
 $fn$"""
@@ -516,7 +536,9 @@ $fn$"""
 def trigger_ddl(m: TableMapping) -> list[sql.Composed]:
     """Functions and statement-level triggers (transition tables) that mark the hours of
     every changed row of the classification's tables, and forget every stored cycle on
-    TRUNCATE. Identifiers from the mapping, through ``sql.Identifier``."""
+    TRUNCATE. Identifiers from the mapping, through ``sql.Identifier``; the tables must be
+    schema-qualified (the functions run with a fixed search_path), see
+    :func:`qualified_mapping`."""
     t, i, st = m.transactions, m.intents, m.statements
 
     def hour(alias: str, col: sql.Identifier) -> sql.Composed:
@@ -559,7 +581,7 @@ def trigger_ddl(m: TableMapping) -> list[sql.Composed]:
         _function("mark_intent_cycles", intents_side("old_rows"), intents_side("new_rows")),
         sql.SQL(
             """CREATE OR REPLACE FUNCTION recon.forget_stored_cycles() RETURNS trigger
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     DELETE FROM recon.cycle_results;
     RETURN NULL;
@@ -604,6 +626,22 @@ $fn$"""
             ).format(name=name, table=table.table.ident)
         )
     return ddl
+
+
+def qualified_mapping(m: TableMapping, schema_of: dict[str, str]) -> TableMapping:
+    """``m`` with the schema of each classification table filled in from ``schema_of``
+    (table as configured -> schema where the database found it)."""
+    from dataclasses import replace
+
+    from airflow_recon_provider.reconciliation.mapping import TableRef
+
+    def q(section: Any) -> Any:
+        ref = section.table
+        if ref.schema is not None:
+            return section
+        return replace(section, table=TableRef(ref.name, schema_of[str(ref)]))
+
+    return replace(m, intents=q(m.intents), transactions=q(m.transactions), statements=q(m.statements))
 
 
 def key_index_ddl(m: TableMapping) -> list[sql.Composed]:

@@ -38,11 +38,18 @@ def _install_cycle_store(conn: psycopg.Connection, mapping: TableMapping) -> Non
     from airflow_recon_provider.reconciliation import cycle_store
 
     tables = (mapping.intents.table, mapping.transactions.table, mapping.statements.table)
+    schema_of = {}
     for table in tables:
-        found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (str(table),)).fetchone()
-        if not found or not found[0]:
+        found = conn.execute(
+            "SELECT n.nspname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+            " WHERE c.oid = to_regclass(%s)",
+            (table.ident.as_string(conn),),
+        ).fetchone()
+        if not found:
             return
-    for statement in cycle_store.key_index_ddl(mapping) + cycle_store.trigger_ddl(mapping):
+        schema_of[str(table)] = found[0]
+    qualified = cycle_store.qualified_mapping(mapping, schema_of)
+    for statement in cycle_store.key_index_ddl(mapping) + cycle_store.trigger_ddl(qualified):
         conn.execute(statement)
     conn.execute(
         "INSERT INTO recon.cycle_store_state (id, mapping_fingerprint, triggers_installed)"
@@ -59,6 +66,7 @@ def install_cycle_store(conn: psycopg.Connection, mapping: TableMapping) -> None
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         conn.execute("DELETE FROM recon.cycle_results")
+        conn.execute("UPDATE recon.cycle_store_state SET triggers_installed = false")
         _install_cycle_store(conn, mapping)
 
 

@@ -282,3 +282,84 @@ def test_truncate_forgets_stored_cycles(db, hook) -> None:
     db.execute("TRUNCATE psp_statement_lines")
     assert _clean(db, "stripe", window) == []
     _assert_same(db, hook, "stripe", window)
+
+
+def test_store_follows_a_custom_table_mapping(db, airflow_conns) -> None:
+    """Triggers and queries use the site's names (schema, tables, columns) through
+    sql.Identifier; re-installing for a new mapping forgets cycles stored for the old one."""
+    from airflow_recon_provider.schema.migrations import install_cycle_store
+
+    db.execute("CREATE SCHEMA gw")
+    db.execute("ALTER TABLE payment_intents SET SCHEMA gw")
+    db.execute('ALTER TABLE gw.payment_intents RENAME TO "Intents_X"')
+    db.execute('ALTER TABLE gw."Intents_X" RENAME COLUMN provider TO psp_name')
+    db.execute("ALTER TABLE payment_transactions RENAME TO tx")
+    db.execute("ALTER TABLE tx RENAME COLUMN created_at TO created_on")
+    db.execute("ALTER TABLE psp_statement_lines RENAME TO lines")
+    db.execute("ALTER TABLE lines RENAME COLUMN occurred_at TO occurred_on")
+    config = ReconConfig.from_dict(
+        {
+            "psps": ["stripe"],
+            "mapping": {
+                "payment_intents": {"table": "gw.Intents_X", "provider": "psp_name"},
+                "payment_transactions": {"table": "tx", "created_at": "created_on"},
+                "psp_statement_lines": {"table": "lines", "occurred_at": "occurred_on"},
+            },
+        }
+    )
+    install_cycle_store(db, config.mapping)
+    hook = BillingGatewayHook(config=config)
+
+    def gateway(ref: str, at: datetime, amount: int = 100) -> int:
+        intent = db.execute(
+            'INSERT INTO gw."Intents_X" (psp_name, provider_reference) VALUES (%s, %s) RETURNING id',
+            ("stripe", ref),
+        ).fetchone()[0]
+        return db.execute(
+            "INSERT INTO tx (intent_id, transaction_type, status, amount_minor, currency, created_on)"
+            " VALUES (%s, 'capture', 'captured', %s, 'BRL', %s) RETURNING id",
+            (intent, amount, at),
+        ).fetchone()[0]
+
+    def line(ref: str, at: datetime, amount: int = 100) -> None:
+        db.execute(
+            "INSERT INTO lines (psp, provider_reference, transaction_type, status, amount_minor, currency,"
+            " occurred_on, statement_id) VALUES ('stripe', %s, 'capture', 'captured', %s, 'BRL', %s, 's')",
+            (ref, amount, at),
+        )
+
+    for n in range(6):
+        gateway(f"m{n}", BASE + n * timedelta(minutes=50))
+        line(f"m{n}", BASE + n * timedelta(minutes=50) + timedelta(minutes=1), amount=100 + n % 2)
+    window = Window(BASE, BASE + 5 * HOUR)
+    for h in range(5):
+        assert hook.store_cycle("stripe", Window(BASE + h * HOUR, BASE + (h + 1) * HOUR))
+
+    def live() -> list[DivergenceRow]:
+        params = ClassificationParams("stripe", window, config.match_grace, {}).as_params()
+        return [DivergenceRow.from_db(r) for r in db.execute(divergence_report_query(config.mapping), params)]
+
+    fingerprint = cycle_store.mapping_fingerprint(config.mapping)
+    params = ClassificationParams("stripe", window, config.match_grace, {}).as_params()
+    params.update(fingerprint=fingerprint, grace_seconds=3600)
+    assert len(db.execute(cycle_store.clean_cycles_query(), params).fetchall()) == 5
+    assert list(hook.iter_divergences("stripe", window)) == live()
+    gid = gateway("m1", BASE + 3 * HOUR + timedelta(minutes=10))  # a far duplicate of a stored key
+    assert list(hook.iter_divergences("stripe", window)) == live()
+    db.execute("UPDATE tx SET amount_minor = 7 WHERE id = %s", (gid,))
+    assert list(hook.iter_divergences("stripe", window)) == live()
+    assert len(db.execute(cycle_store.clean_cycles_query(), params).fetchall()) == 4
+
+    # a mapped table renamed behind the store's back: writes go on, the store turns itself
+    # off (readers classify live) until it is installed again
+    db.execute('ALTER TABLE gw."Intents_X" RENAME TO intents_y')
+    gateway_sql = "INSERT INTO tx (intent_id, transaction_type, status, amount_minor, currency, created_on)"
+    db.execute(
+        gateway_sql + " VALUES (1, 'capture', 'captured', 5, 'BRL', %s)", (BASE + timedelta(minutes=3),)
+    )
+    assert db.execute(cycle_store.store_ready_query()).fetchone()[0] is None
+    db.execute('ALTER TABLE gw.intents_y RENAME TO "Intents_X"')
+    assert list(hook.iter_divergences("stripe", window)) == live()
+    install_cycle_store(db, config.mapping)
+    assert hook.store_cycle("stripe", Window(BASE, BASE + HOUR))
+    assert list(hook.iter_divergences("stripe", window)) == live()
