@@ -195,8 +195,8 @@ j AS (
 def store_cycle_query(m: TableMapping) -> sql.Composed:
     """Classify one cycle (``%(start)s``-``%(end)s``, widened by the grace) and store it,
     in one statement (one snapshot, recorded with the result). The cycle's previous child
-    rows must have been deleted before (:func:`forget_cycle_children_query`). Returns the
-    cycle's gateway totals, then its by-kind rows are read by :func:`stored_kinds_query`."""
+    rows must have been deleted before (:func:`forget_cycle_children_query`). Returns one
+    row: gateway count and amount, divergent rows, kinds and straddlers stored."""
     return sql.SQL(
         """WITH g0 AS (
     SELECT i.{i_ref} AS ref,
