@@ -15,7 +15,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
-from airflow_recon_provider.reconciliation import DivergenceRow, Window, cycle_store
+from airflow_recon_provider.reconciliation import (
+    ALL_KINDS,
+    DivergenceKind,
+    DivergenceRow,
+    Window,
+    cycle_store,
+)
 from airflow_recon_provider.reconciliation.config import ReconConfig
 from airflow_recon_provider.reconciliation.queries import (
     ClassificationParams,
@@ -32,14 +38,20 @@ CONFIG = ReconConfig.from_dict(
     {"psps": [{"name": "stripe", "status_mapping": {"CAPTURED": "captured"}}, {"name": "adyen"}]}
 )
 TYPES = ("authorization", "capture")
+SOME_KINDS = (
+    DivergenceKind.STATUS_MISMATCH,
+    DivergenceKind.DUPLICATE_IN_GATEWAY,
+    DivergenceKind.MISSING_IN_GATEWAY,
+)
 
 
-def _live(db, psp: str, window: Window) -> tuple[list[DivergenceRow], tuple, dict]:
+def _live(db, psp: str, window: Window, kinds=ALL_KINDS) -> tuple[list[DivergenceRow], tuple, dict]:
     params = ClassificationParams(
         psp=psp,
         window=window,
         grace=CONFIG.match_grace,
         status_mapping=CONFIG.psp(psp).status_mapping,
+        kinds=kinds,
     ).as_params()
     rows = [DivergenceRow.from_db(r) for r in db.execute(divergence_report_query(CONFIG.mapping), params)]
     totals = tuple(int(v) for v in db.execute(gateway_totals_query(CONFIG.mapping), params).fetchone())
@@ -56,6 +68,10 @@ def _assert_same(db, hook: BillingGatewayHook, psp: str, window: Window) -> None
     assert (summary.gateway_count, summary.gateway_amount_minor) == totals
     got = {k.value: (t.count, t.amount_minor) for k, t in summary.by_kind.items() if t.count}
     assert got == by_kind
+    rows, _, by_kind = _live(db, psp, window, SOME_KINDS)
+    assert list(hook.iter_divergences(psp, window, SOME_KINDS)) == rows
+    summary = hook.summary(psp, window, kinds=SOME_KINDS)
+    assert {k.value: (t.count, t.amount_minor) for k, t in summary.by_kind.items() if t.count} == by_kind
 
 
 def _clean(db, psp: str, window: Window) -> list[datetime]:
@@ -363,3 +379,28 @@ def test_store_follows_a_custom_table_mapping(db, airflow_conns) -> None:
     install_cycle_store(db, config.mapping)
     assert hook.store_cycle("stripe", Window(BASE, BASE + HOUR))
     assert list(hook.iter_divergences("stripe", window)) == live()
+
+
+def test_a_write_in_flight_while_a_cycle_is_stored_makes_it_dirty(db, db_url, hook) -> None:
+    """A transaction that changes the cycle's rows and commits after the cycle was stored
+    (invisible to the stored snapshot) invalidates it, whatever the commit order."""
+    import psycopg
+
+    d = Data(db)
+    d.pair("stripe", "a", "capture", BASE + timedelta(minutes=5))
+    window = Window(BASE, BASE + HOUR)
+    with psycopg.connect(db_url) as other:
+        other.execute(
+            "INSERT INTO psp_statement_lines (psp, provider_reference, transaction_type, status,"
+            " amount_minor, currency, occurred_at, statement_id)"
+            " VALUES ('stripe', 'a', 'capture', 'captured', 1000, 'BRL', %s, 's')",
+            (BASE + timedelta(minutes=7),),
+        )
+        assert hook.store_cycle("stripe", window)  # the insert above is still uncommitted
+        assert _clean(db, "stripe", window) == [BASE]
+        other.commit()
+    assert _clean(db, "stripe", window) == []
+    _assert_same(db, hook, "stripe", window)
+    assert [r.kind for r in hook.iter_divergences("stripe", window)] == [
+        DivergenceKind.DUPLICATE_IN_STATEMENT
+    ]
