@@ -101,7 +101,13 @@ async def fetch_summary(
                 )
                 rows = await (await conn.execute(cycle_store.clean_cycles_query(), params)).fetchall()
                 plan = cycle_store.plan_window(window, [r[0] for r in rows])
-                if not plan.usable:
+                if plan.usable:
+                    probe = {**params, **cycle_store.plan_params(plan, window, config.match_grace)}
+                    cur = await conn.execute(cycle_store.touched_hours_query(), probe)
+                    touched = (await cur.fetchone())[0]
+                    if not cycle_store.worth_using(plan, window, touched):
+                        plan = None
+                else:
                     plan = None
             await conn.execute(
                 "SELECT set_config('jit', 'off', true), set_config('work_mem', %s, true)",

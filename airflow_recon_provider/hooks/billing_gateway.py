@@ -179,7 +179,11 @@ class BillingGatewayHook(ReconPostgresHook):
         )
         clean = [r[0] for r in conn.execute(cycle_store.clean_cycles_query(), params)]
         plan = cycle_store.plan_window(window, clean)
-        return plan if plan.usable else None
+        if not plan.usable:
+            return None
+        probe = {**params, **cycle_store.plan_params(plan, window, self.config.match_grace)}
+        touched = conn.execute(cycle_store.touched_hours_query(), probe).fetchone()[0]
+        return plan if cycle_store.worth_using(plan, window, touched) else None
 
     def _tune_for_store(self, conn: Any) -> None:
         # the stored path reads small ranges and single keys through indexes; a sequential

@@ -101,6 +101,19 @@ def plan_window(window: Window, clean_starts: list[datetime]) -> StorePlan:
     return StorePlan(tuple(clean), tuple(live))
 
 
+#: above this share of the window classified live (live segments plus hours changed since a
+#: clean cycle was stored), the one-shot live query is cheaper than probing keys one by one
+MAX_LIVE_SHARE = 0.25
+
+
+def worth_using(plan: StorePlan, window: Window, touched_hours: int) -> bool:
+    """Whether the store should answer: some clean cycle, and not most of the window live."""
+    if not plan.usable:
+        return False
+    live = sum((w.span for w in plan.live), timedelta(0)) + touched_hours * CYCLE
+    return live <= window.span * MAX_LIVE_SHARE
+
+
 def plan_params(plan: StorePlan, window: Window, grace: timedelta) -> dict[str, Any]:
     wide = window.widened(grace)
     return {
@@ -346,6 +359,18 @@ WHERE r.psp = %(psp)s AND r.cycle_start >= %(start)s AND r.cycle_end <= %(end)s
       WHERE m.psp = r.psp AND m.cycle_start = r.cycle_start
         AND NOT pg_visible_in_snapshot(m.last_xid, r.computed_snapshot))
 ORDER BY r.cycle_start"""
+    )
+
+
+def touched_hours_query() -> sql.SQL:
+    """How many hours of the widened window changed after some clean cycle was stored (the
+    ``touched`` CTE of the readers, counted before choosing the stored path)."""
+    return sql.SQL(
+        """SELECT count(*) FROM recon.cycle_marks AS m
+WHERE m.psp = %(psp)s AND m.cycle_start >= %(mark_from)s AND m.cycle_start < %(wide_end)s
+  AND EXISTS (SELECT 1 FROM recon.cycle_results AS r
+              WHERE r.psp = %(psp)s AND r.cycle_start = ANY(%(clean)s::timestamptz[])
+                AND NOT pg_visible_in_snapshot(m.last_xid, r.computed_snapshot))"""
     )
 
 

@@ -117,6 +117,14 @@ class Data:
         return self.gateway(psp, ref, ttype, at, **kw), self.statement(psp, ref, ttype, at + delay, **kw)
 
 
+@pytest.fixture(autouse=True, params=[1.0, cycle_store.MAX_LIVE_SHARE], ids=["store-always", "store-default"])
+def live_share(request, monkeypatch) -> float:
+    """The share of a window above which readers go one-shot live is a performance choice;
+    the stored path must be exact at any share, so it is also forced on every window."""
+    monkeypatch.setattr(cycle_store, "MAX_LIVE_SHARE", request.param)
+    return request.param
+
+
 @pytest.fixture
 def hook(airflow_conns) -> BillingGatewayHook:
     return BillingGatewayHook(config=CONFIG)

@@ -60,3 +60,17 @@ def test_fingerprint_changes_with_the_classification_tables_only() -> None:
     ledger = TableMapping.from_dict({"ledger_transactions": {"table": "other.ledger"}})
     assert mapping_fingerprint(renamed) != default
     assert mapping_fingerprint(ledger) == default
+
+
+def test_the_store_answers_only_when_most_of_the_window_is_stored() -> None:
+    from airflow_recon_provider.reconciliation.cycle_store import MAX_LIVE_SHARE, worth_using
+
+    window = Window(T0, T0 + 8 * H)
+    all_clean = plan_window(window, [T0 + k * H for k in range(8)])
+    assert worth_using(all_clean, window, touched_hours=0)
+    assert worth_using(all_clean, window, touched_hours=int(8 * MAX_LIVE_SHARE))
+    # hours changed since the oldest clean cycle was stored would be classified key by key
+    assert not worth_using(all_clean, window, touched_hours=8)
+    half = plan_window(window, [T0 + k * H for k in range(4)])
+    assert not worth_using(half, window, touched_hours=0)
+    assert not worth_using(plan_window(window, []), window, touched_hours=0)
