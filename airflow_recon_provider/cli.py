@@ -44,6 +44,11 @@ def _window_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-end", required=True, help="ISO 8601 with offset; the window is [start, end)")
     p.add_argument("--kinds", default=None, help="comma-separated divergence kinds (default: all)")
     p.add_argument("--conn-id", default="billing_gateway_db", help="gateway database connection id")
+    p.add_argument(
+        "--no-cycle-store",
+        action="store_true",
+        help="classify the whole window live, ignoring the cycles stored by match_transactions",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +135,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from airflow_recon_provider.reconciliation.report import render_rows
 
     config, window, kinds = _window_and_kinds(args)
-    hook = BillingGatewayHook(billing_gateway_conn_id=args.conn_id, config=config)
+    hook = BillingGatewayHook(
+        billing_gateway_conn_id=args.conn_id, config=config, use_cycle_store=not args.no_cycle_store
+    )
     hook.resolve_psp(args.psp)  # fail before any output is written
     render_rows(hook.iter_divergences(args.psp, window, kinds), sys.stdout, args.format)
     sys.stdout.flush()
@@ -142,7 +149,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from airflow_recon_provider.reconciliation.report import summary_table
 
     config, window, kinds = _window_and_kinds(args)
-    hook = BillingGatewayHook(billing_gateway_conn_id=args.conn_id, config=config)
+    hook = BillingGatewayHook(
+        billing_gateway_conn_id=args.conn_id, config=config, use_cycle_store=not args.no_cycle_store
+    )
     summary = hook.summary(args.psp, window, kinds=kinds)
     print(json.dumps(summary.as_dict(), ensure_ascii=False))
     if args.table:
@@ -158,7 +167,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     with hook.connect(autocommit=True) as conn:
         if args.with_runbook_tables:
             create_runbook_tables(conn)
-        applied = migrate(conn)
+        applied = migrate(conn, hook.config.mapping)
         versions = applied_versions(conn)
     print(
         json.dumps(

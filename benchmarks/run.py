@@ -102,6 +102,7 @@ def ensure_dataset(
                 stored = {"url": url, "seed_result": row[1], "seed_s": row[2], "reused": True}
         if stored is not None:
             log(f"dataset {name}: reusing the seeded data ({rows:,} rows per PSP, {spec.hours} hours)")
+            migrate(conn)  # a dataset seeded before the cycle store gets its migration (idempotent)
             return stored
         log(f"dataset {name}: seeding {rows:,} gateway rows per PSP over {spec.hours} hours ...")
         started = time.perf_counter()
@@ -387,6 +388,43 @@ class Results:
         return next((r for r in self.rows if (r.rows, r.rate, r.case) == (rows, rate, case)), None)
 
 
+def store_cycles(url: str, rows: int, spec: SeedSpec, res: Results) -> None:
+    """Classify and store every hourly cycle of every PSP, as ``match_transactions`` does each
+    hour (``BillingGatewayHook.store_cycle``); cycles already stored and still clean are kept.
+    The report, summary, hourly-cycle and sensor-poll cases then read the store."""
+    from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
+    from airflow_recon_provider.reconciliation import cycle_store
+    from airflow_recon_provider.reconciliation.queries import ClassificationParams
+
+    hook = BillingGatewayHook()
+    for psp, rate in PSP_RATES.items():
+        params = ClassificationParams(psp, spec.window, hook.config.match_grace, {}).as_params()
+        params.update(
+            fingerprint=cycle_store.mapping_fingerprint(hook.config.mapping),
+            grace_seconds=cycle_store.grace_seconds(hook.config.match_grace),
+        )
+        with psycopg.connect(url) as conn:
+            clean = {r[0] for r in conn.execute(cycle_store.clean_cycles_query(), params)}
+        todo = [c.window for c in spec.window.iter_cycles() if c.start not in clean]
+        times = []
+        for cycle in todo:
+            started = time.perf_counter()
+            hook.store_cycle(psp, cycle)
+            times.append(time.perf_counter() - started)
+        label = f"{rate:.1%}".replace(".0%", "%")
+        res.add(
+            Row(
+                rows,
+                label,
+                "match_transactions: classify + store one cycle",
+                statistics.median(times) if times else None,
+                None,
+                f"{len(todo)} cycle(s) stored now, {len(clean)} already stored and clean"
+                + (f", max {max(times) * 1000:.0f} ms" if times else ""),
+            )
+        )
+
+
 def measure_size(args: argparse.Namespace, admin: str, rows: int, res: Results) -> None:
     ds = ensure_dataset(admin, rows, reseed=args.reseed)
     url = ds["url"]
@@ -395,6 +433,7 @@ def measure_size(args: argparse.Namespace, admin: str, rows: int, res: Results) 
     env = child_env(url)
     os.environ["AIRFLOW_CONN_BILLING_GATEWAY_DB"] = env["AIRFLOW_CONN_BILLING_GATEWAY_DB"]
     divergent = ds["seed_result"]["divergent"]
+    store_cycles(url, rows, spec, res)
     cli = [sys.executable, "-m", "airflow_recon_provider.cli"]
     compare = rows in (args.compare_sizes or args.sizes)
     report_only = rows in (args.report_only_sizes or [])
@@ -426,6 +465,18 @@ def measure_size(args: argparse.Namespace, admin: str, rows: int, res: Results) 
         secs, rss, out = child([*cli, "report", *common, "--format", "jsonl"])
         ok = "ok" if int(out[0]) == expected else f"MISMATCH (expected {expected:,})"
         res.add(Row(rows, label, "package report (CLI, streamed)", secs, rss, f"{int(out[0]):,} keys {ok}"))
+        secs, rss, out = child([*cli, "report", *common, "--format", "jsonl", "--no-cycle-store"])
+        ok = "ok" if int(out[0]) == expected else f"MISMATCH (expected {expected:,})"
+        res.add(
+            Row(
+                rows,
+                label,
+                "package report, live one-shot (no store)",
+                secs,
+                rss,
+                f"{int(out[0]):,} keys {ok}",
+            )
+        )
         if report_only:
             continue
         secs, rss, out = child([*cli, "summary", *common])
@@ -479,27 +530,33 @@ def measure_cycle_and_poll(
     from airflow_recon_provider.reconciliation.window import Window
     from airflow_recon_provider.triggers.divergence import DivergenceTrigger
 
-    hook = BillingGatewayHook()
     middle = spec.start + timedelta(hours=spec.hours // 2)
     hours = [Window(middle + timedelta(hours=k), middle + timedelta(hours=k + 1)) for k in range(5)]
-    for psp in PSP_RATES:
-        hook.summary(psp, hours[0])  # warm
-        times = []
-        for w in hours * max(1, args.repeat):
-            started = time.perf_counter()
-            hook.summary(psp, w)
-            times.append(time.perf_counter() - started)
-        label = f"{PSP_RATES[psp]:.1%}".replace(".0%", "%")
-        res.add(
-            Row(
-                rows,
-                label,
-                "hourly cycle (hook summary, one PSP, 1 h)",
-                statistics.median(times),
-                None,
-                f"median of {len(times)} (5 hours), max {max(times) * 1000:.0f} ms",
+    for case, hook in (
+        ("hourly cycle (hook summary from the stored cycle, one PSP, 1 h)", BillingGatewayHook()),
+        (
+            "live hourly cycle (hook summary, no store), for comparison",
+            BillingGatewayHook(use_cycle_store=False),
+        ),
+    ):
+        for psp in PSP_RATES:
+            hook.summary(psp, hours[0])  # warm
+            times = []
+            for w in hours * max(1, args.repeat):
+                started = time.perf_counter()
+                hook.summary(psp, w)
+                times.append(time.perf_counter() - started)
+            label = f"{PSP_RATES[psp]:.1%}".replace(".0%", "%")
+            res.add(
+                Row(
+                    rows,
+                    label,
+                    case,
+                    statistics.median(times),
+                    None,
+                    f"median of {len(times)} (5 hours), max {max(times) * 1000:.0f} ms",
+                )
             )
-        )
     trigger = DivergenceTrigger(psps=list(PSP_RATES) * 5, lookback_cycles=3)
     now = middle + timedelta(minutes=5)
     secs, _ = median_of(
@@ -719,15 +776,23 @@ def write_doc(
         + ", ".join(f"{n:,} rows = {hours_for(n)} hours" for n in args.sizes)
         + ". The full-window cases cover all hours (plus the one-hour grace on each side).",
         "",
-        "Cases: `package report` is `airflow-recon report --format jsonl` over the whole window as a child "
+        "Cases: before anything is measured, every hourly cycle of both PSPs is classified and stored "
+        "(`BillingGatewayHook.store_cycle`, what `match_transactions` does each hour; its time per cycle is "
+        "the `match_transactions: classify + store one cycle` line), so the report, summary, hourly-cycle "
+        "and sensor-poll cases measure the stored path: clean stored cycles reused, only keys that straddle "
+        "a cycle edge (or changed since) classified live. `package report` is `airflow-recon report "
+        "--format jsonl` over the whole window as a child "
         "process (wall time, peak RSS from `wait4`; output lines counted and checked against the seed's "
-        "ground truth); `package summary` likewise. Client-side baselines run in a child process: COPY both "
+        "ground truth); `package report, live one-shot` is the same with `--no-cycle-store` (the whole "
+        "window classified in one statement, for comparison); `package summary` likewise from the store. "
+        "Client-side baselines run in a child process: COPY both "
         "sides out as CSV, then group by key, full join and classify (polars, pandas) or compare "
         "(datacompy `PolarsCompare`). `bare count(*)` counts both sides' rows in the same window (with the "
         "intents join). The hourly cycle is `BillingGatewayHook.summary` of one PSP over one hour in the "
-        "middle of the data (the sensor's and `match_transactions`' unit), median over five hours x repeat; "
+        "middle of the data (the sensor's and `match_transactions`' unit), from the stored cycle, median "
+        "over five hours x repeat, with the live classification of the same hours as a separate line; "
         "the sensor poll is `DivergenceTrigger.poll_once` with 10 PSP checks (the two seeded PSPs five times "
-        "each, 3-hour lookback), wall time including the connection. "
+        "each, 3-hour lookback, from the stored cycles), wall time including the connection. "
         f"Median of {args.repeat} (full-window package runs: {args.window_repeat or args.repeat}) "
         + (
             "without warm-up runs (data in the OS page cache from earlier runs)"

@@ -77,7 +77,9 @@ async def fetch_summary(
 ) -> Any:
     """The divergence summary of ``psp`` over ``window`` with lag at ``reference``: the
     same statements and result builder as ``BillingGatewayHook.summary``, on async I/O."""
-    from airflow_recon_provider.reconciliation import queries
+    import psycopg
+
+    from airflow_recon_provider.reconciliation import cycle_store, queries
     from airflow_recon_provider.reconciliation.report import summary_from_results
 
     psp_cfg = config.psp(psp)
@@ -85,25 +87,57 @@ async def fetch_summary(
         psp=psp, window=window, grace=config.match_grace, status_mapping=psp_cfg.status_mapping
     ).as_params()
     mapping = config.mapping
-    async with conn.transaction():
-        await conn.execute(
-            "SELECT set_config('jit', 'off', true), set_config('work_mem', %s, true)",
-            (config.statement_work_mem,),
-        )
-        if window.span.total_seconds() <= 86400:  # see ReconPostgresHook._tune_for_classification
-            await conn.execute(
-                "SELECT set_config('random_page_cost', '1.1', true),"
-                " set_config('enable_seqscan', 'off', true)"
-            )
-        totals = await (await conn.execute(queries.gateway_totals_query(mapping), params)).fetchone()
-        by_kind = await (await conn.execute(queries.divergence_by_kind_query(mapping), params)).fetchall()
-        last_end = (
-            await (
-                await conn.execute(
-                    queries.latest_success_query(mapping), {"psp": psp, "reference": reference}
+    # marks, stored cycles and tables in one snapshot (reconciliation/cycle_store.py)
+    await conn.set_autocommit(False)
+    await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+    try:
+        async with conn.transaction():
+            plan = None
+            fingerprint = cycle_store.mapping_fingerprint(mapping)
+            installed = (await (await conn.execute(cycle_store.store_ready_query())).fetchone())[0]
+            if installed == fingerprint:
+                params.update(
+                    fingerprint=fingerprint, grace_seconds=cycle_store.grace_seconds(config.match_grace)
                 )
-            ).fetchone()
-        )[0]
+                rows = await (await conn.execute(cycle_store.clean_cycles_query(), params)).fetchall()
+                plan = cycle_store.plan_window(window, [r[0] for r in rows])
+                if plan.usable:
+                    probe = {**params, **cycle_store.plan_params(plan, window, config.match_grace)}
+                    cur = await conn.execute(cycle_store.touched_hours_query(), probe)
+                    touched = (await cur.fetchone())[0]
+                    if not cycle_store.worth_using(plan, window, touched):
+                        plan = None
+                else:
+                    plan = None
+            await conn.execute(
+                "SELECT set_config('jit', 'off', true), set_config('work_mem', %s, true)",
+                (config.statement_work_mem,),
+            )
+            if plan is not None or window.span.total_seconds() <= 86400:
+                # see ReconPostgresHook._tune_for_classification
+                await conn.execute(
+                    "SELECT set_config('random_page_cost', '1.1', true),"
+                    " set_config('enable_seqscan', 'off', true)"
+                )
+            if plan is None:
+                totals_q = queries.gateway_totals_query(mapping)
+                by_kind_q = queries.divergence_by_kind_query(mapping)
+            else:
+                params.update(cycle_store.plan_params(plan, window, config.match_grace))
+                totals_q = cycle_store.stored_totals_query(mapping)
+                by_kind_q = cycle_store.stored_by_kind_query(mapping)
+            totals = await (await conn.execute(totals_q, params)).fetchone()
+            by_kind = await (await conn.execute(by_kind_q, params)).fetchall()
+            last_end = (
+                await (
+                    await conn.execute(
+                        queries.latest_success_query(mapping), {"psp": psp, "reference": reference}
+                    )
+                ).fetchone()
+            )[0]
+    finally:
+        await conn.set_isolation_level(None)
+        await conn.set_autocommit(True)
     return summary_from_results(
         psp=psp,
         window=window,

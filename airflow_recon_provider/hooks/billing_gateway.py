@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
-from airflow_recon_provider.reconciliation import queries
+from airflow_recon_provider.reconciliation import cycle_store, queries
 from airflow_recon_provider.reconciliation.config import PspConfig, check_psp_name
 from airflow_recon_provider.reconciliation.errors import ReconError
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
@@ -46,6 +46,9 @@ class BillingGatewayHook(ReconPostgresHook):
 
     :param billing_gateway_conn_id: Airflow connection of the gateway database.
     :param config: reconciliation configuration (mapping, PSPs, thresholds, grace).
+    :param use_cycle_store: answer reports and summaries from the cycles stored by
+        ``match_transactions`` where they are still exact (default); ``False`` classifies
+        every window live.
     """
 
     conn_name_attr = "billing_gateway_conn_id"
@@ -56,9 +59,16 @@ class BillingGatewayHook(ReconPostgresHook):
     #: rows fetched per round trip from the server-side cursor
     fetch_size = 5000
 
-    def __init__(self, *args: Any, billing_gateway_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        billing_gateway_conn_id: str = default_conn_name,
+        use_cycle_store: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.billing_gateway_conn_id = billing_gateway_conn_id
+        self.use_cycle_store = use_cycle_store
 
     # -- PSPs --------------------------------------------------------------------------
     def known_psps(self, limit: int = 1000) -> list[str]:
@@ -92,16 +102,26 @@ class BillingGatewayHook(ReconPostgresHook):
         self, psp: str, window: Window, kinds: tuple[DivergenceKind, ...] = ALL_KINDS
     ) -> Iterator[DivergenceRow]:
         """Divergent keys, streamed through a server-side cursor: memory follows the
-        batch size, not the table or the window."""
+        batch size, not the table or the window. Clean stored cycles of the window are
+        reused (reconciliation/cycle_store.py); the rest is classified live."""
         psp_cfg = self.resolve_psp(psp)
         params = self._params(psp_cfg, window, kinds)
-        with self.connect() as conn, conn.transaction():
-            self._tune_for_classification(conn, window)
-            with conn.cursor(name="recon_divergence_report") as cur:
-                cur.itersize = self.fetch_size
-                cur.execute(queries.divergence_report_query(self.config.mapping), params)
-                for record in cur:
-                    yield DivergenceRow.from_db(record)
+        with self.connect() as conn:
+            conn.isolation_level = _repeatable_read()
+            with conn.transaction():
+                plan = self._store_plan(conn, window, params)
+                if plan is None:
+                    self._tune_for_classification(conn, window)
+                    statement = queries.divergence_report_query(self.config.mapping)
+                else:
+                    self._tune_for_store(conn)
+                    params.update(cycle_store.plan_params(plan, window, self.config.match_grace))
+                    statement = cycle_store.stored_report_query(self.config.mapping)
+                with conn.cursor(name="recon_divergence_report") as cur:
+                    cur.itersize = self.fetch_size
+                    cur.execute(statement, params)
+                    for record in cur:
+                        yield DivergenceRow.from_db(record)
 
     def summary(
         self,
@@ -111,18 +131,29 @@ class BillingGatewayHook(ReconPostgresHook):
         kinds: tuple[DivergenceKind, ...] = ALL_KINDS,
         reference: datetime | None = None,
     ) -> DivergenceSummary:
-        """Summary figures (DESIGN section 3) and lag at ``reference`` (default: window end)."""
+        """Summary figures (DESIGN section 3) and lag at ``reference`` (default: window end);
+        from the clean stored cycles of the window where there are some."""
         psp_cfg = self.resolve_psp(psp)
         params = self._params(psp_cfg, window, kinds)
         reference = reference or window.end
-        with self.connect() as conn, conn.transaction():
-            self._tune_for_classification(conn, window)
-            totals = conn.execute(queries.gateway_totals_query(self.config.mapping), params).fetchone()
-            by_kind = conn.execute(queries.divergence_by_kind_query(self.config.mapping), params).fetchall()
-            last_end = conn.execute(
-                queries.latest_success_query(self.config.mapping),
-                {"psp": psp_cfg.name, "reference": reference},
-            ).fetchone()[0]
+        mapping = self.config.mapping
+        with self.connect() as conn:
+            conn.isolation_level = _repeatable_read()
+            with conn.transaction():
+                plan = self._store_plan(conn, window, params)
+                if plan is None:
+                    self._tune_for_classification(conn, window)
+                    totals = conn.execute(queries.gateway_totals_query(mapping), params).fetchone()
+                    by_kind = conn.execute(queries.divergence_by_kind_query(mapping), params).fetchall()
+                else:
+                    self._tune_for_store(conn)
+                    params.update(cycle_store.plan_params(plan, window, self.config.match_grace))
+                    totals = conn.execute(cycle_store.stored_totals_query(mapping), params).fetchone()
+                    by_kind = conn.execute(cycle_store.stored_by_kind_query(mapping), params).fetchall()
+                last_end = conn.execute(
+                    queries.latest_success_query(mapping),
+                    {"psp": psp_cfg.name, "reference": reference},
+                ).fetchone()[0]
         return summary_from_results(
             psp=psp_cfg.name,
             window=window,
@@ -132,6 +163,64 @@ class BillingGatewayHook(ReconPostgresHook):
             reference=reference,
             thresholds=self.config.thresholds.for_psp(psp_cfg.name),
         )
+
+    # -- stored per-cycle classification (reconciliation/cycle_store.py) --------------------
+    def _store_plan(self, conn: Any, window: Window, params: dict[str, Any]) -> cycle_store.StorePlan | None:
+        """The clean stored cycles of ``window`` and its live segments; ``None`` when the
+        store cannot answer (not installed for this table mapping, no clean cycle inside)."""
+        if not self.use_cycle_store:
+            return None
+        fingerprint = cycle_store.mapping_fingerprint(self.config.mapping)
+        installed = conn.execute(cycle_store.store_ready_query()).fetchone()[0]
+        if installed != fingerprint:
+            return None
+        params.update(
+            fingerprint=fingerprint, grace_seconds=cycle_store.grace_seconds(self.config.match_grace)
+        )
+        clean = [r[0] for r in conn.execute(cycle_store.clean_cycles_query(), params)]
+        plan = cycle_store.plan_window(window, clean)
+        if not plan.usable:
+            return None
+        probe = {**params, **cycle_store.plan_params(plan, window, self.config.match_grace)}
+        touched = conn.execute(cycle_store.touched_hours_query(), probe).fetchone()[0]
+        return plan if cycle_store.worth_using(plan, window, touched) else None
+
+    def _tune_for_store(self, conn: Any) -> None:
+        # the stored path reads small ranges and single keys through indexes; a sequential
+        # scan of a side is never the right plan there
+        conn.execute(
+            "SELECT set_config('work_mem', %s, true), set_config('jit', 'off', true),"
+            " set_config('random_page_cost', '1.1', true), set_config('enable_seqscan', 'off', true)",
+            (self.config.statement_work_mem,),
+        )
+
+    def store_cycle(self, psp: str, cycle: Window) -> bool:
+        """Classify ``cycle`` of ``psp`` and store the result for later readers (what
+        ``match_transactions`` does each hour). Returns ``False`` when the store is not
+        installed for this table mapping (``airflow-recon migrate``): nothing stored."""
+        psp_cfg = self.resolve_psp(psp)
+        params = self._params(psp_cfg, cycle, ALL_KINDS)
+        fingerprint = cycle_store.mapping_fingerprint(self.config.mapping)
+        params.update(
+            fingerprint=fingerprint, grace_seconds=cycle_store.grace_seconds(self.config.match_grace)
+        )
+        lock_key = f"recon.cycle_store:{psp_cfg.name}:{cycle.start.isoformat()}"
+        with self.connect() as conn, conn.transaction():
+            if conn.execute(cycle_store.store_ready_query()).fetchone()[0] != fingerprint:
+                self.log.warning(
+                    "cycle store not installed for this table mapping (run `airflow-recon migrate`): "
+                    "PSP %s cycle %s not stored",
+                    psp_cfg.name,
+                    cycle,
+                )
+                return False
+            conn.execute(queries.advisory_xact_lock_query(), {"lock_key": lock_key})
+            conn.execute(cycle_store.forget_cycle_children_query(), params)
+            self._tune_for_classification(conn, cycle)
+            # one statement: the classification, the stored rows and the snapshot they came
+            # from are the same
+            conn.execute(cycle_store.store_cycle_query(self.config.mapping), params)
+        return True
 
     # -- investigation -------------------------------------------------------------------
     def snapshot_to_csv(self, psp: str, window: Window, path: str | os.PathLike[str]) -> int:
@@ -299,6 +388,13 @@ class BillingGatewayHook(ReconPostgresHook):
         if row is None or row[0] != "paused":
             return False, None, None
         return True, (row[1] or None), (row[2] or None)
+
+
+def _repeatable_read() -> Any:
+    # marks, stored cycles and the tables are read in one snapshot (cycle_store docstring)
+    import psycopg
+
+    return psycopg.IsolationLevel.REPEATABLE_READ
 
 
 def write_report_csv(rows: Iterator[DivergenceRow], path: str | os.PathLike[str]) -> int:

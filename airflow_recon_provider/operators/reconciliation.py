@@ -268,7 +268,8 @@ class FetchPspStatementsOperator(_PspCycleOperator):
 class MatchTransactionsOperator(_PspCycleOperator):
     """Classify the cycle's divergences and record them (task ``match_transactions``).
 
-    Runs the classification (``BillingGatewayHook.summary``) and writes the cycle's
+    Classifies and stores the cycle (``BillingGatewayHook.store_cycle``), reads its summary
+    (``BillingGatewayHook.summary``) and writes the cycle's
     ``payment_reconciliation_logs`` row: ``success`` when the classification ran (the
     divergence goes into the row's figures, it is not a failure), ``failed`` when it
     raised, and then the error is re-raised. Returns the summary as a dict.
@@ -290,6 +291,9 @@ class MatchTransactionsOperator(_PspCycleOperator):
         self._skip_if_paused(gateway, psp, cycle)
         run_id = context["run_id"]
         try:
+            # store the cycle's classification for the report, summaries and the sensor's poll
+            # (reconciliation/cycle_store.py); the summary below then reads it back
+            gateway.store_cycle(psp, cycle)
             summary = gateway.summary(psp, cycle)
             pct = summary.divergence_pct
             by_kind = ", ".join(

@@ -70,6 +70,18 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA recon TO recon_reme
 GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA recon TO recon_remediation;
 -- the hourly DAG reads the per-PSP pause (recon.controls) only
 GRANT SELECT ON recon.controls TO recon_reconciliation;
+-- match_transactions stores each cycle's classification and reads it back (migration 5,
+-- reconciliation/cycle_store.py); the change marks are written by SECURITY DEFINER
+-- triggers, so no writer of the gateway tables needs a right on them
+DO $$
+BEGIN
+    IF to_regclass('recon.cycle_results') IS NOT NULL THEN
+        GRANT SELECT ON recon.cycle_marks, recon.cycle_store_state TO recon_reconciliation;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON recon.cycle_results, recon.cycle_divergences,
+            recon.cycle_kind_totals, recon.cycle_straddlers TO recon_reconciliation;
+    END IF;
+END
+$$;
 -- tables a later migration adds (created by the same owner) get the same rights
 ALTER DEFAULT PRIVILEGES IN SCHEMA recon GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO recon_remediation;
 ALTER DEFAULT PRIVILEGES IN SCHEMA recon GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO recon_remediation;

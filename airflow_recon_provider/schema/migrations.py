@@ -8,10 +8,15 @@ incidents and their timeline, and the audit of every corrected transaction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import psycopg
+
+if TYPE_CHECKING:
+    from airflow_recon_provider.reconciliation.mapping import TableMapping
 
 #: arbitrary constant: ``pg_advisory_xact_lock`` key of the recon migrations
 _LOCK_KEY = 0x5EC0_0001
@@ -22,6 +27,47 @@ class Migration:
     version: int
     name: str
     sql: str
+    #: work that needs the site's table mapping (triggers on the gateway tables), run after ``sql``
+    apply: Callable[[psycopg.Connection, TableMapping], None] | None = None
+
+
+def _install_cycle_store(conn: psycopg.Connection, mapping: TableMapping) -> None:
+    """Key indexes and change-mark triggers on the classification's tables (see
+    reconciliation/cycle_store.py). Without those tables (a ledger-only database) the store
+    stays disabled: no state row, readers classify live."""
+    from airflow_recon_provider.reconciliation import cycle_store
+
+    tables = (mapping.intents.table, mapping.transactions.table, mapping.statements.table)
+    schema_of = {}
+    for table in tables:
+        found = conn.execute(
+            "SELECT n.nspname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+            " WHERE c.oid = to_regclass(%s)",
+            (table.ident.as_string(conn),),
+        ).fetchone()
+        if not found:
+            return
+        schema_of[str(table)] = found[0]
+    qualified = cycle_store.qualified_mapping(mapping, schema_of)
+    for statement in cycle_store.key_index_ddl(mapping) + cycle_store.trigger_ddl(qualified):
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO recon.cycle_store_state (id, mapping_fingerprint, triggers_installed)"
+        " VALUES (1, %s, true)"
+        " ON CONFLICT (id) DO UPDATE SET mapping_fingerprint = EXCLUDED.mapping_fingerprint,"
+        " triggers_installed = true, installed_at = now()",
+        (cycle_store.mapping_fingerprint(mapping),),
+    )
+
+
+def install_cycle_store(conn: psycopg.Connection, mapping: TableMapping) -> None:
+    """(Re)install the cycle store's triggers for ``mapping`` (e.g. after the mapping or the
+    gateway tables changed); forgets every stored cycle, which were built for the old ones."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        conn.execute("DELETE FROM recon.cycle_results")
+        conn.execute("UPDATE recon.cycle_store_state SET triggers_installed = false")
+        _install_cycle_store(conn, mapping)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -200,7 +246,21 @@ ALTER TABLE recon.notifications ADD CONSTRAINT notifications_kind_check
 CREATE INDEX IF NOT EXISTS control_events_by_psp ON recon.control_events (psp, id);
 """,
     ),
+    Migration(
+        5,
+        "stored per-cycle classification, change marks and their triggers",
+        "",  # filled below: the tables live in reconciliation/cycle_store.py with their queries
+        _install_cycle_store,
+    ),
 )
+
+
+def _sql_of(migration: Migration) -> str:
+    from airflow_recon_provider.reconciliation.cycle_store import STORE_TABLES_SQL
+
+    if migration.version == 5:
+        return STORE_TABLES_SQL
+    raise ValueError(f"migration {migration.version} has no SQL")
 
 
 def applied_versions(conn: psycopg.Connection) -> list[int]:
@@ -210,8 +270,15 @@ def applied_versions(conn: psycopg.Connection) -> list[int]:
     return [r[0] for r in conn.execute("SELECT version FROM recon.schema_migrations ORDER BY version")]
 
 
-def migrate(conn: psycopg.Connection) -> list[int]:
-    """Apply the missing migrations; return the versions applied now (empty if none)."""
+def migrate(conn: psycopg.Connection, mapping: TableMapping | None = None) -> list[int]:
+    """Apply the missing migrations; return the versions applied now (empty if none).
+
+    :param mapping: the site's table mapping (default: the runbook's names); migration 5
+        installs triggers on those tables.
+    """
+    from airflow_recon_provider.reconciliation.mapping import TableMapping
+
+    mapping = mapping if mapping is not None else TableMapping()
     applied_now: list[int] = []
     for migration in MIGRATIONS:
         with conn.transaction():
@@ -227,7 +294,9 @@ def migrate(conn: psycopg.Connection) -> list[int]:
             ).fetchone()
             if done:
                 continue
-            conn.execute(migration.sql)
+            conn.execute(migration.sql or _sql_of(migration))
+            if migration.apply is not None:
+                migration.apply(conn, mapping)
             conn.execute(
                 "INSERT INTO recon.schema_migrations (version, name) VALUES (%s, %s)",
                 (migration.version, migration.name),

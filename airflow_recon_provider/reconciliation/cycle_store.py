@@ -1,0 +1,773 @@
+"""Stored per-cycle classification and its exact invalidation rule (issue 7).
+
+``match_transactions`` classifies each PSP's hourly cycle; this module stores that result
+in schema ``recon`` so that a multi-day report, a summary and the sensor's poll reuse it
+instead of re-matching every key of the window. Everything here is SQL composition and
+pure planning; no Airflow.
+
+What is stored for a cycle ``C = [c, c + 1h)`` of PSP ``p`` (one statement, one snapshot):
+
+- ``recon.cycle_results``: gateway count/amount of rows created in ``C``, the grace,
+  status mapping and table-mapping fingerprint it was computed with, and the snapshot
+  (``pg_current_snapshot()``) it was computed in;
+- ``recon.cycle_divergences`` / ``recon.cycle_kind_totals``: the divergent rows and the
+  by-kind totals of the cycle's *local* keys: keys whose every row, on both sides and
+  anywhere in the tables, lies inside ``C``. Such a key is classified the same way by
+  every window that contains ``C``;
+- ``recon.cycle_straddlers``: the other keys in scope of ``C`` (a row outside ``C``:
+  across an hour edge through the grace period, a duplicate in another cycle). They are
+  never answered from the store: a reader classifies them live for its own window.
+
+Invalidation (exact): triggers on the gateway, statement and intents tables record, for
+every row inserted, deleted or updated (old and new version), the PSP and the hour of the
+row in ``recon.cycle_marks`` with the id of the changing transaction (``last_xid``; the
+upsert locks the mark, so when the last changer is visible in a snapshot every earlier
+one is too). For a window ``W`` a reader, in one REPEATABLE READ snapshot:
+
+1. uses a stored cycle only if it lies inside ``W``, was computed with the current grace,
+   status mapping and table mapping, and its own hour has no mark invisible to its
+   snapshot (``clean``); everything else of ``W`` (dirty, missing, partially covered
+   cycles) is a *live segment*;
+2. classifies live, for ``W``'s rules, the keys with a row in a live segment, the
+   straddlers of the clean cycles, and the keys with a row in any hour of ``W``'s widened
+   range whose mark is invisible to the snapshot of some clean cycle (a change after that
+   cycle was stored, e.g. a new duplicate of a key the cycle thought local, in another
+   cycle or in ``W``'s grace);
+3. takes the stored rows of the clean cycles except those keys.
+
+The union is the live full-window classification: a key not classified live has all of
+its rows in one clean cycle, unchanged since it was stored, and nothing else in ``W``'s
+widened range.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg import sql
+
+from airflow_recon_provider.reconciliation.mapping import TableMapping
+from airflow_recon_provider.reconciliation.window import CYCLE, Window, floor_cycle
+
+STATE_TABLE = sql.Identifier("recon", "cycle_store_state")
+
+
+def mapping_fingerprint(m: TableMapping) -> str:
+    """What the triggers and a stored cycle were built for: the classification's tables."""
+    return json.dumps(
+        {
+            "intents": asdict(m.intents),
+            "transactions": asdict(m.transactions),
+            "statements": asdict(m.statements),
+        },
+        sort_keys=True,
+        default=str,
+    )
+
+
+def grace_seconds(grace: timedelta) -> int:
+    return int(grace.total_seconds())
+
+
+# -- the plan of a reader -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StorePlan:
+    """Clean stored cycles of a window and the live segments around them."""
+
+    clean: tuple[datetime, ...]
+    live: tuple[Window, ...]
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.clean)
+
+
+def plan_window(window: Window, clean_starts: list[datetime]) -> StorePlan:
+    """Split ``window`` into clean stored cycles (inside it) and live segments."""
+    clean = sorted({c for c in clean_starts if window.start <= c and c + CYCLE <= window.end})
+    live: list[Window] = []
+    cursor = window.start
+    for c in clean:
+        if cursor < c:
+            live.append(Window(cursor, c))
+        cursor = c + CYCLE
+    if cursor < window.end:
+        live.append(Window(cursor, window.end))
+    return StorePlan(tuple(clean), tuple(live))
+
+
+#: above this share of the window classified live (live segments plus hours changed since a
+#: clean cycle was stored), the one-shot live query is cheaper than probing keys one by one
+MAX_LIVE_SHARE = 0.25
+
+
+def worth_using(plan: StorePlan, window: Window, touched_hours: int) -> bool:
+    """Whether the store should answer: some clean cycle, and not most of the window live."""
+    if not plan.usable:
+        return False
+    live = sum((w.span for w in plan.live), timedelta(0)) + touched_hours * CYCLE
+    return live <= window.span * MAX_LIVE_SHARE
+
+
+def plan_params(plan: StorePlan, window: Window, grace: timedelta) -> dict[str, Any]:
+    wide = window.widened(grace)
+    return {
+        "clean": list(plan.clean),
+        "live_starts": [w.start for w in plan.live],
+        "live_ends": [w.end for w in plan.live],
+        "mark_from": floor_cycle(wide.start),
+    }
+
+
+# -- SQL --------------------------------------------------------------------------------
+
+
+def _names(m: TableMapping) -> dict[str, sql.Composable]:
+    t, i, st = m.transactions, m.intents, m.statements
+    return {
+        "transactions": t.table.ident,
+        "intents": i.table.ident,
+        "statements": st.table.ident,
+        "i_ref": i.col("provider_reference"),
+        "i_id": i.col("id"),
+        "i_provider": i.col("provider"),
+        "t_type": t.col("transaction_type"),
+        "t_amount": t.col("amount_minor"),
+        "t_id": t.col("id"),
+        "t_status": t.col("status"),
+        "t_currency": t.col("currency"),
+        "t_created": t.col("created_at"),
+        "t_intent": t.col("intent_id"),
+        "s_ref": st.col("provider_reference"),
+        "s_type": st.col("transaction_type"),
+        "s_amount": st.col("amount_minor"),
+        "s_id": st.col("id"),
+        "s_status": st.col("status"),
+        "s_currency": st.col("currency"),
+        "s_occurred": st.col("occurred_at"),
+        "s_psp": st.col("psp"),
+    }
+
+
+#: ``c`` (kind of each key of ``j``) and ``d`` (divergent keys with their amount): the
+#: same decision as the live query (queries._classified_cte)
+_CLASSIFY_TAIL = """
+c AS (
+    SELECT j.*,
+           CASE
+               WHEN gn > 1 THEN 'duplicate_in_gateway'
+               WHEN sn > 1 THEN 'duplicate_in_statement'
+               WHEN sn IS NULL THEN 'missing_in_statement'
+               WHEN gn IS NULL THEN 'missing_in_gateway'
+               WHEN g_currency IS DISTINCT FROM s_currency THEN 'currency_mismatch'
+               WHEN g_total <> s_total THEN 'amount_mismatch'
+               WHEN g_status IS DISTINCT FROM s_status THEN 'status_mismatch'
+           END AS kind
+    FROM j
+),
+d AS (
+    SELECT kind, ref, ttype, g_status, s_status, g_total, s_total,
+           CASE kind
+               WHEN 'duplicate_in_gateway'
+                   THEN g_total - (SELECT f.{t_amount} FROM {transactions} AS f WHERE f.{t_id} = g_first_id)
+               WHEN 'duplicate_in_statement'
+                   THEN s_total - (SELECT f.{s_amount} FROM {statements} AS f WHERE f.{s_id} = s_first_id)
+               WHEN 'missing_in_statement' THEN g_total
+               WHEN 'missing_in_gateway' THEN s_total
+               WHEN 'amount_mismatch' THEN abs(g_total - s_total)
+               ELSE g_total
+           END::bigint AS divergent_amount_minor,
+           COALESCE(g_currency, s_currency) AS currency,
+           gn, sn, g_first_id
+    FROM c
+    WHERE kind IS NOT NULL AND kind = ANY(%(kinds)s::text[])
+)"""
+
+_J = """
+j AS (
+    SELECT COALESCE(g.ref, s.ref) AS ref,
+           COALESCE(g.ttype, s.ttype) AS ttype,
+           g.n AS gn, s.n AS sn,
+           g.total AS g_total, s.total AS s_total,
+           s.first_id AS s_first_id,
+           g.status AS g_status, s.status AS s_status,
+           g.currency AS g_currency, s.currency AS s_currency,
+           g.first_id AS g_first_id
+    FROM g FULL JOIN s ON g.ref = s.ref AND g.ttype = s.ttype
+    WHERE (COALESCE(g.in_window, false) OR COALESCE(s.in_window, false))
+      AND (g.n = 1 AND s.n = 1 AND g.currency = s.currency AND g.total = s.total
+           AND g.status = s.status) IS NOT TRUE
+)"""
+
+
+def store_cycle_query(m: TableMapping) -> sql.Composed:
+    """Classify one cycle (``%(start)s``-``%(end)s``, widened by the grace) and store it,
+    in one statement (one snapshot, recorded with the result). The cycle's previous child
+    rows must have been deleted before (:func:`forget_cycle_children_query`). Returns one
+    row: gateway count and amount, divergent rows, kinds and straddlers stored."""
+    return sql.SQL(
+        """WITH g0 AS (
+    SELECT i.{i_ref} AS ref,
+           t.{t_type} AS ttype,
+           count(*) AS n,
+           sum(t.{t_amount})::bigint AS total,
+           min(t.{t_id})::bigint AS first_id,
+           min(t.{t_status} COLLATE "C") AS status,
+           min(upper(t.{t_currency}) COLLATE "C") AS currency,
+           bool_or(t.{t_created} >= %(start)s AND t.{t_created} < %(end)s) AS in_window,
+           bool_and(t.{t_created} >= %(start)s AND t.{t_created} < %(end)s) AS all_in
+    FROM {transactions} AS t
+    JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
+    WHERE i.{i_provider} = %(psp)s
+      AND t.{t_created} >= %(wide_start)s AND t.{t_created} < %(wide_end)s
+    GROUP BY 1, 2
+),
+s0 AS (
+    SELECT l.{s_ref} AS ref,
+           l.{s_type} AS ttype,
+           count(*) AS n,
+           sum(l.{s_amount})::bigint AS total,
+           min(l.{s_id})::bigint AS first_id,
+           min(COALESCE(%(status_map)s::jsonb ->> l.{s_status}, l.{s_status}) COLLATE "C") AS status,
+           min(upper(l.{s_currency}) COLLATE "C") AS currency,
+           bool_or(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS in_window,
+           bool_and(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS all_in
+    FROM {statements} AS l
+    WHERE l.{s_psp} = %(psp)s
+      AND l.{s_occurred} >= %(wide_start)s AND l.{s_occurred} < %(wide_end)s
+    GROUP BY 1, 2
+),
+k AS MATERIALIZED (
+    -- keys in scope of the cycle; local: every row of the key, both sides, anywhere in the
+    -- tables, is inside the cycle (rows beyond the widened range are probed by key)
+    -- (scalar subqueries with LIMIT: one index probe per key, never an anti-join over the
+    -- PSP's whole history, so the cost follows the cycle, not the table)
+    SELECT COALESCE(g0.ref, s0.ref) AS ref, COALESCE(g0.ttype, s0.ttype) AS ttype,
+           g0.n AS gn, s0.n AS sn,
+           g0.total AS g_total, s0.total AS s_total,
+           s0.first_id AS s_first_id,
+           g0.status AS g_status, s0.status AS s_status,
+           g0.currency AS g_currency, s0.currency AS s_currency,
+           g0.first_id AS g_first_id,
+           CASE
+               WHEN NOT (COALESCE(g0.all_in, true) AND COALESCE(s0.all_in, true)) THEN false
+               WHEN (SELECT 1 FROM {intents} AS fi JOIN {transactions} AS ft ON ft.{t_intent} = fi.{i_id}
+                     WHERE fi.{i_provider} = %(psp)s AND fi.{i_ref} = COALESCE(g0.ref, s0.ref)
+                       AND ft.{t_type} = COALESCE(g0.ttype, s0.ttype)
+                       AND (ft.{t_created} < %(wide_start)s OR ft.{t_created} >= %(wide_end)s)
+                     LIMIT 1) IS NOT NULL THEN false
+               WHEN (SELECT 1 FROM {statements} AS fl
+                     WHERE fl.{s_psp} = %(psp)s AND fl.{s_ref} = COALESCE(g0.ref, s0.ref)
+                       AND fl.{s_type} = COALESCE(g0.ttype, s0.ttype)
+                       AND (fl.{s_occurred} < %(wide_start)s OR fl.{s_occurred} >= %(wide_end)s)
+                     LIMIT 1) IS NOT NULL THEN false
+               ELSE true
+           END AS local
+    FROM g0 FULL JOIN s0 ON g0.ref = s0.ref AND g0.ttype = s0.ttype
+    WHERE COALESCE(g0.in_window, false) OR COALESCE(s0.in_window, false)
+),
+j AS (
+    -- local keys that do not match cleanly (the live query's j, restricted to local keys)
+    SELECT ref, ttype, gn, sn, g_total, s_total, s_first_id, g_status, s_status,
+           g_currency, s_currency, g_first_id
+    FROM k
+    WHERE k.local
+      AND (gn = 1 AND sn = 1 AND g_currency = s_currency AND g_total = s_total
+           AND g_status = s_status) IS NOT TRUE
+),
+{tail},
+totals AS (
+    SELECT count(*)::bigint AS n, COALESCE(sum(t.{t_amount}), 0)::bigint AS amount
+    FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
+    WHERE i.{i_provider} = %(psp)s AND t.{t_created} >= %(start)s AND t.{t_created} < %(end)s
+),
+result AS (
+    INSERT INTO recon.cycle_results AS r (psp, cycle_start, cycle_end, grace_seconds, status_mapping,
+        mapping_fingerprint, computed_snapshot, computed_at, gateway_count, gateway_amount_minor,
+        straddler_count)
+    SELECT %(psp)s, %(start)s, %(end)s, %(grace_seconds)s, %(status_map)s::jsonb, %(fingerprint)s,
+           pg_current_snapshot(), clock_timestamp(), totals.n, totals.amount,
+           (SELECT count(*) FROM k WHERE NOT k.local)
+    FROM totals
+    ON CONFLICT (psp, cycle_start) DO UPDATE SET
+        cycle_end = EXCLUDED.cycle_end, grace_seconds = EXCLUDED.grace_seconds,
+        status_mapping = EXCLUDED.status_mapping, mapping_fingerprint = EXCLUDED.mapping_fingerprint,
+        computed_snapshot = EXCLUDED.computed_snapshot, computed_at = EXCLUDED.computed_at,
+        gateway_count = EXCLUDED.gateway_count, gateway_amount_minor = EXCLUDED.gateway_amount_minor,
+        straddler_count = EXCLUDED.straddler_count
+    RETURNING r.psp
+),
+rows_stored AS (
+    INSERT INTO recon.cycle_divergences (psp, cycle_start, kind, provider_reference, transaction_type,
+        gateway_status, statement_status, gateway_amount_minor, statement_amount_minor,
+        divergent_amount_minor, currency, gateway_count, statement_count, gateway_first_id)
+    SELECT %(psp)s, %(start)s, kind, ref, ttype, g_status, s_status, g_total, s_total,
+           divergent_amount_minor, currency, gn, sn, g_first_id
+    FROM d, result
+    RETURNING kind, divergent_amount_minor
+),
+kinds_stored AS (
+    INSERT INTO recon.cycle_kind_totals (psp, cycle_start, kind, divergent_count, divergent_amount_minor)
+    SELECT %(psp)s, %(start)s, kind, count(*), sum(divergent_amount_minor)::bigint
+    FROM d, result GROUP BY kind
+    RETURNING kind
+),
+straddlers AS (
+    INSERT INTO recon.cycle_straddlers (psp, cycle_start, provider_reference, transaction_type)
+    SELECT %(psp)s, %(start)s, k.ref, k.ttype FROM k, result WHERE NOT k.local
+    RETURNING 1
+)
+SELECT (SELECT n FROM totals), (SELECT amount FROM totals),
+       (SELECT count(*) FROM rows_stored), (SELECT count(*) FROM kinds_stored),
+       (SELECT count(*) FROM straddlers)"""
+    ).format(tail=sql.SQL(_CLASSIFY_TAIL).format(**_names(m)), **_names(m))
+
+
+def forget_cycle_children_query() -> sql.SQL:
+    return sql.SQL(
+        """WITH a AS (DELETE FROM recon.cycle_divergences WHERE psp = %(psp)s AND cycle_start = %(start)s),
+b AS (DELETE FROM recon.cycle_kind_totals WHERE psp = %(psp)s AND cycle_start = %(start)s),
+c AS (DELETE FROM recon.cycle_straddlers WHERE psp = %(psp)s AND cycle_start = %(start)s)
+SELECT 1"""
+    )
+
+
+def store_ready_query() -> sql.SQL:
+    """The table-mapping fingerprint the change triggers were installed for (no row: none)."""
+    return sql.SQL(
+        "SELECT CASE WHEN to_regclass('recon.cycle_store_state') IS NULL THEN NULL ELSE "
+        "(SELECT mapping_fingerprint FROM recon.cycle_store_state WHERE triggers_installed) END"
+    )
+
+
+def clean_cycles_query() -> sql.SQL:
+    """Stored cycles inside the window, computed with the current grace, status mapping and
+    table mapping, whose own hour has not changed since (no mark invisible to their
+    snapshot)."""
+    return sql.SQL(
+        """SELECT r.cycle_start FROM recon.cycle_results AS r
+WHERE r.psp = %(psp)s AND r.cycle_start >= %(start)s AND r.cycle_end <= %(end)s
+  AND r.grace_seconds = %(grace_seconds)s AND r.status_mapping = %(status_map)s::jsonb
+  AND r.mapping_fingerprint = %(fingerprint)s
+  AND NOT EXISTS (
+      SELECT 1 FROM recon.cycle_marks AS m
+      WHERE m.psp = r.psp AND m.cycle_start = r.cycle_start
+        AND NOT pg_visible_in_snapshot(m.last_xid, r.computed_snapshot))
+ORDER BY r.cycle_start"""
+    )
+
+
+def touched_hours_query() -> sql.SQL:
+    """How many hours of the widened window changed after some clean cycle was stored (the
+    ``touched`` CTE of the readers, counted before choosing the stored path)."""
+    return sql.SQL(
+        """SELECT count(*) FROM recon.cycle_marks AS m
+WHERE m.psp = %(psp)s AND m.cycle_start >= %(mark_from)s AND m.cycle_start < %(wide_end)s
+  AND EXISTS (SELECT 1 FROM recon.cycle_results AS r
+              WHERE r.psp = %(psp)s AND r.cycle_start = ANY(%(clean)s::timestamptz[])
+                AND NOT pg_visible_in_snapshot(m.last_xid, r.computed_snapshot))"""
+    )
+
+
+def _live_keys_ctes(m: TableMapping) -> sql.Composed:
+    """``clean``, ``touched``, ``ranges``, ``keys`` (keys to classify live for the window),
+    then ``g``/``s`` per key over the window's widened range, ``j``, ``c``, ``d``."""
+    return sql.SQL(
+        """clean AS MATERIALIZED (
+    SELECT r.cycle_start, r.computed_snapshot FROM recon.cycle_results AS r
+    WHERE r.psp = %(psp)s AND r.cycle_start = ANY(%(clean)s::timestamptz[])
+),
+touched AS (
+    -- hours of the widened window changed after some clean cycle was stored
+    SELECT m.cycle_start FROM recon.cycle_marks AS m
+    WHERE m.psp = %(psp)s AND m.cycle_start >= %(mark_from)s AND m.cycle_start < %(wide_end)s
+      AND EXISTS (SELECT 1 FROM clean WHERE NOT pg_visible_in_snapshot(m.last_xid, clean.computed_snapshot))
+),
+ranges AS (
+    SELECT u.s, u.e FROM unnest(%(live_starts)s::timestamptz[], %(live_ends)s::timestamptz[]) AS u(s, e)
+    UNION ALL
+    SELECT greatest(touched.cycle_start, %(wide_start)s),
+           least(touched.cycle_start + interval '1 hour', %(wide_end)s)
+    FROM touched
+),
+keys AS MATERIALIZED (
+    SELECT i.{i_ref} AS ref, t.{t_type} AS ttype
+    FROM ranges AS r
+    JOIN {transactions} AS t ON t.{t_created} >= r.s AND t.{t_created} < r.e
+    JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
+    WHERE i.{i_provider} = %(psp)s
+    UNION
+    SELECT l.{s_ref}, l.{s_type}
+    FROM ranges AS r
+    JOIN {statements} AS l ON l.{s_psp} = %(psp)s AND l.{s_occurred} >= r.s AND l.{s_occurred} < r.e
+    UNION
+    SELECT x.provider_reference, x.transaction_type FROM recon.cycle_straddlers AS x
+    WHERE x.psp = %(psp)s AND x.cycle_start = ANY(%(clean)s::timestamptz[])
+),
+-- one index probe per key (LATERAL): the keys are few (straddlers, changed and live
+-- cycles' keys), and a range scan of the widened window is what the store avoids
+g AS (
+    SELECT k.ref, k.ttype, x.n, x.total, x.first_id, x.status, x.currency, x.in_window
+    FROM keys AS k
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n,
+               sum(t.{t_amount})::bigint AS total,
+               min(t.{t_id})::bigint AS first_id,
+               min(t.{t_status} COLLATE "C") AS status,
+               min(upper(t.{t_currency}) COLLATE "C") AS currency,
+               bool_or(t.{t_created} >= %(start)s AND t.{t_created} < %(end)s) AS in_window
+        FROM {intents} AS i
+        JOIN {transactions} AS t ON t.{t_intent} = i.{i_id}
+        WHERE i.{i_provider} = %(psp)s AND i.{i_ref} = k.ref AND t.{t_type} = k.ttype
+          AND t.{t_created} >= %(wide_start)s AND t.{t_created} < %(wide_end)s
+    ) AS x
+    WHERE x.n > 0
+),
+s AS (
+    SELECT k.ref, k.ttype, x.n, x.total, x.first_id, x.status, x.currency, x.in_window
+    FROM keys AS k
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS n,
+               sum(l.{s_amount})::bigint AS total,
+               min(l.{s_id})::bigint AS first_id,
+               min(COALESCE(%(status_map)s::jsonb ->> l.{s_status}, l.{s_status}) COLLATE "C") AS status,
+               min(upper(l.{s_currency}) COLLATE "C") AS currency,
+               bool_or(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS in_window
+        FROM {statements} AS l
+        WHERE l.{s_psp} = %(psp)s AND l.{s_ref} = k.ref AND l.{s_type} = k.ttype
+          AND l.{s_occurred} >= %(wide_start)s AND l.{s_occurred} < %(wide_end)s
+    ) AS x
+    WHERE x.n > 0
+),
+{j},
+{tail},
+stored AS (
+    SELECT v.kind, v.provider_reference AS ref, v.transaction_type AS ttype,
+           v.gateway_status AS g_status, v.statement_status AS s_status,
+           v.gateway_amount_minor AS g_total, v.statement_amount_minor AS s_total,
+           v.divergent_amount_minor, v.currency,
+           v.gateway_count AS gn, v.statement_count AS sn, v.gateway_first_id AS g_first_id
+    FROM recon.cycle_divergences AS v
+    WHERE v.psp = %(psp)s AND v.cycle_start = ANY(%(clean)s::timestamptz[])
+      AND v.kind = ANY(%(kinds)s::text[])
+      AND NOT EXISTS (SELECT 1 FROM keys WHERE keys.ref = v.provider_reference
+                                          AND keys.ttype = v.transaction_type)
+)"""
+    ).format(j=sql.SQL(_J), tail=sql.SQL(_CLASSIFY_TAIL).format(**_names(m)), **_names(m))
+
+
+def stored_report_query(m: TableMapping) -> sql.Composed:
+    """The report of a window from clean stored cycles plus the keys classified live;
+    same columns and order as :func:`queries.divergence_report_query`."""
+    return sql.SQL(
+        """WITH {ctes}
+SELECT kind, ref, ttype, g_status, s_status, g_total, s_total,
+       divergent_amount_minor, currency, gn, sn, g_first_id
+FROM (
+    SELECT kind, ref, ttype, g_status, s_status, g_total, s_total,
+           divergent_amount_minor, currency, gn, sn, g_first_id FROM d
+    UNION ALL
+    SELECT kind, ref, ttype, g_status, s_status, g_total, s_total,
+           divergent_amount_minor, currency, gn, sn, g_first_id FROM stored
+) AS u
+ORDER BY array_position(%(kinds)s::text[], kind), ref COLLATE "C", ttype COLLATE "C"
+"""
+    ).format(ctes=_live_keys_ctes(m))
+
+
+def stored_by_kind_query(m: TableMapping) -> sql.Composed:
+    """Per kind: stored totals of the clean cycles, less their keys classified live, plus
+    the live keys; same rows as :func:`queries.divergence_by_kind_query`."""
+    return sql.SQL(
+        """WITH {ctes},
+excluded AS (
+    SELECT v.kind, v.divergent_amount_minor FROM keys
+    JOIN recon.cycle_divergences AS v
+      ON v.psp = %(psp)s AND v.provider_reference = keys.ref AND v.transaction_type = keys.ttype
+    WHERE v.cycle_start = ANY(%(clean)s::timestamptz[]) AND v.kind = ANY(%(kinds)s::text[])
+)
+SELECT kind, sum(n)::bigint, sum(amount)::bigint FROM (
+    SELECT kind, divergent_count AS n, divergent_amount_minor AS amount FROM recon.cycle_kind_totals
+    WHERE psp = %(psp)s AND cycle_start = ANY(%(clean)s::timestamptz[]) AND kind = ANY(%(kinds)s::text[])
+    UNION ALL
+    SELECT kind, -1, -divergent_amount_minor FROM excluded
+    UNION ALL
+    SELECT kind, 1, divergent_amount_minor FROM d
+) AS u
+GROUP BY kind HAVING sum(n) <> 0"""
+    ).format(ctes=_live_keys_ctes(m))
+
+
+def stored_totals_query(m: TableMapping) -> sql.Composed:
+    """Gateway count and amount of the window: stored for clean cycles, live for the rest."""
+    t, i = m.transactions, m.intents
+    return sql.SQL(
+        """SELECT (COALESCE((SELECT sum(gateway_count) FROM recon.cycle_results
+                   WHERE psp = %(psp)s AND cycle_start = ANY(%(clean)s::timestamptz[])), 0)
+        + COALESCE(live.n, 0))::bigint,
+       (COALESCE((SELECT sum(gateway_amount_minor) FROM recon.cycle_results
+                   WHERE psp = %(psp)s AND cycle_start = ANY(%(clean)s::timestamptz[])), 0)
+        + COALESCE(live.amount, 0))::bigint
+FROM (
+    SELECT count(*) AS n, sum(t.{amount}) AS amount
+    FROM unnest(%(live_starts)s::timestamptz[], %(live_ends)s::timestamptz[]) AS u(s, e)
+    JOIN {transactions} AS t ON t.{created} >= u.s AND t.{created} < u.e
+    JOIN {intents} AS i ON i.{i_id} = t.{intent}
+    WHERE i.{provider} = %(psp)s
+) AS live"""
+    ).format(
+        transactions=t.table.ident,
+        intents=i.table.ident,
+        amount=t.col("amount_minor"),
+        i_id=i.col("id"),
+        intent=t.col("intent_id"),
+        provider=i.col("provider"),
+        created=t.col("created_at"),
+    )
+
+
+# -- DDL: the change marks (installed by schema migration 5) ------------------------------
+
+_HOUR = "(date_trunc('hour', {ts} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
+
+
+def _mark_insert(select: sql.Composable) -> sql.Composed:
+    return sql.SQL(
+        """INSERT INTO recon.cycle_marks AS m (psp, cycle_start, last_xid, changed_at)
+        SELECT y.psp, y.hour, pg_current_xact_id(), clock_timestamp()
+        FROM (SELECT DISTINCT x.psp, x.hour FROM ({select}) AS x WHERE x.psp IS NOT NULL) AS y
+        ON CONFLICT (psp, cycle_start) DO UPDATE
+        SET last_xid = EXCLUDED.last_xid, changed_at = EXCLUDED.changed_at;"""
+    ).format(select=select)
+
+
+def _function(name: str, old: sql.Composable, new: sql.Composable) -> sql.Composed:
+    return sql.SQL(
+        """CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql
+-- the writers of the gateway tables (the gateway itself, the hourly DAG, a correction) need
+-- no right on recon.cycle_marks; every name below is schema-qualified
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        {old}
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') THEN
+        {new}
+    END IF;
+    RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+    -- never block a write of the gateway because of the store (e.g. a mapped table renamed
+    -- since the triggers were installed): disable the store instead, readers go live until
+    -- `install_cycle_store` runs again
+    UPDATE recon.cycle_store_state SET triggers_installed = false;
+    DELETE FROM recon.cycle_results;
+    RAISE WARNING 'recon cycle store disabled: % (%)', SQLERRM, SQLSTATE;
+    RETURN NULL;
+END
+$fn$"""
+    ).format(fn=sql.Identifier("recon", name), old=_mark_insert(old), new=_mark_insert(new))
+
+
+def trigger_ddl(m: TableMapping) -> list[sql.Composed]:
+    """Functions and statement-level triggers (transition tables) that mark the hours of
+    every changed row of the classification's tables, and forget every stored cycle on
+    TRUNCATE. Identifiers from the mapping, through ``sql.Identifier``; the tables must be
+    schema-qualified (the functions run with a fixed search_path), see
+    :func:`qualified_mapping`."""
+    t, i, st = m.transactions, m.intents, m.statements
+
+    def hour(alias: str, col: sql.Identifier) -> sql.Composed:
+        return sql.SQL(_HOUR).format(ts=sql.SQL("{}.{}").format(sql.Identifier(alias), col))
+
+    def statements_side(rows: str) -> sql.Composed:
+        return sql.SQL("SELECT r.{psp} AS psp, {hour} AS hour FROM {rows} AS r").format(
+            psp=st.col("psp"), hour=hour("r", st.col("occurred_at")), rows=sql.Identifier(rows)
+        )
+
+    def transactions_side(rows: str) -> sql.Composed:
+        return sql.SQL(
+            "SELECT i.{provider} AS psp, {hour} AS hour FROM {rows} AS r "
+            "JOIN {intents} AS i ON i.{i_id} = r.{intent}"
+        ).format(
+            provider=i.col("provider"),
+            hour=hour("r", t.col("created_at")),
+            rows=sql.Identifier(rows),
+            intents=i.table.ident,
+            i_id=i.col("id"),
+            intent=t.col("intent_id"),
+        )
+
+    def intents_side(rows: str) -> sql.Composed:
+        return sql.SQL(
+            "SELECT r.{provider} AS psp, {hour} AS hour FROM {rows} AS r "
+            "JOIN {transactions} AS t ON t.{intent} = r.{i_id}"
+        ).format(
+            provider=i.col("provider"),
+            hour=hour("t", t.col("created_at")),
+            rows=sql.Identifier(rows),
+            transactions=t.table.ident,
+            intent=t.col("intent_id"),
+            i_id=i.col("id"),
+        )
+
+    ddl = [
+        _function("mark_statement_cycles", statements_side("old_rows"), statements_side("new_rows")),
+        _function("mark_transaction_cycles", transactions_side("old_rows"), transactions_side("new_rows")),
+        _function("mark_intent_cycles", intents_side("old_rows"), intents_side("new_rows")),
+        sql.SQL(
+            """CREATE OR REPLACE FUNCTION recon.forget_stored_cycles() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    DELETE FROM recon.cycle_results;
+    RETURN NULL;
+END
+$fn$"""
+        ),
+    ]
+    for table, fn in (
+        (st, "mark_statement_cycles"),
+        (t, "mark_transaction_cycles"),
+        (i, "mark_intent_cycles"),
+    ):
+        for event, referencing in (
+            ("INSERT", "REFERENCING NEW TABLE AS new_rows"),
+            ("UPDATE", "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+            ("DELETE", "REFERENCING OLD TABLE AS old_rows"),
+        ):
+            name = sql.Identifier(f"recon_cycle_marks_{event.lower()}")
+            ddl.append(
+                sql.SQL("DROP TRIGGER IF EXISTS {name} ON {table}").format(name=name, table=table.table.ident)
+            )
+            ddl.append(
+                sql.SQL(
+                    "CREATE TRIGGER {name} AFTER {event} ON {table} {referencing} "
+                    "FOR EACH STATEMENT EXECUTE FUNCTION {fn}()"
+                ).format(
+                    name=name,
+                    event=sql.SQL(event),
+                    table=table.table.ident,
+                    referencing=sql.SQL(referencing),
+                    fn=sql.Identifier("recon", fn),
+                )
+            )
+        name = sql.Identifier("recon_cycle_marks_truncate")
+        ddl.append(
+            sql.SQL("DROP TRIGGER IF EXISTS {name} ON {table}").format(name=name, table=table.table.ident)
+        )
+        ddl.append(
+            sql.SQL(
+                "CREATE TRIGGER {name} AFTER TRUNCATE ON {table} FOR EACH STATEMENT "
+                "EXECUTE FUNCTION recon.forget_stored_cycles()"
+            ).format(name=name, table=table.table.ident)
+        )
+    return ddl
+
+
+def qualified_mapping(m: TableMapping, schema_of: dict[str, str]) -> TableMapping:
+    """``m`` with the schema of each classification table filled in from ``schema_of``
+    (table as configured -> schema where the database found it)."""
+    from dataclasses import replace
+
+    from airflow_recon_provider.reconciliation.mapping import TableRef
+
+    def q(section: Any) -> Any:
+        ref = section.table
+        if ref.schema is not None:
+            return section
+        return replace(section, table=TableRef(ref.name, schema_of[str(ref)]))
+
+    return replace(m, intents=q(m.intents), transactions=q(m.transactions), statements=q(m.statements))
+
+
+def key_index_ddl(m: TableMapping) -> list[sql.Composed]:
+    """Indexes the key lookups of the store need (a key's rows anywhere in the tables)."""
+    i, st = m.intents, m.statements
+    return [
+        sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} ({provider}, {ref})").format(
+            name=sql.Identifier(f"{i.table.name}_recon_key"),
+            table=i.table.ident,
+            provider=i.col("provider"),
+            ref=i.col("provider_reference"),
+        ),
+        sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} ({psp}, {ref}, {ttype})").format(
+            name=sql.Identifier(f"{st.table.name}_recon_key"),
+            table=st.table.ident,
+            psp=st.col("psp"),
+            ref=st.col("provider_reference"),
+            ttype=st.col("transaction_type"),
+        ),
+    ]
+
+
+STORE_TABLES_SQL = """
+CREATE TABLE IF NOT EXISTS recon.cycle_marks (
+    psp          text NOT NULL,
+    cycle_start  timestamptz NOT NULL,
+    last_xid     xid8 NOT NULL,
+    changed_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (psp, cycle_start)
+);
+CREATE TABLE IF NOT EXISTS recon.cycle_results (
+    psp                   text NOT NULL,
+    cycle_start           timestamptz NOT NULL,
+    cycle_end             timestamptz NOT NULL,
+    grace_seconds         bigint NOT NULL,
+    status_mapping        jsonb NOT NULL,
+    mapping_fingerprint   text NOT NULL,
+    computed_snapshot     pg_snapshot NOT NULL,
+    computed_at           timestamptz NOT NULL,
+    gateway_count         bigint NOT NULL,
+    gateway_amount_minor  bigint NOT NULL,
+    straddler_count       bigint NOT NULL,
+    PRIMARY KEY (psp, cycle_start)
+);
+CREATE TABLE IF NOT EXISTS recon.cycle_divergences (
+    psp                     text NOT NULL,
+    cycle_start             timestamptz NOT NULL,
+    kind                    text NOT NULL,
+    provider_reference      text NOT NULL,
+    transaction_type        text NOT NULL,
+    gateway_status          text,
+    statement_status        text,
+    gateway_amount_minor    bigint,
+    statement_amount_minor  bigint,
+    divergent_amount_minor  bigint NOT NULL,
+    currency                text,
+    gateway_count           bigint,
+    statement_count         bigint,
+    gateway_first_id        bigint,
+    FOREIGN KEY (psp, cycle_start) REFERENCES recon.cycle_results (psp, cycle_start) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS cycle_divergences_by_cycle ON recon.cycle_divergences (psp, cycle_start);
+CREATE INDEX IF NOT EXISTS cycle_divergences_by_key
+    ON recon.cycle_divergences (psp, provider_reference, transaction_type);
+CREATE TABLE IF NOT EXISTS recon.cycle_kind_totals (
+    psp                     text NOT NULL,
+    cycle_start             timestamptz NOT NULL,
+    kind                    text NOT NULL,
+    divergent_count         bigint NOT NULL,
+    divergent_amount_minor  bigint NOT NULL,
+    PRIMARY KEY (psp, cycle_start, kind),
+    FOREIGN KEY (psp, cycle_start) REFERENCES recon.cycle_results (psp, cycle_start) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS recon.cycle_straddlers (
+    psp                 text NOT NULL,
+    cycle_start         timestamptz NOT NULL,
+    provider_reference  text NOT NULL,
+    transaction_type    text NOT NULL,
+    PRIMARY KEY (psp, cycle_start, provider_reference, transaction_type),
+    FOREIGN KEY (psp, cycle_start) REFERENCES recon.cycle_results (psp, cycle_start) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS recon.cycle_store_state (
+    id                   integer PRIMARY KEY CHECK (id = 1),
+    mapping_fingerprint  text NOT NULL,
+    triggers_installed   boolean NOT NULL,
+    installed_at         timestamptz NOT NULL DEFAULT now()
+);
+"""
