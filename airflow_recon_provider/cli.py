@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also create the runbook's tables (for test and demo databases only)",
     )
+    migrate.add_argument(
+        "--cycle-store",
+        action="store_true",
+        help="also enable the stored per-cycle classification: change triggers and two key indexes on "
+        "the gateway's and statement tables (see benchmarks/levers.md; opt-in)",
+    )
 
     seed = sub.add_parser("seed", help="load deterministic synthetic data (test and demo databases only)")
     seed.add_argument("--seed", type=int, default=42)
@@ -162,16 +168,25 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
     from airflow_recon_provider.schema import applied_versions, create_runbook_tables, migrate
+    from airflow_recon_provider.schema.migrations import enable_cycle_store
 
     hook = BillingGatewayHook(billing_gateway_conn_id=args.conn_id)
     with hook.connect(autocommit=True) as conn:
         if args.with_runbook_tables:
             create_runbook_tables(conn)
-        applied = migrate(conn, hook.config.mapping)
+        applied = migrate(conn)
+        store = None
+        if args.cycle_store:
+            store = "installed now" if enable_cycle_store(conn, hook.config.mapping) else "already installed"
         versions = applied_versions(conn)
     print(
         json.dumps(
-            {"applied_now": applied, "schema_versions": versions, "runbook_tables": args.with_runbook_tables}
+            {
+                "applied_now": applied,
+                "schema_versions": versions,
+                "runbook_tables": args.with_runbook_tables,
+                "cycle_store": store,
+            }
         )
     )
     return 0

@@ -53,7 +53,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from airflow_recon_provider.devtools.seed import SeedSpec, seed_database  # noqa: E402
+from airflow_recon_provider.reconciliation.mapping import TableMapping  # noqa: E402
 from airflow_recon_provider.schema import create_runbook_tables, migrate  # noqa: E402
+from airflow_recon_provider.schema.migrations import enable_cycle_store  # noqa: E402
 
 #: gateway rows per PSP and hour (1M rows = 24 hours)
 ROWS_PER_HOUR = 1_000_000 // 24
@@ -103,11 +105,13 @@ def ensure_dataset(
         if stored is not None:
             log(f"dataset {name}: reusing the seeded data ({rows:,} rows per PSP, {spec.hours} hours)")
             migrate(conn)  # a dataset seeded before the cycle store gets its migration (idempotent)
+            enable_cycle_store(conn, TableMapping())  # opt-in; kept when already enabled
             return stored
         log(f"dataset {name}: seeding {rows:,} gateway rows per PSP over {spec.hours} hours ...")
         started = time.perf_counter()
         create_runbook_tables(conn)
         migrate(conn)
+        enable_cycle_store(conn, TableMapping())
         result = seed_database(conn, conn, spec)
         conn.execute("VACUUM ANALYZE")
         seed_s = time.perf_counter() - started

@@ -197,7 +197,8 @@ class BillingGatewayHook(ReconPostgresHook):
     def store_cycle(self, psp: str, cycle: Window) -> bool:
         """Classify ``cycle`` of ``psp`` and store the result for later readers (what
         ``match_transactions`` does each hour). Returns ``False`` when the store is not
-        installed for this table mapping (``airflow-recon migrate``): nothing stored."""
+        enabled for this table mapping (opt-in: ``airflow-recon migrate --cycle-store``):
+        nothing stored."""
         psp_cfg = self.resolve_psp(psp)
         params = self._params(psp_cfg, cycle, ALL_KINDS)
         fingerprint = cycle_store.mapping_fingerprint(self.config.mapping)
@@ -207,12 +208,19 @@ class BillingGatewayHook(ReconPostgresHook):
         lock_key = f"recon.cycle_store:{psp_cfg.name}:{cycle.start.isoformat()}"
         with self.connect() as conn, conn.transaction():
             if conn.execute(cycle_store.store_ready_query()).fetchone()[0] != fingerprint:
-                self.log.warning(
-                    "cycle store not installed for this table mapping (run `airflow-recon migrate`): "
-                    "PSP %s cycle %s not stored",
-                    psp_cfg.name,
-                    cycle,
-                )
+                state = conn.execute(cycle_store.store_state_query()).fetchone()
+                if state is None:  # opt-in, not enabled: nothing to say every hour
+                    self.log.debug("cycle store not enabled: PSP %s cycle %s not stored", psp_cfg.name, cycle)
+                else:
+                    self.log.warning(
+                        "cycle store %s (re-enable with `airflow-recon migrate --cycle-store`): "
+                        "PSP %s cycle %s not stored; reports classify live",
+                        "disabled after a trigger failure"
+                        if not state[1]
+                        else "installed for another table mapping",
+                        psp_cfg.name,
+                        cycle,
+                    )
                 return False
             conn.execute(queries.advisory_xact_lock_query(), {"lock_key": lock_key})
             conn.execute(cycle_store.forget_cycle_children_query(), params)

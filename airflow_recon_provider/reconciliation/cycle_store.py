@@ -345,6 +345,16 @@ def store_ready_query() -> sql.SQL:
     )
 
 
+def store_state_query() -> sql.SQL:
+    """``(mapping_fingerprint, triggers_installed)`` of the store; no row: never enabled, or
+    migration 5 not applied."""
+    return sql.SQL(
+        "SELECT (s).mapping_fingerprint, (s).triggers_installed FROM (SELECT CASE WHEN "
+        "to_regclass('recon.cycle_store_state') IS NULL THEN NULL ELSE "
+        "(SELECT st FROM recon.cycle_store_state AS st) END AS s) AS q WHERE s IS NOT NULL"
+    )
+
+
 def clean_cycles_query() -> sql.SQL:
     """Stored cycles inside the window, computed with the current grace, status mapping and
     table mapping, whose own hour has not changed since (no mark invisible to their

@@ -8,7 +8,6 @@ incidents and their timeline, and the audit of every corrected transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING
@@ -27,8 +26,6 @@ class Migration:
     version: int
     name: str
     sql: str
-    #: work that needs the site's table mapping (triggers on the gateway tables), run after ``sql``
-    apply: Callable[[psycopg.Connection, TableMapping], None] | None = None
 
 
 def _install_cycle_store(conn: psycopg.Connection, mapping: TableMapping) -> None:
@@ -61,13 +58,33 @@ def _install_cycle_store(conn: psycopg.Connection, mapping: TableMapping) -> Non
 
 
 def install_cycle_store(conn: psycopg.Connection, mapping: TableMapping) -> None:
-    """(Re)install the cycle store's triggers for ``mapping`` (e.g. after the mapping or the
-    gateway tables changed); forgets every stored cycle, which were built for the old ones."""
+    """(Re)install the cycle store's key indexes and change triggers for ``mapping`` (e.g.
+    after the mapping or the gateway tables changed); forgets every stored cycle, which were
+    built for the old ones. Needs migration 5 (``migrate``)."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         conn.execute("DELETE FROM recon.cycle_results")
         conn.execute("UPDATE recon.cycle_store_state SET triggers_installed = false")
         _install_cycle_store(conn, mapping)
+
+
+def enable_cycle_store(conn: psycopg.Connection, mapping: TableMapping) -> bool:
+    """Install the cycle store for ``mapping`` unless it already is (stored cycles kept);
+    returns whether it was installed now.
+
+    The store is opt-in (``airflow-recon migrate --cycle-store``): it puts statement-level
+    triggers on the gateway's and the PSP statement tables (one grouped upsert per writing
+    statement) and builds two key indexes on them without ``CONCURRENTLY`` (writes to each
+    table wait while its index builds; create them concurrently beforehand on a busy
+    primary: ``cycle_store.key_index_ddl``). See benchmarks/levers.md.
+    """
+    from airflow_recon_provider.reconciliation import cycle_store
+
+    installed = conn.execute(cycle_store.store_ready_query()).fetchone()[0]
+    if installed == cycle_store.mapping_fingerprint(mapping):
+        return False
+    install_cycle_store(conn, mapping)
+    return True
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -248,9 +265,8 @@ CREATE INDEX IF NOT EXISTS control_events_by_psp ON recon.control_events (psp, i
     ),
     Migration(
         5,
-        "stored per-cycle classification, change marks and their triggers",
+        "stored per-cycle classification and change marks (triggers: enable_cycle_store, opt-in)",
         "",  # filled below: the tables live in reconciliation/cycle_store.py with their queries
-        _install_cycle_store,
     ),
 )
 
@@ -270,15 +286,12 @@ def applied_versions(conn: psycopg.Connection) -> list[int]:
     return [r[0] for r in conn.execute("SELECT version FROM recon.schema_migrations ORDER BY version")]
 
 
-def migrate(conn: psycopg.Connection, mapping: TableMapping | None = None) -> list[int]:
+def migrate(conn: psycopg.Connection) -> list[int]:
     """Apply the missing migrations; return the versions applied now (empty if none).
 
-    :param mapping: the site's table mapping (default: the runbook's names); migration 5
-        installs triggers on those tables.
+    Migration 5 creates the cycle store's tables only; its triggers on the gateway's tables
+    are opt-in (:func:`enable_cycle_store`, ``airflow-recon migrate --cycle-store``).
     """
-    from airflow_recon_provider.reconciliation.mapping import TableMapping
-
-    mapping = mapping if mapping is not None else TableMapping()
     applied_now: list[int] = []
     for migration in MIGRATIONS:
         with conn.transaction():
@@ -295,8 +308,6 @@ def migrate(conn: psycopg.Connection, mapping: TableMapping | None = None) -> li
             if done:
                 continue
             conn.execute(migration.sql or _sql_of(migration))
-            if migration.apply is not None:
-                migration.apply(conn, mapping)
             conn.execute(
                 "INSERT INTO recon.schema_migrations (version, name) VALUES (%s, %s)",
                 (migration.version, migration.name),

@@ -126,7 +126,11 @@ def live_share(request, monkeypatch) -> float:
 
 
 @pytest.fixture
-def hook(airflow_conns) -> BillingGatewayHook:
+def hook(db, airflow_conns) -> BillingGatewayHook:
+    from airflow_recon_provider.schema.migrations import enable_cycle_store
+
+    assert enable_cycle_store(db, CONFIG.mapping)  # opt-in: migrate alone installs no trigger
+    assert not enable_cycle_store(db, CONFIG.mapping)  # a second time: already there, cycles kept
     return BillingGatewayHook(config=CONFIG)
 
 
