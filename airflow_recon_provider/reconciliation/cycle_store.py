@@ -29,10 +29,12 @@ one is too). For a window ``W`` a reader, in one REPEATABLE READ snapshot:
    snapshot (``clean``); everything else of ``W`` (dirty, missing, partially covered
    cycles) is a *live segment*;
 2. classifies live, for ``W``'s rules, the keys with a row in a live segment, the
-   straddlers of the clean cycles, and the keys with a row in any hour of ``W``'s widened
-   range whose mark is invisible to the snapshot of some clean cycle (a change after that
-   cycle was stored, e.g. a new duplicate of a key the cycle thought local, in another
-   cycle or in ``W``'s grace);
+   straddlers of the clean cycles, and the keys with a row in an hour of ``W``'s grace
+   edges (the widened range outside ``W``'s whole hours) whose mark is invisible to the
+   snapshot of some clean cycle. A change after a clean cycle ``C`` was stored to a row in
+   one of ``W``'s whole hours needs no such check: that hour's cycle is dirty (stored
+   before the change), or has the key among its straddlers (stored after: the key has
+   rows in ``C``), or is missing; the key is classified live either way;
 3. takes the stored rows of the clean cycles except those keys.
 
 The union is the live full-window classification: a key not classified live has all of
@@ -378,6 +380,7 @@ def touched_hours_query() -> sql.SQL:
     return sql.SQL(
         """SELECT count(*) FROM recon.cycle_marks AS m
 WHERE m.psp = %(psp)s AND m.cycle_start >= %(mark_from)s AND m.cycle_start < %(wide_end)s
+  AND NOT (m.cycle_start >= %(start)s AND m.cycle_start + interval '1 hour' <= %(end)s)
   AND EXISTS (SELECT 1 FROM recon.cycle_results AS r
               WHERE r.psp = %(psp)s AND r.cycle_start = ANY(%(clean)s::timestamptz[])
                 AND NOT pg_visible_in_snapshot(m.last_xid, r.computed_snapshot))"""
@@ -393,9 +396,12 @@ def _live_keys_ctes(m: TableMapping) -> sql.Composed:
     WHERE r.psp = %(psp)s AND r.cycle_start = ANY(%(clean)s::timestamptz[])
 ),
 touched AS (
-    -- hours of the widened window changed after some clean cycle was stored
+    -- hours of the widened range outside W's whole hours (its grace edges) changed after
+    -- some clean cycle was stored; a change in one of W's whole hours is caught by that
+    -- hour's own cycle (dirty, missing, or the key is its straddler)
     SELECT m.cycle_start FROM recon.cycle_marks AS m
     WHERE m.psp = %(psp)s AND m.cycle_start >= %(mark_from)s AND m.cycle_start < %(wide_end)s
+      AND NOT (m.cycle_start >= %(start)s AND m.cycle_start + interval '1 hour' <= %(end)s)
       AND EXISTS (SELECT 1 FROM clean WHERE NOT pg_visible_in_snapshot(m.last_xid, clean.computed_snapshot))
 ),
 ranges AS (
