@@ -13,8 +13,6 @@ from airflow_recon_provider.operators.watch import alerts_from_asset_events
 from airflow_recon_provider.reconciliation.window import floor_cycle
 from airflow_recon_provider.triggers.divergence import DivergenceTrigger
 
-NOW_CYCLE = floor_cycle(datetime.now(UTC))
-
 
 def test_the_asset_is_watched_by_the_divergence_trigger(dagbag):
     dag = dagbag.dags["billing_gateway_divergence_watch"]
@@ -44,17 +42,23 @@ def test_alerts_come_from_trigger_payloads_newest_per_psp():
 
 
 @pytest.fixture
-def breached(db, airflow_conns, monkeypatch):
+def now_cycle() -> datetime:
+    """The current hourly cycle when the data is seeded (the watch reads the clock itself)."""
+    return floor_cycle(datetime.now(UTC))
+
+
+@pytest.fixture
+def breached(db, airflow_conns, monkeypatch, now_cycle):
     monkeypatch.setenv("RECON_CONFIG", json.dumps({"psps": ["stripe", "adyen"]}))
     db.execute("INSERT INTO payment_intents (id, provider, provider_reference) VALUES (1, 'stripe', 'r1')")
     db.execute(
         "INSERT INTO payment_transactions (intent_id, transaction_type, status, amount_minor, currency,"
         " created_at) VALUES (1, 'capture', 'captured', 750000, 'BRL', %s)",
-        (NOW_CYCLE - timedelta(minutes=40),),
+        (now_cycle - timedelta(minutes=40),),
     )
     for psp in ("stripe", "adyen"):
         for n in (3, 2, 1):
-            start = NOW_CYCLE - timedelta(hours=n)
+            start = now_cycle - timedelta(hours=n)
             db.execute(
                 "INSERT INTO payment_reconciliation_logs (psp, cycle_start, cycle_end, status)"
                 " VALUES (%s, %s, %s, 'success')",
@@ -75,7 +79,7 @@ def _remediation_runs():
 
 
 @pytest.mark.timeout(180)
-def test_a_breach_opens_the_incident_and_starts_remediation_once(breached, dagbag, register_dag):
+def test_a_breach_opens_the_incident_and_starts_remediation_once(breached, now_cycle, dagbag, register_dag):
     register_dag(dagbag.dags["billing_gateway_remediation"])  # the DAG the watch triggers
     watch = dagbag.dags["billing_gateway_divergence_watch"]
     before = {run_id for run_id, _ in _remediation_runs()}
@@ -88,13 +92,17 @@ def test_a_breach_opens_the_incident_and_starts_remediation_once(breached, dagba
     ).fetchone()
     assert psp == "stripe" and state == "open" and "amount" in reason
     started = [(r, c) for r, c in _remediation_runs() if r not in before]
+    # the watch's window ends at the current cycle: the one seeded, or the next if an hour
+    # began between seeding and the run (the breach is inside both)
+    window_end = datetime.fromisoformat(started[0][1]["window_end"]) if started else None
+    assert window_end in (now_cycle, now_cycle + timedelta(hours=1)), started
     assert started == [
         (
             f"watch__{incident_id}",
             {
                 "psp": "stripe",
-                "window_start": (NOW_CYCLE - timedelta(hours=3)).isoformat(),
-                "window_end": NOW_CYCLE.isoformat(),
+                "window_start": (window_end - timedelta(hours=3)).isoformat(),
+                "window_end": window_end.isoformat(),
                 "incident_id": incident_id,
                 "dry_run": False,
             },
