@@ -456,3 +456,36 @@ def test_the_hourly_flow_is_answered_from_the_store(db, hook, live_share) -> Non
     _store_all(hook, "stripe", (2, 6))  # the next match_transactions runs store them again
     assert plan() is not None
     _assert_same(db, hook, "stripe", window)
+
+
+def test_the_sensor_poll_reads_the_same_summary_from_the_store(db, db_url, hook) -> None:
+    """The divergence trigger's async summary (hooks/async_postgres.fetch_summary) answers
+    from the stored cycles and equals the live one-shot summary, before and after a change."""
+    import asyncio
+
+    import psycopg
+
+    from airflow_recon_provider.hooks.async_postgres import fetch_summary
+
+    d = Data(db)
+    for h in range(4):
+        for n in range(5):
+            d.pair("stripe", f"s{h}_{n}", "capture", BASE + h * HOUR + timedelta(minutes=11 * n + 1))
+        d.gateway("stripe", f"missing{h}", "capture", BASE + h * HOUR + timedelta(minutes=58), amount=700)
+        d.statement("stripe", f"extra{h}", "capture", BASE + h * HOUR + timedelta(minutes=7), amount=300)
+    _store_all(hook, "stripe", range(4))
+    window = Window(BASE, BASE + 4 * HOUR)
+    live_hook = BillingGatewayHook(config=CONFIG, use_cycle_store=False)
+
+    async def poll():
+        async with await psycopg.AsyncConnection.connect(db_url) as conn:
+            return await fetch_summary(conn, CONFIG, "stripe", window, window.end)
+
+    def same() -> None:
+        stored, live = asyncio.run(poll()), live_hook.summary("stripe", window, reference=window.end)
+        assert stored == live
+
+    same()
+    d.gateway("stripe", "s1_2", "capture", BASE + 2 * HOUR + timedelta(minutes=30))  # a late duplicate
+    db.execute("UPDATE psp_statement_lines SET amount_minor = 999 WHERE provider_reference = 's3_0'")
+    same()
