@@ -52,6 +52,7 @@ from typing import Any
 from psycopg import sql
 
 from airflow_recon_provider.reconciliation.mapping import TableMapping
+from airflow_recon_provider.reconciliation.queries import CLASSIFY_CTES, JOIN_CTE, sql_names
 from airflow_recon_provider.reconciliation.window import CYCLE, Window, floor_cycle
 
 STATE_TABLE = sql.Identifier("recon", "cycle_store_state")
@@ -127,84 +128,6 @@ def plan_params(plan: StorePlan, window: Window, grace: timedelta) -> dict[str, 
 
 
 # -- SQL --------------------------------------------------------------------------------
-
-
-def _names(m: TableMapping) -> dict[str, sql.Composable]:
-    t, i, st = m.transactions, m.intents, m.statements
-    return {
-        "transactions": t.table.ident,
-        "intents": i.table.ident,
-        "statements": st.table.ident,
-        "i_ref": i.col("provider_reference"),
-        "i_id": i.col("id"),
-        "i_provider": i.col("provider"),
-        "t_type": t.col("transaction_type"),
-        "t_amount": t.col("amount_minor"),
-        "t_id": t.col("id"),
-        "t_status": t.col("status"),
-        "t_currency": t.col("currency"),
-        "t_created": t.col("created_at"),
-        "t_intent": t.col("intent_id"),
-        "s_ref": st.col("provider_reference"),
-        "s_type": st.col("transaction_type"),
-        "s_amount": st.col("amount_minor"),
-        "s_id": st.col("id"),
-        "s_status": st.col("status"),
-        "s_currency": st.col("currency"),
-        "s_occurred": st.col("occurred_at"),
-        "s_psp": st.col("psp"),
-    }
-
-
-#: ``c`` (kind of each key of ``j``) and ``d`` (divergent keys with their amount): the
-#: same decision as the live query (queries._classified_cte)
-_CLASSIFY_TAIL = """
-c AS (
-    SELECT j.*,
-           CASE
-               WHEN gn > 1 THEN 'duplicate_in_gateway'
-               WHEN sn > 1 THEN 'duplicate_in_statement'
-               WHEN sn IS NULL THEN 'missing_in_statement'
-               WHEN gn IS NULL THEN 'missing_in_gateway'
-               WHEN g_currency IS DISTINCT FROM s_currency THEN 'currency_mismatch'
-               WHEN g_total <> s_total THEN 'amount_mismatch'
-               WHEN g_status IS DISTINCT FROM s_status THEN 'status_mismatch'
-           END AS kind
-    FROM j
-),
-d AS (
-    SELECT kind, ref, ttype, g_status, s_status, g_total, s_total,
-           CASE kind
-               WHEN 'duplicate_in_gateway'
-                   THEN g_total - (SELECT f.{t_amount} FROM {transactions} AS f WHERE f.{t_id} = g_first_id)
-               WHEN 'duplicate_in_statement'
-                   THEN s_total - (SELECT f.{s_amount} FROM {statements} AS f WHERE f.{s_id} = s_first_id)
-               WHEN 'missing_in_statement' THEN g_total
-               WHEN 'missing_in_gateway' THEN s_total
-               WHEN 'amount_mismatch' THEN abs(g_total - s_total)
-               ELSE g_total
-           END::bigint AS divergent_amount_minor,
-           COALESCE(g_currency, s_currency) AS currency,
-           gn, sn, g_first_id
-    FROM c
-    WHERE kind IS NOT NULL AND kind = ANY(%(kinds)s::text[])
-)"""
-
-_J = """
-j AS (
-    SELECT COALESCE(g.ref, s.ref) AS ref,
-           COALESCE(g.ttype, s.ttype) AS ttype,
-           g.n AS gn, s.n AS sn,
-           g.total AS g_total, s.total AS s_total,
-           s.first_id AS s_first_id,
-           g.status AS g_status, s.status AS s_status,
-           g.currency AS g_currency, s.currency AS s_currency,
-           g.first_id AS g_first_id
-    FROM g FULL JOIN s ON g.ref = s.ref AND g.ttype = s.ttype
-    WHERE (COALESCE(g.in_window, false) OR COALESCE(s.in_window, false))
-      AND (g.n = 1 AND s.n = 1 AND g.currency = s.currency AND g.total = s.total
-           AND g.status = s.status) IS NOT TRUE
-)"""
 
 
 def store_cycle_query(m: TableMapping) -> sql.Composed:
@@ -327,7 +250,7 @@ straddlers AS (
 SELECT (SELECT n FROM totals), (SELECT amount FROM totals),
        (SELECT count(*) FROM rows_stored), (SELECT count(*) FROM kinds_stored),
        (SELECT count(*) FROM straddlers)"""
-    ).format(tail=sql.SQL(_CLASSIFY_TAIL).format(**_names(m)), **_names(m))
+    ).format(tail=sql.SQL(CLASSIFY_CTES).format(**sql_names(m)), **sql_names(m))
 
 
 def forget_cycle_children_query() -> sql.SQL:
@@ -474,7 +397,7 @@ stored AS (
       AND NOT EXISTS (SELECT 1 FROM keys WHERE keys.ref = v.provider_reference
                                           AND keys.ttype = v.transaction_type)
 )"""
-    ).format(j=sql.SQL(_J), tail=sql.SQL(_CLASSIFY_TAIL).format(**_names(m)), **_names(m))
+    ).format(j=sql.SQL(JOIN_CTE), tail=sql.SQL(CLASSIFY_CTES).format(**sql_names(m)), **sql_names(m))
 
 
 def stored_report_query(m: TableMapping) -> sql.Composed:

@@ -62,47 +62,9 @@ class ClassificationParams:
         }
 
 
-def _classified_cte(m: TableMapping) -> sql.Composed:
-    """CTEs ``g`` / ``s`` (per-key aggregates of each side), ``j`` (joined keys in scope
-    that do not match cleanly), ``c`` (each key with its kind, NULL when it matches) and
-    ``d`` (divergent keys with their amount).
-
-    Performance (benchmarks/run.py, docs/benchmarks.md): the aggregates keep only scalar
-    states (the first row's amount of a duplicate key is read by primary key in ``d``, for
-    duplicate keys only, instead of a per-row ``min(ARRAY[id, amount])``), and ``j`` drops
-    cleanly matching keys with a few comparisons before the classification ``CASE``."""
-    t, i, st = m.transactions, m.intents, m.statements
-    return sql.SQL(
-        """
-g AS (
-    SELECT i.{i_ref} AS ref,
-           t.{t_type} AS ttype,
-           count(*) AS n,
-           sum(t.{t_amount})::bigint AS total,
-           min(t.{t_id})::bigint AS first_id,
-           min(t.{t_status} COLLATE "C") AS status,
-           min(upper(t.{t_currency}) COLLATE "C") AS currency,
-           bool_or(t.{t_created} >= %(start)s AND t.{t_created} < %(end)s) AS in_window
-    FROM {transactions} AS t
-    JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
-    WHERE i.{i_provider} = %(psp)s
-      AND t.{t_created} >= %(wide_start)s AND t.{t_created} < %(wide_end)s
-    GROUP BY 1, 2
-),
-s AS (
-    SELECT l.{s_ref} AS ref,
-           l.{s_type} AS ttype,
-           count(*) AS n,
-           sum(l.{s_amount})::bigint AS total,
-           min(l.{s_id})::bigint AS first_id,
-           min(COALESCE(%(status_map)s::jsonb ->> l.{s_status}, l.{s_status}) COLLATE "C") AS status,
-           min(upper(l.{s_currency}) COLLATE "C") AS currency,
-           bool_or(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS in_window
-    FROM {statements} AS l
-    WHERE l.{s_psp} = %(psp)s
-      AND l.{s_occurred} >= %(wide_start)s AND l.{s_occurred} < %(wide_end)s
-    GROUP BY 1, 2
-),
+#: ``j``: the keys of ``g`` and ``s`` in scope (a row in the window) that do not match
+#: cleanly; shared by the one-shot query and the cycle store (reconciliation/cycle_store.py)
+JOIN_CTE = """
 j AS (
     SELECT COALESCE(g.ref, s.ref) AS ref,
            COALESCE(g.ttype, s.ttype) AS ttype,
@@ -118,7 +80,12 @@ j AS (
       -- classification CASE runs (exactly the keys the CASE leaves NULL)
       AND (g.n = 1 AND s.n = 1 AND g.currency = s.currency AND g.total = s.total
            AND g.status = s.status) IS NOT TRUE
-),
+)"""
+
+#: ``c`` (kind of each key of ``j``, NULL when it matches) and ``d`` (divergent keys with
+#: their amount): the one decision of DESIGN section 3, shared by the one-shot query and the
+#: cycle store, formatted with :func:`sql_names`
+CLASSIFY_CTES = """
 c AS (
     SELECT j.*,
            CASE
@@ -149,28 +116,78 @@ d AS (
     FROM c
     WHERE kind IS NOT NULL AND kind = ANY(%(kinds)s::text[])
 )"""
-    ).format(
-        transactions=t.table.ident,
-        intents=i.table.ident,
-        statements=st.table.ident,
-        i_ref=i.col("provider_reference"),
-        i_id=i.col("id"),
-        i_provider=i.col("provider"),
-        t_type=t.col("transaction_type"),
-        t_amount=t.col("amount_minor"),
-        t_id=t.col("id"),
-        t_status=t.col("status"),
-        t_currency=t.col("currency"),
-        t_created=t.col("created_at"),
-        t_intent=t.col("intent_id"),
-        s_ref=st.col("provider_reference"),
-        s_type=st.col("transaction_type"),
-        s_amount=st.col("amount_minor"),
-        s_id=st.col("id"),
-        s_status=st.col("status"),
-        s_currency=st.col("currency"),
-        s_occurred=st.col("occurred_at"),
-        s_psp=st.col("psp"),
+
+
+def sql_names(m: TableMapping) -> dict[str, sql.Composable]:
+    """The identifiers of the classification SQL for the table mapping ``m``."""
+    t, i, st = m.transactions, m.intents, m.statements
+    return {
+        "transactions": t.table.ident,
+        "intents": i.table.ident,
+        "statements": st.table.ident,
+        "i_ref": i.col("provider_reference"),
+        "i_id": i.col("id"),
+        "i_provider": i.col("provider"),
+        "t_type": t.col("transaction_type"),
+        "t_amount": t.col("amount_minor"),
+        "t_id": t.col("id"),
+        "t_status": t.col("status"),
+        "t_currency": t.col("currency"),
+        "t_created": t.col("created_at"),
+        "t_intent": t.col("intent_id"),
+        "s_ref": st.col("provider_reference"),
+        "s_type": st.col("transaction_type"),
+        "s_amount": st.col("amount_minor"),
+        "s_id": st.col("id"),
+        "s_status": st.col("status"),
+        "s_currency": st.col("currency"),
+        "s_occurred": st.col("occurred_at"),
+        "s_psp": st.col("psp"),
+    }
+
+
+def _classified_cte(m: TableMapping) -> sql.Composed:
+    """CTEs ``g`` / ``s`` (per-key aggregates of each side), ``j`` (joined keys in scope
+    that do not match cleanly), ``c`` (each key with its kind, NULL when it matches) and
+    ``d`` (divergent keys with their amount).
+
+    Performance (benchmarks/run.py, docs/benchmarks.md): the aggregates keep only scalar
+    states (the first row's amount of a duplicate key is read by primary key in ``d``, for
+    duplicate keys only, instead of a per-row ``min(ARRAY[id, amount])``), and ``j`` drops
+    cleanly matching keys with a few comparisons before the classification ``CASE``."""
+    return sql.SQL("""
+g AS (
+    SELECT i.{i_ref} AS ref,
+           t.{t_type} AS ttype,
+           count(*) AS n,
+           sum(t.{t_amount})::bigint AS total,
+           min(t.{t_id})::bigint AS first_id,
+           min(t.{t_status} COLLATE "C") AS status,
+           min(upper(t.{t_currency}) COLLATE "C") AS currency,
+           bool_or(t.{t_created} >= %(start)s AND t.{t_created} < %(end)s) AS in_window
+    FROM {transactions} AS t
+    JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
+    WHERE i.{i_provider} = %(psp)s
+      AND t.{t_created} >= %(wide_start)s AND t.{t_created} < %(wide_end)s
+    GROUP BY 1, 2
+),
+s AS (
+    SELECT l.{s_ref} AS ref,
+           l.{s_type} AS ttype,
+           count(*) AS n,
+           sum(l.{s_amount})::bigint AS total,
+           min(l.{s_id})::bigint AS first_id,
+           min(COALESCE(%(status_map)s::jsonb ->> l.{s_status}, l.{s_status}) COLLATE "C") AS status,
+           min(upper(l.{s_currency}) COLLATE "C") AS currency,
+           bool_or(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS in_window
+    FROM {statements} AS l
+    WHERE l.{s_psp} = %(psp)s
+      AND l.{s_occurred} >= %(wide_start)s AND l.{s_occurred} < %(wide_end)s
+    GROUP BY 1, 2
+),
+{j},
+{classify}""").format(
+        j=sql.SQL(JOIN_CTE), classify=sql.SQL(CLASSIFY_CTES).format(**sql_names(m)), **sql_names(m)
     )
 
 
