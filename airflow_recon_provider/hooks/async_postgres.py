@@ -113,7 +113,10 @@ async def fetch_summary(
                 "SELECT set_config('jit', 'off', true), set_config('work_mem', %s, true)",
                 (config.statement_work_mem,),
             )
-            if plan is not None or window.span.total_seconds() <= 86400:
+            if plan is not None:  # see cycle_store.store_settings
+                for name, value in cycle_store.store_settings(plan):
+                    await conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+            elif window.span.total_seconds() <= 86400:
                 # see ReconPostgresHook._tune_for_classification
                 await conn.execute(
                     "SELECT set_config('random_page_cost', '1.1', true),"

@@ -114,7 +114,7 @@ class BillingGatewayHook(ReconPostgresHook):
                     self._tune_for_classification(conn, window)
                     statement = queries.divergence_report_query(self.config.mapping)
                 else:
-                    self._tune_for_store(conn)
+                    self._tune_for_store(conn, plan)
                     params.update(cycle_store.plan_params(plan, window, self.config.match_grace))
                     statement = cycle_store.stored_report_query(self.config.mapping)
                 with conn.cursor(name="recon_divergence_report") as cur:
@@ -146,7 +146,7 @@ class BillingGatewayHook(ReconPostgresHook):
                     totals = conn.execute(queries.gateway_totals_query(mapping), params).fetchone()
                     by_kind = conn.execute(queries.divergence_by_kind_query(mapping), params).fetchall()
                 else:
-                    self._tune_for_store(conn)
+                    self._tune_for_store(conn, plan)
                     params.update(cycle_store.plan_params(plan, window, self.config.match_grace))
                     totals = conn.execute(cycle_store.stored_totals_query(mapping), params).fetchone()
                     by_kind = conn.execute(cycle_store.stored_by_kind_query(mapping), params).fetchall()
@@ -185,14 +185,12 @@ class BillingGatewayHook(ReconPostgresHook):
         touched = conn.execute(cycle_store.touched_hours_query(), probe).fetchone()[0]
         return plan if cycle_store.worth_using(plan, window, touched) else None
 
-    def _tune_for_store(self, conn: Any) -> None:
-        # the stored path reads small ranges and single keys through indexes; a sequential
-        # scan of a side is never the right plan there
-        conn.execute(
-            "SELECT set_config('work_mem', %s, true), set_config('jit', 'off', true),"
-            " set_config('random_page_cost', '1.1', true), set_config('enable_seqscan', 'off', true)",
-            (self.config.statement_work_mem,),
-        )
+    def _tune_for_store(self, conn: Any, plan: cycle_store.StorePlan) -> None:
+        # the stored path reads small ranges and single keys through indexes
+        # (cycle_store.store_settings says why each setting)
+        conn.execute("SELECT set_config('work_mem', %s, true)", (self.config.statement_work_mem,))
+        for name, value in cycle_store.store_settings(plan):
+            conn.execute("SELECT set_config(%s, %s, true)", (name, value))
 
     def store_cycle(self, psp: str, cycle: Window) -> bool:
         """Classify ``cycle`` of ``psp`` and store the result for later readers (what
