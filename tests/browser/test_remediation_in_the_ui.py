@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,9 +19,19 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 DAG_ID = "billing_gateway_remediation"
 
 
-def _wait_for(what: str, query: str, params: tuple, expected, *, uri: str, timeout: float = 360) -> None:
+def _wait_for(
+    what: str,
+    query: str,
+    params: tuple,
+    expected,
+    *,
+    uri: str,
+    timeout: float = 360,
+    logs: Path | None = None,
+) -> None:
     """Poll the demo's metadata database until ``query`` returns ``expected`` (a bound, not
-    a timing assertion: the scheduler and the triggerer run on their own clocks)."""
+    a timing assertion: the scheduler and the triggerer run on their own clocks). A task
+    that ends otherwise fails the wait at once, with the end of its Airflow task logs."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -28,8 +39,19 @@ def _wait_for(what: str, query: str, params: tuple, expected, *, uri: str, timeo
             last = conn.execute(query, params).fetchall()
         if last == expected:
             return
+        if last and last[0][0] in ("failed", "upstream_failed"):
+            break
         time.sleep(2)
-    raise AssertionError(f"{what}: still {last} after {timeout:.0f} s")
+    raise AssertionError(f"{what}: {last} after at most {timeout:.0f} s\n{_task_logs(logs, params)}")
+
+
+def _task_logs(logs: Path | None, params: tuple) -> str:
+    """The end of the Airflow task logs of the task in ``params`` (dag, run, task), if any."""
+    if logs is None or len(params) < 3:
+        return ""
+    found = sorted(logs.rglob(f"*task_id={params[2]}*/**/*.log")) or sorted(logs.rglob(f"*{params[2]}*"))
+    text = "\n".join(f"--- {f}\n{f.read_text(errors='replace')[-4000:]}" for f in found if f.is_file())
+    return text[-8000:]
 
 
 def _pick(page, dialog, label: str, moment: str) -> None:
@@ -98,6 +120,7 @@ def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
         (DAG_ID, run_id, "mitigate.correct_transactions"),
         [("success",)],
         uri=ui.airflow_uri,
+        logs=ui.data_dir / "airflow-home" / "logs",
     )
 
     # -- the dashboard: every PSP, stripe's open incident and its timeline ----------------------
