@@ -18,6 +18,11 @@ from typing import Any
 
 from airflow_recon_provider.reconciliation.errors import ConfigError, UnknownPspError
 from airflow_recon_provider.reconciliation.mapping import TableMapping
+from airflow_recon_provider.reconciliation.money import (
+    DEFAULT_REPORTING_CURRENCY,
+    CurrencyError,
+    check_currency,
+)
 from airflow_recon_provider.reconciliation.thresholds import ThresholdPolicy
 from airflow_recon_provider.reconciliation.window import DEFAULT_MAX_WINDOW
 
@@ -77,6 +82,8 @@ class ReconConfig:
     match_grace: timedelta = timedelta(hours=1)
     max_window: timedelta = DEFAULT_MAX_WINDOW
     statement_work_mem: str = "256MB"
+    #: thresholds and converted figures are in this currency (DESIGN 3a)
+    reporting_currency: str = DEFAULT_REPORTING_CURRENCY
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.psps]
@@ -88,6 +95,10 @@ class ReconConfig:
             raise ConfigError("max_window must be positive")
         if not isinstance(self.statement_work_mem, str) or not _WORK_MEM.fullmatch(self.statement_work_mem):
             raise ConfigError(f"work_mem {self.statement_work_mem!r} must look like 256MB")
+        try:
+            object.__setattr__(self, "reporting_currency", check_currency(self.reporting_currency))
+        except CurrencyError as exc:
+            raise ConfigError(f"reporting_currency: {exc}") from None
 
     @property
     def psp_names(self) -> list[str]:
@@ -120,7 +131,15 @@ class ReconConfig:
     def from_dict(cls, data: dict[str, Any]) -> ReconConfig:
         if not isinstance(data, dict):
             raise ConfigError("the reconciliation configuration must be a JSON object")
-        known = {"psps", "thresholds", "mapping", "match_grace_minutes", "max_window_days", "work_mem"}
+        known = {
+            "psps",
+            "thresholds",
+            "mapping",
+            "match_grace_minutes",
+            "max_window_days",
+            "work_mem",
+            "reporting_currency",
+        }
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"unknown configuration key(s) {sorted(unknown)}; expected {sorted(known)}")
@@ -156,6 +175,8 @@ class ReconConfig:
             kwargs["max_window"] = timedelta(days=_number(data, "max_window_days"))
         if "work_mem" in data:
             kwargs["statement_work_mem"] = str(data["work_mem"])
+        if "reporting_currency" in data:
+            kwargs["reporting_currency"] = data["reporting_currency"]
         return cls(**kwargs)
 
     @classmethod

@@ -268,6 +268,33 @@ CREATE INDEX IF NOT EXISTS control_events_by_psp ON recon.control_events (psp, i
         "stored per-cycle classification and change marks (triggers: enable_cycle_store, opt-in)",
         "",  # filled below: the tables live in reconciliation/cycle_store.py with their queries
     ),
+    Migration(
+        6,
+        "money in its own currency: FX rates; stored cycles keep per-currency figures",
+        """
+-- units of the reporting currency (BRL by default) per one unit of `currency`, in force from
+-- valid_from (DESIGN 3a); the rate of a window is the row with the greatest valid_from <= its end
+CREATE TABLE IF NOT EXISTS recon.fx_rates (
+    currency    text NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    rate        numeric NOT NULL CHECK (rate > 0),
+    valid_from  timestamptz NOT NULL,
+    source      text NOT NULL DEFAULT '',
+    loaded_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (currency, valid_from)
+);
+-- stored cycles were computed with amounts summed across currencies: forget them (the
+-- readers classify live until match_transactions stores each cycle again)
+DELETE FROM recon.cycle_results;
+ALTER TABLE recon.cycle_results
+    ADD COLUMN IF NOT EXISTS gateway_by_currency jsonb NOT NULL DEFAULT '{}'::jsonb;
+ALTER TABLE recon.cycle_divergences
+    ADD COLUMN IF NOT EXISTS statement_currency text,
+    ADD COLUMN IF NOT EXISTS other_amounts jsonb;
+ALTER TABLE recon.cycle_kind_totals ADD COLUMN IF NOT EXISTS currency text NOT NULL DEFAULT '';
+ALTER TABLE recon.cycle_kind_totals DROP CONSTRAINT IF EXISTS cycle_kind_totals_pkey;
+ALTER TABLE recon.cycle_kind_totals ADD PRIMARY KEY (psp, cycle_start, kind, currency);
+""",
+    ),
 )
 
 
