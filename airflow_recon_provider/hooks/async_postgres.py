@@ -80,6 +80,7 @@ async def fetch_summary(
     import psycopg
 
     from airflow_recon_provider.reconciliation import cycle_store, queries
+    from airflow_recon_provider.reconciliation.money import FxRate
     from airflow_recon_provider.reconciliation.report import summary_from_results
 
     psp_cfg = config.psp(psp)
@@ -129,7 +130,7 @@ async def fetch_summary(
                 params.update(cycle_store.plan_params(plan, window, config.match_grace))
                 totals_q = cycle_store.stored_totals_query(mapping)
                 by_kind_q = cycle_store.stored_by_kind_query(mapping)
-            totals = await (await conn.execute(totals_q, params)).fetchone()
+            totals = await (await conn.execute(totals_q, params)).fetchall()
             by_kind = await (await conn.execute(by_kind_q, params)).fetchall()
             last_end = (
                 await (
@@ -138,6 +139,13 @@ async def fetch_summary(
                     )
                 ).fetchone()
             )[0]
+            wanted = queries.currencies_to_convert(totals, by_kind, config.reporting_currency)
+            rates = []
+            if wanted and (await (await conn.execute(queries.fx_rates_table_exists_query())).fetchone())[0]:
+                cur = await conn.execute(
+                    queries.fx_rates_in_force_query(), {"currencies": wanted, "at": window.end}
+                )
+                rates = await cur.fetchall()
     finally:
         await conn.set_isolation_level(None)
         await conn.set_autocommit(True)
@@ -149,4 +157,6 @@ async def fetch_summary(
         last_success_end=last_end,
         reference=reference,
         thresholds=config.thresholds.for_psp(psp),
+        reporting_currency=config.reporting_currency,
+        fx_rates=[FxRate.from_db(r) for r in rates],
     )

@@ -19,6 +19,7 @@ from airflow_recon_provider.reconciliation import cycle_store, queries
 from airflow_recon_provider.reconciliation.config import PspConfig, check_psp_name
 from airflow_recon_provider.reconciliation.errors import ReconError
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
+from airflow_recon_provider.reconciliation.money import FxRate
 from airflow_recon_provider.reconciliation.report import (
     DivergenceRow,
     DivergenceSummary,
@@ -143,17 +144,23 @@ class BillingGatewayHook(ReconPostgresHook):
                 plan = self._store_plan(conn, window, params)
                 if plan is None:
                     self._tune_for_classification(conn, window)
-                    totals = conn.execute(queries.gateway_totals_query(mapping), params).fetchone()
+                    totals = conn.execute(queries.gateway_totals_query(mapping), params).fetchall()
                     by_kind = conn.execute(queries.divergence_by_kind_query(mapping), params).fetchall()
                 else:
                     self._tune_for_store(conn, plan)
                     params.update(cycle_store.plan_params(plan, window, self.config.match_grace))
-                    totals = conn.execute(cycle_store.stored_totals_query(mapping), params).fetchone()
+                    totals = conn.execute(cycle_store.stored_totals_query(mapping), params).fetchall()
                     by_kind = conn.execute(cycle_store.stored_by_kind_query(mapping), params).fetchall()
                 last_end = conn.execute(
                     queries.latest_success_query(mapping),
                     {"psp": psp_cfg.name, "reference": reference},
                 ).fetchone()[0]
+                wanted = queries.currencies_to_convert(totals, by_kind, self.config.reporting_currency)
+                rates = []
+                if wanted and conn.execute(queries.fx_rates_table_exists_query()).fetchone()[0]:
+                    rates = conn.execute(
+                        queries.fx_rates_in_force_query(), {"currencies": wanted, "at": window.end}
+                    ).fetchall()
         return summary_from_results(
             psp=psp_cfg.name,
             window=window,
@@ -162,6 +169,8 @@ class BillingGatewayHook(ReconPostgresHook):
             last_success_end=last_end,
             reference=reference,
             thresholds=self.config.thresholds.for_psp(psp_cfg.name),
+            reporting_currency=self.config.reporting_currency,
+            fx_rates=[FxRate.from_db(r) for r in rates],
         )
 
     # -- stored per-cycle classification (reconciliation/cycle_store.py) --------------------

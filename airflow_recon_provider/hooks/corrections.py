@@ -101,8 +101,8 @@ class CorrectionsHook(BillingGatewayHook):
             cur.itersize = self.fetch_size
             cur.execute(cq.candidates_query(self.config.mapping), params)
             for record in cur:
-                row = DivergenceRow.from_db(record[:12])
-                tid, status, processed_at, amount, currency, created_at = record[12:]
+                row = DivergenceRow.from_db(record[:14])
+                tid, status, processed_at, amount, currency, created_at = record[14:]
                 target = (
                     None
                     if tid is None

@@ -33,18 +33,19 @@ PROPOSAL_COLUMNS = (
 
 
 def candidates_query(m: TableMapping) -> sql.Composed:
-    """Each divergent key of the report (its 12 columns) followed by its gateway row as it is
+    """Each divergent key of the report (its 14 columns) followed by its gateway row as it is
     now — ``id, status, processed_at, amount_minor, currency, created_at`` — when the key has
     exactly one gateway row (NULLs otherwise). One statement: the report and the rows come
     from the same snapshot. Ordered by kind (canonical order), reference and type."""
     t = m.transactions
     return sql.SQL(
         """WITH r (kind, ref, ttype, g_status, s_status, g_total, s_total, divergent_amount_minor,
-         currency, gn, sn, g_first_id) AS (
+         currency, gn, sn, g_first_id, statement_currency, other_amounts) AS (
 {report}
 )
 SELECT r.kind, r.ref, r.ttype, r.g_status, r.s_status, r.g_total, r.s_total,
        r.divergent_amount_minor, r.currency, r.gn, r.sn, r.g_first_id,
+       r.statement_currency, r.other_amounts,
        t.{t_id}, t.{t_status}, t.{t_processed}, t.{t_amount}::bigint, t.{t_currency}, t.{t_created}
 FROM r
 LEFT JOIN {transactions} AS t ON r.gn = 1 AND t.{t_id} = r.g_first_id

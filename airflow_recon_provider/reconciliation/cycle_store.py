@@ -52,7 +52,7 @@ from typing import Any
 from psycopg import sql
 
 from airflow_recon_provider.reconciliation.mapping import TableMapping
-from airflow_recon_provider.reconciliation.queries import CLASSIFY_CTES, JOIN_CTE, sql_names
+from airflow_recon_provider.reconciliation.queries import CLASSIFY_CTES, JOIN_CTE, PARTS_SQL, sql_names
 from airflow_recon_provider.reconciliation.window import CYCLE, Window, floor_cycle
 
 STATE_TABLE = sql.Identifier("recon", "cycle_store_state")
@@ -167,6 +167,7 @@ def store_cycle_query(m: TableMapping) -> sql.Composed:
            min(t.{t_id})::bigint AS first_id,
            min(t.{t_status} COLLATE "C") AS status,
            min(upper(t.{t_currency}) COLLATE "C") AS currency,
+           max(upper(t.{t_currency}) COLLATE "C") AS currency_hi,
            bool_or(t.{t_created} >= %(start)s AND t.{t_created} < %(end)s) AS in_window,
            bool_and(t.{t_created} >= %(start)s AND t.{t_created} < %(end)s) AS all_in
     FROM {transactions} AS t
@@ -183,6 +184,7 @@ s0 AS (
            min(l.{s_id})::bigint AS first_id,
            min(COALESCE(%(status_map)s::jsonb ->> l.{s_status}, l.{s_status}) COLLATE "C") AS status,
            min(upper(l.{s_currency}) COLLATE "C") AS currency,
+           max(upper(l.{s_currency}) COLLATE "C") AS currency_hi,
            bool_or(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS in_window,
            bool_and(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS all_in
     FROM {statements} AS l
@@ -201,6 +203,7 @@ k AS MATERIALIZED (
            s0.first_id AS s_first_id,
            g0.status AS g_status, s0.status AS s_status,
            g0.currency AS g_currency, s0.currency AS s_currency,
+           g0.currency_hi AS g_currency_hi, s0.currency_hi AS s_currency_hi,
            g0.first_id AS g_first_id,
            CASE
                WHEN NOT (COALESCE(g0.all_in, true) AND COALESCE(s0.all_in, true)) THEN false
@@ -222,47 +225,57 @@ k AS MATERIALIZED (
 j AS (
     -- local keys that do not match cleanly (the live query's j, restricted to local keys)
     SELECT ref, ttype, gn, sn, g_total, s_total, s_first_id, g_status, s_status,
-           g_currency, s_currency, g_first_id
+           g_currency, s_currency, g_currency_hi, s_currency_hi, g_first_id
     FROM k
     WHERE k.local
       AND (gn = 1 AND sn = 1 AND g_currency = s_currency AND g_total = s_total
            AND g_status = s_status) IS NOT TRUE
 ),
 {tail},
-totals AS (
-    SELECT count(*)::bigint AS n, COALESCE(sum(t.{t_amount}), 0)::bigint AS amount
+by_currency AS (
+    SELECT upper(t.{t_currency}) COLLATE "C" AS currency, count(*)::bigint AS n,
+           COALESCE(sum(t.{t_amount}), 0)::bigint AS amount
     FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
     WHERE i.{i_provider} = %(psp)s AND t.{t_created} >= %(start)s AND t.{t_created} < %(end)s
+    GROUP BY 1
+),
+totals AS (
+    SELECT COALESCE(sum(n), 0)::bigint AS n, COALESCE(sum(amount), 0)::bigint AS amount,
+           COALESCE(jsonb_object_agg(COALESCE(currency, ''), jsonb_build_array(n, amount))
+                    FILTER (WHERE n IS NOT NULL), '{{}}'::jsonb) AS by_currency
+    FROM by_currency
 ),
 result AS (
     INSERT INTO recon.cycle_results AS r (psp, cycle_start, cycle_end, grace_seconds, status_mapping,
         mapping_fingerprint, computed_snapshot, computed_at, gateway_count, gateway_amount_minor,
-        straddler_count)
+        straddler_count, gateway_by_currency)
     SELECT %(psp)s, %(start)s, %(end)s, %(grace_seconds)s, %(status_map)s::jsonb, %(fingerprint)s,
            pg_current_snapshot(), clock_timestamp(), totals.n, totals.amount,
-           (SELECT count(*) FROM k WHERE NOT k.local)
+           (SELECT count(*) FROM k WHERE NOT k.local), totals.by_currency
     FROM totals
     ON CONFLICT (psp, cycle_start) DO UPDATE SET
         cycle_end = EXCLUDED.cycle_end, grace_seconds = EXCLUDED.grace_seconds,
         status_mapping = EXCLUDED.status_mapping, mapping_fingerprint = EXCLUDED.mapping_fingerprint,
         computed_snapshot = EXCLUDED.computed_snapshot, computed_at = EXCLUDED.computed_at,
         gateway_count = EXCLUDED.gateway_count, gateway_amount_minor = EXCLUDED.gateway_amount_minor,
-        straddler_count = EXCLUDED.straddler_count
+        straddler_count = EXCLUDED.straddler_count, gateway_by_currency = EXCLUDED.gateway_by_currency
     RETURNING r.psp
 ),
 rows_stored AS (
     INSERT INTO recon.cycle_divergences (psp, cycle_start, kind, provider_reference, transaction_type,
         gateway_status, statement_status, gateway_amount_minor, statement_amount_minor,
-        divergent_amount_minor, currency, gateway_count, statement_count, gateway_first_id)
+        divergent_amount_minor, currency, gateway_count, statement_count, gateway_first_id,
+        statement_currency, other_amounts)
     SELECT %(psp)s, %(start)s, kind, ref, ttype, g_status, s_status, g_total, s_total,
-           divergent_amount_minor, currency, gn, sn, g_first_id
+           divergent_amount_minor, currency, gn, sn, g_first_id, statement_currency, other_amounts
     FROM d, result
     RETURNING kind, divergent_amount_minor
 ),
 kinds_stored AS (
-    INSERT INTO recon.cycle_kind_totals (psp, cycle_start, kind, divergent_count, divergent_amount_minor)
-    SELECT %(psp)s, %(start)s, kind, count(*), sum(divergent_amount_minor)::bigint
-    FROM d, result GROUP BY kind
+    INSERT INTO recon.cycle_kind_totals (psp, cycle_start, kind, currency, divergent_count,
+        divergent_amount_minor)
+    SELECT %(psp)s, %(start)s, p.kind, COALESCE(p.currency, ''), sum(p.n), sum(p.amount)::bigint
+    FROM ({parts}) AS p, result GROUP BY p.kind, p.currency
     RETURNING kind
 ),
 straddlers AS (
@@ -273,7 +286,11 @@ straddlers AS (
 SELECT (SELECT n FROM totals), (SELECT amount FROM totals),
        (SELECT count(*) FROM rows_stored), (SELECT count(*) FROM kinds_stored),
        (SELECT count(*) FROM straddlers)"""
-    ).format(tail=sql.SQL(CLASSIFY_CTES).format(**sql_names(m)), **sql_names(m))
+    ).format(
+        tail=sql.SQL(CLASSIFY_CTES).format(**sql_names(m)),
+        parts=sql.SQL(PARTS_SQL.format(rel="d")),
+        **sql_names(m),
+    )
 
 
 def forget_cycle_children_query() -> sql.SQL:
@@ -374,7 +391,7 @@ keys AS MATERIALIZED (
 -- one index probe per key (LATERAL): the keys are few (straddlers, changed and live
 -- cycles' keys), and a range scan of the widened window is what the store avoids
 g AS (
-    SELECT k.ref, k.ttype, x.n, x.total, x.first_id, x.status, x.currency, x.in_window
+    SELECT k.ref, k.ttype, x.n, x.total, x.first_id, x.status, x.currency, x.currency_hi, x.in_window
     FROM keys AS k
     CROSS JOIN LATERAL (
         SELECT count(*) AS n,
@@ -382,6 +399,7 @@ g AS (
                min(t.{t_id})::bigint AS first_id,
                min(t.{t_status} COLLATE "C") AS status,
                min(upper(t.{t_currency}) COLLATE "C") AS currency,
+               max(upper(t.{t_currency}) COLLATE "C") AS currency_hi,
                bool_or(t.{t_created} >= %(start)s AND t.{t_created} < %(end)s) AS in_window
         FROM {intents} AS i
         JOIN {transactions} AS t ON t.{t_intent} = i.{i_id}
@@ -391,7 +409,7 @@ g AS (
     WHERE x.n > 0
 ),
 s AS (
-    SELECT k.ref, k.ttype, x.n, x.total, x.first_id, x.status, x.currency, x.in_window
+    SELECT k.ref, k.ttype, x.n, x.total, x.first_id, x.status, x.currency, x.currency_hi, x.in_window
     FROM keys AS k
     CROSS JOIN LATERAL (
         SELECT count(*) AS n,
@@ -399,6 +417,7 @@ s AS (
                min(l.{s_id})::bigint AS first_id,
                min(COALESCE(%(status_map)s::jsonb ->> l.{s_status}, l.{s_status}) COLLATE "C") AS status,
                min(upper(l.{s_currency}) COLLATE "C") AS currency,
+               max(upper(l.{s_currency}) COLLATE "C") AS currency_hi,
                bool_or(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS in_window
         FROM {statements} AS l
         WHERE l.{s_psp} = %(psp)s AND l.{s_ref} = k.ref AND l.{s_type} = k.ttype
@@ -413,7 +432,8 @@ stored AS (
            v.gateway_status AS g_status, v.statement_status AS s_status,
            v.gateway_amount_minor AS g_total, v.statement_amount_minor AS s_total,
            v.divergent_amount_minor, v.currency,
-           v.gateway_count AS gn, v.statement_count AS sn, v.gateway_first_id AS g_first_id
+           v.gateway_count AS gn, v.statement_count AS sn, v.gateway_first_id AS g_first_id,
+           v.statement_currency, v.other_amounts
     FROM recon.cycle_divergences AS v
     WHERE v.psp = %(psp)s AND v.cycle_start = ANY(%(clean)s::timestamptz[])
       AND v.kind = ANY(%(kinds)s::text[])
@@ -429,13 +449,14 @@ def stored_report_query(m: TableMapping) -> sql.Composed:
     return sql.SQL(
         """WITH {ctes}
 SELECT kind, ref, ttype, g_status, s_status, g_total, s_total,
-       divergent_amount_minor, currency, gn, sn, g_first_id
+       divergent_amount_minor, currency, gn, sn, g_first_id, statement_currency, other_amounts
 FROM (
     SELECT kind, ref, ttype, g_status, s_status, g_total, s_total,
-           divergent_amount_minor, currency, gn, sn, g_first_id FROM d
+           divergent_amount_minor, currency, gn, sn, g_first_id, statement_currency, other_amounts FROM d
     UNION ALL
     SELECT kind, ref, ttype, g_status, s_status, g_total, s_total,
-           divergent_amount_minor, currency, gn, sn, g_first_id FROM stored
+           divergent_amount_minor, currency, gn, sn, g_first_id, statement_currency, other_amounts
+    FROM stored
 ) AS u
 ORDER BY array_position(%(kinds)s::text[], kind), ref COLLATE "C", ttype COLLATE "C"
 """
@@ -443,48 +464,55 @@ ORDER BY array_position(%(kinds)s::text[], kind), ref COLLATE "C", ttype COLLATE
 
 
 def stored_by_kind_query(m: TableMapping) -> sql.Composed:
-    """Per kind: stored totals of the clean cycles, less their keys classified live, plus
-    the live keys; same rows as :func:`queries.divergence_by_kind_query`."""
+    """Per currency and kind: stored totals of the clean cycles, less their keys classified
+    live, plus the live keys; same rows as :func:`queries.divergence_by_kind_query`."""
     return sql.SQL(
         """WITH {ctes},
 excluded AS (
-    SELECT v.kind, v.divergent_amount_minor FROM keys
+    SELECT v.kind, v.currency, v.divergent_amount_minor, v.other_amounts FROM keys
     JOIN recon.cycle_divergences AS v
       ON v.psp = %(psp)s AND v.provider_reference = keys.ref AND v.transaction_type = keys.ttype
     WHERE v.cycle_start = ANY(%(clean)s::timestamptz[]) AND v.kind = ANY(%(kinds)s::text[])
 )
-SELECT kind, sum(n)::bigint, sum(amount)::bigint FROM (
-    SELECT kind, divergent_count AS n, divergent_amount_minor AS amount FROM recon.cycle_kind_totals
+SELECT currency, kind, sum(n)::bigint, sum(amount)::bigint FROM (
+    SELECT NULLIF(currency, '') AS currency, kind, divergent_count AS n, divergent_amount_minor AS amount
+    FROM recon.cycle_kind_totals
     WHERE psp = %(psp)s AND cycle_start = ANY(%(clean)s::timestamptz[]) AND kind = ANY(%(kinds)s::text[])
     UNION ALL
-    SELECT kind, -1, -divergent_amount_minor FROM excluded
+    SELECT p.currency, p.kind, -p.n, -p.amount FROM ({excluded_parts}) AS p
     UNION ALL
-    SELECT kind, 1, divergent_amount_minor FROM d
+    SELECT p.currency, p.kind, p.n, p.amount FROM ({parts}) AS p
 ) AS u
-GROUP BY kind HAVING sum(n) <> 0"""
-    ).format(ctes=_live_keys_ctes(m))
+GROUP BY 1, 2 HAVING sum(n) <> 0 OR sum(amount) <> 0"""
+    ).format(
+        ctes=_live_keys_ctes(m),
+        excluded_parts=sql.SQL(PARTS_SQL.format(rel="excluded")),
+        parts=sql.SQL(PARTS_SQL.format(rel="d")),
+    )
 
 
 def stored_totals_query(m: TableMapping) -> sql.Composed:
-    """Gateway count and amount of the window: stored for clean cycles, live for the rest."""
+    """Gateway count and amount of the window per currency: stored for clean cycles, live
+    for the rest; rows ``(currency, count, amount)`` like :func:`queries.gateway_totals_query`."""
     t, i = m.transactions, m.intents
     return sql.SQL(
-        """SELECT (COALESCE((SELECT sum(gateway_count) FROM recon.cycle_results
-                   WHERE psp = %(psp)s AND cycle_start = ANY(%(clean)s::timestamptz[])), 0)
-        + COALESCE(live.n, 0))::bigint,
-       (COALESCE((SELECT sum(gateway_amount_minor) FROM recon.cycle_results
-                   WHERE psp = %(psp)s AND cycle_start = ANY(%(clean)s::timestamptz[])), 0)
-        + COALESCE(live.amount, 0))::bigint
-FROM (
-    SELECT count(*) AS n, sum(t.{amount}) AS amount
+        """SELECT currency, sum(n)::bigint, sum(amount)::bigint FROM (
+    SELECT NULLIF(c.key, '') AS currency, (c.value ->> 0)::bigint AS n, (c.value ->> 1)::bigint AS amount
+    FROM recon.cycle_results AS r CROSS JOIN LATERAL jsonb_each(r.gateway_by_currency) AS c
+    WHERE r.psp = %(psp)s AND r.cycle_start = ANY(%(clean)s::timestamptz[])
+    UNION ALL
+    SELECT upper(t.{currency}) COLLATE "C", count(*), sum(t.{amount})
     FROM unnest(%(live_starts)s::timestamptz[], %(live_ends)s::timestamptz[]) AS u(s, e)
     JOIN {transactions} AS t ON t.{created} >= u.s AND t.{created} < u.e
     JOIN {intents} AS i ON i.{i_id} = t.{intent}
     WHERE i.{provider} = %(psp)s
-) AS live"""
+    GROUP BY 1
+) AS u
+GROUP BY 1"""
     ).format(
         transactions=t.table.ident,
         intents=i.table.ident,
+        currency=t.col("currency"),
         amount=t.col("amount_minor"),
         i_id=i.col("id"),
         intent=t.col("intent_id"),

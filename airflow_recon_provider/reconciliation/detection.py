@@ -43,6 +43,7 @@ class Detection:
     def event_payload(self) -> dict[str, Any]:
         """Plain JSON for a TriggerEvent / XCom / the remediation DAG's conf."""
         s = self.summary
+        figures = s.as_dict()
         return {
             "status": "alert",
             "psp": s.psp,
@@ -55,10 +56,13 @@ class Detection:
             "divergence_pct": s.divergence_pct,
             "gateway_amount_minor": s.gateway_amount_minor,
             "lag_cycles": s.lag_cycles,
-            "by_kind": {
-                kind.value: {"count": t.count, "amount_minor": t.amount_minor}
-                for kind, t in sorted(s.by_kind.items(), key=lambda kv: kv[0].rank)
-            },
+            "by_kind": figures["by_kind"],
+            # the converted figures above are in this currency; each currency's own figures
+            # and the rates used go with them (DESIGN 3a)
+            "reporting_currency": s.reporting_currency,
+            "by_currency": figures["by_currency"],
+            "fx_rates": figures["fx_rates"],
+            "unconverted_currencies": figures["unconverted_currencies"],
             "checked_at": self.checked_at.isoformat(),
         }
 

@@ -33,6 +33,8 @@ REPORT_COLUMNS = (
     "gateway_count",
     "statement_count",
     "gateway_first_id",
+    "statement_currency",
+    "other_amounts",
 )
 
 
@@ -73,6 +75,7 @@ j AS (
            s.first_id AS s_first_id,
            g.status AS g_status, s.status AS s_status,
            g.currency AS g_currency, s.currency AS s_currency,
+           g.currency_hi AS g_currency_hi, s.currency_hi AS s_currency_hi,
            g.first_id AS g_first_id
     FROM g FULL JOIN s ON g.ref = s.ref AND g.ttype = s.ttype
     WHERE (COALESCE(g.in_window, false) OR COALESCE(s.in_window, false))
@@ -82,9 +85,13 @@ j AS (
            AND g.status = s.status) IS NOT TRUE
 )"""
 
-#: ``c`` (kind of each key of ``j``, NULL when it matches) and ``d`` (divergent keys with
-#: their amount): the one decision of DESIGN section 3, shared by the one-shot query and the
-#: cycle store, formatted with :func:`sql_names`
+#: ``c`` (kind of each key of ``j``, NULL when it matches), ``d0`` (divergent keys: their
+#: currency, amount and the side the amount comes from), ``x`` (for the rare keys whose side
+#: holds more than one currency, or whose duplicated side is in another currency than the
+#: key: that side's total and extra-copy amount per currency, read by key) and ``d`` (the
+#: report's rows: amounts in the key's currency, ``other_amounts`` the extra copies in other
+#: currencies): the one decision of DESIGN sections 3 and 3a, shared by the one-shot query and
+#: the cycle store, formatted with :func:`sql_names`
 CLASSIFY_CTES = """
 c AS (
     SELECT j.*,
@@ -99,8 +106,27 @@ c AS (
            END AS kind
     FROM j
 ),
-d AS (
-    SELECT kind, ref, ttype, g_status, s_status, g_total, s_total,
+d0 AS MATERIALIZED (
+    SELECT kind, ref, ttype, g_status, s_status, g_total, s_total, gn, sn, g_first_id, s_first_id,
+           g_mixed, s_mixed,
+           CASE WHEN s_mixed THEN NULL ELSE s_currency END AS statement_currency,
+           -- the key's currency: its gateway row's with the smallest id, else its statement
+           -- line's (read by primary key only when that side holds several currencies)
+           CASE
+               WHEN gn IS NOT NULL AND NOT g_mixed THEN g_currency
+               WHEN gn IS NOT NULL
+                   THEN (SELECT upper(f.{t_currency}) COLLATE "C" FROM {transactions} AS f
+                         WHERE f.{t_id} = g_first_id)
+               WHEN NOT s_mixed THEN s_currency
+               ELSE (SELECT upper(f.{s_currency}) COLLATE "C" FROM {statements} AS f
+                     WHERE f.{s_id} = s_first_id)
+           END AS currency,
+           -- the side the divergent amount comes from, and its currency when it has one
+           CASE WHEN kind IN ('duplicate_in_statement', 'missing_in_gateway') THEN 's' ELSE 'g' END AS side,
+           CASE WHEN kind IN ('duplicate_in_statement', 'missing_in_gateway')
+                THEN CASE WHEN s_mixed THEN NULL ELSE s_currency END
+                ELSE CASE WHEN g_mixed THEN NULL ELSE g_currency END
+           END AS amount_currency,
            CASE kind
                WHEN 'duplicate_in_gateway'
                    THEN g_total - (SELECT f.{t_amount} FROM {transactions} AS f WHERE f.{t_id} = g_first_id)
@@ -110,12 +136,73 @@ d AS (
                WHEN 'missing_in_gateway' THEN s_total
                WHEN 'amount_mismatch' THEN abs(g_total - s_total)
                ELSE g_total
-           END::bigint AS divergent_amount_minor,
-           COALESCE(g_currency, s_currency) AS currency,
-           gn, sn, g_first_id
-    FROM c
+           END::bigint AS amount
+    FROM (SELECT c.*, (g_currency <> g_currency_hi) IS TRUE AS g_mixed,
+                 (s_currency <> s_currency_hi) IS TRUE AS s_mixed
+          FROM c) AS c
     WHERE kind IS NOT NULL AND kind = ANY(%(kinds)s::text[])
+),
+x AS MATERIALIZED (
+    SELECT d0.ref, d0.ttype, 'g' AS side, y.currency, y.total, y.extra
+    FROM d0 CROSS JOIN LATERAL (
+        SELECT upper(t.{t_currency}) COLLATE "C" AS currency,
+               sum(t.{t_amount})::bigint AS total,
+               (sum(t.{t_amount})
+                - COALESCE(sum(t.{t_amount}) FILTER (WHERE t.{t_id} = d0.g_first_id), 0))::bigint AS extra
+        FROM {intents} AS i
+        JOIN {transactions} AS t ON t.{t_intent} = i.{i_id}
+        WHERE i.{i_provider} = %(psp)s AND i.{i_ref} = d0.ref AND t.{t_type} = d0.ttype
+          AND t.{t_created} >= %(wide_start)s AND t.{t_created} < %(wide_end)s
+        GROUP BY 1
+    ) AS y
+    WHERE d0.g_mixed
+    UNION ALL
+    SELECT d0.ref, d0.ttype, 's', y.currency, y.total, y.extra
+    FROM d0 CROSS JOIN LATERAL (
+        SELECT upper(l.{s_currency}) COLLATE "C" AS currency,
+               sum(l.{s_amount})::bigint AS total,
+               (sum(l.{s_amount})
+                - COALESCE(sum(l.{s_amount}) FILTER (WHERE l.{s_id} = d0.s_first_id), 0))::bigint AS extra
+        FROM {statements} AS l
+        WHERE l.{s_psp} = %(psp)s AND l.{s_ref} = d0.ref AND l.{s_type} = d0.ttype
+          AND l.{s_occurred} >= %(wide_start)s AND l.{s_occurred} < %(wide_end)s
+        GROUP BY 1
+    ) AS y
+    WHERE d0.s_mixed OR (d0.kind = 'duplicate_in_statement' AND d0.statement_currency <> d0.currency)
+),
+d AS (
+    SELECT kind, ref, ttype, g_status, s_status,
+           CASE WHEN g_mixed
+                THEN COALESCE((SELECT x.total FROM x WHERE x.ref = d0.ref AND x.ttype = d0.ttype
+                               AND x.side = 'g' AND x.currency = d0.currency), 0)
+                ELSE g_total END AS g_total,
+           CASE WHEN s_mixed
+                THEN COALESCE((SELECT x.total FROM x WHERE x.ref = d0.ref AND x.ttype = d0.ttype
+                               AND x.side = 's' AND x.currency = d0.currency), 0)
+                ELSE s_total END AS s_total,
+           CASE WHEN amount_currency = currency THEN amount
+                ELSE COALESCE((SELECT x.extra FROM x WHERE x.ref = d0.ref AND x.ttype = d0.ttype
+                               AND x.side = d0.side AND x.currency = d0.currency), 0)
+           END AS divergent_amount_minor,
+           currency, gn, sn, g_first_id, statement_currency,
+           CASE WHEN amount_currency IS DISTINCT FROM currency AND kind IN ('duplicate_in_gateway',
+                                                                          'duplicate_in_statement')
+                THEN (SELECT jsonb_object_agg(x.currency, x.extra) FROM x
+                      WHERE x.ref = d0.ref AND x.ttype = d0.ttype AND x.side = d0.side
+                        AND x.currency IS DISTINCT FROM d0.currency AND x.extra <> 0)
+           END AS other_amounts
+    FROM d0
 )"""
+
+#: ``parts``: each divergent key's count in its currency and its amounts in their own
+#: currencies (DESIGN 3a), from a relation ``{rel}`` with the report's columns; the
+#: summaries group it by ``(currency, kind)``
+PARTS_SQL = """
+    SELECT {rel}.currency, {rel}.kind, 1 AS n, {rel}.divergent_amount_minor AS amount FROM {rel}
+    UNION ALL
+    SELECT o.key, {rel}.kind, 0, o.value::bigint
+    FROM {rel} CROSS JOIN LATERAL jsonb_each_text({rel}.other_amounts) AS o
+    WHERE {rel}.other_amounts IS NOT NULL"""
 
 
 def sql_names(m: TableMapping) -> dict[str, sql.Composable]:
@@ -164,6 +251,7 @@ g AS (
            min(t.{t_id})::bigint AS first_id,
            min(t.{t_status} COLLATE "C") AS status,
            min(upper(t.{t_currency}) COLLATE "C") AS currency,
+           max(upper(t.{t_currency}) COLLATE "C") AS currency_hi,
            bool_or(t.{t_created} >= %(start)s AND t.{t_created} < %(end)s) AS in_window
     FROM {transactions} AS t
     JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
@@ -179,6 +267,7 @@ s AS (
            min(l.{s_id})::bigint AS first_id,
            min(COALESCE(%(status_map)s::jsonb ->> l.{s_status}, l.{s_status}) COLLATE "C") AS status,
            min(upper(l.{s_currency}) COLLATE "C") AS currency,
+           max(upper(l.{s_currency}) COLLATE "C") AS currency_hi,
            bool_or(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS in_window
     FROM {statements} AS l
     WHERE l.{s_psp} = %(psp)s
@@ -196,7 +285,7 @@ def divergence_report_query(m: TableMapping) -> sql.Composed:
     return sql.SQL(
         """WITH {ctes}
 SELECT kind, ref, ttype, g_status, s_status, g_total, s_total,
-       divergent_amount_minor, currency, gn, sn, g_first_id
+       divergent_amount_minor, currency, gn, sn, g_first_id, statement_currency, other_amounts
 FROM d
 ORDER BY array_position(%(kinds)s::text[], kind), ref COLLATE "C", ttype COLLATE "C"
 """
@@ -204,30 +293,58 @@ ORDER BY array_position(%(kinds)s::text[], kind), ref COLLATE "C", ttype COLLATE
 
 
 def divergence_by_kind_query(m: TableMapping) -> sql.Composed:
-    """Per kind: number of divergent keys and their divergent amount."""
+    """Per currency and kind: divergent keys counted in their key's currency, and divergent
+    amounts in their own currencies (DESIGN 3a): rows ``(currency, kind, count, amount)``."""
     return sql.SQL(
         """WITH {ctes}
-SELECT kind, count(*)::bigint, COALESCE(sum(divergent_amount_minor), 0)::bigint
-FROM d GROUP BY kind"""
-    ).format(ctes=_classified_cte(m))
+SELECT currency, kind, sum(n)::bigint, sum(amount)::bigint
+FROM ({parts}) AS p
+GROUP BY 1, 2"""
+    ).format(ctes=_classified_cte(m), parts=sql.SQL(PARTS_SQL.format(rel="d")))
 
 
 def gateway_totals_query(m: TableMapping) -> sql.Composed:
-    """Every gateway row of the PSP created in ``[start, end)``: count and amount as stored."""
+    """Every gateway row of the PSP created in ``[start, end)``, per currency: rows
+    ``(currency, count, amount as stored)``."""
     t, i = m.transactions, m.intents
     return sql.SQL(
-        """SELECT count(*)::bigint, COALESCE(sum(t.{amount}), 0)::bigint
+        """SELECT upper(t.{currency}) COLLATE "C", count(*)::bigint, COALESCE(sum(t.{amount}), 0)::bigint
 FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{intent}
-WHERE i.{provider} = %(psp)s AND t.{created} >= %(start)s AND t.{created} < %(end)s"""
+WHERE i.{provider} = %(psp)s AND t.{created} >= %(start)s AND t.{created} < %(end)s
+GROUP BY 1"""
     ).format(
         transactions=t.table.ident,
         intents=i.table.ident,
+        currency=t.col("currency"),
         amount=t.col("amount_minor"),
         i_id=i.col("id"),
         intent=t.col("intent_id"),
         provider=i.col("provider"),
         created=t.col("created_at"),
     )
+
+
+def fx_rates_in_force_query() -> sql.SQL:
+    """For each of ``%(currencies)s``, the ``recon.fx_rates`` row with the greatest
+    ``valid_from <= %(at)s`` (DESIGN 3a): rows ``(currency, rate, valid_from, source)``."""
+    return sql.SQL(
+        """SELECT DISTINCT ON (currency) currency, rate, valid_from, source
+FROM recon.fx_rates
+WHERE currency = ANY(%(currencies)s::text[]) AND valid_from <= %(at)s
+ORDER BY currency, valid_from DESC"""
+    )
+
+
+def currencies_to_convert(
+    totals: list[tuple[Any, ...]], by_kind: list[tuple[Any, ...]], reporting_currency: str
+) -> list[str]:
+    """The currencies of a summary's rows (:func:`gateway_totals_query`,
+    :func:`divergence_by_kind_query`) that need a rate: every one but the reporting currency."""
+    return sorted(({r[0] for r in totals} | {r[0] for r in by_kind}) - {reporting_currency, None})
+
+
+def fx_rates_table_exists_query() -> sql.SQL:
+    return sql.SQL("SELECT to_regclass('recon.fx_rates') IS NOT NULL")
 
 
 def snapshot_copy_query(m: TableMapping) -> sql.Composed:

@@ -15,6 +15,16 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import IO, Any
 
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
+from airflow_recon_provider.reconciliation.money import (
+    DEFAULT_LOCALE,
+    DEFAULT_REPORTING_CURRENCY,
+    Converter,
+    FxRate,
+    exponent,
+    format_money,
+    format_pct,
+    format_rate,
+)
 from airflow_recon_provider.reconciliation.thresholds import AlertReason, Thresholds
 from airflow_recon_provider.reconciliation.window import Window
 
@@ -55,10 +65,16 @@ class DivergenceRow:
     gateway_count: int = 0
     statement_count: int = 0
     gateway_first_id: int | None = None
+    #: the statement side's currency when it has one (differs from ``currency`` for a
+    #: currency mismatch); ``None`` when missing or in several currencies
+    statement_currency: str | None = None
+    #: extra copies of a duplicate in other currencies than the key's: ``{currency: amount}``
+    #: (DESIGN 3a: they count in their own currency, never added to ``divergent_amount_minor``)
+    other_amounts: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_db(cls, record: tuple[Any, ...]) -> DivergenceRow:
-        kind, ref, ttype, gs, ss, ga, sa, amount, cur, gn, sn, gid = record
+        kind, ref, ttype, gs, ss, ga, sa, amount, cur, gn, sn, gid, s_cur, other = record
         return cls(
             kind=DivergenceKind(kind),
             provider_reference=ref,
@@ -72,7 +88,14 @@ class DivergenceRow:
             gateway_count=int(gn or 0),
             statement_count=int(sn or 0),
             gateway_first_id=None if gid is None else int(gid),
+            statement_currency=s_cur if s_cur is not None else (cur if sa is not None else None),
+            other_amounts={str(c): int(v) for c, v in (other or {}).items()},
         )
+
+    @property
+    def statement_amount_currency(self) -> str | None:
+        """The currency of ``statement_amount_minor``."""
+        return self.statement_currency or self.currency
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -103,16 +126,21 @@ def divergence_pct(divergent_amount_minor: int, gateway_amount_minor: int) -> fl
 
 
 @dataclass(frozen=True)
-class DivergenceSummary:
-    """Summary figures of DESIGN section 3 for one PSP and window."""
+class CurrencyFigures:
+    """The summary figures of one currency, in its own minor units (DESIGN 3a).
 
-    psp: str
-    window: Window
-    gateway_count: int
-    gateway_amount_minor: int
+    ``by_kind`` counts the divergent keys whose currency this is, and the divergent amounts
+    in this currency (an extra copy of a duplicate in this currency adds its amount, not a
+    count)."""
+
+    currency: str
+    gateway_count: int = 0
+    gateway_amount_minor: int = 0
     by_kind: dict[DivergenceKind, KindTotal] = field(default_factory=dict)
-    lag_cycles: int | None = None
-    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    @property
+    def exponent(self) -> int | None:
+        return exponent(self.currency)
 
     @property
     def divergent_count(self) -> int:
@@ -123,13 +151,133 @@ class DivergenceSummary:
         return sum(t.amount_minor for t in self.by_kind.values())
 
     @property
+    def has_divergence(self) -> bool:
+        return any(t.count or t.amount_minor for t in self.by_kind.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "exponent": self.exponent,
+            "gateway_count": self.gateway_count,
+            "gateway_amount_minor": self.gateway_amount_minor,
+            "divergent_count": self.divergent_count,
+            "divergent_amount_minor": self.divergent_amount_minor,
+            "by_kind": _kinds_dict(self.by_kind),
+        }
+
+
+def _kinds_dict(by_kind: dict[DivergenceKind, KindTotal]) -> dict[str, dict[str, int]]:
+    return {
+        kind.value: {"count": total.count, "amount_minor": total.amount_minor}
+        for kind, total in sorted(by_kind.items(), key=lambda kv: kv[0].rank)
+    }
+
+
+@dataclass(frozen=True)
+class DivergenceSummary:
+    """Summary figures of DESIGN sections 3 and 3a for one PSP and window.
+
+    Per-currency figures are in ``by_currency``; the top-level amounts are in the reporting
+    currency: each currency's total converted once with its rate in ``fx_rates`` (the rate in
+    force at the window's end), currencies without a rate left out and listed in
+    ``unconverted_currencies``. Counts always include every currency. Decisions (alert,
+    recovery) use the converted figures; a currency without a rate that has a divergence
+    fires the alert (``fx_rate_missing``) and keeps the window from recovering.
+    """
+
+    psp: str
+    window: Window
+    by_currency: dict[str, CurrencyFigures] = field(default_factory=dict)
+    lag_cycles: int | None = None
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    reporting_currency: str = DEFAULT_REPORTING_CURRENCY
+    fx_rates: dict[str, FxRate] = field(default_factory=dict)
+
+    @classmethod
+    def in_one_currency(
+        cls,
+        *,
+        psp: str,
+        window: Window,
+        gateway_count: int,
+        gateway_amount_minor: int,
+        by_kind: dict[DivergenceKind, KindTotal] | None = None,
+        currency: str = DEFAULT_REPORTING_CURRENCY,
+        **kwargs: Any,
+    ) -> DivergenceSummary:
+        """A summary whose every row is in ``currency`` (the reporting one by default)."""
+        figures = CurrencyFigures(currency, gateway_count, gateway_amount_minor, dict(by_kind or {}))
+        return cls(psp=psp, window=window, by_currency={currency: figures}, **kwargs)
+
+    @property
+    def converter(self) -> Converter:
+        return Converter(self.reporting_currency, self.fx_rates)
+
+    @property
+    def currencies(self) -> list[str]:
+        return sorted(self.by_currency)
+
+    @property
+    def unconverted_currencies(self) -> list[str]:
+        """Currencies of the window with no rate in force (their amounts are left out of the
+        converted figures)."""
+        return [c for c in self.currencies if not self.converter.can_convert(c)]
+
+    @property
+    def fx_rate_missing(self) -> bool:
+        """A currency without a rate has a divergence: never assumed small."""
+        return any(self.by_currency[c].has_divergence for c in self.unconverted_currencies)
+
+    @property
+    def used_rates(self) -> dict[str, FxRate]:
+        """The rates the converted figures used: currencies of the window other than the
+        reporting one that have a rate."""
+        return {
+            c: self.fx_rates[c]
+            for c in self.currencies
+            if c != self.reporting_currency and c in self.fx_rates
+        }
+
+    @property
+    def gateway_count(self) -> int:
+        return sum(f.gateway_count for f in self.by_currency.values())
+
+    @property
+    def gateway_amount_minor(self) -> int:
+        """Reporting-currency minor units: each currency's gateway total converted once."""
+        return self.converter.total((c, f.gateway_amount_minor) for c, f in self.by_currency.items())
+
+    @property
+    def divergent_count(self) -> int:
+        return sum(f.divergent_count for f in self.by_currency.values())
+
+    @property
+    def divergent_amount_minor(self) -> int:
+        """Reporting-currency minor units: each currency's divergent total converted once."""
+        return self.converter.total((c, f.divergent_amount_minor) for c, f in self.by_currency.items())
+
+    @property
+    def by_kind(self) -> dict[DivergenceKind, KindTotal]:
+        """Per kind: keys of every currency, and the amount in reporting-currency minor units
+        (each (currency, kind) total converted separately: the kinds may add up to
+        ``divergent_amount_minor`` within one minor unit per pair)."""
+        out: dict[DivergenceKind, KindTotal] = {}
+        for currency, figures in self.by_currency.items():
+            for kind, total in figures.by_kind.items():
+                converted = self.converter.convert(total.amount_minor, currency) or 0
+                have = out.get(kind, KindTotal())
+                out[kind] = KindTotal(have.count + total.count, have.amount_minor + converted)
+        return out
+
+    @property
     def divergence_pct(self) -> float | None:
         return divergence_pct(self.divergent_amount_minor, self.gateway_amount_minor)
 
     @property
     def alert_reasons(self) -> list[AlertReason]:
         return self.thresholds.alert_reasons(
-            divergent_amount_minor=self.divergent_amount_minor, lag_cycles=self.lag_cycles
+            divergent_amount_minor=self.divergent_amount_minor,
+            lag_cycles=self.lag_cycles,
+            fx_rate_missing=self.fx_rate_missing,
         )
 
     @property
@@ -138,30 +286,73 @@ class DivergenceSummary:
 
     @property
     def recovered(self) -> bool:
-        """Amount and count criteria only; the successful-runs criterion is the sensor's."""
+        """Amount and count criteria only; the successful-runs criterion is the sensor's.
+        A divergence in a currency without a rate is never taken as recovered."""
         return self.thresholds.amounts_recovered(
-            divergent_amount_minor=self.divergent_amount_minor, divergent_count=self.divergent_count
+            divergent_amount_minor=self.divergent_amount_minor,
+            divergent_count=self.divergent_count,
+            fx_rate_missing=self.fx_rate_missing,
         )
+
+    def money(self, amount_minor: int | None, *, locale: str = DEFAULT_LOCALE) -> str:
+        """A reporting-currency amount as people read it (``R$ 1.234,56``)."""
+        return format_money(amount_minor, self.reporting_currency, locale=locale)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "psp": self.psp,
             "window_start": self.window.start.isoformat(),
             "window_end": self.window.end.isoformat(),
+            "reporting_currency": self.reporting_currency,
             "gateway_count": self.gateway_count,
             "gateway_amount_minor": self.gateway_amount_minor,
             "divergent_count": self.divergent_count,
             "divergent_amount_minor": self.divergent_amount_minor,
             "divergence_pct": self.divergence_pct,
-            "by_kind": {
-                kind.value: {"count": total.count, "amount_minor": total.amount_minor}
-                for kind, total in sorted(self.by_kind.items(), key=lambda kv: kv[0].rank)
-            },
+            "by_kind": _kinds_dict(self.by_kind),
+            "by_currency": {c: self.by_currency[c].as_dict() for c in self.currencies},
+            "fx_rates": {c: rate.as_dict() for c, rate in sorted(self.used_rates.items())},
+            "unconverted_currencies": self.unconverted_currencies,
             "lag_cycles": self.lag_cycles,
             "alert": self.alert,
             "alert_reasons": [r.value for r in self.alert_reasons],
             "recovered": self.recovered,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, thresholds: Thresholds | None = None) -> DivergenceSummary:
+        """The summary back from :meth:`as_dict` (a trigger event, an XCom)."""
+        from datetime import datetime
+
+        by_currency = {
+            code: CurrencyFigures(
+                code,
+                int(fig["gateway_count"]),
+                int(fig["gateway_amount_minor"]),
+                {
+                    DivergenceKind(k): KindTotal(int(v["count"]), int(v["amount_minor"]))
+                    for k, v in fig["by_kind"].items()
+                },
+            )
+            for code, fig in (data.get("by_currency") or {}).items()
+        }
+        rates = {
+            code: FxRate(
+                code, Decimal(r["rate"]), datetime.fromisoformat(r["valid_from"]), r.get("source", "")
+            )
+            for code, r in (data.get("fx_rates") or {}).items()
+        }
+        return cls(
+            psp=data["psp"],
+            window=Window(
+                datetime.fromisoformat(data["window_start"]), datetime.fromisoformat(data["window_end"])
+            ),
+            by_currency=by_currency,
+            lag_cycles=data.get("lag_cycles"),
+            thresholds=thresholds or Thresholds(),
+            reporting_currency=data.get("reporting_currency") or DEFAULT_REPORTING_CURRENCY,
+            fx_rates=rates,
+        )
 
 
 # -- renderers -----------------------------------------------------------------------
@@ -196,27 +387,35 @@ def format_minor(amount_minor: int | None, currency: str | None = None) -> str:
     return f"{text} {currency}" if currency else text
 
 
-def iter_table_lines(rows: Iterable[DivergenceRow]) -> Iterator[list[str]]:
+def iter_table_lines(rows: Iterable[DivergenceRow], *, locale: str = DEFAULT_LOCALE) -> Iterator[list[str]]:
+    """Report rows as people read them: every amount with its own currency and decimals."""
     for row in rows:
+        divergent = format_money(row.divergent_amount_minor, row.currency, locale=locale)
+        if row.other_amounts:
+            divergent += "".join(
+                f" + {format_money(v, c, locale=locale)}" for c, v in sorted(row.other_amounts.items())
+            )
         yield [
             row.kind.value,
             row.provider_reference,
             row.transaction_type,
             row.gateway_status or "-",
             row.statement_status or "-",
-            format_minor(row.gateway_amount_minor),
-            format_minor(row.statement_amount_minor),
-            format_minor(row.divergent_amount_minor),
+            format_money(row.gateway_amount_minor, row.currency, locale=locale),
+            format_money(row.statement_amount_minor, row.statement_amount_currency, locale=locale),
+            divergent,
             row.currency or "-",
         ]
 
 
-def write_table(rows: Iterable[DivergenceRow], out: IO[str], *, batch: int = 500) -> int:
+def write_table(
+    rows: Iterable[DivergenceRow], out: IO[str], *, batch: int = 500, locale: str = DEFAULT_LOCALE
+) -> int:
     """A terminal table, printed in batches so memory stays flat on long reports."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=out, width=160, force_terminal=False)
+    console = Console(file=out, width=180, force_terminal=False)
     headers = [
         "kind",
         "reference",
@@ -230,7 +429,7 @@ def write_table(rows: Iterable[DivergenceRow], out: IO[str], *, batch: int = 500
     ]
     count = 0
     table = None
-    for line in iter_table_lines(rows):
+    for line in iter_table_lines(rows, locale=locale):
         if table is None:
             table = Table(*headers, show_lines=False)
         table.add_row(*line)
@@ -255,29 +454,65 @@ def render_rows(rows: Iterable[DivergenceRow], out: IO[str], fmt: str) -> int:
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
-def summary_table(summary: DivergenceSummary) -> str:
-    """A readable per-kind table of a summary (demo, CLI, task logs)."""
+def rates_text(summary: DivergenceSummary, *, locale: str = DEFAULT_LOCALE) -> str:
+    """The rates a summary's converted figures used, and the currencies left out, in words:
+    ``1 EUR = R$ 6,25 (from 2026-12-04T16:00:00+00:00, BCB PTAX)``."""
+    parts = [
+        f"1 {c} = {format_rate(r.rate, locale=locale)} {summary.reporting_currency} "
+        f"({r.valid_from.isoformat()}, {r.source or '-'})"
+        for c, r in sorted(summary.used_rates.items())
+    ]
+    if summary.unconverted_currencies:
+        parts.append("no rate (left out): " + ", ".join(summary.unconverted_currencies))
+    return "; ".join(parts)
+
+
+def summary_table(summary: DivergenceSummary, *, locale: str = DEFAULT_LOCALE) -> str:
+    """A readable summary (demo, CLI, task logs): each currency's figures in that currency,
+    then the per-kind figures converted to the reporting currency, with the rates used."""
     from rich.console import Console
     from rich.table import Table
 
+    def money(amount: int | None, currency: str) -> str:
+        return format_money(amount, currency, locale=locale)
+
+    rc = summary.reporting_currency
     buf = io.StringIO()
-    console = Console(file=buf, width=110, force_terminal=False, soft_wrap=True)
-    pct = summary.divergence_pct
+    console = Console(file=buf, width=130, force_terminal=False, soft_wrap=True)
     console.print(f"PSP {summary.psp}  window {summary.window}")
+    per_currency = Table(title="per currency (own minor units, never added across currencies)")
+    for header in ("currency", "gateway rows", "gateway amount", "divergent keys", "divergent amount"):
+        per_currency.add_column(header, justify="left" if header == "currency" else "right")
+    for code in summary.currencies:
+        fig = summary.by_currency[code]
+        per_currency.add_row(
+            code or "?",
+            f"{fig.gateway_count:,}",
+            money(fig.gateway_amount_minor, code),
+            f"{fig.divergent_count:,}",
+            money(fig.divergent_amount_minor, code),
+        )
+    console.print(per_currency)
+    converted = len(summary.currencies) > 1 or summary.currencies not in ([], [rc])
+    suffix = f" (converted to {rc})" if converted else ""
+    pct = summary.divergence_pct
     console.print(
-        f"gateway: {summary.gateway_count:,} rows, {format_minor(summary.gateway_amount_minor)}  |  "
-        f"divergent: {summary.divergent_count:,} keys, {format_minor(summary.divergent_amount_minor)}"
-        f" ({'n/a' if pct is None else f'{pct:.4f}%'})"
+        f"gateway: {summary.gateway_count:,} rows, {money(summary.gateway_amount_minor, rc)}{suffix}  |  "
+        f"divergent: {summary.divergent_count:,} keys, {money(summary.divergent_amount_minor, rc)}{suffix}"
+        f" ({format_pct(pct, locale=locale)})"
     )
+    if summary.used_rates or summary.unconverted_currencies:
+        console.print(f"rates: {rates_text(summary, locale=locale)}")
     table = Table()
     table.add_column("divergence kind")
     table.add_column("keys", justify="right")
-    table.add_column("divergent amount", justify="right")
+    table.add_column(f"divergent amount{suffix}", justify="right")
+    by_kind = summary.by_kind
     for kind in ALL_KINDS:
-        total = summary.by_kind.get(kind, KindTotal())
-        table.add_row(kind.value, f"{total.count:,}", format_minor(total.amount_minor))
+        total = by_kind.get(kind, KindTotal())
+        table.add_row(kind.value, f"{total.count:,}", money(total.amount_minor, rc))
     table.add_row(
-        "total", f"{summary.divergent_count:,}", format_minor(summary.divergent_amount_minor), style="bold"
+        "total", f"{summary.divergent_count:,}", money(summary.divergent_amount_minor, rc), style="bold"
     )
     console.print(table)
     reasons = ", ".join(r.value for r in summary.alert_reasons) or "none"
@@ -293,25 +528,39 @@ def summary_from_results(
     *,
     psp: str,
     window: Window,
-    totals: tuple[int, int],
-    by_kind_rows: Iterable[tuple[str, int, int]],
+    totals: Iterable[tuple[str, int, int]],
+    by_kind_rows: Iterable[tuple[str, str, int, int]],
     last_success_end: Any,
     reference: Any,
     thresholds: Thresholds,
+    reporting_currency: str = DEFAULT_REPORTING_CURRENCY,
+    fx_rates: Iterable[FxRate] = (),
 ) -> DivergenceSummary:
     """Build a summary from the results of the summary statements (sync or async I/O):
-    ``totals`` of :func:`queries.gateway_totals_query`, rows of
-    :func:`queries.divergence_by_kind_query`, and the value of
-    :func:`queries.latest_success_query` at ``reference``."""
+    rows ``(currency, count, amount)`` of :func:`queries.gateway_totals_query`, rows
+    ``(currency, kind, count, amount)`` of :func:`queries.divergence_by_kind_query`, the
+    value of :func:`queries.latest_success_query` at ``reference``, and the rates in force
+    (:func:`queries.fx_rates_in_force_query`)."""
     from airflow_recon_provider.reconciliation.window import cycles_between
 
-    count, amount = totals
+    gateway: dict[str, tuple[int, int]] = {}
+    for currency, count, amount in totals:
+        code = currency or ""
+        n, a = gateway.get(code, (0, 0))
+        gateway[code] = (n + int(count), a + int(amount))
+    kinds: dict[str, dict[DivergenceKind, KindTotal]] = {}
+    for currency, kind, count, amount in by_kind_rows:
+        kinds.setdefault(currency or "", {})[DivergenceKind(kind)] = KindTotal(int(count), int(amount))
+    by_currency = {
+        code: CurrencyFigures(code, *gateway.get(code, (0, 0)), kinds.get(code, {}))
+        for code in sorted(set(gateway) | set(kinds))
+    }
     return DivergenceSummary(
         psp=psp,
         window=window,
-        gateway_count=int(count),
-        gateway_amount_minor=int(amount),
-        by_kind={DivergenceKind(kind): KindTotal(int(n), int(total)) for kind, n, total in by_kind_rows},
+        by_currency=by_currency,
         lag_cycles=cycles_between(last_success_end, reference),
         thresholds=thresholds,
+        reporting_currency=reporting_currency,
+        fx_rates={rate.currency: rate for rate in fx_rates},
     )

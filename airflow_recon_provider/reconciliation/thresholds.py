@@ -15,6 +15,8 @@ from airflow_recon_provider.reconciliation.errors import ConfigError
 class AlertReason(StrEnum):
     AMOUNT = "amount"
     LAG = "lag"
+    #: a currency of the window with a divergence has no FX rate: never assumed small
+    FX_RATE_MISSING = "fx_rate_missing"
 
     def __str__(self) -> str:
         return self.value
@@ -52,24 +54,47 @@ class Thresholds:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"threshold {name} must be a non-negative integer, got {value!r}")
 
-    def alert_reasons(self, *, divergent_amount_minor: int, lag_cycles: int | None) -> list[AlertReason]:
-        """Why the alert ``billing_gateway-reconciliation`` fires; empty when it does not.
+    def alert_reasons(
+        self, *, divergent_amount_minor: int, lag_cycles: int | None, fx_rate_missing: bool = False
+    ) -> list[AlertReason]:
+        """Why the alert ``billing_gateway-reconciliation`` fires (sorted); empty when it does not.
 
+        ``divergent_amount_minor`` is in the reporting currency (reais by default: the
+        thresholds' currency), converted from every currency that has a rate.
         ``lag_cycles=None`` means no successful cycle was ever recorded: that is lag.
+        ``fx_rate_missing``: a currency with a divergence has no rate, so the converted
+        amount leaves it out; it is never assumed small.
         """
         reasons = []
         if divergent_amount_minor > self.alert_amount_minor:
             reasons.append(AlertReason.AMOUNT)
+        if fx_rate_missing:
+            reasons.append(AlertReason.FX_RATE_MISSING)
         if lag_cycles is None or lag_cycles > self.alert_lag_cycles:
             reasons.append(AlertReason.LAG)
-        return reasons
+        return sorted(reasons, key=lambda r: r.value)
 
-    def should_alert(self, *, divergent_amount_minor: int, lag_cycles: int | None) -> bool:
-        return bool(self.alert_reasons(divergent_amount_minor=divergent_amount_minor, lag_cycles=lag_cycles))
+    def should_alert(
+        self, *, divergent_amount_minor: int, lag_cycles: int | None, fx_rate_missing: bool = False
+    ) -> bool:
+        return bool(
+            self.alert_reasons(
+                divergent_amount_minor=divergent_amount_minor,
+                lag_cycles=lag_cycles,
+                fx_rate_missing=fx_rate_missing,
+            )
+        )
 
-    def amounts_recovered(self, *, divergent_amount_minor: int, divergent_count: int) -> bool:
-        """The amount and count criteria of recovery (the run criterion is separate)."""
-        return divergent_amount_minor < self.recovered_amount_minor and divergent_count < self.recovered_count
+    def amounts_recovered(
+        self, *, divergent_amount_minor: int, divergent_count: int, fx_rate_missing: bool = False
+    ) -> bool:
+        """The amount and count criteria of recovery (the run criterion is separate); an
+        amount that could not be converted (``fx_rate_missing``) is not recovered."""
+        return (
+            not fx_rate_missing
+            and divergent_amount_minor < self.recovered_amount_minor
+            and divergent_count < self.recovered_count
+        )
 
     def is_recovered(
         self,
@@ -77,6 +102,7 @@ class Thresholds:
         divergent_amount_minor: int,
         divergent_count: int,
         latest_run_states: list[str],
+        fx_rate_missing: bool = False,
     ) -> bool:
         """All recovery criteria: amounts, and the latest runs (newest first) all ``success``."""
         needed = self.recovered_successful_runs
@@ -84,7 +110,9 @@ class Thresholds:
             state == "success" for state in latest_run_states[:needed]
         )
         return runs_ok and self.amounts_recovered(
-            divergent_amount_minor=divergent_amount_minor, divergent_count=divergent_count
+            divergent_amount_minor=divergent_amount_minor,
+            divergent_count=divergent_count,
+            fx_rate_missing=fx_rate_missing,
         )
 
 

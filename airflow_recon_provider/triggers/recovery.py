@@ -80,7 +80,9 @@ class RecoveryTrigger(BaseTrigger):
             divergent_amount_minor=summary.divergent_amount_minor,
             divergent_count=summary.divergent_count,
             latest_run_states=states,
+            fx_rate_missing=summary.fx_rate_missing,
         )
+        figures = summary.as_dict()
         return {
             "status": "recovered" if recovered else "not_recovered",
             "psp": self.psp,
@@ -91,6 +93,10 @@ class RecoveryTrigger(BaseTrigger):
             "divergence_pct": summary.divergence_pct,
             "latest_cycle_states": states,
             "amounts_recovered": summary.recovered,
+            "reporting_currency": summary.reporting_currency,
+            "by_currency": figures["by_currency"],
+            "fx_rates": figures["fx_rates"],
+            "unconverted_currencies": figures["unconverted_currencies"],
             "checked_at": now.isoformat(),
         }
 
@@ -109,10 +115,13 @@ class RecoveryTrigger(BaseTrigger):
                     yield TriggerEvent(result)
                     return
                 self.log.info(
-                    "%s not recovered yet: %s minor units in %s keys, latest cycles %s",
+                    "%s not recovered yet: %s %s minor units (converted) in %s keys, unconverted %s, "
+                    "latest cycles %s",
                     self.psp,
                     result["divergent_amount_minor"],
+                    result["reporting_currency"],
                     result["divergent_count"],
+                    result["unconverted_currencies"],
                     result["latest_cycle_states"],
                 )
             await asyncio.sleep(self.poll_interval)

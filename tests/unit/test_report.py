@@ -152,9 +152,58 @@ def test_table_contains_the_numbers():
     out = io.StringIO()
     assert write_table(ROWS, out) == 3
     text = out.getvalue()
-    for expected in ("duplicate_in_gateway", "16.00", "7.00", "9.00", "r9", "90,071,992,547,409.93", "0.56"):
+    for expected in (
+        "duplicate_in_gateway",
+        "R$ 16,00",
+        "R$ 7,00",
+        "R$ 9,00",
+        "r9",
+        "R$ 90.071.992.547.409,93",
+        "USD 0,56",
+    ):
         assert expected in text
-    assert "1,234.56" in text and "1,234.00" in text
+    assert "USD 1.234,56" in text and "USD 1.234,00" in text
+
+
+def test_table_amounts_carry_their_own_currency_and_decimals():
+    rows = [
+        DivergenceRow(
+            kind=DivergenceKind.CURRENCY_MISMATCH,
+            provider_reference="c1",
+            transaction_type="capture",
+            gateway_status="captured",
+            statement_status="captured",
+            gateway_amount_minor=1234,
+            statement_amount_minor=1234,
+            divergent_amount_minor=1234,
+            currency="JPY",
+            statement_currency="BHD",
+            gateway_count=1,
+            statement_count=1,
+        ),
+        DivergenceRow(
+            kind=DivergenceKind.DUPLICATE_IN_GATEWAY,
+            provider_reference="d1",
+            transaction_type="capture",
+            gateway_status="captured",
+            statement_status="captured",
+            gateway_amount_minor=1000,
+            statement_amount_minor=1000,
+            divergent_amount_minor=0,
+            currency="BRL",
+            other_amounts={"EUR": 250},
+            gateway_count=2,
+            statement_count=1,
+        ),
+    ]
+    out = io.StringIO()
+    write_table(rows, out)
+    text = out.getvalue()
+    assert "JPY 1.234" in text and "BHD 1,234" in text
+    assert "R$ 0,00 + EUR 2,50" in text
+    en = io.StringIO()
+    write_table(rows, en, locale="en")
+    assert "JPY 1,234" in en.getvalue() and "BHD 1.234" in en.getvalue()
 
 
 def test_table_batches_keep_every_row():
@@ -195,7 +244,22 @@ def test_render_rows_dispatch():
 
 def test_from_db_builds_ints():
     row = DivergenceRow.from_db(
-        ("missing_in_statement", "r1", "capture", "captured", None, 10**15, None, 10**15, "BRL", 1, None, 42)
+        (
+            "missing_in_statement",
+            "r1",
+            "capture",
+            "captured",
+            None,
+            10**15,
+            None,
+            10**15,
+            "BRL",
+            1,
+            None,
+            42,
+            None,
+            None,
+        )
     )
     assert row.kind is DivergenceKind.MISSING_IN_STATEMENT
     assert row.gateway_amount_minor == 10**15 and type(row.gateway_amount_minor) is int
@@ -271,7 +335,7 @@ def _summary(**kwargs) -> DivergenceSummary:
         "lag_cycles": 0,
     }
     base.update(kwargs)
-    return DivergenceSummary(**base)
+    return DivergenceSummary.in_one_currency(**base)
 
 
 def test_summary_figures_and_dict():
@@ -324,7 +388,7 @@ def test_summary_table_lists_every_kind_and_totals():
     )
     for kind in DivergenceKind:
         assert kind.value in text
-    assert "1,234.56" in text
-    assert "90,071,992,547,409.93" in text
+    assert "R$ 1.234,56" in text
+    assert "R$ 90.071.992.547.409,93" in text
     assert "never reconciled" in text
     assert "YES" in text
