@@ -293,6 +293,15 @@ ALTER TABLE recon.cycle_divergences
 ALTER TABLE recon.cycle_kind_totals ADD COLUMN IF NOT EXISTS currency text NOT NULL DEFAULT '';
 ALTER TABLE recon.cycle_kind_totals DROP CONSTRAINT IF EXISTS cycle_kind_totals_pkey;
 ALTER TABLE recon.cycle_kind_totals ADD PRIMARY KEY (psp, cycle_start, kind, currency);
+-- a corrected transaction's amount is in its own currency (from its dry-run proposal)
+ALTER TABLE recon.corrections ADD COLUMN IF NOT EXISTS currency text NOT NULL DEFAULT '';
+UPDATE recon.corrections AS c SET currency = upper(p.currency)
+  FROM recon.correction_proposals AS p
+ WHERE c.currency = '' AND p.correction_key = c.correction_key AND p.transaction_id = c.transaction_id;
+-- the incident's and each timeline event's figures per currency, with the rates they were
+-- converted with (DESIGN 3a): {"currency", "by_currency", "fx_rates", "unconverted_currencies"}
+ALTER TABLE recon.incidents ADD COLUMN IF NOT EXISTS currency_figures jsonb;
+ALTER TABLE recon.incident_events ADD COLUMN IF NOT EXISTS currency_figures jsonb;
 """,
     ),
 )
