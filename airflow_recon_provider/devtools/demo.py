@@ -207,10 +207,28 @@ def _summaries(scenario: DemoScenario) -> dict[str, Any]:
     return {psp: gateway.summary(psp, window) for psp in DEMO_PSPS}
 
 
-def _money(amount: int) -> str:
-    from airflow_recon_provider.reconciliation.report import format_minor
+def _money(amount: int, currency: str = "BRL") -> str:
+    from airflow_recon_provider.reconciliation.money import format_money
 
-    return format_minor(amount)
+    return format_money(amount, currency)
+
+
+def _pct(summary: Any) -> str:
+    from airflow_recon_provider.reconciliation.money import format_pct
+
+    return format_pct(summary.divergence_pct)
+
+
+def _per_currency(summary: Any) -> str:
+    """Each currency's divergent keys and amount in that currency (never added up)."""
+    return (
+        "\n".join(
+            f"{code}: {fig.divergent_count} key(s), {_money(fig.divergent_amount_minor, code)}"
+            for code, fig in sorted(summary.by_currency.items())
+            if fig.has_divergence
+        )
+        or "-"
+    )
 
 
 def _print_before(console: Console, scenario: DemoScenario, before: dict[str, Any]) -> None:
@@ -219,7 +237,8 @@ def _print_before(console: Console, scenario: DemoScenario, before: dict[str, An
         "PSP",
         "transactions",
         "divergent keys",
-        "divergent amount",
+        "by currency",
+        "divergent amount (R$, converted)",
         "divergence",
         "lag (cycles)",
         "alert",
@@ -231,12 +250,18 @@ def _print_before(console: Console, scenario: DemoScenario, before: dict[str, An
             psp,
             f"{s.gateway_count:,}",
             f"{s.divergent_count:,}",
-            _money(s.divergent_amount_minor),
-            f"{s.divergence_pct:.4f}%" if s.divergence_pct is not None else "n/a",
+            _per_currency(s),
+            _money(s.divergent_amount_minor, s.reporting_currency),
+            _pct(s),
             str(s.lag_cycles),
             f"[red]YES[/] ({reasons})" if s.alert else "[green]no[/]",
         )
     console.print(table)
+    from airflow_recon_provider.reconciliation.report import rates_text
+
+    for psp, s in before.items():
+        if s.used_rates or s.unconverted_currencies:
+            console.print(f"{psp}: totals in {s.reporting_currency}, converted with {rates_text(s)}")
 
 
 @dataclass
@@ -373,9 +398,9 @@ def _print_report(
         "PSP",
         "kind",
         "keys before",
-        "amount before",
+        "amount before (R$, converted)",
         "keys after",
-        "amount after",
+        "amount after (R$, converted)",
         title="Divergence by kind, before and after "
         f"({window_label(scenario.window_start, scenario.window_end)})",
     )
@@ -401,17 +426,21 @@ def _print_report(
             f"[bold]{psp}[/]",
             "[bold]total[/]",
             f"[bold]{b.divergent_count}[/]",
-            f"[bold]{_money(b.divergent_amount_minor)}[/]",
+            f"[bold]{_money(b.divergent_amount_minor, b.reporting_currency)}[/]",
             f"[bold]{a.divergent_count}[/]",
-            f"[bold]{_money(a.divergent_amount_minor)}[/]",
+            f"[bold]{_money(a.divergent_amount_minor, a.reporting_currency)}[/]",
             end_section=True,
         )
     console.print(table)
     s = after[DIVERGENT_PSP]
     console.print(
-        f"{DIVERGENT_PSP} after: {s.divergent_count} key(s), {_money(s.divergent_amount_minor)} "
-        f"({s.divergence_pct:.4f}%), lag {s.lag_cycles} cycle(s), alert: {'YES' if s.alert else 'no'}"
+        f"{DIVERGENT_PSP} after: {s.divergent_count} key(s), {_money(s.divergent_amount_minor)} converted "
+        f"({_pct(s)}), lag {s.lag_cycles} cycle(s), alert: {'YES' if s.alert else 'no'}"
     )
+    console.print(
+        f"{DIVERGENT_PSP} by currency, before: {_per_currency(before[DIVERGENT_PSP])}".replace("\n", "; ")
+    )
+    console.print(f"{DIVERGENT_PSP} by currency, after: {_per_currency(s)}".replace("\n", "; "))
 
     # steps executed
     steps = Table("DAG / run", "task", "state", "seconds", title="Steps executed (Airflow task instances)")
@@ -461,7 +490,7 @@ def _print_corrections(console: Console, result: RunbookResult) -> None:
     with IncidentHook().connect(autocommit=True) as conn:
         rows = conn.execute(
             "SELECT transaction_id, provider_reference, transaction_type, kind, amount_minor,"
-            " before->>'status', after->>'status', requested_by, approved_by, run_id, applied_at"
+            " before->>'status', after->>'status', requested_by, approved_by, run_id, applied_at, currency"
             " FROM recon.corrections ORDER BY transaction_id"
         ).fetchall()
     table = Table(
@@ -480,7 +509,7 @@ def _print_corrections(console: Console, result: RunbookResult) -> None:
             f"#{r[0]} {r[2]}",
             r[1],
             r[3],
-            _money(int(r[4])),
+            _money(int(r[4]), r[11]),
             f"{r[5]} -> {r[6]}",
             r[7],
             r[8],

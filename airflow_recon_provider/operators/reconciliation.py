@@ -285,7 +285,8 @@ class MatchTransactionsOperator(_PspCycleOperator):
     ui_color = "#e8f5e9"
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_recon_provider.reconciliation.report import format_minor, summary_table
+        from airflow_recon_provider.reconciliation.money import format_money, format_pct
+        from airflow_recon_provider.reconciliation.report import rates_text, summary_table
 
         psp, cycle, gateway = self._prepare(context)
         self._skip_if_paused(gateway, psp, cycle)
@@ -301,10 +302,22 @@ class MatchTransactionsOperator(_PspCycleOperator):
                 for kind, total in sorted(summary.by_kind.items(), key=lambda kv: kv[0].rank)
                 if total.count
             )
+            # the log row's divergent_amount_minor is in the reporting currency (converted);
+            # the note says so, with each currency's own figure and the rates used (DESIGN 3a)
+            rc = summary.reporting_currency
+            per_currency = ", ".join(
+                f"{code}: {fig.divergent_count} key(s) {format_money(fig.divergent_amount_minor, code)}"
+                for code, fig in sorted(summary.by_currency.items())
+                if fig.has_divergence
+            )
+            converted = bool(summary.used_rates or summary.unconverted_currencies)
             notes = (
                 f"{self.task_id} (run {run_id}): {summary.divergent_count} divergent key(s), "
-                f"{format_minor(summary.divergent_amount_minor)} divergent of "
-                f"{format_minor(summary.gateway_amount_minor)} ({'n/a' if pct is None else f'{pct:.4f}%'})"
+                f"{format_money(summary.divergent_amount_minor, rc)} divergent of "
+                f"{format_money(summary.gateway_amount_minor, rc)}"
+                f"{f' (converted to {rc})' if converted else ''} ({format_pct(pct)})"
+                + (f"; by currency {per_currency}" if per_currency and converted else "")
+                + (f"; rates {rates_text(summary)}" if converted else "")
                 + (f"; {by_kind}" if by_kind else "")
             )
             gateway.record_cycle(psp, cycle, "success", summary, notes)

@@ -47,7 +47,7 @@ CORRECTIONS_LIMIT = 10
 
 _RECENT_CORRECTIONS_SQL = (
     "SELECT applied_at, incident_id, transaction_id, provider_reference, transaction_type, kind,"
-    " amount_minor, requested_by, approved_by, run_id"
+    " amount_minor, currency, requested_by, approved_by, run_id"
     " FROM recon.corrections WHERE psp = %s ORDER BY applied_at DESC, id DESC LIMIT %s"
 )
 
@@ -72,6 +72,8 @@ class CorrectionView:
     transaction_type: str
     kind: str
     amount_minor: int
+    #: the transaction's currency: the amount is in its minor units
+    currency: str
     requested_by: str
     approved_by: str
     run_id: str
@@ -85,6 +87,7 @@ class CorrectionView:
             "transaction_type": self.transaction_type,
             "kind": self.kind,
             "amount_minor": self.amount_minor,
+            "currency": self.currency,
             "requested_by": self.requested_by,
             "approved_by": self.approved_by,
             "run_id": self.run_id,
@@ -437,9 +440,10 @@ class DashboardReader:
                 transaction_type=r[4],
                 kind=r[5],
                 amount_minor=int(r[6]),
-                requested_by=r[7],
-                approved_by=r[8],
-                run_id=r[9],
+                currency=r[7] or "",
+                requested_by=r[8],
+                approved_by=r[9],
+                run_id=r[10],
             )
             for r in rows
         ]

@@ -13,7 +13,8 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS
-from airflow_recon_provider.reconciliation.report import format_minor
+from airflow_recon_provider.reconciliation.money import format_money, format_pct
+from airflow_recon_provider.reconciliation.report import rates_text
 
 if TYPE_CHECKING:
     import jinja2
@@ -39,10 +40,6 @@ def _when(moment: datetime | None, *, seconds: bool = False) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}%"
-
-
 def _input_time(moment: datetime) -> str:
     """A ``datetime-local`` input's value, in UTC (the form says so)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
@@ -58,8 +55,9 @@ def _template() -> jinja2.Template:
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     env.globals.update(
-        money=format_minor,
-        pct=_pct,
+        money=format_money,
+        pct=format_pct,
+        rates=rates_text,
         lag=_lag,
         when=_when,
         input_time=_input_time,
