@@ -79,7 +79,7 @@ def test_record_cycle_one_row_per_run(db, hook):
     from airflow_recon_provider.reconciliation.kinds import DivergenceKind
     from airflow_recon_provider.reconciliation.report import DivergenceSummary, KindTotal
 
-    summary = DivergenceSummary(
+    summary = DivergenceSummary.in_one_currency(
         psp="stripe",
         window=CYCLE,
         gateway_count=3,

@@ -84,24 +84,70 @@ def test_report_csv_table_and_kind_filter(scenario, capsys):
     assert [d["provider_reference"] for d in data] == ["r3"]
     assert data[0]["currency"] == "USD"
     code, out, _ = _run(capsys, "report", "--psp", "stripe", *WINDOW, "--format", "table")
-    assert code == 0 and "9,000.00" in out and "missing_in_statement" in out
+    assert code == 0 and "R$ 9.000,00" in out and "missing_in_statement" in out
+    # the currency mismatch: the gateway's amount in USD, the PSP's in EUR, each labelled
+    assert "USD 2,50" in out and "EUR 2,50" in out
 
 
-def test_summary_json(scenario, capsys):
+def test_summary_json_per_currency_and_converted(scenario, capsys):
+    # 1 USD = 5.3519 BRL from the day before; a later rate (after the window's end) is not used
+    scenario.execute(
+        "INSERT INTO recon.fx_rates (currency, rate, valid_from, source) VALUES"
+        " ('USD', 5.3519, '2026-11-19T16:00Z', 'BCB PTAX'), ('USD', 9, '2026-11-20T12:00:01Z', 'later')"
+    )
     code, out, _ = _run(capsys, "summary", "--psp", "stripe", *WINDOW)
     assert code == 0
     doc = json.loads(out)
+    assert doc["reporting_currency"] == "BRL"
+    assert doc["by_currency"] == {
+        "BRL": {
+            "exponent": 2,
+            "gateway_count": 2,
+            "gateway_amount_minor": 901000,
+            "divergent_count": 1,
+            "divergent_amount_minor": 900000,
+            "by_kind": {"missing_in_statement": {"count": 1, "amount_minor": 900000}},
+        },
+        "USD": {
+            "exponent": 2,
+            "gateway_count": 1,
+            "gateway_amount_minor": 250,
+            "divergent_count": 1,
+            "divergent_amount_minor": 250,
+            "by_kind": {"currency_mismatch": {"count": 1, "amount_minor": 250}},
+        },
+    }
+    # USD 2.50 * 5.3519 = R$ 13.37975 -> 1338 centavos (half-even, once per currency total)
+    assert doc["fx_rates"] == {
+        "USD": {"rate": "5.3519", "valid_from": "2026-11-19T16:00:00+00:00", "source": "BCB PTAX"}
+    }
+    assert doc["unconverted_currencies"] == []
     assert doc["gateway_count"] == 3
-    assert doc["gateway_amount_minor"] == 901250
+    assert doc["gateway_amount_minor"] == 901000 + 1338
     assert doc["divergent_count"] == 2
-    assert doc["divergent_amount_minor"] == 900250
+    assert doc["divergent_amount_minor"] == 900000 + 1338
     assert doc["by_kind"] == {
         "missing_in_statement": {"count": 1, "amount_minor": 900000},
-        "currency_mismatch": {"count": 1, "amount_minor": 250},
+        "currency_mismatch": {"count": 1, "amount_minor": 1338},
     }
     assert doc["alert"] is True and doc["recovered"] is False
-    assert doc["divergence_pct"] == 99.889  # 100 * 900250 / 901250
+    assert doc["alert_reasons"] == ["amount"]
+    assert doc["divergence_pct"] == 99.8892  # 100 * 901338 / 902338
     assert {"psp", "window_start", "window_end", "divergence_pct"} <= set(doc)
+    code, out, err = _run(capsys, "summary", "--psp", "stripe", *WINDOW, "--table")
+    assert code == 0
+    assert "USD 2,50" in err and "R$ 9.000,00" in err and "1 USD = 5,3519 BRL" in err
+
+
+def test_summary_without_a_rate_never_adds_currencies_and_alerts(scenario, capsys):
+    code, out, _ = _run(capsys, "summary", "--psp", "stripe", *WINDOW)
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["unconverted_currencies"] == ["USD"] and doc["fx_rates"] == {}
+    assert doc["gateway_amount_minor"] == 901000 and doc["divergent_amount_minor"] == 900000
+    assert doc["gateway_count"] == 3 and doc["divergent_count"] == 2
+    assert doc["by_currency"]["USD"]["divergent_amount_minor"] == 250
+    assert doc["alert_reasons"] == ["amount", "fx_rate_missing"] and doc["recovered"] is False
 
 
 @pytest.mark.parametrize(
