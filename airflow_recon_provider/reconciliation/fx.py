@@ -41,7 +41,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -445,3 +445,62 @@ def parse_ptax_day(
             f"PTAX answer for {code} on {day.isoformat()}: cotacaoVenda {chosen.selling} of the "
             f"{chosen.kind} bulletin is not a positive rate"
         ) from None
+
+
+# -- the daily DAG -------------------------------------------------------------------------
+
+#: currencies the daily DAG converts when nothing else is configured (all quoted by PTAX)
+DEFAULT_DAILY_CURRENCIES = ("USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD")
+
+
+def parse_currency_list(value: Any, *, reporting_currency: str | None = None) -> tuple[str, ...]:
+    """Currencies to fetch rates for, from a list or a text (``"USD, EUR"``, ``"USD EUR"``
+    or a JSON list): upper case, checked, each once, in the order given. The reporting
+    currency is refused (it needs no rate); an empty list is refused."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise FxRateError(f"currency list {text!r} is not a JSON list") from None
+        else:
+            value = [part for part in re.split(r"[,\s;]+", text) if part]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise FxRateError(f"currency list must be a list of ISO 4217 codes, got {value!r}")
+    codes: list[str] = []
+    for item in value:
+        try:
+            code = check_currency(item)
+        except CurrencyError as exc:
+            raise FxRateError(f"currency list: {exc}") from None
+        if reporting_currency and code == reporting_currency:
+            raise FxRateError(f"currency list: {code} is the reporting currency (rate 1); leave it out")
+        if code not in codes:
+            codes.append(code)
+    if not codes:
+        raise FxRateError("currency list is empty; give at least one ISO 4217 code (e.g. USD)")
+    return tuple(codes)
+
+
+def parse_day(value: Any, *, name: str = "day") -> date:
+    """A calendar day ``YYYY-MM-DD`` (a ``date`` is taken as is)."""
+    if isinstance(value, datetime):
+        raise FxRateError(f"{name} must be a day YYYY-MM-DD, got a date-time {value.isoformat()}")
+    if isinstance(value, date):
+        return value
+    text = str(value).strip()
+    if _DATE.fullmatch(text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass
+    raise FxRateError(f"{name} {value!r} is not a day YYYY-MM-DD")
+
+
+def quotation_day(start: datetime | None, end: datetime | None, *, fallback: datetime) -> date:
+    """The PTAX day (Brasília calendar) a daily run covers: the day of its data interval's
+    middle; without an interval, the Brasília day before ``fallback`` (the run's time)."""
+    if start is not None and end is not None and end > start:
+        return (start + (end - start) / 2).astimezone(PTAX_TIMEZONE).date()
+    return (fallback.astimezone(PTAX_TIMEZONE) - timedelta(days=1)).date()
