@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from airflow_recon_provider.reconciliation.errors import (
@@ -78,6 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="also enable the stored per-cycle classification: change triggers and two key indexes on "
         "the gateway's and statement tables (see benchmarks/levers.md; opt-in)",
     )
+
+    fx = sub.add_parser(
+        "fx-rates", help="FX rates of recon.fx_rates (units of the reporting currency per unit)"
+    )
+    fx_sub = fx.add_subparsers(dest="fx_command", required=True, parser_class=_Parser)
+    fx_load = fx_sub.add_parser(
+        "load",
+        help="load a rates CSV (currency,rate,valid_from,source): all of it or, on any bad line, nothing",
+        description=(
+            "Header on line 1: currency,rate,valid_from,source. currency: ISO 4217 code with minor units; "
+            "rate: positive decimal, units of the reporting currency per one unit; valid_from: ISO 8601 "
+            "date-time with an offset, or YYYY-MM-DD meaning 00:00 UTC; source: where the rate comes from. "
+            "A bad line, or a (currency, valid_from) already in the file or in recon.fx_rates, refuses the "
+            "whole file, naming the line."
+        ),
+    )
+    fx_load.add_argument("file", help="the rates CSV file")
+    fx_load.add_argument("--conn-id", default="billing_gateway_db", help="gateway database connection id")
 
     seed = sub.add_parser("seed", help="load deterministic synthetic data (test and demo databases only)")
     seed.add_argument("--seed", type=int, default=42)
@@ -192,6 +211,35 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fx_rates(args: argparse.Namespace) -> int:
+    from airflow_recon_provider.hooks.fx_rates import FxRatesHook
+    from airflow_recon_provider.reconciliation import ReconConfig
+    from airflow_recon_provider.reconciliation.fx import FxTableMissingError, parse_rates_csv
+
+    config = ReconConfig.load()
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
+    rates = parse_rates_csv(data, name=args.file, reporting_currency=config.reporting_currency)
+    hook = FxRatesHook(billing_gateway_conn_id=args.conn_id, config=config)
+    try:
+        counts = hook.load(rates)
+    except FxTableMissingError as exc:
+        raise CliError(str(exc), EXIT_FAILURE) from None
+    print(
+        json.dumps(
+            {
+                "file": args.file,
+                "reporting_currency": config.reporting_currency,
+                "loaded": sum(counts.values()),
+                "by_currency": counts,
+            }
+        )
+    )
+    return 0
+
+
 def _parse_rates(items: list[str], psps: tuple[str, ...]) -> dict[str, float] | None:
     if not items:
         return None
@@ -267,6 +315,7 @@ COMMANDS = {
     "report": cmd_report,
     "summary": cmd_summary,
     "migrate": cmd_migrate,
+    "fx-rates": cmd_fx_rates,
     "seed": cmd_seed,
     "demo": cmd_demo,
 }
