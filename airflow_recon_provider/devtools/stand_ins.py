@@ -9,7 +9,9 @@ runbook can run end to end on a laptop:
 - :class:`DemoBillingCore` — billing-gateway-core's ``POST /payments/reconciliation``;
 - :class:`DemoSlack` — Slack's Web API ``POST /api/chat.postMessage``;
 - :class:`DemoSmtp` — an SMTP server (aiosmtpd) that keeps the messages instead of
-  delivering them.
+  delivering them;
+- :class:`DemoPtaxApi` — the Banco Central do Brasil PTAX OData service's
+  ``CotacaoMoedaDia`` (FX rates in reais), serving made-up rates.
 
 Each records what it received, so the demo can show what was sent. The HTTP servers are
 the standard library's ``ThreadingHTTPServer``; nothing here is imported by the provider
@@ -24,12 +26,14 @@ import email.policy
 import json
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 LOCALHOST = "127.0.0.1"
 
@@ -58,7 +62,8 @@ class _JsonServer(abc.ABC):
 
     @abc.abstractmethod
     def handle(self, method: str, path: str, query: dict[str, str], body: bytes, headers: Any) -> Any:
-        """``(status, JSON payload)`` for one request."""
+        """``(status, JSON payload)`` for one request (a ``bytes`` payload is sent as it is:
+        JSON text written by the stand-in, e.g. with exact decimals)."""
 
     def start(self) -> _JsonServer:
         owner = self
@@ -73,7 +78,7 @@ class _JsonServer(abc.ABC):
                     status, payload = owner.handle(self.command, parts.path, query, body, self.headers)
                 except Exception as exc:  # a stand-in bug must show, not hang the client
                     status, payload = 500, {"error": f"{type(exc).__name__}: {exc}"}
-                data = json.dumps(payload).encode()
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -205,6 +210,103 @@ class DemoSlack(_JsonServer):
             return [str(p.get("text", "")) for p in self.posts]
 
 
+#: the day's bulletins of the PTAX stand-in: (type, Brasília time, selling rate / closing rate)
+_PTAX_BULLETINS = (
+    ("Abertura", time(10, 9, 27, 331000), Decimal("1.0006")),
+    ("Intermediário", time(11, 9, 31, 102000), Decimal("0.9997")),
+    ("Intermediário", time(12, 9, 29, 864000), Decimal("1.0002")),
+    ("Fechamento PTAX", time(13, 10, 2, 417000), Decimal(1)),
+)
+
+
+def _ptax_number(value: Decimal, like: Decimal) -> str:
+    places = max(4, -like.normalize().as_tuple().exponent)
+    return format(value.quantize(Decimal(1).scaleb(-places)), "f")
+
+
+class DemoPtaxApi(_JsonServer):
+    """Demo stand-in of the Banco Central do Brasil PTAX OData service:
+    ``GET <base>/CotacaoMoedaDia(moeda=@moeda,dataCotacao=@dataCotacao)?@moeda='EUR'&
+    @dataCotacao='MM-DD-YYYY'&$format=json`` answers ``{"value": [bulletins]}`` in the
+    service's shape, numbers written as exact decimals. A known ``(currency, day)`` gets four
+    bulletins (Abertura, two Intermediário, Fechamento PTAX) whose closing selling rate
+    (``cotacaoVenda``) is the rate given; an unknown one (weekend, holiday) an empty list.
+
+    The connection's host is :attr:`base_url` (the service path included).
+
+    :param rates: ``{(currency, day): rate}`` in reais per unit, or ``{(currency, day):
+        [bulletin, ...]}`` to serve those bulletins as they are.
+    :param fail_status: answer every request with this HTTP status (a service outage) ...
+    :param fail_times: ... only this many times, then answer normally (``None``: always).
+    """
+
+    name = "demo stand-in: FX rates (BCB PTAX)"
+    path = "/olinda/servico/PTAX/versao/v1/odata"
+    resource = "CotacaoMoedaDia(moeda=@moeda,dataCotacao=@dataCotacao)"
+
+    def __init__(
+        self,
+        rates: Mapping[tuple[str, date], Decimal | list[dict[str, Any]]] | None = None,
+        port: int | None = None,
+        *,
+        fail_status: int | None = None,
+        fail_times: int | None = None,
+    ) -> None:
+        super().__init__(port)
+        self.rates = dict(rates or {})
+        self.fail_status = fail_status
+        self.fail_times = fail_times
+        self.requests: list[dict[str, Any]] = []
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}{self.path}"
+
+    def bulletins(self, currency: str, day: date) -> list[dict[str, Any]] | bytes:
+        known = self.rates.get((currency, day))
+        if known is None:
+            return []
+        if isinstance(known, list):
+            return known
+        items = []
+        for kind, at, factor in _PTAX_BULLETINS:
+            selling = known * factor
+            buying = selling * Decimal("0.9998")
+            usd = self.rates.get(("USD", day))
+            parity = selling / usd if isinstance(usd, Decimal) and currency != "USD" else Decimal(1)
+            items.append(
+                f'{{"paridadeCompra": {_ptax_number(parity, Decimal("0.0001"))}, '
+                f'"paridadeVenda": {_ptax_number(parity, Decimal("0.0001"))}, '
+                f'"cotacaoCompra": {_ptax_number(buying, known)}, '
+                f'"cotacaoVenda": {_ptax_number(selling, known)}, '
+                f'"dataHoraCotacao": "{day.isoformat()} {at.isoformat(timespec="milliseconds")}", '
+                f'"tipoBoletim": "{kind}"}}'
+            )
+        return ("[" + ", ".join(items) + "]").encode()
+
+    def handle(self, method: str, path: str, query: dict[str, str], body: bytes, headers: Any) -> Any:
+        with self.lock:
+            failing = self.fail_status is not None and (
+                self.fail_times is None or sum(1 for r in self.requests if r["failed"]) < self.fail_times
+            )
+            self.requests.append({"path": unquote(path), "query": dict(query), "failed": failing})
+        if failing:
+            return self.fail_status, {"error": {"code": str(self.fail_status), "message": "demo outage"}}
+        if method != "GET" or unquote(path) != f"{self.path}/{self.resource}":
+            return 404, {"error": {"code": "404", "message": f"no such resource {method} {unquote(path)}"}}
+        currency = query.get("@moeda", "").strip("'")
+        raw_day = query.get("@dataCotacao", "").strip("'")
+        try:
+            day = datetime.strptime(raw_day, "%m-%d-%Y").date()
+        except ValueError:
+            return 400, {"error": {"code": "400", "message": f"dataCotacao {raw_day!r} is not MM-DD-YYYY"}}
+        found = self.bulletins(currency.upper(), day)
+        if isinstance(found, list):
+            found = json.dumps(found).encode()
+        context = f"{self.base_url}/$metadata#_CotacaoMoedaDia".encode()
+        return 200, b'{"@odata.context": "' + context + b'", "value": ' + found + b"}"
+
+
 @dataclass
 class _Recorder:
     messages: list[EmailMessage] = field(default_factory=list)
@@ -251,29 +353,46 @@ class DemoSmtp:
 
 @dataclass
 class StandIns:
-    """The four demo stand-ins, started together."""
+    """The demo stand-ins, started together."""
 
     psp: DemoPspApi
     core: DemoBillingCore
     slack: DemoSlack
     smtp: DemoSmtp
+    fx: DemoPtaxApi | None = None
 
     @classmethod
-    def start(cls, statement_lines: list[StatementLine], ports: dict[str, int] | None = None) -> StandIns:
+    def start(
+        cls,
+        statement_lines: list[StatementLine],
+        ports: dict[str, int] | None = None,
+        fx_rates: Mapping[tuple[str, date], Decimal] | None = None,
+    ) -> StandIns:
+        """Start every stand-in; the PTAX one serves ``fx_rates`` (default: the demo rates on
+        the last 30 business days, :func:`~.demo_fx.demo_ptax_quotes`)."""
+        if fx_rates is None:
+            from airflow_recon_provider.devtools.demo_fx import demo_ptax_quotes
+
+            fx_rates = demo_ptax_quotes()
         ports = ports or {}
         return cls(
             psp=DemoPspApi(statement_lines, ports.get("psp")).start(),
             core=DemoBillingCore(ports.get("core")).start(),
             slack=DemoSlack(ports.get("slack")).start(),
             smtp=DemoSmtp(ports.get("smtp")).start(),
+            fx=DemoPtaxApi(fx_rates, ports.get("fx")).start(),
         )
 
+    @property
+    def servers(self) -> list[Any]:
+        return [s for s in (self.psp, self.core, self.slack, self.smtp, self.fx) if s is not None]
+
     def stop(self) -> None:
-        for server in (self.psp, self.core, self.slack, self.smtp):
+        for server in self.servers:
             server.stop()
 
     def describe(self) -> list[tuple[str, str]]:
-        return [(s.name, s.url) for s in (self.psp, self.core, self.slack, self.smtp)]
+        return [(s.name, s.url) for s in self.servers]
 
     def connections(self, psps: tuple[str, ...]) -> dict[str, str]:
         """``AIRFLOW_CONN_*`` environment values pointing the provider at the stand-ins."""
@@ -308,4 +427,8 @@ class StandIns:
                 },
             }
         )
+        if self.fx is not None:
+            conns["AIRFLOW_CONN_FX_RATES_SOURCE"] = json.dumps(
+                {"conn_type": "http", "host": self.fx.base_url}
+            )
         return conns
