@@ -61,6 +61,10 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_recon_provider.hooks.billing_core",
                     "airflow_recon_provider.hooks.incidents",
                     "airflow_recon_provider.hooks.corrections",
+                    # fx_rates: recon.fx_rates on billing_gateway_db; fx_source: the PTAX rates
+                    # service on the plain `http` connection fx_rates_source
+                    "airflow_recon_provider.hooks.fx_rates",
+                    "airflow_recon_provider.hooks.fx_source",
                 ],
             }
         ],
@@ -74,6 +78,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_recon_provider.operators.release",
                     "airflow_recon_provider.operators.psp_ticket",
                     "airflow_recon_provider.operators.incidents",
+                    "airflow_recon_provider.operators.fx_rates",
                 ],
             }
         ],
