@@ -74,6 +74,7 @@ def start_demo_databases(root: Path, console: Console) -> DemoDatabases:
 def prepare_scenario(dbs: DemoDatabases, console: Console, *, rows_per_psp: int, seed: int) -> DemoScenario:
     import psycopg
 
+    from airflow_recon_provider.devtools.demo_fx import demo_rates_valid_from, seed_demo_fx_rates
     from airflow_recon_provider.devtools.demo_scenario import seed_demo_scenario
     from airflow_recon_provider.schema import create_runbook_tables, migrate
 
@@ -89,10 +90,13 @@ def prepare_scenario(dbs: DemoDatabases, console: Console, *, rows_per_psp: int,
         )
         with console.status(f"Seeding {len(DEMO_PSPS)} PSPs x {rows_per_psp:,} transactions..."):
             scenario = seed_demo_scenario(gconn, lconn, rows_per_psp=rows_per_psp, seed=seed)
+            # the rates of the scenario's other currencies, in force before its window
+            fx_rates = seed_demo_fx_rates(gconn, valid_from=demo_rates_valid_from(scenario.window_start))
     console.print(
         f"[green]✓[/] scenario seeded: [bold]{DIVERGENT_PSP}[/] diverges in "
         f"{window_label(scenario.window_start, scenario.window_end)} (its reconciliation failed there); "
-        f"{', '.join(p for p in DEMO_PSPS if p != DIVERGENT_PSP)} are healthy"
+        f"{', '.join(p for p in DEMO_PSPS if p != DIVERGENT_PSP)} are healthy; FX rates (made up) "
+        f"for {', '.join(sorted(fx_rates))}"
     )
     return scenario
 
