@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from airflow_recon_provider.devtools.demo_fx import demo_rates_valid_from, seed_demo_fx_rates
 from airflow_recon_provider.devtools.demo_scenario import RECON_CONFIG, seed_demo_scenario
 
 
@@ -30,6 +31,7 @@ def dashboard_db(db, airflow_conns, monkeypatch) -> DashboardScenario:
 
     monkeypatch.setenv("RECON_CONFIG", json.dumps(RECON_CONFIG))
     scenario = seed_demo_scenario(db, None, now=datetime.now(UTC))
+    seed_demo_fx_rates(db, valid_from=demo_rates_valid_from(scenario.window_start))
     config = ReconConfig.load()
     incidents = IncidentHook(config=config)
     window = Window(scenario.window_start, scenario.window_end)

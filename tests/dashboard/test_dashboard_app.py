@@ -27,7 +27,11 @@ def test_the_page_lists_every_psp_with_its_incident(client, dashboard_db):
     assert "<h1>Reconciliação Financeira</h1>" in html
     assert re.findall(r'data-testid="psp-row" data-psp="(\w+)"', html) == ["stripe", "adyen", "pagseguro"]
     stripe_row = html[html.index('data-psp="stripe"') : html.index('data-psp="adyen"')]
-    assert "ALERT" in stripe_row and "113,826.65" in stripe_row and "paused" in stripe_row
+    assert "ALERT" in stripe_row and "R$ 164.740,52" in stripe_row and "paused" in stripe_row
+    # the converted total says so, beside each currency's own figure
+    assert "converted" in stripe_row and "EUR 9.629,10" in stripe_row and "R$ 104.197,55" in stripe_row
+    stripe_detail = html[html.index('data-testid="psp-detail" data-psp="stripe"') :]
+    assert "1 EUR = 6,2875 BRL" in stripe_detail
     assert dashboard_db.incident_id in stripe_row
     assert 'href="#remediate-stripe"' in stripe_row  # the pre-filled form below
     assert f'data-incident="{dashboard_db.incident_id}"' in html

@@ -22,7 +22,17 @@ def test_each_psp_with_divergence_lag_pause_incident_and_corrections(dashboard_d
 
     s = stripe.summary
     assert stripe.display_name == "Stripe" and stripe.alert
-    assert (s.divergent_count, s.divergent_amount_minor) == (19, 11382665)
+    # converted to reais with the demo's EUR and USD rates; each currency in its own units
+    assert (s.divergent_count, s.divergent_amount_minor) == (19, 16474052)
+    assert s.reporting_currency == "BRL" and s.unconverted_currencies == []
+    assert s.by_currency["BRL"].divergent_count == 16
+    assert s.by_currency["BRL"].divergent_amount_minor == 10419755
+    assert s.by_currency["EUR"].divergent_count == 3
+    assert s.by_currency["EUR"].divergent_amount_minor == 962910
+    assert set(s.used_rates) >= {"EUR"}
+    doc = stripe.as_dict()["summary"]
+    assert doc["by_currency"]["EUR"]["divergent_amount_minor"] == 962910
+    assert doc["fx_rates"]["EUR"]["rate"] == "6.2875"
     assert s.by_kind[DivergenceKind.STATUS_MISMATCH].count == 12
     assert s.by_kind[DivergenceKind.AMOUNT_MISMATCH].count == 2
     assert s.by_kind[DivergenceKind.MISSING_IN_STATEMENT].count == 1
