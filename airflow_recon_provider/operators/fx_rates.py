@@ -76,14 +76,15 @@ class FxRatesScopeOperator(BaseOperator):
 
         from airflow_recon_provider.reconciliation.config import ReconConfig
         from airflow_recon_provider.reconciliation.errors import ReconError
-        from airflow_recon_provider.reconciliation.fx import PTAX_QUOTE_CURRENCY, parse_day, quotation_day
+        from airflow_recon_provider.reconciliation.fx import (
+            check_ptax_reporting_currency,
+            parse_day,
+            quotation_day,
+        )
 
         try:
             config = ReconConfig.load()
-            if config.reporting_currency != PTAX_QUOTE_CURRENCY:
-                from airflow_recon_provider.reconciliation.fx import check_ptax_applies
-
-                check_ptax_applies("USD", config.reporting_currency)  # raises, saying why
+            check_ptax_reporting_currency(config.reporting_currency)
             if blank(self.day):
                 dag_run = context.get("dag_run")
                 fallback = getattr(dag_run, "run_after", None) or datetime.now(UTC)

@@ -328,14 +328,19 @@ def ptax_day_endpoint(currency: str, day: date) -> str:
     )
 
 
-def check_ptax_applies(currency: str, reporting_currency: str) -> str:
-    """``currency`` checked for a PTAX quotation into ``reporting_currency``, or an error."""
+def check_ptax_reporting_currency(reporting_currency: str) -> None:
+    """PTAX rates serve a reporting currency of BRL only; otherwise :class:`PtaxNotApplicableError`."""
     if reporting_currency != PTAX_QUOTE_CURRENCY:
         raise PtaxNotApplicableError(
             f"PTAX quotes reais (BRL) per unit of a currency, but the reporting currency is "
             f"{reporting_currency}: its rates cannot come from PTAX; load them with "
             "`airflow-recon fx-rates load` or another source"
         )
+
+
+def check_ptax_applies(currency: str, reporting_currency: str) -> str:
+    """``currency`` checked for a PTAX quotation into ``reporting_currency``, or an error."""
+    check_ptax_reporting_currency(reporting_currency)
     code = check_currency(currency)
     if code == PTAX_QUOTE_CURRENCY:
         raise PtaxNotApplicableError("BRL is the reporting currency (rate 1): it needs no PTAX rate")

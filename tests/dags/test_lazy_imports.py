@@ -43,6 +43,8 @@ RUN_TIME_ONLY = (
     "airflow_recon_provider.hooks.incidents",
     "airflow_recon_provider.hooks.corrections",
     "airflow_recon_provider.hooks.psp",
+    "airflow_recon_provider.hooks.fx_rates",
+    "airflow_recon_provider.hooks.fx_source",
     "airflow_recon_provider.notifications",
 )
 
