@@ -59,9 +59,15 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
 
         # detection: stripe breaches the alert rule, the healthy PSPs do not
         detection = _section(out, "Detecção — what the alert", "Airflow metadata database")
-        assert re.search(r"│ stripe\s+│\s+721\s+│\s+19\s+│\s+113,826\.65 .*YES \(amount, lag\)", detection)
+        # each currency in its own units, the total in reais converted with the recorded rates
+        assert re.search(
+            r"│ stripe\s+│\s+721\s+│\s+19\s+│ BRL: 16 key\(s\), R\$\s+│ R\$ 164\.740,52 "
+            r".*YES \(amount, lag\)",
+            detection,
+        )
+        assert "stripe: totals in BRL, converted with 1 EUR = 6,2875 BRL" in detection
         for psp in ("adyen", "pagseguro"):
-            assert re.search(rf"│ {psp}\s+│\s+720\s+│\s+0\s+│\s+0\.00 .*│ no", detection), psp
+            assert re.search(rf"│ {psp}\s+│\s+720\s+│\s+0\s+│ -\s+│ R\$ 0,00 .*│ no", detection), psp
 
         # the watch started the remediation, which ran every section to success
         match = re.search(r"started billing_gateway_remediation run (watch__INCIDENT-\d+)", out)
@@ -84,16 +90,21 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
 
         # the report: status mismatches corrected, the small remainder left for the PSP ticket
         report = _section(out, "Divergence by kind, before and after", "Steps executed")
-        assert re.search(r"│ stripe\s+│ status_mismatch\s+│ 12\s+│ 113,795\.01\s+│ 0\s+│ 0\.00", report)
-        assert re.search(r"│ stripe\s+│ total\s+│ 19\s+│ 113,826\.65\s+│ 7\s+│ 31\.64", report)
+        assert re.search(
+            r"│ stripe\s+│ status_mismatch\s+│ 12\s+│ R\$ 164\.659,70\s+│ 0\s+│ R\$ 0,00", report
+        )
+        assert re.search(r"│ stripe\s+│ total\s+│ 19\s+│ R\$ 164\.740,52\s+│ 7\s+│ R\$ 80,81", report)
         # all seven kinds of divergence are in the report; only status_mismatch is corrected
         for kind in ("duplicate_in_gateway", "duplicate_in_statement", "missing_in_statement",
                      "missing_in_gateway", "currency_mismatch", "amount_mismatch"):  # fmt: skip
-            assert re.search(rf"│ stripe\s+│ {kind}\s+│ [12]\s+│ [0-9.,]+\s+│ [12]\s+│", report), kind
-        assert "stripe after: 7 key(s), 31.64 (0.0032%), lag 0 cycle(s), alert: no" in out
+            assert re.search(rf"│ stripe\s+│ {kind}\s+│ [12]\s+│ R\$ [0-9.,]+\s+│ [12]\s+│", report), kind
+        assert "stripe after: 7 key(s), R$ 80,81 converted (0,0040%), lag 0 cycle(s), alert: no" in out
+        assert "stripe by currency, before: BRL: 16 key(s), R$ 104.197,55; EUR: 3 key(s), EUR 9.629,10" in out
+        assert "stripe by currency, after: BRL: 5 key(s), R$ 22,34; EUR: 2 key(s), EUR 9,30" in out
         incident = run_id.removeprefix("watch__")
         assert f"Incident {incident} (stripe): closed" in out
         assert out.count("authorized -> ") == 12
+        assert "12 transaction(s) — 11 in BRL: R$ 104.175,21; 1 in EUR: EUR 9.619,80" in out
         assert "E-mails to finance" in out and "reconciliation normalized" in out
         assert "reconciliation of stripe resumed by" in out
 
