@@ -302,10 +302,29 @@ def _describe_release(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     )
 
 
+def _decision_figures(result: Mapping[str, Any]) -> Any:
+    """The figures a decision used (the recovery sensor's result: converted amount, each
+    currency's own figures, the rates), or ``None`` when the result does not carry them."""
+    from airflow_recon_provider.reconciliation.incidents import Figures, IncidentInputError
+
+    if "divergent_amount_minor" not in result or "by_currency" not in result:
+        return None
+    try:
+        return Figures.from_dict(result)
+    except IncidentInputError as exc:
+        log.warning("the step's result has malformed figures: %s", exc)
+        return None
+
+
 def _describe_recovery(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    figures = _decision_figures(result)
+    amount = (
+        figures.short()
+        if figures is not None
+        else f"{result.get('divergent_amount_minor')} (currency not recorded)"
+    )
     return (
-        f"recovery criteria met: {result.get('divergent_count')} divergent key(s), "
-        f"{result.get('divergent_amount_minor')} minor units; "
+        f"recovery criteria met: {result.get('divergent_count')} divergent key(s), {amount}; "
         f"latest cycles {result.get('latest_cycle_states')}",
         {"latest_cycle_states": result.get("latest_cycle_states"), "checked_at": result.get("checked_at")},
     )
@@ -324,12 +343,16 @@ class RecordStep:
     :param state: the task state it is attached to: ``success``, ``failed`` or ``skipped``.
     :param describe: result (the task's XCom) -> ``(outcome text, details)``.
     :param scope_task_id: where the run's request and incident are (the scope step's XCom).
+    :param decision: the task's result carries the figures of its decision (the recovery
+        sensor): on success those go on the timeline, with the rates they were converted
+        with (DESIGN 3a), rather than figures read again afterwards.
     """
 
     step: str
     state: str = "success"
     describe: Callable[[Mapping[str, Any]], tuple[str, dict[str, Any]]] | None = None
     scope_task_id: str = SCOPE_TASK_ID
+    decision: bool = False
 
     def __call__(self, context: Context) -> None:
         try:
@@ -362,14 +385,21 @@ class RecordStep:
             return
         outcome, details = self._outcome(context)
         hook = IncidentHook()
-        summary = hook.gateway.summary(scope["psp"], Window.parse(scope["window_start"], scope["window_end"]))
+        figures = None
+        if self.decision and self.state == "success":
+            result = ti.xcom_pull(task_ids=ti.task_id)
+            figures = _decision_figures(result) if isinstance(result, Mapping) else None
+        if figures is None:
+            figures = hook.gateway.summary(
+                scope["psp"], Window.parse(scope["window_start"], scope["window_end"])
+            )
         hook.record_event(
             incident_id,
             step=self.step,
             outcome=outcome,
             actor=run_actor(context),
             run_id=run_id_of(context),
-            figures=summary,
+            figures=figures,
             details={"task_id": ti.task_id, "state": self.state, **details},
         )
 
@@ -378,11 +408,14 @@ def recorded(
     step: str,
     describe: Callable[[Mapping[str, Any]], tuple[str, dict[str, Any]]] | None,
     request: RunRequest,
+    *,
+    decision: bool = False,
 ) -> dict[str, Any]:
-    """Operator arguments that put a step's success, failure and skip on the timeline."""
+    """Operator arguments that put a step's success, failure and skip on the timeline
+    (``decision``: a success records the figures of the task's result, see :class:`RecordStep`)."""
     scope = request.scope_task_id
     return {
-        "on_success_callback": RecordStep(step, "success", describe, scope),
+        "on_success_callback": RecordStep(step, "success", describe, scope, decision),
         "on_failure_callback": RecordStep(step, "failed", None, scope),
         "on_skipped_callback": RecordStep(step, "skipped", None, scope),
     }
@@ -587,7 +620,8 @@ def recovery_step(
         window_end=request.window_end,
         poll_interval=poll_interval,
         timeout=timeout.total_seconds(),
-        **recorded(RemediationStep.RECOVERY, _describe_recovery, request),
+        # the recovery decision's own figures and rates go on the timeline (DESIGN 3a)
+        **recorded(RemediationStep.RECOVERY, _describe_recovery, request, decision=True),
         **kwargs,
     )
 

@@ -9,7 +9,9 @@ Two steps, each one database transaction:
 - :meth:`CorrectionsHook.dry_run` streams the divergence report with each key's gateway row
   (one statement, one snapshot), lets the :class:`CorrectionPolicy` decide, writes the
   dry-run CSV artifact and keeps the proposals in ``recon.correction_proposals`` under their
-  deterministic correction key. Payment data is only read.
+  deterministic correction key. Payment data is only read. The rates of ``recon.fx_rates``
+  in force at the window's end are read in the same transaction, for the converted total
+  finance sees next to each currency's own figures (DESIGN 3a).
 - :meth:`CorrectionsHook.apply`, after finance approved that key, corrects the rows in one
   transaction: per-PSP advisory locks, ``SELECT ... FOR UPDATE`` of the target rows, the
   update only where a row is still in its "before" state, one ``recon.corrections`` row
@@ -51,6 +53,9 @@ from airflow_recon_provider.reconciliation.corrections import (
     check_row_cap,
     classify_for_apply,
     correction_note,
+    currency_code,
+    per_currency_text,
+    totals_by_currency,
 )
 from airflow_recon_provider.reconciliation.errors import (
     ApprovalRefusedError,
@@ -61,6 +66,7 @@ from airflow_recon_provider.reconciliation.errors import (
     SelfApprovalError,
 )
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
+from airflow_recon_provider.reconciliation.money import FxRate
 from airflow_recon_provider.reconciliation.report import DivergenceRow
 from airflow_recon_provider.reconciliation.window import CYCLE, Window, floor_cycle
 
@@ -106,7 +112,9 @@ class CorrectionsHook(BillingGatewayHook):
                 target = (
                     None
                     if tid is None
-                    else GatewayRow(int(tid), status, processed_at, int(amount), currency or "", created_at)
+                    else GatewayRow(
+                        int(tid), status, processed_at, int(amount), currency_code(currency), created_at
+                    )
                 )
                 yield row, target
 
@@ -179,24 +187,40 @@ class CorrectionsHook(BillingGatewayHook):
                         cq.store_proposals_query(),
                         {"key": key, "psp": psp, "run_id": run_id, "incident_id": incident_id},
                     )
+                    rates = self._rates_in_force(conn, builder.currencies, window.end)
             artifact = target_dir / f"correction_{key}.csv"
             os.replace(tmp_name, artifact)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
-        dry = builder.finish(artifact=str(artifact))
+        dry = builder.finish(
+            artifact=str(artifact), reporting_currency=self.config.reporting_currency, fx_rates=rates
+        )
         self.log.info(
-            "Dry run of PSP %s %s: %d correction(s) (%d minor units), %d key(s) left to people; "
-            "correction set %s, artifact %s",
+            "Dry run of PSP %s %s: %d correction(s) (%s), %d key(s) left to people; "
+            "unconverted currencies: %s; correction set %s, artifact %s",
             psp,
             window,
             dry.proposal_count,
-            dry.proposal_amount_minor,
+            per_currency_text(dry.by_currency),
             dry.manual_count,
+            ", ".join(c or "?" for c in dry.unconverted_currencies) or "none",
             dry.correction_key,
             artifact,
         )
         return dry
+
+    def _rates_in_force(
+        self, conn: psycopg.Connection, currencies: Sequence[str], at: datetime
+    ) -> list[FxRate]:
+        """The ``recon.fx_rates`` rows in force at ``at`` (the window's end) of ``currencies``
+        other than the reporting one; none when the table is not there (migration 6 not run:
+        every other currency is then named as not converted, never taken as zero)."""
+        wanted = sorted({c for c in currencies if c and c != self.config.reporting_currency})
+        if not wanted or not conn.execute(queries.fx_rates_table_exists_query()).fetchone()[0]:
+            return []
+        rows = conn.execute(queries.fx_rates_in_force_query(), {"currencies": wanted, "at": at}).fetchall()
+        return [FxRate.from_db(r) for r in rows]
 
     @staticmethod
     def _copy_batch(conn: psycopg.Connection, batch: Sequence[ProposedCorrection], first: int) -> None:
@@ -375,7 +399,10 @@ class CorrectionsHook(BillingGatewayHook):
                                 "correction_key": correction_key,
                                 "psp": psp,
                                 "applied": len(to_apply),
-                                "applied_amount_minor": sum(p.amount_minor for p in to_apply),
+                                "applied_by_currency": {
+                                    code: {"count": t.count, "amount_minor": t.amount_minor}
+                                    for code, t in totals_by_currency(to_apply).items()
+                                },
                                 "already_applied": len(done),
                                 "conflicts": len(conflicts),
                                 "skipped": len(skipped),
@@ -394,7 +421,7 @@ class CorrectionsHook(BillingGatewayHook):
             already_applied=tuple(p.transaction_id for p in proposals if p.transaction_id in done),
             conflicts=tuple(conflicts),
             skipped=tuple(skipped),
-            applied_amount_minor=sum(p.amount_minor for p in to_apply),
+            applied_by_currency=totals_by_currency(to_apply),
             processed_at=now if to_apply else None,
             incident_event=incident_event,
         )
@@ -448,6 +475,7 @@ class CorrectionsHook(BillingGatewayHook):
             "ttypes": [p.transaction_type for p in to_apply],
             "kinds": [p.kind.value for p in to_apply],
             "amounts": [p.amount_minor for p in to_apply],
+            "currencies": [p.currency for p in to_apply],
             "requested_by": requested_by,
             "approved_by": approved_by,
             "run_id": run_id,

@@ -64,11 +64,11 @@ DELIVERY_KINDS = ("update", "normalized", "containment", "closing_report", "cont
 _INCIDENT_COLUMNS = (
     "incident_id, psp, state, opened_by, opened_at, updated_at, window_start, window_end, reason,"
     " psp_ticket, eta_resumption, divergent_amount_minor, divergent_count, divergence_pct,"
-    " recovered_at, closed_at, communication_done_at"
+    " recovered_at, closed_at, communication_done_at, currency_figures"
 )
 _EVENT_COLUMNS = (
     "id, incident_id, step, outcome, actor, created_at, run_id, divergent_amount_minor,"
-    " divergent_count, divergence_pct, details"
+    " divergent_count, divergence_pct, details, currency_figures"
 )
 _DELIVERY_COLUMNS = (
     "id, dedup_key, channel, kind, incident_id, psp, slot, recipient, subject, body_text, body_html,"
@@ -121,18 +121,17 @@ class Delivery:
         )
 
 
-def _figures(amount: Any, count: Any, pct: Any) -> Figures | None:
-    if amount is None or count is None:
-        return None
-    return Figures(
-        divergent_amount_minor=int(amount),
-        divergent_count=int(count),
-        divergence_pct=None if pct is None else float(pct),
-    )
+def _figures(amount: Any, count: Any, pct: Any, currency_figures: Mapping[str, Any] | None) -> Figures | None:
+    """The converted amount, count and % columns with their ``currency_figures`` (reporting
+    currency, each currency's own figures, the rates used); figures recorded before that
+    column read back with no currency rather than an assumed one."""
+    return Figures.from_columns(amount, count, pct, currency_figures)
 
 
 def _incident(row: Sequence[Any]) -> Incident:
-    (iid, psp, state, by, at, upd, ws, we, reason, ticket, eta, amount, count, pct, rec, closed, done) = row
+    (iid, psp, state, by, at, upd, ws, we, reason, ticket, eta, amount, count, pct, rec, closed, done, cf) = (
+        row
+    )
     return Incident(
         incident_id=iid,
         psp=psp,
@@ -144,7 +143,7 @@ def _incident(row: Sequence[Any]) -> Incident:
         reason=reason or "",
         psp_ticket=ticket,
         eta_resumption=eta,
-        figures=_figures(amount, count, pct),
+        figures=_figures(amount, count, pct, cf),
         recovered_at=rec,
         closed_at=closed,
         communication_done_at=done,
@@ -152,7 +151,7 @@ def _incident(row: Sequence[Any]) -> Incident:
 
 
 def _event(row: Sequence[Any]) -> IncidentEvent:
-    eid, iid, step, outcome, actor, created, run_id, amount, count, pct, details = row
+    eid, iid, step, outcome, actor, created, run_id, amount, count, pct, details, cf = row
     return IncidentEvent(
         id=int(eid),
         incident_id=iid,
@@ -161,9 +160,28 @@ def _event(row: Sequence[Any]) -> IncidentEvent:
         actor=actor,
         created_at=created,
         run_id=run_id,
-        figures=_figures(amount, count, pct),
+        figures=_figures(amount, count, pct, cf),
         details=details or {},
     )
+
+
+def _kind_split(figures: Any) -> dict[str, Any]:
+    """The per-kind split of a divergence summary or an alert payload, for the opening event
+    (the closing report shows it): each currency's kinds in that currency's own minor units
+    (``by_currency``), and the kinds converted to ``reporting_currency`` (``by_kind``)."""
+    if isinstance(figures, Mapping):
+        data: Mapping[str, Any] = figures
+    elif hasattr(figures, "by_kind") and hasattr(figures, "as_dict"):
+        data = figures.as_dict()
+    else:
+        return {}
+    if "by_kind" not in data:
+        return {}
+    split: dict[str, Any] = {"by_kind": data["by_kind"]}
+    if data.get("by_currency") is not None:
+        split["reporting_currency"] = data.get("reporting_currency")
+        split["by_currency"] = data["by_currency"]
+    return split
 
 
 def _delivery(row: Sequence[Any]) -> Delivery:
@@ -250,8 +268,10 @@ class IncidentHook(ReconPostgresHook):
         :param reason: why the incident is opened (alert reason, analyst's words).
         :param actor: who opens it.
         :param run_id: the Airflow run that opens it.
-        :param figures: divergence at opening (a :class:`Figures` or a divergence summary,
-            whose per-kind figures are kept in the opening event).
+        :param figures: divergence at opening: a :class:`Figures`, a divergence summary or an
+            alert payload (the watch's), whose per-kind figures — per currency, in each
+            currency's own minor units, and converted — are kept in the opening event for the
+            closing report. The rates the figures were converted with are kept with them.
         :param psp_ticket: the PSP's ticket, if already open.
         :param eta_resumption: estimated resumption of reconciliation, if known.
         """
@@ -267,10 +287,7 @@ class IncidentHook(ReconPostgresHook):
         ticket = check_text(psp_ticket, what="PSP ticket", max_length=200, required=False) or None
         eta = check_aware(eta_resumption, what="estimated resumption") if eta_resumption else None
         numbers = Figures.coerce(figures)
-        details: dict[str, Any] = {"window": window.as_dict(), "reason": reason}
-        if hasattr(figures, "by_kind"):
-            # a divergence summary: keep its per-kind split for the closing report
-            details["by_kind"] = figures.as_dict()["by_kind"]  # type: ignore[union-attr]
+        details: dict[str, Any] = {"window": window.as_dict(), "reason": reason, **_kind_split(figures)}
         self.gateway.resolve_psp(psp)  # UnknownPspError before anything is written
 
         try:
@@ -290,8 +307,9 @@ class IncidentHook(ReconPostgresHook):
                 conn.execute(
                     "INSERT INTO recon.incidents (incident_id, psp, state, window_start, window_end, reason,"
                     " psp_ticket, eta_resumption, divergent_amount_minor, divergent_count, divergence_pct,"
-                    " opened_by) VALUES (%(id)s, %(psp)s, 'open', %(ws)s, %(we)s, %(reason)s, %(ticket)s,"
-                    " %(eta)s, %(amount)s, %(count)s, %(pct)s, %(actor)s)",
+                    " currency_figures, opened_by) VALUES (%(id)s, %(psp)s, 'open', %(ws)s, %(we)s,"
+                    " %(reason)s, %(ticket)s, %(eta)s, %(amount)s, %(count)s, %(pct)s, %(currency_figures)s,"
+                    " %(actor)s)",
                     {
                         "id": incident_id,
                         "psp": psp,
@@ -353,10 +371,15 @@ class IncidentHook(ReconPostgresHook):
 
     @staticmethod
     def _figure_params(figures: Figures | None) -> dict[str, Any]:
+        from psycopg.types.json import Jsonb
+
         return {
             "amount": None if figures is None else figures.divergent_amount_minor,
             "count": None if figures is None else figures.divergent_count,
             "pct": None if figures is None else figures.divergence_pct,
+            # the reporting currency of the amount, each currency's own figures and the rates
+            # used: every decision recorded with figures keeps its rates (DESIGN 3a)
+            "currency_figures": None if figures is None else Jsonb(figures.currency_figures()),
         }
 
     def get(self, incident_id: str) -> Incident:
@@ -422,7 +445,8 @@ class IncidentHook(ReconPostgresHook):
         """Append a step to the incident's timeline and return the event id.
 
         With ``figures``, the incident's current divergence figures are updated too
-        (runbook: "Atualizar incidente com percentual de divergência").
+        (runbook: "Atualizar incidente com percentual de divergência"); the event and the
+        incident keep them per currency with the rates used (``currency_figures``, DESIGN 3a).
 
         :param step: the runbook step (e.g. ``reprocess``, ``correction.apply``).
         :param outcome: what came of it, in words finance understands.
@@ -479,15 +503,18 @@ class IncidentHook(ReconPostgresHook):
         }
         (event_id,) = conn.execute(
             "INSERT INTO recon.incident_events (incident_id, step, outcome, divergence_pct,"
-            " divergent_amount_minor, divergent_count, actor, run_id, details) VALUES (%(id)s, %(step)s,"
-            " %(outcome)s, %(pct)s, %(amount)s, %(count)s, %(actor)s, %(run_id)s, %(details)s) RETURNING id",
+            " divergent_amount_minor, divergent_count, currency_figures, actor, run_id, details) VALUES"
+            " (%(id)s, %(step)s, %(outcome)s, %(pct)s, %(amount)s, %(count)s, %(currency_figures)s,"
+            " %(actor)s, %(run_id)s, %(details)s) RETURNING id",
             params,
         ).fetchone()
         conn.execute(
             "UPDATE recon.incidents SET updated_at = now(),"
             " divergent_amount_minor = COALESCE(%(amount)s, divergent_amount_minor),"
             " divergent_count = COALESCE(%(count)s, divergent_count),"
-            " divergence_pct = CASE WHEN %(amount)s::bigint IS NULL THEN divergence_pct ELSE %(pct)s END"
+            " divergence_pct = CASE WHEN %(amount)s::bigint IS NULL THEN divergence_pct ELSE %(pct)s END,"
+            " currency_figures = CASE WHEN %(amount)s::bigint IS NULL THEN currency_figures"
+            "   ELSE %(currency_figures)s::jsonb END"
             " WHERE incident_id = %(id)s",
             params,
         )
@@ -634,7 +661,7 @@ class IncidentHook(ReconPostgresHook):
         with self.connect(autocommit=True) as conn:
             rows = conn.execute(
                 "SELECT transaction_id, provider_reference, transaction_type, kind, amount_minor,"
-                " requested_by, approved_by, run_id, applied_at, before, after"
+                " requested_by, approved_by, run_id, applied_at, before, after, currency"
                 " FROM recon.corrections WHERE incident_id = %s ORDER BY applied_at, id",
                 (incident_id,),
             ).fetchall()
@@ -651,6 +678,8 @@ class IncidentHook(ReconPostgresHook):
                 applied_at=r[8],
                 before=r[9] or {},
                 after=r[10] or {},
+                # '' for corrections recorded before they kept their currency: not guessed
+                currency=(r[11] or "").upper() or None,
             )
             for r in rows
         ]

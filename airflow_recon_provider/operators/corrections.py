@@ -8,7 +8,9 @@
    the rows) goes to XCom. With ``dry_run`` the task stops here.
 2. **finance approval**: the task itself is a Human-in-the-loop task
    (:class:`~airflow.providers.standard.operators.hitl.HITLOperator`, options Approve /
-   Reject). The request shows counts, amounts and a sample of the dry run; approvers can
+   Reject). The request shows each currency's count and amount (never one sum across
+   currencies), the converted total in the reporting currency with the rates used (and the
+   currencies without a rate, named), and a sample of the dry run; approvers can
    be assigned; without an answer within ``approval_timeout`` the answer is Reject.
 3. **apply** (``execute_complete``): refused if the answer comes from the user who
    triggered the run (or from someone not assigned); otherwise the stored correction set
@@ -165,7 +167,8 @@ class TransactionCorrectionOperator(HITLOperator):
         or ``$AIRFLOW_HOME/recon-artifacts``. Each run writes under
         ``corrections/<dag_id>/<run_id>/<task_id>/``.
     :param sample_size: proposals shown to the approver.
-    :param subject: headline of the approval request; default: PSP, count and amount.
+    :param subject: headline of the approval request; default: PSP, then each currency's
+        count and amount.
     :param billing_gateway_conn_id: connection of the gateway database (the primary).
     """
 
@@ -306,6 +309,7 @@ class TransactionCorrectionOperator(HITLOperator):
             check_row_cap,
             correction_scope,
             parse_row_cap,
+            per_currency_text,
         )
         from airflow_recon_provider.reconciliation.window import Window
 
@@ -379,9 +383,10 @@ class TransactionCorrectionOperator(HITLOperator):
             self.subject = approval_subject(dry)
         self.hitl_summary_extra.update({"correction_key": dry.correction_key, "psp": psp})
         self.log.info(
-            "Asking finance to approve correction set %s (%d transaction(s)); requested by %s",
+            "Asking finance to approve correction set %s (%d transaction(s): %s); requested by %s",
             dry.correction_key,
             dry.proposal_count,
+            per_currency_text(dry.by_currency),
             requested_by,
         )
         try:
@@ -395,13 +400,20 @@ class TransactionCorrectionOperator(HITLOperator):
     @staticmethod
     def _event_details(dry: DryRun) -> dict[str, Any]:
         summary = dry.as_dict()
+        # counts, and amounts per currency in their own minor units (never summed across
+        # currencies); the converted figures with the rates they used
         keep = (
             "correction_key",
             "proposal_count",
-            "proposal_amount_minor",
+            "by_currency",
             "by_kind",
             "manual_count",
-            "manual_amount_minor",
+            "manual_by_currency",
+            "reporting_currency",
+            "proposal_converted_amount_minor",
+            "manual_converted_amount_minor",
+            "fx_rates",
+            "unconverted_currencies",
             "artifact",
             "row_cap",
         )

@@ -58,7 +58,8 @@ class ValidateScopeOperator(BaseOperator):
          "incident_id", "incident_action" (given | attached | opened | would_open | none),
          "dry_run", "after_release", "reason", "requested_by", "run_id",
          "figures": {"gateway_count", "gateway_amount_minor", "divergent_count",
-                     "divergent_amount_minor", "divergence_pct", "by_kind"}}
+                     "divergent_amount_minor", "divergence_pct", "by_kind" (amounts converted to
+                     "reporting_currency"), "by_currency", "fx_rates", "unconverted_currencies"}}
 
     :param psp: the PSP (templated).
     :param window_start: start of the affected window, ISO 8601 with offset (templated).
@@ -117,6 +118,7 @@ class ValidateScopeOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.reconciliation.config import ReconConfig
+        from airflow_recon_provider.reconciliation.incidents import Figures
         from airflow_recon_provider.reconciliation.remediation import RemediationRequest
 
         config = ReconConfig.load()
@@ -153,11 +155,10 @@ class ValidateScopeOperator(BaseOperator):
             )
         self.log.info("%s", description)
         self.log.info(
-            "Incident: %s (%s); divergence now: %d key(s), %d minor units",
+            "Incident: %s (%s); divergence now: %s",
             incident_id or "none",
             plan.action.value,
-            summary.divergent_count,
-            summary.divergent_amount_minor,
+            Figures.from_summary(summary).describe(),
         )
         if request.dry_run:
             self.log.info("DRY RUN: this run investigates and proposes corrections; it changes nothing")
@@ -226,6 +227,12 @@ def _figures(summary: DivergenceSummary) -> dict[str, Any]:
         "lag_cycles",
         "alert",
         "recovered",
+        # the amounts above are converted to this currency; each currency's own figures and
+        # the rates used go with them (DESIGN 3a)
+        "reporting_currency",
+        "by_currency",
+        "fx_rates",
+        "unconverted_currencies",
     )
     return {key: data[key] for key in keep}
 
@@ -337,6 +344,7 @@ class ReconciliationSnapshotOperator(BaseOperator):
         from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
         from airflow_recon_provider.operators._artifacts import run_artifact_path
         from airflow_recon_provider.reconciliation.config import ReconConfig, check_psp_name
+        from airflow_recon_provider.reconciliation.incidents import Figures
         from airflow_recon_provider.reconciliation.remediation import parse_kind_list
         from airflow_recon_provider.reconciliation.window import Window
 
@@ -369,14 +377,13 @@ class ReconciliationSnapshotOperator(BaseOperator):
         else:
             outcome = "divergent" if summary.divergent_count else "clean"
         self.log.info(
-            "PSP %s window %s: snapshot of %d transaction(s) in %s; %d divergent key(s), %d minor units; "
+            "PSP %s window %s: snapshot of %d transaction(s) in %s; divergence %s; "
             "ledger %s, kafka %s, PSP health %s",
             psp,
             window,
             rows,
             target,
-            summary.divergent_count,
-            summary.divergent_amount_minor,
+            Figures.from_summary(summary).describe(),
             _status_word(ledger, "matches"),
             _status_word(kafka, "errors"),
             health.get("outcome", health["status"]),

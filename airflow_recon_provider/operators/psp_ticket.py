@@ -33,8 +33,11 @@ class PspTicketOperator(BaseOperator):
 
     Columns: ``provider_reference``, ``transaction_type``, ``kind``,
     ``gateway_transaction_id`` (the gateway's ``payment_transactions.id``, the smallest for
-    duplicates), gateway and statement amounts (minor units), divergent amount, currency,
-    both statuses.
+    duplicates), gateway amount and its currency, statement amount and its currency (they
+    differ for a currency mismatch), divergent amount and its currency (the key's), the
+    extra copies of a duplicate in other currencies, both statuses. Amounts are integer
+    minor units of their own currency; the XCom counts are per currency, never summed across
+    currencies.
 
     :param psp: the PSP (templated).
     :param window_start: start of the window, ISO 8601 with offset (templated).
@@ -118,13 +121,15 @@ class PspTicketOperator(BaseOperator):
 
         if counts.rows:
             self.log.info(
-                "PSP %s window %s: %d divergent transaction(s) for the PSP ticket%s in %s (%s)",
+                "PSP %s window %s: %d divergent transaction(s) for the PSP ticket%s in %s (%s); "
+                "divergent amount per currency: %s",
                 psp,
                 window,
                 counts.rows,
                 f" {ticket}" if ticket else "",
                 target,
                 ", ".join(f"{kind} {n}" for kind, n in counts.by_kind.items()),
+                counts.currency_text(),
             )
         else:
             self.log.info(
@@ -143,7 +148,8 @@ class PspTicketOperator(BaseOperator):
             "path": str(target),
             "rows": counts.rows,
             "counts": {k.value: counts.by_kind.get(k.value, 0) for k in kinds},
-            "divergent_amount_minor": counts.divergent_amount_minor,
+            # per currency, in its own minor units: never one sum across currencies
+            "by_currency": counts.currency_dict(),
             "psp_ticket": ticket,
         }
 

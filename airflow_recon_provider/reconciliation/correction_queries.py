@@ -166,20 +166,21 @@ RETURNING t.{t_id}"""
 
 
 def insert_audit_query() -> sql.Composed:
-    """One ``recon.corrections`` row per corrected transaction; a row of the same correction
-    set and transaction already there makes the insert a no-op."""
+    """One ``recon.corrections`` row per corrected transaction, its amount with its currency
+    (from the proposal: the gateway row's); a row of the same correction set and transaction
+    already there makes the insert a no-op."""
     return sql.SQL(
         """INSERT INTO {corrections} (correction_key, incident_id, psp, transaction_id,
-    provider_reference, transaction_type, kind, amount_minor, before, after, requested_by,
+    provider_reference, transaction_type, kind, amount_minor, currency, before, after, requested_by,
     approved_by, run_id, applied_at)
-SELECT %(key)s, %(incident_id)s, %(psp)s, v.id, v.ref, v.ttype, v.kind, v.amount,
+SELECT %(key)s, %(incident_id)s, %(psp)s, v.id, v.ref, v.ttype, v.kind, v.amount, v.currency,
        jsonb_build_object('status', v.before_status, 'processed_at', v.before_processed_at),
        jsonb_build_object('status', v.after_status, 'processed_at', now()),
        %(requested_by)s, %(approved_by)s, %(run_id)s, now()
 FROM unnest(%(ids)s::bigint[], %(refs)s::text[], %(ttypes)s::text[], %(kinds)s::text[],
-            %(amounts)s::bigint[], %(before_status)s::text[], %(before_processed_at)s::timestamptz[],
-            %(after_status)s::text[])
-     AS v (id, ref, ttype, kind, amount, before_status, before_processed_at, after_status)
+            %(amounts)s::bigint[], %(currencies)s::text[], %(before_status)s::text[],
+            %(before_processed_at)s::timestamptz[], %(after_status)s::text[])
+     AS v (id, ref, ttype, kind, amount, currency, before_status, before_processed_at, after_status)
 ON CONFLICT (correction_key, transaction_id) DO NOTHING
 RETURNING transaction_id"""
     ).format(corrections=CORRECTIONS_TABLE)

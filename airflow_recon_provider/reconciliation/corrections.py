@@ -24,7 +24,10 @@ Pure domain (no Airflow, no I/O beyond a text stream handed in). It decides:
   "before" state is corrected, anything else is reported, never overwritten;
 - the line each correction appends to ``payment_reconciliation_logs.notes``.
 
-Amounts are ``int`` minor units.
+Amounts are ``int`` minor units of their own currency (DESIGN 3a): totals are kept per
+currency and never added across currencies; a figure in the reporting currency is each
+currency's total converted once with the rate of ``recon.fx_rates`` in force at the window's
+end, labelled as converted, and a currency without a rate is named, never taken as zero.
 """
 
 from __future__ import annotations
@@ -47,7 +50,16 @@ from airflow_recon_provider.reconciliation.errors import (
     SelfApprovalError,
 )
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
-from airflow_recon_provider.reconciliation.report import DivergenceRow, KindTotal, format_minor
+from airflow_recon_provider.reconciliation.money import (
+    DEFAULT_LOCALE,
+    DEFAULT_REPORTING_CURRENCY,
+    Converter,
+    FxRate,
+    exponent,
+    format_money,
+    format_rate,
+)
+from airflow_recon_provider.reconciliation.report import DivergenceRow, KindTotal
 from airflow_recon_provider.reconciliation.window import Window
 
 #: a rule's target meaning "the PSP's status, mapped to the gateway's vocabulary"
@@ -76,6 +88,12 @@ NEEDS_TICKET = "needs PSP ticket / manual"
 
 _STATUS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def currency_code(value: Any) -> str:
+    """A row's currency as the key of per-currency totals: upper case, ``""`` when the row has
+    none (shown as ``?``; never merged into another currency)."""
+    return str(value or "").strip().upper()
 
 
 def _check_status(value: Any, *, what: str) -> str:
@@ -290,10 +308,12 @@ class ProposedCorrection:
     before_processed_at: datetime | None
     after_status: str
     amount_minor: int
+    #: the currency of ``amount_minor`` (the gateway row's, upper case)
     currency: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", DivergenceKind(self.kind))
+        object.__setattr__(self, "currency", currency_code(self.currency))
         if isinstance(self.amount_minor, bool) or not isinstance(self.amount_minor, int):
             raise TypeError(f"amount_minor must be an int, got {type(self.amount_minor).__name__}")
 
@@ -412,47 +432,144 @@ def parse_row_cap(value: Any) -> int | None:
 # -- dry run ---------------------------------------------------------------------------------
 
 
+def _currency_dict(totals: Mapping[str, KindTotal]) -> dict[str, dict[str, Any]]:
+    """``{code: {"exponent", "count", "amount_minor"}}`` in each currency's own minor units."""
+    return {
+        code: {"exponent": exponent(code), "count": t.count, "amount_minor": t.amount_minor}
+        for code, t in sorted(totals.items())
+    }
+
+
+def _freeze(totals: Mapping[str, list[int]]) -> dict[str, KindTotal]:
+    return {code: KindTotal(n, a) for code, (n, a) in sorted(totals.items())}
+
+
+def totals_by_currency(proposals: Iterable[ProposedCorrection]) -> dict[str, KindTotal]:
+    """How many proposals and how much, per currency (each in its own minor units)."""
+    totals: dict[str, list[int]] = {}
+    for p in proposals:
+        total = totals.setdefault(p.currency, [0, 0])
+        total[0] += 1
+        total[1] += p.amount_minor
+    return _freeze(totals)
+
+
+def merge_by_currency(parts: Iterable[Mapping[str, KindTotal]]) -> dict[str, KindTotal]:
+    """Per-currency totals of several groups, added currency by currency (never across)."""
+    totals: dict[str, list[int]] = {}
+    for part in parts:
+        for code, t in part.items():
+            total = totals.setdefault(code, [0, 0])
+            total[0] += t.count
+            total[1] += t.amount_minor
+    return _freeze(totals)
+
+
 @dataclass(frozen=True)
 class ManualTotal:
-    """Divergent keys of one kind left to people: how many, how much, and why."""
+    """Divergent keys of one kind left to people: how many, how much in each currency, and
+    why. A key counts in its currency; the extra copies of a duplicate in another currency
+    add their amount to that currency (not a key)."""
 
     count: int = 0
-    amount_minor: int = 0
+    by_currency: Mapping[str, KindTotal] = field(default_factory=dict)
     reasons: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class DryRun:
     """What a correction would do, before anyone approves it. :meth:`as_dict` (for XCom)
-    has figures only; the rows are in the CSV artifact and in ``recon.correction_proposals``."""
+    has figures only; the rows are in the CSV artifact and in ``recon.correction_proposals``.
+
+    Amounts are per currency, in that currency's minor units (DESIGN 3a); counts may be added
+    across currencies, amounts never are. The converted figures are in the reporting
+    currency: each currency's total converted once with its rate in ``fx_rates`` (in force at
+    the window's end); a currency without a rate is left out of them and listed in
+    :attr:`unconverted_currencies`.
+    """
 
     correction_key: str
     psp: str
     window: Window
     scope: str
     proposal_count: int
-    proposal_amount_minor: int
-    by_kind: Mapping[DivergenceKind, KindTotal]
+    #: proposals per currency: count and amount in that currency
     by_currency: Mapping[str, KindTotal]
+    #: proposals per kind, then per currency
+    by_kind: Mapping[DivergenceKind, Mapping[str, KindTotal]]
     manual_by_kind: Mapping[DivergenceKind, ManualTotal]
     sample: tuple[ProposedCorrection, ...] = ()
     artifact: str | None = None
     row_cap: int | None = None
     policy: Mapping[str, Any] = field(default_factory=dict)
+    reporting_currency: str = DEFAULT_REPORTING_CURRENCY
+    #: the rates in force at the window's end of the dry run's currencies that have one
+    fx_rates: Mapping[str, FxRate] = field(default_factory=dict)
 
     @property
     def manual_count(self) -> int:
         return sum(t.count for t in self.manual_by_kind.values())
 
     @property
-    def manual_amount_minor(self) -> int:
-        return sum(t.amount_minor for t in self.manual_by_kind.values())
+    def manual_by_currency(self) -> dict[str, KindTotal]:
+        return merge_by_currency(t.by_currency for t in self.manual_by_kind.values())
+
+    def kind_count(self, kind: DivergenceKind) -> int:
+        return sum(t.count for t in self.by_kind.get(kind, {}).values())
 
     @property
     def row_cap_exceeded(self) -> bool:
+        """The row cap is a number of transactions, never an amount (amounts of different
+        currencies cannot be compared with one figure)."""
         return self.row_cap is not None and self.proposal_count > self.row_cap
 
+    # -- the reporting currency ----------------------------------------------------------
+    @property
+    def converter(self) -> Converter:
+        return Converter(self.reporting_currency, self.fx_rates)
+
+    @property
+    def currencies(self) -> list[str]:
+        """Every currency of the dry run (proposals and keys left to people)."""
+        return sorted(set(self.by_currency) | set(self.manual_by_currency))
+
+    @property
+    def unconverted_currencies(self) -> list[str]:
+        """Currencies of the dry run with no rate in force: left out of the converted figures."""
+        return [c for c in self.currencies if not self.converter.can_convert(c)]
+
+    @property
+    def used_rates(self) -> dict[str, FxRate]:
+        """The rates the converted figures used (currencies other than the reporting one)."""
+        return {
+            c: self.fx_rates[c]
+            for c in self.currencies
+            if c != self.reporting_currency and self.converter.can_convert(c)
+        }
+
+    @property
+    def needs_conversion(self) -> bool:
+        """Whether any currency other than the reporting one is present (else every amount is
+        already in the reporting currency and nothing is converted)."""
+        return any(c != self.reporting_currency for c in self.currencies)
+
+    def converted(self, totals: Mapping[str, KindTotal]) -> int:
+        """Reporting-currency minor units of the convertible currencies of ``totals``, each
+        currency's total converted once (currencies without a rate are left out)."""
+        return self.converter.total((c, t.amount_minor) for c, t in totals.items())
+
+    @property
+    def proposal_converted_amount_minor(self) -> int:
+        return self.converted(self.by_currency)
+
+    @property
+    def manual_converted_amount_minor(self) -> int:
+        return self.converted(self.manual_by_currency)
+
     def as_dict(self) -> dict[str, Any]:
+        """Counts, and amounts per currency in its own minor units (integers plus the
+        currency code); the converted figures in reporting-currency minor units with the
+        rates used and the currencies left out."""
         return {
             "correction_key": self.correction_key,
             "psp": self.psp,
@@ -460,21 +577,26 @@ class DryRun:
             "window_end": self.window.end.isoformat(),
             "scope": self.scope,
             "proposal_count": self.proposal_count,
-            "proposal_amount_minor": self.proposal_amount_minor,
+            "by_currency": _currency_dict(self.by_currency),
             "by_kind": {
-                kind.value: {"count": t.count, "amount_minor": t.amount_minor}
-                for kind, t in sorted(self.by_kind.items(), key=lambda kv: kv[0].rank)
-            },
-            "by_currency": {
-                cur: {"count": t.count, "amount_minor": t.amount_minor}
-                for cur, t in sorted(self.by_currency.items())
+                kind.value: {"count": self.kind_count(kind), "by_currency": _currency_dict(totals)}
+                for kind, totals in sorted(self.by_kind.items(), key=lambda kv: kv[0].rank)
             },
             "manual_count": self.manual_count,
-            "manual_amount_minor": self.manual_amount_minor,
+            "manual_by_currency": _currency_dict(self.manual_by_currency),
             "manual_by_kind": {
-                kind.value: {"count": t.count, "amount_minor": t.amount_minor, "reasons": dict(t.reasons)}
+                kind.value: {
+                    "count": t.count,
+                    "by_currency": _currency_dict(t.by_currency),
+                    "reasons": dict(t.reasons),
+                }
                 for kind, t in sorted(self.manual_by_kind.items(), key=lambda kv: kv[0].rank)
             },
+            "reporting_currency": self.reporting_currency,
+            "proposal_converted_amount_minor": self.proposal_converted_amount_minor,
+            "manual_converted_amount_minor": self.manual_converted_amount_minor,
+            "fx_rates": {c: rate.as_dict() for c, rate in sorted(self.used_rates.items())},
+            "unconverted_currencies": self.unconverted_currencies,
             "artifact": self.artifact,
             "row_cap": self.row_cap,
             "row_cap_exceeded": self.row_cap_exceeded,
@@ -483,8 +605,8 @@ class DryRun:
 
 
 class DryRunBuilder:
-    """Accumulates a dry run while proposals stream by: totals, manual items, a sample and
-    the correction key. Memory follows the sample size, not the number of rows."""
+    """Accumulates a dry run while proposals stream by: per-currency totals, manual items, a
+    sample and the correction key. Memory follows the sample size, not the number of rows."""
 
     def __init__(
         self,
@@ -503,47 +625,72 @@ class DryRunBuilder:
         self.row_cap = row_cap
         self.policy = policy or CorrectionPolicy.default()
         self.key = CorrectionKeyBuilder(scope=scope, psp=psp)
-        self._by_kind: dict[DivergenceKind, list[int]] = {}
+        self._by_kind: dict[DivergenceKind, dict[str, list[int]]] = {}
         self._by_currency: dict[str, list[int]] = {}
+        #: kind -> [keys, {currency: [keys, amount]}, {reason: keys}]
         self._manual: dict[DivergenceKind, list[Any]] = {}
         self._sample: list[ProposedCorrection] = []
-        self.amount_minor = 0
 
     @property
     def count(self) -> int:
         return self.key.count
 
+    @property
+    def currencies(self) -> list[str]:
+        """The currencies seen so far (proposals and manual items)."""
+        seen = set(self._by_currency)
+        for _, by_currency, _ in self._manual.values():
+            seen |= set(by_currency)
+        return sorted(seen)
+
+    @staticmethod
+    def _add(bucket: dict[str, list[int]], currency: str, count: int, amount: int) -> None:
+        total = bucket.setdefault(currency, [0, 0])
+        total[0] += count
+        total[1] += amount
+
     def add(self, item: ProposedCorrection | ManualItem) -> None:
         if isinstance(item, ManualItem):
-            total = self._manual.setdefault(item.divergence.kind, [0, 0, {}])
+            row = item.divergence
+            total = self._manual.setdefault(row.kind, [0, {}, {}])
             total[0] += 1
-            total[1] += item.divergence.divergent_amount_minor
+            self._add(total[1], currency_code(row.currency), 1, row.divergent_amount_minor)
+            for code, amount in row.other_amounts.items():
+                self._add(total[1], currency_code(code), 0, int(amount))
             total[2][item.reason] = total[2].get(item.reason, 0) + 1
             return
         self.key.add(item)
-        self.amount_minor += item.amount_minor
-        for bucket, name in ((self._by_kind, item.kind), (self._by_currency, item.currency or "?")):
-            total = bucket.setdefault(name, [0, 0])
-            total[0] += 1
-            total[1] += item.amount_minor
+        self._add(self._by_currency, item.currency, 1, item.amount_minor)
+        self._add(self._by_kind.setdefault(item.kind, {}), item.currency, 1, item.amount_minor)
         if len(self._sample) < self.sample_size:
             self._sample.append(item)
 
-    def finish(self, *, artifact: str | None = None) -> DryRun:
+    def finish(
+        self,
+        *,
+        artifact: str | None = None,
+        reporting_currency: str = DEFAULT_REPORTING_CURRENCY,
+        fx_rates: Iterable[FxRate] = (),
+    ) -> DryRun:
+        """The dry run, with the rates (in force at the window's end) of its currencies."""
         return DryRun(
             correction_key=self.key.key,
             psp=self.psp,
             window=self.window,
             scope=self.scope,
             proposal_count=self.count,
-            proposal_amount_minor=self.amount_minor,
-            by_kind={k: KindTotal(n, a) for k, (n, a) in self._by_kind.items()},
-            by_currency={c: KindTotal(n, a) for c, (n, a) in self._by_currency.items()},
-            manual_by_kind={k: ManualTotal(n, a, dict(r)) for k, (n, a, r) in self._manual.items()},
+            by_currency=_freeze(self._by_currency),
+            by_kind={k: _freeze(v) for k, v in self._by_kind.items()},
+            manual_by_kind={
+                k: ManualTotal(n, _freeze(by_currency), dict(r))
+                for k, (n, by_currency, r) in self._manual.items()
+            },
             sample=tuple(self._sample),
             artifact=artifact,
             row_cap=self.row_cap,
             policy=self.policy.as_dict(),
+            reporting_currency=reporting_currency,
+            fx_rates={rate.currency: rate for rate in fx_rates},
         )
 
 
@@ -615,10 +762,88 @@ def _human_duration(delta: timedelta) -> str:
     return f"{hours} h" + (f" {minutes} min" if minutes else "")
 
 
-def approval_subject(dry: DryRun) -> str:
+def _count(value: int, locale: str) -> str:
+    """A count in the locale's number format (``12.004`` in pt-BR, like the amounts beside it)."""
+    from babel.numbers import format_decimal
+
+    from airflow_recon_provider.reconciliation.money import babel_locale
+
+    return format_decimal(value, format="#,##0", locale=babel_locale(locale))
+
+
+def _money(amount_minor: int, currency: str, locale: str) -> str:
+    """An amount with its currency and that currency's decimals, inert in markdown."""
+    return _md(format_money(amount_minor, currency or None, locale=locale))
+
+
+def _code(currency: str) -> str:
+    return _md(currency) if currency else "?"
+
+
+def per_currency_text(
+    totals: Mapping[str, KindTotal], *, locale: str = DEFAULT_LOCALE, extra: str = "extra copies"
+) -> str:
+    """``11 in BRL: R$ 104.175,21; 1 in EUR: EUR 9.619,80``: each currency's count and amount,
+    never one figure for several currencies. A currency with an amount but no count (extra
+    copies of a duplicate kept in another currency) says so."""
+    parts = []
+    for code, t in sorted(totals.items()):
+        who = f"{_count(t.count, locale)} in {_code(code)}" if t.count else f"{extra} in {_code(code)}"
+        parts.append(f"{who}: {_money(t.amount_minor, code, locale)}")
+    return "; ".join(parts) if parts else "none"
+
+
+def rate_text(rate: FxRate, reporting_currency: str, *, locale: str = DEFAULT_LOCALE) -> str:
+    """``1 EUR = 6,2512 BRL (valid from 2026-11-21T00:00:00+00:00, BCB PTAX)``."""
     return (
-        f"Approve data correction of PSP {dry.psp}: {dry.proposal_count:,} transaction(s), "
-        f"{format_minor(dry.proposal_amount_minor)}"
+        f"1 {_md(rate.currency)} = {format_rate(rate.rate, locale=locale)} {_md(reporting_currency)} "
+        f"(valid from {rate.valid_from.isoformat()}, {_md(rate.source or 'no source')})"
+    )
+
+
+def converted_text(
+    dry: DryRun, totals: Mapping[str, KindTotal], *, locale: str = DEFAULT_LOCALE
+) -> list[str]:
+    """The converted total of ``totals`` in the reporting currency, labelled as converted and
+    with the rates used, and the currencies that have no rate (named, never taken as zero).
+    Nothing when every amount is already in the reporting currency."""
+    rc = dry.reporting_currency
+    codes = sorted(totals)
+    if not any(c != rc for c in codes):
+        return []
+    converter = dry.converter
+    convertible = [c for c in codes if converter.can_convert(c)]
+    missing = [c for c in codes if not converter.can_convert(c)]
+    lines = []
+    if convertible:
+        rates = "; ".join(rate_text(dry.fx_rates[c], rc, locale=locale) for c in convertible if c != rc)
+        of = ", ".join(_code(c) for c in convertible)
+        lines.append(
+            f"Converted total in {_md(rc)} (converted, of {of}"
+            + (f"; {', '.join(_code(c) for c in missing)} not included" if missing else "")
+            + f"): {_money(dry.converted(totals), rc, locale)}"
+            + (f" — rates in force at {dry.window.end.isoformat()}: {rates}" if rates else "")
+        )
+    if missing:
+        lines.append(
+            f"Not converted to {_md(rc)}: {', '.join(_code(c) for c in missing)} — no rate in "
+            f"recon.fx_rates in force at {dry.window.end.isoformat()} (never taken as zero; "
+            "load the rate to see a converted total)"
+        )
+    return lines
+
+
+def approval_subject(dry: DryRun, *, locale: str = DEFAULT_LOCALE) -> str:
+    """``Approve data correction of PSP stripe: 12 transaction(s) — 11 in BRL: R$ 104.175,21;
+    1 in EUR: EUR 9.619,80`` (plain text: no markdown escapes)."""
+    per_currency = "; ".join(
+        f"{_count(t.count, locale)} in {code or '?'}: "
+        + format_money(t.amount_minor, code or None, locale=locale)
+        for code, t in sorted(dry.by_currency.items())
+    )
+    return (
+        f"Approve data correction of PSP {dry.psp}: {_count(dry.proposal_count, locale)} transaction(s)"
+        + (f" — {per_currency}" if per_currency else "")
     )
 
 
@@ -630,47 +855,71 @@ def approval_body(
     incident_id: str | None,
     timeout: timedelta | None,
     approvers: Sequence[str] = (),
+    locale: str = DEFAULT_LOCALE,
 ) -> str:
-    """The request finance reads (markdown): counts, amounts and a sample of the dry run,
-    what approving does, and what happens without an answer."""
+    """The request finance reads (markdown): counts and amounts per currency, the converted
+    total with its rates, a sample of the dry run, what approving does, and what happens
+    without an answer. No line adds amounts of different currencies."""
+
+    def n(value: int) -> str:
+        return _count(value, locale)
+
     lines = [
         f"**Data correction for PSP {_md(dry.psp)}** (runbook: Mitigação, Correção de Dados)",
+        "",
+        f"**{n(dry.proposal_count)} transaction(s) to correct — "
+        f"{per_currency_text(dry.by_currency, locale=locale)}**",
+    ]
+    converted = converted_text(dry, dry.by_currency, locale=locale)
+    if converted:
+        lines += ["", *(f"- {line}" for line in converted)]
+    lines += [
         "",
         f"- window: {dry.window.start.isoformat()} to {dry.window.end.isoformat()} (end excluded)",
         f"- incident: {_md(incident_id) if incident_id else 'none'}",
         f"- requested by: {_md(requested_by)} (run {_md(run_id)}) — cannot approve it",
         f"- correction set: `{dry.correction_key}`",
         f"- dry-run artifact: {_md(dry.artifact) if dry.artifact else 'none'}",
-        f"- row cap: {dry.row_cap:,}" if dry.row_cap is not None else "- row cap: none",
-        "",
-        f"**{dry.proposal_count:,} transaction(s) to correct, {format_minor(dry.proposal_amount_minor)}**"
-        " (minor units summed across currencies)",
-        "",
-        "| divergence kind | transactions | amount |",
-        "|---|---:|---:|",
+        f"- row cap: {n(dry.row_cap)} transaction(s)" if dry.row_cap is not None else "- row cap: none",
     ]
-    for kind, total in sorted(dry.by_kind.items(), key=lambda kv: kv[0].rank):
-        lines.append(f"| {kind.value} | {total.count:,} | {format_minor(total.amount_minor)} |")
-    if len(dry.by_currency) > 1 or any(c != "?" for c in dry.by_currency):
-        lines += ["", "| currency | transactions | amount |", "|---|---:|---:|"]
-        for currency, total in sorted(dry.by_currency.items()):
-            lines.append(f"| {_md(currency)} | {total.count:,} | {format_minor(total.amount_minor)} |")
+    if dry.by_currency:
+        rc = dry.reporting_currency
+        lines += ["", f"| currency | transactions | amount | in {_md(rc)} |", "|---|---:|---:|---|"]
+        for code, t in sorted(dry.by_currency.items()):
+            value = dry.converter.convert(t.amount_minor, code)
+            if code == rc:
+                in_rc = "same currency"
+            elif value is None:
+                in_rc = "not converted: no rate"
+            else:
+                in_rc = (
+                    f"{_money(value, rc, locale)} (converted at 1 {_code(code)} = "
+                    f"{format_rate(dry.fx_rates[code].rate, locale=locale)} {_md(rc)})"
+                )
+            amount = _money(t.amount_minor, code, locale)
+            lines.append(f"| {_code(code)} | {n(t.count)} | {amount} | {in_rc} |")
+    lines += ["", "| divergence kind | currency | transactions | amount |", "|---|---|---:|---:|"]
+    for kind, totals in sorted(dry.by_kind.items(), key=lambda kv: kv[0].rank):
+        for code, t in sorted(totals.items()):
+            amount = _money(t.amount_minor, code, locale)
+            lines.append(f"| {kind.value} | {_code(code)} | {n(t.count)} | {amount} |")
     if dry.manual_by_kind:
+        manual = dry.manual_by_currency
         lines += [
             "",
-            f"Not corrected here ({NEEDS_TICKET}): {dry.manual_count:,} key(s), "
-            f"{format_minor(dry.manual_amount_minor)}",
-            "",
-            "| divergence kind | keys | divergent amount |",
-            "|---|---:|---:|",
+            f"Not corrected here ({NEEDS_TICKET}): {n(dry.manual_count)} key(s) — "
+            f"{per_currency_text(manual, locale=locale)}",
         ]
+        lines += [f"- {line}" for line in converted_text(dry, manual, locale=locale)]
+        lines += ["", "| divergence kind | currency | keys | divergent amount |", "|---|---|---:|---:|"]
         for kind, total in sorted(dry.manual_by_kind.items(), key=lambda kv: kv[0].rank):
-            lines.append(f"| {kind.value} | {total.count:,} | {format_minor(total.amount_minor)} |")
+            for code, t in sorted(total.by_currency.items()):
+                amount = _money(t.amount_minor, code, locale)
+                lines.append(f"| {kind.value} | {_code(code)} | {n(t.count)} | {amount} |")
     if dry.sample:
-        shown = len(dry.sample)
         lines += [
             "",
-            f"Sample ({shown:,} of {dry.proposal_count:,}):",
+            f"Sample ({n(len(dry.sample))} of {n(dry.proposal_count)}):",
             "",
             "| transaction | reference | type | kind | status now | new status | amount |",
             "|---:|---|---|---|---|---|---:|",
@@ -679,7 +928,7 @@ def approval_body(
             lines.append(
                 f"| {p.transaction_id} | {_md(p.provider_reference)} | {_md(p.transaction_type)} | "
                 f"{p.kind.value} | {_md(p.before_status)} | {_md(p.after_status)} | "
-                f"{format_minor(p.amount_minor, _md(p.currency) if p.currency else None)} |"
+                f"{_money(p.amount_minor, p.currency, locale)} |"
             )
     wait = f"within {_human_duration(timeout)}" if timeout else "at all"
     lines += [
@@ -806,7 +1055,8 @@ class ApplyResult:
     :param already_applied: transactions this correction set corrected before (a retry).
     :param conflicts: rows changed since the dry run (or gone): left as they are.
     :param skipped: rows that already had the new status: left as they are.
-    :param applied_amount_minor: sum of the amounts of ``applied``.
+    :param applied_by_currency: how many of ``applied`` and how much, per currency (each in
+        its own minor units; never one sum across currencies).
     :param processed_at: the ``processed_at`` written (the transaction's ``now()``).
     :param incident_event: whether an event was added to the incident's timeline.
     """
@@ -816,7 +1066,7 @@ class ApplyResult:
     already_applied: tuple[int, ...] = ()
     conflicts: tuple[Conflict, ...] = ()
     skipped: tuple[int, ...] = ()
-    applied_amount_minor: int = 0
+    applied_by_currency: Mapping[str, KindTotal] = field(default_factory=dict)
     processed_at: datetime | None = None
     incident_event: bool = False
 
@@ -827,7 +1077,7 @@ class ApplyResult:
             "already_applied": len(self.already_applied),
             "conflicts": len(self.conflicts),
             "skipped": len(self.skipped),
-            "applied_amount_minor": self.applied_amount_minor,
+            "applied_by_currency": _currency_dict(self.applied_by_currency),
             "processed_at": _iso(self.processed_at),
             "incident_event": self.incident_event,
             "conflict_details": [c.as_dict() for c in self.conflicts[:CONFLICTS_LISTED]],
@@ -850,7 +1100,7 @@ def correction_note(
 ) -> str:
     """The line a correction appends to ``payment_reconciliation_logs.notes`` (always one
     line: values from the data cannot break it in two)."""
-    amount = format_minor(p.amount_minor, p.currency or None)
+    amount = format_money(p.amount_minor, p.currency or None)
     return _one_line(
         f"data correction {correction_key}: transaction {p.transaction_id} "
         f"({p.provider_reference} {p.transaction_type}, {p.kind.value}) status {p.before_status} -> "
@@ -896,9 +1146,15 @@ __all__ = [
     "check_approver",
     "check_row_cap",
     "classify_for_apply",
+    "converted_text",
     "correction_key",
     "correction_note",
     "correction_scope",
+    "currency_code",
+    "merge_by_currency",
     "parse_row_cap",
+    "per_currency_text",
+    "rate_text",
+    "totals_by_currency",
     "user_label",
 ]

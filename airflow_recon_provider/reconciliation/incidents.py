@@ -13,8 +13,11 @@ Here live the incident states and their allowed transitions, the frozen records 
 incident, its timeline events and its corrections, the content of an update, and the
 renderers: plain text and HTML e-mail, Slack blocks, and the closing report in markdown
 and HTML. Every renderer works from one small document model, so the text, HTML and
-markdown versions never say different things. Amounts are ``int`` minor units, formatted
-with :func:`report.format_minor`; the divergence % comes from :func:`report.divergence_pct`.
+markdown versions never say different things. Amounts are ``int`` minor units of their own
+currency (DESIGN 3a): what people read carries its currency and that currency's decimals,
+Brazilian formatting (:func:`money.format_money`); a converted total says so and gives its
+rates, and amounts of different currencies are never added. The divergence % comes from
+:func:`report.divergence_pct`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,16 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider.reconciliation.errors import ReconError
-from airflow_recon_provider.reconciliation.report import divergence_pct, format_minor
+from airflow_recon_provider.reconciliation.money import (
+    DEFAULT_LOCALE,
+    DEFAULT_REPORTING_CURRENCY,
+    FxRate,
+    exponent,
+    format_money,
+    format_pct,
+    format_rate,
+)
+from airflow_recon_provider.reconciliation.report import divergence_pct
 
 if TYPE_CHECKING:
     from airflow_recon_provider.reconciliation.report import DivergenceSummary
@@ -191,17 +203,114 @@ def _int(value: Any, *, what: str) -> int:
     return value
 
 
+def _opt_int(value: Any, *, what: str) -> int | None:
+    return None if value is None else _int(value, what=what)
+
+
+def money_text(amount_minor: int | None, currency: str | None, *, locale: str = DEFAULT_LOCALE) -> str:
+    """An amount as people read it, with its currency and that currency's decimals
+    (``R$ 104.175,21``, ``EUR 9.619,80``, ``JPY 1.234``). Figures recorded before amounts
+    carried their currency say so instead of guessing one."""
+    if amount_minor is None:
+        return "-"
+    if not currency:
+        return f"{int(amount_minor)} minor units (currency not recorded)"
+    return format_money(amount_minor, currency, locale=locale)
+
+
+def _signed(amount_minor: int, currency: str | None) -> str:
+    return ("+" if amount_minor > 0 else "") + money_text(amount_minor, currency)
+
+
+def _rate_text(rate: FxRate, reporting_currency: str | None, *, full: bool = False) -> str:
+    """``1 EUR = 6,25 BRL`` (``full``: with the moment it is in force from and its source)."""
+    text = f"1 {rate.currency} = {format_rate(rate.rate)} {reporting_currency or '?'}"
+    if full:
+        text += f" (from {format_time(rate.valid_from)}, {rate.source or 'source not recorded'})"
+    return text
+
+
+@dataclass(frozen=True)
+class CurrencyFigure:
+    """One currency's figures at one moment, in that currency's own minor units (DESIGN 3a):
+    never added to another currency's."""
+
+    currency: str
+    divergent_count: int = 0
+    divergent_amount_minor: int = 0
+    gateway_count: int | None = None
+    gateway_amount_minor: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.currency, str):
+            raise IncidentInputError(f"a currency code must be text, got {self.currency!r}")
+        _int(self.divergent_count, what=f"divergent count of {self.currency}")
+        _int(self.divergent_amount_minor, what=f"divergent amount of {self.currency}")
+        _opt_int(self.gateway_count, what=f"gateway count of {self.currency}")
+        _opt_int(self.gateway_amount_minor, what=f"gateway amount of {self.currency}")
+
+    @property
+    def has_divergence(self) -> bool:
+        return bool(self.divergent_count or self.divergent_amount_minor)
+
+    def money(self, amount_minor: int | None) -> str:
+        return money_text(amount_minor, self.currency)
+
+    @classmethod
+    def from_dict(cls, currency: str, data: Mapping[str, Any]) -> CurrencyFigure:
+        return cls(
+            currency=currency,
+            divergent_count=data.get("divergent_count", 0),
+            divergent_amount_minor=data.get("divergent_amount_minor", 0),
+            gateway_count=data.get("gateway_count"),
+            gateway_amount_minor=data.get("gateway_amount_minor"),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The shape of a summary's ``by_currency`` entry (DESIGN 3a), without ``by_kind``."""
+        return {
+            "exponent": exponent(self.currency),
+            "gateway_count": self.gateway_count,
+            "gateway_amount_minor": self.gateway_amount_minor,
+            "divergent_count": self.divergent_count,
+            "divergent_amount_minor": self.divergent_amount_minor,
+        }
+
+
+def _rates_from_dict(data: Mapping[str, Any] | None) -> dict[str, FxRate]:
+    rates = {}
+    for code, r in (data or {}).items():
+        try:
+            rates[code] = FxRate(
+                code, Decimal(str(r["rate"])), datetime.fromisoformat(r["valid_from"]), r.get("source") or ""
+            )
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            raise IncidentInputError(f"FX rate of {code} is malformed ({exc}): {r!r}") from None
+    return rates
+
+
 @dataclass(frozen=True)
 class Figures:
-    """Divergence figures at one moment: divergent amount (minor units) and keys, and the
-    gateway amount they are a share of (``None`` when not known, e.g. read back from an
-    event). ``divergence_pct`` is derived from the integers when the gateway amount is known.
+    """Divergence figures at one moment (DESIGN 3a).
+
+    ``divergent_amount_minor`` and ``gateway_amount_minor`` (``None`` when not known) are in
+    ``reporting_currency``: each currency's total converted once with the rates in
+    ``fx_rates`` (the rates of the decision: recorded on the timeline with it); currencies
+    without a rate are left out of them and named in ``unconverted_currencies``. The count
+    covers every currency. ``by_currency`` holds each currency's own figures, in its own
+    minor units. ``reporting_currency`` is ``None`` for figures recorded before amounts
+    carried their currency (then nothing is assumed about them). ``divergence_pct`` is
+    derived from the converted integers when the gateway amount is known.
     """
 
     divergent_amount_minor: int
     divergent_count: int
     gateway_amount_minor: int | None = None
     divergence_pct: float | None = None
+    reporting_currency: str | None = DEFAULT_REPORTING_CURRENCY
+    by_currency: Mapping[str, CurrencyFigure] = field(default_factory=dict)
+    fx_rates: Mapping[str, FxRate] = field(default_factory=dict)
+    unconverted_currencies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _int(self.divergent_amount_minor, what="divergent amount")
@@ -216,13 +325,39 @@ class Figures:
                 )
         if isinstance(self.divergence_pct, Decimal):
             object.__setattr__(self, "divergence_pct", float(self.divergence_pct))
+        if self.reporting_currency is not None and not isinstance(self.reporting_currency, str):
+            raise IncidentInputError(f"reporting currency must be a code, got {self.reporting_currency!r}")
+        for code, fig in self.by_currency.items():
+            if not isinstance(fig, CurrencyFigure) or fig.currency != code:
+                raise IncidentInputError(f"figures of {code} must be a CurrencyFigure of {code}, got {fig!r}")
+        for code, rate in self.fx_rates.items():
+            if not isinstance(rate, FxRate) or rate.currency != code:
+                raise IncidentInputError(f"FX rate of {code} must be an FxRate of {code}, got {rate!r}")
+        object.__setattr__(self, "by_currency", dict(self.by_currency))
+        object.__setattr__(self, "fx_rates", dict(self.fx_rates))
+        object.__setattr__(self, "unconverted_currencies", tuple(sorted(self.unconverted_currencies)))
 
+    # -- building and reading back ------------------------------------------------------------
     @classmethod
     def from_summary(cls, summary: DivergenceSummary) -> Figures:
+        """The summary's converted figures, each currency's own figures and the rates used."""
         return cls(
             divergent_amount_minor=summary.divergent_amount_minor,
             divergent_count=summary.divergent_count,
             gateway_amount_minor=summary.gateway_amount_minor,
+            reporting_currency=summary.reporting_currency,
+            by_currency={
+                code: CurrencyFigure(
+                    code,
+                    divergent_count=fig.divergent_count,
+                    divergent_amount_minor=fig.divergent_amount_minor,
+                    gateway_count=fig.gateway_count,
+                    gateway_amount_minor=fig.gateway_amount_minor,
+                )
+                for code, fig in summary.by_currency.items()
+            },
+            fx_rates=dict(summary.used_rates),
+            unconverted_currencies=tuple(summary.unconverted_currencies),
         )
 
     @classmethod
@@ -231,44 +366,201 @@ class Figures:
             return value
         if isinstance(value, Mapping):
             return cls.from_dict(value)
-        if hasattr(value, "divergent_amount_minor") and hasattr(value, "gateway_amount_minor"):
-            return cls.from_summary(value)
+        if hasattr(value, "divergent_amount_minor") and hasattr(value, "by_currency"):
+            return cls.from_summary(value)  # type: ignore[arg-type]
         raise IncidentInputError(f"figures must be Figures or a divergence summary, got {value!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Figures:
+        """From :meth:`as_dict`, a summary's ``as_dict``, an alert or a recovery event. Without
+        a reporting currency (recorded before amounts carried one) it stays unknown."""
         pct = data.get("divergence_pct")
-        return cls(
-            divergent_amount_minor=data["divergent_amount_minor"],
-            divergent_count=data["divergent_count"],
-            gateway_amount_minor=data.get("gateway_amount_minor"),
-            divergence_pct=None if pct is None else float(pct),
-        )
+        try:
+            by_currency = {
+                code: CurrencyFigure.from_dict(code, fig)
+                for code, fig in (data.get("by_currency") or {}).items()
+            }
+            return cls(
+                divergent_amount_minor=data["divergent_amount_minor"],
+                divergent_count=data["divergent_count"],
+                gateway_amount_minor=data.get("gateway_amount_minor"),
+                divergence_pct=None if pct is None else float(pct),
+                reporting_currency=data.get("reporting_currency", data.get("currency")),
+                by_currency=by_currency,
+                fx_rates=_rates_from_dict(data.get("fx_rates")),
+                unconverted_currencies=tuple(data.get("unconverted_currencies") or ()),
+            )
+        except KeyError as exc:
+            raise IncidentInputError(f"figures lack {exc}: {dict(data)!r}") from None
 
     def as_dict(self) -> dict[str, Any]:
+        """JSON (``recon.notifications.figures``, XCom); the keys of a summary's ``as_dict``."""
         return {
             "divergent_amount_minor": self.divergent_amount_minor,
             "divergent_count": self.divergent_count,
             "gateway_amount_minor": self.gateway_amount_minor,
             "divergence_pct": self.divergence_pct,
+            "reporting_currency": self.reporting_currency,
+            "by_currency": {c: self.by_currency[c].as_dict() for c in sorted(self.by_currency)},
+            "fx_rates": {c: self.fx_rates[c].as_dict() for c in sorted(self.fx_rates)},
+            "unconverted_currencies": list(self.unconverted_currencies),
         }
 
+    def currency_figures(self) -> dict[str, Any]:
+        """What ``currency_figures`` (jsonb) of ``recon.incidents`` / ``recon.incident_events``
+        keeps next to the converted amount, count and % columns."""
+        return {
+            "currency": self.reporting_currency,
+            "gateway_amount_minor": self.gateway_amount_minor,
+            "by_currency": {c: self.by_currency[c].as_dict() for c in sorted(self.by_currency)},
+            "fx_rates": {c: self.fx_rates[c].as_dict() for c in sorted(self.fx_rates)},
+            "unconverted_currencies": list(self.unconverted_currencies),
+        }
+
+    @classmethod
+    def from_columns(
+        cls, amount: Any, count: Any, pct: Any, currency_figures: Mapping[str, Any] | None
+    ) -> Figures | None:
+        """Figures back from the columns of an incident or timeline event (``None`` when none
+        were recorded); without ``currency_figures`` their currency is not known."""
+        if amount is None or count is None:
+            return None
+        stored = dict(currency_figures or {})
+        return cls.from_dict(
+            {
+                **stored,
+                "divergent_amount_minor": int(amount),
+                "divergent_count": int(count),
+                "divergence_pct": None if pct is None else float(pct),
+                "currency": stored.get("currency"),
+            }
+        )
+
+    # -- for people -------------------------------------------------------------------------------
     @property
     def pct_text(self) -> str:
-        return "n/a" if self.divergence_pct is None else f"{self.divergence_pct:.4f}%"
+        return format_pct(self.divergence_pct)
 
-    def describe(self) -> str:
-        """``1.2345% — 12,345.67 divergent in 15 transaction(s) of 1,000,000.00``."""
+    def money(self, amount_minor: int | None) -> str:
+        """A converted amount (reporting currency) as people read it."""
+        return money_text(amount_minor, self.reporting_currency)
+
+    @property
+    def several_currencies(self) -> bool:
+        """More than one currency, or one other than the reporting currency: the totals are
+        converted and each currency's own figure is shown too."""
+        return bool(self.by_currency) and set(self.by_currency) != {self.reporting_currency}
+
+    @property
+    def converted(self) -> bool:
+        """Some amount of the totals was converted with a rate."""
+        return self.several_currencies and bool(self.fx_rates)
+
+    def _divergent_currencies(self, *, unconverted: bool = True) -> list[CurrencyFigure]:
+        return [
+            self.by_currency[c]
+            for c in sorted(self.by_currency)
+            if self.by_currency[c].has_divergence and (unconverted or c not in self.unconverted_currencies)
+        ]
+
+    def rates_text(self, *, full: bool = True) -> str:
+        """``1 EUR = 6,25 BRL (from 2026-12-04 16:00 UTC, BCB PTAX); 1 JPY = ...`` (not ``full``:
+        ``1 EUR = 6,25 BRL and 1 JPY = 0,0375 BRL``)."""
+        return ("; " if full else " and ").join(
+            _rate_text(self.fx_rates[c], self.reporting_currency, full=full) for c in sorted(self.fx_rates)
+        )
+
+    def unconverted_text(self) -> str:
+        """``no FX rate: USD 12,00 not included``: what the converted totals leave out."""
+        parts = []
+        for code in self.unconverted_currencies:
+            fig = self.by_currency.get(code)
+            if fig is None:
+                parts.append(code)
+            elif fig.has_divergence or not fig.gateway_amount_minor:
+                parts.append(fig.money(fig.divergent_amount_minor))
+            else:
+                parts.append(f"{fig.money(0)} (of {fig.money(fig.gateway_amount_minor)} processed)")
+        return f"no FX rate: {' and '.join(parts)} not included" if parts else ""
+
+    def headline(self) -> str:
+        """The totals: ``1,2345% — R$ 12.345,67 divergent (converted to BRL) in 15
+        transaction(s) of R$ 1.000.000,00 processed by the gateway (converted to BRL)``."""
+        conv = f" (converted to {self.reporting_currency})" if self.converted else ""
         text = (
-            f"{self.pct_text} — {format_minor(self.divergent_amount_minor)} divergent in "
+            f"{self.pct_text} — {self.money(self.divergent_amount_minor)} divergent{conv} in "
             f"{self.divergent_count:,} transaction(s)"
         )
         if self.gateway_amount_minor is not None:
-            text += f" of {format_minor(self.gateway_amount_minor)} processed by the gateway"
+            text += f" of {self.money(self.gateway_amount_minor)} processed by the gateway{conv}"
+        return text
+
+    def currency_lines(self) -> list[str]:
+        """One line per currency, in that currency: ``EUR 9.619,80 divergent in 1
+        transaction(s) of EUR 20.000,00 processed``."""
+        lines = []
+        for code in sorted(self.by_currency):
+            fig = self.by_currency[code]
+            line = (
+                f"{fig.money(fig.divergent_amount_minor)} divergent in {fig.divergent_count:,} transaction(s)"
+            )
+            if fig.gateway_amount_minor is not None:
+                line += f" of {fig.money(fig.gateway_amount_minor)} processed"
+            lines.append(line)
+        return lines
+
+    def rate_lines(self) -> list[str]:
+        """``1 EUR = 6,25 BRL (from 2026-12-04 16:00 UTC, BCB PTAX)``, one per rate used."""
+        return [
+            _rate_text(self.fx_rates[c], self.reporting_currency, full=True) for c in sorted(self.fx_rates)
+        ]
+
+    def fields(self, label: str, note: str = "") -> list[tuple[str, str]]:
+        """The figures as labelled lines for a message: the totals (``label``), then with
+        several currencies each currency's own line, the rates used and what has no rate."""
+        pairs = [(label, self.headline() + (f" ({note})" if note else ""))]
+        if self.several_currencies:
+            pairs.append(("Per currency", "\n".join(self.currency_lines())))
+            if self.fx_rates:
+                pairs.append((f"FX rates (to {self.reporting_currency})", "\n".join(self.rate_lines())))
+        if self.unconverted_currencies:
+            pairs.append(("Not converted", self.unconverted_text()))
+        return pairs
+
+    def describe(self) -> str:
+        """``1,2345% — R$ 12.345,67 divergent in 15 transaction(s) of R$ 1.000.000,00 processed
+        by the gateway``; with several currencies, the totals say they are converted and at
+        which rates, each currency's own figure follows, and currencies without a rate are
+        named."""
+        text = self.headline()
+        if self.several_currencies:
+            per = [
+                f"{fig.money(fig.divergent_amount_minor)} in {fig.divergent_count:,} transaction(s)"
+                for fig in self._divergent_currencies()
+            ]
+            if per:
+                text += "; per currency: " + "; ".join(per)
+            if self.fx_rates:
+                text += f"; rates: {self.rates_text()}"
+        if self.unconverted_currencies:
+            text += f"; {self.unconverted_text()}"
         return text
 
     def short(self) -> str:
-        return f"{self.pct_text} ({format_minor(self.divergent_amount_minor)})"
+        """``1,2345% (R$ 12.345,67)``; with several currencies each currency's own figure, the
+        converted total labelled with its rates, and what has no rate."""
+        if not self.several_currencies:
+            return f"{self.pct_text} ({self.money(self.divergent_amount_minor)})"
+        parts = [
+            fig.money(fig.divergent_amount_minor) for fig in self._divergent_currencies(unconverted=False)
+        ]
+        total = self.money(self.divergent_amount_minor)
+        if self.converted:
+            total += f" converted at {self.rates_text(full=False)}"
+        text = "; ".join(parts) + " — " + total if parts else total
+        if self.unconverted_currencies:
+            text += f"; {self.unconverted_text()}"
+        return f"{self.pct_text} ({text})"
 
 
 @dataclass(frozen=True)
@@ -355,7 +647,8 @@ class IncidentEvent:
 
 @dataclass(frozen=True)
 class CorrectionRecord:
-    """One row of ``recon.corrections``: a corrected transaction and who approved it."""
+    """One row of ``recon.corrections``: a corrected transaction and who approved it.
+    ``amount_minor`` is in ``currency`` (``None``: recorded before corrections kept it)."""
 
     transaction_id: int
     provider_reference: str
@@ -368,6 +661,11 @@ class CorrectionRecord:
     applied_at: datetime
     before: Mapping[str, Any] = field(default_factory=dict)
     after: Mapping[str, Any] = field(default_factory=dict)
+    currency: str | None = None
+
+    @property
+    def money(self) -> str:
+        return money_text(self.amount_minor, self.currency)
 
 
 # -- message content ---------------------------------------------------------------------------
@@ -494,12 +792,30 @@ def format_duration(span: timedelta) -> str:
 
 
 def _change(now: Figures, before: Figures, *, then: str = "the previous update") -> str:
+    """How the divergence moved: the converted total's delta (when both are in the same
+    reporting currency) and, with several currencies, each currency's delta in its own."""
+    same = now.reporting_currency is not None and now.reporting_currency == before.reporting_currency
     delta = now.divergent_amount_minor - before.divergent_amount_minor
-    if delta == 0:
+    per_currency: list[str] = []
+    if now.by_currency and before.by_currency and (now.several_currencies or before.several_currencies):
+        for code in sorted(set(now.by_currency) | set(before.by_currency)):
+            mine = now.by_currency.get(code)
+            theirs = before.by_currency.get(code)
+            moved = (mine.divergent_amount_minor if mine else 0) - (
+                theirs.divergent_amount_minor if theirs else 0
+            )
+            if moved:
+                per_currency.append(_signed(moved, code))
+    per_text = "per currency: " + "; ".join(per_currency) if per_currency else ""
+    if not same:
+        # totals in different (or unrecorded) currencies are not compared
+        return f"{before.short()} at {then}" + (f" ({per_text})" if per_text else "")
+    if delta == 0 and not per_currency:
         return f"unchanged since {then} ({before.short()})"
-    direction = "up" if delta > 0 else "down"
-    sign = "+" if delta > 0 else ""
-    return f"{direction} from {before.short()} at {then} ({sign}{format_minor(delta)})"
+    direction = "up" if delta > 0 else "down" if delta < 0 else "changed"
+    converted = " converted" if now.converted or before.converted else ""
+    parts = [f"{_signed(delta, now.reporting_currency)}{converted}"] + ([per_text] if per_text else [])
+    return f"{direction} from {before.short()} at {then} ({'; '.join(parts)})"
 
 
 # -- a small document model: one content, three renderings ---------------------------------
@@ -592,7 +908,11 @@ def _to_text(blocks: Sequence[_Block]) -> str:
             out.append(block.text.upper() if block.strong and len(block.text) < 80 else block.text)
         elif isinstance(block, _Fields):
             width = max((len(k) for k, _ in block.pairs), default=0)
-            out.append("\n".join(f"{k + ':':<{width + 1}} {v}" for k, v in block.pairs))
+            # a value of several lines (one per currency) keeps its lines under the value column
+            indent = "\n" + " " * (width + 2)
+            out.append(
+                "\n".join(f"{k + ':':<{width + 1}} {indent.join(v.splitlines())}" for k, v in block.pairs)
+            )
         elif isinstance(block, _Table):
             widths = [
                 max([len(h)] + [len(row[i]) for row in block.rows]) for i, h in enumerate(block.headers)
@@ -634,7 +954,11 @@ def _to_html(blocks: Sequence[_Block], *, title: str) -> str:
             text = esc(block.text)
             out.append(f"<p><strong>{text}</strong></p>" if block.strong else f"<p>{text}</p>")
         elif isinstance(block, _Fields):
-            rows = "".join(f"<tr><th {_TH}>{esc(k)}</th><td {_TD}>{esc(v)}</td></tr>" for k, v in block.pairs)
+            # a value of several lines (one per currency) keeps its lines
+            rows = "".join(
+                f"<tr><th {_TH}>{esc(k)}</th><td {_TD}>{'<br>'.join(map(esc, v.splitlines()))}</td></tr>"
+                for k, v in block.pairs
+            )
             out.append(f"<table {_TABLE}>{rows}</table>")
         elif isinstance(block, _Table):
             head = "".join(f"<th {_TH}>{esc(h)}</th>" for h in block.headers)
@@ -711,12 +1035,12 @@ def _update_fields(update: IncidentUpdate) -> list[tuple[str, str]]:
         ("State", incident.state.value),
         ("As of", format_time(update.as_of)),
         ("Affected window", format_window(incident.window)),
-        (
-            "Divergence now",
-            (now.describe() if now is not None else "not available")
-            + (f" ({update.figures_note})" if update.figures_note else ""),
-        ),
     ]
+    if now is not None:
+        fields += now.fields("Divergence now", update.figures_note)
+    else:
+        note = f" ({update.figures_note})" if update.figures_note else ""
+        fields.append(("Divergence now", "not available" + note))
     if now is not None and update.previous_figures is not None:
         fields.append(("Change", _change(now, update.previous_figures)))
     if incident.normalized:
@@ -848,9 +1172,12 @@ def render_containment(notice: ContainmentNotice) -> RenderedMessage:
         ("Reason", notice.reason),
         ("Estimated resumption", eta),
         ("Incident", notice.incident_id or "none"),
-        ("Divergence at the pause", notice.figures.describe() if notice.figures else "not available"),
-        ("PSP ticket", notice.psp_ticket or "none opened"),
     ]
+    if notice.figures is not None:
+        fields += notice.figures.fields("Divergence at the pause")
+    else:
+        fields.append(("Divergence at the pause", "not available"))
+    fields.append(("PSP ticket", notice.psp_ticket or "none opened"))
     explanation = (
         f"Automatic reconciliation of {notice.psp} is frozen while the divergence is contained "
         "(runbook: Ações de Contenção). Reports of this PSP may show the divergence until "
@@ -877,6 +1204,63 @@ CORRECTIONS_LISTED = 200
 
 def _opening_event(events: Iterable[IncidentEvent]) -> IncidentEvent | None:
     return next((e for e in events if e.step == Step.OPENED), None)
+
+
+def _kind_rank(kind: str) -> int:
+    from airflow_recon_provider.reconciliation.kinds import DivergenceKind
+
+    try:
+        return DivergenceKind(kind).rank
+    except ValueError:
+        return 1_000
+
+
+def _kind_blocks(details: Mapping[str, Any]) -> list[_Block]:
+    """The per-kind split recorded at the opening: each kind's keys and amount per currency,
+    in that currency (``details["by_currency"]``). Openings recorded before that kept only
+    ``details["by_kind"]``: shown in the currency recorded with them, if any."""
+    rows: list[tuple[str, str, int, int]] = []
+    for code, fig in (details.get("by_currency") or {}).items():
+        for kind, total in ((fig or {}).get("by_kind") or {}).items():
+            count, amount = int(total.get("count", 0)), int(total.get("amount_minor", 0))
+            if count or amount:
+                rows.append((kind, code, count, amount))
+    if rows:
+        rows.sort(key=lambda r: (_kind_rank(r[0]), r[1]))
+        return [
+            _Table(
+                ("divergence kind", "currency", "keys", "divergent amount"),
+                tuple((kind, code, f"{n:,}", money_text(a, code)) for kind, code, n, a in rows),
+                right=frozenset({2, 3}),
+            )
+        ]
+    by_kind = details.get("by_kind") or {}
+    if not by_kind:
+        return []
+    currency = details.get("reporting_currency")
+    return [
+        _Table(
+            ("divergence kind", "keys", f"divergent amount ({currency})" if currency else "divergent amount"),
+            tuple(
+                (kind, f"{int(v.get('count', 0)):,}", money_text(int(v.get("amount_minor", 0)), currency))
+                for kind, v in sorted(by_kind.items(), key=lambda kv: _kind_rank(kv[0]))
+            ),
+            right=frozenset({1, 2}),
+        )
+    ]
+
+
+def _totals_text(items: Iterable[CorrectionRecord], *, counts: bool = False) -> str:
+    """Each currency's total of ``items``, in that currency: ``R$ 205,00; EUR 12,00``."""
+    totals: dict[str, list[int]] = {}
+    for c in items:
+        total = totals.setdefault(c.currency or "", [0, 0])
+        total[0] += 1
+        total[1] += c.amount_minor
+    return "; ".join(
+        money_text(amount, code or None) + (f" in {n:,} transaction(s)" if counts else "")
+        for code, (n, amount) in sorted(totals.items())
+    )
 
 
 def _closing_document(report: ClosingReport) -> tuple[str, list[_Block]]:
@@ -911,20 +1295,13 @@ def _closing_document(report: ClosingReport) -> tuple[str, list[_Block]]:
     else:
         blocks.append(_Para("No divergence figures were recorded when the incident was opened."))
     if with_figures:
-        peak = max(with_figures, key=lambda e: (e.figures.divergent_amount_minor, -e.id))  # type: ignore[union-attr]
-        blocks.append(_Para(f"Peak: {peak.figures.describe()} at {format_time(peak.created_at)}."))  # type: ignore[union-attr]
-    by_kind = (opened.details.get("by_kind") if opened is not None else None) or {}
-    if by_kind:
-        blocks.append(
-            _Table(
-                ("divergence kind", "keys", "divergent amount"),
-                tuple(
-                    (kind, f"{int(v.get('count', 0)):,}", format_minor(int(v.get("amount_minor", 0))))
-                    for kind, v in by_kind.items()
-                ),
-                right=frozenset({1, 2}),
-            )
-        )
+        # amounts are compared in one reporting currency only (the opening's)
+        currency = first.figures.reporting_currency if first is not None and first.figures else None
+        measured = [(e, e.figures) for e in with_figures if e.figures is not None]
+        comparable = [(e, f) for e, f in measured if f.reporting_currency == currency] or measured
+        peak, at_peak = max(comparable, key=lambda ef: (ef[1].divergent_amount_minor, -ef[0].id))
+        blocks.append(_Para(f"Peak at {format_time(peak.created_at)}: {at_peak.describe()}."))
+    blocks.extend(_kind_blocks(opened.details if opened is not None else {}))
 
     # what was done
     blocks.append(_Heading("What was done"))
@@ -957,19 +1334,25 @@ def _closing_document(report: ClosingReport) -> tuple[str, list[_Block]]:
             groups.setdefault((c.requested_by, c.approved_by, c.run_id), []).append(c)
         blocks.append(
             _Table(
-                ("requested by", "approved by", "run", "transactions", "amount", "kinds"),
+                ("requested by", "approved by", "run", "transactions", "amount per currency", "kinds"),
                 tuple(
                     (
                         req,
                         appr,
                         run,
                         f"{len(items):,}",
-                        format_minor(sum(c.amount_minor for c in items)),
+                        _totals_text(items),
                         ", ".join(sorted({c.kind for c in items})),
                     )
                     for (req, appr, run), items in groups.items()
                 ),
                 right=frozenset({3, 4}),
+            )
+        )
+        blocks.append(
+            _Para(
+                f"Corrected in total: {len(report.corrections):,} transaction(s); per currency (never "
+                f"added across currencies): {_totals_text(report.corrections, counts=True)}."
             )
         )
         listed = report.corrections[:CORRECTIONS_LISTED]
@@ -983,7 +1366,7 @@ def _closing_document(report: ClosingReport) -> tuple[str, list[_Block]]:
                         c.provider_reference,
                         c.transaction_type,
                         c.kind,
-                        format_minor(c.amount_minor),
+                        c.money,
                         c.approved_by,
                     )
                     for c in listed
@@ -1102,6 +1485,7 @@ __all__ = [
     "ClosingReport",
     "ContainmentNotice",
     "CorrectionRecord",
+    "CurrencyFigure",
     "Figures",
     "IllegalTransitionError",
     "Incident",
@@ -1125,6 +1509,7 @@ __all__ = [
     "format_time",
     "incident_number",
     "missed_slots",
+    "money_text",
     "parse_state",
     "render_closing_report_html",
     "render_closing_report_markdown",

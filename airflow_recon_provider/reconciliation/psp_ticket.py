@@ -4,18 +4,25 @@ Runbook, Mitigação 4 (Sincronização com PSP): "Abrir chamado junto ao PSP fo
 das transações divergentes quando inconsistência for externa." External inconsistencies
 are the kinds where the PSP's statement and the gateway disagree about what happened;
 duplicates inside the gateway and status vocabulary differences are ours to fix.
+
+Every amount is integer minor units of its own currency and each amount column has its
+currency column beside it (DESIGN 3a): a currency mismatch's statement amount is in the
+statement's currency, and the extra copies of a duplicate in other currencies are listed in
+their own currencies. Totals are per currency, never summed across currencies.
 """
 
 from __future__ import annotations
 
 import ast
 import csv
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from airflow_recon_provider.reconciliation.errors import DivergenceKindError
 from airflow_recon_provider.reconciliation.kinds import DivergenceKind, parse_kinds
+from airflow_recon_provider.reconciliation.money import DEFAULT_LOCALE, exponent, format_money
 from airflow_recon_provider.reconciliation.report import DivergenceRow
 
 #: kinds a PSP ticket covers by default
@@ -27,16 +34,22 @@ EXTERNAL_KINDS: tuple[DivergenceKind, ...] = (
     DivergenceKind.AMOUNT_MISMATCH,
 )
 
-#: columns of the ticket CSV, in order
+#: columns of the ticket CSV, in order: each amount (integer minor units) is followed by its
+#: currency; ``currency`` is the key's currency, that of ``divergent_amount_minor``;
+#: ``other_amounts_minor`` holds the extra copies of a duplicate in other currencies, as a JSON
+#: object ``{"EUR": 200}`` (empty when there are none)
 TICKET_FIELDS: tuple[str, ...] = (
     "provider_reference",
     "transaction_type",
     "kind",
     "gateway_transaction_id",
     "gateway_amount_minor",
+    "gateway_currency",
     "statement_amount_minor",
+    "statement_currency",
     "divergent_amount_minor",
     "currency",
+    "other_amounts_minor",
     "gateway_status",
     "statement_status",
 )
@@ -57,28 +70,76 @@ def parse_ticket_kinds(value: Any) -> tuple[DivergenceKind, ...]:
     return parse_kinds(value) if value else EXTERNAL_KINDS
 
 
+def _code(currency: str | None) -> str:
+    return str(currency or "").strip().upper()
+
+
 def ticket_row(row: DivergenceRow) -> dict[str, Any]:
+    """One CSV line: each amount with the currency it is in."""
+    other = {_code(c): int(v) for c, v in sorted(row.other_amounts.items()) if v}
     return {
         "provider_reference": row.provider_reference,
         "transaction_type": row.transaction_type,
         "kind": row.kind.value,
         "gateway_transaction_id": row.gateway_first_id,
         "gateway_amount_minor": row.gateway_amount_minor,
+        "gateway_currency": _code(row.currency) if row.gateway_amount_minor is not None else "",
         "statement_amount_minor": row.statement_amount_minor,
+        "statement_currency": (
+            _code(row.statement_amount_currency) if row.statement_amount_minor is not None else ""
+        ),
         "divergent_amount_minor": row.divergent_amount_minor,
-        "currency": row.currency,
+        "currency": _code(row.currency),
+        "other_amounts_minor": json.dumps(other, separators=(",", ":")) if other else "",
         "gateway_status": row.gateway_status,
         "statement_status": row.statement_status,
     }
 
 
 @dataclass
-class TicketCounts:
-    """Figures of a ticket CSV (never its rows)."""
+class CurrencyCount:
+    """The ticket's rows whose key is in one currency, and the divergent amount in it (an
+    extra copy of a duplicate in this currency adds its amount, not a row)."""
 
     rows: int = 0
     divergent_amount_minor: int = 0
+
+
+@dataclass
+class TicketCounts:
+    """Figures of a ticket CSV (never its rows): counts, and amounts per currency."""
+
+    rows: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
+    by_currency: dict[str, CurrencyCount] = field(default_factory=dict)
+
+    def add(self, row: DivergenceRow) -> None:
+        self.rows += 1
+        self.by_kind[row.kind.value] = self.by_kind.get(row.kind.value, 0) + 1
+        own = self.by_currency.setdefault(_code(row.currency), CurrencyCount())
+        own.rows += 1
+        own.divergent_amount_minor += row.divergent_amount_minor
+        for code, amount in row.other_amounts.items():
+            self.by_currency.setdefault(_code(code), CurrencyCount()).divergent_amount_minor += int(amount)
+
+    def currency_dict(self) -> dict[str, dict[str, Any]]:
+        """``{code: {"exponent", "rows", "divergent_amount_minor"}}``, own minor units."""
+        return {
+            code: {
+                "exponent": exponent(code),
+                "rows": c.rows,
+                "divergent_amount_minor": c.divergent_amount_minor,
+            }
+            for code, c in sorted(self.by_currency.items())
+        }
+
+    def currency_text(self, *, locale: str = DEFAULT_LOCALE) -> str:
+        """``BRL: 4 row(s), R$ 12,50; USD: 1 row(s), USD 5,00``: never one sum."""
+        return "; ".join(
+            f"{code or '?'}: {c.rows} row(s), "
+            + format_money(c.divergent_amount_minor, code or None, locale=locale)
+            for code, c in sorted(self.by_currency.items())
+        )
 
 
 def write_ticket_csv(rows: Iterable[DivergenceRow], out: IO[str]) -> TicketCounts:
@@ -88,9 +149,7 @@ def write_ticket_csv(rows: Iterable[DivergenceRow], out: IO[str]) -> TicketCount
     counts = TicketCounts()
     for row in rows:
         writer.writerow(ticket_row(row))
-        counts.rows += 1
-        counts.divergent_amount_minor += row.divergent_amount_minor
-        counts.by_kind[row.kind.value] = counts.by_kind.get(row.kind.value, 0) + 1
+        counts.add(row)
     return counts
 
 
@@ -109,6 +168,7 @@ def check_ticket_number(value: Any) -> str | None:
 __all__ = [
     "EXTERNAL_KINDS",
     "TICKET_FIELDS",
+    "CurrencyCount",
     "TicketCounts",
     "check_ticket_number",
     "parse_ticket_kinds",

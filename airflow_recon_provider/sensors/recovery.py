@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 class RecoverySensor(PokeThenDeferSensor):
     """Succeed when the PSP's window has recovered (amount, count and successful cycles).
 
-    The XCom value is the last evaluation: divergent amount, count, %, and the states of
-    the latest reconciled cycles.
+    The XCom value is the last evaluation: divergent amount (converted to the reporting
+    currency), count, %, each currency's own figures and the rates used, and the states of
+    the latest reconciled cycles. The remediation DAG records it on the incident timeline.
 
     :param psp: the PSP (templated).
     :param window_start: ISO start of the window (templated).
@@ -69,12 +70,15 @@ class RecoverySensor(PokeThenDeferSensor):
 
     def poke(self, context: Context) -> PokeReturnValue:
         # bad input (unknown PSP, bad window) raises: a sensor must not wait on a typo
+        from airflow_recon_provider.reconciliation.incidents import Figures
+
         result = asyncio.run(self._trigger().check())
         self.log.info(
-            "%s: %s minor units in %s divergent keys; latest cycles %s -> %s",
+            "%s: %s divergent keys, %s; latest cycles %s -> %s",
             self.psp,
-            result["divergent_amount_minor"],
             result["divergent_count"],
+            # the converted amount with each currency's own figure and the rates used
+            Figures.from_dict(result).short(),
             result["latest_cycle_states"],
             result["status"],
         )

@@ -23,7 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from itertools import combinations
+from typing import Any
 
 WINDOW_START = "2026-11-20T10:00:00Z"
 WINDOW_END = "2026-11-20T12:00:00Z"
@@ -39,12 +43,17 @@ CYCLE_11 = datetime(2026, 11, 20, 11, tzinfo=UTC)
 #: transaction id -> (status before, status after) of the stripe corrections
 EXPECTED = {101: ("authorized", "captured"), 102: ("captured", "settled"), 103: ("authorized", "captured"),
             108: ("pending", "refunded")}  # fmt: skip
-EXPECTED_AMOUNT = 1000 + 2500 + 700 + 150
+#: the stripe corrections per currency: (count, amount in that currency's minor units);
+#: 103 is in USD and is never added to the reais
+EXPECTED_BY_CURRENCY = {"BRL": (3, 1000 + 2500 + 150), "USD": (1, 700)}
+#: the currency of each corrected transaction
+EXPECTED_CURRENCY = {101: "BRL", 102: "BRL", 103: "USD", 108: "BRL"}
+#: keys left to people, per kind: {currency: divergent amount} (all in reais)
 EXPECTED_MANUAL = {
-    "duplicate_in_gateway": 400,
-    "missing_in_statement": 300,
-    "missing_in_gateway": 200,
-    "amount_mismatch": 50,
+    "duplicate_in_gateway": {"BRL": 400},
+    "missing_in_statement": {"BRL": 300},
+    "missing_in_gateway": {"BRL": 200},
+    "amount_mismatch": {"BRL": 50},
 }
 SUCCESS_LOG_NOTES = "match_transactions (run scheduled__2026-11-20T11:00:00+00:00): 8 divergent key(s)"
 
@@ -106,7 +115,7 @@ def statuses(db) -> dict[int, str]:
 def audit_rows(db) -> list[tuple]:
     return db.execute(
         "SELECT correction_key, transaction_id, before, after, requested_by, approved_by, run_id,"
-        " incident_id, kind, amount_minor FROM recon.corrections ORDER BY transaction_id"
+        " incident_id, kind, amount_minor, currency FROM recon.corrections ORDER BY transaction_id"
     ).fetchall()
 
 
@@ -139,3 +148,86 @@ def checksum(db, *tables: str) -> str:
         rows = db.execute(f"SELECT to_jsonb(t)::text FROM {table} AS t ORDER BY 1").fetchall()
         digest.update(json.dumps([table, [r[0] for r in rows]]).encode())
     return digest.hexdigest()
+
+
+# -- four currencies ---------------------------------------------------------------------------
+
+#: PSP ``stripe``, window 2026-11-21 [10:00, 11:00): status mismatches (gateway ``authorized``,
+#: PSP ``captured``) in four currencies, each amount in its own minor units (JPY has none).
+#: EUR and JPY have rates in recon.fx_rates (in force at the window's end: an older rate and a
+#: later one are there too and must not be used); USD has none.
+MULTI_WINDOW_START = "2026-11-21T10:00:00Z"
+MULTI_WINDOW_END = "2026-11-21T11:00:00Z"
+#: transaction id -> (reference, currency, amount_minor)
+MULTI_ROWS = {
+    301: ("m-brl-1", "BRL", 10_000_021),
+    302: ("m-brl-2", "BRL", 417_500),
+    303: ("m-eur-1", "EUR", 961_980),
+    304: ("m-usd-1", "USD", 70_055),
+    305: ("m-jpy-1", "JPY", 123_457),
+}
+#: (currency, rate, valid_from, source) rows of recon.fx_rates
+MULTI_RATES = [
+    ("EUR", "5.1000", "2026-11-01T00:00:00Z", "BCB PTAX"),
+    ("EUR", "6.2512", "2026-11-21T00:00:00Z", "BCB PTAX"),
+    ("EUR", "9.9900", "2026-11-21T11:00:00.000001Z", "later, not in force"),
+    ("JPY", "0.0365", "2026-11-20T00:00:00Z", "BCB PTAX"),
+]
+#: the amount mismatch left to people: BRL gateway 5_000 vs PSP 5_500
+MULTI_MANUAL = (306, "m-brl-amt", "BRL", 5_000, 5_500)
+
+
+def seed_multi_currency(db) -> None:
+    """The status mismatches of :data:`MULTI_ROWS`, one BRL amount mismatch, and the rates."""
+    rows = [*MULTI_ROWS.items(), (MULTI_MANUAL[0], MULTI_MANUAL[1:4])]
+    for tid, (ref, currency, amount) in rows:
+        db.execute(
+            "INSERT INTO payment_intents (id, provider, provider_reference) VALUES (%s, 'stripe', %s)",
+            (tid, ref),
+        )
+        db.execute(
+            "INSERT INTO payment_transactions (id, intent_id, transaction_type, status, amount_minor,"
+            " currency, created_at, processed_at) VALUES (%s, %s, 'capture', %s, %s, %s,"
+            " '2026-11-21T10:10Z', '2026-11-21T10:11Z')",
+            (tid, tid, "captured" if tid == MULTI_MANUAL[0] else "authorized", amount, currency),
+        )
+        db.execute(
+            "INSERT INTO psp_statement_lines (psp, provider_reference, transaction_type, status,"
+            " amount_minor, currency, occurred_at, statement_id) VALUES ('stripe', %s, 'capture',"
+            " 'captured', %s, %s, '2026-11-21T10:10:05Z', 'st-m')",
+            (ref, MULTI_MANUAL[4] if tid == MULTI_MANUAL[0] else amount, currency),
+        )
+    for currency, rate, valid_from, source in MULTI_RATES:
+        db.execute(
+            "INSERT INTO recon.fx_rates (currency, rate, valid_from, source) VALUES (%s, %s, %s, %s)",
+            (currency, rate, valid_from, source),
+        )
+
+
+def cross_currency_sums(rows: Iterable[tuple[str, str, int]] | dict[int, tuple[str, str, int]]) -> set[int]:
+    """Every sum of the rows' minor units that mixes currencies: none of them is an amount.
+    Rows ``(reference, currency, amount_minor)``; zero amounts add nothing and are left out."""
+    items = [row for row in (rows.values() if isinstance(rows, dict) else rows) if row[2]]
+    sums = set()
+    for size in range(2, len(items) + 1):
+        for group in combinations(items, size):
+            if len({currency for _, currency, _ in group}) > 1:
+                sums.add(sum(amount for _, _, amount in group))
+    return sums
+
+
+def numbers_in(text: str) -> set[int]:
+    """Every figure of a text as an integer of its digits (``R$ 104.175,21`` -> 10417521)."""
+    return {int(re.sub(r"[.,\s]", "", m)) for m in re.findall(r"\d(?:[\d.,]|\s(?=\d{3}\b))*", text)}
+
+
+def ints_in(value: Any) -> set[int]:
+    if isinstance(value, bool):
+        return set()
+    if isinstance(value, int):
+        return {value}
+    if isinstance(value, dict):
+        return set().union(*(ints_in(v) for v in value.values())) if value else set()
+    if isinstance(value, list | tuple):
+        return set().union(*(ints_in(v) for v in value)) if value else set()
+    return set()

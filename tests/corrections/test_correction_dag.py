@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from correction_data import (
     EXPECTED,
-    EXPECTED_AMOUNT,
+    EXPECTED_BY_CURRENCY,
+    EXPECTED_CURRENCY,
     WINDOW_END,
     WINDOW_START,
     audit_rows,
@@ -29,7 +30,7 @@ TASK_ID = "correct_transactions"
 DAG_TEST_USER = "dag_test"
 
 
-def build_dag(dag_id: str, artifacts, **kwargs: Any):
+def build_dag(dag_id: str, artifacts, *, window: tuple[str, str] = (WINDOW_START, WINDOW_END), **kwargs: Any):
     from airflow.providers.standard.operators.empty import EmptyOperator
     from airflow.sdk import DAG
 
@@ -45,8 +46,8 @@ def build_dag(dag_id: str, artifacts, **kwargs: Any):
         correct = TransactionCorrectionOperator(
             task_id=TASK_ID,
             psp="{{ params.psp }}",
-            window_start=WINDOW_START,
-            window_end=WINDOW_END,
+            window_start=window[0],
+            window_end=window[1],
             divergence_kinds="{{ params.kinds }}",
             incident_id="INCIDENT-472",
             approvers=["finance.bia", DAG_TEST_USER],
@@ -96,24 +97,35 @@ def test_approved_by_finance_applies_the_dry_run(register_dag, seeded, incident,
     request = answerer.request
     assert request["options"] == ["Approve", "Reject"] and request["defaults"] == ["Reject"]
     assert {a["id"] for a in request["assignees"]} == {"finance.bia", DAG_TEST_USER}
-    assert "4 transaction(s)" in request["subject"]
+    # each currency's count and amount, pt-BR formatted; reais and dollars never added
+    assert request["subject"] == (
+        "Approve data correction of PSP stripe: 4 transaction(s) — 3 in BRL: R$ 36,50; 1 in USD: USD 7,00"
+    )
     body = request["body"]
-    assert "**4 transaction(s) to correct, 43.50**" in body
-    assert "| status_mismatch | 4 | 43.50 |" in body  # counts and amounts
-    assert "| 101 | s1 | capture | status_mismatch | authorized | captured | 10.00 BRL |" in body  # sample
-    assert "| amount_mismatch | 1 | 0.50 |" in body  # not corrected here: needs a PSP ticket
+    assert "**4 transaction(s) to correct — 3 in BRL: R$ 36,50; 1 in USD: USD 7,00**" in body
+    assert "Not converted to BRL: USD — no rate in recon.fx_rates" in body
+    assert "43,50" not in body and "43.50" not in body  # R$ 36,50 + USD 7,00 is not an amount
+    assert "| status_mismatch | BRL | 3 | R$ 36,50 |" in body  # counts and amounts
+    assert "| status_mismatch | USD | 1 | USD 7,00 |" in body
+    assert "| 101 | s1 | capture | status_mismatch | authorized | captured | R$ 10,00 |" in body  # sample
+    assert "| 103 | s3 | capture | status_mismatch | authorized | captured | USD 7,00 |" in body
+    assert "| amount_mismatch | BRL | 1 | R$ 0,50 |" in body  # not corrected here: needs a PSP ticket
     assert "requested by: dag\\_test (run " in body  # markdown-escaped
 
     result = result_of(dag_run)
     assert result["outcome"] == "applied" and result["approved_by"] == "finance.bia"
-    assert result["result"]["applied"] == 4 and result["result"]["applied_amount_minor"] == EXPECTED_AMOUNT
+    assert result["result"]["applied"] == 4
+    assert result["result"]["applied_by_currency"] == {
+        c: {"exponent": 2, "count": n, "amount_minor": a} for c, (n, a) in EXPECTED_BY_CURRENCY.items()
+    }
     assert result["dry_run"]["proposal_count"] == 4 and "sample" not in result["dry_run"]
     assert {tid: s for tid, s in statuses(seeded).items() if tid in EXPECTED} == {
         tid: after for tid, (_, after) in EXPECTED.items()
     }
     audit = audit_rows(seeded)
-    assert [(a[1], a[4], a[5], a[6]) for a in audit] == [
-        (tid, DAG_TEST_USER, "finance.bia", dag_run.run_id) for tid in sorted(EXPECTED)
+    assert [(a[1], a[4], a[5], a[6], a[10]) for a in audit] == [
+        (tid, DAG_TEST_USER, "finance.bia", dag_run.run_id, EXPECTED_CURRENCY[tid])
+        for tid in sorted(EXPECTED)
     ]
     steps = seeded.execute(
         "SELECT outcome FROM recon.incident_events WHERE incident_id = %s ORDER BY id", (incident,)
@@ -161,3 +173,126 @@ def test_no_answer_times_out_as_reject(register_dag, seeded, tmp_path):
     result = result_of(dag_run)
     assert result["outcome"] == "timed_out" and result["result"] is None
     assert checksum(seeded) == before
+
+
+# -- money in its own currency (DESIGN 3a) -------------------------------------------------------
+
+
+@pytest.mark.timeout(180)
+def test_four_currencies_each_in_its_own_figures_and_converted_with_the_rates(
+    register_dag, seeded, incident, tmp_path
+):
+    """Status mismatches in BRL, EUR, USD (no rate) and JPY (no decimals): the approval lists
+    each currency with its count and amount, then the converted total in reais labelled with
+    the rates in force at the window's end, USD named as not converted; no figure anywhere is
+    a sum of minor units across currencies; each applied correction keeps its currency."""
+    import csv
+    import json
+    from decimal import ROUND_HALF_EVEN, Decimal
+
+    from correction_data import (
+        MULTI_MANUAL,
+        MULTI_ROWS,
+        MULTI_WINDOW_END,
+        MULTI_WINDOW_START,
+        cross_currency_sums,
+        ints_in,
+        numbers_in,
+        seed_multi_currency,
+    )
+
+    seed_multi_currency(seeded)
+    dag = build_dag("recon_correction_currencies", tmp_path, window=(MULTI_WINDOW_START, MULTI_WINDOW_END))
+    answerer = HitlAnswerer(dag.dag_id, chosen="Approve", user="finance.bia")
+    dag_run = run_with_answer(register_dag, dag, answerer)
+    assert states(dag_run) == {TASK_ID: "success", "communicate": "success"}
+
+    # by hand, in Decimal: each currency's total converted once, half-even, to centavos
+    def to_centavos(amount_minor: int, rate: str, exponent: int) -> int:
+        value = Decimal(amount_minor) * Decimal(rate) * Decimal(10) ** (2 - exponent)
+        return int(value.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+    brl = 10_000_021 + 417_500
+    eur = to_centavos(961_980, "6.2512", 2)  # the EUR rate in force at 11:00, not 5.10 nor 9.99
+    jpy = to_centavos(123_457, "0.0365", 0)
+    assert (eur, jpy) == (6_013_529, 450_618)
+    converted = brl + eur + jpy  # USD has no rate: left out, never taken as zero
+    assert converted == 16_881_668
+    in_reais = "R$ " + f"{converted // 100:,}".replace(",", ".") + f",{converted % 100:02d}"
+
+    subject, body = answerer.request["subject"], answerer.request["body"]
+    per_currency = (
+        "2 in BRL: R$ 104.175,21; 1 in EUR: EUR 9.619,80; 1 in JPY: JPY 123.457; 1 in USD: USD 700,55"
+    )
+    assert subject == f"Approve data correction of PSP stripe: 5 transaction(s) — {per_currency}"
+    assert f"**5 transaction(s) to correct — {per_currency}**" in body
+    assert (
+        f"- Converted total in BRL (converted, of BRL, EUR, JPY; USD not included): {in_reais} — "
+        "rates in force at 2026-11-21T11:00:00+00:00: "
+        "1 EUR = 6,2512 BRL (valid from 2026-11-21T00:00:00+00:00, BCB PTAX); "
+        "1 JPY = 0,0365 BRL (valid from 2026-11-20T00:00:00+00:00, BCB PTAX)"
+    ) in body
+    assert "- Not converted to BRL: USD — no rate in recon.fx_rates in force at 2026-11-21T11:00:00" in body
+    assert "| EUR | 1 | EUR 9.619,80 | R$ 60.135,29 (converted at 1 EUR = 6,2512 BRL) |" in body
+    assert "| JPY | 1 | JPY 123.457 | R$ 4.506,18 (converted at 1 JPY = 0,0365 BRL) |" in body
+    assert "| USD | 1 | USD 700,55 | not converted: no rate |" in body
+    assert "| BRL | 2 | R$ 104.175,21 | same currency |" in body
+    assert "| status_mismatch | JPY | 1 | JPY 123.457 |" in body  # JPY has no decimals
+    assert "| 305 | m-jpy-1 | capture | status_mismatch | authorized | captured | JPY 123.457 |" in body
+    assert "Not corrected here (needs PSP ticket / manual): 1 key(s) — 1 in BRL: R$ 5,00" in body
+    assert "9,99" not in body and "5,1 " not in body and "later, not in force" not in body
+    assert "summed across currencies" not in body
+
+    mixed = cross_currency_sums(MULTI_ROWS)
+    assert not (numbers_in(subject) | numbers_in(body)) & mixed
+
+    result = result_of(dag_run)
+    dry = result["dry_run"]
+    assert dry["proposal_count"] == 5 and dry["manual_count"] == 1
+    assert dry["by_currency"] == {
+        "BRL": {"exponent": 2, "count": 2, "amount_minor": brl},
+        "EUR": {"exponent": 2, "count": 1, "amount_minor": 961_980},
+        "JPY": {"exponent": 0, "count": 1, "amount_minor": 123_457},
+        "USD": {"exponent": 2, "count": 1, "amount_minor": 70_055},
+    }
+    assert dry["by_kind"]["status_mismatch"]["by_currency"] == dry["by_currency"]
+    assert dry["manual_by_currency"] == {"BRL": {"exponent": 2, "count": 1, "amount_minor": 500}}
+    assert (dry["reporting_currency"], dry["proposal_converted_amount_minor"]) == ("BRL", converted)
+    assert dry["fx_rates"] == {
+        "EUR": {"rate": "6.2512", "valid_from": "2026-11-21T00:00:00+00:00", "source": "BCB PTAX"},
+        "JPY": {"rate": "0.0365", "valid_from": "2026-11-20T00:00:00+00:00", "source": "BCB PTAX"},
+    }
+    assert dry["unconverted_currencies"] == ["USD"]
+    applied = result["result"]
+    assert applied["applied"] == 5
+    assert applied["applied_by_currency"] == {
+        c: {"exponent": v["exponent"], "count": v["count"], "amount_minor": v["amount_minor"]}
+        for c, v in dry["by_currency"].items()
+    }
+    assert not ints_in(result) & mixed
+
+    # the dry-run CSV: integer minor units plus the currency code on every row
+    with open(dry["artifact"], newline="") as f:
+        artifact = {
+            int(r["transaction_id"]): (r["currency"], int(r["amount_minor"])) for r in csv.DictReader(f)
+        }
+    assert artifact == {tid: (currency, amount) for tid, (_, currency, amount) in MULTI_ROWS.items()}
+
+    # recon.corrections: each applied correction with its amount's currency
+    audit = {a[1]: (a[9], a[10]) for a in audit_rows(seeded)}
+    assert audit == {tid: (amount, currency) for tid, (_, currency, amount) in MULTI_ROWS.items()}
+    assert statuses(seeded)[MULTI_MANUAL[0]] == "captured"  # the amount mismatch is left to people
+
+    # the incident timeline: per-currency figures and the rates, no mixed sum either
+    details = [
+        d
+        for (d,) in seeded.execute(
+            "SELECT details FROM recon.incident_events WHERE incident_id = %s ORDER BY id", (incident,)
+        )
+    ]
+    assert set(details[0]["fx_rates"]) == {"EUR", "JPY"}
+    assert details[0]["unconverted_currencies"] == ["USD"]
+    assert details[0]["proposal_converted_amount_minor"] == converted
+    assert details[-1]["applied_by_currency"]["JPY"] == {"count": 1, "amount_minor": 123_457}
+    assert not ints_in(details) & mixed
+    assert "summed" not in json.dumps(details)

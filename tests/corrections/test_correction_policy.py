@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
+from correction_data import cross_currency_sums, ints_in, numbers_in
 
 from airflow_recon_provider.reconciliation.corrections import (
     ApplyAction,
@@ -20,6 +22,7 @@ from airflow_recon_provider.reconciliation.corrections import (
     ManualItem,
     ProposedCorrection,
     approval_body,
+    approval_subject,
     check_approver,
     check_row_cap,
     classify_for_apply,
@@ -36,7 +39,8 @@ from airflow_recon_provider.reconciliation.errors import (
     SelfApprovalError,
 )
 from airflow_recon_provider.reconciliation.kinds import DivergenceKind
-from airflow_recon_provider.reconciliation.report import DivergenceRow
+from airflow_recon_provider.reconciliation.money import FxRate
+from airflow_recon_provider.reconciliation.report import DivergenceRow, KindTotal
 from airflow_recon_provider.reconciliation.window import Window
 
 T0 = datetime(2026, 11, 20, 10, 5, tzinfo=UTC)
@@ -159,23 +163,26 @@ def test_key_is_deterministic_and_sensitive_to_scope_rows_and_state():
         CorrectionKeyBuilder(scope="", psp="stripe")
 
 
-def test_dry_run_builder_sums_and_samples_with_flat_memory():
+def test_dry_run_builder_sums_per_currency_and_samples_with_flat_memory():
     builder = DryRunBuilder(psp="stripe", window=WINDOW, scope="run:d/r", sample_size=2, row_cap=2)
     for tid in (1, 2, 3):
         builder.add(proposal(tid, amount=100 * tid))
     builder.add(ManualItem(divergence("amount_mismatch", amount=7), "needs PSP ticket / manual: x"))
     builder.add(ManualItem(divergence("amount_mismatch", amount=8), "needs PSP ticket / manual: x"))
     dry = builder.finish(artifact="/tmp/a.csv")
-    assert (dry.proposal_count, dry.proposal_amount_minor) == (3, 600)
+    assert dry.proposal_count == 3 and dict(dry.by_currency) == {"BRL": KindTotal(3, 600)}
     assert [p.transaction_id for p in dry.sample] == [1, 2]
     assert dry.row_cap_exceeded
     out = dry.as_dict()
-    assert out["by_kind"] == {"status_mismatch": {"count": 3, "amount_minor": 600}}
+    brl = {"exponent": 2, "count": 3, "amount_minor": 600}
+    assert out["by_kind"] == {"status_mismatch": {"count": 3, "by_currency": {"BRL": brl}}}
     assert out["manual_by_kind"]["amount_mismatch"] == {
         "count": 2,
-        "amount_minor": 15,
+        "by_currency": {"BRL": {"exponent": 2, "count": 2, "amount_minor": 15}},
         "reasons": {"needs PSP ticket / manual: x": 2},
     }
+    # one currency, the reporting one: the converted figure is the figure itself
+    assert (out["proposal_converted_amount_minor"], out["unconverted_currencies"]) == (600, [])
     assert out["correction_key"] == correction_key(
         scope="run:d/r", psp="stripe", proposals=[proposal(t, amount=100 * t) for t in (1, 2, 3)]
     )
@@ -216,7 +223,8 @@ def test_approval_body_shows_figures_and_escapes_the_data():
         timeout=timedelta(hours=8),
         approvers=["finance.bia"],
     )
-    assert "**1 transaction(s) to correct, 10.00**" in body
+    assert "**1 transaction(s) to correct — 1 in BRL: R$ 10,00**" in body
+    assert "Converted" not in body and "not converted" not in body.lower()  # reais only: nothing to convert
     assert "| 101 | ref\\|\\<script\\>\\*x\\* | capture |" in body
     assert "no answer within 8 h, applies nothing" in body
     assert "<script>" not in body
@@ -269,9 +277,95 @@ def test_note_is_one_line_whatever_the_data():
     )
     assert "\n" not in note and "\r" not in note and "\u2028" not in note
     assert note.startswith("data correction corr-1: transaction 101 (s1 INJECTED LINE")
-    assert "status authorized -> captured" in note and "10.00 BRL" in note and "approved by bia" in note
+    assert (
+        "status authorized -> captured" in note and "amount R$ 10,00;" in note and "approved by bia" in note
+    )
 
 
 def test_amounts_are_ints():
     with pytest.raises(TypeError, match="must be an int"):
         proposal(amount=10.5)
+
+
+def _rate(currency: str, rate: str) -> FxRate:
+    return FxRate(currency, Decimal(rate), datetime(2026, 11, 20, tzinfo=UTC), "BCB PTAX")
+
+
+def _priced(tid: int, currency: str, amount: int) -> ProposedCorrection:
+    return ProposedCorrection(
+        tid,
+        f"r{tid}",
+        "capture",
+        DivergenceKind.STATUS_MISMATCH,
+        "authorized",
+        T0,
+        "captured",
+        amount,
+        currency,
+    )
+
+
+def test_totals_stay_per_currency_and_the_converted_total_is_labelled():
+    priced = [("r1", "brl", 1050), ("r2", "EUR", 240), ("r3", "JPY", 1234), ("r4", "USD", 99)]
+    builder = DryRunBuilder(psp="stripe", window=WINDOW, scope="s")
+    for tid, (_, currency, amount) in enumerate(priced, 1):
+        builder.add(_priced(tid, currency, amount))
+    # a duplicate kept in reais with an extra copy in euros: the key counts in reais, the copy
+    # adds its amount to the euros (not a key)
+    dup = DivergenceRow(
+        kind=DivergenceKind.DUPLICATE_IN_GATEWAY,
+        provider_reference="d1",
+        transaction_type="capture",
+        gateway_status="captured",
+        statement_status="captured",
+        gateway_amount_minor=1000,
+        statement_amount_minor=500,
+        divergent_amount_minor=500,
+        currency="BRL",
+        gateway_count=2,
+        statement_count=1,
+        other_amounts={"EUR": 300},
+    )
+    builder.add(ManualItem(dup, "duplicate"))
+    dry = builder.finish(fx_rates=[_rate("EUR", "6.25"), _rate("JPY", "0.0365")])
+
+    assert dry.by_currency == {
+        "BRL": KindTotal(1, 1050),
+        "EUR": KindTotal(1, 240),
+        "JPY": KindTotal(1, 1234),
+        "USD": KindTotal(1, 99),
+    }
+    assert dry.manual_by_currency == {"BRL": KindTotal(1, 500), "EUR": KindTotal(0, 300)}
+    # 1050 + 240 * 6.25 + 1234 * 0.0365 * 100 (= 4504.1 -> 4504); USD left out, never zero
+    assert dry.proposal_converted_amount_minor == 1050 + 1500 + 4504
+    assert dry.manual_converted_amount_minor == 500 + 1875
+    assert dry.unconverted_currencies == ["USD"]
+    assert set(dry.as_dict()["fx_rates"]) == {"EUR", "JPY"}
+
+    body = approval_body(dry, requested_by="ana", run_id="r", incident_id=None, timeout=None, locale="en")
+    assert (
+        "**4 transaction(s) to correct — 1 in BRL: BRL 10.50; 1 in EUR: EUR 2.40; 1 in JPY: JPY 1,234; "
+        in body
+    )
+    assert "Converted total in BRL (converted, of BRL, EUR, JPY; USD not included): BRL 70.54 — " in body
+    assert "1 EUR = 6.25 BRL (valid from 2026-11-20T00:00:00+00:00, BCB PTAX)" in body
+    assert "Not converted to BRL: USD — no rate" in body
+    assert "1 key(s) — 1 in BRL: BRL 5.00; extra copies in EUR: EUR 3.00" in body
+    assert "| duplicate_in_gateway | EUR | 0 | EUR 3.00 |" in body
+    subject = approval_subject(dry)
+    assert subject.endswith(
+        "4 transaction(s) — 1 in BRL: R$ 10,50; 1 in EUR: EUR 2,40; 1 in JPY: JPY 1.234; 1 in USD: USD 0,99"
+    )
+    # no figure is a sum of minor units of different currencies
+    mixed = cross_currency_sums([*priced, ("d1", "BRL", 500), ("d1", "EUR", 300)])
+    assert not (numbers_in(body) | numbers_in(subject) | ints_in(dry.as_dict())) & mixed
+
+
+def test_without_any_rate_no_converted_total_is_shown():
+    builder = DryRunBuilder(psp="stripe", window=WINDOW, scope="s")
+    builder.add(_priced(1, "USD", 700))
+    dry = builder.finish()
+    body = approval_body(dry, requested_by="ana", run_id="r", incident_id=None, timeout=None)
+    assert "Converted total" not in body and "R$ 0,00" not in body
+    assert "Not converted to BRL: USD" in body
+    assert dry.as_dict()["unconverted_currencies"] == ["USD"]

@@ -13,7 +13,8 @@ from correction_data import (
     CYCLE_10,
     CYCLE_11,
     EXPECTED,
-    EXPECTED_AMOUNT,
+    EXPECTED_BY_CURRENCY,
+    EXPECTED_CURRENCY,
     EXPECTED_MANUAL,
     SUCCESS_LOG_NOTES,
     audit_rows,
@@ -58,12 +59,25 @@ def test_dry_run_writes_artifact_and_changes_nothing(hook, seeded, window, artif
 
     assert checksum(seeded) == before
     assert dry.proposal_count == len(EXPECTED)
-    assert dry.proposal_amount_minor == EXPECTED_AMOUNT
-    assert {k.value: (t.count, t.amount_minor) for k, t in dry.by_kind.items()} == {
-        "status_mismatch": (4, EXPECTED_AMOUNT)
+    # amounts per currency, never one sum of reais and dollars
+    assert {c: (t.count, t.amount_minor) for c, t in dry.by_currency.items()} == EXPECTED_BY_CURRENCY
+    assert {
+        k.value: {c: (t.count, t.amount_minor) for c, t in by_currency.items()}
+        for k, by_currency in dry.by_kind.items()
+    } == {"status_mismatch": EXPECTED_BY_CURRENCY}
+    assert {
+        k.value: {c: a.amount_minor for c, a in t.by_currency.items()} for k, t in dry.manual_by_kind.items()
+    } == EXPECTED_MANUAL
+    # no rate for USD in recon.fx_rates: named, left out of the converted total, never zero
+    assert dry.unconverted_currencies == ["USD"] and dry.fx_rates == {}
+    out = dry.as_dict()
+    assert "proposal_amount_minor" not in out and "manual_amount_minor" not in out
+    assert out["by_currency"] == {
+        "BRL": {"exponent": 2, "count": 3, "amount_minor": 3650},
+        "USD": {"exponent": 2, "count": 1, "amount_minor": 700},
     }
-    assert {c: t.amount_minor for c, t in dry.by_currency.items()} == {"BRL": 3650, "USD": 700}
-    assert {k.value: t.amount_minor for k, t in dry.manual_by_kind.items()} == EXPECTED_MANUAL
+    assert (out["reporting_currency"], out["proposal_converted_amount_minor"]) == ("BRL", 3650)
+    assert out["unconverted_currencies"] == ["USD"] and out["fx_rates"] == {}
     assert "duplicate in the gateway" in next(
         iter(dry.manual_by_kind[DivergenceKind.DUPLICATE_IN_GATEWAY].reasons)
     )
@@ -75,7 +89,13 @@ def test_dry_run_writes_artifact_and_changes_nothing(hook, seeded, window, artif
     assert dry.artifact.endswith(f"correction_{dry.correction_key}.csv")
     assert {int(r["transaction_id"]): (r["before_status"], r["after_status"]) for r in rows} == EXPECTED
     assert {r["kind"] for r in rows} == {"status_mismatch"}
-    assert sum(int(r["amount_minor"]) for r in rows) == EXPECTED_AMOUNT
+    # integers plus the currency code, per row
+    assert {int(r["transaction_id"]): r["currency"] for r in rows} == EXPECTED_CURRENCY
+    by_currency: dict[str, tuple[int, int]] = {}
+    for r in rows:
+        n, a = by_currency.get(r["currency"], (0, 0))
+        by_currency[r["currency"]] = (n + 1, a + int(r["amount_minor"]))
+    assert by_currency == EXPECTED_BY_CURRENCY
     assert rows[0]["before_processed_at"] == "2026-11-20T10:06:01.123456+00:00"
     assert not list(artifacts.glob(".*part"))
 
@@ -104,7 +124,10 @@ def test_apply_corrects_audits_and_notes_once(hook, seeded, window, artifacts, i
 
     assert sorted(result.applied) == sorted(EXPECTED)
     assert (result.already_applied, result.conflicts, result.skipped) == ((), (), ())
-    assert result.applied_amount_minor == EXPECTED_AMOUNT
+    assert {c: (t.count, t.amount_minor) for c, t in result.applied_by_currency.items()} == (
+        EXPECTED_BY_CURRENCY
+    )
+    assert "applied_amount_minor" not in result.as_dict()
     assert result.incident_event
     now = result.processed_at
     rows = {r[0]: r for r in payment_rows(seeded)}
@@ -123,7 +146,7 @@ def test_apply_corrects_audits_and_notes_once(hook, seeded, window, artifacts, i
     # audit rows match corrected rows one to one
     audit = audit_rows(seeded)
     assert [a[1] for a in audit] == sorted(EXPECTED)
-    for key, tid, before, after, requested, approved, run_id, inc, kind, amount in audit:
+    for key, tid, before, after, requested, approved, run_id, inc, kind, amount, currency in audit:
         assert key == dry.correction_key
         assert before["status"] == EXPECTED[tid][0] and after["status"] == EXPECTED[tid][1]
         assert after["status"] == rows[tid][1]
@@ -135,6 +158,7 @@ def test_apply_corrects_audits_and_notes_once(hook, seeded, window, artifacts, i
             "status_mismatch",
         )
         assert amount == rows[tid][3]
+        assert currency == EXPECTED_CURRENCY[tid]  # the amount's own currency
     assert audit[0][2]["processed_at"] == "2026-11-20T10:06:01.123456+00:00"
 
     # notes: one line per correction, in the latest log row of each cycle
@@ -159,6 +183,9 @@ def test_apply_corrects_audits_and_notes_once(hook, seeded, window, artifacts, i
     ).fetchall()
     assert event[:3] == ("mitigation.data_correction", "applied", "finance.bia")
     assert event[3]["applied"] == 4 and event[3]["correction_key"] == dry.correction_key
+    assert event[3]["applied_by_currency"] == {
+        c: {"count": n, "amount_minor": a} for c, (n, a) in EXPECTED_BY_CURRENCY.items()
+    }
 
     # a retry (or a re-run of the same key) applies nothing twice
     state = checksum(seeded)
@@ -237,7 +264,11 @@ def test_large_set_streams_in_batches_and_is_capped(hook, seeded, window, artifa
     dry = dry_run(hook, window, artifacts, row_cap=10_000, sample_size=5)
     total = n + len(EXPECTED)
     assert dry.proposal_count == total and dry.row_cap_exceeded and len(dry.sample) == 5
-    assert dry.proposal_amount_minor == n * (n + 1) // 2 + EXPECTED_AMOUNT
+    brl_count, brl_amount = EXPECTED_BY_CURRENCY["BRL"]
+    assert {c: (t.count, t.amount_minor) for c, t in dry.by_currency.items()} == {
+        "BRL": (n + brl_count, n * (n + 1) // 2 + brl_amount),
+        "USD": EXPECTED_BY_CURRENCY["USD"],
+    }
     positions = seeded.execute(
         "SELECT count(*), count(DISTINCT position), min(position), max(position)"
         " FROM recon.correction_proposals WHERE correction_key = %s",

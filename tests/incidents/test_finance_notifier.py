@@ -69,11 +69,11 @@ def test_direct_call_sends_text_and_html_email_and_a_slack_message(incident, fin
     (message,) = smtp.messages
     assert smtp.envelopes == [(SENDER, ["finance@platform.io", "controller@platform.io"])]
     assert subject(message).startswith(f"[{incident}] stripe reconciliation update")
-    assert "34.0909% (7.50) divergent" in subject(message)
+    assert "34,0909% (R$ 7,50) divergent" in subject(message)
     assert message["From"] == SENDER
     text, html = bodies(message)
     for body in (text, html):
-        assert "34.0909% — 7.50 divergent in 2 transaction(s) of 22.00 processed by the gateway" in body
+        assert "34,0909% — R$ 7,50 divergent in 2 transaction(s) of R$ 22,00 processed by the gateway" in body
         assert "STRIPE-8812" in body
         assert "not yet estimated" in body
         assert "3 cycles re-run" in body and "Incident opened" in body and "PSP ticket recorded" in body
@@ -97,7 +97,7 @@ def test_direct_call_sends_text_and_html_email_and_a_slack_message(incident, fin
     }
     fields = {f["text"].split("\n")[0]: f["text"].split("\n")[1] for f in blocks[1]["fields"]}
     assert fields["*PSP ticket*"] == "STRIPE-8812"
-    assert fields["*Divergence now*"].startswith("34.0909% — 7.50 divergent")
+    assert fields["*Divergence now*"].startswith("34,0909% — R$ 7,50 divergent")
     steps = next(b["text"]["text"] for b in blocks if b["type"] == "section" and "text" in b)
     assert "*reprocess* — 3 cycles re-run (alice)" in steps
 

@@ -94,7 +94,7 @@ def test_figures_are_integers_and_the_percentage_is_derived():
     assert figures.divergence_pct == 34.0909
     assert (
         figures.describe()
-        == "34.0909% — 7.50 divergent in 2 transaction(s) of 22.00 processed by the gateway"
+        == "34,0909% — R$ 7,50 divergent in 2 transaction(s) of R$ 22,00 processed by the gateway"
     )
     assert Figures.from_dict(figures.as_dict()) == figures
     assert Figures(5, 1, 0).pct_text == "n/a"
@@ -119,10 +119,13 @@ def test_update_in_text_html_and_slack_say_the_same():
     message = render_update(update)
     assert message.kind is MessageKind.UPDATE
     assert message.subject == (
-        "[INCIDENT-472] stripe reconciliation update 2026-11-20 11:30 UTC - 1.0000% (900.00) divergent"
+        "[INCIDENT-472] stripe reconciliation update 2026-11-20 11:30 UTC - 1,0000% (R$ 900,00) divergent"
     )
-    assert "Divergence now:       1.0000% — 900.00 divergent in 9 transaction(s) of 90,000.00" in message.text
-    assert "down from 8.3333% (7,500.00) at the previous update (-6,600.00)" in message.text
+    assert (
+        "Divergence now:       1,0000% — R$ 900,00 divergent in 9 transaction(s) of R$ 90.000,00"
+        in message.text
+    )
+    assert "down from 8,3333% (R$ 7.500,00) at the previous update (-R$ 6.600,00)" in message.text
     assert "Estimated resumption: 2026-11-20 14:30 UTC" in message.text
     assert "Steps executed since the last update (2026-11-20 11:00 UTC)" in message.text
     assert "2026-11-20 11:12 UTC  reprocess" in message.text
@@ -202,7 +205,10 @@ def test_closing_report_markdown_and_html():
             "opened",
             5,
             figures=Figures(750_000, 40, 9_000_000),
-            details={"by_kind": {"amount_mismatch": {"count": 40, "amount_minor": 750_000}}},
+            details={
+                "reporting_currency": "BRL",
+                "by_kind": {"amount_mismatch": {"count": 40, "amount_minor": 750_000}},
+            },
         ),
         event(
             2,
@@ -224,6 +230,7 @@ def test_closing_report_markdown_and_html():
             approved_by="bob",
             run_id="run-9",
             applied_at=AT,
+            currency="BRL",
         )
         for i in range(205)
     )
@@ -239,14 +246,14 @@ def test_closing_report_markdown_and_html():
     assert markdown.startswith("# INCIDENT-472 — billing gateway reconciliation, PSP stripe\n")
     assert "| Reason | a \\| pipe |" in markdown
     assert "| Duration | 2h 25min |" in markdown
-    assert "| amount_mismatch | 40 | 7,500.00 |" in markdown
-    assert "| alice | bob | run-9 | 205 | 205.00 | amount_mismatch |" in markdown
+    assert "| amount_mismatch | 40 | R$ 7.500,00 |" in markdown
+    assert "| alice | bob | run-9 | 205 | R$ 205,00 | amount_mismatch |" in markdown
     assert "… and 5 more corrected transactions" in markdown
     assert "correction.apply approved by bob (requested by alice)" in markdown
     assert "- email: 5 sent, 1 superseded" in markdown
     assert "never attempted" in markdown
-    assert "0.0011% — 1.00 divergent in 1 transaction(s)" in markdown
-    assert "down from 8.3333% (7,500.00) at the opening" in markdown
+    assert "0,0011% — R$ 1,00 divergent in 1 transaction(s)" in markdown
+    assert "down from 8,3333% (R$ 7.500,00) at the opening" in markdown
     html = render_closing_report_html(report)
     assert html.startswith("<!DOCTYPE html>") and "<h2>Who approved what</h2>" in html
     assert "a | pipe" in html

@@ -79,14 +79,20 @@ def test_open_generates_ids_from_the_sequence_and_records_the_opening(hook, dive
     incident = hook.get(incident_id)
     assert incident.state is IncidentState.OPEN
     assert incident.window == WINDOW
-    assert incident.figures == Figures(750, 2, divergence_pct=34.0909)
+    # read back whole: converted figures, each currency's own, no rate needed for reais alone
+    assert incident.figures == Figures.from_summary(summary)
+    assert incident.figures.reporting_currency == "BRL" and incident.figures.divergence_pct == 34.0909
+    assert incident.figures.by_currency["BRL"].divergent_amount_minor == 750
     (opened,) = hook.timeline(incident_id)
     assert opened.step == Step.OPENED and opened.actor == "oncall" and opened.run_id == "manual__1"
     assert opened.figures.divergence_pct == 34.0909
+    assert opened.figures == Figures.from_summary(summary)
     assert opened.details["by_kind"] == {
         "missing_in_statement": {"count": 1, "amount_minor": 700},
         "amount_mismatch": {"count": 1, "amount_minor": 50},
     }
+    assert opened.details["reporting_currency"] == "BRL"
+    assert opened.details["by_currency"]["BRL"]["by_kind"] == opened.details["by_kind"]
     assert hook.open_incident_for("stripe").incident_id == incident_id
     assert hook.open_incident_for("adyen") is None
     assert [i.incident_id for i in hook.list_open()] == [incident_id]
@@ -176,7 +182,8 @@ def test_events_ticket_and_eta_are_on_the_timeline(hook, divergent_psp):
     incident = hook.set_eta(incident_id, eta, actor="alice")
     assert (incident.psp_ticket, incident.eta_resumption) == ("STRIPE-8812", eta)
     # the event's figures became the incident's current divergence
-    assert incident.figures == Figures(500, 1, divergence_pct=22.7273)
+    assert incident.figures == Figures(500, 1, 2200)
+    assert incident.figures.divergence_pct == 22.7273
     steps = hook.timeline(incident_id)
     assert [e.step for e in steps] == [Step.OPENED, "reprocess", Step.PSP_TICKET, Step.ETA]
     reprocess = steps[1]

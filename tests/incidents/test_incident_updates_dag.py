@@ -98,10 +98,10 @@ def test_updates_every_30_minutes_until_normalized_then_one_final_email(
     assert run(updates_dag, t0).state == "success"
     (first,) = smtp.messages
     assert subject(first) == (
-        f"[{incident_id}] stripe reconciliation update {format_time(t0)} - 34.0909% (7.50) divergent"
+        f"[{incident_id}] stripe reconciliation update {format_time(t0)} - 34,0909% (R$ 7,50) divergent"
     )
     text = text_of(first)
-    assert "34.0909% — 7.50 divergent in 2 transaction(s) of 22.00 processed by the gateway" in text
+    assert "34,0909% — R$ 7,50 divergent in 2 transaction(s) of R$ 22,00 processed by the gateway" in text
     assert "cycle 10:00 re-run: failed" in text and "Incident opened" in text
     assert "PSP ticket:           none opened" in text
     assert "Next update in 30 minutes" in text
@@ -121,10 +121,10 @@ def test_updates_every_30_minutes_until_normalized_then_one_final_email(
 
     assert run(updates_dag, t0 + HALF_HOUR).state == "success"
     second = smtp.messages[1]
-    assert "2.2727% (0.50) divergent" in subject(second)
+    assert "2,2727% (R$ 0,50) divergent" in subject(second)
     text = text_of(second)
-    assert "2.2727% — 0.50 divergent in 1 transaction(s) of 22.00" in text
-    assert "down from 34.0909% (7.50) at the previous update (-7.00)" in text
+    assert "2,2727% — R$ 0,50 divergent in 1 transaction(s) of R$ 22,00" in text
+    assert "down from 34,0909% (R$ 7,50) at the previous update (-R$ 7,00)" in text
     assert "STRIPE-8812" in text and "State:                mitigating" in text
     assert f"Steps executed since the last update ({format_time(t0)})" in text
     assert "missing statement line r3 loaded" in text and "open -> mitigating" in text
@@ -138,7 +138,7 @@ def test_updates_every_30_minutes_until_normalized_then_one_final_email(
     hook.transition(incident_id, "recovered", actor="recovery-sensor", note="2 green cycles")
     assert run(updates_dag, t0 + 2 * HALF_HOUR).state == "success"
     final = smtp.messages[2]
-    assert subject(final) == f"[{incident_id}] stripe reconciliation normalized - 2.2727% (0.50) divergent"
+    assert subject(final) == f"[{incident_id}] stripe reconciliation normalized - 2,2727% (R$ 0,50) divergent"
     assert "this is the last update about" in text_of(final)
     assert "mitigating -> recovered: 2 green cycles" in text_of(final)
     assert "normalized" in slack.posts[2]["text"]
@@ -216,7 +216,7 @@ def test_rerun_of_the_failed_slot_delivers_it_once(updates_dag, divergent_psp, f
     assert run(updates_dag, t0).state == "success"
     assert run(updates_dag, t0).state == "success"
     (message,) = smtp.messages
-    assert "34.0909%" in subject(message)
+    assert "34,0909% (R$ 7,50)" in subject(message)
     row = hook.delivery(f"{incident_id}:update:{t0.isoformat()}", "email")
     assert (row.status, row.attempts) == ("sent", 2)
 
@@ -279,12 +279,12 @@ def test_closing_report_attached_written_and_callback_notifies(
     hook.record_event(incident_id, step="reprocess", outcome="cycle 10:00 re-run: failed", actor="alice")
     divergent_psp.execute(
         "INSERT INTO recon.corrections (correction_key, incident_id, psp, transaction_id,"
-        " provider_reference, transaction_type, kind, amount_minor, before, after, requested_by,"
-        " approved_by, run_id) VALUES"
-        " ('c1', %(i)s, 'stripe', 2, 'r2', 'capture', 'amount_mismatch', 50, '{}', '{}', 'alice',"
+        " provider_reference, transaction_type, kind, amount_minor, currency, before, after,"
+        " requested_by, approved_by, run_id) VALUES"
+        " ('c1', %(i)s, 'stripe', 2, 'r2', 'capture', 'amount_mismatch', 50, 'BRL', '{}', '{}', 'alice',"
         " 'bob', 'run-9'),"
-        " ('c1', %(i)s, 'stripe', 3, 'r3', 'capture', 'missing_in_statement', 700, '{}', '{}', 'alice',"
-        " 'bob', 'run-9')",
+        " ('c1', %(i)s, 'stripe', 3, 'r3', 'capture', 'missing_in_statement', 700, 'BRL', '{}', '{}',"
+        " 'alice', 'bob', 'run-9')",
         {"i": incident_id},
     )
     statement_line(divergent_psp, "r3", 700, 31)
@@ -308,10 +308,11 @@ def test_closing_report_attached_written_and_callback_notifies(
         "Lessons learned",
     ):
         assert f"## {section}" in markdown and f"<h2>{section}</h2>" in html
-    assert "34.0909% — 7.50 divergent in 2 transaction(s)" in markdown
-    assert "| alice | bob | run-9 | 2 | 7.50 | amount_mismatch, missing_in_statement |" in markdown
+    assert "34,0909% — R$ 7,50 divergent in 2 transaction(s)" in markdown
+    assert "| alice | bob | run-9 | 2 | R$ 7,50 | amount_mismatch, missing_in_statement |" in markdown
+    assert "| missing_in_statement | BRL | 1 | R$ 7,00 |" in markdown
     assert "cycle 10:00 re-run: failed" in markdown and "recovered -> closed" in markdown
-    assert "2.2727% — 0.50 divergent in 1 transaction(s)" in markdown.split("## Final numbers")[1]
+    assert "2,2727% — R$ 0,50 divergent in 1 transaction(s)" in markdown.split("## Final numbers")[1]
     assert hook.stored_closing_report(incident_id) == (markdown, html)
     assert hook.timeline(incident_id)[-2].step == Step.CLOSING_REPORT
 

@@ -111,3 +111,125 @@ def test_unknown_psp_and_missing_connection(db, airflow_conns, monkeypatch):
 def test_lag_never_reconciled_is_none(db, airflow_conns):
     hook = BillingGatewayHook(config=ReconConfig())
     assert hook.lag_cycles("stripe", datetime(2026, 11, 20, 12, tzinfo=UTC)) is None
+
+
+# -- DESIGN 3a: figures per currency, converted with the rates in force at the window end --
+
+
+def _add_currencies(db) -> None:
+    """EUR rows that match, and a JPY gateway row missing from the statement."""
+    db.execute(
+        "INSERT INTO payment_intents (id, provider, provider_reference) VALUES "
+        "(6,'stripe','e1'),(7,'stripe','j1'),(8,'stripe','e2'),(9,'stripe','e2')"
+    )
+    db.execute(
+        """INSERT INTO payment_transactions
+           (intent_id, transaction_type, status, amount_minor, currency, created_at) VALUES
+           (6,'capture','captured',1000,'EUR','2026-11-20T10:15Z'),
+           (7,'capture','captured',500,'jpy','2026-11-20T10:16Z'),
+           (8,'refund','refunded',100,'EUR','2026-11-20T10:17Z'),
+           (9,'refund','refunded',7,'BHD','2026-11-20T10:18Z')"""
+    )
+    db.execute(
+        """INSERT INTO psp_statement_lines
+           (psp, provider_reference, transaction_type, status, amount_minor, currency, occurred_at,
+            statement_id) VALUES
+           ('stripe','e1','capture','captured',1000,'eur','2026-11-20T10:15:30Z','s1'),
+           ('stripe','e2','refund','refunded',100,'EUR','2026-11-20T10:17:30Z','s1')"""
+    )
+    # lag 0 at the window end: the only possible alert reasons are amount and fx_rate_missing
+    db.execute(
+        "INSERT INTO payment_reconciliation_logs (psp, cycle_start, cycle_end, status) VALUES "
+        "('stripe','2026-11-20T10:00Z','2026-11-20T11:00Z','success')"
+    )
+
+
+def _rate(db, currency: str, rate: str, valid_from: str, source: str = "test") -> None:
+    db.execute(
+        "INSERT INTO recon.fx_rates (currency, rate, valid_from, source) VALUES (%s, %s, %s, %s)",
+        (currency, rate, valid_from, source),
+    )
+
+
+def test_summary_converts_with_the_rates_in_force_and_a_missing_rate_alerts(db, db_url, airflow_conns):
+    import asyncio
+    from decimal import Decimal
+
+    import psycopg
+
+    from airflow_recon_provider.hooks.async_postgres import fetch_summary
+
+    _load_small_scenario(db)
+    _add_currencies(db)
+    # EUR: the greatest valid_from <= window end (11:00:00, inclusive) is in force
+    _rate(db, "EUR", "6.00", "2026-11-19T00:00Z", "old")
+    _rate(db, "EUR", "6.10", "2026-11-20T10:59:59Z", "before the end")
+    _rate(db, "EUR", "6.20", "2026-11-20T11:00:00Z", "at the end")
+    _rate(db, "EUR", "9.99", "2026-11-20T11:00:01Z", "after the end")
+    _rate(db, "BHD", "13.5", "2026-11-01T00:00Z")
+    _rate(db, "USD", "5.43", "2026-11-01T00:00Z")  # no USD row in the window: never listed
+    _rate(db, "JPY", "0.0355", "2026-11-20T11:00:01Z")  # yen: only a rate after the window
+    config = ReconConfig.from_dict({"psps": ["stripe"]})
+    hook = BillingGatewayHook(config=config)
+
+    async def poll():
+        async with await psycopg.AsyncConnection.connect(db_url) as conn:
+            return await fetch_summary(conn, config, "stripe", W, W.end)
+
+    summary = hook.summary("stripe", W)
+    assert summary == asyncio.run(poll())  # the sensor's async path: the same figures
+    doc = summary.as_dict()
+    assert doc["reporting_currency"] == "BRL"
+    assert doc["fx_rates"] == {
+        "BHD": {"rate": "13.5", "valid_from": "2026-11-01T00:00:00+00:00", "source": "test"},
+        "EUR": {"rate": "6.2", "valid_from": "2026-11-20T11:00:00+00:00", "source": "at the end"},
+    }
+    assert doc["unconverted_currencies"] == ["JPY"]
+    # counts include every currency; amounts leave the yen out, never count it as zero
+    assert doc["gateway_count"] == 4 + 4
+    assert doc["divergent_count"] == 3 + 2  # + the missing yen row, the EUR/BHD duplicate
+    assert doc["by_currency"]["JPY"] == {
+        "exponent": 0,
+        "gateway_count": 1,
+        "gateway_amount_minor": 500,
+        "divergent_count": 1,
+        "divergent_amount_minor": 500,
+        "by_kind": {"missing_in_statement": {"count": 1, "amount_minor": 500}},
+    }
+    # e2 is a duplicate in EUR (first copy, the key's currency) with an extra copy in BHD
+    assert doc["by_currency"]["EUR"]["by_kind"] == {"duplicate_in_gateway": {"count": 1, "amount_minor": 0}}
+    assert doc["by_currency"]["BHD"]["by_kind"] == {"duplicate_in_gateway": {"count": 0, "amount_minor": 7}}
+    # BRL 3100; EUR 1100 * 6.2 = 6820; BHD 7 fils * 13.5 / 10 = 9.45 -> 9 centavos
+    assert doc["gateway_amount_minor"] == 3100 + 6820 + 9
+    assert doc["divergent_amount_minor"] == 900 + 300 + 1000 + 0 + 9
+    assert doc["by_kind"]["duplicate_in_gateway"] == {"count": 2, "amount_minor": 900 + 0 + 9}
+    assert doc["alert_reasons"] == ["fx_rate_missing"] and doc["alert"] is True
+    assert summary.fx_rate_missing and summary.recovered is False
+
+    # the yen's rate comes into force at the window end: converted, the alert clears
+    _rate(db, "JPY", "0.0350", "2026-11-20T11:00:00Z")
+    summary = hook.summary("stripe", W)
+    assert summary == asyncio.run(poll())
+    assert summary.fx_rates["JPY"].rate == Decimal("0.0350")
+    assert summary.unconverted_currencies == [] and summary.alert_reasons == []
+    assert summary.divergent_amount_minor == 900 + 300 + 1000 + 9 + 1750  # 500 yen * 0.035 = R$ 17,50
+    assert summary.as_dict()["by_kind"]["missing_in_statement"] == {"count": 1, "amount_minor": 1750}
+
+    # another reporting currency: recon.fx_rates is read as units of it per unit of each
+    # currency, and reais have no row: left out, and their divergence alerts
+    eur = BillingGatewayHook(config=ReconConfig.from_dict({"psps": ["stripe"], "reporting_currency": "EUR"}))
+    summary = eur.summary("stripe", W)
+    assert summary.reporting_currency == "EUR"
+    assert summary.unconverted_currencies == ["BRL"]  # EUR itself needs no rate
+    assert "fx_rate_missing" in summary.as_dict()["alert_reasons"] and not summary.recovered
+
+
+def test_summary_in_the_reporting_currency_only_needs_no_rate(db, airflow_conns):
+    _load_small_scenario(db)
+    db.execute("DELETE FROM recon.fx_rates")
+    summary = BillingGatewayHook(config=ReconConfig()).summary("stripe", W)
+    doc = summary.as_dict()
+    assert list(doc["by_currency"]) == ["BRL"]
+    assert doc["fx_rates"] == {} and doc["unconverted_currencies"] == []
+    assert "fx_rate_missing" not in doc["alert_reasons"]
+    assert (doc["gateway_amount_minor"], doc["divergent_amount_minor"]) == (3100, 2200)

@@ -1,15 +1,17 @@
-"""The SQL classification equals the plain-Python statement of DESIGN section 3.
+"""The SQL classification equals the plain-Python statement of DESIGN sections 3 and 3a.
 
-``reconciliation.reference.classify`` is the specification; the set-based queries of
+``reconciliation.reference`` is the specification; the set-based queries of
 ``reconciliation.queries`` run on a real PostgreSQL. Hypothesis draws small datasets
-with few references (so duplicates and collisions are common), mixed-case currencies,
+with few references (so duplicates and collisions are common), currencies of exponents
+0, 2 and 3 in mixed case (so duplicates whose copies are in several currencies are common),
 amounts up to 10**15 and around 2**53, timestamps on and around every boundary of the
-window and of its widened range, random status mappings and random kind subsets.
+window and of its widened range, random status mappings and random kind subsets. Compared:
+the report's records column for column (key currency, amounts in it, ``statement_currency``,
+``other_amounts``), the per-(currency, kind) figures and the per-currency gateway totals.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -29,7 +31,15 @@ from airflow_recon_provider.reconciliation.queries import (
     divergence_report_query,
     gateway_totals_query,
 )
-from airflow_recon_provider.reconciliation.reference import GatewayRow, StatementRow, classify
+from airflow_recon_provider.reconciliation.reference import (
+    GatewayRow,
+    StatementRow,
+    classify,
+    classify_records,
+    summary_by_currency,
+)
+from airflow_recon_provider.reconciliation.report import summary_from_results
+from airflow_recon_provider.reconciliation.thresholds import Thresholds
 
 pytestmark = pytest.mark.integration
 
@@ -42,10 +52,13 @@ PSPS = ("stripe", "adyen")
 REFERENCES = ("r1", "r2", "R1", "r10", "pix_é")
 TYPES = ("authorization", "capture", "settlement", "refund")
 STATUSES = ("captured", "CAPTURED", "settled", "failed", "pending")
-CURRENCIES = ("BRL", "brl", "Brl", "USD", "usd")
+# exponents 2 (BRL, EUR, USD), 0 (JPY), 3 (BHD); case differs, the currency does not
+CURRENCIES = ("BRL", "brl", "EUR", "usd", "JPY", "BHD")
 
 AMOUNTS = st.one_of(
     st.integers(min_value=0, max_value=1_000),
+    # tiny amounts of both signs: extra copies in one currency that cancel out across keys
+    st.integers(min_value=-2, max_value=2),
     st.integers(min_value=-1_000, max_value=-1),
     st.integers(min_value=2**53 - 3, max_value=2**53 + 3),
     st.integers(min_value=0, max_value=10**15),
@@ -233,30 +246,50 @@ def _check(db, data: dict) -> None:
             status_mapping=data["status_maps"][psp],
             kinds=data["kinds"],
         ).as_params()
-        expected = classify(
-            psp,
-            window,
-            gateway,
-            statements,
-            grace=data["grace"],
-            status_mapping=data["status_maps"][psp],
-            kinds=data["kinds"],
+        rules = {"grace": data["grace"], "status_mapping": data["status_maps"][psp], "kinds": data["kinds"]}
+        records = db.execute(REPORT_SQL, params).fetchall()
+        # column for column, as the SQL returns them (NULLs included)
+        assert records == classify_records(psp, window, gateway, statements, **rules)
+        assert [DivergenceRow.from_db(r) for r in records] == classify(
+            psp, window, gateway, statements, **rules
         )
-        got = [DivergenceRow.from_db(r) for r in db.execute(REPORT_SQL, params)]
-        assert got == expected
 
-        expected_by_kind: dict[DivergenceKind, tuple[int, int]] = defaultdict(lambda: (0, 0))
-        for row in expected:
-            n, amount = expected_by_kind[row.kind]
-            expected_by_kind[row.kind] = (n + 1, amount + row.divergent_amount_minor)
-        got_by_kind = {DivergenceKind(k): (n, amount) for k, n, amount in db.execute(BY_KIND_SQL, params)}
-        assert got_by_kind == dict(expected_by_kind)
-        for n, amount in got_by_kind.values():
+        expected = summary_by_currency(psp, window, gateway, statements, **rules)
+        by_kind_rows = db.execute(BY_KIND_SQL, params).fetchall()
+        got_by_kind = {(c, DivergenceKind(k)): (n, amount) for c, k, n, amount in by_kind_rows}
+        assert len(got_by_kind) == len(by_kind_rows)  # one row per (currency, kind)
+        assert got_by_kind == {
+            (c, k): figures for c, (_, _, kinds) in expected.items() for k, figures in kinds.items()
+        }
+        for _, _, n, amount in by_kind_rows:
             assert type(n) is int and type(amount) is int
 
+        totals_rows = db.execute(TOTALS_SQL, params).fetchall()
+        got_totals = {c: (n, amount) for c, n, amount in totals_rows}
+        assert len(got_totals) == len(totals_rows)
+        assert got_totals == {c: (n, a) for c, (n, a, _) in expected.items() if n}
         in_window = [g for g in gateway if g.psp == psp and window.contains(g.created_at)]
-        count, amount = db.execute(TOTALS_SQL, params).fetchone()
-        assert (count, amount) == (len(in_window), sum(g.amount_minor for g in in_window))
+        assert sum(n for n, _ in got_totals.values()) == len(in_window)
+
+        # and the summary built from those rows holds the same per-currency figures
+        summary = summary_from_results(
+            psp=psp,
+            window=window,
+            totals=totals_rows,
+            by_kind_rows=by_kind_rows,
+            last_success_end=None,
+            reference=window.end,
+            thresholds=Thresholds(),
+        )
+        assert {
+            c: (
+                f.gateway_count,
+                f.gateway_amount_minor,
+                {k: (t.count, t.amount_minor) for k, t in f.by_kind.items()},
+            )
+            for c, f in summary.by_currency.items()
+        } == expected
+        assert summary.divergent_count == len(records)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -390,3 +423,110 @@ def test_kind_order_does_not_depend_on_the_order_kinds_are_listed(db):
         (DivergenceKind.MISSING_IN_STATEMENT, "r1"),
         (DivergenceKind.STATUS_MISMATCH, "r2"),
     ]
+
+
+# -- DESIGN 3a: each amount in its own currency ----------------------------------------
+
+
+def _by_kind(db, data: dict, psp: str = "stripe") -> dict[tuple[str, str], tuple[int, int]]:
+    params = ClassificationParams(
+        psp=psp,
+        window=data["window"],
+        grace=data["grace"],
+        status_mapping=data["status_maps"][psp],
+        kinds=data["kinds"],
+    ).as_params()
+    return {(c, k): (n, a) for c, k, n, a in db.execute(BY_KIND_SQL, params)}
+
+
+def test_duplicate_copies_count_in_their_own_currencies(db):
+    # the first copy (smallest id, not the earliest) is in EUR: the key's currency
+    data = _dataset(
+        intents=[("stripe", "r1")] * 4,
+        gateway=[
+            _gw(12, BASE + timedelta(minutes=1), intent=0, amount=700, currency="brl"),
+            _gw(5, BASE + timedelta(minutes=9), intent=1, amount=1000, currency="EUR"),
+            _gw(8, BASE + timedelta(minutes=3), intent=2, amount=300, currency="BRL"),
+            _gw(9, BASE + timedelta(minutes=4), intent=3, amount=250, currency="eur"),
+        ],
+        lines=[_line(1, BASE + timedelta(minutes=5), currency="EUR")],
+    )
+    (row,) = _report(db, data)
+    assert (row.kind, row.currency, row.gateway_first_id) == (DivergenceKind.DUPLICATE_IN_GATEWAY, "EUR", 5)
+    assert row.gateway_amount_minor == 1250  # the gateway's EUR rows: never EUR + BRL
+    assert row.divergent_amount_minor == 250 and row.other_amounts == {"BRL": 1000}
+    assert (row.statement_amount_minor, row.statement_currency) == (1000, "EUR")
+    assert _by_kind(db, data) == {
+        ("EUR", "duplicate_in_gateway"): (1, 250),
+        ("BRL", "duplicate_in_gateway"): (0, 1000),
+    }
+
+
+def test_statement_duplicate_in_other_currencies_than_the_gateway_row(db):
+    data = _dataset(
+        gateway=[_gw(1, BASE, amount=500, currency="JPY")],
+        lines=[
+            _line(4, BASE + timedelta(minutes=1), amount=1234, currency="BHD"),
+            _line(6, BASE + timedelta(minutes=2), amount=1000, currency="bhd"),
+            _line(7, BASE + timedelta(minutes=3), amount=55, currency="BRL"),
+        ],
+    )
+    (row,) = _report(db, data)
+    assert (row.kind, row.currency) == (DivergenceKind.DUPLICATE_IN_STATEMENT, "JPY")
+    # no extra copy in yen; the BHD line with the smallest id is the first copy
+    assert row.divergent_amount_minor == 0 and row.other_amounts == {"BHD": 1000, "BRL": 55}
+    assert row.gateway_amount_minor == 500
+    assert row.statement_amount_minor == 0  # the statement's lines in yen: none
+    assert _by_kind(db, data) == {
+        ("JPY", "duplicate_in_statement"): (1, 0),
+        ("BHD", "duplicate_in_statement"): (0, 1000),
+        ("BRL", "duplicate_in_statement"): (0, 55),
+    }
+    # all the statement's copies in one other currency: its total, in that currency
+    one = dict(data, lines=[dict(line, currency="BHD") for line in data["lines"]])
+    (row,) = _report(db, one)
+    assert (row.statement_amount_minor, row.statement_currency) == (2289, "BHD")
+    assert row.divergent_amount_minor == 0 and row.other_amounts == {"BHD": 1055}
+    records = db.execute(
+        REPORT_SQL, ClassificationParams("stripe", one["window"], one["grace"], {}).as_params()
+    ).fetchall()
+    assert records[0][-2:] == ("BHD", {"BHD": 1055})
+
+
+def test_key_without_gateway_row_takes_its_first_statement_lines_currency(db):
+    data = _dataset(
+        intents=[],
+        lines=[
+            _line(3, BASE + timedelta(minutes=1), amount=70, currency="usd"),
+            _line(2, BASE + timedelta(minutes=2), amount=9, currency="JPY"),
+        ],
+    )
+    (row,) = _report(db, data)
+    assert (row.kind, row.currency, row.divergent_amount_minor) == (
+        DivergenceKind.DUPLICATE_IN_STATEMENT,
+        "JPY",
+        0,
+    )
+    assert row.other_amounts == {"USD": 70} and row.gateway_amount_minor is None
+    records = db.execute(
+        REPORT_SQL, ClassificationParams("stripe", data["window"], data["grace"], {}).as_params()
+    ).fetchall()
+    assert records[0][-2:] == (None, {"USD": 70})  # several currencies: no single statement currency
+
+
+def test_extra_copies_that_cancel_out_leave_no_figure(db):
+    # two keys each with an extra EUR copy, +5 and -5: no EUR figure (as in the cycle store)
+    data = _dataset(
+        intents=[("stripe", "r1"), ("stripe", "r1"), ("stripe", "r2"), ("stripe", "r2")],
+        gateway=[
+            _gw(1, BASE, intent=0, amount=100),
+            _gw(2, BASE, intent=1, amount=5, currency="EUR"),
+            _gw(3, BASE, intent=2, amount=100),
+            _gw(4, BASE, intent=3, amount=-5, currency="eur"),
+        ],
+    )
+    assert [(r.provider_reference, r.other_amounts) for r in _report(db, data)] == [
+        ("r1", {"EUR": 5}),
+        ("r2", {"EUR": -5}),
+    ]
+    assert _by_kind(db, data) == {("BRL", "duplicate_in_gateway"): (2, 0)}

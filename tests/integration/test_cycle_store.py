@@ -45,7 +45,9 @@ SOME_KINDS = (
 )
 
 
-def _live(db, psp: str, window: Window, kinds=ALL_KINDS) -> tuple[list[DivergenceRow], tuple, dict]:
+def _live(db, psp: str, window: Window, kinds=ALL_KINDS) -> tuple[list[DivergenceRow], dict, dict]:
+    """The live one-shot answers: report rows, gateway totals per currency and divergence
+    per (currency, kind)."""
     params = ClassificationParams(
         psp=psp,
         window=window,
@@ -54,24 +56,41 @@ def _live(db, psp: str, window: Window, kinds=ALL_KINDS) -> tuple[list[Divergenc
         kinds=kinds,
     ).as_params()
     rows = [DivergenceRow.from_db(r) for r in db.execute(divergence_report_query(CONFIG.mapping), params)]
-    totals = tuple(int(v) for v in db.execute(gateway_totals_query(CONFIG.mapping), params).fetchone())
+    totals = {c: (int(n), int(a)) for c, n, a in db.execute(gateway_totals_query(CONFIG.mapping), params)}
     by_kind = {
-        k: (int(n), int(a)) for k, n, a in db.execute(divergence_by_kind_query(CONFIG.mapping), params)
+        (c, k): (int(n), int(a))
+        for c, k, n, a in db.execute(divergence_by_kind_query(CONFIG.mapping), params)
     }
     return rows, totals, by_kind
 
 
+def _figures(summary) -> tuple[dict, dict]:
+    """A summary's per-currency gateway totals and (currency, kind) figures, own minor units."""
+    totals = {
+        c: (f.gateway_count, f.gateway_amount_minor)
+        for c, f in summary.by_currency.items()
+        if f.gateway_count
+    }
+    by_kind = {
+        (c, k.value): (t.count, t.amount_minor)
+        for c, f in summary.by_currency.items()
+        for k, t in f.by_kind.items()
+    }
+    return totals, by_kind
+
+
 def _assert_same(db, hook: BillingGatewayHook, psp: str, window: Window) -> None:
-    rows, totals, by_kind = _live(db, psp, window)
-    assert list(hook.iter_divergences(psp, window)) == rows
-    summary = hook.summary(psp, window)
-    assert (summary.gateway_count, summary.gateway_amount_minor) == totals
-    got = {k.value: (t.count, t.amount_minor) for k, t in summary.by_kind.items() if t.count}
-    assert got == by_kind
-    rows, _, by_kind = _live(db, psp, window, SOME_KINDS)
-    assert list(hook.iter_divergences(psp, window, SOME_KINDS)) == rows
-    summary = hook.summary(psp, window, kinds=SOME_KINDS)
-    assert {k.value: (t.count, t.amount_minor) for k, t in summary.by_kind.items() if t.count} == by_kind
+    live_hook = BillingGatewayHook(config=CONFIG, use_cycle_store=False)
+    for kinds in (ALL_KINDS, SOME_KINDS):
+        rows, totals, by_kind = _live(db, psp, window, kinds)
+        # row for row, with each row's key currency, statement currency and extra copies
+        # in other currencies
+        assert list(hook.iter_divergences(psp, window, kinds)) == rows
+        summary = hook.summary(psp, window, kinds=kinds)
+        assert _figures(summary) == (totals, by_kind)
+        # and every figure of the summary (by_currency, rates, converted amounts, alert)
+        assert summary == live_hook.summary(psp, window, kinds=kinds)
+        assert summary.as_dict() == live_hook.summary(psp, window, kinds=kinds).as_dict()
 
 
 def _clean(db, psp: str, window: Window) -> list[datetime]:
@@ -86,6 +105,15 @@ def _clean(db, psp: str, window: Window) -> list[datetime]:
         "fingerprint": cycle_store.mapping_fingerprint(CONFIG.mapping),
     }
     return [r[0] for r in db.execute(cycle_store.clean_cycles_query(), params)]
+
+
+def _rates(db, **rates: str) -> None:
+    """Rates in force for the windows of these tests (``recon.fx_rates``, DESIGN 3a)."""
+    for currency, rate in rates.items():
+        db.execute(
+            "INSERT INTO recon.fx_rates (currency, rate, valid_from, source) VALUES (%s, %s, %s, 'test')",
+            (currency, rate, BASE - timedelta(days=1)),
+        )
 
 
 class Data:
@@ -159,13 +187,64 @@ def test_stored_cycles_follow_every_kind_of_change(db, hook) -> None:
     d.statement("stripe", "dups", "capture", BASE + HOUR + timedelta(minutes=40))
     d.statement("stripe", "dups", "capture", BASE + 5 * HOUR + timedelta(minutes=40))
     d.pair("adyen", "r0_0", "capture", BASE + timedelta(minutes=5))
+    # DESIGN 3a: duplicates whose copies are in several currencies, local to one cycle and
+    # across cycles; a currency mismatch; yen and dinars have no rate (fx_rate_missing)
+    d.gateway(
+        "stripe", "mixg", "capture", BASE + 3 * HOUR + timedelta(minutes=12), amount=900, currency="EUR"
+    )
+    d.gateway("stripe", "mixg", "capture", BASE + 3 * HOUR + timedelta(minutes=2), amount=300, currency="brl")
+    d.gateway("stripe", "mixg", "capture", BASE + 3 * HOUR + timedelta(minutes=22), amount=40, currency="JPY")
+    d.statement(
+        "stripe", "mixg", "capture", BASE + 3 * HOUR + timedelta(minutes=13), amount=900, currency="EUR"
+    )
+    d.gateway(
+        "stripe", "mixs", "settlement", BASE + HOUR + timedelta(minutes=50), amount=5000, currency="JPY"
+    )
+    d.statement(
+        "stripe", "mixs", "settlement", BASE + HOUR + timedelta(minutes=51), amount=1234, currency="BHD"
+    )
+    d.statement(
+        "stripe", "mixs", "settlement", BASE + 4 * HOUR + timedelta(minutes=5), amount=77, currency="usd"
+    )
+    d.statement(
+        "stripe", "mixs", "settlement", BASE + 4 * HOUR + timedelta(minutes=6), amount=1, currency="BHD"
+    )
+    d.pair("stripe", "mixc", "refund", BASE + 5 * HOUR + timedelta(minutes=30), currency="USD")
+    db.execute("UPDATE psp_statement_lines SET currency = 'brl' WHERE provider_reference = 'mixc'")
+    _rates(db, EUR="6.2512", USD="5.4321")
 
     window = Window(BASE, BASE + 6 * HOUR)
     _store_all(hook, "stripe", range(6))
     assert _clean(db, "stripe", window) == [BASE + h * HOUR for h in range(6)]
     _assert_same(db, hook, "stripe", window)
     rows = list(hook.iter_divergences("stripe", window))
-    assert {r.provider_reference for r in rows} == {"lonely", "orphan", "dup", "dupg", "dups"}
+    assert {r.provider_reference for r in rows} == {
+        "lonely",
+        "orphan",
+        "dup",
+        "dupg",
+        "dups",
+        "mixg",
+        "mixs",
+        "mixc",
+    }
+    # the local mixed duplicate is answered from the store, with its amounts per currency
+    assert db.execute(
+        "SELECT currency, divergent_amount_minor, other_amounts FROM recon.cycle_divergences"
+        " WHERE provider_reference = 'mixg'"
+    ).fetchall() == [("EUR", 0, {"BRL": 300, "JPY": 40})]
+    assert db.execute(
+        "SELECT currency, divergent_count, divergent_amount_minor FROM recon.cycle_kind_totals"
+        " WHERE psp = 'stripe' AND cycle_start = %s AND kind = 'duplicate_in_gateway' ORDER BY currency",
+        (BASE + 3 * HOUR,),
+    ).fetchall() == [("BRL", 0, 300), ("EUR", 1, 0), ("JPY", 0, 40)]
+    mixed = {r.provider_reference: r for r in rows}
+    # the first copy written (smallest id) is the EUR one, though not the earliest
+    assert (mixed["mixg"].currency, mixed["mixg"].divergent_amount_minor) == ("EUR", 0)
+    assert mixed["mixg"].other_amounts == {"BRL": 300, "JPY": 40}
+    assert (mixed["mixs"].currency, mixed["mixs"].other_amounts) == ("JPY", {"BHD": 1, "USD": 77})
+    summary = hook.summary("stripe", window)
+    assert summary.unconverted_currencies == ["BHD", "JPY"] and summary.fx_rate_missing
 
     gid, sid = ids[(1, 1)]
     mutations = [
@@ -193,6 +272,20 @@ def test_stored_cycles_follow_every_kind_of_change(db, hook) -> None:
             " WHERE id = (SELECT intent_id FROM payment_transactions WHERE id = %s)",
             (ids[(2, 0)][0],),
         ),
+        # currencies change: a clean key becomes a currency mismatch, a duplicate's copies
+        # move between currencies (the key's currency follows its first copy)
+        ("UPDATE payment_transactions SET currency = 'eur' WHERE id = %s", (ids[(0, 1)][0],)),
+        (
+            "UPDATE payment_transactions SET currency = 'JPY' WHERE id = (SELECT min(t.id)"
+            " FROM payment_transactions AS t JOIN payment_intents AS i ON i.id = t.intent_id"
+            " WHERE i.provider_reference = 'mixg')",
+            (),
+        ),
+        (
+            "UPDATE psp_statement_lines SET currency = 'EUR'"
+            " WHERE provider_reference = 'mixs' AND amount_minor = 1",
+            (),
+        ),
     ]
     for statement, args in mutations:
         db.execute(statement, args)
@@ -217,7 +310,15 @@ def test_unaligned_windows_and_cycles(db, hook) -> None:
     rnd = random.Random(7)
     for n in range(60):
         at = BASE + timedelta(seconds=rnd.randrange(0, 6 * 3600))
-        d.pair("stripe", f"k{n % 40}", rnd.choice(TYPES), at, delay=timedelta(seconds=rnd.randrange(0, 1800)))
+        d.pair(
+            "stripe",
+            f"k{n % 40}",
+            rnd.choice(TYPES),
+            at,
+            delay=timedelta(seconds=rnd.randrange(0, 1800)),
+            currency=rnd.choice(["BRL", "BRL", "eur", "JPY"]),  # duplicates across currencies
+        )
+    _rates(db, EUR="6.25")
     _store_all(hook, "stripe", range(6))
     for start_min, end_min in ((20, 340), (0, 60), (59, 61), (60, 300), (-30, 400)):
         window = Window(BASE + timedelta(minutes=start_min), BASE + timedelta(minutes=end_min))
@@ -239,8 +340,10 @@ def test_random_changes_stay_exact(db, hook) -> None:
         return {
             "status": rnd.choice(["captured", "CAPTURED", "failed"]),
             "amount": rnd.choice([100, 100, 100, 250]),
-            "currency": rnd.choice(["BRL", "BRL", "brl", "USD"]),
+            "currency": rnd.choice(["BRL", "BRL", "brl", "USD", "eur", "JPY", "BHD"]),
         }
+
+    _rates(db, USD="5.4321", JPY="0.0355")  # EUR and BHD: no rate
 
     refs = [f"x{n}" for n in range(25)]
     for _ in range(50):
@@ -256,7 +359,7 @@ def test_random_changes_stay_exact(db, hook) -> None:
         _store_all(hook, psp, range(-1, 8))
     used = 0
     for step in range(40):
-        action = rnd.randrange(7)
+        action = rnd.randrange(8)
         if action == 0:
             d.gateway(rnd.choice(["stripe", "adyen"]), rnd.choice(refs), rnd.choice(TYPES), moment(), **kw())
         elif action == 1:
@@ -286,6 +389,12 @@ def test_random_changes_stay_exact(db, hook) -> None:
                 "UPDATE payment_intents SET provider_reference = %s WHERE id = (SELECT id FROM "
                 "payment_intents ORDER BY md5(id::text || %s) LIMIT 1)",
                 (rnd.choice(refs), str(step)),
+            )
+        elif action == 6:  # a row's currency changes (duplicates' copies in several currencies)
+            db.execute(
+                "UPDATE payment_transactions SET currency = %s WHERE id = (SELECT id FROM "
+                "payment_transactions ORDER BY md5(id::text || %s) LIMIT 1)",
+                (rnd.choice(["BRL", "usd", "EUR", "JPY"]), str(step)),
             )
         else:  # match_transactions runs again for a random cycle
             hour = BASE + rnd.randrange(-1, 8) * HOUR
@@ -473,6 +582,15 @@ def test_the_sensor_poll_reads_the_same_summary_from_the_store(db, db_url, hook)
             d.pair("stripe", f"s{h}_{n}", "capture", BASE + h * HOUR + timedelta(minutes=11 * n + 1))
         d.gateway("stripe", f"missing{h}", "capture", BASE + h * HOUR + timedelta(minutes=58), amount=700)
         d.statement("stripe", f"extra{h}", "capture", BASE + h * HOUR + timedelta(minutes=7), amount=300)
+        # a duplicate whose extra copy is in another currency, local to the cycle
+        d.gateway(
+            "stripe", f"s{h}_0", "capture", BASE + h * HOUR + timedelta(minutes=3), amount=55, currency="EUR"
+        )
+    # and one across cycles, in yen (no rate until later)
+    d.gateway(
+        "stripe", "s0_1", "capture", BASE + 3 * HOUR + timedelta(minutes=40), amount=1200, currency="JPY"
+    )
+    _rates(db, EUR="6.2512")
     _store_all(hook, "stripe", range(4))
     window = Window(BASE, BASE + 4 * HOUR)
     live_hook = BillingGatewayHook(config=CONFIG, use_cycle_store=False)
@@ -486,6 +604,38 @@ def test_the_sensor_poll_reads_the_same_summary_from_the_store(db, db_url, hook)
         assert stored == live
 
     same()
+    stored = asyncio.run(poll())
+    assert stored.by_currency["EUR"].by_kind[DivergenceKind.DUPLICATE_IN_GATEWAY].amount_minor == 4 * 55
+    assert stored.by_currency["JPY"].divergent_amount_minor == 1200
+    assert stored.unconverted_currencies == ["JPY"] and "fx_rate_missing" in stored.as_dict()["alert_reasons"]
     d.gateway("stripe", "s1_2", "capture", BASE + 2 * HOUR + timedelta(minutes=30))  # a late duplicate
     db.execute("UPDATE psp_statement_lines SET amount_minor = 999 WHERE provider_reference = 's3_0'")
     same()
+    _rates(db, JPY="0.0355")  # a rate arrives: converted, the same on both paths
+    same()
+    assert asyncio.run(poll()).unconverted_currencies == []
+
+
+def test_extra_copies_that_cancel_out_are_no_figure_on_either_path(db, hook) -> None:
+    """Extra copies in EUR of +5 and -5 (two keys, two cycles): no EUR figure, stored or live;
+    then one of those keys changes and is classified live while the other is stored."""
+    d = Data(db)
+    for h, amount in ((0, 5), (1, -5)):
+        d.pair("stripe", f"c{h}", "capture", BASE + h * HOUR + timedelta(minutes=10))
+        d.gateway(
+            "stripe",
+            f"c{h}",
+            "capture",
+            BASE + h * HOUR + timedelta(minutes=20),
+            amount=amount,
+            currency="EUR",
+        )
+    _store_all(hook, "stripe", range(2))
+    window = Window(BASE, BASE + 2 * HOUR)
+    _assert_same(db, hook, "stripe", window)
+    eur = hook.summary("stripe", window).by_currency["EUR"]  # the copies: 2 gateway rows, 0 EUR
+    assert (eur.gateway_count, eur.gateway_amount_minor, eur.by_kind) == (2, 0, {})
+    db.execute("UPDATE psp_statement_lines SET status = 'failed' WHERE provider_reference = 'c1'")
+    _assert_same(db, hook, "stripe", window)
+    eur = hook.summary("stripe", window).by_currency["EUR"]  # the copies: 2 gateway rows, 0 EUR
+    assert (eur.gateway_count, eur.gateway_amount_minor, eur.by_kind) == (2, 0, {})

@@ -92,6 +92,11 @@ def _load(db) -> None:
         "('stripe','2026-11-20T08:00Z','2026-11-20T09:00Z','failed','2026-11-20T09:01Z'),"
         "('stripe','2026-11-20T10:00Z','2026-11-20T11:00Z','running','2026-11-20T11:00Z')"
     )
+    # the provider's own table keeps its names on every site (schema recon)
+    db.execute(
+        "INSERT INTO recon.fx_rates (currency, rate, valid_from, source) VALUES ('USD', 5.4321, %s, 'test')",
+        (W.start,),
+    )
 
 
 def _fingerprint(db, tables=TABLES) -> dict[str, tuple[int, str]]:
@@ -184,8 +189,10 @@ def test_bound_psp_value_is_only_data(db, bad):
     assert [(r.kind, r.provider_reference, r.divergent_amount_minor) for r in rows] == [
         (DivergenceKind.MISSING_IN_STATEMENT, "evil", 42)
     ]
-    assert db.execute(gateway_totals_query(m), params).fetchone() == (1, 42)
-    assert db.execute(divergence_by_kind_query(m), params).fetchall() == [("missing_in_statement", 1, 42)]
+    assert db.execute(gateway_totals_query(m), params).fetchall() == [("BRL", 1, 42)]
+    assert db.execute(divergence_by_kind_query(m), params).fetchall() == [
+        ("BRL", "missing_in_statement", 1, 42)
+    ]
     assert _fingerprint(db) == before
 
 
@@ -326,8 +333,20 @@ def test_custom_mapping_end_to_end(db, airflow_conns, tmp_path):
         (DivergenceKind.MISSING_IN_STATEMENT, "a1")
     ]
     assert expected["summary"]["gateway_count"] == 6
-    assert expected["summary"]["gateway_amount_minor"] == 9_007_199_254_740_993 + 1000 + 500 + 700 + 900 + 250
-    assert expected["summary"]["divergent_amount_minor"] == 900 + 300 + 250 + 3 + 1000
+    # the USD refund in its own currency, converted at 5.4321: 250 * 5.4321 = 1358.025 -> 1358
+    assert expected["summary"]["by_currency"]["USD"]["gateway_amount_minor"] == 250
+    assert expected["summary"]["by_currency"]["USD"]["by_kind"] == {
+        "currency_mismatch": {"count": 1, "amount_minor": 250}
+    }
+    assert expected["summary"]["by_currency"]["BRL"]["gateway_amount_minor"] == (
+        9_007_199_254_740_993 + 1000 + 500 + 700 + 900
+    )
+    assert (
+        expected["summary"]["gateway_amount_minor"] == 9_007_199_254_740_993 + 1000 + 500 + 700 + 900 + 1358
+    )
+    assert expected["summary"]["divergent_amount_minor"] == 900 + 300 + 1358 + 3 + 1000
+    assert expected["summary"]["fx_rates"]["USD"]["rate"] == "5.4321"
+    assert expected["report"][2].currency == "USD" and expected["report"][2].statement_currency == "BRL"
     assert expected["lag"] == 4
     assert expected["snapshot_rows"] == 6
     assert len(expected["cycles"]) == 3

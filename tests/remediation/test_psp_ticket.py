@@ -107,7 +107,11 @@ def test_ticket_csv_holds_the_external_divergences_only(ticket_dag, divergences,
         "currency_mismatch": 1,
         "amount_mismatch": 1,
     }
-    assert result["divergent_amount_minor"] == 300 + 400 + 250 + 500 + 100
+    # every key here is in reais: one currency, its own count and amount
+    assert result["by_currency"] == {
+        "BRL": {"exponent": 2, "rows": 5, "divergent_amount_minor": 300 + 400 + 250 + 500 + 100}
+    }
+    assert "divergent_amount_minor" not in result
     assert result["path"].startswith(str(tmp_path / "artifacts" / "test_psp_ticket"))
     # counts and a path, never the rows
     assert "missst" not in json.dumps(result)
@@ -120,15 +124,26 @@ def test_ticket_csv_holds_the_external_divergences_only(ticket_dag, divergences,
         "kind": "amount_mismatch",
         "gateway_transaction_id": "106",
         "gateway_amount_minor": "1000",
+        "gateway_currency": "BRL",
         "statement_amount_minor": "900",
+        "statement_currency": "BRL",
         "divergent_amount_minor": "100",
         "currency": "BRL",
+        "other_amounts_minor": "",
         "gateway_status": "captured",
         "statement_status": "captured",
     }
     assert (rows["missgw"]["kind"], rows["missgw"]["gateway_transaction_id"]) == ("missing_in_gateway", "")
     assert (rows["missst"]["gateway_transaction_id"], rows["missst"]["statement_amount_minor"]) == ("104", "")
     assert rows["dupst"]["kind"] == "duplicate_in_statement"
+    # a currency mismatch: each amount with the currency it is in
+    assert {k: rows["cur"][k] for k in ("gateway_amount_minor", "gateway_currency")} == {
+        "gateway_amount_minor": "500",
+        "gateway_currency": "BRL",
+    }
+    assert (rows["cur"]["statement_amount_minor"], rows["cur"]["statement_currency"]) == ("500", "USD")
+    assert (rows["missgw"]["gateway_currency"], rows["missgw"]["statement_currency"]) == ("", "BRL")
+    assert (rows["missst"]["gateway_currency"], rows["missst"]["statement_currency"]) == ("BRL", "")
 
 
 @pytest.mark.dags
@@ -199,3 +214,100 @@ def test_parse_ticket_kinds():
     ]
     assert parse_ticket_kinds("[]") == parse_ticket_kinds("")
     assert [k.value for k in parse_ticket_kinds(["status_mismatch"])] == ["status_mismatch"]
+
+
+def test_ticket_in_four_currencies_keeps_each_amount_in_its_own(
+    db, airflow_conns, monkeypatch, tmp_path, capfd
+):
+    """Amount mismatches in BRL, EUR, JPY (no decimals) and USD, a duplicate in the statement
+    whose extra copy is in euros, and a currency mismatch: every amount of the CSV has its
+    currency beside it, and the counts are per currency: no figure of the XCom or the log is
+    a sum of minor units across currencies."""
+    import sys
+    from pathlib import Path
+
+    corrections_tests = str(Path(__file__).resolve().parent.parent / "corrections")
+    if corrections_tests not in sys.path:
+        sys.path.insert(0, corrections_tests)
+    from correction_data import cross_currency_sums, ints_in, numbers_in
+
+    # (ref, gateway (amount, currency), statement lines [(amount, currency)])
+    keys = [
+        ("x-brl", (10_000_021, "BRL"), [(10_000_000, "BRL")]),
+        ("x-eur", (961_980, "EUR"), [(961_000, "EUR")]),
+        ("x-jpy", (123_457, "JPY"), [(123_000, "JPY")]),
+        ("x-usd", (70_055, "USD"), [(70_000, "USD")]),
+        ("x-dup", (4_000, "BRL"), [(4_000, "BRL"), (3_300, "EUR")]),
+        ("x-cur", (5_000, "BRL"), [(5_000, "USD")]),
+    ]
+    for n, (ref, (amount, currency), lines) in enumerate(keys, 1):
+        db.execute(
+            "INSERT INTO payment_intents (id, provider, provider_reference) VALUES (%s,'stripe',%s)", (n, ref)
+        )
+        db.execute(
+            "INSERT INTO payment_transactions (id, intent_id, transaction_type, status, amount_minor,"
+            " currency, created_at) VALUES (%s, %s, 'capture', 'captured', %s, %s, '2026-11-20T10:10Z')",
+            (100 + n, n, amount, currency),
+        )
+        for minute, (line_amount, line_currency) in enumerate(lines, 10):
+            db.execute(
+                "INSERT INTO psp_statement_lines (psp, provider_reference, transaction_type, status,"
+                " amount_minor, currency, occurred_at, statement_id) VALUES ('stripe', %s, 'capture',"
+                " 'captured', %s, %s, %s, 's')",
+                (ref, line_amount, line_currency, f"2026-11-20T10:{minute}Z"),
+            )
+    monkeypatch.setenv("RECON_CONFIG", json.dumps({"psps": ["stripe"]}))
+    out = tmp_path / "ticket.csv"
+    capfd.readouterr()
+    result = PspTicketOperator(task_id="psp_ticket", psp="stripe", output_path=str(out), **WINDOW).execute(
+        context(tmp_path)
+    )
+    printed = capfd.readouterr()
+
+    rows = {r["provider_reference"]: r for r in read_csv(out)}
+    amounts = {
+        ref: (
+            r["gateway_amount_minor"],
+            r["gateway_currency"],
+            r["statement_amount_minor"],
+            r["statement_currency"],
+        )
+        for ref, r in rows.items()
+    }
+    assert amounts == {
+        "x-brl": ("10000021", "BRL", "10000000", "BRL"),
+        "x-eur": ("961980", "EUR", "961000", "EUR"),
+        "x-jpy": ("123457", "JPY", "123000", "JPY"),
+        "x-usd": ("70055", "USD", "70000", "USD"),
+        "x-dup": ("4000", "BRL", "4000", "BRL"),
+        "x-cur": ("5000", "BRL", "5000", "USD"),
+    }
+    divergent = {ref: (r["kind"], r["divergent_amount_minor"], r["currency"]) for ref, r in rows.items()}
+    assert divergent["x-jpy"] == ("amount_mismatch", "457", "JPY")
+    assert divergent["x-eur"] == ("amount_mismatch", "980", "EUR")
+    assert divergent["x-dup"][:1] == ("duplicate_in_statement",)
+    assert json.loads(rows["x-dup"]["other_amounts_minor"]) == {"EUR": 3_300}  # the extra copy, in euros
+    assert divergent["x-cur"][0] == "currency_mismatch"
+
+    by_currency = result["by_currency"]
+    assert set(by_currency) == {"BRL", "EUR", "JPY", "USD"}
+    assert by_currency["JPY"] == {"exponent": 0, "rows": 1, "divergent_amount_minor": 457}
+    assert by_currency["EUR"] == {"exponent": 2, "rows": 1, "divergent_amount_minor": 980 + 3_300}
+    assert by_currency["USD"] == {"exponent": 2, "rows": 1, "divergent_amount_minor": 55}
+    # x-brl, x-dup (its BRL copies match: 0) and x-cur (the key's currency is the gateway's)
+    assert by_currency["BRL"] == {"exponent": 2, "rows": 3, "divergent_amount_minor": 21 + 0 + 5_000}
+    assert sum(v["rows"] for v in by_currency.values()) == result["rows"] == 6
+    assert "divergent_amount_minor" not in result
+
+    # no figure anywhere is a sum of minor units of different currencies
+    parts = [(ref, r["currency"], int(r["divergent_amount_minor"])) for ref, r in rows.items()]
+    parts += [
+        (ref, c, a)
+        for ref, r in rows.items()
+        if r["other_amounts_minor"]
+        for c, a in json.loads(r["other_amounts_minor"]).items()
+    ]
+    mixed = cross_currency_sums(parts)
+    log = "\n".join(line for line in (printed.out + printed.err).splitlines() if "PSP ticket" in line)
+    assert "JPY: 1 row(s), JPY 457" in log and "EUR: 1 row(s), EUR 42,80" in log
+    assert not (ints_in(result) | numbers_in(log)) & mixed
