@@ -809,7 +809,7 @@ def _change(now: Figures, before: Figures, *, then: str = "the previous update")
     per_text = "per currency: " + "; ".join(per_currency) if per_currency else ""
     if not same:
         # totals in different (or unrecorded) currencies are not compared
-        return f"{before.short()} at {then}" + (f" ({per_text})" if per_text else "")
+        return f"was {before.short()} at {then}" + (f" ({per_text})" if per_text else "")
     if delta == 0 and not per_currency:
         return f"unchanged since {then} ({before.short()})"
     direction = "up" if delta > 0 else "down" if delta < 0 else "changed"

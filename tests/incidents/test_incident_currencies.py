@@ -480,7 +480,7 @@ def test_change_compares_totals_only_in_one_currency():
     now = Figures.from_summary(mixed_summary())
     legacy = Figures.from_columns(20_000_000, 12, None, None)  # recorded before currencies
     text = _change(now, legacy)
-    assert text == "n/a (20000000 minor units (currency not recorded)) at the previous update"
+    assert text == "was n/a (20000000 minor units (currency not recorded)) at the previous update"
     assert not text.startswith(("up", "down"))
     assert _change(now, now) == f"unchanged since the previous update ({now.short()})"
     # only the euros moved: the converted delta and the euros' own delta
