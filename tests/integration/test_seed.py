@@ -98,6 +98,18 @@ def gateway_hook(config: ReconConfig | None = None):
 # -- determinism ---------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _parity_fx_rates(request):
+    """The seed's ground truth adds its BRL, USD and EUR amounts (all with 2 decimals): with a
+    rate of 1 BRL per unit for USD and EUR the converted summary must equal it exactly
+    (DESIGN 3a: without a rate those currencies would be left out and fire fx_rate_missing)."""
+    if "db" in request.fixturenames:
+        request.getfixturevalue("db").execute(
+            "INSERT INTO recon.fx_rates (currency, rate, valid_from, source) VALUES"
+            " ('USD', 1, '2000-01-01T00:00Z', 'test: parity'), ('EUR', 1, '2000-01-01T00:00Z', 'test: parity')"
+        )
+
+
 def test_same_spec_gives_identical_tables_and_another_seed_does_not(db):
     first = seed_database(db, db, SPEC)
     before = checksums(db)
