@@ -106,7 +106,8 @@ def _parity_fx_rates(request):
     if "db" in request.fixturenames:
         request.getfixturevalue("db").execute(
             "INSERT INTO recon.fx_rates (currency, rate, valid_from, source) VALUES"
-            " ('USD', 1, '2000-01-01T00:00Z', 'test: parity'), ('EUR', 1, '2000-01-01T00:00Z', 'test: parity')"
+            " ('USD', 1, '2000-01-01T00:00Z', 'test: parity'),"
+            " ('EUR', 1, '2000-01-01T00:00Z', 'test: parity')"
         )
 
 
