@@ -79,7 +79,7 @@ async def fetch_summary(
     same statements and result builder as ``BillingGatewayHook.summary``, on async I/O."""
     import psycopg
 
-    from airflow_recon_provider.reconciliation import cycle_store, queries
+    from airflow_recon_provider.reconciliation import cycle_store, fx_queries, queries
     from airflow_recon_provider.reconciliation.money import FxRate
     from airflow_recon_provider.reconciliation.report import summary_from_results
 
@@ -139,11 +139,11 @@ async def fetch_summary(
                     )
                 ).fetchone()
             )[0]
-            wanted = queries.currencies_to_convert(totals, by_kind, config.reporting_currency)
+            wanted = sorted(queries.summary_currencies(totals, by_kind) - {config.reporting_currency})
             rates = []
-            if wanted and (await (await conn.execute(queries.fx_rates_table_exists_query())).fetchone())[0]:
+            if wanted and (await (await conn.execute(fx_queries.table_exists_query())).fetchone())[0]:
                 cur = await conn.execute(
-                    queries.fx_rates_in_force_query(), {"currencies": wanted, "at": window.end}
+                    fx_queries.rates_in_force_query(), {"currencies": wanted, "at": window.end}
                 )
                 rates = await cur.fetchall()
     finally:

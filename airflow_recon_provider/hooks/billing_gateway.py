@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
+from airflow_recon_provider.hooks.fx_rates import rates_in_force_on
 from airflow_recon_provider.reconciliation import cycle_store, queries
 from airflow_recon_provider.reconciliation.config import PspConfig, check_psp_name
 from airflow_recon_provider.reconciliation.errors import ReconError
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
-from airflow_recon_provider.reconciliation.money import FxRate
 from airflow_recon_provider.reconciliation.report import (
     DivergenceRow,
     DivergenceSummary,
@@ -155,12 +155,12 @@ class BillingGatewayHook(ReconPostgresHook):
                     queries.latest_success_query(mapping),
                     {"psp": psp_cfg.name, "reference": reference},
                 ).fetchone()[0]
-                wanted = queries.currencies_to_convert(totals, by_kind, self.config.reporting_currency)
-                rates = []
-                if wanted and conn.execute(queries.fx_rates_table_exists_query()).fetchone()[0]:
-                    rates = conn.execute(
-                        queries.fx_rates_in_force_query(), {"currencies": wanted, "at": window.end}
-                    ).fetchall()
+                rates = rates_in_force_on(
+                    conn,
+                    queries.summary_currencies(totals, by_kind),
+                    window.end,
+                    reporting=self.config.reporting_currency,
+                )
         return summary_from_results(
             psp=psp_cfg.name,
             window=window,
@@ -170,7 +170,7 @@ class BillingGatewayHook(ReconPostgresHook):
             reference=reference,
             thresholds=self.config.thresholds.for_psp(psp_cfg.name),
             reporting_currency=self.config.reporting_currency,
-            fx_rates=[FxRate.from_db(r) for r in rates],
+            fx_rates=rates,
         )
 
     # -- stored per-cycle classification (reconciliation/cycle_store.py) --------------------

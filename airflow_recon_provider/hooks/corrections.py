@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
+from airflow_recon_provider.hooks.fx_rates import rates_in_force_on
 from airflow_recon_provider.reconciliation import correction_queries as cq
 from airflow_recon_provider.reconciliation import queries
 from airflow_recon_provider.reconciliation.config import check_psp_name
@@ -66,7 +67,6 @@ from airflow_recon_provider.reconciliation.errors import (
     SelfApprovalError,
 )
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
-from airflow_recon_provider.reconciliation.money import FxRate
 from airflow_recon_provider.reconciliation.report import DivergenceRow
 from airflow_recon_provider.reconciliation.window import CYCLE, Window, floor_cycle
 
@@ -187,7 +187,9 @@ class CorrectionsHook(BillingGatewayHook):
                         cq.store_proposals_query(),
                         {"key": key, "psp": psp, "run_id": run_id, "incident_id": incident_id},
                     )
-                    rates = self._rates_in_force(conn, builder.currencies, window.end)
+                    rates = rates_in_force_on(
+                        conn, builder.currencies, window.end, reporting=self.config.reporting_currency
+                    )
             artifact = target_dir / f"correction_{key}.csv"
             os.replace(tmp_name, artifact)
         except BaseException:
@@ -209,18 +211,6 @@ class CorrectionsHook(BillingGatewayHook):
             artifact,
         )
         return dry
-
-    def _rates_in_force(
-        self, conn: psycopg.Connection, currencies: Sequence[str], at: datetime
-    ) -> list[FxRate]:
-        """The ``recon.fx_rates`` rows in force at ``at`` (the window's end) of ``currencies``
-        other than the reporting one; none when the table is not there (migration 6 not run:
-        every other currency is then named as not converted, never taken as zero)."""
-        wanted = sorted({c for c in currencies if c and c != self.config.reporting_currency})
-        if not wanted or not conn.execute(queries.fx_rates_table_exists_query()).fetchone()[0]:
-            return []
-        rows = conn.execute(queries.fx_rates_in_force_query(), {"currencies": wanted, "at": at}).fetchall()
-        return [FxRate.from_db(r) for r in rows]
 
     @staticmethod
     def _copy_batch(conn: psycopg.Connection, batch: Sequence[ProposedCorrection], first: int) -> None:

@@ -329,27 +329,11 @@ GROUP BY 1"""
     )
 
 
-def fx_rates_in_force_query() -> sql.SQL:
-    """For each of ``%(currencies)s``, the ``recon.fx_rates`` row with the greatest
-    ``valid_from <= %(at)s`` (DESIGN 3a): rows ``(currency, rate, valid_from, source)``."""
-    return sql.SQL(
-        """SELECT DISTINCT ON (currency) currency, rate, valid_from, source
-FROM recon.fx_rates
-WHERE currency = ANY(%(currencies)s::text[]) AND valid_from <= %(at)s
-ORDER BY currency, valid_from DESC"""
-    )
-
-
-def currencies_to_convert(
-    totals: list[tuple[Any, ...]], by_kind: list[tuple[Any, ...]], reporting_currency: str
-) -> list[str]:
+def summary_currencies(totals: list[tuple[Any, ...]], by_kind: list[tuple[Any, ...]]) -> set[str]:
     """The currencies of a summary's rows (:func:`gateway_totals_query`,
-    :func:`divergence_by_kind_query`) that need a rate: every one but the reporting currency."""
-    return sorted(({r[0] for r in totals} | {r[0] for r in by_kind}) - {reporting_currency, None})
-
-
-def fx_rates_table_exists_query() -> sql.SQL:
-    return sql.SQL("SELECT to_regclass('recon.fx_rates') IS NOT NULL")
+    :func:`divergence_by_kind_query`); the rates of those other than the reporting currency
+    are read with ``fx_queries.rates_in_force_query``."""
+    return ({r[0] for r in totals} | {r[0] for r in by_kind}) - {None}
 
 
 def snapshot_copy_query(m: TableMapping) -> sql.Composed:

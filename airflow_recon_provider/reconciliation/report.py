@@ -540,7 +540,7 @@ def summary_from_results(
     rows ``(currency, count, amount)`` of :func:`queries.gateway_totals_query`, rows
     ``(currency, kind, count, amount)`` of :func:`queries.divergence_by_kind_query`, the
     value of :func:`queries.latest_success_query` at ``reference``, and the rates in force
-    (:func:`queries.fx_rates_in_force_query`)."""
+    (``fx_queries.rates_in_force_query``)."""
     from airflow_recon_provider.reconciliation.window import cycles_between
 
     gateway: dict[str, tuple[int, int]] = {}
