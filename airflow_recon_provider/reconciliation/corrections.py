@@ -37,7 +37,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import IO, Any
@@ -58,6 +58,7 @@ from airflow_recon_provider.reconciliation.money import (
     exponent,
     format_money,
     format_rate,
+    rate_text,
 )
 from airflow_recon_provider.reconciliation.report import DivergenceRow, KindTotal
 from airflow_recon_provider.reconciliation.window import Window
@@ -754,6 +755,11 @@ def _md(value: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
+def _inert_source(rate: FxRate) -> FxRate:
+    """The rate with its source (free text from ``recon.fx_rates``) made inert in markdown."""
+    return replace(rate, source=_md(rate.source)) if rate.source else rate
+
+
 def _human_duration(delta: timedelta) -> str:
     minutes = int(delta.total_seconds() // 60)
     if minutes < 60:
@@ -793,14 +799,6 @@ def per_currency_text(
     return "; ".join(parts) if parts else "none"
 
 
-def rate_text(rate: FxRate, reporting_currency: str, *, locale: str = DEFAULT_LOCALE) -> str:
-    """``1 EUR = 6,2512 BRL (valid from 2026-11-21T00:00:00+00:00, BCB PTAX)``."""
-    return (
-        f"1 {_md(rate.currency)} = {format_rate(rate.rate, locale=locale)} {_md(reporting_currency)} "
-        f"(valid from {rate.valid_from.isoformat()}, {_md(rate.source or 'no source')})"
-    )
-
-
 def converted_text(
     dry: DryRun, totals: Mapping[str, KindTotal], *, locale: str = DEFAULT_LOCALE
 ) -> list[str]:
@@ -816,7 +814,9 @@ def converted_text(
     missing = [c for c in codes if not converter.can_convert(c)]
     lines = []
     if convertible:
-        rates = "; ".join(rate_text(dry.fx_rates[c], rc, locale=locale) for c in convertible if c != rc)
+        rates = "; ".join(
+            rate_text(_inert_source(dry.fx_rates[c]), rc, locale=locale) for c in convertible if c != rc
+        )
         of = ", ".join(_code(c) for c in convertible)
         lines.append(
             f"Converted total in {_md(rc)} (converted, of {of}"
@@ -1154,7 +1154,6 @@ __all__ = [
     "merge_by_currency",
     "parse_row_cap",
     "per_currency_text",
-    "rate_text",
     "totals_by_currency",
     "user_label",
 ]

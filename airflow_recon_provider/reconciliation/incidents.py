@@ -39,7 +39,7 @@ from airflow_recon_provider.reconciliation.money import (
     exponent,
     format_money,
     format_pct,
-    format_rate,
+    rate_text,
 )
 from airflow_recon_provider.reconciliation.report import divergence_pct
 
@@ -220,14 +220,6 @@ def money_text(amount_minor: int | None, currency: str | None, *, locale: str = 
 
 def _signed(amount_minor: int, currency: str | None) -> str:
     return ("+" if amount_minor > 0 else "") + money_text(amount_minor, currency)
-
-
-def _rate_text(rate: FxRate, reporting_currency: str | None, *, full: bool = False) -> str:
-    """``1 EUR = 6,25 BRL`` (``full``: with the moment it is in force from and its source)."""
-    text = f"1 {rate.currency} = {format_rate(rate.rate)} {reporting_currency or '?'}"
-    if full:
-        text += f" (from {format_time(rate.valid_from)}, {rate.source or 'source not recorded'})"
-    return text
 
 
 @dataclass(frozen=True)
@@ -467,7 +459,7 @@ class Figures:
         """``1 EUR = 6,25 BRL (from 2026-12-04 16:00 UTC, BCB PTAX); 1 JPY = ...`` (not ``full``:
         ``1 EUR = 6,25 BRL and 1 JPY = 0,0375 BRL``)."""
         return ("; " if full else " and ").join(
-            _rate_text(self.fx_rates[c], self.reporting_currency, full=full) for c in sorted(self.fx_rates)
+            rate_text(self.fx_rates[c], self.reporting_currency, full=full) for c in sorted(self.fx_rates)
         )
 
     def unconverted_text(self) -> str:
@@ -511,9 +503,7 @@ class Figures:
 
     def rate_lines(self) -> list[str]:
         """``1 EUR = 6,25 BRL (from 2026-12-04 16:00 UTC, BCB PTAX)``, one per rate used."""
-        return [
-            _rate_text(self.fx_rates[c], self.reporting_currency, full=True) for c in sorted(self.fx_rates)
-        ]
+        return [rate_text(self.fx_rates[c], self.reporting_currency) for c in sorted(self.fx_rates)]
 
     def fields(self, label: str, note: str = "") -> list[tuple[str, str]]:
         """The figures as labelled lines for a message: the totals (``label``), then with

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from functools import lru_cache
 from typing import Any
@@ -187,6 +187,19 @@ def format_rate(rate: Decimal, *, locale: str = DEFAULT_LOCALE) -> str:
     return format_decimal(
         normal, format="#,##0." + "0" * places if places else "#,##0", locale=babel_locale(locale)
     )
+
+
+def rate_text(
+    rate: FxRate, reporting_currency: str | None, *, full: bool = True, locale: str = DEFAULT_LOCALE
+) -> str:
+    """``1 EUR = 6,2875 BRL`` and, ``full``, the moment it is in force from and its source:
+    ``1 EUR = 6,2875 BRL (from 2026-11-20 16:00 UTC, BCB PTAX)``. The one wording of a rate
+    on every surface (summary, dashboard, approval, incident timeline, e-mail)."""
+    text = f"1 {rate.currency} = {format_rate(rate.rate, locale=locale)} {reporting_currency or '?'}"
+    if full:
+        moment = rate.valid_from.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        text += f" (from {moment}, {rate.source or 'source not recorded'})"
+    return text
 
 
 def format_pct(pct: float | Decimal | None, *, locale: str = DEFAULT_LOCALE) -> str:

@@ -23,7 +23,7 @@ from airflow_recon_provider.reconciliation.money import (
     exponent,
     format_money,
     format_pct,
-    format_rate,
+    rate_text,
 )
 from airflow_recon_provider.reconciliation.thresholds import AlertReason, Thresholds
 from airflow_recon_provider.reconciliation.window import Window
@@ -377,16 +377,6 @@ def write_csv(rows: Iterable[DivergenceRow], out: IO[str]) -> int:
     return count
 
 
-def format_minor(amount_minor: int | None, currency: str | None = None) -> str:
-    """``123456`` -> ``1,234.56`` (two-decimal currencies); exact, no float involved."""
-    if amount_minor is None:
-        return "-"
-    sign = "-" if amount_minor < 0 else ""
-    units, cents = divmod(abs(amount_minor), 100)
-    text = f"{sign}{units:,}.{cents:02d}"
-    return f"{text} {currency}" if currency else text
-
-
 def iter_table_lines(rows: Iterable[DivergenceRow], *, locale: str = DEFAULT_LOCALE) -> Iterator[list[str]]:
     """Report rows as people read them: every amount with its own currency and decimals."""
     for row in rows:
@@ -456,11 +446,9 @@ def render_rows(rows: Iterable[DivergenceRow], out: IO[str], fmt: str) -> int:
 
 def rates_text(summary: DivergenceSummary, *, locale: str = DEFAULT_LOCALE) -> str:
     """The rates a summary's converted figures used, and the currencies left out, in words:
-    ``1 EUR = R$ 6,25 (from 2026-12-04T16:00:00+00:00, BCB PTAX)``."""
+    ``1 EUR = 6,25 BRL (from 2026-12-04 16:00 UTC, BCB PTAX)``."""
     parts = [
-        f"1 {c} = {format_rate(r.rate, locale=locale)} {summary.reporting_currency} "
-        f"({r.valid_from.isoformat()}, {r.source or '-'})"
-        for c, r in sorted(summary.used_rates.items())
+        rate_text(r, summary.reporting_currency, locale=locale) for _, r in sorted(summary.used_rates.items())
     ]
     if summary.unconverted_currencies:
         parts.append("no rate (left out): " + ", ".join(summary.unconverted_currencies))

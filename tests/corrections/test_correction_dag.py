@@ -229,8 +229,8 @@ def test_four_currencies_each_in_its_own_figures_and_converted_with_the_rates(
     assert (
         f"- Converted total in BRL (converted, of BRL, EUR, JPY; USD not included): {in_reais} — "
         "rates in force at 2026-11-21T11:00:00+00:00: "
-        "1 EUR = 6,2512 BRL (valid from 2026-11-21T00:00:00+00:00, BCB PTAX); "
-        "1 JPY = 0,0365 BRL (valid from 2026-11-20T00:00:00+00:00, BCB PTAX)"
+        "1 EUR = 6,2512 BRL (from 2026-11-21 00:00 UTC, BCB PTAX); "
+        "1 JPY = 0,0365 BRL (from 2026-11-20 00:00 UTC, BCB PTAX)"
     ) in body
     assert "- Not converted to BRL: USD — no rate in recon.fx_rates in force at 2026-11-21T11:00:00" in body
     assert "| EUR | 1 | EUR 9.619,80 | R$ 60.135,29 (converted at 1 EUR = 6,2512 BRL) |" in body

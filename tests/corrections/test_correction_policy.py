@@ -348,7 +348,7 @@ def test_totals_stay_per_currency_and_the_converted_total_is_labelled():
         in body
     )
     assert "Converted total in BRL (converted, of BRL, EUR, JPY; USD not included): BRL 70.54 — " in body
-    assert "1 EUR = 6.25 BRL (valid from 2026-11-20T00:00:00+00:00, BCB PTAX)" in body
+    assert "1 EUR = 6.25 BRL (from 2026-11-20 00:00 UTC, BCB PTAX)" in body
     assert "Not converted to BRL: USD — no rate" in body
     assert "1 key(s) — 1 in BRL: BRL 5.00; extra copies in EUR: EUR 3.00" in body
     assert "| duplicate_in_gateway | EUR | 0 | EUR 3.00 |" in body

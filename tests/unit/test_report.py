@@ -18,9 +18,9 @@ from airflow_recon_provider.reconciliation import (
     Window,
     divergence_pct,
 )
+from airflow_recon_provider.reconciliation.money import format_money
 from airflow_recon_provider.reconciliation.report import (
     REPORT_FIELDS,
-    format_minor,
     render_rows,
     summary_table,
     write_csv,
@@ -301,22 +301,18 @@ def test_divergence_pct_none_without_gateway_amount():
 @pytest.mark.parametrize(
     ("amount", "currency", "expected"),
     [
-        (0, None, "0.00"),
-        (5, None, "0.05"),
-        (100, None, "1.00"),
-        (123_456, None, "1,234.56"),
-        (-5, None, "-0.05"),
-        (-123_456, "BRL", "-1,234.56 BRL"),
-        (500_000, "BRL", "5,000.00 BRL"),
-        (BIG, None, "90,071,992,547,409.93"),
-        (10**15, None, "10,000,000,000,000.00"),
-        (10**15 + 1, None, "10,000,000,000,000.01"),
-        (2**63 - 1, None, "92,233,720,368,547,758.07"),
-        (None, None, "-"),
+        (0, "BRL", "R$ 0,00"),
+        (5, "BRL", "R$ 0,05"),
+        (123_456, "BRL", "R$ 1.234,56"),
+        (-123_456, "BRL", "-R$ 1.234,56"),
+        (BIG, "EUR", "EUR 90.071.992.547.409,93"),
+        (10**15 + 1, "BRL", "R$ 10.000.000.000.000,01"),
+        (2**63 - 1, "BRL", "R$ 92.233.720.368.547.758,07"),
+        (2**63 - 1, "JPY", "JPY 9.223.372.036.854.775.807"),
     ],
 )
-def test_format_minor_is_exact(amount, currency, expected):
-    assert format_minor(amount, currency) == expected
+def test_amounts_are_formatted_exactly_beyond_float_precision(amount, currency, expected):
+    assert format_money(amount, currency) == expected
 
 
 # -- summary -------------------------------------------------------------------------
