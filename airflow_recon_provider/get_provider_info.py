@@ -33,6 +33,53 @@ _PSP_FIELD_BEHAVIOUR = {
 }
 
 
+_CONFIG = {
+    "recon": {
+        "description": "Billing gateway reconciliation: where the runbook's artifacts (snapshot, "
+        "dry-run CSV, PSP ticket, closing report, release record) are stored and where people "
+        "open them.",
+        "options": {
+            "artifacts_base_url": {
+                "description": (
+                    "Base URL of the artifact store, read through Airflow's object storage: "
+                    "s3://bucket/prefix (or another scheme an installed Airflow provider registers) "
+                    "in production, where workers share no disk; file:///shared/dir on one host. "
+                    "Each artifact goes to <base>/<dag_id>/<run_id>/<name>, written once. "
+                    "Empty: $RECON_ARTIFACTS_DIR (a local directory) when set, else "
+                    "file://$AIRFLOW_HOME/recon-artifacts."
+                ),
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "s3://finops-recon-artifacts/prod",
+                "default": "",
+            },
+            "artifacts_conn_id": {
+                "description": (
+                    "Airflow connection of the artifact store (for s3://, an aws connection: key, "
+                    "secret, and endpoint_url in its extra for an S3-compatible server). Empty for "
+                    "file://."
+                ),
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "aws_recon_artifacts",
+                "default": "",
+            },
+            "dashboard_base_url": {
+                "description": (
+                    "Where people open the reconciliation dashboard: XCom, the incident timeline, "
+                    "approval texts and e-mails link each artifact as "
+                    "<dashboard_base_url>/artifacts/<id>. Empty: [api] base_url followed by /recon."
+                ),
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "https://airflow.example.com/recon",
+                "default": "",
+            },
+        },
+    }
+}
+
+
 def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-recon-provider",
@@ -103,6 +150,8 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        # [recon] of the Airflow configuration (AIRFLOW__RECON__<OPTION> works too)
+        "config": _CONFIG,
         "notifications": ["airflow_recon_provider.notifications.finance.FinanceNotifier"],
         "plugins": [
             {

@@ -304,6 +304,36 @@ ALTER TABLE recon.incidents ADD COLUMN IF NOT EXISTS currency_figures jsonb;
 ALTER TABLE recon.incident_events ADD COLUMN IF NOT EXISTS currency_figures jsonb;
 """,
     ),
+    Migration(
+        7,
+        "artifacts in object storage (snapshot, dry run, PSP ticket, closing report, release record)",
+        """
+-- one row per artifact written to the object store ([recon] artifacts_base_url): the
+-- dashboard lists a run's or an incident's artifacts here and serves each from its url
+CREATE TABLE IF NOT EXISTS recon.artifacts (
+    id            bigserial PRIMARY KEY,
+    dag_id        text NOT NULL,
+    run_id        text NOT NULL,
+    task_id       text NOT NULL,
+    psp           text,
+    incident_id   text,
+    kind          text NOT NULL CHECK (kind IN ('snapshot', 'dry_run', 'psp_ticket', 'closing_report',
+                                                'closing_report_html', 'release_record')),
+    name          text NOT NULL,
+    -- the object's URL (file://, s3://...) and the Airflow connection to read it with
+    url           text NOT NULL,
+    conn_id       text,
+    content_type  text NOT NULL,
+    size_bytes    bigint NOT NULL CHECK (size_bytes >= 0),
+    sha256        text NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    -- written once: a name of a run is never replaced (a retry with the same bytes reuses it)
+    CONSTRAINT artifacts_once UNIQUE (dag_id, run_id, name)
+);
+CREATE INDEX IF NOT EXISTS artifacts_by_incident ON recon.artifacts (incident_id, id);
+CREATE INDEX IF NOT EXISTS artifacts_by_run ON recon.artifacts (dag_id, run_id);
+""",
+    ),
 )
 
 
