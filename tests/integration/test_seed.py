@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from fx_support import insert_parity_rates
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
@@ -104,11 +105,7 @@ def _parity_fx_rates(request):
     rate of 1 BRL per unit for USD and EUR the converted summary must equal it exactly
     (DESIGN 3a: without a rate those currencies would be left out and fire fx_rate_missing)."""
     if "db" in request.fixturenames:
-        request.getfixturevalue("db").execute(
-            "INSERT INTO recon.fx_rates (currency, rate, valid_from, source) VALUES"
-            " ('USD', 1, '2000-01-01T00:00Z', 'test: parity'),"
-            " ('EUR', 1, '2000-01-01T00:00Z', 'test: parity')"
-        )
+        insert_parity_rates(request.getfixturevalue("db"))
 
 
 def test_same_spec_gives_identical_tables_and_another_seed_does_not(db):

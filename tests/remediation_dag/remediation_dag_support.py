@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from fx_support import insert_parity_rates
 from werkzeug import Request, Response
 
 WINDOW_START = "2026-11-20T11:00:00Z"
@@ -85,13 +86,7 @@ def seed_scenario(db) -> Scenario:
         status_mapping={"stripe": STATUS_MAPPING},
     )
     seed_database(db, None, spec)
-    # rates for the seed's other currencies (DESIGN 3a: without one, a EUR/USD divergence fires
-    # fx_rate_missing and never recovers); 1 BRL per unit (both have 2 decimals), so the converted
-    # figures equal the per-currency ones added, and this scenario's arithmetic stays readable
-    db.execute(
-        "INSERT INTO recon.fx_rates (currency, rate, valid_from, source) VALUES"
-        " ('USD', 1, '2026-01-01T00:00Z', 'test: parity'), ('EUR', 1, '2026-01-01T00:00Z', 'test: parity')"
-    )
+    insert_parity_rates(db)  # without them the EUR/USD remainder fires fx_rate_missing
     window = {"start": WINDOW_START, "end": WINDOW_END}
     captures = db.execute(
         """SELECT t.id, i.provider_reference, t.amount_minor
