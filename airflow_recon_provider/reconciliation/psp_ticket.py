@@ -24,6 +24,7 @@ from airflow_recon_provider.reconciliation.errors import DivergenceKindError
 from airflow_recon_provider.reconciliation.kinds import DivergenceKind, parse_kinds
 from airflow_recon_provider.reconciliation.money import DEFAULT_LOCALE, exponent, format_money
 from airflow_recon_provider.reconciliation.report import DivergenceRow
+from airflow_recon_provider.reconciliation.spreadsheet import safe_row
 
 #: kinds a PSP ticket covers by default
 EXTERNAL_KINDS: tuple[DivergenceKind, ...] = (
@@ -143,12 +144,13 @@ class TicketCounts:
 
 
 def write_ticket_csv(rows: Iterable[DivergenceRow], out: IO[str]) -> TicketCounts:
-    """Stream ``rows`` to ``out`` as the ticket CSV (header first); return the counts."""
+    """Stream ``rows`` to ``out`` as the ticket CSV (header first); return the counts. Text
+    from the data that a spreadsheet would run as a formula is kept as text (:mod:`spreadsheet`)."""
     writer = csv.DictWriter(out, fieldnames=TICKET_FIELDS, lineterminator="\n")
     writer.writeheader()
     counts = TicketCounts()
     for row in rows:
-        writer.writerow(ticket_row(row))
+        writer.writerow(safe_row(ticket_row(row)))
         counts.add(row)
     return counts
 
