@@ -2,7 +2,9 @@
 
 - ``GET /recon/`` — the page (HTML);
 - ``GET /recon/api/psps`` — the same data as JSON;
-- ``GET /recon/static/icon.svg`` — the navigation icon (no data, no login).
+- ``GET /recon/static/icon.svg`` — the navigation icon (no data, no login);
+- incidents (open and closed), artifacts and each run's artifacts: see
+  ``dashboard_incidents_app`` (same login and permission).
 
 Airflow mounts plugin apps as they are: its API authentication does not apply to them by
 itself. These routes therefore ask Airflow's auth manager, like Airflow's own routes do: the
@@ -27,6 +29,8 @@ from airflow_recon_provider.plugins.dashboard_data import (
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from airflow_recon_provider.plugins.dashboard_incidents import IncidentReader
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +80,17 @@ def _require_reader_factory() -> Any:
     return require_reader
 
 
-def create_app(*, reader: DashboardReader | None = None, require_login: bool = True) -> "FastAPI":
+def create_app(
+    *,
+    reader: DashboardReader | None = None,
+    incidents: "IncidentReader | None" = None,
+    require_login: bool = True,
+) -> "FastAPI":
     """Build the dashboard app.
 
     :param reader: reads the data (default: the ``billing_gateway_db`` connection and
         ``ReconConfig.load()`` at every request, so a changed configuration shows at once).
+    :param incidents: reads incidents and artifacts (default: the reader's connection).
     :param require_login: ask Airflow's auth manager (always, in the API server); ``False``
         only for tests of the page itself.
     """
@@ -89,9 +99,12 @@ def create_app(*, reader: DashboardReader | None = None, require_login: bool = T
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
     from starlette.exceptions import HTTPException
 
+    from airflow_recon_provider.plugins.dashboard_incidents import IncidentReader
+    from airflow_recon_provider.plugins.dashboard_incidents_app import add_incident_routes
     from airflow_recon_provider.plugins.dashboard_page import TITLE, render_dashboard, render_error
 
     reader = reader or DashboardReader()
+    incidents = incidents or IncidentReader(billing_gateway_conn_id=reader.conn_id)
     dependencies = [Depends(_require_reader_factory())] if require_login else []
     app = FastAPI(
         title=TITLE,
@@ -148,6 +161,7 @@ def create_app(*, reader: DashboardReader | None = None, require_login: bool = T
     def icon() -> Response:
         return Response(ICON_SVG, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
+    add_incident_routes(app, incidents=incidents, dependencies=dependencies)
     return app
 
 
