@@ -100,7 +100,10 @@ def create_app(
     from starlette.exceptions import HTTPException
 
     from airflow_recon_provider.plugins.dashboard_incidents import IncidentReader
-    from airflow_recon_provider.plugins.dashboard_incidents_app import add_incident_routes
+    from airflow_recon_provider.plugins.dashboard_incidents_app import (
+        add_incident_routes,
+        evidence_page_problem,
+    )
     from airflow_recon_provider.plugins.dashboard_page import TITLE, render_dashboard, render_error
 
     reader = reader or DashboardReader()
@@ -125,6 +128,10 @@ def create_app(
             next_url = str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(get_auth_manager().get_url_login(next_url=next_url), status_code=303)
         if wants_html(request):
+            path_in_app = request.url.path.removeprefix(request.scope.get("root_path") or "")
+            page = evidence_page_problem(path_in_app, exc.status_code)  # pt-BR, incident pages
+            if page is not None:
+                return page
             return HTMLResponse(render_error(str(exc.detail)), status_code=exc.status_code)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 

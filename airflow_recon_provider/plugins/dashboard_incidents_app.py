@@ -35,6 +35,7 @@ from airflow_recon_provider.plugins.dashboard_incidents import (
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from starlette.responses import Response
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,30 @@ def stream_verified(artifact: ArtifactView, handle: IO[bytes], *, first: bytes) 
         raise
     finally:
         handle.close()
+
+
+#: the first path segment of these routes (inside the app, after ``/recon``)
+EVIDENCE_PREFIXES = ("/incidents", "/artifacts", "/runs/")
+
+
+def evidence_page_problem(path_in_app: str, status_code: int) -> "Response | None":
+    """The pt-BR page of an HTTP error (403 without permission, 404 of an unknown path...)
+    raised before an incident or evidence page ran; ``None`` for the dashboard's other paths."""
+    from fastapi.responses import HTMLResponse
+
+    from airflow_recon_provider.plugins.dashboard_data import REMEDIATION_DAG_ID
+    from airflow_recon_provider.plugins.dashboard_incidents_page import render_problem
+
+    if not path_in_app.startswith(EVIDENCE_PREFIXES):
+        return None
+    message = {
+        403: f"Você não tem permissão de leitura na DAG {REMEDIATION_DAG_ID}; por isso não pode ver "
+        "os incidentes nem os artefatos. Peça o acesso a quem administra o Airflow.",
+        404: "Esta página não existe.",
+        405: "Este endereço só aceita leitura (GET).",
+    }.get(status_code, f"O pedido não pôde ser atendido (HTTP {status_code}).")
+    root = "../" * path_in_app.count("/", 1) or "./"
+    return HTMLResponse(render_problem(message, status_code=status_code, root=root), status_code=status_code)
 
 
 def add_incident_routes(app: "FastAPI", *, incidents: IncidentReader, dependencies: Sequence[Any]) -> None:
@@ -272,4 +297,11 @@ def add_incident_routes(app: "FastAPI", *, incidents: IncidentReader, dependenci
             return problem_json(exc)
 
 
-__all__ = ["REPORT_CSP", "StoreUnreadable", "add_incident_routes", "artifact_headers", "open_from_store"]
+__all__ = [
+    "REPORT_CSP",
+    "StoreUnreadable",
+    "add_incident_routes",
+    "artifact_headers",
+    "evidence_page_problem",
+    "open_from_store",
+]

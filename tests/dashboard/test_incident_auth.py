@@ -76,7 +76,8 @@ def test_a_user_without_read_permission_on_the_dag_gets_403(app_client, auth_man
     for path in pages:
         answer = app_client.get(path)
         assert answer.status_code == 403, path
-        assert "billing_gateway_remediation" in answer.text and "FIN-88" not in answer.text
+        assert "Você não tem permissão de leitura na DAG billing_gateway_remediation" in answer.text
+        assert "FIN-88" not in answer.text
     app_client.cookies.clear()
     for path in apis:
         answer = app_client.get(path, headers={"Authorization": f"Bearer {_token(auth_manager, None)}"})

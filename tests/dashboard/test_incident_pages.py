@@ -237,6 +237,12 @@ def test_an_unknown_incident_is_404(client, dashboard_db):
     assert client.get("/api/incidents/INCIDENT-999999").status_code == 404
 
 
+def test_an_unknown_path_under_the_incidents_is_a_portuguese_404(client, closed_incident):
+    page = client.get(f"/incidents/{closed_incident.incident_id}/nothing-here")
+    assert page.status_code == 404 and "Esta página não existe." in page.text
+    assert 'href="../../incidents"' in page.text  # back to /recon/incidents
+
+
 def test_the_closing_report_stored_on_the_incident(client, closed_incident, dashboard_db):
     answer = client.get(f"/incidents/{closed_incident.incident_id}/closing-report")
     assert answer.status_code == 200 and answer.text == closed_incident.closing_html
