@@ -155,14 +155,34 @@ def _window_and_kinds(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     return config, window, parse_kinds(args.kinds)
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def _gateway_reader(args: argparse.Namespace, config: Any) -> Any:
+    """The gateway reader of ``report`` and ``summary``: straight on libpq when the connection
+    is an ``AIRFLOW_CONN_*`` variable that nothing overrides (no Airflow import, see
+    hooks/env_connections.py), else :class:`BillingGatewayHook` through Airflow's lookup."""
+    from airflow_recon_provider.hooks.env_connections import postgres_connect_kwargs
+
+    kwargs = postgres_connect_kwargs(args.conn_id)
+    if kwargs is not None:
+        from airflow_recon_provider.hooks.gateway_reader import DirectGatewayReader
+
+        return DirectGatewayReader(
+            conn_id=args.conn_id,
+            connect_kwargs=kwargs,
+            config=config,
+            use_cycle_store=not args.no_cycle_store,
+        )
     from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
+
+    return BillingGatewayHook(
+        billing_gateway_conn_id=args.conn_id, config=config, use_cycle_store=not args.no_cycle_store
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
     from airflow_recon_provider.reconciliation.report import render_rows
 
     config, window, kinds = _window_and_kinds(args)
-    hook = BillingGatewayHook(
-        billing_gateway_conn_id=args.conn_id, config=config, use_cycle_store=not args.no_cycle_store
-    )
+    hook = _gateway_reader(args, config)
     hook.resolve_psp(args.psp)  # fail before any output is written
     render_rows(hook.iter_divergences(args.psp, window, kinds), sys.stdout, args.format)
     sys.stdout.flush()
@@ -170,13 +190,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
     from airflow_recon_provider.reconciliation.report import summary_table
 
     config, window, kinds = _window_and_kinds(args)
-    hook = BillingGatewayHook(
-        billing_gateway_conn_id=args.conn_id, config=config, use_cycle_store=not args.no_cycle_store
-    )
+    hook = _gateway_reader(args, config)
     summary = hook.summary(args.psp, window, kinds=kinds)
     print(json.dumps(summary.as_dict(), ensure_ascii=False))
     if args.table:

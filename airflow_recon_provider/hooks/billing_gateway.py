@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
-from airflow_recon_provider.hooks.fx_rates import rates_in_force_on
+from airflow_recon_provider.hooks.gateway_reader import GatewayReader
 from airflow_recon_provider.reconciliation import cycle_store, queries
-from airflow_recon_provider.reconciliation.config import PspConfig, check_psp_name
+from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import ReconError
-from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
+from airflow_recon_provider.reconciliation.kinds import ALL_KINDS
 from airflow_recon_provider.reconciliation.report import (
     DivergenceRow,
     DivergenceSummary,
-    summary_from_results,
 )
 from airflow_recon_provider.reconciliation.schedule import CYCLE_STATUSES
 from airflow_recon_provider.reconciliation.statements import PspStatement, StatementFormatError
@@ -42,7 +41,7 @@ class CycleStatus:
     recorded_at: datetime
 
 
-class BillingGatewayHook(ReconPostgresHook):
+class BillingGatewayHook(GatewayReader, ReconPostgresHook):
     """Read the billing gateway's transactions, statement lines and reconciliation logs.
 
     :param billing_gateway_conn_id: Airflow connection of the gateway database.
@@ -57,9 +56,6 @@ class BillingGatewayHook(ReconPostgresHook):
     conn_type = "billing_gateway"
     hook_name = "Billing Gateway DB (PostgreSQL)"
 
-    #: rows fetched per round trip from the server-side cursor
-    fetch_size = 5000
-
     def __init__(
         self,
         *args: Any,
@@ -70,136 +66,6 @@ class BillingGatewayHook(ReconPostgresHook):
         super().__init__(*args, **kwargs)
         self.billing_gateway_conn_id = billing_gateway_conn_id
         self.use_cycle_store = use_cycle_store
-
-    # -- PSPs --------------------------------------------------------------------------
-    def known_psps(self, limit: int = 1000) -> list[str]:
-        """Providers present in ``payment_intents`` (skip scan over the provider index)."""
-        with self.connect(autocommit=True) as conn:
-            rows = conn.execute(queries.distinct_psps_query(self.config.mapping), {"limit": limit})
-            return [r[0] for r in rows]
-
-    def resolve_psp(self, psp: str) -> PspConfig:
-        """The PSP's configuration, or :class:`UnknownPspError` (DESIGN section 3)."""
-        check_psp_name(psp)
-        if self.config.psps:
-            return self.config.resolve_psp(psp)
-        with self.connect(autocommit=True) as conn:
-            row = conn.execute(queries.psp_exists_query(self.config.mapping), {"psp": psp}).fetchone()
-        if row and row[0]:
-            return self.config.psp(psp)
-        return self.config.resolve_psp(psp, set(self.known_psps(limit=50)))
-
-    def _params(self, psp: PspConfig, window: Window, kinds: tuple[DivergenceKind, ...]) -> dict[str, Any]:
-        return queries.ClassificationParams(
-            psp=psp.name,
-            window=window,
-            grace=self.config.match_grace,
-            status_mapping=psp.status_mapping,
-            kinds=kinds,
-        ).as_params()
-
-    # -- divergence ----------------------------------------------------------------------
-    def iter_divergences(
-        self, psp: str, window: Window, kinds: tuple[DivergenceKind, ...] = ALL_KINDS
-    ) -> Iterator[DivergenceRow]:
-        """Divergent keys, streamed through a server-side cursor: memory follows the
-        batch size, not the table or the window. Clean stored cycles of the window are
-        reused (reconciliation/cycle_store.py); the rest is classified live."""
-        psp_cfg = self.resolve_psp(psp)
-        params = self._params(psp_cfg, window, kinds)
-        with self.connect() as conn:
-            conn.isolation_level = _repeatable_read()
-            with conn.transaction():
-                plan = self._store_plan(conn, window, params)
-                if plan is None:
-                    self._tune_for_classification(conn, window)
-                    statement = queries.divergence_report_query(self.config.mapping)
-                else:
-                    self._tune_for_store(conn, plan)
-                    params.update(cycle_store.plan_params(plan, window, self.config.match_grace))
-                    statement = cycle_store.stored_report_query(self.config.mapping)
-                with conn.cursor(name="recon_divergence_report") as cur:
-                    cur.itersize = self.fetch_size
-                    cur.execute(statement, params)
-                    for record in cur:
-                        yield DivergenceRow.from_db(record)
-
-    def summary(
-        self,
-        psp: str,
-        window: Window,
-        *,
-        kinds: tuple[DivergenceKind, ...] = ALL_KINDS,
-        reference: datetime | None = None,
-    ) -> DivergenceSummary:
-        """Summary figures (DESIGN section 3) and lag at ``reference`` (default: window end);
-        from the clean stored cycles of the window where there are some."""
-        psp_cfg = self.resolve_psp(psp)
-        params = self._params(psp_cfg, window, kinds)
-        reference = reference or window.end
-        mapping = self.config.mapping
-        with self.connect() as conn:
-            conn.isolation_level = _repeatable_read()
-            with conn.transaction():
-                plan = self._store_plan(conn, window, params)
-                if plan is None:
-                    self._tune_for_classification(conn, window)
-                    totals = conn.execute(queries.gateway_totals_query(mapping), params).fetchall()
-                    by_kind = conn.execute(queries.divergence_by_kind_query(mapping), params).fetchall()
-                else:
-                    self._tune_for_store(conn, plan)
-                    params.update(cycle_store.plan_params(plan, window, self.config.match_grace))
-                    totals = conn.execute(cycle_store.stored_totals_query(mapping), params).fetchall()
-                    by_kind = conn.execute(cycle_store.stored_by_kind_query(mapping), params).fetchall()
-                last_end = conn.execute(
-                    queries.latest_success_query(mapping),
-                    {"psp": psp_cfg.name, "reference": reference},
-                ).fetchone()[0]
-                rates = rates_in_force_on(
-                    conn,
-                    queries.summary_currencies(totals, by_kind),
-                    window.end,
-                    reporting=self.config.reporting_currency,
-                )
-        return summary_from_results(
-            psp=psp_cfg.name,
-            window=window,
-            totals=totals,
-            by_kind_rows=by_kind,
-            last_success_end=last_end,
-            reference=reference,
-            thresholds=self.config.thresholds.for_psp(psp_cfg.name),
-            reporting_currency=self.config.reporting_currency,
-            fx_rates=rates,
-        )
-
-    # -- stored per-cycle classification (reconciliation/cycle_store.py) --------------------
-    def _store_plan(self, conn: Any, window: Window, params: dict[str, Any]) -> cycle_store.StorePlan | None:
-        """The clean stored cycles of ``window`` and its live segments; ``None`` when the
-        store cannot answer (not installed for this table mapping, no clean cycle inside)."""
-        if not self.use_cycle_store:
-            return None
-        fingerprint = cycle_store.mapping_fingerprint(self.config.mapping)
-        installed = conn.execute(cycle_store.store_ready_query()).fetchone()[0]
-        if installed != fingerprint:
-            return None
-        params.update(
-            fingerprint=fingerprint, grace_seconds=cycle_store.grace_seconds(self.config.match_grace)
-        )
-        clean = [r[0] for r in conn.execute(cycle_store.clean_cycles_query(), params)]
-        plan = cycle_store.plan_window(window, clean)
-        if not plan.usable:
-            return None
-        probe = {**params, **cycle_store.plan_params(plan, window, self.config.match_grace)}
-        touched = conn.execute(cycle_store.touched_hours_query(), probe).fetchone()[0]
-        return plan if cycle_store.worth_using(plan, window, touched) else None
-
-    def _tune_for_store(self, conn: Any, plan: cycle_store.StorePlan) -> None:
-        # the stored path reads small ranges and single keys through indexes
-        # (cycle_store.store_settings says why each setting)
-        conn.execute("SELECT set_config('work_mem', %s, true)", (self.config.statement_work_mem,))
-        for name, value in cycle_store.store_settings(plan):
-            conn.execute("SELECT set_config(%s, %s, true)", (name, value))
 
     def store_cycle(self, psp: str, cycle: Window) -> bool:
         """Classify ``cycle`` of ``psp`` and store the result for later readers (what
@@ -403,13 +269,6 @@ class BillingGatewayHook(ReconPostgresHook):
         if row is None or row[0] != "paused":
             return False, None, None
         return True, (row[1] or None), (row[2] or None)
-
-
-def _repeatable_read() -> Any:
-    # marks, stored cycles and the tables are read in one snapshot (cycle_store docstring)
-    import psycopg
-
-    return psycopg.IsolationLevel.REPEATABLE_READ
 
 
 def write_report_csv(rows: Iterator[DivergenceRow], path: str | os.PathLike[str]) -> int:

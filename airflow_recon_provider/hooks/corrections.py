@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
-from airflow_recon_provider.hooks.fx_rates import rates_in_force_on
+from airflow_recon_provider.hooks.gateway_reader import rates_in_force_on
 from airflow_recon_provider.reconciliation import correction_queries as cq
 from airflow_recon_provider.reconciliation import queries
 from airflow_recon_provider.reconciliation.config import check_psp_name

@@ -8,8 +8,9 @@
   nor duplicates (a different rate for a stored key is kept out and reported, never
   overwritten: figures already reported with the stored rate stay reproducible).
 - :meth:`FxRatesHook.rates_in_force` — the rate of each currency at a moment.
-- :func:`rates_in_force_on` — the same on a connection another hook already holds (the
-  summary and the dry run read their rates in the transaction of their figures).
+- :func:`rates_in_force_on` (from :mod:`.gateway_reader`) — the same on a connection another
+  hook already holds (the summary and the dry run read their rates in the transaction of
+  their figures).
 """
 
 from __future__ import annotations
@@ -30,19 +31,6 @@ from airflow_recon_provider.reconciliation.fx import (
     table_conflict_error,
 )
 from airflow_recon_provider.reconciliation.money import FxRate, check_currency
-
-
-def rates_in_force_on(
-    conn: Any, currencies: Iterable[str | None], at: datetime, *, reporting: str
-) -> list[FxRate]:
-    """The ``recon.fx_rates`` rows in force at ``at`` of ``currencies`` other than
-    ``reporting``; none when the table is not there (migration 6 not run): every other
-    currency is then named as not converted, never taken as zero."""
-    wanted = sorted({c for c in currencies if c and c != reporting})
-    if not wanted or not conn.execute(fx_queries.table_exists_query()).fetchone()[0]:
-        return []
-    rows = conn.execute(fx_queries.rates_in_force_query(), {"currencies": wanted, "at": at}).fetchall()
-    return [FxRate.from_db(row) for row in rows]
 
 
 @dataclass(frozen=True)

@@ -235,3 +235,46 @@ def test_console_script_runs_as_a_process(scenario):
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["gateway_count"] == 1
+
+
+def test_summary_and_report_run_without_importing_airflow(scenario, tmp_path):
+    """With the connection in AIRFLOW_CONN_*, ``summary`` and ``report`` read the database
+    straight through libpq (hooks/env_connections.py): Airflow is never imported, and the
+    figures are those of BillingGatewayHook."""
+    from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
+    from airflow_recon_provider.reconciliation import ReconConfig, Window
+
+    probe = (
+        "import sys\n"
+        "from airflow_recon_provider.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "loaded = sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.'))\n"
+        "print('AIRFLOW_MODULES', len(loaded), loaded[:3], file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
+    outputs = {}
+    for command in ("summary", "report"):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, command, "--psp", "stripe", *WINDOW],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "AIRFLOW_MODULES 0 []" in done.stderr, done.stderr
+        outputs[command] = done.stdout
+    window = Window.parse(WINDOW[1], WINDOW[3])
+    hook = BillingGatewayHook(config=ReconConfig.load())
+    assert json.loads(outputs["summary"]) == json.loads(json.dumps(hook.summary("stripe", window).as_dict()))
+    expected = [r.as_dict() for r in hook.iter_divergences("stripe", window)]
+    assert [json.loads(line) for line in outputs["report"].splitlines()] == expected
+
+
+def test_a_secrets_backend_sends_the_cli_through_airflow(scenario, tmp_path):
+    """A configured secrets backend is asked before the environment: the CLI then goes
+    through Airflow's lookup (here a backend that cannot be imported: Airflow's own error)."""
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__SECRETS__BACKEND": "no.such.Backend"}
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow_recon_provider.cli", "summary", "--psp", "stripe", *WINDOW],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode != 0 and "no.such" in done.stderr
