@@ -1,18 +1,25 @@
 """Async PostgreSQL access for triggers: psycopg 3 ``AsyncConnection`` built from an
 Airflow connection fetched with the Task SDK's async API, so nothing blocks the
-triggerer's event loop."""
+triggerer's event loop.
+
+Everything is imported at the top: the triggers import this module in a worker thread
+(``triggers/_offloop.py``), so no function below imports anything on the event loop.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import psycopg
+
+from airflow_recon_provider.hooks._async_connections import aget_connection
 from airflow_recon_provider.hooks._connections import is_missing_connection
+from airflow_recon_provider.reconciliation import cycle_store, fx_queries, queries
 from airflow_recon_provider.reconciliation.errors import ConnectionMissingError, DatabaseUnavailableError
-
-if TYPE_CHECKING:
-    import psycopg
+from airflow_recon_provider.reconciliation.money import FxRate
+from airflow_recon_provider.reconciliation.report import summary_from_results
 
 #: connection extras that are not libpq parameters (same list as the Postgres provider's)
 _NOT_LIBPQ = {
@@ -29,8 +36,11 @@ _NOT_LIBPQ = {
 }
 
 
-def conninfo_kwargs(conn: Any) -> dict[str, Any]:
-    """libpq keyword arguments of an Airflow connection (host, port, user, password, db, extras)."""
+def conninfo_kwargs(conn: Any, extras: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """libpq keyword arguments of an Airflow connection (host, port, user, password, db, extras).
+
+    :param extras: the connection's extras when already decoded (default: ``extra_dejson``).
+    """
     kwargs: dict[str, Any] = {
         "host": conn.host,
         "port": conn.port,
@@ -38,7 +48,7 @@ def conninfo_kwargs(conn: Any) -> dict[str, Any]:
         "password": conn.password,
         "dbname": conn.schema,
     }
-    for key, value in (conn.extra_dejson or {}).items():
+    for key, value in ((conn.extra_dejson if extras is None else extras) or {}).items():
         if key not in _NOT_LIBPQ:
             kwargs[key] = value
     return {k: v for k, v in kwargs.items() if v not in (None, "")}
@@ -46,19 +56,25 @@ def conninfo_kwargs(conn: Any) -> dict[str, Any]:
 
 @asynccontextmanager
 async def async_connect(conn_id: str, *, connect_timeout: int = 10) -> AsyncIterator[psycopg.AsyncConnection]:
-    """An autocommit ``AsyncConnection`` in UTC to the database of ``conn_id``."""
-    import psycopg
-    from airflow.sdk import BaseHook
+    """An autocommit ``AsyncConnection`` in UTC to the database of ``conn_id``.
 
+    The connection comes from the Task SDK's ``aget_connection`` (prepared off the loop,
+    ``_async_connections``) and its extras from
+    ``aextra_dejson`` (the sync ``extra_dejson`` reports the secrets to mask with a blocking
+    call to the supervisor).
+    """
     try:
-        connection = await BaseHook.aget_connection(conn_id)
+        connection = await aget_connection(conn_id)
     except Exception as exc:
         if is_missing_connection(exc):
             raise ConnectionMissingError(f"Airflow connection {conn_id!r} is not defined") from None
         raise
+    # a secrets backend may hand back another connection class, without the async accessor
+    aextra_dejson = getattr(connection, "aextra_dejson", None)
+    extras = await aextra_dejson() if aextra_dejson is not None else None
     try:
         aconn = await psycopg.AsyncConnection.connect(
-            **conninfo_kwargs(connection), autocommit=True, connect_timeout=connect_timeout
+            **conninfo_kwargs(connection, extras), autocommit=True, connect_timeout=connect_timeout
         )
     except psycopg.OperationalError as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -77,12 +93,6 @@ async def fetch_summary(
 ) -> Any:
     """The divergence summary of ``psp`` over ``window`` with lag at ``reference``: the
     same statements and result builder as ``BillingGatewayHook.summary``, on async I/O."""
-    import psycopg
-
-    from airflow_recon_provider.reconciliation import cycle_store, fx_queries, queries
-    from airflow_recon_provider.reconciliation.money import FxRate
-    from airflow_recon_provider.reconciliation.report import summary_from_results
-
     psp_cfg = config.psp(psp)
     params = queries.ClassificationParams(
         psp=psp, window=window, grace=config.match_grace, status_mapping=psp_cfg.status_mapping

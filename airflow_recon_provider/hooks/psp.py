@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 from airflow.providers.http.hooks.http import HttpHook
 
+from airflow_recon_provider.hooks._async_connections import aget_connection
 from airflow_recon_provider.hooks._connections import check_header_extras, is_missing_connection
 from airflow_recon_provider.hooks._http import TOKEN_HINT, BearerToken, excerpt, iso, send_with_retries
 from airflow_recon_provider.reconciliation import health
@@ -418,11 +419,9 @@ class PspHook(HttpHook):
 
     async def aget_psp_connection(self, psp: str) -> Any:
         """The PSP's Airflow connection, fetched without blocking the event loop."""
-        from airflow.sdk import BaseHook
-
         conn_id = self._conn_id_for(psp)
         try:
-            return await BaseHook.aget_connection(conn_id)
+            return await aget_connection(conn_id)
         except Exception as exc:
             if is_missing_connection(exc):
                 raise _missing_connection(conn_id) from None

@@ -17,16 +17,16 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from airflow_recon_provider.reconciliation.detection import Detection, watch_window
 from airflow_recon_provider.reconciliation.errors import ReconError
+from airflow_recon_provider.triggers._offloop import ASYNC_POSTGRES, QUERIES, import_off_loop, load_config
 
 
-async def check_psp(conn: Any, config: Any, psp: str, now: datetime, lookback_cycles: int) -> Any:
+async def check_psp(conn: Any, config: Any, psp: str, now: datetime, lookback_cycles: int) -> Detection:
     """One detection of one PSP on an async connection (the sensor's poke uses the same)."""
-    from airflow_recon_provider.hooks.async_postgres import fetch_summary
-    from airflow_recon_provider.reconciliation import queries
-    from airflow_recon_provider.reconciliation.detection import Detection, watch_window
-
-    summary = await fetch_summary(conn, config, psp, watch_window(now, lookback_cycles), now)
+    pg = await import_off_loop(ASYNC_POSTGRES)
+    queries = await import_off_loop(QUERIES)
+    summary = await pg.fetch_summary(conn, config, psp, watch_window(now, lookback_cycles), now)
     incident = await (await conn.execute(queries.open_incident_query(), {"psp": psp})).fetchone()
     return Detection(summary=summary, open_incident_id=incident[0] if incident else None, checked_at=now)
 
@@ -74,10 +74,7 @@ class DivergenceTrigger(BaseEventTrigger):
         """Check every PSP once at ``now`` (default: the current time); return the
         payloads of PSPs that fire. ``fired`` holds PSPs that already fired and have not
         cleared since (watch mode)."""
-        from airflow_recon_provider.hooks.async_postgres import async_connect
-        from airflow_recon_provider.reconciliation.config import ReconConfig
-
-        config = ReconConfig.load()
+        config = await load_config()
         psps = self.psps or config.psp_names
         if not psps:
             self.log.error("no PSP to watch: configure a PSP list (RECON_CONFIG) or pass psps=")
@@ -85,7 +82,8 @@ class DivergenceTrigger(BaseEventTrigger):
         payloads = []
         now = now or datetime.now(UTC)
         try:
-            async with async_connect(self.conn_id) as conn:
+            pg = await import_off_loop(ASYNC_POSTGRES)
+            async with pg.async_connect(self.conn_id) as conn:
                 for psp in psps:
                     try:
                         config.resolve_psp(psp, {psp})  # name check; configured list wins

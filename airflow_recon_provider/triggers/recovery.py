@@ -17,6 +17,8 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_recon_provider.reconciliation.errors import ReconError
+from airflow_recon_provider.reconciliation.window import Window
+from airflow_recon_provider.triggers._offloop import ASYNC_POSTGRES, QUERIES, import_off_loop, load_config
 
 
 class RecoveryTrigger(BaseTrigger):
@@ -59,18 +61,15 @@ class RecoveryTrigger(BaseTrigger):
 
     async def check(self, now: datetime | None = None) -> dict[str, Any]:
         """One evaluation; raises :class:`ReconError` on bad input or an unreachable database."""
-        from airflow_recon_provider.hooks.async_postgres import async_connect, fetch_summary
-        from airflow_recon_provider.reconciliation import queries
-        from airflow_recon_provider.reconciliation.config import ReconConfig
-        from airflow_recon_provider.reconciliation.window import Window
-
-        config = ReconConfig.load()
+        config = await load_config()
         config.resolve_psp(self.psp, {self.psp})
         window = Window.parse(self.window_start, self.window_end, max_span=config.max_window)
         now = now or datetime.now(UTC)
         thresholds = config.thresholds.for_psp(self.psp)
-        async with async_connect(self.conn_id) as conn:
-            summary = await fetch_summary(conn, config, self.psp, window, now)
+        pg = await import_off_loop(ASYNC_POSTGRES)
+        queries = await import_off_loop(QUERIES)
+        async with pg.async_connect(self.conn_id) as conn:
+            summary = await pg.fetch_summary(conn, config, self.psp, window, now)
             cursor = await conn.execute(
                 queries.latest_cycle_states_query(config.mapping),
                 {"psp": self.psp, "reference": now, "n": thresholds.recovered_successful_runs},

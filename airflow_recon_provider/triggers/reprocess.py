@@ -24,8 +24,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from asgiref.sync import sync_to_async
 
 from airflow_recon_provider.reconciliation.reprocess import FINISHED_RUN_STATES
+from airflow_recon_provider.triggers._offloop import DAG_RUNS, import_off_loop
 
 
 class ReconciliationRunsTrigger(BaseTrigger):
@@ -90,11 +92,8 @@ class ReconciliationRunsTrigger(BaseTrigger):
         The Task SDK calls block on the supervisor, so they run in a thread, as in
         Airflow's own ``DagStateTrigger``.
         """
-        from asgiref.sync import sync_to_async
-
-        from airflow_recon_provider.hooks.dag_runs import read_run_states
-
-        return await sync_to_async(read_run_states)(
+        dag_runs = await import_off_loop(DAG_RUNS)
+        return await sync_to_async(dag_runs.read_run_states)(
             self.dag_id, self.run_ids, verify_task_id=self.verify_task_id
         )
 
