@@ -268,14 +268,15 @@ def _describe_correction(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]
     details = {
         "outcome": outcome,
         "correction_key": result.get("correction_key"),
-        "artifact": dry.get("artifact"),
+        "artifact": dry.get("artifact_record") or dry.get("artifact"),
     }
     if outcome == "applied":
         applied = (result.get("result") or {}).get("applied", 0)
         return f"{applied} correction(s) applied, approved by {result.get('approved_by')}", details
     if outcome == "dry_run":
         return (
-            f"dry run: {dry.get('proposal_count', 0)} correction(s) proposed in {dry.get('artifact')}",
+            f"dry run: {dry.get('proposal_count', 0)} correction(s) proposed in "
+            f"{_artifact_text(dry.get('artifact_record'))}",
             details,
         )
     if outcome == "nothing_to_correct":
@@ -283,12 +284,21 @@ def _describe_correction(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]
     return f"correction {outcome} by {result.get('decided_by') or 'nobody'}: nothing applied", details
 
 
+def _artifact_text(artifact: Any) -> str:
+    """An artifact of a step's result (``ArtifactRecord.summary()``) for the timeline: its
+    name and dashboard link, never a storage path."""
+    if isinstance(artifact, Mapping) and artifact.get("link"):
+        return f"{artifact.get('name')} ({artifact['link']})"
+    return "no artifact"
+
+
 def _describe_psp_ticket(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    text = f"{result.get('rows', 0)} divergent transaction(s) for the PSP in {result.get('path')}"
+    artifact = result.get("artifact")
+    text = f"{result.get('rows', 0)} divergent transaction(s) for the PSP in {_artifact_text(artifact)}"
     if result.get("psp_ticket"):
         text += f" (ticket {result['psp_ticket']})"
     return text, {
-        "path": result.get("path"),
+        "artifact": artifact,
         "counts": result.get("counts"),
         "psp_ticket": result.get("psp_ticket"),
     }
@@ -297,8 +307,8 @@ def _describe_psp_ticket(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]
 def _describe_release(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return (
         f"{result.get('action')} of {result.get('service')} in {result.get('env')} done "
-        f"({result.get('mode')} mode)",
-        {key: result.get(key) for key in ("action", "service", "env", "mode", "pod", "record_path")},
+        f"({result.get('mode')} mode); release record {_artifact_text(result.get('record'))}",
+        {key: result.get(key) for key in ("action", "service", "env", "mode", "pod", "record")},
     )
 
 
@@ -565,6 +575,8 @@ def rollback_step(
     """Mitigação 3, Rollback de Deploy: only when the request says the break followed a release."""
     from airflow_recon_provider.operators.release import RollbackDeployOperator
 
+    kwargs.setdefault("psp", request.psp)
+    kwargs.setdefault("incident_id", request.incident_id)
     return RollbackDeployOperator(
         task_id=task_id,
         after_release=request.after_release if after_release is None else after_release,
@@ -596,6 +608,7 @@ def psp_ticket_step(request: RunRequest, *, task_id: str = "psp_ticket", **kwarg
         window_start=request.window_start,
         window_end=request.window_end,
         divergence_kinds=request.psp_ticket_kinds,
+        incident_id=request.incident_id,
         pre_execute=_skip_without_external_kinds,
         **recorded(RemediationStep.PSP_TICKET, _describe_psp_ticket, request),
         **kwargs,
@@ -644,6 +657,8 @@ def tag_release_step(
     """Encerramento: ``rollback_and_tag.py tag ... --notes "reconciliation incident"``."""
     from airflow_recon_provider.operators.release import TagReleaseOperator
 
+    kwargs.setdefault("psp", request.psp)
+    kwargs.setdefault("incident_id", request.incident_id)
     return TagReleaseOperator(
         task_id=task_id,
         mode=mode,
@@ -653,13 +668,13 @@ def tag_release_step(
 
 
 def closing_report_step(
-    request: RunRequest, *, task_id: str = "closing_report", output_dir: str | None = None, **kwargs: Any
+    request: RunRequest, *, task_id: str = "closing_report", artifacts_dir: str | None = None, **kwargs: Any
 ) -> BaseOperator:
     """Encerramento: the lessons-learned document from the timeline, attached to the incident."""
     from airflow_recon_provider.operators.incidents import ClosingReportOperator
 
     return ClosingReportOperator(
-        task_id=task_id, incident_id=request.incident_id, output_dir=output_dir, **kwargs
+        task_id=task_id, incident_id=request.incident_id, artifacts_dir=artifacts_dir, **kwargs
     )
 
 
@@ -768,7 +783,7 @@ def close_group(
     *,
     group_id: str = "close",
     release_mode: str = RELEASE_MODE,
-    reports_dir: str | None = None,
+    artifacts_dir: str | None = None,
     tag_kwargs: Mapping[str, Any] | None = None,
     communication_kwargs: Mapping[str, Any] | None = None,
 ) -> TaskGroup:
@@ -784,7 +799,7 @@ def close_group(
             >> resume_step(request)
             >> tag_release_step(request, mode=release_mode, **dict(tag_kwargs or {}))
             >> mark_incident_step(request, "closed", task_id="close_incident", note="runbook Encerramento")
-            >> closing_report_step(request, output_dir=reports_dir)
+            >> closing_report_step(request, artifacts_dir=artifacts_dir)
             >> final_communication_step(request, **dict(communication_kwargs or {}))
         )
     return group

@@ -571,21 +571,26 @@ def _print_messages(console: Console, stand_ins: Any) -> None:
 
 
 def _print_artifacts(console: Console, result: RunbookResult) -> None:
+    """The run's artifacts as the XCom values carry them: a dashboard link, never a path."""
+    from airflow_recon_provider.artifacts import artifacts_base_url
+
     x = result.xcoms
-    paths = []
+    found = []
     snapshot = (x.get("investigate.snapshot") or {}).get("snapshot") or {}
-    if snapshot.get("path"):
-        paths.append(("snapshot (runbook query, CSV)", snapshot["path"]))
+    found.append(("snapshot (runbook query, CSV)", snapshot))
     dry = (x.get("mitigate.correct_transactions") or {}).get("dry_run") or {}
-    if dry.get("artifact"):
-        paths.append(("correction dry run (CSV)", dry["artifact"]))
-    ticket = x.get("mitigate.psp_ticket") or {}
-    if ticket.get("path"):
-        paths.append(("PSP ticket (CSV)", ticket["path"]))
+    found.append(("correction dry run (CSV)", dry.get("artifact_record") or {}))
+    found.append(("PSP ticket (CSV)", (x.get("mitigate.psp_ticket") or {}).get("artifact") or {}))
     report = x.get("close.closing_report") or {}
-    if report.get("markdown_path"):
-        paths.append(("closing report (markdown)", report["markdown_path"]))
-    table = Table("artifact", "path", title="Artifacts")
-    for name, path in paths:
-        table.add_row(name, str(path))
+    found.append(("closing report (markdown)", report.get("markdown") or {}))
+    found.append(("closing report (HTML)", report.get("html") or {}))
+    for task in ("mitigate.rollback_release", "close.tag_release"):
+        found.append((f"release record ({task.split('.')[-1]})", (x.get(task) or {}).get("record") or {}))
+    table = Table("artifact", "name", "bytes", "dashboard link", title="Artifacts")
+    for label, artifact in found:
+        if artifact.get("link"):
+            table.add_row(
+                label, str(artifact.get("name")), f"{artifact.get('size_bytes', 0):,}", artifact["link"]
+            )
     console.print(table)
+    console.print(f"Artifact store: {artifacts_base_url()} (recon.artifacts lists each one)")

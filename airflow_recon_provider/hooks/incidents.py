@@ -724,9 +724,10 @@ class IncidentHook(ReconPostgresHook):
         html: str,
         actor: str,
         run_id: str | None = None,
-        path: str | None = None,
+        artifacts: Sequence[Mapping[str, Any]] = (),
     ) -> int:
-        """Store the closing report on the incident row and note it on the timeline."""
+        """Store the closing report on the incident row and note it on the timeline, with
+        the dashboard links of its published files (``ArtifactRecord.summary()``)."""
         check_incident_id(incident_id)
         actor = check_text(actor, what="actor", max_length=200)
         with self.connect() as conn, conn.transaction():
@@ -741,11 +742,16 @@ class IncidentHook(ReconPostgresHook):
                 conn,
                 incident_id,
                 step=Step.CLOSING_REPORT,
-                outcome="closing report attached" + (f" ({path})" if path else ""),
+                outcome="closing report attached"
+                + (
+                    " (" + ", ".join(f"{a.get('name')}: {a.get('link')}" for a in artifacts) + ")"
+                    if artifacts
+                    else ""
+                ),
                 actor=actor,
                 run_id=run_id,
                 figures=None,
-                details={"path": path, "markdown_chars": len(markdown)},
+                details={"artifacts": [dict(a) for a in artifacts], "markdown_chars": len(markdown)},
             )
 
     def stored_closing_report(self, incident_id: str) -> tuple[str | None, str | None]:

@@ -33,11 +33,10 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import HITLOperator
@@ -56,10 +55,9 @@ if TYPE_CHECKING:
     from airflow_recon_provider.hooks.corrections import CorrectionsHook
     from airflow_recon_provider.reconciliation.corrections import DryRun
 
-#: the environment variable naming the base directory of artifacts (CSV files)
+#: the legacy environment variable naming a local artifacts directory (see artifacts.py)
 ARTIFACTS_ENV = "RECON_ARTIFACTS_DIR"
 _INCIDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-_UNSAFE_PATH = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def _blank(value: Any) -> bool:
@@ -132,7 +130,9 @@ class TransactionCorrectionOperator(HITLOperator):
     actions), then applies exactly the approved set. See the module docstring for the
     design; what each outcome leaves:
 
-    - ``dry_run``: the CSV artifact and ``recon.correction_proposals`` rows, no change to
+    - ``dry_run``: the CSV artifact (in the artifact store, recorded in ``recon.artifacts``;
+      XCom, the timeline and the approval text carry its dashboard link) and
+      ``recon.correction_proposals`` rows, no change to
       payment data; returns ``{"outcome": "dry_run", ...}``.
     - nothing to correct: returns ``{"outcome": "nothing_to_correct", ...}`` without asking.
     - more proposals than ``row_cap``: :class:`RowCapExceededError` before anyone is asked.
@@ -163,9 +163,10 @@ class TransactionCorrectionOperator(HITLOperator):
     :param policy: which kinds are corrected and to which status
         (:class:`CorrectionPolicy` or its dict form); default: ``status_mismatch`` takes the
         PSP's mapped status, nothing else is corrected.
-    :param artifacts_dir: base directory of the dry-run CSV; default ``$RECON_ARTIFACTS_DIR``
-        or ``$AIRFLOW_HOME/recon-artifacts``. Each run writes under
-        ``corrections/<dag_id>/<run_id>/<task_id>/``.
+    :param artifacts_dir: another artifact store base for the dry-run CSV (a directory or a
+        URL such as ``s3://bucket/prefix``); default ``[recon] artifacts_base_url`` (see
+        :mod:`airflow_recon_provider.artifacts`). The CSV is ``<base>/<dag_id>/<run_id>/
+        correction_<key>.csv``, written once.
     :param sample_size: proposals shown to the approver.
     :param subject: headline of the approval request; default: PSP, then each currency's
         count and amount.
@@ -273,19 +274,6 @@ class TransactionCorrectionOperator(HITLOperator):
             return str(user).strip()
         return f"airflow:{context['dag'].dag_id if context.get('dag') else 'unknown'}"
 
-    def _artifact_dir(self, context: Context) -> Path:
-        if not _blank(self.artifacts_dir):
-            base = Path(str(self.artifacts_dir))
-        elif os.environ.get(ARTIFACTS_ENV):
-            base = Path(os.environ[ARTIFACTS_ENV])
-        else:
-            home = os.environ.get("AIRFLOW_HOME") or os.path.join(os.path.expanduser("~"), "airflow")
-            base = Path(home) / "recon-artifacts"
-        ti = context["ti"]
-        task = ti.task_id if getattr(ti, "map_index", -1) in (-1, None) else f"{ti.task_id}-{ti.map_index}"
-        parts = [ti.dag_id, ti.run_id, task]
-        return base.joinpath("corrections", *(_UNSAFE_PATH.sub("_", str(p)) for p in parts))
-
     def _record(self, hook: CorrectionsHook, *, incident_id: str | None, outcome: str, **event: Any) -> None:
         """An incident event for a step that changed no payment data; never hides the step."""
         if not incident_id:
@@ -302,6 +290,7 @@ class TransactionCorrectionOperator(HITLOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import TaskAwaitingInput, TaskDeferred
 
+        from airflow_recon_provider.artifacts import publish_artifact, spool_file
         from airflow_recon_provider.reconciliation.config import check_psp_name
         from airflow_recon_provider.reconciliation.corrections import (
             approval_body,
@@ -324,18 +313,33 @@ class TransactionCorrectionOperator(HITLOperator):
         requested_by = self._requested_by(context)
         scope = correction_scope(incident_id=incident_id, dag_id=context["ti"].dag_id, run_id=run_id)
 
-        dry = hook.dry_run(
-            psp,
-            window,
-            kinds,
-            policy=self.policy,
-            scope=scope,
-            run_id=run_id,
-            incident_id=incident_id,
-            artifact_dir=self._artifact_dir(context),
-            sample_size=self.sample_size,
-            row_cap=row_cap,
-        )
+        with spool_file("dry-run") as spool:
+            spool.mkdir()
+            dry = hook.dry_run(
+                psp,
+                window,
+                kinds,
+                policy=self.policy,
+                scope=scope,
+                run_id=run_id,
+                incident_id=incident_id,
+                artifact_dir=spool,
+                sample_size=self.sample_size,
+                row_cap=row_cap,
+            )
+            # the proposals are committed; the CSV goes to the artifact store, and what
+            # leaves this task (XCom, timeline, approval text) is its dashboard link
+            record = publish_artifact(
+                context,
+                kind="dry_run",
+                name=f"correction_{dry.correction_key}.csv",
+                source=str(dry.artifact),
+                psp=psp,
+                incident_id=incident_id,
+                base_url=None if _blank(self.artifacts_dir) else str(self.artifacts_dir).strip(),
+                billing_gateway_conn_id=self.billing_gateway_conn_id,
+            )
+        dry = replace(dry, artifact=record.link, artifact_record=record.summary())
         summary = dry.as_dict()
         context["ti"].xcom_push(key="dry_run", value=summary)
         base = {
@@ -415,6 +419,7 @@ class TransactionCorrectionOperator(HITLOperator):
             "fx_rates",
             "unconverted_currencies",
             "artifact",
+            "artifact_record",
             "row_cap",
         )
         return {k: summary[k] for k in keep}

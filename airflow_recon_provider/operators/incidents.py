@@ -6,7 +6,7 @@
 - :class:`ContainmentNoticeOperator` — Ações de Contenção, second bullet: finance is told of
   the freeze of a PSP and of the estimated resumption.
 - :class:`ClosingReportOperator` — Encerramento: the closing report (markdown and HTML) from
-  the incident's timeline, attached to the incident and written to files.
+  the incident's timeline, attached to the incident and written to the artifact store.
 - :class:`IncidentTransitionOperator` — the incident's state as the remediation walks the
   runbook (mitigating, recovered, closed), with the divergence figures of that moment.
 
@@ -16,10 +16,8 @@ inside, so DAG files parse fast) and calls one or two of their methods.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -304,32 +302,37 @@ class ClosingReportOperator(BaseOperator):
     """Build the closing report of an incident (runbook, Encerramento) and attach it.
 
     The markdown and HTML are stored on the incident row (``closing_report_md`` /
-    ``closing_report_html``: they survive the worker) and written to
-    ``<output_dir>/<incident_id>-closing-report.{md,html}``. Returns
-    ``{"incident_id", "markdown_path", "html_path"}`` (XCom).
+    ``closing_report_html``) and written once each to the artifact store as
+    ``<incident_id>-closing-report.{md,html}`` under ``<base>/<dag_id>/<run_id>/`` (kinds
+    ``closing_report`` / ``closing_report_html`` in ``recon.artifacts``; a retry keeps the
+    first try's files and stores its own beside them). Returns (XCom)
+    ``{"incident_id", "markdown": {id, name, link, ...}, "html": {...}}``: dashboard links,
+    never a worker path.
 
     :param incident_id: ``INCIDENT-<n>``; templated.
-    :param output_dir: directory of the files; default ``$AIRFLOW_HOME/recon/reports``; templated.
+    :param artifacts_dir: another artifact store base (a directory or a URL such as
+        ``s3://bucket/prefix``) than ``[recon] artifacts_base_url``; templated.
     :param billing_gateway_conn_id: gateway database (``recon`` schema).
     """
 
-    template_fields: Sequence[str] = ("incident_id", "output_dir")
+    template_fields: Sequence[str] = ("incident_id", "artifacts_dir")
     ui_color = "#e6f4ea"
 
     def __init__(
         self,
         *,
         incident_id: str,
-        output_dir: str | None = None,
+        artifacts_dir: str | None = None,
         billing_gateway_conn_id: str = "billing_gateway_db",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.incident_id = incident_id
-        self.output_dir = output_dir
+        self.artifacts_dir = artifacts_dir
         self.billing_gateway_conn_id = billing_gateway_conn_id
 
-    def execute(self, context: Context) -> dict[str, str]:
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_recon_provider.artifacts import publish_artifact
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.reconciliation.incidents import (
             check_incident_id,
@@ -342,7 +345,23 @@ class ClosingReportOperator(BaseOperator):
         report = hook.closing_report(incident_id)
         markdown = render_closing_report_markdown(report)
         html = render_closing_report_html(report)
-        paths = write_closing_report(incident_id, markdown, html, self.output_dir)
+        records = {}
+        for key, kind, suffix, content in (
+            ("markdown", "closing_report", "md", markdown),
+            ("html", "closing_report_html", "html", html),
+        ):
+            # stamped with its generation time: a retry keeps the first try's file
+            records[key] = publish_artifact(
+                context,
+                kind=kind,
+                name=f"{incident_id}-closing-report.{suffix}",
+                source=content.encode("utf-8"),
+                psp=report.incident.psp,
+                incident_id=incident_id,
+                base_url=None if _blank(self.artifacts_dir) else str(self.artifacts_dir).strip(),
+                billing_gateway_conn_id=self.billing_gateway_conn_id,
+                keep_retries=True,
+            )
         dag = context.get("dag")
         hook.attach_closing_report(
             incident_id,
@@ -350,30 +369,15 @@ class ClosingReportOperator(BaseOperator):
             html=html,
             actor=f"{dag.dag_id}.{self.task_id}" if dag is not None else self.task_id,
             run_id=context.get("run_id"),
-            path=paths["markdown_path"],
+            artifacts=[records["markdown"].summary(), records["html"].summary()],
         )
-        self.log.info("Closing report of %s written to %s", incident_id, paths["markdown_path"])
-        return {"incident_id": incident_id, **paths}
-
-
-def write_closing_report(
-    incident_id: str, markdown: str, html: str, output_dir: str | None
-) -> dict[str, str]:
-    """Write both renderings next to each other, each replaced atomically."""
-    base = (
-        Path(output_dir)
-        if not _blank(output_dir)
-        else Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "recon" / "reports"
-    )
-    base.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for key, suffix, content in (("markdown_path", "md", markdown), ("html_path", "html", html)):
-        target = base / f"{incident_id}-closing-report.{suffix}"
-        tmp = target.with_name(f".{target.name}.part")
-        tmp.write_text(content, encoding="utf-8")
-        os.replace(tmp, target)
-        paths[key] = str(target)
-    return paths
+        self.log.info(
+            "Closing report of %s: %s; %s",
+            incident_id,
+            records["markdown"].describe(),
+            records["html"].describe(),
+        )
+        return {"incident_id": incident_id, **{key: r.summary() for key, r in records.items()}}
 
 
 __all__ = [
@@ -381,5 +385,4 @@ __all__ = [
     "ContainmentNoticeOperator",
     "IncidentTransitionOperator",
     "SendIncidentUpdatesOperator",
-    "write_closing_report",
 ]

@@ -7,10 +7,11 @@ Dados, Dependências Externas.
   steps on: the one the request names, else the PSP's open incident, else a new one (never
   in a dry run).
 - :class:`ReconciliationSnapshotOperator` — "Gerar snapshot diretamente do banco": the
-  runbook's snapshot query for the PSP and window streamed to a CSV artifact (the path goes
-  to XCom, never the rows), beside the divergence summary, the state of the window's
-  reconciliation cycles (``fetch_psp_statements`` / ``match_transactions``), the ledger's
-  status counts side by side with the gateway's, the error summary of
+  runbook's snapshot query for the PSP and window streamed to a CSV artifact in the artifact
+  store (its dashboard link goes to XCom, never the rows), beside the divergence summary,
+  the state of the window's reconciliation cycles (``fetch_psp_statements`` /
+  ``match_transactions``), the ledger's status counts side by side with the gateway's, the
+  error summary of
   ``reconciliation.events`` and the PSP's health — each optional source reported as
   ``not configured`` when its connection is not defined, never a failure.
 
@@ -257,7 +258,10 @@ class ReconciliationSnapshotOperator(BaseOperator):
 
     1. Snapshot (Validar Escopo): the runbook's query — provider reference, transaction type,
        status, amount, processed at, for the PSP's gateway transactions created in the
-       window — streamed with COPY to ``<artifacts>/<dag_id>/<run_id>/snapshot_<psp>.csv``.
+       window — streamed with COPY to ``snapshot_<psp>.csv`` in the artifact store
+       (``<base>/<dag_id>/<run_id>/``, see :mod:`airflow_recon_provider.artifacts`), recorded
+       in ``recon.artifacts``; a retry that sees other rows keeps the first try's file and
+       stores its own as ``snapshot_<psp>.try<N>.csv``.
     2. Divergence summary of the window (figures and per kind).
     3. Checar Jobs: the latest state of each reconciliation cycle of the window
        (``payment_reconciliation_logs``, written by ``fetch_psp_statements`` /
@@ -275,7 +279,8 @@ class ReconciliationSnapshotOperator(BaseOperator):
     Returns (XCom; never the rows)::
 
         {"psp", "window_start", "window_end", "outcome" (no_data | divergent | clean),
-         "snapshot": {"path", "rows"}, "summary": {...}, "cycles": {...},
+         "snapshot": {"id", "name", "link", "size_bytes", "sha256", ..., "rows"},
+         "summary": {...}, "cycles": {...},
          "ledger": {"status", ...}, "kafka": {"status", ...}, "psp_health": {"status", ...},
          "incident_id"}
 
@@ -284,7 +289,8 @@ class ReconciliationSnapshotOperator(BaseOperator):
     :param window_end: end of the window, exclusive (templated).
     :param divergence_kinds: kinds of the summary (templated); empty: all.
     :param incident_id: the incident to record the step on (templated); empty: none.
-    :param output_path: the CSV (templated); default under ``$RECON_ARTIFACTS_DIR``.
+    :param artifacts_dir: another artifact store base (a directory or a URL such as
+        ``s3://bucket/prefix``) than ``[recon] artifacts_base_url`` (templated).
     :param billing_gateway_conn_id: the gateway database (a replica works for the reads,
         the incident event goes to this connection too).
     :param payments_ledger_conn_id: the ledger database.
@@ -301,7 +307,7 @@ class ReconciliationSnapshotOperator(BaseOperator):
         "window_end",
         "divergence_kinds",
         "incident_id",
-        "output_path",
+        "artifacts_dir",
     )
     ui_color = "#e8f0fe"
 
@@ -313,7 +319,7 @@ class ReconciliationSnapshotOperator(BaseOperator):
         window_end: str | datetime,
         divergence_kinds: Sequence[str] | str | None = None,
         incident_id: str | None = None,
-        output_path: str | None = None,
+        artifacts_dir: str | None = None,
         billing_gateway_conn_id: str = "billing_gateway_db",
         payments_ledger_conn_id: str = "payments_ledger_db",
         kafka_conn_id: str = "reconciliation_kafka",
@@ -329,7 +335,7 @@ class ReconciliationSnapshotOperator(BaseOperator):
         self.window_end = window_end
         self.divergence_kinds = divergence_kinds
         self.incident_id = incident_id
-        self.output_path = output_path
+        self.artifacts_dir = artifacts_dir
         self.billing_gateway_conn_id = billing_gateway_conn_id
         self.payments_ledger_conn_id = payments_ledger_conn_id
         self.kafka_conn_id = kafka_conn_id
@@ -339,10 +345,8 @@ class ReconciliationSnapshotOperator(BaseOperator):
         self.health_timeout = health_timeout
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from pathlib import Path
-
+        from airflow_recon_provider.artifacts import publish_artifact, spool_file
         from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
-        from airflow_recon_provider.operators._artifacts import run_artifact_path
         from airflow_recon_provider.reconciliation.config import ReconConfig, check_psp_name
         from airflow_recon_provider.reconciliation.incidents import Figures
         from airflow_recon_provider.reconciliation.remediation import parse_kind_list
@@ -354,12 +358,22 @@ class ReconciliationSnapshotOperator(BaseOperator):
         kinds = parse_kind_list(self.divergence_kinds)
         gateway = BillingGatewayHook(billing_gateway_conn_id=self.billing_gateway_conn_id, config=config)
         gateway.resolve_psp(psp)
-        if not blank(self.output_path):
-            target = Path(str(self.output_path)).expanduser()
-        else:
-            target = run_artifact_path(context, f"snapshot_{psp}.csv")
-
-        rows = gateway.snapshot_to_csv(psp, window, target)
+        incident_id = None if blank(self.incident_id) else str(self.incident_id).strip()
+        name = f"snapshot_{psp}.csv"
+        with spool_file(name) as spool:
+            rows = gateway.snapshot_to_csv(psp, window, spool)
+            # a fresh observation: a retry that read other rows keeps the first try's file
+            artifact = publish_artifact(
+                context,
+                kind="snapshot",
+                name=name,
+                source=spool,
+                psp=psp,
+                incident_id=incident_id,
+                base_url=None if blank(self.artifacts_dir) else str(self.artifacts_dir).strip(),
+                billing_gateway_conn_id=self.billing_gateway_conn_id,
+                keep_retries=True,
+            )
         summary = gateway.summary(psp, window, kinds=kinds)
         cycles = self._cycles(gateway, psp, window)
         ledger = _optional("ledger integrity", lambda: self._ledger(gateway, psp, window), self.log)
@@ -377,12 +391,12 @@ class ReconciliationSnapshotOperator(BaseOperator):
         else:
             outcome = "divergent" if summary.divergent_count else "clean"
         self.log.info(
-            "PSP %s window %s: snapshot of %d transaction(s) in %s; divergence %s; "
+            "PSP %s window %s: snapshot of %d transaction(s): %s; divergence %s; "
             "ledger %s, kafka %s, PSP health %s",
             psp,
             window,
             rows,
-            target,
+            artifact.describe(),
             Figures.from_summary(summary).describe(),
             _status_word(ledger, "matches"),
             _status_word(kafka, "errors"),
@@ -393,13 +407,13 @@ class ReconciliationSnapshotOperator(BaseOperator):
             "window_start": window.start.isoformat(),
             "window_end": window.end.isoformat(),
             "outcome": outcome,
-            "snapshot": {"path": str(target), "rows": rows},
+            "snapshot": {**artifact.summary(), "rows": rows},
             "summary": _figures(summary),
             "cycles": cycles,
             "ledger": ledger,
             "kafka": kafka,
             "psp_health": health,
-            "incident_id": None if blank(self.incident_id) else str(self.incident_id).strip(),
+            "incident_id": incident_id,
         }
         self._record(context, result, summary)
         return result
@@ -456,7 +470,7 @@ class ReconciliationSnapshotOperator(BaseOperator):
         if not incident_id:
             return
         outcome = (
-            f"snapshot of {result['snapshot']['rows']} transaction(s); "
+            f"snapshot of {result['snapshot']['rows']} transaction(s) ({result['snapshot']['link']}); "
             f"{summary.divergent_count} divergent key(s); "
             f"cycles {result['cycles']['by_status'] or 'none recorded'}; "
             f"ledger {_status_word(result['ledger'], 'matches')}; "

@@ -2,19 +2,17 @@
 
 "Abrir chamado junto ao PSP fornecendo IDs das transações divergentes quando
 inconsistência for externa." The divergent keys of the external kinds are streamed from
-the gateway database (server-side cursor) into a CSV artifact for the PSP; XCom gets the
-path and the counts, never the rows. The PSP assigns the ticket number; when the run
+the gateway database (server-side cursor) into a CSV artifact for the PSP, written once to
+the artifact store and recorded in ``recon.artifacts``; XCom gets its dashboard link and the
+counts, never the rows nor a worker path. The PSP assigns the ticket number; when the run
 knows it (a templated param), it is returned as ``psp_ticket`` for the incident record
 (runbook, Comunicação: "Registrar número do ticket do PSP (se houver) no incidente").
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -47,8 +45,10 @@ class PspTicketOperator(BaseOperator):
         missing_in_gateway, currency_mismatch, amount_mismatch.
     :param ticket_number: the PSP's ticket number, when known (templated); returned as
         ``psp_ticket``.
-    :param output_path: where to write the CSV (templated); default
-        ``<artifacts>/<dag_id>/<run_id>/psp_ticket_<psp>.csv``.
+    :param incident_id: the incident the CSV belongs to (templated); empty: none.
+    :param artifacts_dir: another artifact store base (a directory or a URL such as
+        ``s3://bucket/prefix``) than ``[recon] artifacts_base_url`` (templated). The CSV is
+        ``<base>/<dag_id>/<run_id>/psp_ticket_<psp>.csv``.
     :param billing_gateway_conn_id: connection of the gateway database (a replica works).
     """
 
@@ -58,7 +58,8 @@ class PspTicketOperator(BaseOperator):
         "window_end",
         "divergence_kinds",
         "ticket_number",
-        "output_path",
+        "incident_id",
+        "artifacts_dir",
     )
     ui_color = "#e0f2f1"
 
@@ -70,7 +71,8 @@ class PspTicketOperator(BaseOperator):
         window_end: str | datetime,
         divergence_kinds: Sequence[str] | str | None = EXTERNAL_KIND_NAMES,
         ticket_number: str | None = None,
-        output_path: str | None = None,
+        incident_id: str | None = None,
+        artifacts_dir: str | None = None,
         billing_gateway_conn_id: str = "billing_gateway_db",
         **kwargs: Any,
     ) -> None:
@@ -82,12 +84,14 @@ class PspTicketOperator(BaseOperator):
             list(divergence_kinds) if isinstance(divergence_kinds, tuple) else divergence_kinds
         )
         self.ticket_number = ticket_number
-        self.output_path = output_path
+        self.incident_id = incident_id
+        self.artifacts_dir = artifacts_dir
         self.billing_gateway_conn_id = billing_gateway_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_recon_provider.artifacts import publish_artifact, spool_file
         from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
-        from airflow_recon_provider.operators._artifacts import run_artifact_path
+        from airflow_recon_provider.operators._context import blank
         from airflow_recon_provider.reconciliation.config import ReconConfig, check_psp_name
         from airflow_recon_provider.reconciliation.psp_ticket import (
             check_ticket_number,
@@ -101,33 +105,36 @@ class PspTicketOperator(BaseOperator):
         window = Window.parse(self.window_start, self.window_end, max_span=config.max_window)
         kinds = parse_ticket_kinds(self.divergence_kinds)
         ticket = check_ticket_number(self.ticket_number)
-        if self.output_path and str(self.output_path).strip() not in {"", "None"}:
-            target = Path(str(self.output_path)).expanduser()
-        else:
-            target = run_artifact_path(context, f"psp_ticket_{psp}.csv")
+        incident_id = None if blank(self.incident_id) else str(self.incident_id).strip()
+        name = f"psp_ticket_{psp}.csv"
 
         gateway = BillingGatewayHook(billing_gateway_conn_id=self.billing_gateway_conn_id, config=config)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # written next to its destination and renamed into place: never half a file
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+        with spool_file(name) as spool:
+            with open(spool, "w", newline="", encoding="utf-8") as out:
                 counts = write_ticket_csv(gateway.iter_divergences(psp, window, kinds), out)
-            os.chmod(tmp_name, 0o640)
-            os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+            # once, atomically, in the artifact store; a retry that reads other rows keeps
+            # the first try's file and stores its own beside it
+            artifact = publish_artifact(
+                context,
+                kind="psp_ticket",
+                name=name,
+                source=spool,
+                psp=psp,
+                incident_id=incident_id,
+                base_url=None if blank(self.artifacts_dir) else str(self.artifacts_dir).strip(),
+                billing_gateway_conn_id=self.billing_gateway_conn_id,
+                keep_retries=True,
+            )
 
         if counts.rows:
             self.log.info(
-                "PSP %s window %s: %d divergent transaction(s) for the PSP ticket%s in %s (%s); "
+                "PSP %s window %s: %d divergent transaction(s) for the PSP ticket%s: %s (%s); "
                 "divergent amount per currency: %s",
                 psp,
                 window,
                 counts.rows,
                 f" {ticket}" if ticket else "",
-                target,
+                artifact.describe(),
                 ", ".join(f"{kind} {n}" for kind, n in counts.by_kind.items()),
                 counts.currency_text(),
             )
@@ -138,19 +145,20 @@ class PspTicketOperator(BaseOperator):
                 psp,
                 window,
                 ", ".join(k.value for k in kinds),
-                target,
+                artifact.describe(),
             )
         return {
             "psp": psp,
             "window_start": window.start.isoformat(),
             "window_end": window.end.isoformat(),
             "kinds": [k.value for k in kinds],
-            "path": str(target),
+            "artifact": artifact.summary(),
             "rows": counts.rows,
             "counts": {k.value: counts.by_kind.get(k.value, 0) for k in kinds},
             # per currency, in its own minor units: never one sum across currencies
             "by_currency": counts.currency_dict(),
             "psp_ticket": ticket,
+            "incident_id": incident_id,
         }
 
 

@@ -13,6 +13,11 @@ of this machine as a subprocess, for development and the demo; the repository sh
 ``scripts/finops/rollback_and_tag.py`` as a demo stand-in that only records what it would
 do (``RECON_RELEASE_RECORD``).
 
+Either way the task's **release record** — what was run, where, with what outcome — is
+written once to the artifact store as ``release_<action>_<service>.json`` (kind
+``release_record`` in ``recon.artifacts``); XCom and the incident timeline carry its
+dashboard link, never a worker path.
+
 The Kubernetes provider is imported only when a pod is built, so DAG files that use these
 operators parse fast.
 """
@@ -68,9 +73,15 @@ class _ReleaseScriptOperator(BaseOperator):
     :param kubernetes_conn_id: Airflow connection of the cluster.
     :param script_path: the script; in the pod, the path inside the image; locally, an
         absolute path or one relative to the working directory or to this repository.
-    :param record_path: local mode: file where the demo script records its action
-        (``RECON_RELEASE_RECORD``; default ``$RECON_RELEASE_RECORD``, else
-        ``<artifacts>/release-actions.json``) (templated).
+    :param record_path: local mode: file where the demo stand-in script appends its action
+        (``RECON_RELEASE_RECORD``; default ``$RECON_RELEASE_RECORD``, else none: the script
+        only prints it). The task's release record goes to the artifact store either way
+        (templated).
+    :param psp: the PSP of the incident this release action belongs to (templated); empty:
+        none.
+    :param incident_id: the incident (templated); empty: none.
+    :param artifacts_dir: another artifact store base (a directory or a URL) than
+        ``[recon] artifacts_base_url`` for the release record (templated).
     :param script_timeout: local mode: seconds the script may run.
     :param pod_kwargs: extra ``KubernetesPodOperator`` arguments (service account,
         resources, secrets, ...).
@@ -85,6 +96,9 @@ class _ReleaseScriptOperator(BaseOperator):
         "namespace",
         "script_path",
         "record_path",
+        "psp",
+        "incident_id",
+        "artifacts_dir",
     )
     ui_color = "#ede7f6"
 
@@ -101,9 +115,15 @@ class _ReleaseScriptOperator(BaseOperator):
         record_path: str | None = None,
         script_timeout: float = 600.0,
         pod_kwargs: dict[str, Any] | None = None,
+        psp: str | None = None,
+        incident_id: str | None = None,
+        artifacts_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.psp = psp
+        self.incident_id = incident_id
+        self.artifacts_dir = artifacts_dir
         self.service = service
         self.env = env
         self.mode = mode
@@ -222,18 +242,17 @@ class _ReleaseScriptOperator(BaseOperator):
             "set script_path"
         )
 
-    def _record_path(self, context: Context) -> str:
-        from airflow_recon_provider.operators._artifacts import artifacts_root
-
-        if self.record_path and str(self.record_path).strip():
+    def _record_path(self) -> str | None:
+        """The demo stand-in's own log of actions (``RECON_RELEASE_RECORD``), if any."""
+        if self.record_path and str(self.record_path).strip() not in {"", "None"}:
             return str(self.record_path)
-        return os.environ.get(RECORD_ENV) or str(artifacts_root() / "release-actions.json")
+        return os.environ.get(RECORD_ENV) or None
 
     def _run_locally(self, context: Context) -> dict[str, Any]:
         from airflow_recon_provider.reconciliation.errors import ReleaseCommandError
 
         script = self._local_script()
-        record = self._record_path(context)
+        record = self._record_path()
         argv = [sys.executable, str(script), *self.script_args()]
         self.log.info(
             "%s of %s in %s, local mode: %s", self.action, self.service, self.env, " ".join(argv[1:])
@@ -244,7 +263,7 @@ class _ReleaseScriptOperator(BaseOperator):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-                env={**os.environ, RECORD_ENV: record},
+                env={**os.environ, **({RECORD_ENV: record} if record else {})},
             )
             out, err = self._process.communicate(timeout=self.script_timeout)
         except subprocess.TimeoutExpired:
@@ -268,7 +287,10 @@ class _ReleaseScriptOperator(BaseOperator):
                 output = json.loads(lines[-1])
             except ValueError:
                 output = lines[-1]
-        return {"script": str(script), "record_path": record, "exit_code": code, "output": output}
+        if isinstance(output, dict):
+            # the stand-in's log is a file of this worker: not something to hand on
+            output.pop("recorded_in", None)
+        return {"script": script.name, "exit_code": code, "output": output}
 
     # -- execute ----------------------------------------------------------------------------
     def _check_preconditions(self, context: Context) -> None:
@@ -280,7 +302,7 @@ class _ReleaseScriptOperator(BaseOperator):
         self._check_preconditions(context)
         details = self._run_in_pod(context) if mode == "kubernetes" else self._run_locally(context)
         self.log.info("%s of %s in %s done (%s mode)", self.action, self.service, self.env, mode)
-        return {
+        result = {
             "action": self.action,
             "service": self.service,
             "env": self.env,
@@ -288,6 +310,43 @@ class _ReleaseScriptOperator(BaseOperator):
             "argv": argv,
             **details,
         }
+        record = self._publish_record(context, result)
+        self.log.info("Release record: %s", record.describe())
+        return {**result, "record": record.summary()}
+
+    def _publish_record(self, context: Context, result: dict[str, Any]) -> Any:
+        """The release record (what ran, where, its outcome) written once to the artifact store."""
+        from datetime import UTC, datetime
+
+        from airflow_recon_provider.artifacts import publish_artifact
+        from airflow_recon_provider.operators._context import blank, run_actor, run_id_of
+
+        psp = None if blank(self.psp) else str(self.psp).strip()
+        incident_id = None if blank(self.incident_id) else str(self.incident_id).strip()
+        ti = context["ti"]
+        document = {
+            **result,
+            "notes": getattr(self, "notes", None),
+            "psp": psp,
+            "incident_id": incident_id,
+            "dag_id": getattr(ti, "dag_id", None),
+            "run_id": run_id_of(context),
+            "task_id": getattr(ti, "task_id", None),
+            "requested_by": run_actor(context),
+            "recorded_at": datetime.now(UTC).isoformat(),
+        }
+        data = (json.dumps(document, indent=2, sort_keys=True, default=str) + "\n").encode()
+        return publish_artifact(
+            context,
+            kind="release_record",
+            name=f"release_{self.action}_{self.service}.json",
+            source=data,
+            psp=psp,
+            incident_id=incident_id,
+            content_type="application/json",
+            base_url=None if blank(self.artifacts_dir) else str(self.artifacts_dir).strip(),
+            keep_retries=True,
+        )
 
     def on_kill(self) -> None:
         if self._pod_operator is not None:

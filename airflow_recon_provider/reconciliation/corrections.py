@@ -61,6 +61,7 @@ from airflow_recon_provider.reconciliation.money import (
     rate_text,
 )
 from airflow_recon_provider.reconciliation.report import DivergenceRow, KindTotal
+from airflow_recon_provider.reconciliation.spreadsheet import safe_cell
 from airflow_recon_provider.reconciliation.window import Window
 
 #: a rule's target meaning "the PSP's status, mapped to the gateway's vocabulary"
@@ -500,12 +501,16 @@ class DryRun:
     by_kind: Mapping[DivergenceKind, Mapping[str, KindTotal]]
     manual_by_kind: Mapping[DivergenceKind, ManualTotal]
     sample: tuple[ProposedCorrection, ...] = ()
+    #: the dry-run CSV: its dashboard link once published to the artifact store (the hook
+    #: alone writes a local file and names it here)
     artifact: str | None = None
     row_cap: int | None = None
     policy: Mapping[str, Any] = field(default_factory=dict)
     reporting_currency: str = DEFAULT_REPORTING_CURRENCY
     #: the rates in force at the window's end of the dry run's currencies that have one
     fx_rates: Mapping[str, FxRate] = field(default_factory=dict)
+    #: the published CSV (``ArtifactRecord.summary()``: id, name, link, size, SHA-256)
+    artifact_record: Mapping[str, Any] | None = None
 
     @property
     def manual_count(self) -> int:
@@ -599,6 +604,7 @@ class DryRun:
             "fx_rates": {c: rate.as_dict() for c, rate in sorted(self.used_rates.items())},
             "unconverted_currencies": self.unconverted_currencies,
             "artifact": self.artifact,
+            "artifact_record": dict(self.artifact_record) if self.artifact_record else None,
             "row_cap": self.row_cap,
             "row_cap_exceeded": self.row_cap_exceeded,
             "policy": dict(self.policy),
@@ -709,16 +715,6 @@ DRY_RUN_FIELDS = (
 )
 
 
-def _cell(value: Any) -> Any:
-    """A CSV cell that a spreadsheet opens as text: finance opens this file, and a PSP
-    reference like ``=HYPERLINK(...)`` must not become a formula."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
 class DryRunCsvWriter:
     """Writes proposals to the dry-run CSV (one line each, :data:`DRY_RUN_FIELDS`)."""
 
@@ -731,14 +727,14 @@ class DryRunCsvWriter:
         self._writer.writerow(
             [
                 p.transaction_id,
-                _cell(p.provider_reference),
-                _cell(p.transaction_type),
+                safe_cell(p.provider_reference),
+                safe_cell(p.transaction_type),
                 p.kind.value,
-                _cell(p.before_status),
+                safe_cell(p.before_status),
                 _iso(p.before_processed_at) or "",
-                _cell(p.after_status),
+                safe_cell(p.after_status),
                 p.amount_minor,
-                _cell(p.currency),
+                safe_cell(p.currency),
             ]
         )
         self.rows += 1
@@ -833,6 +829,17 @@ def converted_text(
     return lines
 
 
+def _artifact_line(dry: DryRun, locale: str) -> str:
+    """``[correction_<key>.csv](<dashboard link>) — 1.234 bytes, SHA-256 `0123456789ab…```."""
+    record = dry.artifact_record
+    if record and record.get("link"):
+        size = _count(int(record.get("size_bytes") or 0), locale)
+        sha = str(record.get("sha256") or "")
+        name = _md(record.get("name") or "dry-run CSV")
+        return f"[{name}]({record['link']}) — {size} bytes, SHA-256 `{sha[:16]}…`"
+    return _md(dry.artifact) if dry.artifact else "none"
+
+
 def approval_subject(dry: DryRun, *, locale: str = DEFAULT_LOCALE) -> str:
     """``Approve data correction of PSP stripe: 12 transaction(s) — 11 in BRL: R$ 104.175,21;
     1 in EUR: EUR 9.619,80`` (plain text: no markdown escapes)."""
@@ -879,7 +886,7 @@ def approval_body(
         f"- incident: {_md(incident_id) if incident_id else 'none'}",
         f"- requested by: {_md(requested_by)} (run {_md(run_id)}) — cannot approve it",
         f"- correction set: `{dry.correction_key}`",
-        f"- dry-run artifact: {_md(dry.artifact) if dry.artifact else 'none'}",
+        f"- dry-run CSV (open it before answering): {_artifact_line(dry, locale)}",
         f"- row cap: {n(dry.row_cap)} transaction(s)" if dry.row_cap is not None else "- row cap: none",
     ]
     if dry.by_currency:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from artifact_checks import artifact_text, assert_artifact_link, assert_no_local_paths
 from correction_data import (
     EXPECTED,
     EXPECTED_BY_CURRENCY,
@@ -113,6 +114,17 @@ def test_approved_by_finance_applies_the_dry_run(register_dag, seeded, incident,
     assert "requested by: dag\\_test (run " in body  # markdown-escaped
 
     result = result_of(dag_run)
+    # finance opens the dry-run CSV from the approval text: its dashboard link, name, size
+    record = assert_artifact_link(result["dry_run"]["artifact_record"], kind="dry_run")
+    assert result["dry_run"]["artifact"] == record["link"]
+    assert record["name"] == f"correction_{result['correction_key']}.csv"
+    assert f"[correction\\_{result['correction_key']}.csv]({record['link']})" in body
+    assert f"SHA-256 `{record['sha256'][:16]}…`" in body
+    assert artifact_text(record).splitlines()[0].startswith("transaction_id,")
+    events = seeded.execute(
+        "SELECT outcome, details FROM recon.incident_events WHERE incident_id = %s", (incident,)
+    ).fetchall()
+    assert_no_local_paths(body, request["subject"], result, events, roots=[tmp_path], what="correction")
     assert result["outcome"] == "applied" and result["approved_by"] == "finance.bia"
     assert result["result"]["applied"] == 4
     assert result["result"]["applied_by_currency"] == {
@@ -187,6 +199,7 @@ def test_four_currencies_each_in_its_own_figures_and_converted_with_the_rates(
     the rates in force at the window's end, USD named as not converted; no figure anywhere is
     a sum of minor units across currencies; each applied correction keeps its currency."""
     import csv
+    import io
     import json
     from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -272,10 +285,8 @@ def test_four_currencies_each_in_its_own_figures_and_converted_with_the_rates(
     assert not ints_in(result) & mixed
 
     # the dry-run CSV: integer minor units plus the currency code on every row
-    with open(dry["artifact"], newline="") as f:
-        artifact = {
-            int(r["transaction_id"]): (r["currency"], int(r["amount_minor"])) for r in csv.DictReader(f)
-        }
+    rows = csv.DictReader(io.StringIO(artifact_text(dry["artifact_record"]), newline=""))
+    artifact = {int(r["transaction_id"]): (r["currency"], int(r["amount_minor"])) for r in rows}
     assert artifact == {tid: (currency, amount) for tid, (_, currency, amount) in MULTI_ROWS.items()}
 
     # recon.corrections: each applied correction with its amount's currency

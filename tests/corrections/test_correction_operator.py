@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from artifact_checks import artifact_text, assert_artifact_link, assert_no_local_paths
 from correction_data import EXPECTED, WINDOW_END, WINDOW_START, checksum, statuses
 
 from airflow_recon_provider.operators.corrections import TransactionCorrectionOperator
@@ -72,13 +73,19 @@ def test_dry_run_only_writes_the_artifact(seeded, incident, artifacts):
     summary = ctx["ti"].xcoms["dry_run"]
     assert summary == out["dry_run"]
     assert summary["proposal_count"] == 4 and "sample" not in summary
-    artifact = summary["artifact"]
-    assert artifact.startswith(str(artifacts / "corrections" / "billing_gateway_data_correction"))
-    assert "manual__2026-11-20T12_30_00_00_00" in artifact  # run id made path-safe
-    with open(artifact) as f:
-        assert len(f.read().splitlines()) == 1 + 4
-    (outcome,) = seeded.execute("SELECT outcome FROM recon.incident_events").fetchone()
-    assert outcome == "dry_run"
+    record = assert_artifact_link(summary["artifact_record"], kind="dry_run")
+    assert summary["artifact"] == record["link"]
+    # written once under the override base: <base>/<dag_id>/<run_id>/correction_<key>.csv
+    stored = artifacts / "billing_gateway_data_correction" / "manual__2026-11-20T12_30_00_00_00"
+    assert sorted(p.name for p in stored.iterdir()) == [f"correction_{out['correction_key']}.csv"]
+    assert len(artifact_text(record).splitlines()) == 1 + 4
+    (row,) = seeded.execute(
+        "SELECT dag_id, run_id, task_id, psp, incident_id, kind FROM recon.artifacts"
+    ).fetchall()
+    assert row == ("billing_gateway_data_correction", RUN_ID, "correct", "stripe", incident, "dry_run")
+    outcome, details = seeded.execute("SELECT outcome, details FROM recon.incident_events").fetchone()
+    assert outcome == "dry_run" and details["artifact_record"] == record
+    assert_no_local_paths(out, summary, details, roots=[artifacts], what="dry run")
 
 
 def test_rendered_values_are_parsed_and_the_row_cap_refuses_before_asking(seeded, incident, artifacts):

@@ -11,9 +11,9 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
+from artifact_checks import artifact_text, assert_artifact_link, assert_no_local_paths
 from incident_support import UPDATES_DAG_FILE, WINDOW_END, WINDOW_START, next_slot, statement_line
 
 from airflow_recon_provider.hooks.incidents import IncidentHook
@@ -250,8 +250,10 @@ def test_missing_smtp_connection_fails_the_run_and_writes_nothing(
 
 @pytest.mark.timeout(180)
 def test_closing_report_attached_written_and_callback_notifies(
-    register_dag, divergent_psp, finance_conns, tmp_path
+    register_dag, divergent_psp, finance_conns, tmp_path, monkeypatch
 ):
+    # the closing report goes to the configured artifact store (it used to ignore it)
+    monkeypatch.setenv("AIRFLOW__RECON__ARTIFACTS_BASE_URL", f"file://{tmp_path}/store")
     from airflow.sdk import DAG, Param
 
     from airflow_recon_provider.notifications.finance import FinanceNotifier
@@ -266,7 +268,6 @@ def test_closing_report_attached_written_and_callback_notifies(
         ClosingReportOperator(
             task_id="closing_report",
             incident_id="{{ params.incident_id }}",
-            output_dir=str(tmp_path / "reports"),
             on_success_callback=FinanceNotifier(
                 incident_id="{{ params.incident_id }}",
                 headline="Closing report of {{ params.incident_id }} attached",
@@ -294,10 +295,19 @@ def test_closing_report_attached_written_and_callback_notifies(
 
     dag_run = dag.test(run_conf={"incident_id": incident_id})
     assert dag_run.state == "success"
-    paths = dag_run.get_task_instance("closing_report").xcom_pull(task_ids="closing_report")
-    assert paths["incident_id"] == incident_id
-    markdown = Path(paths["markdown_path"]).read_text()
-    html = Path(paths["html_path"]).read_text()
+    result = dag_run.get_task_instance("closing_report").xcom_pull(task_ids="closing_report")
+    assert result["incident_id"] == incident_id
+    md_link = assert_artifact_link(result["markdown"], kind="closing_report")
+    html_link = assert_artifact_link(result["html"], kind="closing_report_html")
+    assert (md_link["name"], html_link["name"]) == (
+        f"{incident_id}-closing-report.md",
+        f"{incident_id}-closing-report.html",
+    )
+    markdown, html = artifact_text(md_link), artifact_text(html_link)
+    stored = tmp_path / "store" / "recon_test_closing_report"
+    assert sorted(p.name for p in stored.rglob("*") if p.is_file()) == sorted(
+        [md_link["name"], html_link["name"]]
+    )
     assert markdown.startswith(f"# {incident_id} — billing gateway reconciliation, PSP stripe")
     assert "Draft" not in markdown
     for section in (
@@ -314,9 +324,22 @@ def test_closing_report_attached_written_and_callback_notifies(
     assert "cycle 10:00 re-run: failed" in markdown and "recovered -> closed" in markdown
     assert "2,2727% — R$ 0,50 divergent in 1 transaction(s)" in markdown.split("## Final numbers")[1]
     assert hook.stored_closing_report(incident_id) == (markdown, html)
-    assert hook.timeline(incident_id)[-2].step == Step.CLOSING_REPORT
+    attached = hook.timeline(incident_id)[-2]
+    assert attached.step == Step.CLOSING_REPORT
+    assert md_link["link"] in attached.outcome and attached.details["artifacts"] == [md_link, html_link]
+    rows = divergent_psp.execute("SELECT kind, incident_id, psp FROM recon.artifacts ORDER BY id").fetchall()
+    assert rows == [("closing_report", incident_id, "stripe"), ("closing_report_html", incident_id, "stripe")]
 
     # the callback told finance: the incident is closed, so it is the final update
     (message,) = finance_conns["smtp"].messages
     assert "normalized" in subject(message)
     assert f"CLOSING REPORT OF {incident_id} ATTACHED" in text_of(message)
+    assert_no_local_paths(
+        result,
+        attached.outcome,
+        attached.details,
+        text_of(message),
+        message.as_string(),
+        roots=[tmp_path],
+        what="closing report",
+    )

@@ -4,11 +4,13 @@ transactions for the PSP, counts (never rows) and the PSP's ticket number in XCo
 from __future__ import annotations
 
 import csv
+import io
 import json
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
+from artifact_checks import artifact_text, assert_artifact_link, assert_no_local_paths
 
 from airflow_recon_provider.operators.psp_ticket import PspTicketOperator
 from airflow_recon_provider.reconciliation.errors import DivergenceKindError, UnknownPspError
@@ -58,11 +60,13 @@ def divergences(db, airflow_conns, monkeypatch, tmp_path):
     return db
 
 
-def read_csv(path):
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        assert tuple(reader.fieldnames) == TICKET_FIELDS
-        return list(reader)
+def read_csv(result):
+    """The ticket CSV of an operator's result, read the dashboard's way (recon.artifacts,
+    then the object store), never from a path."""
+    record = assert_artifact_link(result["artifact"], kind="psp_ticket")
+    reader = csv.DictReader(io.StringIO(artifact_text(record), newline=""))
+    assert tuple(reader.fieldnames) == TICKET_FIELDS
+    return list(reader)
 
 
 def context(tmp_path):
@@ -112,11 +116,15 @@ def test_ticket_csv_holds_the_external_divergences_only(ticket_dag, divergences,
         "BRL": {"exponent": 2, "rows": 5, "divergent_amount_minor": 300 + 400 + 250 + 500 + 100}
     }
     assert "divergent_amount_minor" not in result
-    assert result["path"].startswith(str(tmp_path / "artifacts" / "test_psp_ticket"))
-    # counts and a path, never the rows
+    # written under RECON_ARTIFACTS_DIR (the file:// base), linked, never a path in XCom
+    folder = tmp_path / "artifacts" / "test_psp_ticket"
+    assert [p.name for p in folder.rglob("*.csv")] == ["psp_ticket_stripe.csv"]
+    assert result["artifact"]["name"] == "psp_ticket_stripe.csv"
+    assert_no_local_paths(result, roots=[tmp_path], what="psp ticket XCom")
+    # counts and a link, never the rows
     assert "missst" not in json.dumps(result)
 
-    rows = {r["provider_reference"]: r for r in read_csv(result["path"])}
+    rows = {r["provider_reference"]: r for r in read_csv(result)}
     assert set(rows) == {"dupst", "missst", "missgw", "cur", "amt"}  # no internal kinds, no adyen
     assert rows["amt"] == {
         "provider_reference": "amt",
@@ -154,54 +162,52 @@ def test_without_ticket_number_the_ticket_is_none(ticket_dag, divergences):
     assert dag_run.get_task_instance("psp_ticket").xcom_pull(task_ids="psp_ticket")["psp_ticket"] is None
 
 
-def test_configured_kinds_and_explicit_path(divergences, tmp_path):
-    out = tmp_path / "ticket.csv"
+def test_configured_kinds_and_another_base(divergences, tmp_path):
     op = PspTicketOperator(
         task_id="psp_ticket",
         psp="stripe",
         divergence_kinds="['amount_mismatch', 'currency_mismatch']",  # a rendered multi-select param
-        output_path=str(out),
+        incident_id="INCIDENT-7",
+        artifacts_dir=str(tmp_path / "elsewhere"),
         **WINDOW,
     )
     result = op.execute(context(tmp_path))
     assert result["counts"] == {"currency_mismatch": 1, "amount_mismatch": 1}
-    assert [r["provider_reference"] for r in read_csv(out)] == ["cur", "amt"]
-    assert result["path"] == str(out)
+    assert [r["provider_reference"] for r in read_csv(result)] == ["cur", "amt"]
+    assert (tmp_path / "elsewhere" / "adhoc" / "manual__1" / "psp_ticket_stripe.csv").is_file()
+    (row,) = divergences.execute("SELECT psp, incident_id, kind, name FROM recon.artifacts").fetchall()
+    assert row == ("stripe", "INCIDENT-7", "psp_ticket", "psp_ticket_stripe.csv")
+    # run again (a retry) with the same rows: the same artifact, nothing written twice
+    again = op.execute(context(tmp_path))
+    assert again["artifact"] == result["artifact"]
 
 
 def test_empty_window_writes_the_header_only(divergences, tmp_path):
-    out = tmp_path / "empty.csv"
     op = PspTicketOperator(
         task_id="psp_ticket",
         psp="stripe",
         window_start="2026-11-19T10:00:00Z",
         window_end="2026-11-19T11:00:00Z",
-        output_path=str(out),
     )
     result = op.execute(context(tmp_path))
     assert result["rows"] == 0 and set(result["counts"].values()) == {0}
-    assert read_csv(out) == []
+    assert read_csv(result) == []
 
 
 def test_bad_input_leaves_no_file(divergences, tmp_path):
-    out = tmp_path / "t" / "ticket.csv"
+    store = tmp_path / "artifacts"
     with pytest.raises(UnknownPspError):
-        PspTicketOperator(task_id="t", psp="paypal", output_path=str(out), **WINDOW).execute(
-            context(tmp_path)
-        )
-    assert not out.exists() and list(out.parent.iterdir()) == []
+        PspTicketOperator(task_id="t", psp="paypal", **WINDOW).execute(context(tmp_path))
     with pytest.raises(DivergenceKindError, match="unknown divergence kind"):
         PspTicketOperator(
-            task_id="t",
-            psp="stripe",
-            divergence_kinds="missing,amount_mismatch",
-            output_path=str(out),
-            **WINDOW,
+            task_id="t", psp="stripe", divergence_kinds="missing,amount_mismatch", **WINDOW
         ).execute(context(tmp_path))
     with pytest.raises(ValueError, match="ticket number"):
-        PspTicketOperator(
-            task_id="t", psp="stripe", ticket_number="A\nB", output_path=str(out), **WINDOW
-        ).execute(context(tmp_path))
+        PspTicketOperator(task_id="t", psp="stripe", ticket_number="A\nB", **WINDOW).execute(
+            context(tmp_path)
+        )
+    assert not store.exists() or not any(p.is_file() for p in store.rglob("*"))
+    assert divergences.execute("SELECT count(*) FROM recon.artifacts").fetchone() == (0,)
 
 
 def test_parse_ticket_kinds():
@@ -257,14 +263,12 @@ def test_ticket_in_four_currencies_keeps_each_amount_in_its_own(
                 (ref, line_amount, line_currency, f"2026-11-20T10:{minute}Z"),
             )
     monkeypatch.setenv("RECON_CONFIG", json.dumps({"psps": ["stripe"]}))
-    out = tmp_path / "ticket.csv"
+    monkeypatch.setenv("RECON_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
     capfd.readouterr()
-    result = PspTicketOperator(task_id="psp_ticket", psp="stripe", output_path=str(out), **WINDOW).execute(
-        context(tmp_path)
-    )
+    result = PspTicketOperator(task_id="psp_ticket", psp="stripe", **WINDOW).execute(context(tmp_path))
     printed = capfd.readouterr()
 
-    rows = {r["provider_reference"]: r for r in read_csv(out)}
+    rows = {r["provider_reference"]: r for r in read_csv(result)}
     amounts = {
         ref: (
             r["gateway_amount_minor"],
@@ -310,4 +314,5 @@ def test_ticket_in_four_currencies_keeps_each_amount_in_its_own(
     mixed = cross_currency_sums(parts)
     log = "\n".join(line for line in (printed.out + printed.err).splitlines() if "PSP ticket" in line)
     assert "JPY: 1 row(s), JPY 457" in log and "EUR: 1 row(s), EUR 42,80" in log
-    assert not (ints_in(result) | numbers_in(log)) & mixed
+    figures = {k: v for k, v in result.items() if k != "artifact"}  # its id and size are no amounts
+    assert not (ints_in(figures) | numbers_in(log)) & mixed

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from artifact_checks import artifact_text, assert_artifact_link, assert_no_local_paths
 
 from airflow_recon_provider.operators.release import RollbackDeployOperator, TagReleaseOperator, parse_bool
 from airflow_recon_provider.reconciliation.errors import ConnectionMissingError, ReleaseCommandError
@@ -148,9 +149,17 @@ def release_dag(register_dag):
     return register_dag(dag)
 
 
+@pytest.fixture
+def store(db, airflow_conns, monkeypatch, tmp_path):
+    """The artifact store (RECON_ARTIFACTS_DIR) and recon.artifacts of the release records."""
+    monkeypatch.setenv("RECON_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    return db
+
+
 @pytest.mark.dags
+@pytest.mark.integration
 @pytest.mark.timeout(180)
-def test_local_mode_really_runs_the_demo_script(release_dag, tmp_path):
+def test_local_mode_really_runs_the_demo_script(release_dag, store, tmp_path):
     record = tmp_path / "release-actions.json"
     dag_run = release_dag.test(
         logical_date=datetime(2026, 11, 21, 7, tzinfo=UTC),
@@ -175,11 +184,27 @@ def test_local_mode_really_runs_the_demo_script(release_dag, tmp_path):
     assert (
         result["output"]["would_run"] == "rollback of billing-gateway-worker in prod to its previous release"
     )
+    # the release record: written once to the artifact store, linked from XCom, no path
+    linked = assert_artifact_link(result["record"], kind="release_record")
+    assert linked["name"] == "release_rollback_billing-gateway-worker.json"
+    document = json.loads(artifact_text(linked))
+    assert (document["action"], document["exit_code"], document["run_id"]) == ("rollback", 0, dag_run.run_id)
+    assert document["output"]["would_run"] == result["output"]["would_run"]
+    tag = dag_run.get_task_instance("tag_release").xcom_pull(task_ids="tag_release")
+    tagged = json.loads(artifact_text(assert_artifact_link(tag["record"], kind="release_record")))
+    assert tagged["notes"] == "reconciliation incident INCIDENT-472"
+    assert_no_local_paths(result, tag, document, tagged, roots=[tmp_path], what="release XCom")
+    names = [r[0] for r in store.execute("SELECT name FROM recon.artifacts ORDER BY id")]
+    assert names == [
+        "release_rollback_billing-gateway-worker.json",
+        "release_tag_billing-gateway-worker.json",
+    ]
 
 
 @pytest.mark.dags
+@pytest.mark.integration
 @pytest.mark.timeout(180)
-def test_rollback_is_skipped_unless_the_break_followed_a_release(release_dag, tmp_path, capsys):
+def test_rollback_is_skipped_unless_the_break_followed_a_release(release_dag, store, tmp_path, capsys):
     record = tmp_path / "release-actions.json"
     dag_run = release_dag.test(
         logical_date=datetime(2026, 11, 21, 8, tzinfo=UTC),
@@ -189,6 +214,9 @@ def test_rollback_is_skipped_unless_the_break_followed_a_release(release_dag, tm
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert states == {"rollback_worker": "skipped", "tag_release": "success"}
     assert [e["action"] for e in json.loads(record.read_text())] == ["tag"]
+    assert [r[0] for r in store.execute("SELECT name FROM recon.artifacts")] == [
+        "release_tag_billing-gateway-worker.json"
+    ]
     assert "Rollback of billing-gateway-worker in prod skipped" in capsys.readouterr().out
 
 

@@ -7,10 +7,11 @@ changes nothing."""
 from __future__ import annotations
 
 import csv
+import io
 import json
-from pathlib import Path
 
 import pytest
+from artifact_checks import artifact_text, assert_artifact_link, assert_no_local_paths
 from remediation_dag_support import (
     WINDOW_END,
     WINDOW_START,
@@ -36,6 +37,22 @@ def timeline(db, incident_id: str) -> list[tuple]:
         " FROM recon.incident_events WHERE incident_id = %s ORDER BY id",
         (incident_id,),
     ).fetchall()
+
+
+def all_xcoms(dag_run) -> dict[str, object]:
+    """Every XCom value of the run (return values and the dry-run summary)."""
+    found = {}
+    for ti in dag_run.get_task_instances():
+        for key in ("return_value", "dry_run"):
+            value = ti.xcom_pull(task_ids=ti.task_id, key=key)
+            if value is not None:
+                found[f"{ti.task_id}:{key}"] = value
+    return found
+
+
+def csv_rows(summary) -> list[dict[str, str]]:
+    """A CSV artifact's rows, read the dashboard's way (recon.artifacts, the object store)."""
+    return list(csv.DictReader(io.StringIO(artifact_text(summary), newline="")))
 
 
 def test_from_trigger_to_closure(
@@ -70,12 +87,10 @@ def test_from_trigger_to_closure(
     assert (scope["dry_run"], scope["after_release"], scope["requested_by"]) == (False, True, REQUESTER)
     assert scope["figures"]["divergent_count"] == scenario.divergent_count
 
-    # investigation: the snapshot CSV (path in XCom, never the rows) and the checks beside it
+    # investigation: the snapshot CSV (its link in XCom, never the rows) and the checks beside it
     snapshot = xcom(dag_run, "investigate.snapshot")
-    snapshot_csv = Path(snapshot["snapshot"]["path"])
-    assert snapshot_csv.is_file() and str(workdir["artifacts"]) in str(snapshot_csv)
-    with snapshot_csv.open() as handle:
-        assert sum(1 for _ in csv.DictReader(handle)) == snapshot["snapshot"]["rows"]
+    assert_artifact_link(snapshot["snapshot"], kind="snapshot")
+    assert len(csv_rows(snapshot["snapshot"])) == snapshot["snapshot"]["rows"]
     assert snapshot["snapshot"]["rows"] == scenario.gateway_rows_in_window
     assert snapshot["outcome"] == "divergent"
     assert snapshot["summary"]["by_kind"]["status_mismatch"]["count"] == 12
@@ -109,7 +124,10 @@ def test_from_trigger_to_closure(
     correction = xcom(dag_run, "mitigate.correct_transactions")
     assert correction["outcome"] == "applied" and correction["approved_by"] == APPROVER
     assert correction["result"]["applied"] == 12
-    assert Path(correction["dry_run"]["artifact"]).is_file()
+    dry_csv = assert_artifact_link(correction["dry_run"]["artifact_record"], kind="dry_run")
+    assert len(csv_rows(dry_csv)) == 12
+    # finance saw the link to that CSV in the approval text, before answering
+    assert f"]({dry_csv['link']})" in answerer.request["body"]
     statuses = dict(
         db.execute(
             "SELECT id, status FROM payment_transactions WHERE id = ANY(%s)",
@@ -135,8 +153,7 @@ def test_from_trigger_to_closure(
 
     # PSP ticket: the external divergences that remain, as a CSV for the PSP
     ticket = xcom(dag_run, "mitigate.psp_ticket")
-    with open(ticket["path"]) as handle:
-        rows = list(csv.DictReader(handle))
+    rows = csv_rows(assert_artifact_link(ticket["artifact"], kind="psp_ticket"))
     assert sorted(r["kind"] for r in rows) == ["amount_mismatch", "amount_mismatch", "missing_in_statement"]
 
     # release: rolled back (the break followed a release) and tagged, by the local script
@@ -207,14 +224,43 @@ def test_from_trigger_to_closure(
 
     # closure: the closing report attached and written; finance and the channel told
     report = xcom(dag_run, "close.closing_report")
-    markdown = Path(report["markdown_path"]).read_text()
+    markdown = artifact_text(assert_artifact_link(report["markdown"], kind="closing_report"))
     assert incident_id in markdown and APPROVER in markdown and "Lessons learned" in markdown
+    assert "<h2>Lessons learned</h2>" in artifact_text(report["html"])
     slack = finance_conns["slack"].texts
     assert any("reconciliation of stripe paused by dag_test" in t for t in slack), slack
     assert any("reconciliation of stripe resumed by dag_test" in t for t in slack), slack
     subjects = [m["Subject"].strip() for m in finance_conns["smtp"].messages]
     assert any("reconciliation paused" in s for s in subjects), subjects
     assert len(subjects) == 2, subjects  # the containment notice and the final update
+
+    # every artifact of the run in recon.artifacts, on the incident; links everywhere, no path
+    artifacts = db.execute(
+        "SELECT kind, task_id FROM recon.artifacts WHERE incident_id = %s ORDER BY id", (incident_id,)
+    ).fetchall()
+    assert sorted(artifacts) == [
+        ("closing_report", "close.closing_report"),
+        ("closing_report_html", "close.closing_report"),
+        ("dry_run", "mitigate.correct_transactions"),
+        ("psp_ticket", "mitigate.psp_ticket"),
+        ("release_record", "close.tag_release"),
+        ("release_record", "mitigate.rollback_release"),
+        ("snapshot", "investigate.snapshot"),
+    ]
+    events = db.execute(
+        "SELECT outcome, details FROM recon.incident_events WHERE incident_id = %s", (incident_id,)
+    ).fetchall()
+    messages = [m.as_string() for m in finance_conns["smtp"].messages]
+    assert any(report["markdown"]["link"] in m for m in messages)  # the final update links the report
+    assert_no_local_paths(
+        all_xcoms(dag_run),
+        answerer.request["body"],
+        events,
+        messages,
+        finance_conns["slack"].texts,
+        roots=[workdir["artifacts"].parent],
+        what="remediation",
+    )
 
 
 def test_dry_run_changes_nothing(
@@ -243,10 +289,14 @@ def test_dry_run_changes_nothing(
     correction = xcom(dag_run, "mitigate.correct_transactions")
     assert correction["outcome"] == "dry_run"
     assert correction["dry_run"]["proposal_count"] == 12
-    artifact = Path(correction["dry_run"]["artifact"])
-    with artifact.open() as handle:
-        assert len(list(csv.DictReader(handle))) == 12
-    assert Path(xcom(dag_run, "investigate.snapshot")["snapshot"]["path"]).is_file()
+    assert len(csv_rows(correction["dry_run"]["artifact_record"])) == 12
+    assert csv_rows(xcom(dag_run, "investigate.snapshot")["snapshot"])
+    # a dry run has no incident: its artifacts are the run's
+    kinds = db.execute(
+        "SELECT kind, incident_id FROM recon.artifacts WHERE run_id = %s ORDER BY id", (dag_run.run_id,)
+    ).fetchall()
+    assert kinds == [("snapshot", None), ("dry_run", None)]
+    assert_no_local_paths(all_xcoms(dag_run), roots=[workdir["artifacts"].parent], what="dry run")
 
     # nothing paused, reprocessed, corrected, opened or sent
     assert checksum(db) == before
