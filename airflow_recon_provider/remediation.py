@@ -15,6 +15,12 @@ How a run is wired:
   error for each problem — and chooses the incident (the request's, the PSP's open one, or
   a new one; never a new one in a dry run). Every later step reads the *validated* request
   from the scope's XCom (:class:`RunRequest`: templates over ``ti.xcom_pull``).
+- One real run per PSP at a time: the scope step of a real run takes the PSP's remediation
+  lease (``recon.remediation_leases``) while it chooses the incident, and refuses the run —
+  naming the running one and its incident — when another run that is still running holds
+  it; :func:`release_lease_step`, a teardown after every other task, gives it back when the
+  run ends (success or failure). The single-action DAGs that repeat a runbook step
+  (reprocess, data correction, rollback/tag) take the same lease; dry runs never do.
 - Dry run: each section that changes something starts with a ``proceed`` gate (a
   short-circuit) that skips its changing steps when the request is a dry run. A dry run is
   the investigation plus the correction's dry run (its CSV artifact): nothing is paused,
@@ -464,9 +470,16 @@ def proceed_gate(
 
 
 def scope_step(
-    form: FormFields = FormFields(), *, task_id: str = "scope", open_incident: bool = True, **kwargs: Any
+    form: FormFields = FormFields(),
+    *,
+    task_id: str = "scope",
+    open_incident: bool = True,
+    lease: bool = False,
+    **kwargs: Any,
 ) -> ValidateScopeOperator:
-    """Investigação 1, Validar Escopo: validate the request, choose the incident."""
+    """Investigação 1, Validar Escopo: validate the request, choose the incident; with
+    ``lease``, a real run takes the PSP's remediation lease (add :func:`release_lease_step`
+    to the DAG to give it back at the end)."""
     from airflow_recon_provider.operators.investigation import ValidateScopeOperator
 
     return ValidateScopeOperator(
@@ -480,8 +493,32 @@ def scope_step(
         after_release=form.after_release,
         reason=form.reason,
         open_incident=open_incident,
+        lease=lease,
         **kwargs,
     )
+
+
+def release_lease_step(*, task_id: str = "release_lease", **kwargs: Any) -> BaseOperator:
+    """The run's last task: give back the PSP's remediation lease its scope took.
+
+    Call it last inside the ``with DAG(...)`` block: it becomes a teardown downstream of every
+    other task of the DAG, so it runs once all of them are done, whether the runbook
+    succeeded or failed, and its own outcome does not decide the run's state. Branches and
+    short-circuits (the dry-run gates) never skip a teardown.
+    """
+    from airflow_recon_provider.operators.remediation_lease import ReleaseRemediationLeaseOperator
+
+    release = ReleaseRemediationLeaseOperator(
+        task_id=task_id, doc_md="Give the PSP back to the next real remediation.", **kwargs
+    )
+    dag = release.dag
+    if dag is None:
+        raise RemediationRequestError(
+            "release_lease_step() must be called inside a `with DAG(...)` block, after the other tasks"
+        )
+    release.set_upstream([task for task in dag.tasks if task is not release])
+    release.as_teardown()
+    return release
 
 
 def snapshot_step(request: RunRequest, *, task_id: str = "snapshot", **kwargs: Any) -> BaseOperator:
@@ -696,9 +733,11 @@ def investigate_group(
     *,
     group_id: str = "investigate",
     open_incident: bool = True,
+    lease: bool = True,
     snapshot_kwargs: Mapping[str, Any] | None = None,
 ) -> TaskGroup:
-    """Investigação: ``scope`` (validate the request, choose the incident) >> ``snapshot``.
+    """Investigação: ``scope`` (validate the request, choose the incident; a real run takes
+    the PSP's remediation lease unless ``lease`` is false) >> ``snapshot``.
 
     The scope step is ``<group_id>.scope``: pass ``RunRequest(f"{group_id}.scope")`` to the
     other sections when ``group_id`` is not ``investigate``.
@@ -707,7 +746,9 @@ def investigate_group(
     with TaskGroup(
         group_id, tooltip="Investigação: validar escopo, snapshot, jobs, integridade, PSP"
     ) as group:
-        scope_step(form, open_incident=open_incident) >> snapshot_step(request, **dict(snapshot_kwargs or {}))
+        scope_step(form, open_incident=open_incident, lease=lease) >> snapshot_step(
+            request, **dict(snapshot_kwargs or {})
+        )
     return group
 
 
@@ -909,10 +950,20 @@ def single_action_dag_args(doc_md: str | None, *tags: str) -> dict[str, Any]:
     }
 
 
-def single_action_scope(incidents: IncidentRule) -> tuple[ValidateScopeOperator, RunRequest]:
-    """The ``scope`` step of a single-action DAG and the request every later step reads."""
+def single_action_scope(
+    incidents: IncidentRule, *, lease: bool = False
+) -> tuple[ValidateScopeOperator, RunRequest]:
+    """The ``scope`` step of a single-action DAG and the request every later step reads.
+
+    :param lease: the step repeats one of the remediation's (reprocess, correction,
+        rollback/tag): a real run takes the PSP's remediation lease, so it never runs beside a
+        real remediation of the PSP (add :func:`release_lease_step`).
+    """
     scope = scope_step(
-        SINGLE_ACTION_FORM, task_id=SINGLE_ACTION_SCOPE_TASK_ID, open_incident=incidents.open_incident
+        SINGLE_ACTION_FORM,
+        task_id=SINGLE_ACTION_SCOPE_TASK_ID,
+        open_incident=incidents.open_incident,
+        lease=lease,
     )
     return scope, RunRequest(SINGLE_ACTION_SCOPE_TASK_ID)
 
@@ -963,6 +1014,7 @@ _STEP_CLASSES = {
     "TagReleaseOperator": "airflow_recon_provider.operators.release",
     "ReprocessReconciliationOperator": "airflow_recon_provider.operators.reprocess",
     "RecoverySensor": "airflow_recon_provider.sensors.recovery",
+    "ReleaseRemediationLeaseOperator": "airflow_recon_provider.operators.remediation_lease",
 }
 
 
@@ -1010,6 +1062,7 @@ __all__ = [
     "recorded",
     "recover_group",
     "recovery_step",
+    "release_lease_step",
     "remediation_params",
     "reprocess_step",
     "resume_step",

@@ -24,6 +24,12 @@ run, reason.
      run are left alone), audited in `recon.corrections` (before, after, requested by,
      approved by, run, incident) and in `payment_reconciliation_logs.notes`.
 
+Never beside a real remediation of the PSP: a real run takes the PSP's remediation lease at
+`scope` and is refused there, naming the running run and its incident, while a real
+`billing_gateway_remediation` (or another real reprocess, data correction or rollback/tag)
+of the PSP runs; `release_lease`, its last task, gives the PSP back. A dry run is never
+refused and takes nothing.
+
 Same step definitions as the remediation DAG (`airflow_recon_provider.remediation`).
 """
 
@@ -35,6 +41,7 @@ from airflow_recon_provider.remediation import (
     OPENS_UNLESS_DRY_RUN,
     correction_step,
     finance_approvers,
+    release_lease_step,
     single_action_dag_args,
     single_action_params,
     single_action_scope,
@@ -56,5 +63,7 @@ with DAG(
     params=single_action_params(OPENS_UNLESS_DRY_RUN, divergence_kinds=True, dry_run=DRY_RUN),
     **single_action_dag_args(__doc__, "correction"),
 ) as dag:
-    scope, request = single_action_scope(OPENS_UNLESS_DRY_RUN)
+    scope, request = single_action_scope(OPENS_UNLESS_DRY_RUN, lease=True)
     scope >> correction_step(request, approvers=finance_approvers())
+    # never beside a real remediation of the PSP: its lease, given back however the run ends
+    release_lease_step()

@@ -20,6 +20,11 @@ window (whose reconciliation broke, for the incident), action (rollback | tag), 
    `scripts/finops/rollback_and_tag.py` records the action in `$RECON_RELEASE_RECORD`), and
    go on the incident's timeline.
 
+Never beside a real remediation of the PSP: a real run takes the PSP's remediation lease at
+`scope` and is refused there, naming the running run and its incident, while a real
+`billing_gateway_remediation` (or another real reprocess, data correction or rollback/tag)
+of the PSP runs; `release_lease`, its last task, gives the PSP back.
+
 Same step definitions as the remediation DAG (`airflow_recon_provider.remediation`).
 """
 
@@ -31,6 +36,7 @@ from airflow_recon_provider.remediation import (
     NEVER_OPENS,
     action_param,
     choose_action_step,
+    release_lease_step,
     rollback_step,
     single_action_dag_args,
     single_action_params,
@@ -45,7 +51,9 @@ with DAG(
     params=single_action_params(NEVER_OPENS, action=action_param(ACTIONS)),
     **single_action_dag_args(__doc__, "release"),
 ) as dag:
-    scope, request = single_action_scope(NEVER_OPENS)
+    scope, request = single_action_scope(NEVER_OPENS, lease=True)
     # the person asked for the rollback: no "did it break after a release" question
     rollback = rollback_step(request, after_release=True)
     scope >> choose_action_step({"rollback": rollback, "tag": tag_release_step(request)})
+    # never beside a real remediation of the PSP: its lease, given back however the run ends
+    release_lease_step()

@@ -32,6 +32,13 @@ release, reason), or let `billing_gateway_divergence_watch` start it with conf
    `close_incident`, `closing_report` (lessons learned and the finance review, attached to
    the incident), `final_communication` (*Comunicação*: the final update to finance).
 
+**One real remediation per PSP at a time**: the `scope` of a real run takes the PSP's lease
+(`recon.remediation_leases`); a second real run of the PSP — or a real reprocess, data
+correction or rollback/tag of it — is refused at `scope` while this one runs, with a message
+naming this run and its incident. `release_lease`, the run's last task (a teardown: it runs
+on success and on failure), gives the PSP back; a run that ended without it (killed, marked
+failed) is taken over by the next real run. Dry runs neither take nor wait for it.
+
 **Dry run** (the default of the form): investigation and the correction's dry run (a CSV to
 review) only — nothing is paused, reprocessed, applied, rolled back or closed, and no
 incident is opened; each skipped section says so in its `proceed` task.
@@ -55,6 +62,7 @@ from airflow_recon_provider.remediation import (
     investigate_group,
     mitigate_group,
     recover_group,
+    release_lease_step,
     remediation_params,
 )
 
@@ -80,3 +88,5 @@ with DAG(
         >> recover_group()
         >> close_group()
     )
+    # one real remediation per PSP at a time: give the PSP back however the run ends
+    release_lease_step()

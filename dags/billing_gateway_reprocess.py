@@ -17,6 +17,11 @@ inclusive, end exclusive), incident (optional), reason.
    billing-gateway-core (`Idempotency-Key` per PSP and cycle). Its outcome, with the
    divergence at that moment, goes on the incident's timeline when there is one.
 
+Never beside a real remediation of the PSP: a real run takes the PSP's remediation lease at
+`scope` and is refused there, naming the running run and its incident, while a real
+`billing_gateway_remediation` (or another real reprocess, data correction or rollback/tag)
+of the PSP runs; `release_lease`, its last task, gives the PSP back.
+
 Same step definitions as the remediation DAG (`airflow_recon_provider.remediation`).
 """
 
@@ -26,6 +31,7 @@ from airflow.sdk import DAG
 
 from airflow_recon_provider.remediation import (
     NEVER_OPENS,
+    release_lease_step,
     reprocess_step,
     single_action_dag_args,
     single_action_params,
@@ -37,5 +43,7 @@ with DAG(
     params=single_action_params(NEVER_OPENS),
     **single_action_dag_args(__doc__, "reprocess"),
 ) as dag:
-    scope, request = single_action_scope(NEVER_OPENS)
+    scope, request = single_action_scope(NEVER_OPENS, lease=True)
     scope >> reprocess_step(request)
+    # never beside a real remediation of the PSP: its lease, given back however the run ends
+    release_lease_step()

@@ -11,9 +11,10 @@ place the provider does that for DAG runs:
   the task, so a task that triggers one run per cycle and then waits sends the request
   itself; a run id that already exists comes back as ``DAGRUN_ALREADY_EXISTS`` (HTTP 409),
   which is what makes a retry safe.
-- :func:`read_run_states` uses the public ``RuntimeTaskInstance.get_dagrun_state`` and
-  ``get_task_states`` helpers (available to triggers in the triggerer as well; Airflow's
-  own ``DagStateTrigger`` relies on them).
+- :func:`read_run_states` and :func:`dag_run_state` use the public
+  ``RuntimeTaskInstance.get_dagrun_state``, ``get_dr_count`` and ``get_task_states``
+  helpers (available to triggers in the triggerer as well; Airflow's own
+  ``DagStateTrigger`` relies on them).
 
 The message classes are internal to the Task SDK (``airflow.sdk.execution_time.comms``);
 the package pins ``apache-airflow<3.4`` and the reprocess tests exercise this path.
@@ -102,6 +103,27 @@ def dag_is_paused(dag_id: str) -> bool | None:
         return None
 
 
+def dag_run_state(dag_id: str, run_id: str) -> str | None:
+    """The Airflow state of run ``run_id`` of ``dag_id`` (``queued``, ``running``,
+    ``success``, ``failed``), ``None`` when there is no such run (deleted, or never created).
+
+    Through the Task SDK (``get_dr_count``, ``get_dagrun_state``), so it works inside a task
+    on any worker and under ``dag.test()``; errors (an unreachable API server, no Task SDK
+    supervisor) propagate.
+    """
+    from airflow.sdk.execution_time import task_runner
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    if getattr(task_runner, "SUPERVISOR_COMMS", None) is None:
+        raise RuntimeError(
+            f"the state of {dag_id} run {run_id} can only be read from a running Airflow task "
+            "(no Task SDK supervisor here)"
+        )
+    if not RuntimeTaskInstance.get_dr_count(dag_id=dag_id, run_ids=[run_id]):
+        return None
+    return _value(RuntimeTaskInstance.get_dagrun_state(dag_id=dag_id, run_id=run_id))
+
+
 def read_run_states(
     dag_id: str, run_ids: Iterable[str], *, verify_task_id: str | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -138,4 +160,4 @@ def read_run_states(
     }
 
 
-__all__ = ["dag_is_paused", "read_run_states", "trigger_dag_run"]
+__all__ = ["dag_is_paused", "dag_run_state", "read_run_states", "trigger_dag_run"]

@@ -29,10 +29,13 @@ from airflow.sdk import BaseOperator
 from airflow_recon_provider.operators._context import blank, run_actor, run_id_of
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from airflow.sdk import Context
 
     from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
     from airflow_recon_provider.hooks.incidents import IncidentHook
+    from airflow_recon_provider.hooks.remediation_lease import LeaseClaim
     from airflow_recon_provider.reconciliation.remediation import IncidentPlan, RemediationRequest
     from airflow_recon_provider.reconciliation.report import DivergenceSummary
     from airflow_recon_provider.reconciliation.window import Window
@@ -58,6 +61,9 @@ class ValidateScopeOperator(BaseOperator):
          "divergence_kinds" (list), "divergence_kinds_csv", "psp_ticket_kinds_csv",
          "incident_id", "incident_action" (given | attached | opened | would_open | none),
          "dry_run", "after_release", "reason", "requested_by", "run_id",
+         "lease" (with ``lease``, a real run: {"psp", "dag_id", "run_id", "incident_id",
+                  "outcome" (acquired | reentered | taken_over), "acquired_at",
+                  "taken_over_from"}; else None),
          "figures": {"gateway_count", "gateway_amount_minor", "divergent_count",
                      "divergent_amount_minor", "divergence_pct", "by_kind" (amounts converted to
                      "reporting_currency"), "by_currency", "fx_rates", "unconverted_currencies"}}
@@ -73,6 +79,11 @@ class ValidateScopeOperator(BaseOperator):
     :param reason: why, in the requester's words (templated).
     :param open_incident: open an incident when the PSP has none (``False`` for read-only
         runs; templated, e.g. ``"{{ params.action == 'pause' }}"``). Never in a dry run.
+    :param lease: one real run per PSP at a time: a real (not dry) run takes the PSP's
+        remediation lease while it chooses the incident, and is refused
+        (:class:`~airflow_recon_provider.reconciliation.remediation_lease.RemediationInProgressError`,
+        naming the running run and its incident) when another run that is still running holds
+        it; the DAG gives it back in its last task (``release_lease_step``). XCom ``lease``.
     :param billing_gateway_conn_id: the gateway database (``recon`` schema; the primary).
     """
 
@@ -101,11 +112,13 @@ class ValidateScopeOperator(BaseOperator):
         after_release: bool | str = False,
         reason: str | None = None,
         open_incident: bool | str = True,
+        lease: bool = False,
         billing_gateway_conn_id: str = "billing_gateway_db",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.psp = psp
+        self.lease = lease
         self.window_start = window_start
         self.window_end = window_end
         self.divergence_kinds = divergence_kinds
@@ -139,8 +152,11 @@ class ValidateScopeOperator(BaseOperator):
         incidents = IncidentHook(billing_gateway_conn_id=self.billing_gateway_conn_id, config=config)
         psp_config = incidents.gateway.resolve_psp(request.psp)  # UnknownPspError, nothing written
         summary = incidents.gateway.summary(request.psp, request.window, kinds=request.kinds)
-        plan = self._plan(incidents, request)
-        incident_id = self._act(incidents, request, plan, summary, actor=actor, run_id=run_id)
+        with self._lease(context, request, actor=actor, run_id=run_id) as lease:
+            plan = self._plan(incidents, request)
+            incident_id = self._act(incidents, request, plan, summary, actor=actor, run_id=run_id)
+            if lease is not None:
+                lease.incident_id = incident_id
         description = request.describe(actor)
         if incident_id is not None:
             from airflow_recon_provider.reconciliation.remediation import RemediationStep
@@ -171,7 +187,22 @@ class ValidateScopeOperator(BaseOperator):
             "requested_by": actor,
             "run_id": run_id,
             "figures": _figures(summary),
+            "lease": lease.as_dict() if lease is not None else None,
         }
+
+    def _lease(
+        self, context: Context, request: RemediationRequest, *, actor: str, run_id: str | None
+    ) -> AbstractContextManager[LeaseClaim | None]:
+        """The PSP's remediation lease for a real run (refused while another run holds it); a
+        dry run never takes it."""
+        from contextlib import nullcontext
+
+        if not self.lease or request.dry_run:
+            return nullcontext()
+        from airflow_recon_provider.hooks.remediation_lease import RemediationLeaseHook
+
+        hook = RemediationLeaseHook(billing_gateway_conn_id=self.billing_gateway_conn_id)
+        return hook.claim(request.psp, dag_id=context["ti"].dag_id, run_id=run_id, actor=actor)
 
     def _plan(self, incidents: IncidentHook, request: RemediationRequest) -> IncidentPlan:
         from airflow_recon_provider.reconciliation.incidents import IncidentNotFoundError

@@ -334,6 +334,44 @@ CREATE INDEX IF NOT EXISTS artifacts_by_incident ON recon.artifacts (incident_id
 CREATE INDEX IF NOT EXISTS artifacts_by_run ON recon.artifacts (dag_id, run_id);
 """,
     ),
+    Migration(
+        8,
+        "one real remediation per PSP at a time: the PSP's remediation lease and its history",
+        """
+-- the run that holds a PSP's remediation lease (reconciliation/remediation_lease.py): taken by
+-- the scope step of a real (not dry) run, given back by the run's last task, taken over when
+-- the holding run is no longer running in Airflow
+CREATE TABLE IF NOT EXISTS recon.remediation_leases (
+    psp          text PRIMARY KEY,
+    dag_id       text NOT NULL,
+    run_id       text NOT NULL,
+    incident_id  text,
+    actor        text NOT NULL,
+    acquired_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    -- a run is about one PSP
+    CONSTRAINT remediation_leases_one_per_run UNIQUE (dag_id, run_id)
+);
+-- every request for a lease and every release: who got it, who was refused because of whom,
+-- whose lease was taken over and in which state that run was
+CREATE TABLE IF NOT EXISTS recon.remediation_lease_events (
+    id                  bigserial PRIMARY KEY,
+    psp                 text NOT NULL,
+    event               text NOT NULL
+                        CHECK (event IN ('acquired', 'reentered', 'taken_over', 'refused', 'released')),
+    dag_id              text NOT NULL,
+    run_id              text NOT NULL,
+    incident_id         text,
+    actor               text NOT NULL,
+    holder_dag_id       text,
+    holder_run_id       text,
+    holder_incident_id  text,
+    holder_state        text,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS remediation_lease_events_by_psp ON recon.remediation_lease_events (psp, id);
+""",
+    ),
 )
 
 

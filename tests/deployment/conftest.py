@@ -89,7 +89,9 @@ def deployment(pg_url: str):
         for name in names.values():
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     uris = {part: _libpq_to_uri(pg_url, name) for part, name in names.items()}
-    isolation = "unshare" if cd.unshare_permitted() else "directories"
+    # RECON_E2E_ISOLATION=directories tries the fallback where unshare is permitted
+    wanted = os.environ.get("RECON_E2E_ISOLATION", "unshare")
+    isolation = "unshare" if wanted == "unshare" and cd.unshare_permitted() else "directories"
     stand_ins = None
     deployment = None
     stack = contextlib.ExitStack()
@@ -164,9 +166,8 @@ def deployment(pg_url: str):
             notes=[f"artifacts in {values['artifacts_base_url']}"],
         )
         if isolation != "unshare":
-            deployment.notes.append(
-                "unshare is not permitted here: the workers got distinct directories, not private mounts"
-            )
+            why = "as asked (RECON_E2E_ISOLATION)" if wanted != "unshare" else "unshare is not permitted here"
+            deployment.notes.append(f"{why}: the workers got distinct directories, not private mounts")
         deployment.timings = timings
         lap("redis, bucket, environment")
         deployment.run_setup()

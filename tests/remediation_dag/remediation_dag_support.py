@@ -224,3 +224,67 @@ def dag_runs_of(dag_id: str) -> list[Any]:
 
     with create_session() as session:
         return list(session.scalars(select(DagRun.run_id).where(DagRun.dag_id == dag_id)).all())
+
+
+# -- another run holding the PSP's remediation lease ------------------------------------------------
+
+
+def lease_holder(
+    state: str | None,
+    *,
+    run_id: str,
+    incident_id: str | None,
+    acquired_at: datetime,
+    dag_id: str = "billing_gateway_remediation",
+    psp: str = "stripe",
+) -> str:
+    """What the scope of another real run of ``psp`` left: that run in the metadata database in
+    ``state`` (``None``: no such run any more) holding the PSP's remediation lease, taken at
+    ``acquired_at`` for ``incident_id``. Remove the run with :func:`forget_run`."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunType
+
+    from airflow_recon_provider.hooks.remediation_lease import RemediationLeaseHook
+
+    if state is not None:
+        with create_session() as session:
+            session.add(
+                DagRun(
+                    dag_id=dag_id,
+                    run_id=run_id,
+                    run_type=DagRunType.MANUAL,
+                    state=DagRunState(state),
+                    run_after=acquired_at,
+                )
+            )
+    RemediationLeaseHook().acquire(
+        psp, dag_id=dag_id, run_id=run_id, actor="oncall", incident_id=incident_id, at=acquired_at
+    )
+    return run_id
+
+
+def forget_run(dag_id: str, run_id: str) -> None:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete
+
+    with create_session() as session:
+        session.execute(delete(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+
+
+def hitl_requests(dag_id: str, run_id: str) -> int:
+    """How many approval requests (HITL) the run made."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    with create_session() as session:
+        return session.scalar(
+            select(func.count())
+            .select_from(HITLDetail)
+            .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
+            .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+        )

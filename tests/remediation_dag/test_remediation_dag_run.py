@@ -262,6 +262,19 @@ def test_from_trigger_to_closure(
         what="remediation",
     )
 
+    # one real remediation per PSP at a time: the scope took the PSP's lease for this run and
+    # incident, the last task gave it back
+    assert (scope["lease"]["outcome"], scope["lease"]["incident_id"]) == ("acquired", incident_id)
+    assert xcom(dag_run, "release_lease")["released"] is True
+    assert db.execute("SELECT count(*) FROM recon.remediation_leases").fetchone() == (0,)
+    lease_events = db.execute(
+        "SELECT event, dag_id, run_id, incident_id FROM recon.remediation_lease_events ORDER BY id"
+    ).fetchall()
+    assert lease_events == [
+        ("acquired", remediation_dag.dag_id, dag_run.run_id, incident_id),
+        ("released", remediation_dag.dag_id, dag_run.run_id, incident_id),
+    ]
+
 
 def test_dry_run_changes_nothing(
     remediation_dag, register_dag, scenario, psp_api, finance_conns, core_api, workdir, db
@@ -280,6 +293,7 @@ def test_dry_run_changes_nothing(
         "mitigate.proceed",
         "mitigate.correct_transactions",
         "recover.proceed",
+        "release_lease",  # the teardown: a dry run held no lease, nothing to give back
     }, task_states
     assert {state for task, state in task_states.items() if task not in ran} == {"skipped"}
 
@@ -303,3 +317,6 @@ def test_dry_run_changes_nothing(
     assert dag_runs_of("billing_gateway_reconciliation") == runs_before
     assert psp_api.requests == [] and core_api.requests == []
     assert finance_conns["slack"].posts == [] and finance_conns["smtp"].messages == []
+    # a dry run neither takes the PSP's remediation lease nor asks for it
+    assert scope["lease"] is None and xcom(dag_run, "release_lease")["released"] is False
+    assert db.execute("SELECT count(*) FROM recon.remediation_lease_events").fetchone() == (0,)

@@ -170,6 +170,8 @@ def test_a_wrong_request_fails_at_scope_and_changes_nothing(
     task_states = states(dag_run)
     assert dag_run.state == "failed"
     assert task_states["investigate.scope"] == "failed"
+    # the teardown that gives back the PSP's remediation lease runs anyway (nothing to give back)
+    assert task_states.pop("release_lease") == "success"
     assert all(
         state in {"upstream_failed", "skipped", "None"}
         for task, state in task_states.items()

@@ -95,12 +95,23 @@ def test_each_dag_is_scope_then_the_shared_step(single_action_dag):
     dag = single_action_dag
     steps, _ = EXPECTED[dag.dag_id]
     kinds = {task.task_id: type(task).__name__ for task in dag.tasks}
-    assert kinds == {"scope": "ValidateScopeOperator", **steps}
+    # the steps that repeat one of the remediation's take the PSP's remediation lease at scope
+    # and give it back in a teardown after every other task; pause/resume stays a free override
+    leased = dag.dag_id != "billing_gateway_reconciliation_control"
+    release = {"release_lease": "ReleaseRemediationLeaseOperator"} if leased else {}
+    assert kinds == {"scope": "ValidateScopeOperator", **steps, **release}
     scope = dag.get_task("scope")
+    assert scope.lease is leased
     first = "choose_action" if "choose_action" in steps else next(iter(steps))
-    assert scope.downstream_task_ids == {first}
+    assert scope.downstream_task_ids == {first, *release}
     if first == "choose_action":
-        assert dag.get_task("choose_action").downstream_task_ids == set(steps) - {"choose_action"}
+        assert dag.get_task("choose_action").downstream_task_ids == set(steps) - {"choose_action"} | set(
+            release
+        )
+    if leased:
+        teardown = dag.get_task("release_lease")
+        assert teardown.is_teardown and teardown.upstream_task_ids == set(kinds) - {"release_lease"}
+        assert teardown.downstream_task_ids == set()
     # every step reads the request the scope validated (never the raw form), and those that
     # do not record themselves put their outcome on the incident of that request
     from airflow_recon_provider.remediation import RecordStep
@@ -154,6 +165,8 @@ def test_an_inverted_window_fails_at_scope_and_changes_nothing(
     task_states = states(dag_run)
     assert dag_run.state == "failed", task_states
     assert task_states["scope"] == "failed"
+    # the release_lease teardown runs whatever happened before it; it had nothing to give back
+    assert task_states.pop("release_lease", "success") == "success"
     assert {s for t, s in task_states.items() if t != "scope"} <= {"upstream_failed", "None"}, task_states
     assert checksum(db) == before
     assert dag_runs_of("billing_gateway_reconciliation") == runs_before

@@ -7,10 +7,11 @@ rejected, approved by the requester (refused), and as a dry run."""
 from __future__ import annotations
 
 import csv
+import io
 import json
-from pathlib import Path
 
 import pytest
+from artifact_checks import artifact_text, assert_artifact_link, assert_no_local_paths
 from remediation_dag_support import (
     WATCHED_TABLES,
     WINDOW_END,
@@ -49,9 +50,11 @@ def timeline(db, incident_id: str) -> list[tuple]:
     ).fetchall()
 
 
-def branch_ran(chosen: str, skipped: str) -> dict[str, str]:
-    """The task states of a two-action DAG's run that ran ``chosen``."""
-    return {"scope": "success", "choose_action": "success", chosen: "success", skipped: "skipped"}
+def branch_ran(chosen: str, skipped: str, *, leased: bool = False) -> dict[str, str]:
+    """The task states of a two-action DAG's run that ran ``chosen`` (``leased``: the DAG gives
+    the PSP's remediation lease back in its ``release_lease`` teardown)."""
+    ran = {"scope": "success", "choose_action": "success", chosen: "success", skipped: "skipped"}
+    return {**ran, "release_lease": "success"} if leased else ran
 
 
 def incidents(db) -> list[tuple]:
@@ -76,7 +79,7 @@ def test_reprocess_records_on_the_psps_open_incident(
     dag_run = reprocess_dag.test(run_conf={**CONF, "reason": "on-call: re-run 11:00-14:00 for stripe"})
     task_states = states(dag_run)
     assert dag_run.state == "success", task_states
-    assert task_states == {"scope": "success", "reprocess": "success"}
+    assert task_states == {"scope": "success", "reprocess": "success", "release_lease": "success"}
 
     scope = xcom(dag_run, "scope")
     assert (scope["incident_action"], scope["incident_id"], scope["dry_run"]) == (
@@ -193,11 +196,15 @@ def test_resume_without_an_incident_opens_none(control_dag, register_dag, scenar
 
 def test_rollback_then_tag_in_local_mode(release_dag, register_dag, scenario, workdir, db, open_incident):
     rolled_back = release_dag.test(run_conf={**CONF, "action": "rollback"})
-    assert states(rolled_back) == branch_ran("rollback_release", "tag_release")
+    assert states(rolled_back) == branch_ran("rollback_release", "tag_release", leased=True)
     assert xcom(rolled_back, "scope")["incident_action"] == "none"
     assert incidents(db) == []  # a release action never opens an incident
     rollback = xcom(rolled_back, "rollback_release")
     assert (rollback["action"], rollback["mode"]) == ("rollback", "local")
+    # the release record: in the artifact store and recon.artifacts, linked from XCom
+    record = json.loads(artifact_text(assert_artifact_link(rollback["record"], kind="release_record")))
+    assert (record["action"], record["exit_code"], record["incident_id"]) == ("rollback", 0, None)
+    assert_no_local_paths(rollback, roots=[workdir["artifacts"].parent], what="rollback")
 
     incident_id = open_incident()
     tagged = release_dag.test(run_conf={**CONF, "action": "tag"})
@@ -214,6 +221,12 @@ def test_rollback_then_tag_in_local_mode(release_dag, register_dag, scenario, wo
     tag_events = [e for e in events if e[0] == "closure.tag_release"]
     assert len(tag_events) == 1 and tag_events[0][1].startswith("tag of billing-gateway-worker in prod done")
     assert tag_events[0][2:4] == (REQUESTER, tagged.run_id)
+    tag = xcom(tagged, "tag_release")
+    assert (
+        f"release record release_tag_billing-gateway-worker.json ({tag['record']['link']})"
+        in tag_events[0][1]
+    )
+    assert_no_local_paths(tag, [e[1] for e in events], roots=[workdir["artifacts"].parent], what="tag")
     assert "mitigation.rollback" not in [e[0] for e in events]  # skipped by the branch: no event
 
 
@@ -225,7 +238,11 @@ def test_correction_approved_by_finance(correction_dag, register_dag, scenario, 
     answerer.start()
     dag_run = correction_dag.test(run_conf={**CONF, "dry_run": False, "reason": "finance ticket FIN-88"})
     answerer.finish()
-    assert states(dag_run) == {"scope": "success", "correct_transactions": "success"}
+    assert states(dag_run) == {
+        "scope": "success",
+        "correct_transactions": "success",
+        "release_lease": "success",
+    }
 
     scope = xcom(dag_run, "scope")
     incident_id = scope["incident_id"]
@@ -234,14 +251,17 @@ def test_correction_approved_by_finance(correction_dag, register_dag, scenario, 
     assert answerer.request["task_id"] == "correct_transactions"
     assert "12 transaction(s)" in answerer.request["subject"]
     body = answerer.request["body"]
-    assert "- dry-run artifact: " in body and "- requested by: dag\\_test" in body, body
+    assert "- dry-run CSV (open it before answering): [correction\\_" in body, body
+    assert "- requested by: dag\\_test" in body, body
     assert f"- incident: {incident_id}" in body, body
 
     correction = xcom(dag_run, "correct_transactions")
     assert correction["outcome"] == "applied" and correction["approved_by"] == APPROVER
     assert correction["result"]["applied"] == 12
-    with open(correction["dry_run"]["artifact"]) as handle:
-        assert len(list(csv.DictReader(handle))) == 12
+    dry_csv = assert_artifact_link(correction["dry_run"]["artifact_record"], kind="dry_run")
+    assert f"]({dry_csv['link']})" in body  # finance opens it from the approval text
+    assert len(list(csv.DictReader(io.StringIO(artifact_text(dry_csv), newline="")))) == 12
+    assert_no_local_paths(correction, body, roots=[workdir["artifacts"].parent], what="correction")
     statuses = db.execute(
         "SELECT DISTINCT status FROM payment_transactions WHERE id = ANY(%s)",
         (list(scenario.status_mismatch_ids),),
@@ -299,13 +319,20 @@ def test_correction_is_a_dry_run_by_default(
     before = checksum(db, WATCHED_TABLES)
     runs_before = dag_runs_of(correction_dag.dag_id)
     dag_run = correction_dag.test(run_conf=CONF)  # the form's dry_run defaults to true
-    assert states(dag_run) == {"scope": "success", "correct_transactions": "success"}
+    assert states(dag_run) == {
+        "scope": "success",
+        "correct_transactions": "success",
+        "release_lease": "success",
+    }
     scope = xcom(dag_run, "scope")
     assert (scope["dry_run"], scope["incident_action"], scope["incident_id"]) == (True, "would_open", None)
     correction = xcom(dag_run, "correct_transactions")
     assert correction["outcome"] == "dry_run" and correction["dry_run"]["proposal_count"] == 12
-    assert Path(correction["dry_run"]["artifact"]).is_file()
-    assert str(workdir["artifacts"]) in correction["dry_run"]["artifact"]
+    dry_csv = assert_artifact_link(correction["dry_run"]["artifact_record"], kind="dry_run")
+    assert len(artifact_text(dry_csv).splitlines()) == 1 + 12
+    # stored under RECON_ARTIFACTS_DIR (the file:// base), never named in XCom
+    assert list(workdir["artifacts"].rglob(dry_csv["name"]))
+    assert_no_local_paths(correction, roots=[workdir["artifacts"].parent], what="dry run")
     # nothing asked, applied, opened or sent
     assert checksum(db, WATCHED_TABLES) == before
     assert len(dag_runs_of(correction_dag.dag_id)) == len(runs_before) + 1
