@@ -99,6 +99,7 @@ def create_app(
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
     from starlette.exceptions import HTTPException
 
+    from airflow_recon_provider.plugins.dashboard_finance_report import add_finance_report_routes
     from airflow_recon_provider.plugins.dashboard_incidents import IncidentReader
     from airflow_recon_provider.plugins.dashboard_incidents_app import (
         add_incident_routes,
@@ -169,6 +170,7 @@ def create_app(
         return Response(ICON_SVG, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
     add_incident_routes(app, incidents=incidents, dependencies=dependencies)
+    add_finance_report_routes(app, reader=reader, dependencies=dependencies)
     return app
 
 

@@ -246,10 +246,17 @@ class IncidentDetail:
             totals[c.currency or ""] = totals.get(c.currency or "", 0) + c.amount_minor
         return dict(sorted(totals.items()))
 
+    def _finance_reports(self) -> list[dict[str, Any]]:
+        """Finance's reports on this incident and their dry runs' findings (Detecção 2)."""
+        from airflow_recon_provider.plugins.dashboard_finance_report import finance_reports
+
+        return [r.as_dict() for r in finance_reports(self)]
+
     def as_dict(self) -> dict[str, Any]:
         return {
             **incident_dict(self.incident),
             "finance_ticket": self.finance_ticket,
+            "finance_reports": self._finance_reports(),
             "timeline": [event_dict(e) for e in self.events],
             "corrections": [correction_dict(c) for c in self.corrections],
             "corrected_totals": self.corrected_totals(),

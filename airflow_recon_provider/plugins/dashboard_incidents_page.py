@@ -53,6 +53,9 @@ ENCERRAMENTO = "Encerramento"
 #: step recorded on the timeline -> (runbook heading, what happened)
 _STEPS: dict[str, tuple[str, str]] = {
     "incident.opened": (DETECCAO, "Incidente aberto"),
+    "detection.finance_report": (DETECCAO, "Relato do financeiro"),
+    "investigation.finance_findings": (INVESTIGACAO, "Achados da simulação (relato do financeiro)"),
+    "communication.finance_report_slack": (COMUNICACAO, "Plantão avisado no Slack (relato do financeiro)"),
     "investigation.scope": (INVESTIGACAO, "Validar escopo"),
     "investigation.snapshot": (INVESTIGACAO, "Snapshot do banco"),
     "containment.pause": (CONTENCAO, "Reconciliação automática pausada"),
@@ -258,8 +261,15 @@ def _env() -> jinja2.Environment:
         artifact_kinds=ARTIFACT_KINDS,
         q=lambda text: quote(str(text), safe=""),
         run_href=run_artifacts_href,
+        finance_reports=_finance_reports,
     )
     return env
+
+
+def _finance_reports(detail: IncidentDetail) -> list[Any]:
+    from airflow_recon_provider.plugins.dashboard_finance_report import finance_reports
+
+    return finance_reports(detail)
 
 
 def render_incident_list(listing: IncidentList) -> str:

@@ -70,10 +70,20 @@ def _template() -> jinja2.Template:
 
 
 def render_dashboard(dashboard: Dashboard, *, end_param: str | None = None) -> str:
-    from airflow_recon_provider.plugins.dashboard_data import MAX_CYCLES
+    from markupsafe import Markup
 
-    return _template().render(d=dashboard, error=None, end_param=end_param or "", max_cycles=MAX_CYCLES)
+    from airflow_recon_provider.plugins.dashboard_data import MAX_CYCLES
+    from airflow_recon_provider.plugins.dashboard_finance_report import render_finance_form
+
+    return _template().render(
+        d=dashboard,
+        error=None,
+        end_param=end_param or "",
+        max_cycles=MAX_CYCLES,
+        # rendered by an autoescaped template of its own
+        finance_form=Markup(render_finance_form(dashboard)),
+    )
 
 
 def render_error(message: str) -> str:
-    return _template().render(d=None, error=message, end_param="", max_cycles=0)
+    return _template().render(d=None, error=message, end_param="", max_cycles=0, finance_form="")

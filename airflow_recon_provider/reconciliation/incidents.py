@@ -668,6 +668,9 @@ class MessageKind(StrEnum):
     CLOSING_REPORT = "closing_report"
     #: a PSP's reconciliation paused or resumed (incidents channel)
     CONTROL = "control"
+    #: finance reported a difference between the ledger and a PSP's statement (incidents
+    #: channel; recorded on the incident timeline, not in recon.notifications)
+    FINANCE_REPORT = "finance_report"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,387 @@
+"""Finance's report of a difference between the ledger and a PSP's statement (pure, no Airflow).
+
+Runbook *Billing Gateway — Falhas de Reconciliação*, Detecção 2: "Chamados do financeiro
+relatando diferenças entre ledger interno e extratos PSP". Finance says which PSP, which
+period, its own ticket (``FIN-88``) and what it saw; this module decides:
+
+- whether the report is valid (:func:`parse_finance_report`): every field checked before
+  anything is read or written, each problem named in pt-BR (finance reads it in the
+  dashboard's form as well as in the task log). The PSP and the window go through the same
+  helpers as the remediation's request (:func:`check_psp_name`, :func:`parse_timestamp`,
+  :meth:`Window.parse` with the configured maximum);
+- the names it leaves on the incident timeline (:class:`FinanceReportStep`) and the id of the
+  dry-run investigation it starts (:func:`dry_run_run_id`: one per report run, so a retry
+  never starts a second one);
+- what on-call reads in Slack (:func:`slack_text`) and what the dry run found, side by side:
+  gateway and statement per status and currency, the ledger per status
+  (:func:`side_by_side`; amounts are only ever added within one currency, DESIGN 3a).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow_recon_provider.reconciliation.config import check_psp_name
+from airflow_recon_provider.reconciliation.errors import ReconError, WindowError
+from airflow_recon_provider.reconciliation.window import DEFAULT_MAX_WINDOW, Window, parse_timestamp
+
+if TYPE_CHECKING:
+    from psycopg import sql
+
+    from airflow_recon_provider.reconciliation.mapping import TableMapping
+
+#: the DAG finance triggers, and the investigation it starts
+FINANCE_REPORT_DAG_ID = "billing_gateway_finance_report"
+REMEDIATION_DAG_ID = "billing_gateway_remediation"
+#: finance's own ticket: ``FIN-<number>``
+FINANCE_TICKET_PATTERN = r"^FIN-[1-9][0-9]{0,8}$"
+FINANCE_TICKET_EXAMPLE = "FIN-88"
+DESCRIPTION_MAX = 2000
+#: what a description may not hold: control characters other than tab and line breaks (a NUL
+#: cannot even be stored in PostgreSQL text)
+DESCRIPTION_PATTERN = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]*$"
+_TICKET_RE = re.compile(FINANCE_TICKET_PATTERN)
+_DESCRIPTION_RE = re.compile(DESCRIPTION_PATTERN)
+#: the form's fields, in the order their problems are reported
+FIELDS = ("psp", "window_start", "window_end", "finance_ticket", "description")
+LOCAL_TIMEZONE = "America/Sao_Paulo"
+
+
+class FinanceReportStep:
+    """What a finance report leaves on the incident timeline."""
+
+    #: the report itself (details: ``finance_ticket``, ``description``, ``reported_by``,
+    #: ``reported_at``, the window and the dry run started)
+    REPORTED = "detection.finance_report"
+    #: on-call told in the incidents channel
+    SLACK = "communication.finance_report_slack"
+    #: what the dry-run investigation found (recorded by the dry run itself)
+    FINDINGS = "investigation.finance_findings"
+
+
+class FinanceReportError(ReconError):
+    """A finance report is invalid; nothing was read or written.
+
+    :param problems: field -> what is wrong with it (pt-BR), in the form's order.
+    """
+
+    def __init__(self, problems: Mapping[str, str]) -> None:
+        self.problems = {f: problems[f] for f in (*FIELDS, *problems) if f in problems}
+        super().__init__("relato do financeiro inválido: " + "; ".join(self.problems.values()))
+
+
+def _blank(value: Any) -> bool:
+    # a Jinja template renders a missing value as "" or "None"
+    return value is None or (isinstance(value, str) and value.strip() in {"", "None", "null"})
+
+
+def _span_text(span: timedelta) -> str:
+    hours = span.total_seconds() / 3600
+    if hours >= 48 and hours % 24 == 0:
+        return f"{int(hours // 24)} dias"
+    return f"{int(hours)} horas" if hours == int(hours) else f"{hours:.2f} horas".replace(".", ",")
+
+
+@dataclass(frozen=True)
+class FinanceReport:
+    """One report of finance: PSP, window, finance ticket, what finance saw.
+
+    :param psp: the PSP whose statement disagrees with the ledger.
+    :param window: the period ``[start, end)``, UTC.
+    :param finance_ticket: finance's ticket (``FIN-<n>``).
+    :param description: finance's words, as typed (escaped wherever it is shown).
+    """
+
+    psp: str
+    window: Window
+    finance_ticket: str
+    description: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "psp": self.psp,
+            **self.window.as_dict(),
+            "finance_ticket": self.finance_ticket,
+            "description": self.description,
+        }
+
+    @property
+    def reason(self) -> str:
+        """The reason of an incident this report opens."""
+        return f"finance report {self.finance_ticket}"
+
+
+def parse_finance_report(
+    *,
+    psp: Any,
+    window_start: Any,
+    window_end: Any,
+    finance_ticket: Any,
+    description: Any,
+    known_psps: Iterable[str] | None = None,
+    max_window: timedelta | None = DEFAULT_MAX_WINDOW,
+) -> FinanceReport:
+    """Check every field and return the report, or raise :class:`FinanceReportError` naming
+    every problem (pt-BR).
+
+    :param known_psps: the configured PSP list (``None``: no list configured; whether the PSP
+        exists is then checked against the database by the caller).
+    :param max_window: the longest window (the configuration's ``max_window``).
+    """
+    problems: dict[str, str] = {}
+    name = "" if _blank(psp) else str(psp).strip()
+    if not name:
+        problems["psp"] = "Informe o PSP cujo extrato diverge do ledger."
+    else:
+        try:
+            check_psp_name(name)
+        except ReconError:
+            problems["psp"] = (
+                f"PSP {name!r} inválido: um PSP tem letras minúsculas, dígitos e '_' (ex.: stripe)."
+            )
+        else:
+            known = list(known_psps) if known_psps is not None else None
+            if known is not None and name not in known:
+                problems["psp"] = f"PSP {name!r} desconhecido; PSPs configurados: {', '.join(known)}."
+
+    moments: dict[str, datetime] = {}
+    for key, what, example in (
+        ("window_start", "o início da janela", "2026-11-20T10:00Z"),
+        ("window_end", "o fim da janela (exclusivo)", "2026-11-20T14:00Z"),
+    ):
+        value = window_start if key == "window_start" else window_end
+        if _blank(value):
+            problems[key] = f"Informe {what}, em UTC, por exemplo {example}."
+            continue
+        try:
+            moments[key] = parse_timestamp(value, name=key)
+        except WindowError:
+            problems[key] = (
+                f"{what.capitalize()} {str(value)!r} não é uma data e hora ISO 8601 com fuso horário "
+                f"(ex.: {example})."
+            )
+    window = None
+    if len(moments) == 2:
+        try:
+            window = Window.parse(moments["window_start"], moments["window_end"], max_span=max_window)
+        except WindowError:
+            start, end = moments["window_start"], moments["window_end"]
+            if end <= start:
+                problems["window_end"] = (
+                    f"O fim da janela ({_utc(end)}) precisa ser depois do início ({_utc(start)})."
+                )
+            else:
+                problems["window_end"] = (
+                    f"A janela de {_span_text(end - start)} é maior que o máximo de "
+                    f"{_span_text(max_window or DEFAULT_MAX_WINDOW)}; divida o período em relatos menores."
+                )
+
+    ticket = "" if _blank(finance_ticket) else str(finance_ticket).strip()
+    if not ticket:
+        problems["finance_ticket"] = f"Informe o ticket do financeiro, por exemplo {FINANCE_TICKET_EXAMPLE}."
+    elif not _TICKET_RE.fullmatch(ticket):
+        shown = ticket if len(ticket) <= 40 else ticket[:40] + "…"
+        problems["finance_ticket"] = (
+            f"Ticket do financeiro {shown!r} inválido: o formato é FIN-<número>, por exemplo "
+            f"{FINANCE_TICKET_EXAMPLE}."
+        )
+
+    text = "" if description is None else str(description).strip()
+    if not text:
+        problems["description"] = "Descreva a diferença que o financeiro encontrou."
+    elif len(text) > DESCRIPTION_MAX:
+        problems["description"] = f"A descrição tem {len(text)} caracteres; o máximo é {DESCRIPTION_MAX}."
+    elif not _DESCRIPTION_RE.fullmatch(text):
+        problems["description"] = (
+            "A descrição contém caracteres de controle (fora quebras de linha e tabulação); "
+            "cole o texto sem eles."
+        )
+
+    if problems or window is None:
+        raise FinanceReportError(problems or {"window_end": "Janela inválida."})
+    return FinanceReport(psp=name, window=window, finance_ticket=ticket, description=text)
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%d/%m/%Y %H:%M UTC")
+
+
+def dry_run_run_id(finance_ticket: str, report_run_id: str) -> str:
+    """The run id of the dry-run investigation a report run starts: derived from the report's
+    run, so a retry finds it and never starts a second one (Airflow run ids: at most 250
+    characters of ``[A-Za-z0-9_.~:+-]``)."""
+    safe = re.sub(r"[^A-Za-z0-9_.~:+-]", "_", report_run_id)
+    return f"finance_report__{finance_ticket}__{safe}"[:250]
+
+
+def dry_run_conf(report: FinanceReport, incident_id: str) -> dict[str, Any]:
+    """The conf of the dry run: the remediation's form with the report's PSP, window and
+    incident; a dry run (investigation and the correction's CSV, nothing changed)."""
+    return {**report.window.as_dict(), "psp": report.psp, "incident_id": incident_id, "dry_run": True}
+
+
+# -- Slack --------------------------------------------------------------------------------------
+
+
+def _slack_escape(text: str) -> str:
+    # the only three characters Slack's mrkdwn requires escaped
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_text(
+    report: FinanceReport,
+    *,
+    incident_id: str,
+    opened: bool,
+    reported_by: str,
+    dry_run_id: str,
+    incident_link: str | None = None,
+) -> str:
+    """What on-call reads in the incidents channel (Slack mrkdwn, every free text escaped)."""
+    start, end = report.window.start, report.window.end
+    head = (
+        f":rotating_light: *Relato do financeiro {_slack_escape(report.finance_ticket)}* — PSP "
+        f"`{_slack_escape(report.psp)}`: diferença entre o ledger e o extrato do PSP"
+    )
+    incident = f"Incidente *{incident_id}* {'aberto' if opened else 'já aberto; o relato foi anexado'}" + (
+        f" — <{incident_link}|ver no painel>" if incident_link else ""
+    )
+    description = _slack_escape(report.description)
+    if len(description) > 1500:
+        description = description[:1500] + "…"
+    lines = [
+        head,
+        incident,
+        f"Janela: {_utc(start)} a {_utc(end)}",
+        f"Relatado por: {_slack_escape(reported_by)}",
+        f"Descrição: {description}",
+        f"Investigação em simulação (dry run) iniciada: `{_slack_escape(dry_run_id)}`",
+    ]
+    return "\n".join(lines)
+
+
+# -- the findings, side by side -------------------------------------------------------------------
+
+
+def sides_query(m: TableMapping) -> sql.Composed:
+    """Gateway rows and statement lines of a PSP in ``[start, end)``, by status and currency:
+    ``side, status, currency, count, amount_minor`` (each amount within its own currency)."""
+    from psycopg import sql
+
+    t, i, s = m.transactions, m.intents, m.statements
+    return sql.SQL(
+        """SELECT 'gateway', t.{t_status}, upper(t.{t_currency}), count(*)::bigint,
+       COALESCE(sum(t.{t_amount}), 0)::bigint
+FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{intent}
+WHERE i.{provider} = %(psp)s AND t.{created} >= %(start)s AND t.{created} < %(end)s
+GROUP BY 2, 3
+UNION ALL
+SELECT 'statement', s.{s_status}, upper(s.{s_currency}), count(*)::bigint,
+       COALESCE(sum(s.{s_amount}), 0)::bigint
+FROM {statements} AS s
+WHERE s.{s_psp} = %(psp)s AND s.{occurred} >= %(start)s AND s.{occurred} < %(end)s
+GROUP BY 2, 3
+ORDER BY 1, 2, 3"""
+    ).format(
+        transactions=t.table.ident,
+        intents=i.table.ident,
+        statements=s.table.ident,
+        t_status=t.col("status"),
+        t_currency=t.col("currency"),
+        t_amount=t.col("amount_minor"),
+        i_id=i.col("id"),
+        intent=t.col("intent_id"),
+        provider=i.col("provider"),
+        created=t.col("created_at"),
+        s_status=s.col("status"),
+        s_currency=s.col("currency"),
+        s_amount=s.col("amount_minor"),
+        s_psp=s.col("psp"),
+        occurred=s.col("occurred_at"),
+    )
+
+
+def side_by_side(
+    rows: Iterable[tuple[str, str, str, int, int]],
+    *,
+    status_mapping: Mapping[str, str] | None = None,
+    ledger_statuses: Iterable[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """Gateway vs statement per (status, currency) — the statement's statuses mapped to the
+    gateway's vocabulary — and the ledger per status (``ledger.transactions`` records no
+    currency: its amounts are never put next to one currency's).
+
+    :param rows: :func:`sides_query`'s rows.
+    :param status_mapping: the PSP's statement -> gateway status mapping.
+    :param ledger_statuses: the dry run's ledger lines (``status``, ``ledger_count``,
+        ``ledger_amount_minor``).
+    """
+    mapping = dict(status_mapping or {})
+    lines: dict[tuple[str, str], dict[str, Any]] = {}
+    gateway_counts: dict[str, int] = {}
+    for side, status, currency, count, amount in rows:
+        status = str(status)
+        if side == "statement":
+            status = mapping.get(status, status)
+        key = (status, str(currency or ""))
+        line = lines.setdefault(
+            key,
+            {
+                "status": key[0],
+                "currency": key[1],
+                "gateway_count": 0,
+                "gateway_amount_minor": 0,
+                "statement_count": 0,
+                "statement_amount_minor": 0,
+            },
+        )
+        line[f"{side}_count"] += int(count)
+        line[f"{side}_amount_minor"] += int(amount)  # same status and currency: one currency
+        if side == "gateway":
+            gateway_counts[status] = gateway_counts.get(status, 0) + int(count)
+    for line in lines.values():
+        line["matches"] = (line["gateway_count"], line["gateway_amount_minor"]) == (
+            line["statement_count"],
+            line["statement_amount_minor"],
+        )
+    ledger = []
+    for entry in ledger_statuses:
+        status = str(entry.get("status"))
+        ledger.append(
+            {
+                "status": status,
+                "ledger_count": int(entry.get("ledger_count") or 0),
+                "ledger_amount_minor": int(entry.get("ledger_amount_minor") or 0),
+                "gateway_count": gateway_counts.get(status, 0),
+                "count_matches": int(entry.get("ledger_count") or 0) == gateway_counts.get(status, 0),
+            }
+        )
+    return {
+        "gateway_vs_statement": [lines[k] for k in sorted(lines)],
+        "ledger": sorted(ledger, key=lambda e: e["status"]),
+    }
+
+
+__all__ = [
+    "DESCRIPTION_MAX",
+    "DESCRIPTION_PATTERN",
+    "FIELDS",
+    "FINANCE_REPORT_DAG_ID",
+    "FINANCE_TICKET_EXAMPLE",
+    "FINANCE_TICKET_PATTERN",
+    "LOCAL_TIMEZONE",
+    "REMEDIATION_DAG_ID",
+    "FinanceReport",
+    "FinanceReportError",
+    "FinanceReportStep",
+    "dry_run_conf",
+    "dry_run_run_id",
+    "parse_finance_report",
+    "side_by_side",
+    "sides_query",
+    "slack_text",
+]
