@@ -704,8 +704,9 @@ def test_remediation_run_with_an_id_the_form_lets_through_fails_at_scope(hostile
     assert all(
         state in (None, "upstream_failed", "skipped", "removed")
         for tid, state in states.items()
-        if tid != "investigate.scope"
+        if tid not in ("investigate.scope", "release_lease")
     )
+    assert states["release_lease"] == "success"  # the teardown: nothing was taken, nothing given back
     assert changed_tables(before, table_checksums(hostile)) == []
 
 
@@ -842,7 +843,11 @@ def test_mass_divergent_rows_against_the_row_cap(db, airflow_conns, monkeypatch,
             row_cap=DEFAULT_ROW_CAP,
         )
     FIGURES.bad_input(f"correction row cap ({n:,} divergent rows)", 3)
-    assert changed_tables(before, table_checksums(db)) == []
+    # the operator's dry run publishes its CSV (evidence of the refused set) before it
+    # refuses: that record is the only write
+    assert changed_tables(before, table_checksums(db)) == ["recon.artifacts"]
+    (published,) = db.execute("SELECT kind FROM recon.artifacts").fetchall()
+    assert published == ("dry_run",)
     (untouched,) = db.execute(
         "SELECT count(*) FROM payment_transactions WHERE status = 'authorized'"
     ).fetchone()
