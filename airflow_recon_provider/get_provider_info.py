@@ -112,6 +112,9 @@ def get_provider_info() -> dict[str, Any]:
                     # service on the plain `http` connection fx_rates_source
                     "airflow_recon_provider.hooks.fx_rates",
                     "airflow_recon_provider.hooks.fx_source",
+                    # the alert in PagerDuty on the pagerduty provider's `pagerduty_events`
+                    # connection pagerduty_recon (the type is the provider's, not registered here)
+                    "airflow_recon_provider.hooks.pagerduty",
                 ],
             }
         ],
@@ -126,6 +129,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_recon_provider.operators.psp_ticket",
                     "airflow_recon_provider.operators.incidents",
                     "airflow_recon_provider.operators.fx_rates",
+                    "airflow_recon_provider.operators.pagerduty",
                 ],
             }
         ],

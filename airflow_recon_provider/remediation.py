@@ -731,6 +731,25 @@ def final_communication_step(
     return SendIncidentUpdatesOperator(task_id=task_id, incident_id=request.incident_id, **kwargs)
 
 
+#: the PagerDuty connection of the alert (Airflow Variable ``recon_pagerduty_conn_id``; empty
+#: there: nobody is paged)
+PAGERDUTY_CONN = "{{ var.value.get('recon_pagerduty_conn_id', 'pagerduty_recon') }}"
+
+
+def pagerduty_step(
+    request: RunRequest, action: str, *, task_id: str, note: str = "", **kwargs: Any
+) -> BaseOperator:
+    """Detecção 1: acknowledge or resolve the incident's PagerDuty alert (the watch triggered
+    it). A leaf that always succeeds: a PagerDuty outage is recorded on the timeline and never
+    holds the runbook up."""
+    from airflow_recon_provider.operators.pagerduty import PagerDutyIncidentEventOperator
+
+    kwargs.setdefault("pagerduty_conn_id", PAGERDUTY_CONN)
+    return PagerDutyIncidentEventOperator(
+        task_id=task_id, incident_id=request.incident_id, action=action, note=note, **kwargs
+    )
+
+
 # -- the sections ----------------------------------------------------------------------------------
 
 
@@ -808,6 +827,10 @@ def mitigate_group(
         rollback = rollback_step(request, mode=release_mode, **dict(rollback_kwargs or {}))
         ticket = psp_ticket_step(request, **dict(psp_ticket_kwargs or {}))
         proceed >> mitigating >> reprocess >> correct >> [rollback, ticket]
+        # Detecção 1: the PagerDuty alert is acknowledged once mitigation starts (a leaf)
+        mitigating >> pagerduty_step(
+            request, "acknowledge", task_id="pagerduty_acknowledge", note="runbook Mitigação started"
+        )
         # skipped directly by the gate in a dry run, although the correction ran
         proceed >> [rollback, ticket]
     return group
@@ -848,6 +871,10 @@ def close_group(
             >> mark_incident_step(request, "closed", task_id="close_incident", note="runbook Encerramento")
             >> closing_report_step(request, artifacts_dir=artifacts_dir)
             >> final_communication_step(request, **dict(communication_kwargs or {}))
+        )
+        # Detecção 1: the PagerDuty alert is resolved once the incident is recovered (a leaf)
+        group.get_child_by_label("mark_recovered") >> pagerduty_step(
+            request, "resolve", task_id="pagerduty_resolve", note="recovery criteria met"
         )
     return group
 
@@ -1016,6 +1043,7 @@ _STEP_CLASSES = {
     "ReconciliationSnapshotOperator": "airflow_recon_provider.operators.investigation",
     "ValidateScopeOperator": "airflow_recon_provider.operators.investigation",
     "PspTicketOperator": "airflow_recon_provider.operators.psp_ticket",
+    "PagerDutyIncidentEventOperator": "airflow_recon_provider.operators.pagerduty",
     "RollbackDeployOperator": "airflow_recon_provider.operators.release",
     "TagReleaseOperator": "airflow_recon_provider.operators.release",
     "ReprocessReconciliationOperator": "airflow_recon_provider.operators.reprocess",
@@ -1060,6 +1088,7 @@ __all__ = [
     "investigate_group",
     "mark_incident_step",
     "mitigate_group",
+    "pagerduty_step",
     "pause_step",
     "proceed_gate",
     "psp_param",

@@ -15,7 +15,11 @@ Then, per alert: **open_incidents** opens the PSP's incident (one open incident 
 a PSP already under an incident is left to its running remediation) and
 **start_remediation** triggers `billing_gateway_remediation` with
 `{psp, window_start, window_end, incident_id}`; the run id is derived from the incident,
-so a retry never starts a second remediation.
+so a retry never starts a second remediation; **page_oncall** triggers the alert
+`billing_gateway-reconciliation` in PagerDuty (connection `pagerduty_recon`, dedup key
+`billing_gateway-reconciliation:<psp>:<incident_id>`: a re-fire while the incident is open is
+the same PagerDuty incident). A PagerDuty outage is recorded on the incident's timeline and
+never holds the remediation up.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Asset, AssetWatcher
 
+from airflow_recon_provider.operators.pagerduty import PagerDutyAlertOperator
 from airflow_recon_provider.operators.watch import (
     CollectDivergenceAlertsOperator,
     OpenIncidentsForAlertsOperator,
@@ -64,3 +69,9 @@ with DAG(
         wait_for_completion=False,
         skip_when_already_exists=True,
     ).expand_kwargs(runs.output)
+    # Detecção 1: page on-call; the alert links to the remediation run started beside it
+    runs >> PagerDutyAlertOperator(
+        task_id="page_oncall",
+        alerts=alerts.output,
+        pagerduty_conn_id="{{ var.value.get('recon_pagerduty_conn_id', 'pagerduty_recon') }}",
+    )

@@ -44,6 +44,12 @@ review) only — nothing is paused, reprocessed, applied, rolled back or closed,
 incident is opened; each skipped section says so in its `proceed` task.
 
 Every step is on the incident's timeline (step, outcome, divergence % and amount, who, run).
+
+**PagerDuty** (*Detecção* 1): the alert the watch triggered is acknowledged by
+`mitigate.pagerduty_acknowledge` once the incident is mitigating and resolved by
+`close.pagerduty_resolve` once it is recovered (connection `pagerduty_recon`); a PagerDuty
+outage is recorded on the timeline and never fails or holds up the run.
+
 The release steps run in a pod (`kubernetes_billing`) unless the Airflow Variable
 `recon_release_mode` is `local` (development, demo). Approvers of corrections:
 `$RECON_FINANCE_APPROVERS` (comma separated); default: anyone but the requester.

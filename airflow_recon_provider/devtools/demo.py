@@ -460,6 +460,7 @@ def _print_report(
         _print_incident(console, result.incident_id)
     _print_corrections(console, result)
     _print_messages(console, stand_ins)
+    _print_pagerduty(console, stand_ins)
     _print_artifacts(console, result)
 
 
@@ -568,6 +569,24 @@ def _print_messages(console: Console, stand_ins: Any) -> None:
         f"PSP API stand-in: {len(requests)} statement request(s); billing-gateway-core stand-in: "
         f"{len(stand_ins.core.requests)} fallback request(s)"
     )
+
+
+def _print_pagerduty(console: Console, stand_ins: Any) -> None:
+    """Detecção 1: the alert's events as the PagerDuty stand-in received them (no routing key)."""
+    pagerduty = getattr(stand_ins, "pagerduty", None)
+    if pagerduty is None:
+        return
+    table = Table("action", "dedup key", "severity", "HTTP", "summary", title="PagerDuty events (stand-in)")
+    for row in pagerduty.report():
+        table.add_row(
+            row["action"], row["dedup_key"], row["severity"], str(row["http_status"]), row["summary"][:120]
+        )
+    console.print(table)
+    for incident in pagerduty.incidents:
+        console.print(
+            f"PagerDuty incident #{incident.number} {incident.dedup_key}: {incident.status} "
+            f"({', '.join(incident.events)})"
+        )
 
 
 def _print_artifacts(console: Console, result: RunbookResult) -> None:

@@ -11,7 +11,9 @@ runbook can run end to end on a laptop:
 - :class:`DemoSmtp` — an SMTP server (aiosmtpd) that keeps the messages instead of
   delivering them;
 - :class:`DemoPtaxApi` — the Banco Central do Brasil PTAX OData service's
-  ``CotacaoMoedaDia`` (FX rates in reais), serving made-up rates.
+  ``CotacaoMoedaDia`` (FX rates in reais), serving made-up rates;
+- :class:`~.pagerduty_stand_in.DemoPagerDuty` — PagerDuty's Events API v2
+  ``POST /v2/enqueue``, checking each event's schema and keeping the incidents by dedup key.
 
 Each records what it received, so the demo can show what was sent. The HTTP servers are
 the standard library's ``ThreadingHTTPServer``; nothing here is imported by the provider
@@ -351,6 +353,16 @@ class DemoSmtp:
             self._controller = None
 
 
+#: the demo's PagerDuty integration key (32 characters, as the Events API wants)
+DEMO_PAGERDUTY_ROUTING_KEY = "demo-pagerduty-routing-key-00032"
+
+
+def _start_pagerduty(port: int | None) -> Any:
+    from airflow_recon_provider.devtools.pagerduty_stand_in import DemoPagerDuty
+
+    return DemoPagerDuty(port).start()
+
+
 @dataclass
 class StandIns:
     """The demo stand-ins, started together."""
@@ -360,6 +372,7 @@ class StandIns:
     slack: DemoSlack
     smtp: DemoSmtp
     fx: DemoPtaxApi | None = None
+    pagerduty: Any = None  # DemoPagerDuty (its own module imports this one)
 
     @classmethod
     def start(
@@ -381,11 +394,13 @@ class StandIns:
             slack=DemoSlack(ports.get("slack")).start(),
             smtp=DemoSmtp(ports.get("smtp")).start(),
             fx=DemoPtaxApi(fx_rates, ports.get("fx")).start(),
+            pagerduty=_start_pagerduty(ports.get("pagerduty")),
         )
 
     @property
     def servers(self) -> list[Any]:
-        return [s for s in (self.psp, self.core, self.slack, self.smtp, self.fx) if s is not None]
+        servers = (self.psp, self.core, self.slack, self.smtp, self.fx, self.pagerduty)
+        return [s for s in servers if s is not None]
 
     def stop(self) -> None:
         for server in self.servers:
@@ -430,5 +445,14 @@ class StandIns:
         if self.fx is not None:
             conns["AIRFLOW_CONN_FX_RATES_SOURCE"] = json.dumps(
                 {"conn_type": "http", "host": self.fx.base_url}
+            )
+        if self.pagerduty is not None:
+            conns["AIRFLOW_CONN_PAGERDUTY_RECON"] = json.dumps(
+                {
+                    "conn_type": "pagerduty_events",
+                    "host": self.pagerduty.url,
+                    "password": DEMO_PAGERDUTY_ROUTING_KEY,
+                    "extra": {"backoff_seconds": 0.2},
+                }
             )
         return conns

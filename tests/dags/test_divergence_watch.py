@@ -24,6 +24,7 @@ def test_the_asset_is_watched_by_the_divergence_trigger(dagbag):
         "collect_alerts",
         "open_incidents",
         "start_remediation",
+        "page_oncall",  # Detecção 1: the alert in PagerDuty (tests/pagerduty)
     ]
 
 

@@ -107,6 +107,13 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
         assert "12 transaction(s) — 11 in BRL: R$ 104.175,21; 1 in EUR: EUR 9.619,80" in out
         assert "E-mails to finance" in out and "reconciliation normalized" in out
         assert "reconciliation of stripe resumed by" in out
+        # Detecção 1: the alert in the PagerDuty stand-in, one incident from trigger to resolve
+        assert "PagerDuty events (stand-in)" in out
+        assert (
+            f"PagerDuty incident #1 billing_gateway-reconciliation:stripe:{incident}: resolved "
+            "(trigger, acknowledge, resolve)"
+        ) in out
+        assert "demo-pagerduty-routing-key-00032" not in out
 
         # the demo's database after the run (the server is left running for --ui: attach to it)
         uri = server.start()

@@ -1,0 +1,276 @@
+"""Operators of runbook *Detecção* 1 ("Alertas no PagerDuty"): the alert
+``billing_gateway-reconciliation`` in PagerDuty, one alert per incident.
+
+- :class:`PagerDutyAlertOperator` — in ``billing_gateway_divergence_watch``: *trigger* the
+  alert of each PSP the watch fired for, on the PSP's open incident (dedup key
+  ``billing_gateway-reconciliation:<psp>:<incident_id>``: a re-fire while the incident is
+  open is the same PagerDuty incident).
+- :class:`PagerDutyIncidentEventOperator` — in ``billing_gateway_remediation``:
+  *acknowledge* once the incident is mitigating, *resolve* once it is recovered (or closed).
+
+PagerDuty never holds the runbook up: the hook retries a bounded number of times, then the
+task records the failure on the incident timeline and **ends successfully**. A failed page
+is a fact about communication (the timeline and the dashboard show it; a later re-fire
+triggers again with the same key), not a failure of the reconciliation: failing the task
+would fail the watch's run, or mark a remediation that recovered the PSP as failed, and
+retrying it would page again. Every event sent, or not delivered, is on the timeline (step
+``communication.pagerduty``) with its dedup key, action, severity and outcome, never the
+routing key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_recon_provider.operators._context import blank
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_recon_provider.hooks.incidents import IncidentHook
+    from airflow_recon_provider.reconciliation.incidents import Incident
+    from airflow_recon_provider.reconciliation.paging import PagingEvent
+
+PAGERDUTY_CONN_ID = "pagerduty_recon"
+REMEDIATION_DAG_ID = "billing_gateway_remediation"
+#: the watch starts each remediation as run ``watch__<incident_id>`` (operators.watch)
+WATCH_RUN_PREFIX = "watch__"
+
+
+def _api_base_url() -> str:
+    """Airflow's UI address (``[api] base_url``), where the run's grid is."""
+    from airflow.providers.common.compat.sdk import conf
+
+    return (conf.get("api", "base_url", fallback="") or "http://localhost:8080").strip().rstrip("/")
+
+
+def _dashboard_url() -> str:
+    from airflow_recon_provider.artifacts import dashboard_base_url
+
+    return dashboard_base_url() + "/"
+
+
+def remediation_run_id(incident: Incident, hook: IncidentHook) -> str | None:
+    """The remediation run working on ``incident``: the watch's ``watch__<id>`` when the
+    watch opened it, else the latest remediation run on its timeline (its scope step)."""
+    from airflow_recon_provider.operators.watch import WATCH_ACTOR
+
+    if incident.opened_by == WATCH_ACTOR:
+        return f"{WATCH_RUN_PREFIX}{incident.incident_id}"
+    runs = [
+        e.run_id for e in hook.timeline(incident.incident_id) if e.step == "investigation.scope" and e.run_id
+    ]
+    return runs[-1] if runs else None
+
+
+def send_and_record(
+    event: PagingEvent,
+    *,
+    incident_hook: IncidentHook,
+    pagerduty_conn_id: str,
+    actor: str,
+    run_id: str | None,
+    log: Any,
+) -> dict[str, Any]:
+    """Send ``event`` and put the outcome on the incident's timeline; never raises for
+    PagerDuty's sake (the outcome says ``sent`` or ``failed``)."""
+    from airflow_recon_provider.hooks.pagerduty import ReconPagerDutyEventsHook
+    from airflow_recon_provider.reconciliation.paging import PAGING_STEP
+
+    hook: ReconPagerDutyEventsHook | None = None
+    try:
+        hook = ReconPagerDutyEventsHook(pagerduty_conn_id)
+        answer = hook.send(event)
+        severity = f" ({event.severity})" if event.action.value == "trigger" else ""
+        status, outcome = "sent", f"PagerDuty {event.action.value} sent{severity}: {event.dedup_key}"
+        extra: dict[str, Any] = {
+            "attempts": answer.get("attempts"),
+            "http_status": answer.get("http_status"),
+            "pagerduty_status": answer.get("status"),
+        }
+    except Exception as exc:
+        # the routing key never leaves the hook, not even in an unexpected error
+        text = f"{type(exc).__name__}: {exc}"
+        if hook is not None and hook.integration_key:
+            text = text.replace(hook.integration_key, "***")
+        log.warning("PagerDuty %s of %s not delivered: %s", event.action.value, event.dedup_key, text)
+        status, outcome = "failed", f"PagerDuty {event.action.value} not delivered: {text}"
+        extra = {"error": text}
+    record = {**event.record(), "status": status, "connection": pagerduty_conn_id, **extra}
+    try:
+        event_id = incident_hook.record_event(
+            event.incident_id,
+            step=PAGING_STEP,
+            outcome=outcome[:2000],
+            actor=actor,
+            run_id=run_id,
+            details=record,
+        )
+        record["timeline_event_id"] = event_id
+    except Exception:
+        # the timeline is the record of paging: without it the task must say so loudly
+        log.exception("Could not record the PagerDuty %s on %s", event.action.value, event.incident_id)
+        raise
+    log.info("%s: %s", event.incident_id, outcome)
+    return record
+
+
+class PagerDutyAlertOperator(BaseOperator):
+    """Trigger the alert ``billing_gateway-reconciliation`` in PagerDuty for each alert of
+    the divergence watch, on the PSP's open incident (just opened by ``open_incidents``, or
+    already open: the same dedup key, so PagerDuty keeps one incident).
+
+    Severity from the alert's reasons (amount: error; lag, fx_rate_missing: warning; the
+    highest of several); custom details: the divergence per currency and converted to reais
+    (integers with their currency, and the pt-BR text), lag and window; links: the dashboard
+    and the remediation run's grid. Returns one record per alert (``status`` ``sent``,
+    ``failed`` or ``no_incident``).
+
+    :param alerts: the watch's alert payloads (templated; usually ``collect_alerts``' XCom).
+    :param pagerduty_conn_id: PagerDuty connection (``pagerduty_events``); empty: no paging.
+    :param billing_gateway_conn_id: gateway database (the ``recon`` schema).
+    :param remediation_dag_id: the DAG whose run the alert links to.
+    """
+
+    template_fields: Sequence[str] = ("alerts", "pagerduty_conn_id")
+    ui_color = "#d8f3dc"
+
+    def __init__(
+        self,
+        *,
+        alerts: Any,
+        pagerduty_conn_id: str | None = PAGERDUTY_CONN_ID,
+        billing_gateway_conn_id: str = "billing_gateway_db",
+        remediation_dag_id: str = REMEDIATION_DAG_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.alerts = alerts
+        self.pagerduty_conn_id = pagerduty_conn_id
+        self.billing_gateway_conn_id = billing_gateway_conn_id
+        self.remediation_dag_id = remediation_dag_id
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        from airflow_recon_provider.hooks.incidents import IncidentHook
+        from airflow_recon_provider.operators._context import run_id_of
+        from airflow_recon_provider.operators.watch import WATCH_ACTOR
+        from airflow_recon_provider.reconciliation.paging import run_grid_url, trigger_event
+
+        if blank(self.pagerduty_conn_id):
+            self.log.info("No PagerDuty connection configured: nobody is paged")
+            return []
+        hook = IncidentHook(billing_gateway_conn_id=self.billing_gateway_conn_id)
+        results = []
+        for alert in self.alerts or []:
+            psp = str(alert.get("psp") or "")
+            incident = hook.open_incident_for(psp)
+            if incident is None:
+                self.log.warning("PSP %s fired but has no open incident: nothing to page about", psp)
+                results.append({"psp": psp, "status": "no_incident"})
+                continue
+            run = remediation_run_id(incident, hook)
+            event = trigger_event(
+                alert,
+                incident_id=incident.incident_id,
+                source=WATCH_ACTOR,
+                dashboard_url=_dashboard_url(),
+                run_url=run_grid_url(_api_base_url(), self.remediation_dag_id, run) if run else None,
+            )
+            results.append(
+                send_and_record(
+                    event,
+                    incident_hook=hook,
+                    pagerduty_conn_id=str(self.pagerduty_conn_id).strip(),
+                    actor=WATCH_ACTOR,
+                    run_id=run_id_of(context),
+                    log=self.log,
+                )
+            )
+        return results
+
+
+class PagerDutyIncidentEventOperator(BaseOperator):
+    """Acknowledge or resolve the incident's PagerDuty alert (the dedup key of its trigger).
+
+    Sent only when the timeline says the alert was triggered and is not already in that
+    state (a re-run, or an incident nobody was paged for, sends nothing and says why).
+    Returns the record (``status`` ``sent``, ``failed`` or ``not_needed`` with the reason).
+
+    :param incident_id: ``INCIDENT-<n>``; templated (empty: nothing to do).
+    :param action: ``acknowledge`` or ``resolve``; templated.
+    :param note: why, on the timeline; templated.
+    :param pagerduty_conn_id: PagerDuty connection (``pagerduty_events``); empty: no paging.
+    :param billing_gateway_conn_id: gateway database (the ``recon`` schema).
+    """
+
+    template_fields: Sequence[str] = ("incident_id", "action", "note", "pagerduty_conn_id")
+    ui_color = "#d8f3dc"
+
+    def __init__(
+        self,
+        *,
+        incident_id: str,
+        action: str,
+        note: str = "",
+        pagerduty_conn_id: str | None = PAGERDUTY_CONN_ID,
+        billing_gateway_conn_id: str = "billing_gateway_db",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        from airflow_recon_provider.reconciliation.paging import PagingAction, parse_action
+
+        if "{{" not in str(action) and parse_action(action) is PagingAction.TRIGGER:
+            raise ValueError("a trigger comes from the divergence watch (PagerDutyAlertOperator)")
+        self.incident_id = incident_id
+        self.action = action
+        self.note = note
+        self.pagerduty_conn_id = pagerduty_conn_id
+        self.billing_gateway_conn_id = billing_gateway_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_recon_provider.hooks.incidents import IncidentHook
+        from airflow_recon_provider.operators._context import run_actor, run_id_of
+        from airflow_recon_provider.reconciliation.incidents import check_incident_id
+        from airflow_recon_provider.reconciliation.paging import follow_up_event, paging_state, parse_action
+
+        action = parse_action(self.action)
+        if blank(self.incident_id):
+            self.log.info("No incident: no PagerDuty %s", action.value)
+            return {"status": "not_needed", "reason": "no incident"}
+        incident_id = check_incident_id(str(self.incident_id).strip())
+        if blank(self.pagerduty_conn_id):
+            self.log.info("No PagerDuty connection configured: no %s", action.value)
+            return {"incident_id": incident_id, "status": "not_needed", "reason": "no PagerDuty connection"}
+        hook = IncidentHook(billing_gateway_conn_id=self.billing_gateway_conn_id)
+        incident = hook.get(incident_id)
+        why_not = paging_state(hook.timeline(incident_id)).needs(action)
+        if why_not:
+            self.log.info("%s: no PagerDuty %s: %s", incident_id, action.value, why_not)
+            return {"incident_id": incident_id, "status": "not_needed", "reason": why_not}
+        event = follow_up_event(
+            action,
+            psp=incident.psp,
+            incident_id=incident_id,
+            source=f"{context['dag'].dag_id}.{self.task_id}" if context.get("dag") else self.task_id,
+            note="" if blank(self.note) else str(self.note),
+        )
+        return send_and_record(
+            event,
+            incident_hook=hook,
+            pagerduty_conn_id=str(self.pagerduty_conn_id).strip(),
+            actor=run_actor(context),
+            run_id=run_id_of(context),
+            log=self.log,
+        )
+
+
+__all__ = [
+    "PAGERDUTY_CONN_ID",
+    "PagerDutyAlertOperator",
+    "PagerDutyIncidentEventOperator",
+    "remediation_run_id",
+    "send_and_record",
+]
