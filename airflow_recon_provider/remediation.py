@@ -313,8 +313,16 @@ def _describe_psp_ticket(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]
 def _describe_release(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return (
         f"{result.get('action')} of {result.get('service')} in {result.get('env')} done "
-        f"({result.get('mode')} mode); release record {_artifact_text(result.get('record'))}",
-        {key: result.get(key) for key in ("action", "service", "env", "mode", "pod", "record")},
+        f"({result.get('mode')} mode); release record "
+        + (
+            _artifact_text(result.get("record"))
+            if result.get("record")
+            else f"not stored: {result.get('record_error') or 'unknown error'}"
+        ),
+        {
+            key: result.get(key)
+            for key in ("action", "service", "env", "mode", "pod", "record", "record_error")
+        },
     )
 
 

@@ -310,7 +310,13 @@ class _ReleaseScriptOperator(BaseOperator):
             "argv": argv,
             **details,
         }
-        record = self._publish_record(context, result)
+        try:
+            record = self._publish_record(context, result)
+        except Exception as exc:
+            # the action is done and must not run again on a retry (a second rollback would
+            # go one release further back): the step succeeds, the missing record is said
+            self.log.exception("%s done, but its release record could not be stored", self.action)
+            return {**result, "record": None, "record_error": f"{type(exc).__name__}: {exc}"}
         self.log.info("Release record: %s", record.describe())
         return {**result, "record": record.summary()}
 

@@ -231,3 +231,23 @@ def test_operator_modules_parse_without_heavy_imports():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_release_record_that_cannot_be_stored_never_repeats_the_action(tmp_path, monkeypatch):
+    """The rollback ran: a store that cannot take its record must not fail the task (a retry
+    would roll back one release further); the step says the record is missing."""
+    from types import SimpleNamespace
+
+    record = tmp_path / "release-actions.json"
+    op = RollbackDeployOperator(
+        task_id="rollback_worker",
+        mode="local",
+        after_release=True,
+        record_path=str(record),
+        artifacts_dir="nosuchscheme://bucket/prefix",
+    )
+    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="rollback_worker", map_index=-1, try_number=1)
+    result = op.execute({"ti": ti, "run_id": "r"})
+    assert [e["action"] for e in json.loads(record.read_text())] == ["rollback"]  # done once
+    assert result["record"] is None and "nosuchscheme" in result["record_error"]
+    assert result["exit_code"] == 0
