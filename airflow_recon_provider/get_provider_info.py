@@ -108,6 +108,8 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_recon_provider.hooks.billing_core",
                     "airflow_recon_provider.hooks.incidents",
                     "airflow_recon_provider.hooks.corrections",
+                    # recon.artifacts: the artifacts written to the object store ([recon])
+                    "airflow_recon_provider.hooks.artifacts",
                     # fx_rates: recon.fx_rates on billing_gateway_db; fx_source: the PTAX rates
                     # service on the plain `http` connection fx_rates_source
                     "airflow_recon_provider.hooks.fx_rates",

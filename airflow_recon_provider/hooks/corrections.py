@@ -149,9 +149,12 @@ class CorrectionsHook(BillingGatewayHook):
     ) -> DryRun:
         """Propose, write the CSV artifact and keep the proposals under their key.
 
-        The artifact is ``<artifact_dir>/correction_<key>.csv``, written next to its place
-        and renamed into it, so a reader never sees half of it. Memory follows the sample
-        size and the COPY batch, not the number of rows.
+        The CSV is ``<artifact_dir>/correction_<key>.csv`` in a local folder of the calling
+        task, written next to its place and renamed into it, so a reader never sees half of
+        it; :class:`TransactionCorrectionOperator` then publishes it to the artifact store
+        (:func:`airflow_recon_provider.artifacts.publish_artifact`) and hands on its link,
+        never this path. Memory follows the sample size and the COPY batch, not the number
+        of rows.
 
         :param scope: what the correction key is scoped to (the incident, else the run).
         :param row_cap: recorded in the result (``row_cap_exceeded``); the dry run itself is
