@@ -113,6 +113,16 @@ def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
     finance.get_by_role("button", name="Approve").wait_for()
     assert finance.get_by_text("cannot approve it").count() >= 1  # the requester, named
     shot(finance, "3-required-action")
+    # before answering, finance opens the dry run's CSV from the approval itself: a link to
+    # the dashboard, which serves it from the artifact store (never a worker's path)
+    csv_link = finance.get_by_role("link", name=re.compile(r"correction_.*\.csv"))
+    href = csv_link.first.get_attribute("href")
+    assert href and "/recon/artifacts/" in href and "file://" not in href, href
+    with finance.expect_download() as download_info:
+        csv_link.first.click()
+    downloaded = Path(download_info.value.path()).read_text(encoding="utf-8")
+    lines = downloaded.splitlines()
+    assert lines[0].startswith("transaction_id,provider_reference") and len(lines) == 1 + 12, downloaded[:500]
     finance.get_by_role("button", name="Approve").click()
     _wait_for(
         "the approved correction",
@@ -165,6 +175,21 @@ def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
     oncall.goto(f"{ui.url}/dags/{DAG_ID}/runs/{run_id}")
     oncall.get_by_text("success").first.wait_for()
     shot(oncall, "5-run-succeeded")
+
+    # -- the closed incident stays readable: its page, with the closing report ------------------
+    finance.goto(f"{ui.url}/recon/incidents")
+    finance.locator(f'a[href="incidents/{incident_id}"]').first.click()
+    finance.wait_for_url(re.compile(rf"/recon/incidents/{incident_id}$"))
+    report = finance.locator("[data-testid=closing-report-text]")
+    report.wait_for()
+    assert incident_id in report.inner_text()
+    assert finance.locator("[data-testid=artifact-link]").count() >= 3  # snapshot, dry run, ticket, ...
+    shot(finance, "7-closed-incident")
+    closing_url = finance.locator("[data-testid=closing-report-link]").first.evaluate("a => a.href")
+    closing = finance.context.new_page()
+    answer = closing.goto(closing_url)
+    assert answer is not None and answer.ok and "text/html" in answer.headers["content-type"]
+    assert incident_id in closing.content()
 
     # -- the dashboard's pre-filled form starts a (dry) run as the logged-in user ---------------
     oncall.goto(f"{ui.url}/plugin/reconciliacao-financeira")
