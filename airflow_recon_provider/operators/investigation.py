@@ -301,6 +301,12 @@ class ReconciliationSnapshotOperator(BaseOperator):
        (connection ``payments_ledger_db``), and the error events of the PSP in
        ``reconciliation.events`` (connection ``reconciliation_kafka``).
     5. Dependências Externas: the PSP's ``/status`` (connection ``psp_<name>``).
+    6. Checar Jobs, "coletar logs": when cycles of the window failed, the error lines of the
+       failed tries of ``fetch_psp_statements`` / ``match_transactions`` through Airflow's REST
+       API (connection ``airflow_api``), secrets masked, in ``failed_task_logs_<psp>.md`` beside
+       the snapshot and on the timeline
+       (:func:`~airflow_recon_provider.operators.task_logs.collect_failed_task_logs`); the API
+       unavailable or not configured is said there, never a failure.
 
     Sources 4 and 5 are optional: a connection that is not defined is reported as
     ``"not configured"``, a source that does not answer as ``"unavailable"``; neither fails
@@ -313,6 +319,8 @@ class ReconciliationSnapshotOperator(BaseOperator):
          "snapshot": {"id", "name", "link", "size_bytes", "sha256", ..., "rows"},
          "summary": {...}, "cycles": {...},
          "ledger": {"status", ...}, "kafka": {"status", ...}, "psp_health": {"status", ...},
+         "task_logs": {"status" (no_failed_cycles | collected | not_configured | unavailable),
+                       "reason", "tries", "artifact", ...},
          "incident_id"}
 
     :param psp: the PSP (templated).
@@ -330,6 +338,8 @@ class ReconciliationSnapshotOperator(BaseOperator):
     :param psp_conn_id: the PSP API; default ``psp_<psp>``.
     :param kafka_timeout: seconds the Kafka inspection may take.
     :param health_timeout: seconds the PSP health check may take.
+    :param airflow_api_conn_id: Airflow's REST API (the api-server), to read the failed tries'
+        logs of the window's failed cycles.
     """
 
     template_fields: Sequence[str] = (
@@ -358,10 +368,12 @@ class ReconciliationSnapshotOperator(BaseOperator):
         psp_conn_id: str | None = None,
         kafka_timeout: float = 30.0,
         health_timeout: float = 10.0,
+        airflow_api_conn_id: str = "airflow_api",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.psp = psp
+        self.airflow_api_conn_id = airflow_api_conn_id
         self.window_start = window_start
         self.window_end = window_end
         self.divergence_kinds = divergence_kinds
@@ -447,7 +459,35 @@ class ReconciliationSnapshotOperator(BaseOperator):
             "incident_id": incident_id,
         }
         self._record(context, result, summary)
+        result["task_logs"] = self._task_logs(context, psp, window, cycles, incident_id)
         return result
+
+    def _task_logs(
+        self, context: Context, psp: str, window: Window, cycles: dict[str, Any], incident_id: str | None
+    ) -> dict[str, Any]:
+        """Checar Jobs, "coletar logs": the failed tries' error lines (never fails the task)."""
+        from airflow_recon_provider.operators.task_logs import collect_failed_task_logs
+
+        failed = [
+            datetime.fromisoformat(c["cycle_start"])
+            for c in cycles["not_successful"]
+            if c["status"] == "failed"
+        ]
+        try:
+            return collect_failed_task_logs(
+                context,
+                psp=psp,
+                window=window,
+                failed_cycles=failed,
+                incident_id=incident_id,
+                airflow_api_conn_id=self.airflow_api_conn_id,
+                billing_gateway_conn_id=self.billing_gateway_conn_id,
+                artifacts_base_url=None if blank(self.artifacts_dir) else str(self.artifacts_dir).strip(),
+                log=self.log,
+            )
+        except Exception as exc:
+            self.log.warning("failed task logs of PSP %s not collected: %s: %s", psp, type(exc).__name__, exc)
+            return {"psp": psp, "status": "error", "reason": f"{type(exc).__name__}: {exc}", "tries": []}
 
     # -- the sources ---------------------------------------------------------------------------
     @staticmethod

@@ -1,0 +1,329 @@
+"""Runbook Investigação 2 — "Em caso de falha, coletar logs (`airflow tasks logs`)": the
+investigation (``ReconciliationSnapshotOperator``, run by ``dag.test()`` against the real
+PostgreSQL of ``tests/conftest.py``) reads the failed tries' logs of the window's failed cycles
+through Airflow's REST API — here the local stand-in of ``airflow_api_stand_in.py``, which
+speaks Airflow 3.3's routes and JSON shapes (checked against the installed Airflow below) — and
+puts their error lines, secrets masked, into ``failed_task_logs_<psp>.md`` beside the snapshot
+and onto the incident's timeline. Unreachable API, bad credentials (401) and no connection are
+recorded as such and the investigation succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+from airflow_api_stand_in import DAG_ID, AirflowApiStandIn, dag_run, task_instance, task_try
+from artifact_checks import artifact_text, assert_artifact_link, assert_no_local_paths
+from test_task_logs_domain import error_detail
+
+from airflow_recon_provider.devtools.stand_ins import free_port
+
+PSP = "stripe"
+INCIDENT = "INCIDENT-916"
+WINDOW = ("2026-11-20T12:00:00+00:00", "2026-11-20T14:00:00+00:00")
+C12 = datetime(2026, 11, 20, 12, tzinfo=UTC)
+C13 = datetime(2026, 11, 20, 13, tzinfo=UTC)
+API_USER, API_PASSWORD = "recon-investigation", "Api-Pass-4567"
+DB_SECRET = "Gw-Db-Passw0rd"
+PSP_TOKEN = "sk_live_9fQ2xTOKENabc123"
+SECRETS = (API_PASSWORD, DB_SECRET, PSP_TOKEN)
+
+
+def failing_match_log() -> list[dict]:
+    """The log of a failed ``match_transactions`` try as ``get_log`` serves it: structured
+    messages (the supervisor's JSON lines), the failure's ``error_detail`` made by structlog's
+    ExceptionDictTransformer, and secrets in it a task could have logged."""
+    return [
+        {"event": "::group::Log message source details", "sources": ["/opt/airflow/logs/attempt=1.log"]},
+        {"event": "::endgroup::"},
+        {
+            "timestamp": "2026-11-20T14:10:00.1Z",
+            "level": "info",
+            "event": "DAG bundles loaded",
+            "logger": "x",
+        },
+        {
+            "timestamp": "2026-11-20T14:10:00.2Z",
+            "level": "info",
+            "event": f"connecting postgresql://recon:{DB_SECRET}@db:5432/billing",
+            "logger": "task",
+        },
+        {
+            "timestamp": "2026-11-20T14:10:01Z",
+            "level": "error",
+            "event": f"PSP stripe statement request refused: Authorization: Bearer {PSP_TOKEN}; "
+            f"api user {API_USER} password {API_PASSWORD}",
+            "logger": "airflow.task.operators.MatchTransactionsOperator",
+        },
+        {
+            "timestamp": "2026-11-20T14:10:02Z",
+            "level": "error",
+            "event": "Task failed with exception",
+            "logger": "task",
+            "error_detail": error_detail(
+                f"classification of cycle 2026-11-20T12:00Z aborted (postgresql://recon:{DB_SECRET}@db/billing)"
+            ),
+        },
+        {
+            "timestamp": "2026-11-20T14:10:03Z",
+            "level": "info",
+            "event": "Marking task as FAILED.",
+            "logger": "t",
+        },
+    ]
+
+
+def fill_stand_in(api: AirflowApiStandIn) -> None:
+    """Cycle 12:00 failed in its scheduled run (``match_transactions`` try 1); cycle 13:00's
+    scheduled run failed, then its reprocess failed again after a retry (try 1 and 2 failed);
+    other PSPs' task instances and a run outside the window are there too."""
+    r12 = dag_run("scheduled__2026-11-20T12:00:00+00:00", cycle_start=C12, state="failed")
+    r11 = dag_run("scheduled__2026-11-20T11:00:00+00:00", cycle_start=C12.replace(hour=11), state="failed")
+    r13 = dag_run(
+        "remediation_reprocess__stripe__13",
+        cycle_start=C13,
+        state="failed",
+        conf={"psp": PSP, "cycle_start": "2026-11-20T13:00:00Z", "reprocess": True},
+    )
+    ok = dag_run("scheduled__2026-11-20T13:00:00+00:00", cycle_start=C13, state="success")
+    api.runs = [r11, r12, ok, r13]
+    api.task_instances = {
+        r12["dag_run_id"]: [
+            task_instance(r12, "scope_cycle", map_index=-1, psp=None, state="success"),
+            task_instance(r12, "fetch_psp_statements", map_index=0, psp="adyen", state="success"),
+            task_instance(r12, "fetch_psp_statements", map_index=1, psp=PSP, state="success"),
+            task_instance(r12, "match_transactions", map_index=0, psp="adyen", state="failed"),
+            task_instance(r12, "match_transactions", map_index=1, psp=PSP, state="failed"),
+        ],
+        r13["dag_run_id"]: [
+            task_instance(r13, "fetch_psp_statements", map_index=0, psp=PSP, state="success"),
+            task_instance(r13, "match_transactions", map_index=0, psp=PSP, state="failed", try_number=2),
+        ],
+        r11["dag_run_id"]: [task_instance(r11, "match_transactions", map_index=0, psp=PSP, state="failed")],
+    }
+    retried = api.task_instances[r13["dag_run_id"]][1]
+    api.tries = {
+        (r13["dag_run_id"], "match_transactions", 0): [
+            task_try(retried, try_number=1, state="up_for_retry"),
+            task_try(retried, try_number=2, state="failed"),
+        ]
+    }
+    other = [{"timestamp": "2026-11-20T14:10:02Z", "level": "error", "event": "adyen failure", "logger": "t"}]
+    api.logs = {
+        (r12["dag_run_id"], "match_transactions", 1, 1): failing_match_log(),
+        (r12["dag_run_id"], "match_transactions", 0, 1): other,
+        (r13["dag_run_id"], "match_transactions", 0, 1): [
+            {"timestamp": "2026-11-20T15:00:00Z", "level": "error", "event": "first try: lock timeout"}
+        ],
+        (r13["dag_run_id"], "match_transactions", 0, 2): failing_match_log(),
+        (r11["dag_run_id"], "match_transactions", 0, 1): other,
+    }
+
+
+def api_connection(url: str, *, login: str | None, password: str = API_PASSWORD) -> str:
+    host, port = url.removeprefix("http://").split(":")
+    conn = {"conn_type": "http", "host": host, "port": int(port), "schema": "http", "password": password}
+    if login:
+        conn["login"] = login
+    return json.dumps(conn)
+
+
+def run_investigation(register_dag, name: str):
+    from airflow.sdk import DAG
+
+    from airflow_recon_provider.operators.investigation import ReconciliationSnapshotOperator
+
+    with DAG(
+        dag_id=f"task_logs_{name}_{os.getpid()}", schedule=None, start_date=datetime(2024, 1, 1, tzinfo=UTC)
+    ) as dag:
+        ReconciliationSnapshotOperator(
+            task_id="snapshot",
+            psp=PSP,
+            window_start=WINDOW[0],
+            window_end=WINDOW[1],
+            incident_id=INCIDENT,
+            kafka_timeout=2.0,
+            health_timeout=2.0,
+        )
+    run = register_dag(dag).test()
+    ti = run.get_task_instance("snapshot")
+    assert str(ti.state) == "success", ti.state
+    return run, ti.xcom_pull(task_ids="snapshot")
+
+
+def log_events():
+    from airflow_recon_provider.hooks.incidents import IncidentHook
+
+    return [e for e in IncidentHook().timeline(INCIDENT) if e.step == "investigation.task_logs"]
+
+
+def assert_no_secret(*values, extra: tuple[str, ...] = ()) -> None:
+    text = json.dumps(values, default=str)
+    for secret in (*SECRETS, *extra):
+        assert secret not in text, f"{secret!r} leaked"
+
+
+def test_stand_in_speaks_airflow_3_3():
+    """The stand-in's routes and objects are the installed Airflow's (routes of
+    ``core_api/routes/public``, fields of the ``core_api/datamodels`` response models)."""
+    from airflow.api_fastapi.core_api.datamodels.dag_run import DAGRunResponse
+    from airflow.api_fastapi.core_api.datamodels.log import TaskInstancesLogResponse
+    from airflow.api_fastapi.core_api.datamodels.task_instance_history import TaskInstanceHistoryResponse
+    from airflow.api_fastapi.core_api.datamodels.task_instances import TaskInstanceResponse
+    from airflow.api_fastapi.core_api.routes.public import public_router
+
+    paths = {route.path for route in public_router.routes}
+    prefix = "/api/v2/dags/{dag_id}/dagRuns"
+    for path in (
+        prefix,
+        prefix + "/{dag_run_id}/taskInstances",
+        prefix + "/{dag_run_id}/taskInstances/{task_id}/{map_index}/tries",
+        prefix + "/{dag_run_id}/taskInstances/{task_id}/tries",
+        prefix + "/{dag_run_id}/taskInstances/{task_id}/logs/{try_number}",
+    ):
+        assert path in paths, path
+
+    def fields(model) -> set[str]:
+        return set(model.model_json_schema(mode="serialization")["properties"])
+
+    run = dag_run("r", cycle_start=C12, state="failed")
+    ti = task_instance(run, "match_transactions", map_index=0, psp=PSP, state="failed")
+    assert set(run) == fields(DAGRunResponse)
+    assert set(ti) == fields(TaskInstanceResponse)
+    assert set(task_try(ti, try_number=1, state="failed")) == fields(TaskInstanceHistoryResponse)
+    parsed = TaskInstancesLogResponse.model_validate(
+        {"content": failing_match_log(), "continuation_token": None}
+    )
+    assert parsed.content[-2].event == "Task failed with exception"
+
+
+def test_failed_match_transactions_lines_in_artifact_and_timeline(seeded, api, register_dag):
+    _, result = run_investigation(register_dag, "collected")
+    logs = result["task_logs"]
+    assert logs["status"] == "collected", logs
+    assert logs["failed_cycles"] == [C12.isoformat(), C13.isoformat()]
+    # stripe's failed tries only: 12:00 scheduled (map index 1), 13:00 reprocess tries 1 and 2;
+    # the success run of 13:00, adyen's instance and the 11:00 run are left out
+    assert [
+        (t["run_id"], t["task_id"], t["map_index"], t["try_number"], t["state"]) for t in logs["tries"]
+    ] == [
+        ("scheduled__2026-11-20T12:00:00+00:00", "match_transactions", 1, 1, "failed"),
+        ("remediation_reprocess__stripe__13", "match_transactions", 0, 1, "up_for_retry"),
+        ("remediation_reprocess__stripe__13", "match_transactions", 0, 2, "failed"),
+    ]
+    lines = logs["tries"][0]["lines"]
+    assert lines[0].startswith(
+        "14:10:01 ERROR PSP stripe statement request refused: Authorization: Bearer ***"
+    )
+    assert lines[1] == "14:10:02 ERROR Task failed with exception"
+    assert lines[-1] == (
+        "RuntimeError: classification of cycle 2026-11-20T12:00Z aborted (postgresql://recon:***@db/billing)"
+    )
+    assert not any("connecting" in line or "FAILED" in line for line in lines)  # not error lines
+    assert logs["tries"][1]["lines"] == ["15:00:00 ERROR first try: lock timeout"]
+
+    # the artifact beside the snapshot, read the dashboard's way
+    summary = assert_artifact_link(logs["artifact"], kind="snapshot")
+    assert summary["name"] == f"failed_task_logs_{PSP}.md"
+    text = artifact_text(summary)
+    assert "# Investigação — Checar Jobs: logs das tarefas com falha — PSP stripe" in text
+    assert "## match_transactions — ciclo 2026-11-20T12:00:00+00:00 — tentativa 1" in text
+    assert "RuntimeError: classification of cycle 2026-11-20T12:00Z aborted" in text
+
+    # the timeline: a short pt-BR outcome and the lines
+    (event,) = log_events()
+    assert event.outcome.startswith(
+        "Logs das tarefas com falha coletados: 3 tentativa(s) com falha (match_transactions) em 2 ciclo(s)"
+    )
+    assert summary["link"] in event.outcome
+    assert event.details["tries"][0]["lines"] == lines
+    assert event.details["status"] == "collected"
+
+    # no token anywhere: the API's password and the JWT it issued, the DB password, the PSP token
+    assert len(api.issued) == 1 and api.served("/auth/token")
+    assert_no_secret(result, text, event.outcome, event.details, extra=tuple(api.issued))
+    assert_no_local_paths(result, event.outcome, event.details, what="task logs")
+    # the API was asked for the runs of the window's failed cycles, with the documented params
+    ((_, _, query),) = [r for r in api.requests if r[1] == f"/api/v2/dags/{DAG_ID}/dagRuns"]
+    assert query["state"] == "failed" and query["run_after_gte"] == "2026-11-20T11:00:00Z"
+    run_id = quote("scheduled__2026-11-20T12:00:00+00:00", safe="")
+    assert api.served(f"/dagRuns/{run_id}/taskInstances/match_transactions/logs/1")
+
+
+def test_token_in_password_without_login(seeded, api, register_dag, monkeypatch):
+    token = "static-api-token-0123456789"
+    api.issued.append(token)
+    monkeypatch.setenv("AIRFLOW_CONN_AIRFLOW_API", api_connection(api.url, login=None, password=token))
+    _, result = run_investigation(register_dag, "token")
+    assert result["task_logs"]["status"] == "collected"
+    assert not api.served("/auth/token")
+    assert_no_secret(result, extra=(token,))
+
+
+def test_bad_credentials_are_recorded_and_the_investigation_carries_on(
+    seeded, api, register_dag, monkeypatch
+):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AIRFLOW_API", api_connection(api.url, login=API_USER, password="wrong-pw-1")
+    )
+    _, result = run_investigation(register_dag, "unauthorized")
+    logs = result["task_logs"]
+    assert logs["status"] == "unavailable" and logs["tries"] == []
+    assert "HTTP 401" in logs["reason"] and "check the login/password" in logs["reason"]
+    assert result["snapshot"]["rows"] > 0  # the rest of the investigation is there
+    (event,) = log_events()
+    assert event.outcome.startswith(
+        "Logs das tarefas com falha não coletados (2 ciclo(s) com falha): API do Airflow"
+    )
+    assert "HTTP 401" in event.outcome
+    assert logs["artifact"] is None  # nothing collected, nothing published: the timeline says why
+    assert_no_secret(result, event.outcome, event.details, extra=("wrong-pw-1",))
+
+
+def test_unreachable_api_is_recorded(seeded, register_dag, monkeypatch):
+    from airflow_recon_provider.hooks.airflow_api import AirflowApiHook
+
+    monkeypatch.setattr(AirflowApiHook, "_sleep", staticmethod(lambda seconds: None))
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("AIRFLOW_CONN_AIRFLOW_API", api_connection(url, login=API_USER))
+    _, result = run_investigation(register_dag, "unreachable")
+    logs = result["task_logs"]
+    assert logs["status"] == "unavailable"
+    assert "unreachable" in logs["reason"] and "gave up after 3 attempts" in logs["reason"]
+    (event,) = log_events()
+    assert "não coletados" in event.outcome and "unreachable" in event.outcome
+    assert logs["artifact"] is None
+    assert_no_secret(result, event.details)
+
+
+def test_missing_connection_is_recorded(seeded, register_dag, monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_AIRFLOW_API", raising=False)
+    _, result = run_investigation(register_dag, "missing")
+    logs = result["task_logs"]
+    assert logs["status"] == "not_configured"
+    assert (
+        "conexão 'airflow_api' não configurada" in logs["reason"]
+        and "AIRFLOW_CONN_AIRFLOW_API" in logs["reason"]
+    )
+    (event,) = log_events()
+    assert event.details["status"] == "not_configured" and event.details["artifact"] is None
+
+
+def test_no_failed_cycle_asks_nothing(db, airflow_conns, monkeypatch, tmp_path, api, register_dag):
+    from airflow_recon_provider.devtools.seed import SeedSpec, seed_database
+    from airflow_recon_provider.hooks.incidents import IncidentHook
+    from airflow_recon_provider.reconciliation.window import Window
+
+    monkeypatch.setenv("RECON_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    seed_database(
+        db, None, SeedSpec(seed=5, psps=(PSP,), rows_per_psp=60, start=C12.replace(hour=10), hours=5)
+    )
+    IncidentHook().open_incident(
+        PSP, incident_id=INCIDENT, window=Window.parse(*WINDOW), reason="r", actor="a"
+    )
+    _, result = run_investigation(register_dag, "clean")
+    assert result["task_logs"]["status"] == "no_failed_cycles"
+    assert api.requests == [] and log_events() == []
