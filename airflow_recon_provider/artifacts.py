@@ -243,7 +243,9 @@ def _sha256_of_file(path: str | os.PathLike[str]) -> tuple[str, int]:
 
 
 class ArtifactStore:
-    """Objects under one base URL, through :class:`airflow.sdk.ObjectStoragePath`.
+    """Objects under one base URL: remote schemes through :class:`airflow.sdk.ObjectStoragePath`
+    (the filesystem an Airflow provider registers for the scheme, with the connection);
+    ``file://`` through the local filesystem directly, for the atomic hard link.
 
     :param base_url: ``file:///dir``, a plain directory, ``s3://bucket/prefix`` ...; default
         :func:`artifacts_base_url`.
@@ -263,16 +265,6 @@ class ArtifactStore:
         return f"ArtifactStore({self.base_url!r}, conn_id={self.conn_id!r})"
 
     # -- where -------------------------------------------------------------------------------
-    def _root(self) -> ObjectStoragePath:
-        from airflow.sdk import ObjectStoragePath
-
-        try:
-            return ObjectStoragePath(self.base_url, conn_id=self.conn_id)
-        except ValueError as exc:
-            raise ArtifactError(
-                f"artifacts base URL {self.base_url!r}: {exc}{_provider_hint(self.scheme)}"
-            ) from None
-
     def url_for(self, dag_id: str, run_id: str, name: str) -> str:
         """The object's URL (without the connection): ``<base>/<dag_id>/<run_id>/<name>``."""
         return "/".join((self.base_url, safe_name(dag_id), safe_name(run_id), safe_name(name)))
