@@ -57,6 +57,18 @@ def ui_env(home: Path, port: int) -> dict[str, str]:
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         # finance approves corrections; the on-call engineer who triggers may not
         "RECON_FINANCE_APPROVERS": FINANCE_APPROVER,
+        # Investigação 2 "coletar logs": the investigation reads the failed tries' logs through
+        # this api-server's REST API as the on-call user (JWT from POST /auth/token)
+        "AIRFLOW_CONN_AIRFLOW_API": json.dumps(
+            {
+                "conn_type": "http",
+                "host": "127.0.0.1",
+                "port": port,
+                "schema": "http",
+                "login": "oncall",
+                "password": USERS["oncall"],
+            }
+        ),
     }
 
 

@@ -58,15 +58,23 @@ def _failed_tries(
 ) -> list[tuple[int, str]]:
     """``(try_number, state)`` of the failed tries of one task instance: its current try when it
     failed, and the retried ones from its history."""
-    from airflow_recon_provider.reconciliation.task_logs import FAILED_TRY_STATES, RECONCILIATION_DAG_ID
+    from airflow_recon_provider.reconciliation.task_logs import (
+        FAILED_TRY_STATES,
+        RECONCILIATION_DAG_ID,
+        AirflowApiRequestError,
+    )
 
     state = str(ti.get("state") or "")
     try_number = int(ti.get("try_number") or 0)
     if try_number <= 1:
         return [(try_number, state)] if state in FAILED_TRY_STATES and try_number >= 1 else []
-    history = api.task_tries(
-        RECONCILIATION_DAG_ID, str(run["dag_run_id"]), str(ti["task_id"]), int(ti.get("map_index", -1))
-    )
+    try:
+        history = api.task_tries(
+            RECONCILIATION_DAG_ID, str(run["dag_run_id"]), str(ti["task_id"]), int(ti.get("map_index", -1))
+        )
+    except AirflowApiRequestError:
+        # no history for this instance (cleared, or a site DAG without it): its current try only
+        return [(try_number, state)] if state in FAILED_TRY_STATES else []
     found = {
         int(h["try_number"]): str(h.get("state") or "")
         for h in history

@@ -327,3 +327,15 @@ def test_no_failed_cycle_asks_nothing(db, airflow_conns, monkeypatch, tmp_path, 
     _, result = run_investigation(register_dag, "clean")
     assert result["task_logs"]["status"] == "no_failed_cycles"
     assert api.requests == [] and log_events() == []
+
+
+def test_missing_try_history_keeps_the_current_failed_try(seeded, api, register_dag):
+    api.tries.clear()  # the tries route answers 404 for the retried instance
+    _, result = run_investigation(register_dag, "no_history")
+    logs = result["task_logs"]
+    assert logs["status"] == "collected"
+    assert [(t["run_id"], t["try_number"]) for t in logs["tries"]] == [
+        ("scheduled__2026-11-20T12:00:00+00:00", 1),
+        ("remediation_reprocess__stripe__13", 2),
+    ]
+    assert logs["tries"][1]["lines"][-1].startswith("RuntimeError: classification of cycle")
