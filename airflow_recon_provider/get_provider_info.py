@@ -132,6 +132,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_recon_provider.operators.incidents",
                     "airflow_recon_provider.operators.fx_rates",
                     "airflow_recon_provider.operators.pagerduty",
+                    "airflow_recon_provider.operators.finance_review",
                 ],
             }
         ],

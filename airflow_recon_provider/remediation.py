@@ -729,6 +729,24 @@ def closing_report_step(
     )
 
 
+#: who is invited to the review with finance besides finance: on-call's addresses (Airflow
+#: Variable ``recon_oncall_recipients``, comma separated; empty: finance only)
+ONCALL_RECIPIENTS = "{{ var.value.get('recon_oncall_recipients', '') }}"
+FINANCE_RECIPIENTS = "{{ var.value.get('recon_finance_recipients', 'finance@platform.io') }}"
+
+
+def finance_review_step(
+    request: RunRequest, *, task_id: str = "schedule_finance_review", **kwargs: Any
+) -> BaseOperator:
+    """Encerramento 4: schedule the review with finance and on-call (the next business-day
+    slot after the closure); the closing e-mail carries its invitation."""
+    from airflow_recon_provider.operators.finance_review import ScheduleFinanceReviewOperator
+
+    kwargs.setdefault("finance_recipients", FINANCE_RECIPIENTS)
+    kwargs.setdefault("oncall_recipients", ONCALL_RECIPIENTS)
+    return ScheduleFinanceReviewOperator(task_id=task_id, incident_id=request.incident_id, **kwargs)
+
+
 def final_communication_step(
     request: RunRequest, *, task_id: str = "final_communication", **kwargs: Any
 ) -> BaseOperator:
@@ -866,9 +884,18 @@ def close_group(
     communication_kwargs: Mapping[str, Any] | None = None,
 ) -> TaskGroup:
     """Encerramento: incident recovered >> resume reconciliation >> tag the release >>
-    incident closed >> closing report (lessons learned, finance review) >> final update to
-    finance."""
-    with TaskGroup(group_id, tooltip="Encerramento: retomar, tag, relatório, comunicação final") as group:
+    incident closed >> closing report (lessons learned) >> the review with finance scheduled
+    (Encerramento 4) >> final update to finance, carrying the review's invitation."""
+    # the review invites the finance addresses the final update goes to, from the same sender
+    communication = dict(communication_kwargs or {})
+    review_kwargs = {
+        key: communication[given]
+        for given, key in (("recipients", "finance_recipients"), ("smtp_conn_id", "smtp_conn_id"))
+        if given in communication
+    }
+    with TaskGroup(
+        group_id, tooltip="Encerramento: retomar, tag, relatório, revisão com financeiro, comunicação final"
+    ) as group:
         (
             proceed_gate(request, section="closure", skip_all_downstream=True)
             >> mark_incident_step(
@@ -878,7 +905,8 @@ def close_group(
             >> tag_release_step(request, mode=release_mode, **dict(tag_kwargs or {}))
             >> mark_incident_step(request, "closed", task_id="close_incident", note="runbook Encerramento")
             >> closing_report_step(request, artifacts_dir=artifacts_dir)
-            >> final_communication_step(request, **dict(communication_kwargs or {}))
+            >> finance_review_step(request, **review_kwargs)
+            >> final_communication_step(request, **communication)
         )
         # Detecção 1: the PagerDuty alert is resolved once the incident is recovered (a leaf)
         group.get_child_by_label("mark_recovered") >> pagerduty_step(
@@ -1049,6 +1077,7 @@ _STEP_CLASSES = {
     "IncidentTransitionOperator": "airflow_recon_provider.operators.incidents",
     "SendIncidentUpdatesOperator": "airflow_recon_provider.operators.incidents",
     "ReconciliationSnapshotOperator": "airflow_recon_provider.operators.investigation",
+    "ScheduleFinanceReviewOperator": "airflow_recon_provider.operators.finance_review",
     "ValidateScopeOperator": "airflow_recon_provider.operators.investigation",
     "PspTicketOperator": "airflow_recon_provider.operators.psp_ticket",
     "PagerDutyIncidentEventOperator": "airflow_recon_provider.operators.pagerduty",
@@ -1092,6 +1121,7 @@ __all__ = [
     "divergence_kinds_param",
     "final_communication_step",
     "finance_approvers",
+    "finance_review_step",
     "incident_param",
     "investigate_group",
     "mark_incident_step",

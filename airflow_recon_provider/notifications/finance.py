@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from airflow_recon_provider.hooks.incidents import Delivery, IncidentHook
     from airflow_recon_provider.reconciliation.config import ReconConfig
     from airflow_recon_provider.reconciliation.controls import ControlChange
+    from airflow_recon_provider.reconciliation.finance_review import FinanceReview
     from airflow_recon_provider.reconciliation.incidents import Incident
 
 DEFAULT_SMTP_CONN_ID = "smtp_finance"
@@ -234,6 +235,16 @@ class FinanceNotifier(BaseNotifier):
                     "(bot token, chat.postMessage) or 'slackwebhook' (incoming webhook)"
                 )
 
+    def sender(self) -> str:
+        """The sender of finance's e-mails (the organizer of the review invitation)."""
+        sender = self._sender(self._connection(self.smtp_conn_id))
+        if not sender:
+            raise ConfigError(
+                f"no sender address: set from_email in the extra of connection {self.smtp_conn_id!r} "
+                "or pass from_email to the notifier"
+            )
+        return sender
+
     def _sender(self, smtp_conn: Any) -> str | None:
         if self.from_email:
             return self.from_email
@@ -243,29 +254,46 @@ class FinanceNotifier(BaseNotifier):
         login = smtp_conn.login or ""
         return login if _EMAIL.fullmatch(login) else None
 
-    def _recipient_of(self, channel: str) -> str:
+    def _email_recipients(self, review: FinanceReview | None = None) -> list[str]:
+        """Finance's addresses, and those invited to the review (on-call) when it is attached."""
+        recipients = self.recipient_list
+        known = {a.lower() for a in recipients}
+        return recipients + [a for a in (review.attendees if review else ()) if a.lower() not in known]
+
+    def _recipient_of(self, channel: str, review: FinanceReview | None = None) -> str:
         if channel == "email":
-            return ", ".join(self.recipient_list)
+            return ", ".join(self._email_recipients(review))
         return self.slack_channel or f"webhook {self.slack_conn_id}"
 
     # -- sending ---------------------------------------------------------------------------------
     def deliver(
-        self, channel: str, message: RenderedMessage, *, delivery_id: int | None = None
+        self,
+        channel: str,
+        message: RenderedMessage,
+        *,
+        delivery_id: int | None = None,
+        review: FinanceReview | None = None,
     ) -> dict[str, Any]:
-        """Send ``message`` on ``channel`` now; return what the server answered (for the log)."""
+        """Send ``message`` on ``channel`` now; return what the server answered (for the log).
+
+        :param review: the review with finance to invite to (e-mail only): its invitation is
+            attached (``text/calendar; method=REQUEST``) and its attendees receive the e-mail.
+        """
         if channel == "email":
-            return self._send_email(message, delivery_id=delivery_id)
+            return self._send_email(message, delivery_id=delivery_id, review=review)
         if channel == "slack":
             return self._send_slack(message)
         raise IncidentInputError(f"unknown channel {channel!r}")
 
-    def _send_email(self, message: RenderedMessage, *, delivery_id: int | None) -> dict[str, Any]:
+    def _send_email(
+        self, message: RenderedMessage, *, delivery_id: int | None, review: FinanceReview | None = None
+    ) -> dict[str, Any]:
         from email.message import EmailMessage
         from email.utils import formatdate, make_msgid
 
         from airflow.providers.smtp.hooks.smtp import SmtpHook
 
-        recipients = self.recipient_list
+        recipients = self._email_recipients(review)
         with SmtpHook(smtp_conn_id=self.smtp_conn_id) as hook:
             sender = self._sender(hook.conn)
             domain = sender.rsplit("@", 1)[-1] if sender else "localhost"
@@ -284,12 +312,25 @@ class FinanceNotifier(BaseNotifier):
                 mail["X-Recon-Delivery"] = str(delivery_id)
             mail.set_content(message.text)
             mail.add_alternative(message.html, subtype="html")
+            if review is not None:
+                # Encerramento 4: the same UID on every send, so calendars keep one event
+                mail.add_attachment(
+                    review.to_ical(),
+                    maintype="text",
+                    subtype="calendar",
+                    filename=review.filename,
+                    params={"method": "REQUEST", "charset": "utf-8"},
+                )
             # SmtpHook connected, negotiated TLS and logged in as its connection says; its
             # send_email_smtp cannot carry a plain-text alternative, so send through its client
             refused = hook._smtp_client.send_message(mail, from_addr=sender, to_addrs=recipients)
         if refused:
             raise FinanceDeliveryError(f"the mail server refused recipient(s) {', '.join(refused)}")
-        return {"to": recipients, "message_id": mail["Message-ID"]}
+        return {
+            "to": recipients,
+            "message_id": mail["Message-ID"],
+            **({"invitation": review.uid} if review is not None else {}),
+        }
 
     def _send_slack(self, message: RenderedMessage) -> dict[str, Any]:
         conn = self._connection(self.slack_conn_id)  # type: ignore[arg-type]
@@ -316,9 +357,16 @@ class FinanceNotifier(BaseNotifier):
         )
         return {"ok": bool(response.get("ok")), "channel": response.get("channel"), "ts": response.get("ts")}
 
-    def _attempt(self, hook: IncidentHook, row: Delivery, message: RenderedMessage) -> str:
+    def _attempt(
+        self,
+        hook: IncidentHook,
+        row: Delivery,
+        message: RenderedMessage,
+        *,
+        review: FinanceReview | None = None,
+    ) -> str:
         try:
-            response = self.deliver(row.channel, message, delivery_id=row.id)
+            response = self.deliver(row.channel, message, delivery_id=row.id, review=review)
         except Exception as exc:
             error = _describe(exc)
             hook.mark_failed(row.id, error)
@@ -348,6 +396,7 @@ class FinanceNotifier(BaseNotifier):
         missed: Sequence[datetime] = (),
         cadence: timedelta | None = UPDATE_CADENCE,
         exclude_key: str | None = None,
+        review: FinanceReview | None = None,
     ) -> tuple[IncidentUpdate, int, list[Delivery]]:
         """The update for ``channel``: steps since the last update delivered there, the figures
         of that update, and the undelivered updates this one carries. Returns the update, the
@@ -374,8 +423,61 @@ class FinanceNotifier(BaseNotifier):
             figures_note=figures_note,
             headline=self.headline or "",
             cadence=cadence,
+            review=review,
         )
         return update, max([after, *(e.id for e in events)]), unsent
+
+    def _closing_review(self, incident: Incident) -> FinanceReview | None:
+        """The review with finance scheduled when ``incident`` was closed, if any."""
+        from airflow_recon_provider.reconciliation.finance_review import scheduled_review
+
+        if incident.state is not IncidentState.CLOSED:
+            return None
+        return scheduled_review(incident.incident_id, self.incident_hook().timeline(incident.incident_id))
+
+    def _invitation_delivered(self, review: FinanceReview) -> bool:
+        return any(
+            d.channel == "email" and d.status == "sent" and d.response.get("invitation") == review.uid
+            for d in self.incident_hook().deliveries(review.incident_id)
+        )
+
+    def _send_review_invitation(
+        self, incident: Incident, review: FinanceReview, *, slot: datetime, run_id: str | None
+    ) -> UpdateResult:
+        """The closing e-mail again, now with the review's invitation, when the final update
+        was delivered before the review was scheduled (e.g. by the incident-updates DAG
+        between recovery and closure). Once per review."""
+        hook = self.incident_hook()
+        figures, note = hook.current_figures(incident)
+        update, last_event_id, _ = self.compose_update(
+            incident, channel="email", slot=slot, figures=figures, figures_note=note, cadence=None,
+            review=review,
+        )  # fmt: skip
+        message = render_update(update)
+        row = hook.prepare_delivery(
+            dedup_key=f"{incident.incident_id}:review:{review.uid}",
+            channel="email",
+            kind=MessageKind.CLOSING_REPORT.value,
+            incident_id=incident.incident_id,
+            psp=incident.psp,
+            slot=slot,
+            recipient=self._recipient_of("email", review),
+            message=message,
+            figures=figures if not note else None,
+            last_event_id=last_event_id,
+            run_id=run_id,
+        )
+        outcome = "already sent" if row.status == "sent" else self._attempt(hook, row, message, review=review)
+        hook.record_event(
+            incident.incident_id,
+            step=Step.NORMALIZED,
+            outcome=f"convite da revisão com financeiro ({review.when}): e-mail {outcome}",
+            actor=self.actor,
+            run_id=run_id,
+            details={"channels": {"email": outcome}, "review_uid": review.uid,
+                     "recipients": self._recipient_of("email", review)},
+        )  # fmt: skip
+        return UpdateResult(incident.incident_id, MessageKind.CLOSING_REPORT.value, {"email": outcome})
 
     def send_incident_update(
         self,
@@ -406,6 +508,10 @@ class FinanceNotifier(BaseNotifier):
         normalized = incident.normalized
         kind = MessageKind.NORMALIZED if normalized else MessageKind.UPDATE
         if incident.communication_done_at is not None:
+            # the final update went out before the review was scheduled: the invitation follows
+            review = self._closing_review(incident)
+            if review is not None and not self._invitation_delivered(review):
+                return self._send_review_invitation(incident, review, slot=slot, run_id=run_id)
             return UpdateResult(incident_id, kind.value, {}, skipped="final update already delivered")
         if normalized:
             # one final message per recovery: a relapse and a new recovery get their own
@@ -439,7 +545,10 @@ class FinanceNotifier(BaseNotifier):
                 )
 
         figures, note = hook.current_figures(incident)
+        review = self._closing_review(incident) if normalized else None
         for channel in todo:
+            # the closing e-mail carries the review's invitation (Encerramento 4)
+            channel_review = review if channel == "email" else None
             update, last_event_id, unsent = self.compose_update(
                 incident,
                 channel=channel,
@@ -449,6 +558,7 @@ class FinanceNotifier(BaseNotifier):
                 missed=missed,
                 cadence=None if normalized else cadence,
                 exclude_key=dedup_key,
+                review=channel_review,
             )
             message = render_update(update)
             row = hook.prepare_delivery(
@@ -458,7 +568,7 @@ class FinanceNotifier(BaseNotifier):
                 incident_id=incident_id,
                 psp=incident.psp,
                 slot=slot,
-                recipient=self._recipient_of(channel),
+                recipient=self._recipient_of(channel, channel_review),
                 message=message,
                 figures=figures,
                 last_event_id=last_event_id,
@@ -467,7 +577,7 @@ class FinanceNotifier(BaseNotifier):
             if row.status == "sent":  # delivered by a concurrent run meanwhile
                 outcomes[channel] = "already sent"
                 continue
-            outcomes[channel] = self._attempt(hook, row, message)
+            outcomes[channel] = self._attempt(hook, row, message, review=channel_review)
             if outcomes[channel] == "sent":
                 hook.supersede([u.id for u in unsent], by=row.id)
 
@@ -491,7 +601,8 @@ class FinanceNotifier(BaseNotifier):
             details={
                 "slot": slot.isoformat(),
                 "channels": attempted,
-                "recipients": self._recipient_of("email"),
+                "recipients": self._recipient_of("email", review),
+                **({"review_uid": review.uid} if review is not None else {}),
             },
         )
         if normalized and all(o in {"sent", "already sent"} for o in result.channels.values()):

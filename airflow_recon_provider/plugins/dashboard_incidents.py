@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from airflow_recon_provider.artifacts import ArtifactRecord
     from airflow_recon_provider.hooks.incidents import IncidentHook
+    from airflow_recon_provider.reconciliation.finance_review import FinanceReview
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,24 @@ class IncidentDetail:
         return tuple(seen)
 
     @property
+    def finance_review(self) -> FinanceReview | None:
+        """The review with finance scheduled at closure (Encerramento 4), if any."""
+        return self._finance_review()[0]
+
+    @property
+    def finance_review_problem(self) -> str | None:
+        """Why the recorded review cannot be shown (pt-BR), else ``None``."""
+        return self._finance_review()[1]
+
+    def _finance_review(self) -> tuple[FinanceReview | None, str | None]:
+        from airflow_recon_provider.reconciliation.finance_review import ReviewInputError, scheduled_review
+
+        try:
+            return scheduled_review(self.incident.incident_id, self.events), None
+        except ReviewInputError as exc:
+            return None, f"A revisão registrada na linha do tempo não pôde ser lida: {exc}"
+
+    @property
     def closing_report_artifact(self) -> ArtifactView | None:
         """The latest closing report written to object storage (HTML first)."""
         for kind in ("closing_report_html", "closing_report"):
@@ -262,6 +281,7 @@ class IncidentDetail:
             "corrected_totals": self.corrected_totals(),
             "artifacts": [a.as_dict() for a in self.artifacts],
             "artifacts_note": self.artifacts_note,
+            "finance_review": self.finance_review.as_details() if self.finance_review else None,
             "closing_report": {
                 "markdown": self.closing_report_md,
                 "html_href": f"/recon/incidents/{self.incident.incident_id}/closing-report"

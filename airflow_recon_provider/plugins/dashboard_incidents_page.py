@@ -73,6 +73,7 @@ _STEPS: dict[str, tuple[str, str]] = {
     "closure.resume": (ENCERRAMENTO, "Reconciliação automática retomada"),
     "closure.tag_release": (ENCERRAMENTO, "Tag da release"),
     "incident.closing_report": (ENCERRAMENTO, "Relatório de encerramento anexado"),
+    "closure.finance_review": (ENCERRAMENTO, "Revisão com financeiro agendada"),
 }
 _PREFIXES = {
     "investigation.": INVESTIGACAO,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_recon_provider.reconciliation.errors import ConfigError, UnknownPspError
+from airflow_recon_provider.reconciliation.finance_review import ReviewPolicy
 from airflow_recon_provider.reconciliation.mapping import TableMapping
 from airflow_recon_provider.reconciliation.money import (
     DEFAULT_REPORTING_CURRENCY,
@@ -84,6 +85,8 @@ class ReconConfig:
     statement_work_mem: str = "256MB"
     #: thresholds and converted figures are in this currency (DESIGN 3a)
     reporting_currency: str = DEFAULT_REPORTING_CURRENCY
+    #: when the review with finance takes place after a closure (runbook Encerramento 4)
+    finance_review: ReviewPolicy = field(default_factory=ReviewPolicy)
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.psps]
@@ -139,6 +142,7 @@ class ReconConfig:
             "max_window_days",
             "work_mem",
             "reporting_currency",
+            "finance_review",
         }
         unknown = set(data) - known
         if unknown:
@@ -177,6 +181,8 @@ class ReconConfig:
             kwargs["statement_work_mem"] = str(data["work_mem"])
         if "reporting_currency" in data:
             kwargs["reporting_currency"] = data["reporting_currency"]
+        if "finance_review" in data:
+            kwargs["finance_review"] = ReviewPolicy.from_dict(data["finance_review"])
         return cls(**kwargs)
 
     @classmethod

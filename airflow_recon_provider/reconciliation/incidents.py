@@ -44,6 +44,7 @@ from airflow_recon_provider.reconciliation.money import (
 from airflow_recon_provider.reconciliation.report import divergence_pct
 
 if TYPE_CHECKING:
+    from airflow_recon_provider.reconciliation.finance_review import FinanceReview
     from airflow_recon_provider.reconciliation.report import DivergenceSummary
     from airflow_recon_provider.reconciliation.window import Window
 
@@ -688,6 +689,8 @@ class IncidentUpdate:
     :param figures_note: why the figures are not fresh, when they are not.
     :param headline: a first line chosen by the sender (e.g. a callback's "reprocess failed").
     :param cadence: time to the next update; ``None`` when no further update is scheduled.
+    :param review: the review with finance scheduled at closure (Encerramento 4): the
+        closing e-mail says when, and carries its invitation.
     """
 
     incident: Incident
@@ -700,6 +703,7 @@ class IncidentUpdate:
     figures_note: str = ""
     headline: str = ""
     cadence: timedelta | None = UPDATE_CADENCE
+    review: FinanceReview | None = None
 
     @property
     def kind(self) -> MessageKind:
@@ -1069,6 +1073,21 @@ def _update_document(update: IncidentUpdate) -> tuple[str, list[_Block], list[tu
             _Para(
                 f"Reconciliation of {incident.psp} is normalized: this is the last update about "
                 f"{incident.incident_id}. The closing report and a review with finance follow."
+            )
+        )
+    if update.review is not None:
+        # Encerramento 4: the invitation (.ics) is attached to this e-mail
+        blocks.append(
+            _Para(
+                f"Encerramento — revisão com financeiro agendada para {update.review.when} "
+                f"(convite anexo, {update.review.filename})"
+                + (
+                    f"; relatório de encerramento: {update.review.report_link}"
+                    if update.review.report_link
+                    else ""
+                )
+                + ".",
+                strong=True,
             )
         )
     blocks.append(_Fields(tuple(fields)))

@@ -50,8 +50,9 @@ MAX_LINE_LENGTH = 500
 _ERROR_LEVELS = frozenset({"error", "critical", "fatal", "exception"})
 _PLAIN_ERROR = re.compile(r"(?:^|[\s\[{|])(?:ERROR|CRITICAL|FATAL)(?:[\s\]}|:-]|$)")
 _GENERIC_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Authorization: Bearer <token> / Basic <credentials>
-    (re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1\2" + MASK),
+    # Bearer <token> anywhere; Authorization: Basic <credentials>
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + MASK),
+    (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?\s*basic\s+)[A-Za-z0-9+/=]+"), r"\1" + MASK),
     # a JSON Web Token anywhere (header.payload.signature, base64url)
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), MASK),
     # scheme://user:password@host

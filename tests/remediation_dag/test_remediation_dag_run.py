@@ -262,6 +262,35 @@ def test_from_trigger_to_closure(
         what="remediation",
     )
 
+    # Encerramento 4: the closing e-mail invites finance to the review, at the first weekday
+    # 10:00 in Sao Paulo after the closing moment (a valid .ics read back from the SMTP server)
+    from datetime import datetime, time, timedelta
+    from zoneinfo import ZoneInfo
+
+    from icalendar import Calendar
+
+    sao_paulo = ZoneInfo("America/Sao_Paulo")
+    (closed_at,) = db.execute(
+        "SELECT closed_at FROM recon.incidents WHERE incident_id = %s", (incident_id,)
+    ).fetchone()
+    day = closed_at.astimezone(sao_paulo).date()
+    while day.weekday() >= 5 or datetime.combine(day, time(10), tzinfo=sao_paulo) <= closed_at:
+        day += timedelta(days=1)
+    [invitation] = [
+        p for p in finance_conns["smtp"].messages[-1].walk() if p.get_content_type() == "text/calendar"
+    ]
+    assert invitation.get_param("method") == "REQUEST"
+    (event,) = Calendar.from_ical(invitation.get_payload(decode=True)).events
+    assert event.start == datetime.combine(day, time(10), tzinfo=sao_paulo)
+    assert event.end - event.start == timedelta(hours=1)
+    assert str(event["URL"]) == report["html"]["link"]
+    assert [str(a) for a in event.attendees] == ["mailto:finance@platform.io"]
+    review = xcom(dag_run, "close.schedule_finance_review")
+    assert review["scheduled"] is True and str(event["UID"]) == review["review"]["uid"]
+    (outcome,) = [e[1] for e in timeline(db, incident_id) if e[0] == "closure.finance_review"]
+    assert outcome.startswith("revisão agendada para ") and f", {day.day} de " in outcome, outcome
+    assert "das 10:00 às 11:00 (America/Sao_Paulo) com finance@platform.io" in outcome, outcome
+
     # one real remediation per PSP at a time: the scope took the PSP's lease for this run and
     # incident, the last task gave it back
     assert (scope["lease"]["outcome"], scope["lease"]["incident_id"]) == ("acquired", incident_id)

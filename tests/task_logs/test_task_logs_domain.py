@@ -126,6 +126,9 @@ def test_mask_secrets_known_and_generic():
     assert "Bearer ***" in masked
     assert "tiny abc" in masked  # too short to replace literally
     assert mask_secrets(masked) == masked  # idempotent
+    # ordinary words after "token" or "basic" stay; Basic credentials after Authorization go
+    plain = "invalid token provided; basic reconciliation; Authorization: Basic dXNlcjpwYXNzd29yZA=="
+    assert mask_secrets(plain) == "invalid token provided; basic reconciliation; Authorization: Basic ***"
 
 
 def test_runs_of_failed_cycles_scheduled_and_reprocess():
