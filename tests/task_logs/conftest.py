@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from airflow_api_stand_in import AirflowApiStandIn
-from test_failed_task_logs import (
+from task_logs_support import (
     API_PASSWORD,
     API_USER,
     C12,

@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_failed_task_logs import INCIDENT, PSP, api_connection, run_investigation
-from test_task_logs_domain import error_detail
+from task_logs_support import INCIDENT, PSP, api_connection, error_detail, run_investigation
 
 from airflow_recon_provider.devtools.stand_ins import free_port
 

@@ -3,11 +3,10 @@ secrets — ``reconciliation/task_logs.py``, no Airflow."""
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
 
 import pytest
-from structlog.tracebacks import ExceptionDictTransformer
+from task_logs_support import error_detail
 
 from airflow_recon_provider.reconciliation.task_logs import (
     FailedTryLog,
@@ -22,26 +21,6 @@ from airflow_recon_provider.reconciliation.task_logs import (
 
 C12 = datetime(2026, 11, 20, 12, tzinfo=UTC)
 C13 = datetime(2026, 11, 20, 13, tzinfo=UTC)
-
-
-def error_detail(message: str) -> list[dict]:
-    """What Airflow's task logs carry as ``error_detail``: structlog's ExceptionDictTransformer
-    of a real exception chain (the supervisor renames ``exception`` to ``error_detail``)."""
-
-    def inner() -> None:
-        raise ConnectionError("server closed the connection")
-
-    def outer() -> None:
-        try:
-            inner()
-        except ConnectionError as exc:
-            raise RuntimeError(message) from exc
-
-    try:
-        outer()
-    except RuntimeError:
-        return ExceptionDictTransformer(use_rich=False, show_locals=False)(sys.exc_info())
-    raise AssertionError("unreachable")
 
 
 def test_structured_log_keeps_error_lines_and_traceback_tail():
