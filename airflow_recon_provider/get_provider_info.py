@@ -117,6 +117,9 @@ def get_provider_info() -> dict[str, Any]:
                     # the alert in PagerDuty on the pagerduty provider's `pagerduty_events`
                     # connection pagerduty_recon (the type is the provider's, not registered here)
                     "airflow_recon_provider.hooks.pagerduty",
+                    # Investigação 2 "coletar logs": Airflow's REST API on the plain `http`
+                    # connection airflow_api (the api-server; JWT from POST /auth/token)
+                    "airflow_recon_provider.hooks.airflow_api",
                 ],
             }
         ],
