@@ -29,8 +29,17 @@ release, reason), or let `billing_gateway_divergence_watch` start it with conf
 4. **recover** — *Critérios de Recuperação*: `recovery_criteria` waits (deferred) for
    divergence < R$ 500 and < 10 transactions and two successful cycles.
 5. **close** — *Encerramento*: `mark_recovered`, `resume_reconciliation`, `tag_release`,
-   `close_incident`, `closing_report` (lessons learned and the finance review, attached to
-   the incident), `final_communication` (*Comunicação*: the final update to finance).
+   `close_incident`, `closing_report` (lessons learned, attached to the incident),
+   `schedule_finance_review` (*Encerramento* 4: the review with finance and on-call at the
+   next business-day slot, 10:00 America/Sao_Paulo by default, the closing report linked,
+   "revisão agendada para …" on the timeline), `final_communication` (*Comunicação*: the
+   final update to finance, with the review's invitation as an `.ics`).
+
+**communicate** — *Comunicação* 3, beside the main path: once `psp_ticket` produced the CSV
+(with rows), `psp_ticket_number` asks on-call in *Required actions* for the number the PSP
+gave the ticket and records it on the incident (updates, dashboard, closing report show it).
+Recovery, closure and `release_lease` never wait for it; unanswered after 1 hour it ends
+without a number, and the number can be given on the dashboard's incident page.
 
 **One real remediation per PSP at a time**: the `scope` of a real run takes the PSP's lease
 (`recon.remediation_leases`); a second real run of the PSP — or a real reprocess, data

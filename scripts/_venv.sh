@@ -21,10 +21,11 @@ ensure_venv() {
     echo "==> creating .venv with $(pick_python)" >&2
     "$(pick_python)" -m venv .venv
   fi
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
     echo "==> installing airflow-recon-provider[$extra] into .venv (first run takes a minute or two)" >&2
     .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >&2
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extra]" >&2
+    # constraints.txt: the known-good versions (no re-resolution of the whole tree)
+    .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$extra]" >&2
     touch "$stamp"
   fi
 }
