@@ -132,6 +132,8 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_recon_provider.operators.reprocess",
                     "airflow_recon_provider.operators.release",
                     "airflow_recon_provider.operators.psp_ticket",
+                    # Comunicação 3: the PSP's ticket number asked in Required actions
+                    "airflow_recon_provider.operators.psp_ticket_number",
                     "airflow_recon_provider.operators.incidents",
                     "airflow_recon_provider.operators.fx_rates",
                     "airflow_recon_provider.operators.pagerduty",

@@ -524,7 +524,10 @@ def release_lease_step(*, task_id: str = "release_lease", **kwargs: Any) -> Base
         raise RemediationRequestError(
             "release_lease_step() must be called inside a `with DAG(...)` block, after the other tasks"
         )
-    release.set_upstream([task for task in dag.tasks if task is not release])
+    # a question to a person (the PSP ticket number) keeps the run open, never the PSP's lease
+    release.set_upstream(
+        [task for task in dag.tasks if task is not release and not getattr(task, "outlives_lease", False)]
+    )
     release.as_teardown()
     return release
 
@@ -663,6 +666,42 @@ def psp_ticket_step(request: RunRequest, *, task_id: str = "psp_ticket", **kwarg
         pre_execute=_skip_without_external_kinds,
         **recorded(RemediationStep.PSP_TICKET, _describe_psp_ticket, request),
         **kwargs,
+    )
+
+
+#: how long on-call is asked for the PSP ticket number, in minutes (default 60)
+PSP_TICKET_TIMEOUT_ENV = "RECON_PSP_TICKET_TIMEOUT_MINUTES"
+
+
+def psp_ticket_timeout() -> timedelta:
+    """The PSP ticket number's deadline from ``$RECON_PSP_TICKET_TIMEOUT_MINUTES`` (default 1 hour)."""
+    import math
+
+    raw = os.environ.get(PSP_TICKET_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return timedelta(hours=1)
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = math.nan
+    if not math.isfinite(minutes) or minutes <= 0:
+        raise RemediationRequestError(
+            f"${PSP_TICKET_TIMEOUT_ENV} must be a positive number of minutes, got {raw!r}"
+        )
+    return timedelta(minutes=minutes)
+
+
+def psp_ticket_number_step(
+    request: RunRequest, *, psp_ticket_task_id: str, task_id: str = "psp_ticket_number", **kwargs: Any
+) -> BaseOperator:
+    """Comunicação 3: ask on-call (Required actions) for the number the PSP gave the ticket
+    whose CSV ``psp_ticket_task_id`` produced, and record it on the incident (unanswered
+    after :func:`psp_ticket_timeout`, it ends without one)."""
+    from airflow_recon_provider.operators.psp_ticket_number import PspTicketNumberOperator
+
+    kwargs.setdefault("response_timeout", psp_ticket_timeout())
+    return PspTicketNumberOperator(
+        task_id=task_id, incident_id=request.incident_id, psp_ticket_task_id=psp_ticket_task_id, **kwargs
     )
 
 
@@ -859,6 +898,29 @@ def mitigate_group(
         )
         # skipped directly by the gate in a dry run, although the correction ran
         proceed >> [rollback, ticket]
+    return group
+
+
+def communicate_group(
+    psp_ticket: BaseOperator,
+    request: RunRequest = RunRequest(),
+    *,
+    group_id: str = "communicate",
+    **ticket_number_kwargs: Any,
+) -> TaskGroup:
+    """Comunicação 3: once ``psp_ticket`` (the Mitigação 4 step) produced the PSP's CSV,
+    on-call is asked for the ticket number the PSP gave (``psp_ticket_number``).
+
+    A branch off the main path: chain nothing after this group. Recovery and closure never
+    wait for a person to type a number, and :func:`release_lease_step` does not wait for it
+    either (the PSP is free for its next real remediation once the runbook's steps are done).
+    The question has a deadline after which it ends without a number, so the run still
+    finishes; the number can then be given on the dashboard's incident page.
+    """
+    with TaskGroup(group_id, tooltip="Comunicação: número do ticket do PSP") as group:
+        psp_ticket >> psp_ticket_number_step(
+            request, psp_ticket_task_id=psp_ticket.task_id, **ticket_number_kwargs
+        )
     return group
 
 
@@ -1080,6 +1142,7 @@ _STEP_CLASSES = {
     "ScheduleFinanceReviewOperator": "airflow_recon_provider.operators.finance_review",
     "ValidateScopeOperator": "airflow_recon_provider.operators.investigation",
     "PspTicketOperator": "airflow_recon_provider.operators.psp_ticket",
+    "PspTicketNumberOperator": "airflow_recon_provider.operators.psp_ticket_number",
     "PagerDutyIncidentEventOperator": "airflow_recon_provider.operators.pagerduty",
     "RollbackDeployOperator": "airflow_recon_provider.operators.release",
     "TagReleaseOperator": "airflow_recon_provider.operators.release",
@@ -1104,6 +1167,7 @@ __all__ = [
     "NEVER_OPENS",
     "OPENS_ON_PAUSE",
     "OPENS_UNLESS_DRY_RUN",
+    "PSP_TICKET_TIMEOUT_ENV",
     "RELEASE_MODE",
     "SCOPE_TASK_ID",
     "SINGLE_ACTION_FORM",
@@ -1116,6 +1180,7 @@ __all__ = [
     "choose_action_step",
     "close_group",
     "closing_report_step",
+    "communicate_group",
     "contain_group",
     "correction_step",
     "divergence_kinds_param",
@@ -1130,7 +1195,9 @@ __all__ = [
     "pause_step",
     "proceed_gate",
     "psp_param",
+    "psp_ticket_number_step",
     "psp_ticket_step",
+    "psp_ticket_timeout",
     "reason_param",
     "recorded",
     "recover_group",

@@ -38,8 +38,9 @@ release, reason), or let `billing_gateway_divergence_watch` start it with conf
 **communicate** — *Comunicação* 3, beside the main path: once `psp_ticket` produced the CSV
 (with rows), `psp_ticket_number` asks on-call in *Required actions* for the number the PSP
 gave the ticket and records it on the incident (updates, dashboard, closing report show it).
-Recovery, closure and `release_lease` never wait for it; unanswered after 1 hour it ends
-without a number, and the number can be given on the dashboard's incident page.
+Recovery, closure and `release_lease` never wait for it; unanswered after 1 hour
+(`$RECON_PSP_TICKET_TIMEOUT_MINUTES`) it ends without a number, and the number can be given
+on the dashboard's incident page.
 
 **One real remediation per PSP at a time**: the `scope` of a real run takes the PSP's lease
 (`recon.remediation_leases`); a second real run of the PSP — or a real reprocess, data
@@ -72,6 +73,7 @@ from airflow.sdk import DAG
 
 from airflow_recon_provider.remediation import (
     close_group,
+    communicate_group,
     contain_group,
     finance_approvers,
     investigate_group,
@@ -96,12 +98,9 @@ with DAG(
     tags=["billing-gateway", "reconciliation", "remediation"],
     doc_md=__doc__,
 ) as dag:
-    (
-        investigate_group()
-        >> contain_group()
-        >> mitigate_group(approvers=finance_approvers())
-        >> recover_group()
-        >> close_group()
-    )
+    mitigate = mitigate_group(approvers=finance_approvers())
+    investigate_group() >> contain_group() >> mitigate >> recover_group() >> close_group()
+    # a branch off the main path: nothing waits for on-call to type the PSP's ticket number
+    communicate_group(mitigate.get_child_by_label("psp_ticket"))
     # one real remediation per PSP at a time: give the PSP back however the run ends
     release_lease_step()

@@ -334,6 +334,16 @@ def _run_runbook(root: Path, console: Console) -> RunbookResult:
     )
     approver = af.DemoApprover(af.REMEDIATION_DAG_ID, run_id)
     approver.start()
+    # Comunicação 3: on-call types the number the PSP gave the ticket (Required actions)
+    ticket_number = af.HitlAnswerer(
+        af.REMEDIATION_DAG_ID,
+        run_id=run_id,
+        task_id=af.PSP_TICKET_NUMBER_TASK_ID,
+        chosen="OK",
+        user=af.DEMO_ONCALL_ID,
+        params_input={"psp_ticket": af.DEMO_PSP_TICKET},
+    )
+    ticket_number.start()
 
     with (
         af.reprocess_runs_executed_here(reconciliation, on_task=show) as children,
@@ -342,6 +352,10 @@ def _run_runbook(root: Path, console: Console) -> RunbookResult:
         state = af.drive_dag_run(remediation, run_id, on_task=show)
     approver.stop()
     approver.join(5)
+    ticket_number.stop()
+    ticket_number.join(5)
+    if ticket_number.request.get("answered"):
+        console.print(f"  [green]✓[/] PSP ticket number {af.DEMO_PSP_TICKET} given by {af.DEMO_ONCALL_ID}")
     if approver.request.get("answered"):
         console.print(
             f"  [green]✓[/] approval answered {approver.request['answered']!r} by {af.DEMO_APPROVER_ID}"

@@ -20,7 +20,7 @@ import contextlib
 import copy
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,10 @@ DEMO_DAG_IDS = (WATCH_DAG_ID, REMEDIATION_DAG_ID, RECONCILIATION_DAG_ID, "billin
 #: who answers finance's approval in the headless demo (recorded as such in recon.corrections)
 DEMO_APPROVER_ID = "demo-approver"
 DEMO_APPROVER_NAME = "demo-approver (finance)"
+#: on-call in the demo: gives the PSP's ticket number (Comunicação 3)
+DEMO_ONCALL_ID = "demo-oncall"
+DEMO_PSP_TICKET = "STRIPE-8812"
+PSP_TICKET_NUMBER_TASK_ID = "communicate.psp_ticket_number"
 
 #: a bound, so that a broken run ends the demo with an error instead of waiting forever
 RUN_DEADLINE_SECONDS = 240
@@ -281,6 +285,9 @@ class HitlAnswerer(threading.Thread):
         scheduler in ``dag.test()``).
     :param user: id recorded in ``responded_by``; ``user_name`` its display name.
     :param timeout: seconds to wait for a request before giving up.
+    :param task_id: answer only this task's request (default: the first request of the run).
+    :param params_input: the form's fields in the answer (an entry form such as the PSP
+        ticket number's).
     """
 
     def __init__(
@@ -292,8 +299,12 @@ class HitlAnswerer(threading.Thread):
         user_name: str | None = None,
         run_id: str | None = None,
         timeout: float = 200,
+        task_id: str | None = None,
+        params_input: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(daemon=True, name=f"approval answerer ({user or 'timeout'})")
+        self.task_id = task_id
+        self.params_input = dict(params_input or {})
         self.dag_id = dag_id
         self.run_id = run_id
         self.chosen = chosen
@@ -355,6 +366,8 @@ class HitlAnswerer(threading.Thread):
                 )
                 if self.run_id is not None:
                     query = query.where(TaskInstance.run_id == self.run_id)
+                if self.task_id is not None:
+                    query = query.where(TaskInstance.task_id == self.task_id)
                 ti = session.scalars(query).first()
             else:
                 ti = session.get(TaskInstance, self._ti_id)
@@ -394,7 +407,7 @@ class HitlAnswerer(threading.Thread):
             detail.responded_by = {"id": self.user, "name": self.user_name}
             detail.responded_at = timezone.utcnow()
             detail.chosen_options = [self.chosen]
-            detail.params_input = {}
+            detail.params_input = dict(self.params_input)
             session.add(detail)
         handle_event_submit(TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session)
 

@@ -57,6 +57,9 @@ def ui_env(home: Path, port: int) -> dict[str, str]:
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         # finance approves corrections; the on-call engineer who triggers may not
         "RECON_FINANCE_APPROVERS": FINANCE_APPROVER,
+        # Comunicação 3: on-call has 2 minutes to give the PSP ticket number in Required
+        # actions (else on the dashboard), so the demo's run ends soon after its closure
+        "RECON_PSP_TICKET_TIMEOUT_MINUTES": "2",
         # Investigação 2 "coletar logs": the investigation reads the failed tries' logs through
         # this api-server's REST API as the on-call user (JWT from POST /auth/token)
         "AIRFLOW_CONN_AIRFLOW_API": json.dumps(

@@ -573,14 +573,27 @@ class IncidentHook(ReconPostgresHook):
     def set_psp_ticket(
         self, incident_id: str, ticket: str, *, actor: str, run_id: str | None = None
     ) -> Incident:
-        """Record the PSP's ticket number on the incident (runbook, Comunicação)."""
-        ticket = check_text(ticket, what="PSP ticket", max_length=200)
+        """Record the PSP's ticket number on the incident (runbook, Comunicação: "Registrar
+        número do ticket do PSP (se houver) no incidente").
+
+        A second number replaces the first; both stay on the timeline (event step
+        ``incident.psp_ticket``, details ``psp_ticket`` and ``replaces``).
+
+        :param ticket: the number the PSP gave (:func:`check_ticket_number`).
+        :param actor: who typed it (the HITL entry's respondent, the dashboard's user).
+        :param run_id: the Airflow run that asked for it, if any.
+        :raises PspTicketNumberError: not a ticket number (nothing is written).
+        :raises IllegalTransitionError: the incident is closed (nothing is written).
+        """
+        from airflow_recon_provider.reconciliation.psp_ticket import check_ticket_number
+
+        number = check_ticket_number(ticket, required=True)
         return self._set_field(
             incident_id,
             "psp_ticket",
-            ticket,
+            number,
             step=Step.PSP_TICKET,
-            outcome=f"PSP ticket {ticket}",
+            outcome=f"PSP ticket {number}",
             actor=actor,
             run_id=run_id,
         )
@@ -616,12 +629,18 @@ class IncidentHook(ReconPostgresHook):
         assert column in {"psp_ticket", "eta_resumption"}  # fixed columns of the recon schema
         with self.connect() as conn, conn.transaction():
             row = conn.execute(
-                "SELECT state FROM recon.incidents WHERE incident_id = %s FOR UPDATE", (incident_id,)
+                "SELECT state, psp_ticket FROM recon.incidents WHERE incident_id = %s FOR UPDATE",
+                (incident_id,),
             ).fetchone()
             if row is None:
                 raise IncidentNotFoundError(f"incident {incident_id} does not exist")
             if row[0] == IncidentState.CLOSED.value:
                 raise IllegalTransitionError(f"incident {incident_id} is closed; it cannot be changed")
+            extra: dict[str, Any] = {}
+            if column == "psp_ticket" and row[1] and row[1] != value:
+                # a second number replaces the first; the timeline keeps both
+                extra["replaces"] = row[1]
+                outcome += f" (replaces {row[1]})"
             conn.execute(
                 sql.SQL(
                     "UPDATE recon.incidents SET {} = %s, updated_at = now() WHERE incident_id = %s"
@@ -636,7 +655,7 @@ class IncidentHook(ReconPostgresHook):
                 actor=actor,
                 run_id=run_id,
                 figures=None,
-                details={column: value.isoformat() if isinstance(value, datetime) else value},
+                details={column: value.isoformat() if isinstance(value, datetime) else value, **extra},
             )
         return self.get(incident_id)
 

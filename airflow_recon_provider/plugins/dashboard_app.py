@@ -106,6 +106,10 @@ def create_app(
         evidence_page_problem,
     )
     from airflow_recon_provider.plugins.dashboard_page import TITLE, render_dashboard, render_error
+    from airflow_recon_provider.plugins.dashboard_psp_ticket import (
+        add_psp_ticket_routes,
+        require_editor_factory,
+    )
 
     reader = reader or DashboardReader()
     incidents = incidents or IncidentReader(billing_gateway_conn_id=reader.conn_id)
@@ -170,6 +174,10 @@ def create_app(
         return Response(ICON_SVG, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
     add_incident_routes(app, incidents=incidents, dependencies=dependencies)
+    # Comunicação 3: writing the PSP ticket number needs edit permission on the remediation DAG
+    add_psp_ticket_routes(
+        app, incidents=incidents, editor=require_editor_factory() if require_login else None
+    )
     add_finance_report_routes(app, reader=reader, dependencies=dependencies)
     return app
 

@@ -1275,6 +1275,26 @@ def _totals_text(items: Iterable[CorrectionRecord], *, counts: bool = False) -> 
     )
 
 
+#: the runbook step whose event carries the PSP ticket CSV (Mitigação 4)
+PSP_TICKET_CSV_STEP = "mitigation.psp_ticket"
+
+
+def psp_ticket_text(incident: Incident, events: Iterable[IncidentEvent]) -> str:
+    """The PSP ticket for a report (Comunicação 3): the number recorded on the incident; else,
+    when the ticket CSV was sent, that no number was recorded, with the CSV's link; else none."""
+    if incident.psp_ticket:
+        return incident.psp_ticket
+    for event in reversed(list(events)):
+        artifact = event.details.get("artifact") if event.step == PSP_TICKET_CSV_STEP else None
+        if isinstance(artifact, Mapping) and artifact.get("link"):
+            name = artifact.get("name") or "for the PSP"
+            return (
+                f"number not recorded (ticket CSV {name}: {artifact['link']}); "
+                "record it on the dashboard's incident page"
+            )
+    return "none"
+
+
 def _closing_document(report: ClosingReport) -> tuple[str, list[_Block]]:
     incident = report.incident
     events = list(report.events)
@@ -1292,7 +1312,7 @@ def _closing_document(report: ClosingReport) -> tuple[str, list[_Block]]:
         ("Recovered", format_time(incident.recovered_at)),
         ("Closed", format_time(incident.closed_at)),
         ("Duration", format_duration(end - incident.opened_at)),
-        ("PSP ticket", incident.psp_ticket or "none"),
+        ("PSP ticket", psp_ticket_text(incident, events)),
         ("Report generated", format_time(report.generated_at)),
     ]
     blocks.append(_Fields(tuple(summary)))

@@ -16,11 +16,12 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from airflow_recon_provider.reconciliation.errors import DivergenceKindError
+from airflow_recon_provider.reconciliation.errors import DivergenceKindError, ReconError
 from airflow_recon_provider.reconciliation.kinds import DivergenceKind, parse_kinds
 from airflow_recon_provider.reconciliation.money import DEFAULT_LOCALE, exponent, format_money
 from airflow_recon_provider.reconciliation.report import DivergenceRow
@@ -155,22 +156,52 @@ def write_ticket_csv(rows: Iterable[DivergenceRow], out: IO[str]) -> TicketCount
     return counts
 
 
-def check_ticket_number(value: Any) -> str | None:
-    """The PSP's ticket number as given (``None`` when not opened yet)."""
-    if value is None:
-        return None
-    text = str(value).strip()
+class PspTicketNumberError(ReconError):
+    """A PSP ticket number that cannot be recorded: empty when one is required, too long, or
+    with characters a ticket number does not have."""
+
+
+#: the longest ticket number kept (PSP case numbers are short identifiers)
+TICKET_NUMBER_MAX_LENGTH = 64
+#: letters and digits, and inside the number ``-``, ``_``, ``.``, ``/``, ``#``, ``:`` or a
+#: single space (``STRIPE-8812``, ``ADY 2026/118``, ``#55102``); at least one digit
+TICKET_NUMBER_PATTERN = r"^(?=.*[0-9])[A-Za-z0-9#][A-Za-z0-9_./#:-]*( [A-Za-z0-9_./#:-]+)*$"
+_TICKET_NUMBER_RE = re.compile(TICKET_NUMBER_PATTERN)
+
+
+def check_ticket_number(value: Any, *, required: bool = False) -> str | None:
+    """The PSP's ticket number as given, surrounding blanks removed.
+
+    :param value: what on-call typed (the HITL entry, the dashboard form, a templated param).
+    :param required: an empty value is an error (someone is recording a number); otherwise
+        it means "not opened yet" and ``None`` is returned.
+    :raises PspTicketNumberError: the value is not a ticket number; the message says why.
+    """
+    text = "" if value is None else str(value).strip()
     if text in {"", "None"}:
+        if required:
+            raise PspTicketNumberError("the PSP ticket number is empty; type the number the PSP gave")
         return None
-    if len(text) > 100 or not text.isprintable():
-        raise ValueError(f"PSP ticket number {text[:40]!r} must be one line of at most 100 characters")
+    shown = text[:40] + ("..." if len(text) > 40 else "")
+    if len(text) > TICKET_NUMBER_MAX_LENGTH or not text.isprintable():
+        raise PspTicketNumberError(
+            f"PSP ticket number {shown!r} must be one line of at most {TICKET_NUMBER_MAX_LENGTH} characters"
+        )
+    if not _TICKET_NUMBER_RE.match(text):
+        raise PspTicketNumberError(
+            f"PSP ticket number {shown!r} is not a ticket number: use letters, digits and at least "
+            "one digit, with - _ . / # : or single spaces inside (e.g. STRIPE-8812)"
+        )
     return text
 
 
 __all__ = [
     "EXTERNAL_KINDS",
     "TICKET_FIELDS",
+    "TICKET_NUMBER_MAX_LENGTH",
+    "TICKET_NUMBER_PATTERN",
     "CurrencyCount",
+    "PspTicketNumberError",
     "TicketCounts",
     "check_ticket_number",
     "parse_ticket_kinds",

@@ -116,7 +116,12 @@ def closed_incident(dashboard_db, db, tmp_path) -> ClosedIncident:
         incident_id, step="investigation.snapshot", outcome=f"snapshot {HOSTILE}", actor="oncall.ana",
         run_id=EVIDENCE_RUN, details={"finance_ticket": "FIN-88<b>"},
     )  # fmt: skip
-    hook.set_psp_ticket(incident_id, f"ADY-7 {HOSTILE}", actor="oncall.ana", run_id=EVIDENCE_RUN)
+    hook.set_psp_ticket(incident_id, "ADY-7", actor="oncall.ana", run_id=EVIDENCE_RUN)
+    # set_psp_ticket refuses markup; a number written before that check (or by another tool)
+    # must still be escaped everywhere it is shown
+    db.execute(
+        "UPDATE recon.incidents SET psp_ticket = %s WHERE incident_id = %s", (f"ADY-7 {HOSTILE}", incident_id)
+    )
     for tid, amount, currency in ((9001, 1000, "BRL"), (9002, 2550, "EUR"), (9003, 125, "BRL")):
         db.execute(
             """INSERT INTO recon.corrections (correction_key, incident_id, psp, transaction_id,

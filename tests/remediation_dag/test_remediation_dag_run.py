@@ -28,6 +28,8 @@ pytestmark = [pytest.mark.dags, pytest.mark.integration, pytest.mark.timeout(300
 #: what dag.test() records as the triggering user (AIRFLOW3-NOTES)
 REQUESTER = "dag_test"
 APPROVER = "finance.bia"
+ONCALL = "oncall.ana"
+PSP_TICKET = "STRIPE-CASE 2026/8812"
 CONF = {"psp": "stripe", "window_start": WINDOW_START, "window_end": WINDOW_END}
 
 
@@ -66,8 +68,19 @@ def test_from_trigger_to_closure(
     children_run_by_the_test,
     db,
 ):
-    answerer = HitlAnswerer(remediation_dag.dag_id, chosen="Approve", user=APPROVER)
+    answerer = HitlAnswerer(
+        remediation_dag.dag_id, chosen="Approve", user=APPROVER, task_id="mitigate.correct_transactions"
+    )
     answerer.start()
+    # Comunicação 3: on-call gives the number the PSP gave the ticket, in the entry form
+    ticket_number = HitlAnswerer(
+        remediation_dag.dag_id,
+        chosen="OK",
+        user=ONCALL,
+        task_id="communicate.psp_ticket_number",
+        params_input={"psp_ticket": PSP_TICKET},
+    )
+    ticket_number.start()
     dag_run = remediation_dag.test(
         run_conf={
             **CONF,
@@ -77,6 +90,7 @@ def test_from_trigger_to_closure(
         }
     )
     answerer.finish()
+    ticket_number.finish()
     task_states = states(dag_run)
     assert dag_run.state == "success", task_states
     assert set(task_states.values()) == {"success"}, task_states
@@ -156,6 +170,24 @@ def test_from_trigger_to_closure(
     rows = csv_rows(assert_artifact_link(ticket["artifact"], kind="psp_ticket"))
     assert sorted(r["kind"] for r in rows) == ["amount_mismatch", "amount_mismatch", "missing_in_statement"]
 
+    # the PSP ticket number: asked once the CSV existed (its link in the form), recorded on
+    # the incident by whoever answered, and shown by the closing report and the final update
+    assert f"]({ticket['artifact']['link']})" in ticket_number.request["body"]
+    assert xcom(dag_run, "communicate.psp_ticket_number") == {
+        "psp_ticket": PSP_TICKET,
+        "recorded": True,
+        "responded_by": ONCALL,
+        "incident_id": incident_id,
+    }
+    assert db.execute(
+        "SELECT psp_ticket FROM recon.incidents WHERE incident_id = %s", (incident_id,)
+    ).fetchone() == (PSP_TICKET,)
+    assert db.execute(
+        "SELECT outcome, actor, details->>'psp_ticket' FROM recon.incident_events"
+        " WHERE incident_id = %s AND step = 'incident.psp_ticket'",
+        (incident_id,),
+    ).fetchall() == [(f"PSP ticket {PSP_TICKET}", ONCALL, PSP_TICKET)]
+
     # release: rolled back (the break followed a release) and tagged, by the local script
     actions = json.loads(workdir["release"].read_text())
     assert [(a["action"], a["service"], a["env"]) for a in actions] == [
@@ -227,6 +259,7 @@ def test_from_trigger_to_closure(
     markdown = artifact_text(assert_artifact_link(report["markdown"], kind="closing_report"))
     assert incident_id in markdown and APPROVER in markdown and "Lessons learned" in markdown
     assert "<h2>Lessons learned</h2>" in artifact_text(report["html"])
+    assert f"| PSP ticket | {PSP_TICKET} |" in markdown, markdown
     slack = finance_conns["slack"].texts
     assert any("reconciliation of stripe paused by dag_test" in t for t in slack), slack
     assert any("reconciliation of stripe resumed by dag_test" in t for t in slack), slack
@@ -252,6 +285,8 @@ def test_from_trigger_to_closure(
     ).fetchall()
     messages = [m.as_string() for m in finance_conns["smtp"].messages]
     assert any(report["markdown"]["link"] in m for m in messages)  # the final update links the report
+    final_update = finance_conns["smtp"].messages[-1].get_body(("plain",)).get_content()
+    assert f"PSP ticket: {PSP_TICKET}" in " ".join(final_update.split()), final_update
     assert_no_local_paths(
         all_xcoms(dag_run),
         answerer.request["body"],

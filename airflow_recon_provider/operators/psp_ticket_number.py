@@ -1,0 +1,183 @@
+"""PspTicketNumberOperator — runbook, Comunicação 3 (número do ticket do PSP).
+
+"Registrar número do ticket do PSP (se houver) no incidente." The PSP gives the number when
+on-call opens the ticket with it, sending the CSV that :class:`PspTicketOperator` published.
+Once that CSV exists, this task asks on-call for the number in Airflow's *Required actions*
+(a human-in-the-loop entry form) and records it on the incident (``IncidentHook.set_psp_ticket``:
+the incident's ``psp_ticket``, a timeline event ``incident.psp_ticket``), from where the
+30-minute updates, the dashboard and the closing report show it.
+
+It is a branch off the runbook's main path: recovery and closure never wait for it, and the
+PSP's remediation lease is given back without it (see ``remediation.communicate_group``). The
+question has a deadline (``response_timeout``, 1 hour by default): after it the scheduler ends
+the task without a number, the run can finish, and the number can still be given on the
+dashboard's incident page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.standard.operators.hitl import HITLEntryOperator
+from airflow.sdk import Param
+from airflow.sdk.definitions.param import ParamsDict
+
+from airflow_recon_provider.reconciliation.psp_ticket import TICKET_NUMBER_MAX_LENGTH, TICKET_NUMBER_PATTERN
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: the entry form's field
+TICKET_FIELD = "psp_ticket"
+#: how long on-call is asked before the task ends without a number
+DEFAULT_TICKET_TIMEOUT = timedelta(hours=1)
+
+
+def ticket_number_param() -> Param:
+    """The form's field: empty (no number yet) or a ticket number, checked in the form."""
+    return Param(
+        "",
+        type="string",
+        maxLength=TICKET_NUMBER_MAX_LENGTH,
+        # empty, or a number with the blanks a paste leaves around it (removed when recorded)
+        pattern="^ *$|^ *" + TICKET_NUMBER_PATTERN.removeprefix("^").removesuffix("$") + " *$",
+        title="Número do ticket do PSP",
+        source="task",
+        description=(
+            "O número que o PSP deu ao chamado (ex.: STRIPE-8812): letras e algarismos, com - _ . / # : "
+            "ou espaços simples. Vazio: o PSP ainda não deu o número — registre-o depois na página do "
+            "incidente no dashboard."
+        ),
+    )
+
+
+def _duration_text(span: timedelta) -> str:
+    """``1 h``, ``2 min``, ``1 h 30 min``."""
+    minutes = round(span.total_seconds() / 60)
+    hours, rest = divmod(minutes, 60)
+    parts = [f"{hours} h"] if hours else []
+    if rest or not parts:
+        parts.append(f"{rest} min")
+    return " ".join(parts)
+
+
+class PspTicketNumberOperator(HITLEntryOperator):
+    """Ask on-call for the PSP's ticket number and record it on the incident.
+
+    Skipped when there is nothing to ask: no PSP ticket CSV (the ticket step was skipped or
+    failed), a CSV without rows (nothing was sent to the PSP), no incident, or a closed one.
+    An answer with a number records it (a second number replaces the first; the timeline
+    keeps both); an empty answer, or none before the deadline, records nothing and the task
+    still succeeds. A number that is not one fails the task with the reason (the form refuses
+    it first), and nothing is recorded.
+
+    :param incident_id: the incident (templated).
+    :param psp_ticket_task_id: the :class:`PspTicketOperator` task whose CSV the PSP gets.
+    :param response_timeout: how long on-call is asked (default 1 hour; the remediation DAG
+        takes ``$RECON_PSP_TICKET_TIMEOUT_MINUTES``).
+    :param billing_gateway_conn_id: connection of the gateway database (``recon`` schema).
+    """
+
+    template_fields = (*HITLEntryOperator.template_fields, "incident_id")
+    ui_color = "#e0f2f1"
+    #: a question to a person must not keep the PSP from its next remediation:
+    #: ``release_lease_step`` does not wait for this task
+    outlives_lease = True
+
+    def __init__(
+        self,
+        *,
+        incident_id: str,
+        psp_ticket_task_id: str,
+        response_timeout: timedelta = DEFAULT_TICKET_TIMEOUT,
+        billing_gateway_conn_id: str = "billing_gateway_db",
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("subject", "Número do ticket do PSP")
+        # the form is this one field: a task-level Param (HITLOperator leaves out the DAG's own)
+        params = kwargs.pop("params", None)
+        params = params if isinstance(params, ParamsDict) else ParamsDict(params or {})
+        params[TICKET_FIELD] = ticket_number_param()
+        super().__init__(
+            params=params,
+            response_timeout=response_timeout,
+            **kwargs,
+        )
+        self.incident_id = incident_id
+        self.psp_ticket_task_id = psp_ticket_task_id
+        self.billing_gateway_conn_id = billing_gateway_conn_id
+
+    def execute(self, context: Context) -> Any:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from airflow_recon_provider.artifacts import dashboard_base_url
+        from airflow_recon_provider.hooks.incidents import IncidentHook
+        from airflow_recon_provider.operators._context import blank
+
+        ticket = context["ti"].xcom_pull(task_ids=self.psp_ticket_task_id)
+        if not isinstance(ticket, Mapping):
+            raise AirflowSkipException("no PSP ticket CSV was produced: no ticket number to ask for")
+        if not ticket.get("rows"):
+            raise AirflowSkipException("the PSP ticket CSV has no divergent transaction: no ticket to open")
+        if blank(self.incident_id):
+            raise AirflowSkipException("the run has no incident to record a ticket number on")
+        incident_id = str(self.incident_id).strip()
+        incident = IncidentHook(billing_gateway_conn_id=self.billing_gateway_conn_id).get(incident_id)
+        if not incident.is_open:
+            raise AirflowSkipException(f"{incident_id} is closed: its PSP ticket number is no longer asked")
+
+        artifact = ticket.get("artifact") or {}
+        csv_text = (
+            f"[{artifact.get('name')}]({artifact['link']})" if artifact.get("link") else "o CSV do chamado"
+        )
+        page = f"{dashboard_base_url()}/incidents/{incident_id}"
+        deadline = _duration_text(self.response_timeout) if self.response_timeout else None
+        self.subject = f"{incident_id} · PSP {incident.psp}: número do ticket do PSP"
+        self.body = "\n\n".join(
+            [
+                f"**Comunicação** — abra o chamado com o PSP {incident.psp} enviando {csv_text} "
+                f"({ticket.get('rows')} transação(ões) divergente(s)) e informe aqui o número que o PSP deu.",
+                f"Ticket registrado hoje: **{incident.psp_ticket}** (um novo número o substitui)."
+                if incident.psp_ticket
+                else "Nenhum ticket do PSP registrado ainda.",
+                (f"Sem resposta em {deadline} o pedido termina sem número. " if deadline else "")
+                + f"O número também pode ser registrado na [página do incidente]({page}). "
+                "A recuperação e o encerramento não esperam por esta resposta.",
+            ]
+        )
+        self.log.info("%s: asking on-call for the PSP ticket number of %s", incident_id, artifact.get("name"))
+        return super().execute(context)
+
+    def validate_params_input(self, params_input: Mapping) -> None:
+        from airflow_recon_provider.reconciliation.psp_ticket import check_ticket_number
+
+        # the reason in the refusal, before the form's schema says "does not match"
+        number = check_ticket_number(params_input.get(TICKET_FIELD))
+        super().validate_params_input({**params_input, TICKET_FIELD: number or ""})
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        from airflow_recon_provider.hooks.incidents import IncidentHook
+        from airflow_recon_provider.operators._context import run_id_of
+        from airflow_recon_provider.reconciliation.psp_ticket import check_ticket_number
+
+        answer = super().execute_complete(context, event)
+        number = check_ticket_number((answer.get("params_input") or {}).get(TICKET_FIELD))
+        user = answer.get("responded_by_user") or {}
+        who = str(user.get("name") or user.get("id") or "").strip() or None
+        incident_id = str(self.incident_id).strip()
+        if number is None:
+            self.log.info(
+                "%s: %s; the number can be recorded on the dashboard's incident page",
+                incident_id,
+                f"{who} gave no PSP ticket number" if who else "no answer before the deadline",
+            )
+            return {"psp_ticket": None, "recorded": False, "responded_by": who, "incident_id": incident_id}
+        hook = IncidentHook(billing_gateway_conn_id=self.billing_gateway_conn_id)
+        incident = hook.set_psp_ticket(incident_id, number, actor=who or "unknown", run_id=run_id_of(context))
+        self.log.info("%s: PSP ticket %s recorded (given by %s)", incident_id, incident.psp_ticket, who)
+        return {"psp_ticket": number, "recorded": True, "responded_by": who, "incident_id": incident_id}
+
+
+__all__ = ["DEFAULT_TICKET_TIMEOUT", "TICKET_FIELD", "PspTicketNumberOperator", "ticket_number_param"]
