@@ -71,7 +71,8 @@ class PspTicketNumberOperator(HITLEntryOperator):
     An answer with a number records it (a second number replaces the first; the timeline
     keeps both); an empty answer, or none before the deadline, records nothing and the task
     still succeeds. A number that is not one fails the task with the reason (the form refuses
-    it first), and nothing is recorded.
+    it first), and nothing is recorded. An answer that comes after the run closed the incident
+    is not recorded either (a closed incident is final): the task is skipped, saying so.
 
     :param incident_id: the incident (templated).
     :param psp_ticket_task_id: the :class:`PspTicketOperator` task whose CSV the PSP gets.
@@ -158,8 +159,11 @@ class PspTicketNumberOperator(HITLEntryOperator):
         super().validate_params_input({**params_input, TICKET_FIELD: number or ""})
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.operators._context import run_id_of
+        from airflow_recon_provider.reconciliation.incidents import IllegalTransitionError
         from airflow_recon_provider.reconciliation.psp_ticket import check_ticket_number
 
         answer = super().execute_complete(context, event)
@@ -175,7 +179,16 @@ class PspTicketNumberOperator(HITLEntryOperator):
             )
             return {"psp_ticket": None, "recorded": False, "responded_by": who, "incident_id": incident_id}
         hook = IncidentHook(billing_gateway_conn_id=self.billing_gateway_conn_id)
-        incident = hook.set_psp_ticket(incident_id, number, actor=who or "unknown", run_id=run_id_of(context))
+        try:
+            incident = hook.set_psp_ticket(
+                incident_id, number, actor=who or "unknown", run_id=run_id_of(context)
+            )
+        except IllegalTransitionError as exc:
+            # closed by this run's own Encerramento before the answer came: a closed incident
+            # is final; say so without failing a run whose runbook succeeded
+            raise AirflowSkipException(
+                f"PSP ticket {number} not recorded: {exc} (closed before the number was given)"
+            ) from None
         self.log.info("%s: PSP ticket %s recorded (given by %s)", incident_id, incident.psp_ticket, who)
         return {"psp_ticket": number, "recorded": True, "responded_by": who, "incident_id": incident_id}
 

@@ -14,7 +14,6 @@ from incident_support import WINDOW_END, WINDOW_START
 from airflow_recon_provider.hooks.incidents import IncidentHook
 from airflow_recon_provider.operators.psp_ticket_number import PspTicketNumberOperator
 from airflow_recon_provider.reconciliation import Window
-from airflow_recon_provider.reconciliation.incidents import IllegalTransitionError
 from airflow_recon_provider.reconciliation.psp_ticket import PspTicketNumberError
 
 pytestmark = pytest.mark.integration
@@ -135,10 +134,15 @@ def test_a_bad_number_fails_the_entry_with_the_reason_and_nothing_recorded(incid
     assert IncidentHook().get(incident_id).psp_ticket is None and ticket_events(incident_id) == []
 
 
-def test_a_number_for_an_incident_closed_meanwhile_is_refused(incident_id):
+def test_a_number_for_an_incident_closed_meanwhile_is_not_recorded_and_the_run_not_failed(incident_id):
+    from airflow.sdk.exceptions import AirflowSkipException
+
     hook = IncidentHook()
     for state in ("recovered", "closed"):
         hook.transition(incident_id, state, actor="oncall")
-    with pytest.raises(IllegalTransitionError, match="is closed"):
+    with pytest.raises(AirflowSkipException, match=r"STRIPE-8812 not recorded: .* is closed"):
         operator(incident_id).execute_complete(context(CSV), answer("STRIPE-8812"))
-    assert hook.get(incident_id).psp_ticket is None
+    assert hook.get(incident_id).psp_ticket is None and ticket_events(incident_id) == []
+    # closed before it asked: nothing to ask
+    with pytest.raises(AirflowSkipException, match="is closed"):
+        operator(incident_id).execute(context(CSV))
