@@ -542,6 +542,23 @@ def _print_corrections(console: Console, result: RunbookResult) -> None:
         )
 
 
+def _print_invitation(console: Console, message: Any) -> None:
+    """Encerramento 4: the review with finance, read back from the closing e-mail's .ics."""
+    from icalendar import Calendar
+
+    parts = [p for p in message.iter_attachments() if p.get_content_type() == "text/calendar"]
+    if not parts:
+        console.print("Review with finance: no invitation on the last e-mail")
+        return
+    (event,) = Calendar.from_ical(parts[0].get_payload(decode=True)).events
+    console.print(
+        f"Review with finance: {parts[0].get_filename()} (text/calendar; method="
+        f"{parts[0].get_param('method')}) {event.start.isoformat()} to {event.end.isoformat()} "
+        f"TZID={event.start.tzinfo}, UID {event['UID']}, attendees "
+        + ", ".join(str(a).removeprefix("mailto:") for a in event.attendees)
+    )
+
+
 def _print_messages(console: Console, stand_ins: Any) -> None:
     mails = Table("to", "subject", "first line", title="E-mails to finance (kept by the SMTP stand-in)")
     for message in stand_ins.smtp.messages:
@@ -569,6 +586,7 @@ def _print_messages(console: Console, stand_ins: Any) -> None:
                 expand=False,
             )
         )
+        _print_invitation(console, last)
     if stand_ins.slack.posts:
         post = stand_ins.slack.posts[0]
         console.print(

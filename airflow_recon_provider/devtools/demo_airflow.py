@@ -54,6 +54,10 @@ def dags_folder() -> Path:
     return folder
 
 
+#: on-call's address in the demo: invited to the review with finance (Encerramento 4)
+DEMO_ONCALL_EMAIL = "oncall@platform.io"
+
+
 def airflow_env(*, home: Path, metadata_uri: str, recon_config: str, extra: dict[str, str]) -> dict[str, str]:
     """Environment of every Airflow process of the demo (this one, or ``airflow standalone``)."""
     return {
@@ -69,6 +73,8 @@ def airflow_env(*, home: Path, metadata_uri: str, recon_config: str, extra: dict
         "RECON_RELEASE_RECORD": str(home.parent / "release-actions.json"),
         # rollback and tag run the local script instead of a Kubernetes pod
         "AIRFLOW_VAR_RECON_RELEASE_MODE": "local",
+        # Encerramento 4: on-call is invited to the review with finance too
+        "AIRFLOW_VAR_RECON_ONCALL_RECIPIENTS": DEMO_ONCALL_EMAIL,
         **extra,
     }
 

@@ -195,7 +195,7 @@ def test_a_final_update_sent_before_the_review_is_followed_by_the_invitation(
 
 def test_the_review_needs_a_closed_incident_and_its_closing_report(closed_incident, divergent_psp):
     from airflow_recon_provider.operators.finance_review import ScheduleFinanceReviewOperator
-    from airflow_recon_provider.reconciliation.incidents import IncidentInputError
+    from airflow_recon_provider.reconciliation.incidents import IncidentIdError, IncidentInputError
 
     step = ScheduleFinanceReviewOperator(task_id="review", incident_id=closed_incident)
     with pytest.raises(IncidentInputError, match="has no closing report in the artifact store yet"):
@@ -207,6 +207,6 @@ def test_the_review_needs_a_closed_incident_and_its_closing_report(closed_incide
     with pytest.raises(IncidentInputError, match="is recovered: the review with finance is scheduled when"):
         step.execute({})
     bad = ScheduleFinanceReviewOperator(task_id="review", incident_id="INC-9")
-    with pytest.raises(Exception, match="INC-9"):
+    with pytest.raises(IncidentIdError, match="incident id 'INC-9' is malformed"):
         bad.execute({})
     assert _reviews(divergent_psp, closed_incident) == []

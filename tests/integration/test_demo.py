@@ -106,6 +106,15 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
         assert out.count("authorized -> ") == 12
         assert "12 transaction(s) — 11 in BRL: R$ 104.175,21; 1 in EUR: EUR 9.619,80" in out
         assert "E-mails to finance" in out and "reconciliation normalized" in out
+        # Encerramento 4: the closing e-mail carries the review's invitation (.ics read back)
+        flat = " ".join(out.split())
+        assert re.search(
+            r"Review with finance: INCIDENT-\d+-revisao-financeiro\.ics \(text/calendar; method=REQUEST\) "
+            r"\d{4}-\d\d-\d\dT10:00:00-03:00 to \d{4}-\d\d-\d\dT11:00:00-03:00 TZID=America/Sao_Paulo, "
+            r"UID incident-\d+-revisao-financeiro@airflow-recon-provider, "
+            r"attendees finance@platform\.io, oncall@platform\.io",
+            flat,
+        ), flat[-3000:]
         assert "reconciliation of stripe resumed by" in out
         # Detecção 1: the alert in the PagerDuty stand-in, one incident from trigger to resolve
         assert "PagerDuty events (stand-in)" in out
