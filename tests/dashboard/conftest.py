@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dashboard_support import DRY_RUN_CSV, EVIDENCE_DAG, EVIDENCE_RUN, HOSTILE, SNAPSHOT_CSV
 
 from airflow_recon_provider.devtools.demo_fx import demo_rates_valid_from, seed_demo_fx_rates
 from airflow_recon_provider.devtools.demo_scenario import RECON_CONFIG, seed_demo_scenario
@@ -61,20 +62,6 @@ def dashboard_db(db, airflow_conns, monkeypatch) -> DashboardScenario:
         (incident_id, tid),
     )
     return DashboardScenario(incident_id, scenario.window_start, scenario.window_end)
-
-
-#: text an attacker could put in an incident (reason, outcome, ticket, file name): it must
-#: come back escaped on every page
-HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)> & "q"'
-EVIDENCE_DAG = "billing_gateway_remediation"
-EVIDENCE_RUN = "manual__2026-11-20T12:30:00+00:00"
-#: the snapshot has non-ASCII text and a CRLF: served byte for byte
-SNAPSHOT_CSV = (
-    "provider_reference,transaction_type,status,amount_minor,processed_at\r\n"
-    "pi_ação_1,capture,captured,1050,2026-11-20T10:00:00Z\r\n"
-    '"pi_2,""x""",capture,authorized,99,\r\n'
-).encode()
-DRY_RUN_CSV = b"transaction_id,before,after,amount_minor,currency\n9001,authorized,captured,1000,BRL\n"
 
 
 @dataclass(frozen=True)

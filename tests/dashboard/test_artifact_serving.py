@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import DRY_RUN_CSV, EVIDENCE_DAG, EVIDENCE_RUN, SNAPSHOT_CSV
+from dashboard_support import DRY_RUN_CSV, EVIDENCE_DAG, EVIDENCE_RUN, SNAPSHOT_CSV
 
 pytestmark = pytest.mark.integration
 

@@ -85,7 +85,7 @@ def test_a_user_without_read_permission_on_the_dag_gets_403(app_client, auth_man
 
 
 def test_a_reader_gets_the_data(app_client, auth_manager, closed_incident):
-    from conftest import SNAPSHOT_CSV
+    from dashboard_support import SNAPSHOT_CSV
 
     pages, apis = _routes(closed_incident.incident_id, closed_incident.artifacts["snapshot"].id)
     app_client.cookies.set("_token", _token(auth_manager, "viewer"))  # as the UI's login leaves it

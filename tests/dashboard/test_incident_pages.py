@@ -9,7 +9,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import DRY_RUN_CSV, HOSTILE
+from dashboard_support import DRY_RUN_CSV, HOSTILE
 
 pytestmark = pytest.mark.integration
 

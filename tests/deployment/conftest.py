@@ -204,8 +204,13 @@ def _artifact_store() -> str:
 
 def _worker(root: Path, name: str, isolation: str) -> cd.Worker:
     if isolation == "unshare":
-        # the same paths as on the api-server's host, but a private tmpfs each
-        private = (root / "airflow-home", root / "artifacts", root / "tmp", Path("/tmp"))
+        # the same paths as on the api-server's host, but a private tmpfs each; /tmp too,
+        # unless the checkout or its .venv lives there (a CI clone under /tmp): a tmpfs over it
+        # would hide the worker's own `airflow` (the worker's TMPDIR is private either way)
+        private = (root / "airflow-home", root / "artifacts", root / "tmp")
+        code = (Path(sys.prefix).resolve(), Path(__file__).resolve())
+        if not any(p.is_relative_to("/tmp") for p in code):
+            private += (Path("/tmp"),)
     else:
         private = (root / name / "airflow-home", root / name / "artifacts", root / name / "tmp")
     return cd.Worker(name=name, private=private, log_folder=root / "worker-logs" / name)
