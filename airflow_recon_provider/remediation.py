@@ -341,16 +341,19 @@ def _decision_figures(result: Mapping[str, Any]) -> Any:
 
 
 def _describe_recovery(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    figures = _decision_figures(result)
-    amount = (
-        figures.short()
-        if figures is not None
-        else f"{result.get('divergent_amount_minor')} (currency not recorded)"
-    )
+    """The runbook's three recovery criteria, each with its figures (the ledger's beside the
+    statement's and the gateway's); the whole check in the details (the closing report's)."""
+    from airflow_recon_provider.reconciliation.recovery import recovery_criteria
+
+    met = result.get("status") == "recovered"
     return (
-        f"recovery criteria met: {result.get('divergent_count')} divergent key(s), {amount}; "
-        f"latest cycles {result.get('latest_cycle_states')}",
-        {"latest_cycle_states": result.get("latest_cycle_states"), "checked_at": result.get("checked_at")},
+        ("recovery criteria met: " if met else "recovery criteria not met yet: ")
+        + "; ".join(criterion.text() for criterion in recovery_criteria(result)),
+        {
+            "latest_cycle_states": result.get("latest_cycle_states"),
+            "checked_at": result.get("checked_at"),
+            "recovery": dict(result),
+        },
     )
 
 
@@ -364,7 +367,9 @@ class RecordStep:
     event is logged. Runs without an incident (a dry run without one) record nothing.
 
     :param step: the runbook step (:class:`RemediationStep`).
-    :param state: the task state it is attached to: ``success``, ``failed`` or ``skipped``.
+    :param state: the task state it is attached to: ``success``, ``failed`` or ``skipped``;
+        ``waiting``: called with the task's result while it waits (the recovery sensor's
+        ``on_wait``).
     :param describe: result (the task's XCom) -> ``(outcome text, details)``.
     :param scope_task_id: where the run's request and incident are (the scope step's XCom).
     :param decision: the task's result carries the figures of its decision (the recovery
@@ -378,16 +383,23 @@ class RecordStep:
     scope_task_id: str = SCOPE_TASK_ID
     decision: bool = False
 
-    def __call__(self, context: Context) -> None:
+    def __call__(self, context: Context, result: Mapping[str, Any] | None = None) -> None:
+        """``result``: the task's result when it is not (yet) its XCom (a sensor's evaluation
+        while it waits, state ``waiting``)."""
         try:
-            self._record(context)
+            self._record(context, result)
         except Exception:
             log.exception("Could not record step %s on the incident timeline", self.step)
 
-    def _outcome(self, context: Context) -> tuple[str, dict[str, Any]]:
+    def _result(self, context: Context, result: Mapping[str, Any] | None) -> Any:
+        if result is not None:
+            return result
         ti = context["ti"]
-        if self.state == "success":
-            result = ti.xcom_pull(task_ids=ti.task_id)
+        return ti.xcom_pull(task_ids=ti.task_id)
+
+    def _outcome(self, context: Context, given: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+        if self.state in ("success", "waiting"):
+            result = self._result(context, given)
             if self.describe is not None and isinstance(result, Mapping):
                 return self.describe(result)
             return "done", {}
@@ -397,7 +409,7 @@ class RecordStep:
             return "skipped" + (f": {error}" if error is not None and str(error) else ""), {}
         return f"failed: {reason}" if reason else "failed", {"error": reason}
 
-    def _record(self, context: Context) -> None:
+    def _record(self, context: Context, given: Mapping[str, Any] | None = None) -> None:
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.operators._context import run_actor, run_id_of
         from airflow_recon_provider.reconciliation.window import Window
@@ -407,11 +419,11 @@ class RecordStep:
         incident_id = scope.get("incident_id")
         if not incident_id:
             return
-        outcome, details = self._outcome(context)
+        outcome, details = self._outcome(context, given)
         hook = IncidentHook()
         figures = None
-        if self.decision and self.state == "success":
-            result = ti.xcom_pull(task_ids=ti.task_id)
+        if self.decision and self.state in ("success", "waiting"):
+            result = self._result(context, given)
             figures = _decision_figures(result) if isinstance(result, Mapping) else None
         if figures is None:
             figures = hook.gateway.summary(
@@ -713,9 +725,15 @@ def recovery_step(
     timeout: timedelta = timedelta(hours=24),
     **kwargs: Any,
 ) -> BaseOperator:
-    """Critérios de Recuperação: < R$ 500 and < 10 keys, two successful cycles (deferrable)."""
+    """Critérios de Recuperação: < R$ 500 and < 10 keys, two successful cycles, the ledger
+    aligned with the PSP's statements (deferrable). A first check that finds the window not
+    recovered goes on the timeline too, with the figures of the criteria that hold it back."""
     from airflow_recon_provider.sensors.recovery import RecoverySensor
 
+    kwargs.setdefault(
+        "on_wait",
+        RecordStep(RemediationStep.RECOVERY, "waiting", _describe_recovery, request.scope_task_id, True),
+    )
     return RecoverySensor(
         task_id=task_id,
         psp=request.psp,

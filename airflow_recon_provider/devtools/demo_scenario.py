@@ -9,6 +9,9 @@ completed hourly cycles) sees it, and designed so that the runbook reaches recov
   captures whose statement amount differs by a few cents (``amount_mismatch``) and one
   small authorization missing from the statement (``missing_in_statement``) — what stays
   after the correction is below the recovery thresholds and goes to the PSP ticket;
+- the payments ledger mirrors the seeded gateway, so it booked those 12 captures as
+  ``captured``: it agrees with the PSP's statement but for the small external keys, within
+  the ledger's recovery limit (Critérios de Recuperação 3);
 - the three cycles of that window ended ``failed`` in ``payment_reconciliation_logs``:
   the reconciliation lags, so the alert ``billing_gateway-reconciliation`` fires and the
   recovery criteria need the reprocessing to succeed;

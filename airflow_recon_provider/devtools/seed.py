@@ -11,9 +11,10 @@ generates them and loads them with COPY:
 - ``psp_statement_lines`` mirroring the gateway a few seconds later, one statement per
   PSP and hour, including rows recorded at ``HH:59:59`` by the gateway and ``HH+1:00:00``
   by the PSP (not divergent thanks to the grace period);
-- ``ledger.transactions`` mirroring every gateway row (so the runbook's ledger
-  ``GROUP BY status`` agrees with the gateway), with two deliberate differences for
-  PSPs that diverge;
+- ``ledger.transactions`` mirroring every gateway row (status, amount and currency, at the
+  gateway's time: so the runbook's ledger ``GROUP BY status`` agrees with the gateway, and
+  the ledger with the statements wherever the gateway does), with two deliberate
+  differences for PSPs that diverge;
 - ``payment_reconciliation_logs``: one successful cycle per PSP and hour.
 
 The generator also returns the exact ground truth (divergent keys and amounts per
@@ -146,7 +147,7 @@ _STATEMENTS = (
 )
 _LEDGER = (
     "ledger.transactions",
-    ("id", "psp", "provider_reference", "status", "amount_minor", "occurred_at"),
+    ("id", "psp", "provider_reference", "status", "amount_minor", "currency", "occurred_at"),
 )
 _LOGS = (
     "payment_reconciliation_logs",
@@ -608,9 +609,9 @@ class _PspGenerator:
             txns.append(f"{tid}\t{intent_id}\t{ttype}\t{status}\t{amount}\t{cur}\t{created}\t{processed}\n")
             return created
 
-        def ledger_row(ref: str, status: str, amount: int, created: str) -> None:
+        def ledger_row(ref: str, status: str, amount: int, cur: str, created: str) -> None:
             ids.ledger = lid = ids.ledger + 1
-            ledger.append(f"{lid}\t{psp}\t{ref}\t{status}\t{amount}\t{created}\n")
+            ledger.append(f"{lid}\t{psp}\t{ref}\t{status}\t{amount}\t{cur}\t{created}\n")
 
         def statement_row(ref: str, ttype: str, status: str, amount: int, cur: str, t: int) -> None:
             ids.statement = sid = ids.statement + 1
@@ -702,7 +703,7 @@ class _PspGenerator:
                     if kind is None:
                         created = gateway_row(intent_id, ref, ttype, status, amt, cur, t)
                         if with_ledger and not skip_ledger:
-                            ledger_row(ref, ledger_status, amt, created)
+                            ledger_row(ref, ledger_status, amt, cur, created)
                         statement_row(ref, ttype, psp_status[status], amt, cur, t_statement)
                         continue
                     self._divergent_key(
@@ -732,7 +733,7 @@ class _PspGenerator:
                 ):
                     created = gateway_row(intent_id, ref, ttype, status, amount, "BRL", t)
                     if with_ledger:
-                        ledger_row(ref, status, amount, created)
+                        ledger_row(ref, status, amount, "BRL", created)
                     statement_row(ref, ttype, psp_status[status], amount, "BRL", t_statement)
             if len(txns) >= self.chunk_rows:
                 yield flush()
@@ -762,7 +763,7 @@ class _PspGenerator:
             return
         created = gateway_row(intent_id, ref, ttype, status, amount, cur, t)
         if with_ledger:
-            ledger_row(ref, status, amount, created)
+            ledger_row(ref, status, amount, cur, created)
         divergent = amount
         if kind is DivergenceKind.DUPLICATE_IN_GATEWAY:
             # a retried call recorded twice: half on the same intent, half on a second intent
@@ -771,7 +772,7 @@ class _PspGenerator:
             copy_intent = intent_id if index // len(_KIND_ORDER) % 2 == 0 else intent_row(ref, t_copy)
             copy_created = gateway_row(copy_intent, ref, ttype, status, amount, cur, t_copy)
             if with_ledger:
-                ledger_row(ref, status, amount, copy_created)
+                ledger_row(ref, status, amount, cur, copy_created)
             statement_row(ref, ttype, s_status, amount, cur, t_statement)
         elif kind is DivergenceKind.DUPLICATE_IN_STATEMENT:
             statement_row(ref, ttype, s_status, amount, cur, t_statement)
@@ -863,13 +864,23 @@ def _table_exists(conn: psycopg.Connection, name: str) -> bool:
     return bool(row and row[0])
 
 
+def _column_exists(conn: psycopg.Connection, table: str, column: str) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s)"
+        " AND attname = %s AND NOT attisdropped)",
+        (table, column),
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def _ensure_tables(gateway_conn: psycopg.Connection, ledger_conn: psycopg.Connection | None) -> None:
     """Create the runbook tables where they are missing (test and demo databases)."""
     from airflow_recon_provider.schema import create_runbook_tables
 
     if not all(_table_exists(gateway_conn, name) for name in _GATEWAY_TABLES):
         create_runbook_tables(gateway_conn, gateway=True, ledger=False)
-    if ledger_conn is not None and not _table_exists(ledger_conn, "ledger.transactions"):
+    if ledger_conn is not None and not _column_exists(ledger_conn, "ledger.transactions", "currency"):
+        # missing, or created before the ledger kept the currency of its amounts
         create_runbook_tables(ledger_conn, gateway=False, ledger=True)
 
 

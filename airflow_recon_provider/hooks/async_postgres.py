@@ -17,8 +17,13 @@ import psycopg
 from airflow_recon_provider.hooks._async_connections import aget_connection
 from airflow_recon_provider.hooks._connections import is_missing_connection
 from airflow_recon_provider.reconciliation import cycle_store, fx_queries, queries
-from airflow_recon_provider.reconciliation.errors import ConnectionMissingError, DatabaseUnavailableError
+from airflow_recon_provider.reconciliation.errors import (
+    ConnectionMissingError,
+    DatabaseUnavailableError,
+    MappingError,
+)
 from airflow_recon_provider.reconciliation.money import FxRate
+from airflow_recon_provider.reconciliation.recovery import AlignmentLine, alignment_lines, gap_currencies
 from airflow_recon_provider.reconciliation.report import summary_from_results
 
 #: connection extras that are not libpq parameters (same list as the Postgres provider's)
@@ -170,3 +175,43 @@ async def fetch_summary(
         reporting_currency=config.reporting_currency,
         fx_rates=[FxRate.from_db(r) for r in rates],
     )
+
+
+async def fetch_alignment_lines(
+    gateway: psycopg.AsyncConnection, ledger: psycopg.AsyncConnection, config: Any, psp: str, window: Any
+) -> tuple[AlignmentLine, ...]:
+    """The ledger, the statement and the gateway per status and currency over ``window``
+    (the third recovery criterion): one aggregate query on each database, only the groups
+    leave the servers."""
+    psp_cfg = config.psp(psp)
+    params = queries.ClassificationParams(
+        psp=psp, window=window, grace=config.match_grace, status_mapping=psp_cfg.status_mapping
+    ).as_params()
+    sides = await (await gateway.execute(queries.recovery_sides_query(config.mapping), params)).fetchall()
+    try:
+        entries = await (await ledger.execute(queries.ledger_totals_query(config.mapping), params)).fetchall()
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+        led = config.mapping.ledger
+        raise MappingError(
+            f"the ledger table {led.table} cannot be read as configured ({exc.diag.message_primary}): "
+            f"it needs the columns {led.psp}, {led.status}, {led.amount_minor}, {led.currency} and "
+            f"{led.occurred_at} (map other names in RECON_CONFIG mapping.ledger_transactions)"
+        ) from None
+    return alignment_lines(
+        sides,
+        entries,
+        status_mapping=psp_cfg.status_mapping,
+        ledger_status_mapping=psp_cfg.ledger_status_mapping,
+    )
+
+
+async def fetch_alignment_rates(
+    conn: psycopg.AsyncConnection, lines: Any, reporting_currency: str, at: Any
+) -> list[FxRate]:
+    """The rates in force at ``at`` (the window's end, as the summary's) of the currencies in
+    which the ledger differs from the statement; none when ``recon.fx_rates`` is missing."""
+    wanted = sorted(gap_currencies(lines) - {reporting_currency, ""})
+    if not wanted or not (await (await conn.execute(fx_queries.table_exists_query())).fetchone())[0]:
+        return []
+    cursor = await conn.execute(fx_queries.rates_in_force_query(), {"currencies": wanted, "at": at})
+    return [FxRate.from_db(row) for row in await cursor.fetchall()]

@@ -721,6 +721,36 @@ class IncidentHook(ReconPostgresHook):
             return recorded, f"current figures unavailable ({exc}); {as_recorded}"
         return Figures.from_summary(summary), ""
 
+    def current_recovery(
+        self, incident: Incident, *, payments_ledger_conn_id: str = "payments_ledger_db"
+    ) -> tuple[dict[str, Any] | None, str]:
+        """The runbook's three recovery criteria over the incident's window, checked now (the
+        recovery sensor's own check: divergence, latest cycles, the ledger against the PSP's
+        statement), or ``None`` and why they could not be checked; a finance update says so
+        rather than failing."""
+        import asyncio
+
+        from airflow_recon_provider.triggers.recovery import RecoveryTrigger
+
+        if incident.window is None:
+            return None, "no affected window recorded"
+        trigger = RecoveryTrigger(
+            psp=incident.psp,
+            window_start=incident.window.start.isoformat(),
+            window_end=incident.window.end.isoformat(),
+            conn_id=self.billing_gateway_conn_id,
+            ledger_conn_id=payments_ledger_conn_id,
+        )
+        try:
+            return asyncio.run(trigger.check()), ""
+        except ReconError as exc:
+            self.log.warning("%s: recovery criteria not checked: %s", incident.incident_id, exc)
+            return None, str(exc)
+        except Exception as exc:  # e.g. no SELECT on the ledger: the update still goes out
+            self.log.exception("%s: recovery criteria not checked", incident.incident_id)
+            first = (str(exc).strip().splitlines() or [""])[0]
+            return None, f"{type(exc).__name__}: {first}"
+
     def closing_report(self, incident_id: str, *, now: datetime | None = None) -> ClosingReport:
         """The closing report's content: timeline, corrections, deliveries and final numbers."""
         incident = self.get(incident_id)

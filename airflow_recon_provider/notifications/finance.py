@@ -397,6 +397,7 @@ class FinanceNotifier(BaseNotifier):
         cadence: timedelta | None = UPDATE_CADENCE,
         exclude_key: str | None = None,
         review: FinanceReview | None = None,
+        recovery: tuple[Mapping[str, Any] | None, str] = (None, ""),
     ) -> tuple[IncidentUpdate, int, list[Delivery]]:
         """The update for ``channel``: steps since the last update delivered there, the figures
         of that update, and the undelivered updates this one carries. Returns the update, the
@@ -424,6 +425,8 @@ class FinanceNotifier(BaseNotifier):
             headline=self.headline or "",
             cadence=cadence,
             review=review,
+            recovery=recovery[0],
+            recovery_note=recovery[1],
         )
         return update, max([after, *(e.id for e in events)]), unsent
 
@@ -546,6 +549,8 @@ class FinanceNotifier(BaseNotifier):
 
         figures, note = hook.current_figures(incident)
         review = self._closing_review(incident) if normalized else None
+        # the three recovery criteria with their figures (runbook, Critérios de Recuperação)
+        recovery = hook.current_recovery(incident)
         for channel in todo:
             # the closing e-mail carries the review's invitation (Encerramento 4)
             channel_review = review if channel == "email" else None
@@ -559,6 +564,7 @@ class FinanceNotifier(BaseNotifier):
                 cadence=None if normalized else cadence,
                 exclude_key=dedup_key,
                 review=channel_review,
+                recovery=recovery,
             )
             message = render_update(update)
             row = hook.prepare_delivery(

@@ -31,7 +31,7 @@ CONFIG_ENV = "RECON_CONFIG"
 # used with fullmatch: "$" would also accept a trailing newline
 _PSP_NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,62}")
 _WORK_MEM = re.compile(r"[0-9]{1,6}(kB|MB|GB)")
-_PSP_KEYS = frozenset({"name", "display_name", "status_mapping"})
+_PSP_KEYS = frozenset({"name", "display_name", "status_mapping", "ledger_status_mapping"})
 
 
 def check_psp_name(psp: str) -> str:
@@ -50,11 +50,17 @@ class PspConfig:
     :param name: the name used in ``payment_intents.provider`` and ``psp_statement_lines.psp``.
     :param display_name: what people see in forms and reports.
     :param status_mapping: PSP status vocabulary -> gateway vocabulary (identity if absent).
+    :param ledger_status_mapping: ``ledger.transactions`` status -> the PSP's statement
+        vocabulary (identity if absent), for the recovery criterion "Relatório financeiro
+        alinhado com extratos PSP": a ledger status is read as the statement status it maps
+        to, and that one through ``status_mapping``, so that the ledger, the statement and the
+        gateway are compared in the gateway's vocabulary.
     """
 
     name: str
     display_name: str = ""
     status_mapping: dict[str, str] = field(default_factory=dict)
+    ledger_status_mapping: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         try:
@@ -67,6 +73,7 @@ class PspConfig:
             isinstance(k, str) and isinstance(v, str) for k, v in self.status_mapping.items()
         ):
             raise ConfigError(f"status_mapping of PSP {self.name!r} must map strings to strings")
+        _check_ledger_status_mapping(self.name, self.ledger_status_mapping)
 
     @property
     def connection_id(self) -> str:
@@ -164,6 +171,7 @@ class ReconConfig:
                         name=item.get("name", ""),
                         display_name=item.get("display_name", ""),
                         status_mapping=_copy_if_dict(item.get("status_mapping") or {}),
+                        ledger_status_mapping=_copy_if_dict(item.get("ledger_status_mapping", {})),
                     )
                 )
             else:
@@ -204,6 +212,28 @@ class ReconConfig:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"reconciliation configuration is not valid JSON: {exc}") from None
         return cls.from_dict(data)
+
+
+def _check_ledger_status_mapping(psp: str, mapping: Any) -> None:
+    """Each problem of a PSP's ``ledger_status_mapping`` named, with the entry at fault: a
+    wrong entry would silently leave ledger rows in a status no statement line has."""
+    what = f"ledger_status_mapping of PSP {psp!r}"
+    if not isinstance(mapping, dict):
+        raise ConfigError(
+            f"{what} must be an object of ledger status -> statement status "
+            f'(e.g. {{"captured": "succeeded"}}), got {mapping!r}'
+        )
+    for ledger_status, statement_status in mapping.items():
+        for role, value in (("ledger status", ledger_status), ("statement status", statement_status)):
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(
+                    f"{what}: {role} {value!r} (entry {ledger_status!r}: {statement_status!r}) "
+                    "must be a non-empty string"
+                )
+            if value != value.strip():
+                raise ConfigError(
+                    f"{what}: {role} {value!r} has spaces around it; statuses are compared exactly"
+                )
 
 
 def _number(data: dict[str, Any], key: str) -> int:

@@ -41,6 +41,7 @@ from airflow_recon_provider.reconciliation.money import (
     format_pct,
     rate_text,
 )
+from airflow_recon_provider.reconciliation.recovery import LedgerAlignment, recovery_criteria
 from airflow_recon_provider.reconciliation.report import divergence_pct
 
 if TYPE_CHECKING:
@@ -274,9 +275,7 @@ def _rates_from_dict(data: Mapping[str, Any] | None) -> dict[str, FxRate]:
     rates = {}
     for code, r in (data or {}).items():
         try:
-            rates[code] = FxRate(
-                code, Decimal(str(r["rate"])), datetime.fromisoformat(r["valid_from"]), r.get("source") or ""
-            )
+            rates[code] = FxRate.from_dict(code, r)
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise IncidentInputError(f"FX rate of {code} is malformed ({exc}): {r!r}") from None
     return rates
@@ -691,6 +690,8 @@ class IncidentUpdate:
     :param cadence: time to the next update; ``None`` when no further update is scheduled.
     :param review: the review with finance scheduled at closure (Encerramento 4): the
         closing e-mail says when, and carries its invitation.
+    :param recovery: the runbook's three recovery criteria checked now (the recovery
+        trigger's check); ``None`` when not checked, ``recovery_note`` then says why.
     """
 
     incident: Incident
@@ -704,6 +705,8 @@ class IncidentUpdate:
     headline: str = ""
     cadence: timedelta | None = UPDATE_CADENCE
     review: FinanceReview | None = None
+    recovery: Mapping[str, Any] | None = None
+    recovery_note: str = ""
 
     @property
     def kind(self) -> MessageKind:
@@ -1040,6 +1043,11 @@ def _update_fields(update: IncidentUpdate) -> list[tuple[str, str]]:
         fields.append(("Divergence now", "not available" + note))
     if now is not None and update.previous_figures is not None:
         fields.append(("Change", _change(now, update.previous_figures)))
+    if update.recovery is not None:
+        criteria = recovery_criteria(update.recovery)
+        fields.append(("Recovery criteria", "\n".join(criterion.text() for criterion in criteria)))
+    elif update.recovery_note:
+        fields.append(("Recovery criteria", f"not checked ({update.recovery_note})"))
     if incident.normalized:
         fields.append(("Normalized at", format_time(incident.recovered_at or incident.closed_at)))
         fields.append(
@@ -1295,6 +1303,46 @@ def psp_ticket_text(incident: Incident, events: Iterable[IncidentEvent]) -> str:
     return "none"
 
 
+def _recovery_blocks(events: Sequence[IncidentEvent]) -> list[_Block]:
+    """The runbook's three recovery criteria as the recovery step last checked them, each with
+    its figures, and the ledger beside the statement and the gateway per status and currency."""
+    from airflow_recon_provider.reconciliation.remediation import RemediationStep
+
+    blocks: list[_Block] = [_Heading("Recovery criteria")]
+    checked = [
+        e
+        for e in events
+        if e.step == RemediationStep.RECOVERY and isinstance(e.details.get("recovery"), Mapping)
+    ]
+    if not checked:
+        return [*blocks, _Para("No recovery check was recorded.")]
+    event = checked[-1]
+    check = event.details["recovery"]
+    blocks.append(_Para(f"Checked at {format_time(event.created_at)} ({event.outcome.split(':', 1)[0]}):"))
+    blocks.append(_Items(tuple(criterion.text() for criterion in recovery_criteria(check))))
+    try:
+        alignment = LedgerAlignment.from_dict(check["ledger"])
+    except (KeyError, TypeError, ValueError, ArithmeticError):
+        return blocks
+    if alignment.lines:
+        blocks.append(
+            _Table(
+                ("status", "currency", "ledger", "PSP statement", "gateway", "ledger vs statement"),
+                tuple(
+                    (
+                        line.status,
+                        line.currency or "(none)",
+                        *(line.figure(side) for side in ("ledger", "statement", "gateway")),
+                        "aligned" if line.aligned else "differs",
+                    )
+                    for line in alignment.lines
+                ),
+                right=frozenset({2, 3, 4}),
+            )
+        )
+    return blocks
+
+
 def _closing_document(report: ClosingReport) -> tuple[str, list[_Block]]:
     incident = report.incident
     events = list(report.events)
@@ -1441,6 +1489,8 @@ def _closing_document(report: ClosingReport) -> tuple[str, list[_Block]]:
     missed = [e for e in events if e.step == Step.UPDATE_MISSED]
     lines += [f"{format_time(e.created_at)}: {e.outcome}" for e in missed]
     blocks.append(_Items(tuple(lines)) if lines else _Para("No message was sent."))
+
+    blocks.extend(_recovery_blocks(events))
 
     # final numbers
     blocks.append(_Heading("Final numbers"))

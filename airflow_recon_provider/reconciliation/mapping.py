@@ -134,6 +134,9 @@ class LedgerTable(_Columns):
     provider_reference: str = "provider_reference"
     status: str = "status"
     amount_minor: str = "amount_minor"
+    #: the currency of the entry's amount (ISO 4217): the ledger is compared with the PSP
+    #: statements per status and currency, never adding amounts of two currencies
+    currency: str = "currency"
     occurred_at: str = "occurred_at"
 
 

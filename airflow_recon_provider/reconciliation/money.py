@@ -88,6 +88,16 @@ class FxRate:
         currency, rate, valid_from, source = record
         return cls(currency=currency, rate=Decimal(rate), valid_from=valid_from, source=source or "")
 
+    @classmethod
+    def from_dict(cls, currency: str, data: Mapping[str, Any]) -> FxRate:
+        """Back from :meth:`as_dict` (``KeyError``, ``ValueError`` ... when malformed)."""
+        return cls(
+            currency,
+            Decimal(str(data["rate"])),
+            datetime.fromisoformat(data["valid_from"]),
+            data.get("source") or "",
+        )
+
     def as_dict(self) -> dict[str, str]:
         """JSON shape of DESIGN 3a: the rate as a decimal string, ``valid_from`` ISO 8601."""
         return {

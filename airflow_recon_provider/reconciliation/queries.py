@@ -406,6 +406,61 @@ GROUP BY 1 ORDER BY 1"""
     )
 
 
+def ledger_totals_query(m: TableMapping) -> sql.Composed:
+    """The ledger's entries of the PSP with ``occurred_at`` in ``[start, end)`` per status and
+    currency (the runbook's ledger query, by currency too): rows ``(status, currency, count,
+    amount_minor)``, each amount within its own currency; a NULL currency stays NULL."""
+    led = m.ledger
+    return sql.SQL(
+        """SELECT {status}, upper({currency}) COLLATE "C", count(*)::bigint,
+       COALESCE(sum({amount}), 0)::bigint
+FROM {ledger}
+WHERE {psp} = %(psp)s AND {occurred} >= %(start)s AND {occurred} < %(end)s
+GROUP BY 1, 2"""
+    ).format(
+        ledger=led.table.ident,
+        status=led.col("status"),
+        currency=led.col("currency"),
+        amount=led.col("amount_minor"),
+        psp=led.col("psp"),
+        occurred=led.col("occurred_at"),
+    )
+
+
+def recovery_sides_query(m: TableMapping) -> sql.Composed:
+    """The gateway's and the statement's figures of a window per status and currency, the
+    ledger's counterparts in the recovery criterion: rows ``(side, status, currency, count,
+    amount_minor)`` (``side``: ``gateway`` | ``statement``), the statement's statuses as the
+    PSP wrote them.
+
+    Gateway: every row created in ``[start, end)``. Statement: the lines of the window's
+    transactions — a line whose key has a gateway row in the widened range (the match grace)
+    counts at the time of the key's earliest gateway row, any other line at its own
+    ``occurred_at``. So a capture the gateway (and the ledger, which books the gateway's
+    time) recorded at 13:59:59 and the PSP at 14:00:01 is in the same window on every side,
+    as the divergence classification matches it (DESIGN 3)."""
+    return sql.SQL(
+        """WITH k AS (
+    SELECT i.{i_ref} AS ref, t.{t_type} AS ttype, min(t.{t_created}) AS at
+    FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
+    WHERE i.{i_provider} = %(psp)s AND t.{t_created} >= %(wide_start)s AND t.{t_created} < %(wide_end)s
+    GROUP BY 1, 2
+)
+SELECT 'gateway', t.{t_status}, upper(t.{t_currency}) COLLATE "C", count(*)::bigint,
+       COALESCE(sum(t.{t_amount}), 0)::bigint
+FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
+WHERE i.{i_provider} = %(psp)s AND t.{t_created} >= %(start)s AND t.{t_created} < %(end)s
+GROUP BY 2, 3
+UNION ALL
+SELECT 'statement', l.{s_status}, upper(l.{s_currency}) COLLATE "C", count(*)::bigint,
+       COALESCE(sum(l.{s_amount}), 0)::bigint
+FROM {statements} AS l LEFT JOIN k ON k.ref = l.{s_ref} AND k.ttype = l.{s_type}
+WHERE l.{s_psp} = %(psp)s AND l.{s_occurred} >= %(wide_start)s AND l.{s_occurred} < %(wide_end)s
+  AND COALESCE(k.at, l.{s_occurred}) >= %(start)s AND COALESCE(k.at, l.{s_occurred}) < %(end)s
+GROUP BY 2, 3"""
+    ).format(**sql_names(m))
+
+
 def psp_exists_query(m: TableMapping) -> sql.Composed:
     i = m.intents
     return sql.SQL("SELECT EXISTS (SELECT 1 FROM {intents} WHERE {provider} = %(psp)s)").format(

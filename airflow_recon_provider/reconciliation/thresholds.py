@@ -34,6 +34,11 @@ class Thresholds:
         below this (R$ 500 = 50000).
     :param recovered_count: recovered only when fewer than this many keys diverge.
     :param recovered_successful_runs: consecutive successful reconciliation runs needed.
+    :param recovered_ledger_amount_minor: the ledger is aligned with the PSP statements only
+        when the amount it would have to change to show the statements' figures (per status
+        and currency, converted) is strictly below this (R$ 500 = 50000, as the divergence).
+    :param recovered_ledger_count: ... and the rows it would have to add, remove or move to
+        another status are fewer than this (``1``: the ledger must agree exactly).
     """
 
     alert_amount_minor: int = 500_000
@@ -41,6 +46,8 @@ class Thresholds:
     recovered_amount_minor: int = 50_000
     recovered_count: int = 10
     recovered_successful_runs: int = 2
+    recovered_ledger_amount_minor: int = 50_000
+    recovered_ledger_count: int = 10
 
     def __post_init__(self) -> None:
         for name in (
@@ -49,6 +56,8 @@ class Thresholds:
             "recovered_amount_minor",
             "recovered_count",
             "recovered_successful_runs",
+            "recovered_ledger_amount_minor",
+            "recovered_ledger_count",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -96,6 +105,13 @@ class Thresholds:
             and divergent_count < self.recovered_count
         )
 
+    def cycles_recovered(self, latest_run_states: list[str]) -> bool:
+        """The run criterion: the latest runs (newest first) all ``success``."""
+        needed = self.recovered_successful_runs
+        return len(latest_run_states) >= needed and all(
+            state == "success" for state in latest_run_states[:needed]
+        )
+
     def is_recovered(
         self,
         *,
@@ -104,12 +120,11 @@ class Thresholds:
         latest_run_states: list[str],
         fx_rate_missing: bool = False,
     ) -> bool:
-        """All recovery criteria: amounts, and the latest runs (newest first) all ``success``."""
-        needed = self.recovered_successful_runs
-        runs_ok = len(latest_run_states) >= needed and all(
-            state == "success" for state in latest_run_states[:needed]
-        )
-        return runs_ok and self.amounts_recovered(
+        """The gateway's recovery criteria: amounts, and the latest runs (newest first) all
+        ``success``. The third criterion, the ledger's, is read from the ledger database
+        (``reconciliation/recovery.py``, with the ``recovered_ledger_*`` thresholds; the
+        recovery trigger requires all three)."""
+        return self.cycles_recovered(latest_run_states) and self.amounts_recovered(
             divergent_amount_minor=divergent_amount_minor,
             divergent_count=divergent_count,
             fx_rate_missing=fx_rate_missing,

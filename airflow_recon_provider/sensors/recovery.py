@@ -6,7 +6,7 @@ Deferrable by default; pokes once first so a PSP already recovered needs no trig
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import PokeReturnValue
@@ -20,18 +20,27 @@ if TYPE_CHECKING:
 
 
 class RecoverySensor(PokeThenDeferSensor):
-    """Succeed when the PSP's window has recovered (amount, count and successful cycles).
+    """Succeed when the PSP's window has recovered: the runbook's three criteria (divergence
+    below the thresholds, the latest cycles successful, the ledger aligned with the PSP's
+    statements per status and currency).
 
     The XCom value is the last evaluation: divergent amount (converted to the reporting
-    currency), count, %, each currency's own figures and the rates used, and the states of
-    the latest reconciled cycles. The remediation DAG records it on the incident timeline.
+    currency), count, %, each currency's own figures and the rates used, the states of the
+    latest reconciled cycles, and the ledger's figures beside the statement's and the
+    gateway's (``ledger``). The remediation DAG records it on the incident timeline.
 
     :param psp: the PSP (templated).
     :param window_start: ISO start of the window (templated).
     :param window_end: ISO end of the window (templated).
     :param billing_gateway_conn_id: gateway database connection.
+    :param payments_ledger_conn_id: payments ledger database connection.
     :param deferrable: wait in the triggerer (default) instead of poking from a worker.
     :param poll_interval: seconds between checks in deferrable mode.
+    :param on_wait: called as ``on_wait(context, evaluation)`` when the first check of a try
+        finds the window not recovered, before the sensor waits (the remediation DAG puts the
+        three criteria, with the figures that hold it back, on the incident timeline); in
+        ``mode="reschedule"`` each rescheduled poke is a first check. An exception it raises
+        is logged, never the sensor's outcome.
     """
 
     template_fields: Sequence[str] = ("psp", "window_start", "window_end")
@@ -43,8 +52,10 @@ class RecoverySensor(PokeThenDeferSensor):
         window_start: str,
         window_end: str,
         billing_gateway_conn_id: str = "billing_gateway_db",
+        payments_ledger_conn_id: str = "payments_ledger_db",
         deferrable: bool = True,
         poll_interval: float = 300.0,
+        on_wait: Callable[[Context, Mapping[str, Any]], None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -52,8 +63,11 @@ class RecoverySensor(PokeThenDeferSensor):
         self.window_start = window_start
         self.window_end = window_end
         self.billing_gateway_conn_id = billing_gateway_conn_id
+        self.payments_ledger_conn_id = payments_ledger_conn_id
         self.deferrable = deferrable
         self.poll_interval = poll_interval
+        self.on_wait = on_wait
+        self._waiting_told = False
 
     def _trigger(self) -> RecoveryTrigger:
         # the trigger (and Airflow's trigger base) only when poking or deferring, not when
@@ -66,6 +80,7 @@ class RecoverySensor(PokeThenDeferSensor):
             window_end=self.window_end,
             conn_id=self.billing_gateway_conn_id,
             poll_interval=self.poll_interval,
+            ledger_conn_id=self.payments_ledger_conn_id,
         )
 
     def poke(self, context: Context) -> PokeReturnValue:
@@ -73,16 +88,28 @@ class RecoverySensor(PokeThenDeferSensor):
         from airflow_recon_provider.reconciliation.incidents import Figures
 
         result = asyncio.run(self._trigger().check())
+        ledger = result["ledger"]
         self.log.info(
-            "%s: %s divergent keys, %s; latest cycles %s -> %s",
+            "%s: %s divergent keys, %s; latest cycles %s; ledger %s row(s) / %s minor units (%s) off "
+            "the statements -> %s",
             self.psp,
             result["divergent_count"],
             # the converted amount with each currency's own figure and the rates used
             Figures.from_dict(result).short(),
             result["latest_cycle_states"],
+            ledger["differing_count"],
+            ledger["differing_amount_minor"],
+            ledger["reporting_currency"],
             result["status"],
         )
-        return PokeReturnValue(is_done=result["status"] == "recovered", xcom_value=result)
+        done = result["status"] == "recovered"
+        if not done and self.on_wait is not None and not self._waiting_told:
+            self._waiting_told = True  # once per try: poke mode checks again every poke
+            try:
+                self.on_wait(context, result)
+            except Exception:
+                self.log.exception("on_wait of %s failed; the sensor keeps waiting", self.task_id)
+        return PokeReturnValue(is_done=done, xcom_value=result)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         if not event or event.get("status") != "recovered":

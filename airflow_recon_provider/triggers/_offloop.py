@@ -22,6 +22,8 @@ from airflow_recon_provider.reconciliation.config import ReconConfig
 ASYNC_POSTGRES = "airflow_recon_provider.hooks.async_postgres"
 #: the composed SQL (imports psycopg.sql)
 QUERIES = "airflow_recon_provider.reconciliation.queries"
+#: the recovery criteria's figures (the ledger's alignment with the statements)
+RECOVERY = "airflow_recon_provider.reconciliation.recovery"
 #: the PSP hook (the http provider, requests, httpx)
 PSP_HOOK = "airflow_recon_provider.hooks.psp"
 #: the Task SDK reads of DAG run and task states
@@ -93,6 +95,7 @@ __all__ = [
     "DAG_RUNS",
     "PSP_HOOK",
     "QUERIES",
+    "RECOVERY",
     "import_off_loop",
     "load_config",
     "prepare_async_http",

@@ -1,10 +1,14 @@
 """RecoveryTrigger: waits for the runbook's recovery criteria (Critérios de Recuperação).
 
-Recovered means, for the PSP and the incident's window: divergent amount below R$ 500
-and fewer than 10 divergent keys after reprocessing, and the PSP's two latest reconciled
+Recovered means, for the PSP and the incident's window, all three: divergent amount below
+R$ 500 and fewer than 10 divergent keys after reprocessing; the PSP's two latest reconciled
 cycles (``payment_reconciliation_logs``, written by ``billing_gateway_reconciliation``)
-succeeded. Thresholds come from the PSP's configuration. Checked with async I/O; a check
-that fails is logged and retried, never taken as recovered.
+succeeded; and the payments ledger (``ledger.transactions``, connection
+``payments_ledger_db``) aligned with the PSP's statement per status and currency
+("Relatório financeiro alinhado com extratos PSP", ``reconciliation/recovery.py``).
+Thresholds and status mappings come from the PSP's configuration. Checked with async I/O;
+a check that fails (the ledger database unreachable included) is logged and retried, never
+taken as recovered.
 """
 
 from __future__ import annotations
@@ -18,7 +22,13 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_recon_provider.reconciliation.errors import ReconError
 from airflow_recon_provider.reconciliation.window import Window
-from airflow_recon_provider.triggers._offloop import ASYNC_POSTGRES, QUERIES, import_off_loop, load_config
+from airflow_recon_provider.triggers._offloop import (
+    ASYNC_POSTGRES,
+    QUERIES,
+    RECOVERY,
+    import_off_loop,
+    load_config,
+)
 
 
 class RecoveryTrigger(BaseTrigger):
@@ -29,6 +39,7 @@ class RecoveryTrigger(BaseTrigger):
     :param window_end: ISO end of the incident's window.
     :param conn_id: connection of the billing gateway database.
     :param poll_interval: seconds between checks.
+    :param ledger_conn_id: connection of the payments ledger database.
     """
 
     def __init__(
@@ -39,6 +50,7 @@ class RecoveryTrigger(BaseTrigger):
         window_end: str,
         conn_id: str = "billing_gateway_db",
         poll_interval: float = 300.0,
+        ledger_conn_id: str = "payments_ledger_db",
     ) -> None:
         super().__init__()
         self.psp = psp
@@ -46,6 +58,7 @@ class RecoveryTrigger(BaseTrigger):
         self.window_end = window_end
         self.conn_id = conn_id
         self.poll_interval = float(poll_interval)
+        self.ledger_conn_id = ledger_conn_id
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -56,6 +69,7 @@ class RecoveryTrigger(BaseTrigger):
                 "window_end": self.window_end,
                 "conn_id": self.conn_id,
                 "poll_interval": self.poll_interval,
+                "ledger_conn_id": self.ledger_conn_id,
             },
         )
 
@@ -68,19 +82,25 @@ class RecoveryTrigger(BaseTrigger):
         thresholds = config.thresholds.for_psp(self.psp)
         pg = await import_off_loop(ASYNC_POSTGRES)
         queries = await import_off_loop(QUERIES)
-        async with pg.async_connect(self.conn_id) as conn:
+        recovery = await import_off_loop(RECOVERY)
+        async with pg.async_connect(self.conn_id) as conn, pg.async_connect(self.ledger_conn_id) as ledger:
             summary = await pg.fetch_summary(conn, config, self.psp, window, now)
             cursor = await conn.execute(
                 queries.latest_cycle_states_query(config.mapping),
                 {"psp": self.psp, "reference": now, "n": thresholds.recovered_successful_runs},
             )
             states = [row[0] for row in await cursor.fetchall()]
-        recovered = thresholds.is_recovered(
-            divergent_amount_minor=summary.divergent_amount_minor,
-            divergent_count=summary.divergent_count,
-            latest_run_states=states,
-            fx_rate_missing=summary.fx_rate_missing,
+            lines = await pg.fetch_alignment_lines(conn, ledger, config, self.psp, window)
+            rates = await pg.fetch_alignment_rates(conn, lines, config.reporting_currency, window.end)
+        alignment = recovery.LedgerAlignment(
+            lines=lines,
+            reporting_currency=config.reporting_currency,
+            max_count=thresholds.recovered_ledger_count,
+            max_amount_minor=thresholds.recovered_ledger_amount_minor,
+            fx_rates={rate.currency: rate for rate in rates},
         )
+        cycles_recovered = thresholds.cycles_recovered(states)
+        recovered = summary.recovered and cycles_recovered and alignment.met
         figures = summary.as_dict()
         return {
             "status": "recovered" if recovered else "not_recovered",
@@ -91,7 +111,15 @@ class RecoveryTrigger(BaseTrigger):
             "divergent_count": summary.divergent_count,
             "divergence_pct": summary.divergence_pct,
             "latest_cycle_states": states,
+            # the three criteria (reconciliation/recovery.py renders them with their figures)
             "amounts_recovered": summary.recovered,
+            "cycles_recovered": cycles_recovered,
+            "successful_runs_needed": thresholds.recovered_successful_runs,
+            "ledger": alignment.as_dict(),
+            "thresholds": {
+                "recovered_amount_minor": thresholds.recovered_amount_minor,
+                "recovered_count": thresholds.recovered_count,
+            },
             "reporting_currency": summary.reporting_currency,
             "by_currency": figures["by_currency"],
             "fx_rates": figures["fx_rates"],
@@ -115,12 +143,15 @@ class RecoveryTrigger(BaseTrigger):
                     return
                 self.log.info(
                     "%s not recovered yet: %s %s minor units (converted) in %s keys, unconverted %s, "
-                    "latest cycles %s",
+                    "latest cycles %s, ledger %s rows / %s %s minor units off the statements",
                     self.psp,
                     result["divergent_amount_minor"],
                     result["reporting_currency"],
                     result["divergent_count"],
                     result["unconverted_currencies"],
                     result["latest_cycle_states"],
+                    result["ledger"]["differing_count"],
+                    result["ledger"]["differing_amount_minor"],
+                    result["reporting_currency"],
                 )
             await asyncio.sleep(self.poll_interval)

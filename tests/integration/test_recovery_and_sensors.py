@@ -167,7 +167,8 @@ def test_sensors_in_a_dag_run(psp_data, db_url, register_dag):
     """Both sensors, deferrable, in one DAG run: the divergence alert is already present
     (the sensor returns it on its first poke), the window has not recovered, so the
     recovery sensor defers; the statement line that clears the divergence arrives while
-    its trigger waits (inline under dag.test), and the run completes."""
+    its trigger waits (inline under dag.test), and the run completes. The ledger booked the
+    capture from the start: it agrees with the statement once the line arrives."""
     import psycopg
     from airflow.sdk import DAG
 
@@ -175,6 +176,11 @@ def test_sensors_in_a_dag_run(psp_data, db_url, register_dag):
     from airflow_recon_provider.sensors.recovery import RecoverySensor
 
     _tx(psp_data, 1, 600_000, 30)
+    psp_data.execute(
+        "INSERT INTO ledger.transactions (psp, provider_reference, status, amount_minor, currency,"
+        " occurred_at) VALUES ('stripe', 'r1', 'captured', 600000, 'BRL', %s)",
+        (NOW_CYCLE - timedelta(minutes=30),),
+    )
     _cycles(psp_data, "success", "success", "success")
     dag_id = "recon_test_sensors"
     with DAG(dag_id=dag_id, schedule=None, start_date=datetime(2026, 1, 1, tzinfo=UTC)) as dag:
@@ -209,3 +215,4 @@ def test_sensors_in_a_dag_run(psp_data, db_url, register_dag):
     assert detected["divergent_amount_minor"] == 600_000
     recovered = run.get_task_instance("recover").xcom_pull(task_ids="recover")
     assert recovered["status"] == "recovered" and recovered["divergent_count"] == 0
+    assert recovered["ledger"]["met"] is True and recovered["ledger"]["differing_count"] == 0

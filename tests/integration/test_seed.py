@@ -70,7 +70,15 @@ TABLES = {
         "notes",
         "created_at",
     ),
-    "ledger.transactions": ("id", "psp", "provider_reference", "status", "amount_minor", "occurred_at"),
+    "ledger.transactions": (
+        "id",
+        "psp",
+        "provider_reference",
+        "status",
+        "amount_minor",
+        "currency",
+        "occurred_at",
+    ),
 }
 
 

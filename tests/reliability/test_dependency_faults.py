@@ -55,6 +55,10 @@ def gateway(dedicated_pg, dedicated_db, monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_BILLING_GATEWAY_DB", _airflow_uri("127.0.0.1", dedicated_pg.port, dedicated_db)
     )
+    # the recovery trigger also reads the ledger (here in the same database)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PAYMENTS_LEDGER_DB", _airflow_uri("127.0.0.1", dedicated_pg.port, dedicated_db)
+    )
     return dedicated_pg.url(dedicated_db)
 
 
@@ -78,6 +82,12 @@ def _seed_triggers(url: str) -> None:
             " amount_minor, currency, occurred_at, statement_id)"
             " VALUES ('adyen','a1','capture','captured',100,'BRL',%s,'s')",
             (at,),
+        )
+        db.execute(
+            "INSERT INTO ledger.transactions (psp, provider_reference, status, amount_minor, currency,"
+            " occurred_at) VALUES ('stripe','r1','captured',600000,'BRL',%s),"
+            " ('adyen','a1','captured',100,'BRL',%s)",
+            (at, at),
         )
         for psp in ("stripe", "adyen"):
             for n in range(3, 0, -1):

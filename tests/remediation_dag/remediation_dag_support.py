@@ -13,7 +13,9 @@ recovery:
   small authorization missing from the statement (``missing_in_statement``): what remains
   after the corrections — 3 keys, a few reais — is below the recovery thresholds;
 - the cycles 12:00 and 13:00 last ``failed`` in ``payment_reconciliation_logs``, so the
-  recovery criteria also need the reprocessing to succeed.
+  recovery criteria also need the reprocessing to succeed;
+- the ledger mirrors the seeded gateway (the 12 captures booked as ``captured``): it agrees
+  with the statement but for the three remaining keys, within the ledger's limit.
 
 The local PSP API serves, per cycle, exactly the statement lines the scenario left in the
 database (what the PSP really said), so reprocessing reloads the same statement.
