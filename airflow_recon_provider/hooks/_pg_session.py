@@ -6,6 +6,7 @@ share them."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -93,19 +94,21 @@ def tune_for_classification(conn: psycopg.Connection, window: Window, config: Re
     )
 
 
-class ReconSession:
+class ReconSession(ABC):
     """What the provider's PostgreSQL readers and writers need from a connection source:
-    ``connect()`` and ``config``. Subclasses give :meth:`_open_connection` and the
-    connection id (``conn_id_for_errors``)."""
+    ``connect()`` and ``config``. Subclasses say how a connection is opened and which
+    connection id errors name."""
 
     config: ReconConfig
 
+    @abstractmethod
     def _open_connection(self) -> psycopg.Connection:
-        raise NotImplementedError
+        """A new psycopg connection (Airflow's ``get_conn``, or ``psycopg.connect``)."""
 
     @property
+    @abstractmethod
     def conn_id_for_errors(self) -> str:
-        raise NotImplementedError
+        """The connection id that errors name."""
 
     @contextmanager
     def connect(self, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
