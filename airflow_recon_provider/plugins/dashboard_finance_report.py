@@ -11,8 +11,8 @@
 - The finance report on the incident page (:func:`finance_reports`): ticket, description,
   who reported and when, the dry run started, on-call told in Slack, and the dry run's
   findings once it has run — divergence by kind and currency, gateway vs statement per
-  status and currency, the ledger per status. Amounts through ``format_money`` in their own
-  currency; currencies are never added together.
+  status and currency, the ledger beside the gateway per status and currency. Amounts
+  through ``format_money`` in their own currency; currencies are never added together.
 """
 
 # no ``from __future__ import annotations``: FastAPI reads the annotations of the route
@@ -298,7 +298,7 @@ def _money(amount: Any, currency: str | None) -> str:
 def findings_view(details: Mapping[str, Any]) -> dict[str, Any]:
     """The findings as the page shows them: each currency's divergence by kind in its own
     currency, the converted total with its rates, gateway vs statement per status and
-    currency, and the ledger per status."""
+    currency, and the ledger beside the gateway per status and currency."""
     from airflow_recon_provider.plugins.dashboard_incidents_page import count, pct
 
     divergence = details.get("divergence") or {}
@@ -350,11 +350,14 @@ def findings_view(details: Mapping[str, Any]) -> dict[str, Any]:
     ledger_lines = [
         {
             "status": e.get("status"),
+            # each line is one currency (ledger.transactions.currency); a line recorded
+            # without one (findings of an older release) stays in minor units
+            "currency": e.get("currency") or "",
             "ledger_count": count(e.get("ledger_count") or 0),
-            # ledger.transactions records no currency: its amounts stay in minor units
-            "ledger_amount": _money(e.get("ledger_amount_minor") or 0, None),
+            "ledger_amount": _money(e.get("ledger_amount_minor") or 0, e.get("currency") or None),
             "gateway_count": count(e.get("gateway_count") or 0),
-            "count_matches": bool(e.get("count_matches")),
+            "gateway_amount": _money(e.get("gateway_amount_minor"), e.get("currency") or None),
+            "matches": bool(e["matches"]) if "matches" in e else bool(e.get("count_matches")),
         }
         for e in ledger.get("statuses") or []
     ]

@@ -108,7 +108,13 @@ def test_the_incident_page_shows_the_report_and_the_dry_runs_findings(
     assert row and "R$" in row.group(1), by_currency[:2000]
     sides = page[page.index('data-testid="finance-findings-sides"') :]
     assert re.search(r'data-status="authorized" data-currency="BRL">.*?difere', sides, re.S)
-    assert 'data-testid="finance-findings-ledger"' in page
+    # the ledger beside the gateway per status and currency, each amount in its currency
+    ledger = page[page.index('data-testid="finance-findings-ledger"') :]
+    ledger = ledger[: ledger.index("</table>")]
+    row = re.search(r'<tr data-status="captured" data-currency="BRL">(.*?)</tr>', ledger, re.S)
+    assert row and row.group(1).count("R$") == 2, ledger[:2000]
+    currencies = set(re.findall(r'<tr data-status="[^"]+" data-currency="([^"]*)">', ledger))
+    assert currencies and all(re.fullmatch("[A-Z]{3}", c) for c in currencies), currencies
     assert "Achados da simulação (relato do financeiro)" in page
 
     data = client.get(f"/api/incidents/{incident_id}").json()
