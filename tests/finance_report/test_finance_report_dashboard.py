@@ -97,6 +97,8 @@ def test_the_incident_page_shows_the_report_and_the_dry_runs_findings(
     assert "&lt;img src=x onerror=alert(1)&gt;" in before and "<img src=x" not in before
     assert '<dd data-testid="finance-report-by">dag_test</dd>' in before
     assert '<dd data-testid="finance-report-slack">avisado</dd>' in before
+    # no PagerDuty connection in this test: the page says on-call was not told there, and why
+    assert re.search(r'data-testid="finance-report-pagerduty">não avisado \(.*pagerduty_recon', before)
     assert "Relato do financeiro" in before and "Plantão avisado no Slack" in before
 
     dry_id = f"finance_report__FIN-88__{dag_run.run_id}"
