@@ -133,15 +133,16 @@ class BillingGatewayHook(GatewayReader, ReconPostgresHook):
             raise
         return max(lines - 1, 0)
 
-    def gateway_status_counts(self, psp: str, window: Window) -> dict[str, tuple[int, int]]:
-        """Gateway rows by status: ``{status: (count, amount_minor)}``."""
+    def gateway_status_counts(self, psp: str, window: Window) -> list[tuple[str, str, int, int]]:
+        """Gateway rows by status and currency: ``(status, currency, count, amount_minor)``,
+        each amount in its own currency's minor units."""
         psp_cfg = self.resolve_psp(psp)
         with self.connect(autocommit=True) as conn:
             rows = conn.execute(
                 queries.gateway_status_counts_query(self.config.mapping),
                 {"psp": psp_cfg.name, "start": window.start, "end": window.end},
             )
-            return {status: (int(n), int(amount)) for status, n, amount in rows}
+            return [(status, currency, int(n), int(amount)) for status, currency, n, amount in rows]
 
     # -- reconciliation cycles -------------------------------------------------------------
     def lag_cycles(self, psp: str, reference: datetime | None = None) -> int | None:
