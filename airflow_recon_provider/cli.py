@@ -18,7 +18,7 @@ from typing import Any
 
 from airflow_recon_provider.reconciliation.errors import (
     ConnectionMissingError,
-    DatabaseUnavailableError,
+    DependencyUnavailableError,
     ReconError,
 )
 
@@ -345,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.status
-    except (ConnectionMissingError, DatabaseUnavailableError) as exc:
+    except (ConnectionMissingError, DependencyUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except (ReconError, ValueError) as exc:

@@ -25,7 +25,7 @@ from airflow_recon_provider.reconciliation import queries
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import (
     ConnectionMissingError,
-    DatabaseUnavailableError,
+    DependencyUnavailableError,
     ReconError,
 )
 from airflow_recon_provider.reconciliation.incidents import (
@@ -714,8 +714,8 @@ class IncidentHook(ReconPostgresHook):
             return recorded, f"no affected window recorded; {as_recorded}" if recorded else "no window"
         try:
             summary = self.gateway.summary(incident.psp, incident.window)
-        except (DatabaseUnavailableError, ConnectionMissingError):
-            raise  # the database itself is the problem: nothing sensible to report
+        except ConnectionMissingError:
+            raise  # no gateway database configured: nothing sensible to report
         except ReconError as exc:
             self.log.warning("%s: current figures unavailable: %s", incident.incident_id, exc)
             return recorded, f"current figures unavailable ({exc}); {as_recorded}"
@@ -745,6 +745,9 @@ class IncidentHook(ReconPostgresHook):
             return asyncio.run(trigger.check()), ""
         except ReconError as exc:
             self.log.warning("%s: recovery criteria not checked: %s", incident.incident_id, exc)
+            return None, str(exc)
+        except DependencyUnavailableError as exc:
+            self.log.warning("%s: recovery criteria not checked, unavailable: %s", incident.incident_id, exc)
             return None, str(exc)
         except Exception as exc:  # e.g. no SELECT on the ledger: the update still goes out
             self.log.exception("%s: recovery criteria not checked", incident.incident_id)

@@ -134,7 +134,7 @@ class LoadPtaxRateOperator(BaseOperator):
         from airflow_recon_provider.hooks.fx_rates import FxRatesHook
         from airflow_recon_provider.hooks.fx_source import PtaxHook
         from airflow_recon_provider.reconciliation.config import ReconConfig
-        from airflow_recon_provider.reconciliation.errors import ReconError, ServiceUnavailableError
+        from airflow_recon_provider.reconciliation.errors import ReconError
         from airflow_recon_provider.reconciliation.fx import parse_day
 
         config = ReconConfig.load()
@@ -143,10 +143,10 @@ class LoadPtaxRateOperator(BaseOperator):
             rate = PtaxHook(self.fx_rates_conn_id).rate_of_day(
                 self.currency, day, reporting_currency=config.reporting_currency
             )
-        except ServiceUnavailableError:
-            raise  # already retried by the hook; a task retry may still help later
         except ReconError as exc:  # bad input, a refused request, an answer that is no quotation
             raise _fail_without_retry(exc) from exc
+        # an unavailable source (DependencyUnavailableError) was retried by the hook and
+        # propagates: a task retry may still help later
         result: dict[str, Any] = {"currency": str(self.currency).upper(), "day": day.isoformat()}
         if rate is None:
             self.log.info(

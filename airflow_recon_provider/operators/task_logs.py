@@ -179,6 +179,7 @@ def collect_failed_task_logs(
     from airflow_recon_provider.hooks.airflow_api import AirflowApiHook
     from airflow_recon_provider.reconciliation.errors import ConnectionMissingError
     from airflow_recon_provider.reconciliation.task_logs import (
+        AirflowApiUnavailableError,
         TaskLogsCollection,
         TaskLogsError,
         describe_outcome,
@@ -197,7 +198,7 @@ def collect_failed_task_logs(
         )
     except ConnectionMissingError as exc:
         status, reason = "not_configured", f"conexão {conn_id!r} não configurada ({exc})"
-    except TaskLogsError as exc:
+    except (TaskLogsError, AirflowApiUnavailableError) as exc:
         status, reason = "unavailable", f"API do Airflow indisponível ou recusou: {exc}"
     except Exception as exc:  # the investigation carries on whatever the API did
         status, reason = "unavailable", f"API do Airflow: {type(exc).__name__}: {exc}"

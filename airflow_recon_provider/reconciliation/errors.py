@@ -1,10 +1,23 @@
-"""Errors with messages a finance analyst or an on-call engineer can act on."""
+"""Errors with messages a finance analyst or an on-call engineer can act on.
+
+Two families, so that no handler has to re-raise one before catching the other:
+
+- :class:`ReconError` (a ``ValueError``): bad input, a missing or invalid configuration, a
+  request a service refused — the same call fails again until someone changes something.
+- :class:`DependencyUnavailableError` (a ``ConnectionError``): a database or a service the
+  runbook calls did not answer in time — the same call may succeed later.
+"""
 
 from __future__ import annotations
 
 
 class ReconError(ValueError):
-    """Base class of every error the reconciliation core raises on bad input."""
+    """Base class of every error on bad input, configuration or a refused request."""
+
+
+class DependencyUnavailableError(ConnectionError):
+    """Base class of every error where a dependency (a database, a PSP's API, billing-gateway
+    -core, Kafka, PagerDuty, Airflow's REST API) did not answer: retrying later may help."""
 
 
 class WindowError(ReconError):
@@ -31,7 +44,7 @@ class ConnectionMissingError(ReconError):
     """An Airflow connection the step needs is not defined."""
 
 
-class DatabaseUnavailableError(ReconError):
+class DatabaseUnavailableError(DependencyUnavailableError):
     """The database could not be reached."""
 
 
@@ -39,7 +52,7 @@ class CorrectionConflictError(ReconError):
     """A correction would touch a row that changed since it was proposed."""
 
 
-class ServiceUnavailableError(ReconError):
+class ServiceUnavailableError(DependencyUnavailableError):
     """A service the runbook calls (PSP API, billing-gateway-core) did not answer in time:
     HTTP 5xx or 429, a timeout or a refused connection, after the bounded retries.
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow_recon_provider.reconciliation.errors import ReconError, WindowError
+from airflow_recon_provider.reconciliation.errors import DependencyUnavailableError, ReconError, WindowError
 from airflow_recon_provider.reconciliation.window import Window, parse_timestamp
 
 DEFAULT_TOPIC = "reconciliation.events"
@@ -68,7 +68,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
-class KafkaUnavailableError(ReconError):
+class KafkaUnavailableError(DependencyUnavailableError):
     """The Kafka cluster could not be reached, or did not answer within the time allowed."""
 
 

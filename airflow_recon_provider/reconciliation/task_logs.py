@@ -73,7 +73,7 @@ class TaskLogsError(ReconError):
     """The failed tries' logs could not be collected (the investigation says so and carries on)."""
 
 
-class AirflowApiUnavailableError(ServiceUnavailableError, TaskLogsError):
+class AirflowApiUnavailableError(ServiceUnavailableError):
     """Airflow's REST API did not answer: unreachable, a timeout, HTTP 5xx or 429."""
 
 

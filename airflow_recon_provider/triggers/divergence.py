@@ -18,7 +18,7 @@ from typing import Any
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from airflow_recon_provider.reconciliation.detection import Detection, watch_window
-from airflow_recon_provider.reconciliation.errors import ReconError
+from airflow_recon_provider.reconciliation.errors import DependencyUnavailableError, ReconError
 from airflow_recon_provider.triggers._offloop import ASYNC_POSTGRES, QUERIES, import_off_loop, load_config
 
 
@@ -91,6 +91,9 @@ class DivergenceTrigger(BaseEventTrigger):
                     except ReconError as exc:
                         self.log.error("PSP %s not checked: %s", psp, exc)
                         continue
+                    except DependencyUnavailableError as exc:
+                        self.log.warning("PSP %s not checked this poll, unavailable: %s", psp, exc)
+                        continue
                     if not detection.breached:
                         fired.discard(psp)  # the condition cleared: a later breach fires again
                         continue
@@ -106,7 +109,9 @@ class DivergenceTrigger(BaseEventTrigger):
                     fired.add(psp)
                     payloads.append(detection.event_payload())
         except ReconError as exc:
-            self.log.warning("divergence check skipped this poll: %s", exc)
+            self.log.error("divergence check skipped this poll: %s", exc)
+        except DependencyUnavailableError as exc:
+            self.log.warning("divergence check skipped this poll, database unavailable: %s; retrying", exc)
         except Exception as exc:  # a database restart must not crash the triggerer
             self.log.warning("divergence check failed this poll (%s: %s); retrying", type(exc).__name__, exc)
         return payloads

@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_recon_provider.reconciliation.errors import ConfigError, ReconError
+from airflow_recon_provider.reconciliation.errors import ConfigError, DependencyUnavailableError, ReconError
 from airflow_recon_provider.reconciliation.health import (
     HealthCheck,
     PodExecTarget,
@@ -119,6 +119,8 @@ class PspHealthTrigger(BaseTrigger):
             )
         except ReconError as exc:
             self.log.error("PSP %s health not checked: %s", self.psp, exc)
+        except DependencyUnavailableError as exc:
+            self.log.warning("PSP %s health not checked this poll, unavailable: %s; retrying", self.psp, exc)
         except Exception as exc:  # a bug or an unforeseen client error must not crash the triggerer
             self.log.warning(
                 "PSP %s health check failed this poll (%s: %s); retrying", self.psp, type(exc).__name__, exc

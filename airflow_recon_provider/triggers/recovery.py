@@ -20,7 +20,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_recon_provider.reconciliation.errors import ReconError
+from airflow_recon_provider.reconciliation.errors import DependencyUnavailableError, ReconError
 from airflow_recon_provider.reconciliation.window import Window
 from airflow_recon_provider.triggers._offloop import (
     ASYNC_POSTGRES,
@@ -132,7 +132,11 @@ class RecoveryTrigger(BaseTrigger):
             try:
                 result = await self.check()
             except ReconError as exc:
-                self.log.warning("recovery of %s not checked this poll: %s", self.psp, exc)
+                self.log.error("recovery of %s not checked this poll: %s", self.psp, exc)
+            except DependencyUnavailableError as exc:
+                self.log.warning(
+                    "recovery of %s not checked this poll, unavailable: %s; retrying", self.psp, exc
+                )
             except Exception as exc:  # a database restart must not crash the triggerer
                 self.log.warning(
                     "recovery check of %s failed (%s: %s); retrying", self.psp, type(exc).__name__, exc
