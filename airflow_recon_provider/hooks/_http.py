@@ -9,13 +9,17 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import requests
 import tenacity
 from requests.auth import AuthBase
 
-from airflow_recon_provider.reconciliation.errors import ServiceRequestError, ServiceUnavailableError
+from airflow_recon_provider.reconciliation.errors import (
+    ConfigError,
+    ServiceRequestError,
+    ServiceUnavailableError,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.http.hooks.http import HttpHook
@@ -36,6 +40,22 @@ class BearerToken(AuthBase):
 
     def __repr__(self) -> str:
         return "BearerToken(***)"
+
+
+def setting(value: Any, name: str, *, integer: bool = False, zero: bool = False) -> float:
+    """A timeout or retry setting of an HTTP hook, checked: a positive number (``zero``: a
+    number >= 0; ``integer``: an integer of at least 1). Connection extras given in a URI are
+    text, so a numeric text is read too. :class:`ConfigError` names the setting otherwise."""
+    if isinstance(value, str):
+        try:
+            value = int(value) if integer else float(value)
+        except ValueError:
+            pass
+    ok = not isinstance(value, bool) and isinstance(value, int if integer else int | float)
+    if not ok or value != value or value < 0 or (value == 0 and not zero) or value == float("inf"):
+        kind = "an integer of at least 1" if integer else "a number >= 0" if zero else "a positive number"
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
+    return value
 
 
 def excerpt(text: str, limit: int = 200, *, auth: object = None) -> str:

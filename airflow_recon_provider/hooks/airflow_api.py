@@ -44,7 +44,7 @@ import requests
 from airflow.providers.http.hooks.http import HttpHook
 
 from airflow_recon_provider.hooks._connections import check_header_extras, is_missing_connection
-from airflow_recon_provider.hooks._http import BearerToken, iso, send_with_retries
+from airflow_recon_provider.hooks._http import BearerToken, iso, send_with_retries, setting
 from airflow_recon_provider.reconciliation.errors import ConnectionMissingError
 from airflow_recon_provider.reconciliation.task_logs import AirflowApiRequestError, AirflowApiUnavailableError
 
@@ -94,18 +94,12 @@ class AirflowApiHook(HttpHook):
         max_backoff_seconds: float = 10.0,
         **kwargs: Any,
     ) -> None:
-        if not timeout or timeout <= 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ValueError(f"max_attempts must be an integer of at least 1, got {max_attempts!r}")
-        if min(backoff_seconds, max_backoff_seconds) < 0:
-            raise ValueError("backoff limits must not be negative")
+        self.timeout = float(setting(timeout, "timeout"))
+        self.max_attempts = int(setting(max_attempts, "max_attempts", integer=True))
+        self.backoff_seconds = float(setting(backoff_seconds, "backoff_seconds", zero=True))
+        self.max_backoff_seconds = float(setting(max_backoff_seconds, "max_backoff_seconds", zero=True))
         super().__init__(method="GET", http_conn_id=airflow_api_conn_id, auth_type=None, **kwargs)
         self.airflow_api_conn_id = airflow_api_conn_id
-        self.timeout = float(timeout)
-        self.max_attempts = max_attempts
-        self.backoff_seconds = float(backoff_seconds)
-        self.max_backoff_seconds = float(max_backoff_seconds)
         self._http: requests.Session | None = None
         self._secrets: list[str] = []
 

@@ -37,6 +37,7 @@ from airflow_recon_provider.hooks._http import (  # parse_retry_after: part of t
     iso,
     parse_retry_after,
     send_with_retries,
+    setting,
 )
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import (
@@ -98,19 +99,15 @@ class BillingCoreHook(HttpHook):
         max_retry_after_seconds: float = 300.0,
         **kwargs: Any,
     ) -> None:
-        if not timeout or timeout <= 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ValueError(f"max_attempts must be an integer of at least 1, got {max_attempts!r}")
-        if min(backoff_seconds, max_backoff_seconds, max_retry_after_seconds) < 0:
-            raise ValueError("backoff and Retry-After limits must not be negative")
+        self.timeout = float(setting(timeout, "timeout"))
+        self.max_attempts = int(setting(max_attempts, "max_attempts", integer=True))
+        self.backoff_seconds = float(setting(backoff_seconds, "backoff_seconds", zero=True))
+        self.max_backoff_seconds = float(setting(max_backoff_seconds, "max_backoff_seconds", zero=True))
+        self.max_retry_after_seconds = float(
+            setting(max_retry_after_seconds, "max_retry_after_seconds", zero=True)
+        )
         super().__init__(method="POST", http_conn_id=billing_core_conn_id, **kwargs)
         self.billing_core_conn_id = billing_core_conn_id
-        self.timeout = float(timeout)
-        self.max_attempts = max_attempts
-        self.backoff_seconds = float(backoff_seconds)
-        self.max_backoff_seconds = float(max_backoff_seconds)
-        self.max_retry_after_seconds = float(max_retry_after_seconds)
 
     # -- connection ------------------------------------------------------------------------
     def _extract_auth(self, connection: Any) -> Any | None:

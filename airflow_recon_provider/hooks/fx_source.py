@@ -22,8 +22,8 @@ import requests
 from airflow.providers.http.hooks.http import HttpHook
 
 from airflow_recon_provider.hooks._connections import check_header_extras, is_missing_connection
-from airflow_recon_provider.hooks._http import send_with_retries
-from airflow_recon_provider.reconciliation.errors import ConfigError, ConnectionMissingError
+from airflow_recon_provider.hooks._http import send_with_retries, setting
+from airflow_recon_provider.reconciliation.errors import ConnectionMissingError
 from airflow_recon_provider.reconciliation.fx import (
     PTAX_QUOTE_CURRENCY,
     FxSourceRequestError,
@@ -36,21 +36,6 @@ from airflow_recon_provider.reconciliation.money import FxRate
 
 #: connection extras read by this hook, not sent as headers
 RETRY_EXTRAS = ("max_attempts", "backoff_seconds")
-
-
-def _positive(value: Any, name: str, *, integer: bool = False, zero: bool = False) -> float:
-    """A positive (or, with ``zero``, non-negative) number; connection extras given in a URI
-    are text, so a numeric text is read too."""
-    if isinstance(value, str):
-        try:
-            value = int(value) if integer else float(value)
-        except ValueError:
-            pass
-    ok = not isinstance(value, bool) and isinstance(value, int if integer else int | float)
-    if not ok or value < 0 or (value == 0 and not zero) or value != value:
-        kind = "an integer of at least 1" if integer else "a positive number" if not zero else "a number >= 0"
-        raise ConfigError(f"{name} must be {kind}, got {value!r}")
-    return value
 
 
 class PtaxHook(HttpHook):
@@ -86,10 +71,10 @@ class PtaxHook(HttpHook):
     ) -> None:
         super().__init__(method="GET", http_conn_id=fx_rates_conn_id, **kwargs)
         self.fx_rates_conn_id = fx_rates_conn_id
-        self.timeout = float(_positive(timeout, "timeout"))
-        self.max_attempts = int(_positive(max_attempts, "max_attempts", integer=True))
-        self.backoff_seconds = float(_positive(backoff_seconds, "backoff_seconds", zero=True))
-        self.max_backoff_seconds = float(_positive(max_backoff_seconds, "max_backoff_seconds", zero=True))
+        self.timeout = float(setting(timeout, "timeout"))
+        self.max_attempts = int(setting(max_attempts, "max_attempts", integer=True))
+        self.backoff_seconds = float(setting(backoff_seconds, "backoff_seconds", zero=True))
+        self.max_backoff_seconds = float(setting(max_backoff_seconds, "max_backoff_seconds", zero=True))
 
     def _configure_session_from_extra(
         self, session: Any, connection: Any, extra_options: dict[str, Any]
@@ -101,13 +86,13 @@ class PtaxHook(HttpHook):
         extra = connection.extra_dejson
         where = f"connection {connection.conn_id!r}: extra"
         if "max_attempts" in extra:
-            self.max_attempts = int(_positive(extra["max_attempts"], f"{where} max_attempts", integer=True))
+            self.max_attempts = int(setting(extra["max_attempts"], f"{where} max_attempts", integer=True))
         if "backoff_seconds" in extra:
             self.backoff_seconds = float(
-                _positive(extra["backoff_seconds"], f"{where} backoff_seconds", zero=True)
+                setting(extra["backoff_seconds"], f"{where} backoff_seconds", zero=True)
             )
         if "timeout" in extra:
-            self.timeout = float(_positive(extra["timeout"], f"{where} timeout"))
+            self.timeout = float(setting(extra["timeout"], f"{where} timeout"))
         return session
 
     def _session(self) -> requests.Session:

@@ -32,7 +32,7 @@ from airflow.providers.http.hooks.http import HttpHook
 from airflow.providers.pagerduty.hooks.pagerduty_events import PagerdutyEventsHook, prepare_event_data
 
 from airflow_recon_provider.hooks._connections import is_missing_connection, missing_connection_error
-from airflow_recon_provider.hooks._http import send_with_retries
+from airflow_recon_provider.hooks._http import send_with_retries, setting
 from airflow_recon_provider.reconciliation.errors import (
     ConfigError,
     ServiceRequestError,
@@ -71,17 +71,6 @@ class _Transport(HttpHook):
         return super().run_and_check(session, prepped_request, extra_options)
 
 
-def _number(value: Any, name: str, *, integer: bool = False, zero: bool = False) -> float:
-    try:
-        number = int(value) if integer else float(value)
-    except (TypeError, ValueError):
-        number = None
-    if number is None or isinstance(value, bool) or number < 0 or (number == 0 and not zero):
-        kind = "an integer of at least 1" if integer else "a number >= 0" if zero else "a positive number"
-        raise ConfigError(f"{name} must be {kind}, got {value!r}")
-    return number
-
-
 class ReconPagerDutyEventsHook(PagerdutyEventsHook):
     """Send the alert's trigger, acknowledge and resolve events.
 
@@ -117,10 +106,10 @@ class ReconPagerDutyEventsHook(PagerdutyEventsHook):
         self.pagerduty_events_conn_id = pagerduty_events_conn_id
         self.integration_key = ""
         self.base_url = ""
-        self.timeout = _number(timeout, "timeout")
-        self.max_attempts = int(_number(max_attempts, "max_attempts", integer=True))
-        self.backoff_seconds = _number(backoff_seconds, "backoff_seconds", zero=True)
-        self.max_backoff_seconds = _number(max_backoff_seconds, "max_backoff_seconds", zero=True)
+        self.timeout = setting(timeout, "timeout")
+        self.max_attempts = int(setting(max_attempts, "max_attempts", integer=True))
+        self.backoff_seconds = setting(backoff_seconds, "backoff_seconds", zero=True)
+        self.max_backoff_seconds = setting(max_backoff_seconds, "max_backoff_seconds", zero=True)
 
     # -- the connection ---------------------------------------------------------------------------
     def get_conn(self) -> str:
@@ -146,11 +135,11 @@ class ReconPagerDutyEventsHook(PagerdutyEventsHook):
         self.base_url = self._address(conn)
         where = f"connection {conn_id!r}: extra"
         if "timeout" in extra:
-            self.timeout = _number(extra["timeout"], f"{where} timeout")
+            self.timeout = setting(extra["timeout"], f"{where} timeout")
         if "max_attempts" in extra:
-            self.max_attempts = int(_number(extra["max_attempts"], f"{where} max_attempts", integer=True))
+            self.max_attempts = int(setting(extra["max_attempts"], f"{where} max_attempts", integer=True))
         if "backoff_seconds" in extra:
-            self.backoff_seconds = _number(extra["backoff_seconds"], f"{where} backoff_seconds", zero=True)
+            self.backoff_seconds = setting(extra["backoff_seconds"], f"{where} backoff_seconds", zero=True)
         return self.base_url
 
     def _address(self, conn: Any) -> str:

@@ -26,7 +26,14 @@ from airflow.providers.http.hooks.http import HttpHook
 
 from airflow_recon_provider.hooks._async_connections import aget_connection
 from airflow_recon_provider.hooks._connections import check_header_extras, is_missing_connection
-from airflow_recon_provider.hooks._http import TOKEN_HINT, BearerToken, excerpt, iso, send_with_retries
+from airflow_recon_provider.hooks._http import (
+    TOKEN_HINT,
+    BearerToken,
+    excerpt,
+    iso,
+    send_with_retries,
+    setting,
+)
 from airflow_recon_provider.reconciliation import health
 from airflow_recon_provider.reconciliation.config import PspConfig, check_psp_name
 from airflow_recon_provider.reconciliation.errors import ConfigError, ConnectionMissingError
@@ -117,12 +124,6 @@ def _invalid_url(exc: Exception) -> str:
     )
 
 
-def _positive_timeout(value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"timeout must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
 class PspHook(HttpHook):
     """Read a PSP's statements API.
 
@@ -159,21 +160,13 @@ class PspHook(HttpHook):
         max_pages: int = 1000,
         **kwargs: Any,
     ) -> None:
-        if not timeout or timeout <= 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ValueError(f"max_attempts must be an integer of at least 1, got {max_attempts!r}")
-        if backoff_seconds < 0 or max_backoff_seconds < 0:
-            raise ValueError("backoff_seconds and max_backoff_seconds must not be negative")
-        if max_pages < 1:
-            raise ValueError(f"max_pages must be at least 1, got {max_pages!r}")
+        self.timeout = float(setting(timeout, "timeout"))
+        self.max_attempts = int(setting(max_attempts, "max_attempts", integer=True))
+        self.backoff_seconds = float(setting(backoff_seconds, "backoff_seconds", zero=True))
+        self.max_backoff_seconds = float(setting(max_backoff_seconds, "max_backoff_seconds", zero=True))
+        self.max_pages = int(setting(max_pages, "max_pages", integer=True))
         super().__init__(method="GET", http_conn_id=psp_conn_id or self.default_conn_name, **kwargs)
         self.psp_conn_id = psp_conn_id
-        self.timeout = float(timeout)
-        self.max_attempts = max_attempts
-        self.backoff_seconds = float(backoff_seconds)
-        self.max_backoff_seconds = float(max_backoff_seconds)
-        self.max_pages = max_pages
 
     # -- connection ------------------------------------------------------------------------
     def _extract_auth(self, connection: Any) -> Any | None:
@@ -354,7 +347,7 @@ class PspHook(HttpHook):
         """
         check_psp_name(psp)
         mapping = health.status_mapping(status_mapping)
-        timeout = _positive_timeout(self.timeout if timeout is None else timeout)
+        timeout = float(setting(self.timeout if timeout is None else timeout, "timeout"))
         checked_at = datetime.now(UTC)
         try:
             session = self._session_for(self._conn_id_for(psp))
@@ -455,7 +448,7 @@ class PspHook(HttpHook):
 
         check_psp_name(psp)
         mapping = health.status_mapping(status_mapping)
-        timeout = _positive_timeout(self.timeout if timeout is None else timeout)
+        timeout = float(setting(self.timeout if timeout is None else timeout, "timeout"))
         if connection is None:
             connection = await self.aget_psp_connection(psp)
         request = self.health_request(connection)
@@ -532,7 +525,7 @@ class PspHook(HttpHook):
 
         check_psp_name(psp)
         mapping = health.status_mapping(status_mapping)
-        timeout = _positive_timeout(self.timeout if timeout is None else timeout)
+        timeout = float(setting(self.timeout if timeout is None else timeout, "timeout"))
         target = target or PodExecTarget()
         if connection is None:
             connection = self.get_psp_connection(psp)
