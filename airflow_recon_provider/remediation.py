@@ -48,11 +48,11 @@ from airflow.sdk import Param, TaskGroup
 
 from airflow_recon_provider.reconciliation.config import ReconConfig
 from airflow_recon_provider.reconciliation.corrections import DEFAULT_APPROVAL_TIMEOUT
+from airflow_recon_provider.reconciliation.inputs import parse_bool
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS
 from airflow_recon_provider.reconciliation.remediation import (
     RemediationRequestError,
     RemediationStep,
-    parse_bool,
 )
 
 if TYPE_CHECKING:

@@ -12,8 +12,11 @@ if TYPE_CHECKING:
 
 
 def blank(value: Any) -> bool:
-    """A Jinja template renders a missing value as ``""`` or ``"None"``."""
-    return value is None or (isinstance(value, str) and value.strip() in {"", "None", "null"})
+    """Whether a templated value is missing (:func:`airflow_recon_provider.reconciliation.inputs.blank`,
+    imported at the first call so that DAG files parse without the domain package)."""
+    from airflow_recon_provider.reconciliation.inputs import blank as _blank
+
+    return _blank(value)
 
 
 def run_actor(context: Context) -> str:

@@ -31,9 +31,7 @@ key and transaction, and a corrected row no longer matches its "before" state).
 
 from __future__ import annotations
 
-import ast
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -48,6 +46,7 @@ from airflow_recon_provider.reconciliation.corrections import (
     CorrectionPolicy,
     Decision,
 )
+from airflow_recon_provider.reconciliation.inputs import blank, parse_bool, parse_kind_list
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -57,41 +56,6 @@ if TYPE_CHECKING:
 
 #: the legacy environment variable naming a local artifacts directory (see artifacts.py)
 ARTIFACTS_ENV = "RECON_ARTIFACTS_DIR"
-_INCIDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-
-
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and value.strip() in {"", "None"})
-
-
-def _as_bool(value: Any, *, name: str) -> bool:
-    from airflow_recon_provider.reconciliation.errors import ReconError
-
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"true", "1", "yes", "on"}:
-        return True
-    if text in {"false", "0", "no", "off", ""}:
-        return False
-    raise ReconError(f"{name} must be true or false, got {value!r}")
-
-
-def _as_kinds(value: Any) -> tuple[Any, ...]:
-    """Kinds from a list, a comma-separated string or a rendered list (``"['a', 'b']"``)."""
-    from airflow_recon_provider.reconciliation.errors import DivergenceKindError
-    from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, parse_kinds
-
-    if _blank(value):
-        return ALL_KINDS
-    if isinstance(value, str) and value.strip().startswith("["):
-        try:
-            value = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            raise DivergenceKindError(f"divergence kinds {value!r} are not a list of kinds") from None
-        if not isinstance(value, list | tuple):
-            raise DivergenceKindError(f"divergence kinds {value!r} are not a list of kinds")
-    return parse_kinds(value)
 
 
 def _as_timedelta(value: timedelta | float | None) -> timedelta:
@@ -255,14 +219,9 @@ class TransactionCorrectionOperator(HITLOperator):
         return CorrectionsHook(billing_gateway_conn_id=self.billing_gateway_conn_id)
 
     def _incident(self) -> str | None:
-        from airflow_recon_provider.reconciliation.errors import ReconError
+        from airflow_recon_provider.reconciliation.incidents import check_incident_id
 
-        if _blank(self.incident_id):
-            return None
-        incident = str(self.incident_id).strip()
-        if not _INCIDENT.fullmatch(incident):
-            raise ReconError(f"incident id {self.incident_id!r} is not a plain id such as INCIDENT-472")
-        return incident
+        return None if blank(self.incident_id) else check_incident_id(str(self.incident_id).strip())
 
     @staticmethod
     def _requested_by(context: Context) -> str:
@@ -305,8 +264,8 @@ class TransactionCorrectionOperator(HITLOperator):
         hook = self._hook()
         psp = check_psp_name(str(self.psp).strip())
         window = Window.parse(self.window_start, self.window_end, max_span=hook.config.max_window)
-        kinds = _as_kinds(self.divergence_kinds)
-        dry_run = _as_bool(self.dry_run, name="dry_run")
+        kinds = parse_kind_list(self.divergence_kinds)
+        dry_run = parse_bool(self.dry_run, name="dry_run")
         row_cap = parse_row_cap(self.row_cap)
         incident_id = self._incident()
         run_id = context["run_id"]
@@ -337,7 +296,7 @@ class TransactionCorrectionOperator(HITLOperator):
                 source=str(dry.artifact),
                 psp=psp,
                 incident_id=incident_id,
-                base_url=None if _blank(self.artifacts_dir) else str(self.artifacts_dir).strip(),
+                base_url=None if blank(self.artifacts_dir) else str(self.artifacts_dir).strip(),
                 billing_gateway_conn_id=self.billing_gateway_conn_id,
             )
         dry = replace(dry, artifact=record.link, artifact_record=record.summary())

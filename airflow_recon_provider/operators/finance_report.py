@@ -334,7 +334,7 @@ def record_findings(context: Context, *, scope_task_id: str) -> int | None:
     from airflow_recon_provider.hooks.incidents import IncidentHook
     from airflow_recon_provider.reconciliation.config import ReconConfig
     from airflow_recon_provider.reconciliation.finance_report import REMEDIATION_DAG_ID, FinanceReportStep
-    from airflow_recon_provider.reconciliation.remediation import parse_bool
+    from airflow_recon_provider.reconciliation.inputs import parse_bool
     from airflow_recon_provider.reconciliation.window import Window
 
     ti = context["ti"]

@@ -22,17 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_recon_provider.operators._context import blank
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_recon_provider.notifications.finance import FinanceNotifier
 
 _FINANCE = "finance@platform.io"
-
-
-def _blank(value: Any) -> bool:
-    # a Jinja template renders a missing param as "" (or "None" without a default filter)
-    return value is None or (isinstance(value, str) and value.strip() in {"", "None"})
 
 
 def _run_moment(context: Context) -> datetime:
@@ -74,7 +71,7 @@ class _FinanceOperator(BaseOperator):
             recipients=self.recipients,
             from_email=self.from_email,
             smtp_conn_id=self.smtp_conn_id,
-            slack_conn_id=None if _blank(self.slack_conn_id) else self.slack_conn_id,
+            slack_conn_id=None if blank(self.slack_conn_id) else self.slack_conn_id,
             slack_channel=self.slack_channel,
             billing_gateway_conn_id=self.billing_gateway_conn_id,
             actor=actor or (f"{dag.dag_id}.{self.task_id}" if dag is not None else self.task_id),
@@ -129,7 +126,7 @@ class SendIncidentUpdatesOperator(_FinanceOperator):
         results = []
         failures: list[str] = []
         hook = notifier.incident_hook()
-        if _blank(self.incident_id):
+        if blank(self.incident_id):
             incidents = hook.incidents_to_communicate()
         else:
             from airflow_recon_provider.reconciliation.incidents import check_incident_id
@@ -216,12 +213,12 @@ class ContainmentNoticeOperator(_FinanceOperator):
 
         eta = (
             None
-            if _blank(self.eta_resumption)
+            if blank(self.eta_resumption)
             else parse_timestamp(self.eta_resumption, name="eta_resumption")
         )
         paused_at = (
             _run_moment(context)
-            if _blank(self.paused_at)
+            if blank(self.paused_at)
             else parse_timestamp(self.paused_at, name="paused_at")
         )
         psp = str(self.psp).strip()
@@ -230,7 +227,7 @@ class ContainmentNoticeOperator(_FinanceOperator):
             paused_by=str(self.paused_by),
             reason=str(self.reason),
             eta_resumption=eta,
-            incident_id=None if _blank(self.incident_id) else str(self.incident_id).strip(),
+            incident_id=None if blank(self.incident_id) else str(self.incident_id).strip(),
             paused_at=paused_at,
             run_id=context.get("run_id"),
         )
@@ -286,13 +283,13 @@ class IncidentTransitionOperator(BaseOperator):
             self.log.info("%s already is %s: nothing to change", incident_id, target.value)
             return {"incident_id": incident_id, "from": target.value, "to": target.value, "changed": False}
         figures, note = hook.current_figures(incident)
-        actor = run_actor(context) if _blank(self.actor) else str(self.actor).strip()
+        actor = run_actor(context) if blank(self.actor) else str(self.actor).strip()
         hook.transition(
             incident_id,
             target,
             actor=actor,
             run_id=run_id_of(context),
-            note="" if _blank(self.note) else str(self.note),
+            note="" if blank(self.note) else str(self.note),
             figures=None if note else figures,
         )
         return {"incident_id": incident_id, "from": incident.state.value, "to": target.value, "changed": True}
@@ -358,7 +355,7 @@ class ClosingReportOperator(BaseOperator):
                 source=content.encode("utf-8"),
                 psp=report.incident.psp,
                 incident_id=incident_id,
-                base_url=None if _blank(self.artifacts_dir) else str(self.artifacts_dir).strip(),
+                base_url=None if blank(self.artifacts_dir) else str(self.artifacts_dir).strip(),
                 billing_gateway_conn_id=self.billing_gateway_conn_id,
                 keep_retries=True,
             )

@@ -206,7 +206,8 @@ class ValidateScopeOperator(BaseOperator):
 
     def _plan(self, incidents: IncidentHook, request: RemediationRequest) -> IncidentPlan:
         from airflow_recon_provider.reconciliation.incidents import IncidentNotFoundError
-        from airflow_recon_provider.reconciliation.remediation import parse_bool, plan_incident
+        from airflow_recon_provider.reconciliation.inputs import parse_bool
+        from airflow_recon_provider.reconciliation.remediation import plan_incident
 
         requested = None
         if request.incident_id:
@@ -392,7 +393,7 @@ class ReconciliationSnapshotOperator(BaseOperator):
         from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
         from airflow_recon_provider.reconciliation.config import ReconConfig, check_psp_name
         from airflow_recon_provider.reconciliation.incidents import Figures
-        from airflow_recon_provider.reconciliation.remediation import parse_kind_list
+        from airflow_recon_provider.reconciliation.inputs import parse_kind_list
         from airflow_recon_provider.reconciliation.window import Window
 
         config = ReconConfig.load()

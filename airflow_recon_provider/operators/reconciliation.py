@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_recon_provider.operators._context import blank
+
 if TYPE_CHECKING:
     from datetime import datetime
 
@@ -35,19 +37,14 @@ if TYPE_CHECKING:
     from airflow_recon_provider.reconciliation.window import Window
 
 
-def _blank(value: Any) -> bool:
-    # a Jinja template renders a missing param as "" (or "None" without a default filter)
-    return value is None or (isinstance(value, str) and value.strip() in {"", "None"})
-
-
 def _run_cycle(context: Context, cycle_start: Any, cycle_end: Any = None) -> Window:
     """The window of this task: explicit ``cycle_start``/``cycle_end``, else the run's data interval."""
     from airflow_recon_provider.reconciliation.schedule import resolve_cycle
 
     dag_run = context.get("dag_run")
     return resolve_cycle(
-        cycle_start=None if _blank(cycle_start) else cycle_start,
-        cycle_end=None if _blank(cycle_end) else cycle_end,
+        cycle_start=None if blank(cycle_start) else cycle_start,
+        cycle_end=None if blank(cycle_end) else cycle_end,
         data_interval_start=context.get("data_interval_start"),
         data_interval_end=context.get("data_interval_end"),
         run_after=getattr(dag_run, "run_after", None),
@@ -91,7 +88,7 @@ class ReconciliationScopeOperator(BaseOperator):
         cycle = _run_cycle(context, self.cycle_start)
         config = ReconConfig.load()
         gateway = BillingGatewayHook(billing_gateway_conn_id=self.billing_gateway_conn_id, config=config)
-        if not _blank(self.psp):
+        if not blank(self.psp):
             psp = check_psp_name(str(self.psp).strip())
             gateway.resolve_psp(psp)
             psps = [psp]
@@ -143,7 +140,7 @@ class _PspCycleOperator(BaseOperator):
     def _skip_if_paused(self, gateway: BillingGatewayHook, psp: str, cycle: Window) -> None:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from airflow_recon_provider.reconciliation.remediation import parse_bool
+        from airflow_recon_provider.reconciliation.inputs import parse_bool
 
         paused, reason, actor = gateway.is_paused(psp)
         if paused and parse_bool(self.reprocess, name="reprocess"):
@@ -239,7 +236,7 @@ class FetchPspStatementsOperator(_PspCycleOperator):
         gateway.record_cycle(psp, cycle, "running", None, f"{self.task_id} started (run {run_id})")
         try:
             hook = PspHook(
-                None if _blank(self.psp_conn_id) else self.psp_conn_id,
+                None if blank(self.psp_conn_id) else self.psp_conn_id,
                 timeout=self.timeout,
                 max_attempts=self.max_attempts,
             )

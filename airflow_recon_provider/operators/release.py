@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from airflow_recon_provider.hooks._connections import is_missing_connection
+from airflow_recon_provider.reconciliation.inputs import parse_bool
 
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -48,18 +49,6 @@ DEFAULT_IMAGE = "billing-gateway/finops-tools:latest"
 RECORD_ENV = "RECON_RELEASE_RECORD"
 _NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def parse_bool(value: Any, *, name: str) -> bool:
-    """A boolean from a param or a rendered template (``True``, ``"false"``, ``"1"`` ...)."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"true", "1", "yes", "y", "on"}:
-        return True
-    if text in {"false", "0", "no", "n", "off", "", "none"}:
-        return False
-    raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 class _ReleaseScriptOperator(BaseOperator):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import ReconError, WindowError
+from airflow_recon_provider.reconciliation.inputs import blank
 from airflow_recon_provider.reconciliation.window import DEFAULT_MAX_WINDOW, Window, parse_timestamp
 
 if TYPE_CHECKING:
@@ -72,11 +73,6 @@ class FinanceReportError(ReconError):
     def __init__(self, problems: Mapping[str, str]) -> None:
         self.problems = {f: problems[f] for f in (*FIELDS, *problems) if f in problems}
         super().__init__("relato do financeiro inválido: " + "; ".join(self.problems.values()))
-
-
-def _blank(value: Any) -> bool:
-    # a Jinja template renders a missing value as "" or "None"
-    return value is None or (isinstance(value, str) and value.strip() in {"", "None", "null"})
 
 
 def _span_text(span: timedelta) -> str:
@@ -133,7 +129,7 @@ def parse_finance_report(
     :param max_window: the longest window (the configuration's ``max_window``).
     """
     problems: dict[str, str] = {}
-    name = "" if _blank(psp) else str(psp).strip()
+    name = "" if blank(psp) else str(psp).strip()
     if not name:
         problems["psp"] = "Informe o PSP cujo extrato diverge do ledger."
     else:
@@ -154,7 +150,7 @@ def parse_finance_report(
         ("window_end", "o fim da janela (exclusivo)", "2026-11-20T14:00Z"),
     ):
         value = window_start if key == "window_start" else window_end
-        if _blank(value):
+        if blank(value):
             problems[key] = f"Informe {what}, em UTC, por exemplo {example}."
             continue
         try:
@@ -180,7 +176,7 @@ def parse_finance_report(
                     f"{_span_text(max_window or DEFAULT_MAX_WINDOW)}; divida o período em relatos menores."
                 )
 
-    ticket = "" if _blank(finance_ticket) else str(finance_ticket).strip()
+    ticket = "" if blank(finance_ticket) else str(finance_ticket).strip()
     if not ticket:
         problems["finance_ticket"] = f"Informe o ticket do financeiro, por exemplo {FINANCE_TICKET_EXAMPLE}."
     elif not _TICKET_RE.fullmatch(ticket):

@@ -16,15 +16,15 @@ why — and this module decides:
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider.reconciliation.config import check_psp_name
-from airflow_recon_provider.reconciliation.errors import DivergenceKindError, ReconError, WindowError
-from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind, parse_kinds
+from airflow_recon_provider.reconciliation.errors import WindowError
+from airflow_recon_provider.reconciliation.inputs import InputError, blank, parse_bool, parse_kind_list
+from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
 from airflow_recon_provider.reconciliation.psp_ticket import EXTERNAL_KINDS
 from airflow_recon_provider.reconciliation.window import DEFAULT_MAX_WINDOW, Window
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 REASON_MAX = 500
 
 
-class RemediationRequestError(ReconError):
+class RemediationRequestError(InputError):
     """A remediation request (form or conf) is invalid; nothing was read or written."""
 
 
@@ -69,41 +69,8 @@ class IncidentAction(StrEnum):
     NONE = "none"
 
 
-def _blank(value: Any) -> bool:
-    # a Jinja template renders a missing value as "" or "None"
-    return value is None or (isinstance(value, str) and value.strip() in {"", "None", "null"})
-
-
-def parse_bool(value: Any, *, name: str) -> bool:
-    """A boolean from a param or a rendered template (``True``, ``"false"``, ``"1"`` ...)."""
-    if isinstance(value, bool):
-        return value
-    text = "" if value is None else str(value).strip().lower()
-    if text in {"true", "1", "yes", "y", "on"}:
-        return True
-    if text in {"false", "0", "no", "n", "off", "", "none", "null"}:
-        return False
-    raise RemediationRequestError(f"{name} must be true or false, got {value!r}")
-
-
-def parse_kind_list(value: Any) -> tuple[DivergenceKind, ...]:
-    """Kinds from a list, ``"a,b"`` or a rendered list ``"['a', 'b']"``; empty means all."""
-    if _blank(value):
-        return ALL_KINDS
-    if isinstance(value, str) and value.strip().startswith(("[", "(")):
-        try:
-            value = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            raise DivergenceKindError(f"divergence kinds {value!r} are not a list of kind names") from None
-    if isinstance(value, list | tuple) and not value:
-        return ALL_KINDS
-    if not isinstance(value, str | list | tuple):
-        raise DivergenceKindError(f"divergence kinds {value!r} are not a list of kind names")
-    return parse_kinds(value)
-
-
 def _required(value: Any, name: str, example: str) -> Any:
-    if _blank(value):
+    if blank(value):
         raise WindowError(f"{name} is required: the {example}")
     return value
 
@@ -152,7 +119,7 @@ class RemediationRequest:
         :class:`RemediationRequestError` (booleans, reason)."""
         from airflow_recon_provider.reconciliation.incidents import check_incident_id
 
-        if _blank(psp):
+        if blank(psp):
             raise RemediationRequestError("psp is required: the PSP whose reconciliation diverges")
         name = check_psp_name(str(psp).strip())
         start = _required(
@@ -162,8 +129,8 @@ class RemediationRequest:
             window_end, "window_end", "end of the affected period (exclusive), e.g. 2026-11-20T14:00Z"
         )
         window = Window.parse(start, end, max_span=max_window)
-        incident = None if _blank(incident_id) else check_incident_id(incident_id)
-        text = "" if _blank(reason) else str(reason).strip()
+        incident = None if blank(incident_id) else check_incident_id(incident_id)
+        text = "" if blank(reason) else str(reason).strip()
         if len(text) > REASON_MAX:
             raise RemediationRequestError(f"reason is longer than {REASON_MAX} characters")
         return cls(
@@ -278,7 +245,5 @@ __all__ = [
     "RemediationRequest",
     "RemediationRequestError",
     "RemediationStep",
-    "parse_bool",
-    "parse_kind_list",
     "plan_incident",
 ]

@@ -117,7 +117,10 @@ def test_nothing_to_correct_asks_nobody(seeded, artifacts):
         ({"window_end": "2027-11-20T10:00:00Z"}, WindowError, "larger than the maximum"),
         ({"divergence_kinds": "status_mismatch,bogus"}, DivergenceKindError, "bogus"),
         ({"divergence_kinds": "['status_mismatch'"}, DivergenceKindError, "not a list"),
-        ({"incident_id": "INCIDENT-1\nDROP"}, ReconError, "not a plain id"),
+        # one incident-id rule for every operator: INCIDENT-<number>
+        ({"incident_id": "INCIDENT-1\nDROP"}, ReconError, "malformed; expected INCIDENT-<number>"),
+        ({"incident_id": "inc 472"}, ReconError, "malformed; expected INCIDENT-<number>"),
+        ({"incident_id": "OPS-472"}, ReconError, "malformed; expected INCIDENT-<number>"),
         ({"dry_run": "maybe"}, ReconError, "dry_run must be true or false"),
         ({"row_cap": "-5"}, ReconError, "must be a positive integer"),
     ],
