@@ -307,7 +307,7 @@ def test_from_trigger_to_closure(
     messages = [m.as_string() for m in finance_conns["smtp"].messages]
     assert any(report["markdown"]["link"] in m for m in messages)  # the final update links the report
     final_update = finance_conns["smtp"].messages[-1].get_body(("plain",)).get_content()
-    assert f"PSP ticket: {PSP_TICKET}" in " ".join(final_update.split()), final_update
+    assert f"Ticket do PSP: {PSP_TICKET}" in " ".join(final_update.split()), final_update
     assert_no_local_paths(
         all_xcoms(dag_run),
         answerer.request["body"],

@@ -173,7 +173,7 @@ def test_pause_then_resume(control_dag, register_dag, scenario, finance_conns, w
     ]
     assert db.execute("SELECT state FROM recon.controls WHERE psp = 'stripe'").fetchone() == ("active",)
     slack = finance_conns["slack"].texts
-    assert any("reconciliation of stripe resumed by dag_test" in text for text in slack), slack
+    assert any("reconciliação de stripe retomada por dag_test" in text for text in slack), slack
     assert len(finance_conns["smtp"].messages) == 1  # a resume sends no containment notice
 
     # both on the incident, which a single action does not close
