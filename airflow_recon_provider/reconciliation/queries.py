@@ -568,9 +568,11 @@ def insert_cycle_log_query(m: TableMapping) -> sql.Composed:
     return sql.SQL(
         """INSERT INTO {logs} ({psp}, {cycle_start}, {cycle_end}, {status}, {amount}, {count}, {notes},
     {created_at})
-VALUES (%(psp)s, %(start)s, %(end)s, %(status)s, %(amount)s, %(count)s, %(notes)s, clock_timestamp())"""
+VALUES (%(psp)s, %(start)s, %(end)s, %(status)s, %(amount)s, %(count)s, %(notes)s, clock_timestamp())
+RETURNING {id}"""
     ).format(
         logs=r.table.ident,
+        id=r.col("id"),
         psp=r.col("psp"),
         cycle_start=r.col("cycle_start"),
         cycle_end=r.col("cycle_end"),
