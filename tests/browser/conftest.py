@@ -35,10 +35,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# module scope: Airflow, Chromium and Playwright's event loop (the sync API keeps one running
-# in this thread) end with this folder's tests, not at the end of the whole session, so the
-# tests after them run with no running loop and no Airflow scheduler competing for the CPU
-@pytest.fixture(scope="module")
+# package scope (this folder is a package): one Airflow for every browser test module, and
+# Airflow, Chromium and Playwright's event loop (the sync API keeps one running in this thread)
+# end with this folder's tests, not at the end of the whole session, so the tests after them
+# run with no running loop and no Airflow scheduler competing for the CPU
+@pytest.fixture(scope="package")
 def ui():
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"{CHROMIUM} is not installed (scripts/ensure_chromium.sh installs it)")
@@ -109,7 +110,7 @@ def _command_of(pid: int) -> str:
         return "?"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def browser(ui):
     from playwright.sync_api import sync_playwright
 
