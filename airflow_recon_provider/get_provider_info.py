@@ -36,8 +36,8 @@ _PSP_FIELD_BEHAVIOUR = {
 _CONFIG = {
     "recon": {
         "description": "Billing gateway reconciliation: where the runbook's artifacts (snapshot, "
-        "dry-run CSV, PSP ticket, closing report, release record) are stored and where people "
-        "open them.",
+        "dry-run CSV, PSP ticket, closing report, release record) are stored, where people "
+        "open them, and the language people read.",
         "options": {
             "artifacts_base_url": {
                 "description": (
@@ -74,6 +74,19 @@ _CONFIG = {
                 "type": "string",
                 "example": "https://airflow.example.com/recon",
                 "default": "",
+            },
+            "language": {
+                "description": (
+                    "Language of what people read: the dashboard, the DAG forms, the approval, "
+                    "e-mails, Slack, the incident timeline, the closing report and the PSP "
+                    "ticket. pt-BR (Brazilian Portuguese, the runbook's language) or en "
+                    "(English). Amounts, numbers and dates follow it (R$ 104.175,21 in pt-BR). "
+                    "Logs and exceptions stay in English."
+                ),
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "en",
+                "default": "pt-BR",
             },
         },
     }

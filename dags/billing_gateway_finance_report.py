@@ -17,10 +17,14 @@ the period (UTC), its ticket (`FIN-88`) and what it saw.
    the investigation (snapshot, divergence by kind and currency, cycles, ledger) and the
    correction's dry run (a CSV), nothing changed. Its run id is derived from this run, so a
    retry never starts a second one. When its investigation is done, its findings — gateway
-   vs statement per status and currency, the ledger per status — are on the incident, and
-   the dashboard's incident page shows them to finance.
+   vs statement per status and currency, the ledger beside the gateway per status and
+   currency — are on the incident, and the dashboard's incident page shows them to finance.
 3. **notify_oncall** — on-call is told in the incidents channel (connection
    `slack_incidents`); the message is on the timeline.
+4. **page_oncall** — and in PagerDuty at low urgency (connection `pagerduty_recon`): a
+   trigger with severity `info` and the incident's dedup key
+   `billing_gateway-reconciliation:<psp>:<incident_id>`, added to the incident's alert when
+   one is open. PagerDuty down or not configured: recorded on the timeline, never blocking.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from airflow_recon_provider.operators.finance_report import (
     NotifyFinanceReportOperator,
     RecordFinanceReportOperator,
 )
+from airflow_recon_provider.operators.pagerduty import PagerDutyFinanceReportOperator
 
 with DAG(
     dag_id="billing_gateway_finance_report",
@@ -72,3 +77,5 @@ with DAG(
         retries=2,
         retry_delay=timedelta(minutes=1),
     )
+    # low urgency; PagerDuty down never holds the report up (the step records it and succeeds)
+    PagerDutyFinanceReportOperator(task_id="page_oncall", report=report.output)

@@ -225,7 +225,7 @@ def run_headless(root: Path, dbs: DemoDatabases, console: Console, *, rows_per_p
         )
         before = _summaries(scenario)
         _print_before(console, scenario, before)
-        result = _run_runbook(root, console)
+        result = _run_runbook(root, console, scenario)
         after = _summaries(scenario)
         _print_report(console, scenario, before, after, result, stand_ins)
         return result.remediation_state == "success"
@@ -309,9 +309,10 @@ class RunbookResult:
     children: list[str]
     approval: dict[str, Any]
     xcoms: dict[str, Any]
+    finance_report: dict[str, Any] | None = None
 
 
-def _run_runbook(root: Path, console: Console) -> RunbookResult:
+def _run_runbook(root: Path, console: Console, scenario: DemoScenario) -> RunbookResult:
     """watch -> remediation (-> reprocess runs, approval) in this process, with progress."""
     _quiet_airflow_logging(root)
     from airflow_recon_provider.devtools import demo_airflow as af
@@ -355,6 +356,8 @@ def _run_runbook(root: Path, console: Console) -> RunbookResult:
         f"run [bold]{run_id}[/]"
     )
 
+    finance_report = _file_finance_report(console, bag, show, scenario)
+
     console.rule(
         f"Investigação -> Contenção -> Mitigação -> Recuperação -> Encerramento — {af.REMEDIATION_DAG_ID}"
     )
@@ -396,8 +399,63 @@ def _run_runbook(root: Path, console: Console) -> RunbookResult:
     xcoms = _xcoms(af.REMEDIATION_DAG_ID, run_id)
     incident_id = (xcoms.get("investigate.scope") or {}).get("incident_id")
     return RunbookResult(
-        str(watch_run.state), run_id, state, incident_id, tasks, list(children), approver.request, xcoms
+        str(watch_run.state),
+        run_id,
+        state,
+        incident_id,
+        tasks,
+        list(children),
+        approver.request,
+        xcoms,
+        finance_report,
     )
+
+
+def _file_finance_report(
+    console: Console, bag: Any, show: Any, scenario: DemoScenario
+) -> dict[str, Any] | None:
+    """Detecção 2: finance files FIN-88 for the PSP over the alert's window (the form of
+    ``billing_gateway_finance_report``, as the dashboard's *Reportar divergência* sends it);
+    the report goes on the incident the watch opened, Slack and PagerDuty (low urgency, added
+    to the open alert) tell on-call, and the dry run it starts is executed here, as a
+    scheduler would."""
+    from airflow_recon_provider.devtools import demo_airflow as af
+
+    report_dag = bag.dags.get(af.FINANCE_REPORT_DAG_ID)
+    if report_dag is None:
+        console.print(f"[red]{af.FINANCE_REPORT_DAG_ID} is not among the DAGs: no finance report.[/]")
+        return None
+    remediation = bag.dags[af.REMEDIATION_DAG_ID]
+    console.rule(f"Detecção 2 — finance reports a difference ({af.FINANCE_REPORT_DAG_ID})")
+    conf = {
+        "psp": DIVERGENT_PSP,
+        "window_start": scenario.window_start.isoformat(),
+        "window_end": scenario.window_end.isoformat(),
+        "finance_ticket": af.DEMO_FINANCE_TICKET,
+        "description": "Capturas do extrato da Stripe que não aparecem no relatório financeiro do dia.",
+    }
+    with console.status(f"Filing {af.DEMO_FINANCE_TICKET} (dag.test)..."), af.params_restored(report_dag):
+        report_run = report_dag.test(run_conf=conf)
+    record = _xcoms(af.FINANCE_REPORT_DAG_ID, report_run.run_id)
+    recorded = record.get("record_report") or {}
+    states = {ti.task_id: str(ti.state) for ti in report_run.get_task_instances()}
+    console.print(
+        f"  report run {report_run.run_id}: {report_run.state} "
+        f"({', '.join(f'{t} {s}' for t, s in sorted(states.items()))})"
+    )
+    if not recorded.get("incident_id"):
+        console.print("[red]  the report was not recorded.[/]")
+        return None
+    dry_id = str((recorded.get("dry_run") or {}).get("run_id") or "")
+    console.print(
+        f"  [green]✓[/] {af.DEMO_FINANCE_TICKET} {recorded.get('incident_action')} to "
+        f"{recorded['incident_id']}; dry run {dry_id} started"
+    )
+    with af.params_restored(remediation):
+        dry_state = af.drive_dag_run(remediation, dry_id, on_task=show)
+    color = "green" if dry_state == "success" else "red"
+    console.print(f"  dry run {dry_id}: [{color}]{dry_state}[/]")
+    return {**recorded, "run_id": report_run.run_id, "state": str(report_run.state), "dry_run": dry_id}
 
 
 def _xcoms(dag_id: str, run_id: str) -> dict[str, Any]:
@@ -503,6 +561,9 @@ def _print_report(
 
     if result.incident_id:
         _print_incident(console, result.incident_id)
+        _print_finance_report(console, result)
+        _print_task_logs(console, result.incident_id)
+        _print_ledger_criterion(console, result.incident_id)
     _print_corrections(console, result)
     _print_messages(console, stand_ins)
     _print_pagerduty(console, stand_ins)
@@ -530,6 +591,147 @@ def _print_incident(console: Console, incident_id: str) -> None:
             event.outcome,
             event.figures.short() if event.figures else "",
             event.actor,
+        )
+    console.print(table)
+
+
+def _print_finance_report(console: Console, result: RunbookResult) -> None:
+    """Detecção 2: the report on the incident and what its dry run found (the dashboard's
+    incident page shows the same)."""
+    from airflow_recon_provider.hooks.incidents import IncidentHook
+    from airflow_recon_provider.plugins.dashboard_finance_report import findings_view
+    from airflow_recon_provider.reconciliation.finance_report import FinanceReportStep
+
+    report = result.finance_report
+    if not report or not result.incident_id:
+        console.print("[red]No finance report was filed.[/]")
+        return
+    events = IncidentHook().timeline(result.incident_id)
+    findings = [
+        e
+        for e in events
+        if e.step == FinanceReportStep.FINDINGS
+        and (e.details.get("dry_run") or {}).get("run_id") == report["dry_run"]
+    ]
+    told = [
+        f"{e.step}: {e.outcome}"
+        for e in events
+        if e.run_id == report["run_id"] and e.step in (FinanceReportStep.SLACK, "communication.pagerduty")
+    ]
+    who = str(report.get("reported_by"))
+    if who == "dag_test":  # from the dashboard or the form, it is the logged-in user
+        who += " (dag.test's user)"
+    console.print(
+        f"Finance report {report['finance_ticket']} by {who}: "
+        f"{report.get('incident_action')} to {result.incident_id}; dry run {report['dry_run']}"
+    )
+    for line in told:
+        console.print(f"  {line}")
+    if not findings:
+        console.print("[red]  The dry run recorded no findings.[/]")
+        return
+    view = findings_view(findings[-1].details)
+    kinds = Table(
+        "currency",
+        "kind",
+        "keys",
+        "divergent amount",
+        title=f"{report['finance_ticket']}: divergence by kind and currency (dry run)",
+    )
+    for currency in view["currencies"]:
+        for kind in currency["kinds"]:
+            kinds.add_row(currency["currency"], kind["label"], kind["count"], kind["amount"])
+        kinds.add_row(
+            f"[bold]{currency['currency']}[/]",
+            "[bold]total[/]",
+            currency["divergent_count"],
+            currency["divergent_amount"],
+            end_section=True,
+        )
+    console.print(kinds)
+    sides = Table(
+        "status",
+        "currency",
+        "ledger",
+        "gateway",
+        "PSP statement",
+        "",
+        title=f"{report['finance_ticket']}: ledger vs gateway vs statement per status and currency (dry run)",
+    )
+    ledger = {(line["status"], line["currency"]): line for line in view["ledger"]}
+    for line in view["gateway_vs_statement"]:
+        own = ledger.get((line["status"], line["currency"]))
+        sides.add_row(
+            line["status"],
+            line["currency"],
+            f"{own['ledger_count']} / {own['ledger_amount']}" if own else "-",
+            f"{line['gateway_count']} / {line['gateway_amount']}",
+            f"{line['statement_count']} / {line['statement_amount']}",
+            "[green]agree[/]" if line["matches"] and (own is None or own["matches"]) else "[red]differ[/]",
+        )
+    console.print(sides)
+
+
+def _print_task_logs(console: Console, incident_id: str) -> None:
+    """Investigação 2, "coletar logs": what the investigation recorded. The headless demo runs
+    no Airflow api-server and its failed cycles are seeded in payment_reconciliation_logs (no
+    Airflow run ever failed, so there is no task log to read): the step says why it collected
+    nothing; tests/task_logs collect real logs from a real api-server."""
+    from airflow_recon_provider.hooks.incidents import IncidentHook
+
+    events = [e for e in IncidentHook().timeline(incident_id) if e.step == "investigation.task_logs"]
+    console.print("Investigação 2 — failed-task logs (investigation.task_logs):")
+    if not events:
+        console.print("  no collection recorded (no cycle of the window failed)")
+    for event in events:
+        console.print(f"  run {event.run_id}: {event.outcome}")
+    console.print(
+        "  [dim]Shown as recorded, not faked: this headless demo has no Airflow api-server, and the window's "
+        "failed cycles are seeded in payment_reconciliation_logs, so no Airflow task log exists for them. "
+        "tests/task_logs collect the error lines of a real failed try from a real Airflow 3.3 api-server "
+        "(masked); ./scripts/demo.sh --ui gives the investigation an airflow_api connection to its own "
+        "api-server.[/]"
+    )
+
+
+def _print_ledger_criterion(console: Console, incident_id: str) -> None:
+    """Critérios de Recuperação 3: the ledger beside the statement and the gateway, as the
+    recovery step last checked it."""
+    from airflow_recon_provider.hooks.incidents import IncidentHook
+    from airflow_recon_provider.reconciliation.recovery import LedgerAlignment, recovery_criteria
+
+    checks = [
+        e
+        for e in IncidentHook().timeline(incident_id)
+        if e.step == "recovery.criteria" and isinstance(e.details.get("recovery"), dict)
+    ]
+    if not checks:
+        console.print("[red]No recovery check was recorded.[/]")
+        return
+    check = checks[-1].details["recovery"]
+    for criterion in recovery_criteria(check):
+        console.print(f"Recovery criterion {criterion.text()}")
+    ledger = check.get("ledger")
+    if not isinstance(ledger, dict):
+        return
+    alignment = LedgerAlignment.from_dict(ledger)
+    table = Table(
+        "status",
+        "currency",
+        "ledger",
+        "PSP statement",
+        "gateway",
+        "ledger vs statement",
+        title="Critérios de Recuperação 3 — ledger.transactions vs PSP statements (last recovery check)",
+    )
+    for line in alignment.lines:
+        table.add_row(
+            line.status,
+            line.currency or "(none)",
+            line.figure("ledger"),
+            line.figure("statement"),
+            line.figure("gateway"),
+            "[green]aligned[/]" if line.aligned else "[yellow]differs[/]",
         )
     console.print(table)
 
@@ -648,7 +850,8 @@ def _print_pagerduty(console: Console, stand_ins: Any) -> None:
     for incident in pagerduty.incidents:
         console.print(
             f"PagerDuty incident #{incident.number} {incident.dedup_key}: {incident.status} "
-            f"({', '.join(incident.events)})"
+            f"({', '.join(incident.events)}); severity {incident.severity}, {incident.urgency} urgency "
+            "on a service whose urgency follows severity"
         )
 
 

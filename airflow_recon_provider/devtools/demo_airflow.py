@@ -28,7 +28,16 @@ from typing import Any
 REMEDIATION_DAG_ID = "billing_gateway_remediation"
 WATCH_DAG_ID = "billing_gateway_divergence_watch"
 RECONCILIATION_DAG_ID = "billing_gateway_reconciliation"
-DEMO_DAG_IDS = (WATCH_DAG_ID, REMEDIATION_DAG_ID, RECONCILIATION_DAG_ID, "billing_gateway_incident_updates")
+FINANCE_REPORT_DAG_ID = "billing_gateway_finance_report"
+DEMO_DAG_IDS = (
+    WATCH_DAG_ID,
+    REMEDIATION_DAG_ID,
+    RECONCILIATION_DAG_ID,
+    "billing_gateway_incident_updates",
+    FINANCE_REPORT_DAG_ID,
+)
+#: the finance report the headless demo files (Detecção 2)
+DEMO_FINANCE_TICKET = "FIN-88"
 
 #: who answers finance's approval in the headless demo (recorded as such in recon.corrections)
 DEMO_APPROVER_ID = "demo-approver"

@@ -111,6 +111,12 @@ class PagerDutyIncident:
     severity: str
     events: list[str] = field(default_factory=list)
 
+    @property
+    def urgency(self) -> str:
+        """The urgency a service whose urgency follows severity (PagerDuty's dynamic
+        notifications) gives the incident: set when it opens, kept by deduplicated triggers."""
+        return "high" if self.severity in ("critical", "error") else "low"
+
 
 class DemoPagerDuty(_JsonServer):
     """Stand-in of the Events API v2 (``POST /v2/enqueue``).

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
 from airflow_recon_provider.hooks.gateway_reader import GatewayReader
+from airflow_recon_provider.reconciliation import correction_queries as cq
 from airflow_recon_provider.reconciliation import cycle_store, queries
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import ReconError
@@ -27,6 +28,9 @@ from airflow_recon_provider.reconciliation.report import (
 from airflow_recon_provider.reconciliation.schedule import CYCLE_STATUSES
 from airflow_recon_provider.reconciliation.statements import PspStatement, StatementFormatError
 from airflow_recon_provider.reconciliation.window import Window, cycles_between
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 @dataclass(frozen=True)
@@ -129,15 +133,16 @@ class BillingGatewayHook(GatewayReader, ReconPostgresHook):
             raise
         return max(lines - 1, 0)
 
-    def gateway_status_counts(self, psp: str, window: Window) -> dict[str, tuple[int, int]]:
-        """Gateway rows by status: ``{status: (count, amount_minor)}``."""
+    def gateway_status_counts(self, psp: str, window: Window) -> list[tuple[str, str, int, int]]:
+        """Gateway rows by status and currency: ``(status, currency, count, amount_minor)``,
+        each amount in its own currency's minor units."""
         psp_cfg = self.resolve_psp(psp)
         with self.connect(autocommit=True) as conn:
             rows = conn.execute(
                 queries.gateway_status_counts_query(self.config.mapping),
                 {"psp": psp_cfg.name, "start": window.start, "end": window.end},
             )
-            return {status: (int(n), int(amount)) for status, n, amount in rows}
+            return [(status, currency, int(n), int(amount)) for status, currency, n, amount in rows]
 
     # -- reconciliation cycles -------------------------------------------------------------
     def lag_cycles(self, psp: str, reference: datetime | None = None) -> int | None:
@@ -244,9 +249,34 @@ class BillingGatewayHook(GatewayReader, ReconPostgresHook):
             conn.execute(queries.advisory_xact_lock_query(), {"lock_key": lock_key})
             open_row = conn.execute(queries.open_cycle_log_query(mapping), params).fetchone()
             if open_row is None:
-                conn.execute(queries.insert_cycle_log_query(mapping), params)
+                log_id = conn.execute(queries.insert_cycle_log_query(mapping), params).fetchone()[0]
             else:
-                conn.execute(queries.update_cycle_log_query(mapping), {**params, "id": open_row[0]})
+                log_id = open_row[0]
+                conn.execute(queries.update_cycle_log_query(mapping), {**params, "id": log_id})
+            self._write_pending_correction_notes(conn, psp, cycle, log_id)
+
+    def _write_pending_correction_notes(
+        self, conn: psycopg.Connection, psp: str, cycle: Window, log_id: int
+    ) -> None:
+        """Notes lines of corrections applied while the cycle had no log row (they never
+        write one: lag and recovery read those rows) go into the row recording it now."""
+        kept, allowed = conn.execute(cq.notes_pending_query()).fetchone()
+        if not kept:
+            return
+        if not allowed:
+            self.log.warning(
+                "PSP %s cycle %s: this role may not take waiting correction notes from "
+                "recon.corrections (schema/least_privilege.sql grants it); they stay there",
+                psp,
+                cycle,
+            )
+            return
+        (lines,) = conn.execute(
+            cq.take_pending_notes_query(), {"psp": psp, "start": cycle.start, "end": cycle.end}
+        ).fetchone()
+        if lines:
+            conn.execute(cq.append_log_notes_query(self.config.mapping), {"id": log_id, "notes": lines})
+            self.log.info("PSP %s cycle %s: correction notes that waited for this row written", psp, cycle)
 
     def is_paused(self, psp: str) -> tuple[bool, str | None, str | None]:
         """Whether reconciliation of ``psp`` is paused in ``recon.controls``: ``(paused,

@@ -39,7 +39,6 @@ from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.corrections import (
     DEFAULT_SAMPLE_SIZE,
     INCIDENT_STEP,
-    NEW_LOG_ROW_NOTE,
     ApplyAction,
     ApplyResult,
     Conflict,
@@ -61,14 +60,16 @@ from airflow_recon_provider.reconciliation.corrections import (
 from airflow_recon_provider.reconciliation.errors import (
     ApprovalRefusedError,
     CorrectionConflictError,
+    CorrectionIncidentError,
     CorrectionLockedError,
+    CorrectionSetMismatchError,
     CorrectionSetNotFoundError,
     ReconError,
     SelfApprovalError,
 )
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
 from airflow_recon_provider.reconciliation.report import DivergenceRow
-from airflow_recon_provider.reconciliation.window import CYCLE, Window, floor_cycle
+from airflow_recon_provider.reconciliation.window import Window, floor_cycle
 
 if TYPE_CHECKING:
     import psycopg
@@ -85,6 +86,44 @@ def _lock_key(psp: str) -> str:
 #: statement lines: a correction never interleaves with a statement load of its PSP
 def _statements_lock_key(psp: str) -> str:
     return f"recon.statements:{psp}"
+
+
+def _same_person(a: str, b: str) -> bool:
+    return a.strip().casefold() == b.strip().casefold()
+
+
+def _proposal(r: Sequence[Any]) -> ProposedCorrection:
+    """A stored proposal row of ``correction_queries.load_proposals_query``."""
+    return ProposedCorrection(
+        transaction_id=int(r[1]),
+        provider_reference=r[2],
+        transaction_type=r[3],
+        kind=DivergenceKind(r[4]),
+        before_status=r[5],
+        before_processed_at=r[6],
+        after_status=r[7],
+        amount_minor=int(r[8]),
+        currency=r[9] or "",
+    )
+
+
+def _check_incident(conn: psycopg.Connection, incident_id: str | None, psp: str, *, doing: str) -> None:
+    """The incident a correction names exists, is the PSP's and is not closed."""
+    if not incident_id:
+        return
+    row = conn.execute(cq.incident_of_query(), {"incident_id": incident_id}).fetchone()
+    if row is None:
+        raise CorrectionIncidentError(
+            f"incident {incident_id} does not exist: nothing was {doing}; name an open incident of "
+            f"PSP {psp} or none"
+        )
+    owner, state = row
+    if owner != psp:
+        raise CorrectionIncidentError(
+            f"incident {incident_id} is of PSP {owner}, not {psp}: nothing was {doing}"
+        )
+    if state == "closed":
+        raise CorrectionIncidentError(f"incident {incident_id} is closed: nothing was {doing}")
 
 
 class CorrectionsHook(BillingGatewayHook):
@@ -142,6 +181,7 @@ class CorrectionsHook(BillingGatewayHook):
         policy: CorrectionPolicy | None = None,
         scope: str,
         run_id: str,
+        requested_by: str,
         incident_id: str | None = None,
         artifact_dir: str | os.PathLike[str],
         sample_size: int = DEFAULT_SAMPLE_SIZE,
@@ -157,10 +197,18 @@ class CorrectionsHook(BillingGatewayHook):
         of rows.
 
         :param scope: what the correction key is scoped to (the incident, else the run).
+        :param requested_by: who asks for the correction (the run's user); stored with the
+            proposals, so the apply checks its requester against it and never lets that
+            person approve.
+        :param incident_id: the incident the correction is for: it must exist, belong to
+            ``psp`` and not be closed (:class:`CorrectionIncidentError`, nothing written).
         :param row_cap: recorded in the result (``row_cap_exceeded``); the dry run itself is
             never refused, so finance can see what a too-large set contains.
         """
         check_psp_name(psp)
+        self.resolve_psp(psp)
+        if not requested_by or not requested_by.strip():
+            raise ApprovalRefusedError("a correction needs its requester: nothing was proposed")
         policy = policy or CorrectionPolicy.default()
         builder = DryRunBuilder(
             psp=psp, window=window, scope=scope, sample_size=sample_size, row_cap=row_cap, policy=policy
@@ -172,6 +220,7 @@ class CorrectionsHook(BillingGatewayHook):
             with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
                 writer = DryRunCsvWriter(out)
                 with self.connect() as conn, conn.transaction():
+                    _check_incident(conn, incident_id, psp, doing="proposed")
                     conn.execute(cq.create_dry_run_temp_query())
                     batch: list[ProposedCorrection] = []
                     for row, target in self._iter_candidates(conn, psp, window, kinds):
@@ -189,6 +238,16 @@ class CorrectionsHook(BillingGatewayHook):
                     conn.execute(
                         cq.store_proposals_query(),
                         {"key": key, "psp": psp, "run_id": run_id, "incident_id": incident_id},
+                    )
+                    conn.execute(
+                        cq.store_request_query(),
+                        {
+                            "key": key,
+                            "run_id": run_id,
+                            "requested_by": requested_by.strip(),
+                            "psp": psp,
+                            "incident_id": incident_id,
+                        },
                     )
                     rates = rates_in_force_on(
                         conn, builder.currencies, window.end, reporting=self.config.reporting_currency
@@ -257,25 +316,12 @@ class CorrectionsHook(BillingGatewayHook):
             raise CorrectionSetNotFoundError(
                 f"correction set {correction_key} belongs to PSP {', '.join(sorted(owners))}, not {psp}"
             )
-        return [
-            ProposedCorrection(
-                transaction_id=int(r[1]),
-                provider_reference=r[2],
-                transaction_type=r[3],
-                kind=DivergenceKind(r[4]),
-                before_status=r[5],
-                before_processed_at=r[6],
-                after_status=r[7],
-                amount_minor=int(r[8]),
-                currency=r[9] or "",
-            )
-            for r in rows
-        ]
+        return [_proposal(r) for r in rows]
 
     # -- apply ---------------------------------------------------------------------------
     def apply(
         self,
-        proposals: Sequence[ProposedCorrection],
+        proposals: Sequence[ProposedCorrection] | None = None,
         *,
         psp: str,
         correction_key: str,
@@ -289,14 +335,25 @@ class CorrectionsHook(BillingGatewayHook):
     ) -> ApplyResult:
         """Apply an approved correction set, all or nothing, in one transaction.
 
+        What is applied is always the dry run stored under ``correction_key`` — the rows
+        finance saw —, read inside the transaction: ``proposals``, when given, must be exactly
+        that set (:class:`CorrectionSetMismatchError` otherwise: a hand-made or altered list
+        is never applied). Before any row is touched the set must belong to ``psp`` (a known
+        PSP), ``requested_by`` must be a requester stored with its dry run and
+        ``approved_by`` none of them, and ``incident_id`` must be the incident the dry run
+        was made for, exist, belong to ``psp`` and not be closed.
+
         Under the PSP's correction and statement advisory locks, the target rows are locked
         (``FOR UPDATE``, id order); a row still equal to its "before" state (status and
         processed_at) gets ``status = after, processed_at = now()``, a ``recon.corrections``
         row and one line in the notes of the PSP's latest ``payment_reconciliation_logs``
-        row covering the transaction's cycle (a new ``failed`` row when none does); the
-        incident, if it exists, gets one event. Rows this set corrected before are reported
-        as ``already_applied``; rows changed since the dry run as conflicts (left as they
-        are); rows that already have the new status as skipped.
+        row covering the transaction's cycle. A cycle with no log row gets none from a
+        correction (lag and recovery read those rows): its lines wait on the audit rows
+        (``note_pending``) and go into the row :meth:`record_cycle` writes for that cycle
+        (``ApplyResult.notes_pending_cycles`` names them). The incident gets one event. Rows
+        this set corrected before are reported as ``already_applied``; rows changed since
+        the dry run as conflicts (left as they are); rows that already have the new status
+        as skipped.
 
         :param row_cap: more proposals than this is a :class:`RowCapExceededError` and
             nothing is applied.
@@ -308,18 +365,20 @@ class CorrectionsHook(BillingGatewayHook):
         import psycopg
 
         check_psp_name(psp)
-        check_row_cap(len(proposals), row_cap)
-        if not requested_by or not approved_by:
+        self.resolve_psp(psp)
+        if not requested_by or not approved_by or not requested_by.strip() or not approved_by.strip():
             raise ApprovalRefusedError("a correction needs both a requester and an approver: nothing applied")
-        if requested_by.strip().casefold() == approved_by.strip().casefold():
+        if _same_person(requested_by, approved_by):
             raise SelfApprovalError(
                 f"{approved_by} requested this correction and cannot approve it: nothing was applied"
             )
-        ids = [p.transaction_id for p in proposals]
-        if len(set(ids)) != len(ids):
-            raise ReconError(f"correction set {correction_key} lists a transaction twice")
-        if not proposals:
-            return ApplyResult(correction_key=correction_key)
+        if proposals is not None:
+            ids = [p.transaction_id for p in proposals]
+            if len(set(ids)) != len(ids):
+                raise CorrectionSetMismatchError(
+                    f"the list handed for correction set {correction_key} names a transaction twice: "
+                    "nothing was applied"
+                )
 
         mapping = self.config.mapping
         try:
@@ -328,11 +387,22 @@ class CorrectionsHook(BillingGatewayHook):
                 now = conn.execute(cq.lock_timeout_query(), {"lock_timeout": lock_ms}).fetchone()[1]
                 for key in (_lock_key(psp), _statements_lock_key(psp)):
                     conn.execute(queries.advisory_xact_lock_query(), {"lock_key": key})
+                stored = self._verified_set(
+                    conn,
+                    proposals,
+                    psp=psp,
+                    correction_key=correction_key,
+                    requested_by=requested_by,
+                    approved_by=approved_by,
+                    incident_id=incident_id,
+                    row_cap=row_cap,
+                )
+                ids = [p.transaction_id for p in stored]
                 done = {
                     int(r[0])
                     for r in conn.execute(cq.already_applied_query(), {"key": correction_key, "ids": ids})
                 }
-                pending = [p for p in proposals if p.transaction_id not in done]
+                pending = [p for p in stored if p.transaction_id not in done]
                 current = {
                     int(r[0]): CurrentRow(status=r[1], processed_at=r[2], created_at=r[3])
                     for r in conn.execute(
@@ -368,8 +438,9 @@ class CorrectionsHook(BillingGatewayHook):
                         f"since the dry run (first: {conflicts[0].transaction_id}): nothing was applied"
                     )
                 incident_event = False
+                waiting: tuple[datetime, ...] = ()
                 if to_apply:
-                    self._write_corrections(
+                    waiting = self._write_corrections(
                         conn,
                         to_apply,
                         current,
@@ -401,6 +472,7 @@ class CorrectionsHook(BillingGatewayHook):
                                 "skipped": len(skipped),
                                 "requested_by": requested_by,
                                 "approved_by": approved_by,
+                                "notes_pending_cycles": [c.isoformat() for c in waiting],
                             },
                         )
         except psycopg.errors.LockNotAvailable:
@@ -411,23 +483,93 @@ class CorrectionsHook(BillingGatewayHook):
         result = ApplyResult(
             correction_key=correction_key,
             applied=tuple(p.transaction_id for p in to_apply),
-            already_applied=tuple(p.transaction_id for p in proposals if p.transaction_id in done),
+            already_applied=tuple(p.transaction_id for p in stored if p.transaction_id in done),
             conflicts=tuple(conflicts),
             skipped=tuple(skipped),
             applied_by_currency=totals_by_currency(to_apply),
             processed_at=now if to_apply else None,
             incident_event=incident_event,
+            notes_pending_cycles=waiting,
         )
         self.log.info(
-            "Correction set %s of PSP %s: %d applied, %d already applied, %d conflict(s), %d skipped",
+            "Correction set %s of PSP %s: %d applied, %d already applied, %d conflict(s), %d skipped; "
+            "notes waiting for the log rows of cycle(s): %s",
             correction_key,
             psp,
             len(result.applied),
             len(result.already_applied),
             len(result.conflicts),
             len(result.skipped),
+            ", ".join(c.isoformat() for c in waiting) or "none",
         )
         return result
+
+    def _verified_set(
+        self,
+        conn: psycopg.Connection,
+        proposals: Sequence[ProposedCorrection] | None,
+        *,
+        psp: str,
+        correction_key: str,
+        requested_by: str,
+        approved_by: str,
+        incident_id: str | None,
+        row_cap: int | None,
+    ) -> list[ProposedCorrection]:
+        """The stored dry run of ``correction_key`` once every check of :meth:`apply` holds;
+        any failure raises, so the transaction rolls back with nothing applied. The row cap
+        is checked on the stored count, before any proposal is loaded."""
+        sets = conn.execute(cq.proposal_set_query(), {"key": correction_key}).fetchall()
+        if not sets:
+            raise CorrectionSetNotFoundError(
+                f"no dry run is stored under correction key {correction_key!r}: nothing was applied; "
+                "run the dry run again"
+            )
+        owners = sorted({r[0] for r in sets})
+        if owners != [psp]:
+            raise CorrectionSetNotFoundError(
+                f"correction set {correction_key} belongs to PSP {', '.join(owners)}, not {psp}: "
+                "nothing was applied"
+            )
+        made_for = {r[1] for r in sets}
+        if made_for != {incident_id}:
+            named = ", ".join(sorted(i or "no incident" for i in made_for))
+            raise CorrectionIncidentError(
+                f"correction set {correction_key} was proposed for {named}, not for "
+                f"{incident_id or 'no incident'}: nothing was applied"
+            )
+        check_row_cap(sum(int(r[2]) for r in sets), row_cap)
+        _check_incident(conn, incident_id, psp, doing="applied")
+        requesters = [r[0] for r in conn.execute(cq.requesters_query(), {"key": correction_key})]
+        if not requesters:
+            raise ApprovalRefusedError(
+                f"correction set {correction_key} has no requester stored with its dry run: "
+                "nothing was applied; run the dry run again"
+            )
+        if not any(_same_person(requested_by, r) for r in requesters):
+            raise ApprovalRefusedError(
+                f"correction set {correction_key} was requested by {', '.join(requesters)}, not by "
+                f"{requested_by}: nothing was applied"
+            )
+        if any(_same_person(approved_by, r) for r in requesters):
+            raise SelfApprovalError(
+                f"{approved_by} requested correction set {correction_key} and cannot approve it: "
+                "nothing was applied"
+            )
+        stored = [_proposal(r) for r in conn.execute(cq.load_proposals_query(), {"key": correction_key})]
+        if proposals is not None:
+            given = {p.transaction_id: p for p in proposals}
+            expected = {p.transaction_id: p for p in stored}
+            if given != expected:
+                differ = sorted(
+                    tid for tid in given.keys() | expected.keys() if given.get(tid) != expected.get(tid)
+                )
+                raise CorrectionSetMismatchError(
+                    f"the {len(given)} proposal(s) handed for correction set {correction_key} are not "
+                    f"its stored dry run of {len(expected)} (first differing transaction: {differ[0]}): "
+                    "nothing was applied; apply the stored set"
+                )
+        return stored
 
     def _write_corrections(
         self,
@@ -442,9 +584,10 @@ class CorrectionsHook(BillingGatewayHook):
         run_id: str,
         incident_id: str | None,
         now: datetime,
-    ) -> None:
+    ) -> tuple[datetime, ...]:
         """The update, the audit rows and the notes lines of the rows to correct; any
-        mismatch between them raises, so the whole transaction rolls back."""
+        mismatch between them raises, so the whole transaction rolls back. Returns the
+        cycles whose notes wait for their log row."""
         mapping = self.config.mapping
         ids = [p.transaction_id for p in to_apply]
         state = {
@@ -480,45 +623,39 @@ class CorrectionsHook(BillingGatewayHook):
                 "corrected row(s); nothing was applied"
             )
         # one notes line per correction, in the latest log row of the transaction's cycle
-        by_cycle: dict[datetime, list[str]] = {}
-        for p in to_apply:
-            created_at = current[p.transaction_id].created_at
-            by_cycle.setdefault(created_at, []).append(
-                correction_note(
-                    p,
-                    correction_key=correction_key,
-                    requested_by=requested_by,
-                    approved_by=approved_by,
-                    run_id=run_id,
-                    incident_id=incident_id,
-                    processed_at=now,
-                )
-            )
         notes: dict[int, list[str]] = {}
-        new_rows: dict[datetime, list[str]] = {}
-        for created_at in sorted(by_cycle):
+        parked: list[tuple[int, datetime, str]] = []
+        for p in sorted(to_apply, key=lambda p: (current[p.transaction_id].created_at, p.transaction_id)):
+            created_at = current[p.transaction_id].created_at
+            line = correction_note(
+                p,
+                correction_key=correction_key,
+                requested_by=requested_by,
+                approved_by=approved_by,
+                run_id=run_id,
+                incident_id=incident_id,
+                processed_at=now,
+            )
             found = conn.execute(cq.covering_log_query(mapping), {"psp": psp, "at": created_at}).fetchone()
             if found is None:
-                new_rows.setdefault(floor_cycle(created_at), []).extend(by_cycle[created_at])
+                parked.append((p.transaction_id, floor_cycle(created_at), line))
             else:
-                notes.setdefault(int(found[0]), []).extend(by_cycle[created_at])
+                notes.setdefault(int(found[0]), []).append(line)
         for log_id in sorted(notes):
             conn.execute(
                 cq.append_log_notes_query(mapping), {"id": log_id, "notes": "\n".join(notes[log_id])}
             )
-        for cycle_start in sorted(new_rows):
+        if parked:
             conn.execute(
-                queries.insert_cycle_log_query(mapping),
+                cq.park_notes_query(),
                 {
-                    "psp": psp,
-                    "start": cycle_start,
-                    "end": cycle_start + CYCLE,
-                    "status": "failed",
-                    "amount": 0,
-                    "count": 0,
-                    "notes": "\n".join([NEW_LOG_ROW_NOTE, *new_rows[cycle_start]]),
+                    "key": correction_key,
+                    "ids": [tid for tid, _, _ in parked],
+                    "cycles": [cycle for _, cycle, _ in parked],
+                    "notes": [line for _, _, line in parked],
                 },
             )
+        return tuple(sorted({cycle for _, cycle, _ in parked}))
 
     @staticmethod
     def _incident_event(

@@ -31,17 +31,29 @@ class PaymentsLedgerHook(ReconPostgresHook):
         super().__init__(*args, **kwargs)
         self.payments_ledger_conn_id = payments_ledger_conn_id
 
-    def status_counts(self, psp: str, window: Window) -> dict[str, tuple[int, int]]:
-        """The runbook's ``GROUP BY status``: ``{status: (count, amount_minor)}``."""
+    def status_counts(self, psp: str, window: Window) -> list[tuple[str, str | None, int, int]]:
+        """The runbook's ``GROUP BY status``, per currency too: ``(status, currency, count,
+        amount_minor)``, each amount in its own currency (``queries.ledger_totals_query``,
+        the recovery criterion's query; ``ledger.transactions.currency`` — mapping key
+        ``ledger_transactions.currency``)."""
         check_psp_name(psp)
         with self.connect(autocommit=True) as conn:
             rows = conn.execute(
-                queries.ledger_status_counts_query(self.config.mapping),
+                queries.ledger_totals_query(self.config.mapping),
                 {"psp": psp, "start": window.start, "end": window.end},
             )
-            return {status: (int(n), int(amount)) for status, n, amount in rows}
+            return [(status, currency, int(n), int(amount)) for status, currency, n, amount in rows]
 
     def compare_with_gateway(self, psp: str, window: Window, gateway_hook: Any) -> LedgerComparison:
-        """Ledger and gateway status counts side by side for the same PSP and window."""
-        gateway = gateway_hook.gateway_status_counts(psp, window)
-        return compare_status_counts(psp, window, gateway=gateway, ledger=self.status_counts(psp, window))
+        """Ledger and gateway side by side for the same PSP and window, per status (the
+        gateway's vocabulary, through the PSP's ``ledger_status_mapping`` and
+        ``status_mapping``) and currency; amounts are never added across currencies."""
+        psp_cfg = gateway_hook.resolve_psp(psp)
+        return compare_status_counts(
+            psp,
+            window,
+            gateway=gateway_hook.gateway_status_counts(psp, window),
+            ledger=self.status_counts(psp, window),
+            status_mapping=psp_cfg.status_mapping,
+            ledger_status_mapping=psp_cfg.ledger_status_mapping,
+        )

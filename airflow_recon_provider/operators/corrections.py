@@ -322,6 +322,7 @@ class TransactionCorrectionOperator(HITLOperator):
                 policy=self.policy,
                 scope=scope,
                 run_id=run_id,
+                requested_by=requested_by,
                 incident_id=incident_id,
                 artifact_dir=spool,
                 sample_size=self.sample_size,
@@ -480,9 +481,8 @@ class TransactionCorrectionOperator(HITLOperator):
                 details={"correction_key": key, "requested_by": requested_by, "reason": str(refused)},
             )
             raise
-        proposals = hook.load_proposals(key, psp=correction["psp"], row_cap=correction.get("row_cap"))
+        # the stored dry run of the key finance approved, read and checked by the apply itself
         result = hook.apply(
-            proposals,
             psp=correction["psp"],
             correction_key=key,
             requested_by=requested_by,

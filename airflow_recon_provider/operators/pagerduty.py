@@ -7,6 +7,9 @@
   open is the same PagerDuty incident).
 - :class:`PagerDutyIncidentEventOperator` — in ``billing_gateway_remediation``:
   *acknowledge* once the incident is mitigating, *resolve* once it is recovered (or closed).
+- :class:`PagerDutyFinanceReportOperator` — in ``billing_gateway_finance_report``
+  (*Detecção* 2): finance's report told to on-call at low urgency (severity ``info``, the
+  incident's dedup key; see :mod:`~airflow_recon_provider.reconciliation.paging`).
 
 PagerDuty never holds the runbook up: the hook retries a bounded number of times, then the
 task records the failure on the incident timeline and **ends successfully**. A failed page
@@ -74,9 +77,12 @@ def send_and_record(
     actor: str,
     run_id: str | None,
     log: Any,
+    note: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Send ``event`` and put the outcome on the incident's timeline; never raises for
-    PagerDuty's sake (the outcome says ``sent`` or ``failed``)."""
+    PagerDuty's sake (the outcome says ``sent`` or ``failed``). ``note`` ends the timeline's
+    text of a delivered event, ``details`` are added to the event's details."""
     from airflow_recon_provider.hooks.pagerduty import ReconPagerDutyEventsHook
     from airflow_recon_provider.reconciliation.paging import PAGING_STEP
 
@@ -99,7 +105,9 @@ def send_and_record(
         log.warning("PagerDuty %s of %s not delivered: %s", event.action.value, event.dedup_key, text)
         status, outcome = "failed", f"PagerDuty {event.action.value} not delivered: {text}"
         extra = {"error": text}
-    record = {**event.record(), "status": status, "connection": pagerduty_conn_id, **extra}
+    if note and status == "sent":
+        outcome = f"{outcome} — {note}"
+    record = {**event.record(), "status": status, "connection": pagerduty_conn_id, **extra, **(details or {})}
     try:
         event_id = incident_hook.record_event(
             event.incident_id,
@@ -157,7 +165,13 @@ class PagerDutyAlertOperator(BaseOperator):
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.operators._context import run_id_of
         from airflow_recon_provider.operators.watch import WATCH_ACTOR
-        from airflow_recon_provider.reconciliation.paging import run_grid_url, trigger_event
+        from airflow_recon_provider.reconciliation.paging import (
+            PagingAction,
+            follow_up_event,
+            paging_state,
+            run_grid_url,
+            trigger_event,
+        )
 
         if blank(self.pagerduty_conn_id):
             self.log.info("No PagerDuty connection configured: nobody is paged")
@@ -179,6 +193,26 @@ class PagerDutyAlertOperator(BaseOperator):
                 dashboard_url=_dashboard_url(),
                 run_url=run_grid_url(_api_base_url(), self.remediation_dag_id, run) if run else None,
             )
+            state = paging_state(hook.timeline(incident.incident_id))
+            if state.superseded_by(event.severity):
+                # the open alert is a lower-severity one (a finance report's, low urgency):
+                # PagerDuty would add this trigger to it and keep its urgency
+                send_and_record(
+                    follow_up_event(
+                        PagingAction.RESOLVE,
+                        psp=psp,
+                        incident_id=incident.incident_id,
+                        source=WATCH_ACTOR,
+                        note=f"superseded by a {event.severity} alert",
+                    ),
+                    incident_hook=hook,
+                    pagerduty_conn_id=str(self.pagerduty_conn_id).strip(),
+                    actor=WATCH_ACTOR,
+                    run_id=run_id_of(context),
+                    log=self.log,
+                    note=f"alerta {state.severity} substituído por um {event.severity}",
+                    details={"superseded_severity": state.severity},
+                )
             results.append(
                 send_and_record(
                     event,
@@ -267,9 +301,118 @@ class PagerDutyIncidentEventOperator(BaseOperator):
         )
 
 
+class PagerDutyFinanceReportOperator(BaseOperator):
+    """Tell on-call in PagerDuty, at low urgency, about finance's report (runbook *Detecção*
+    2): a *trigger* with severity ``info`` and the incident's dedup key
+    ``billing_gateway-reconciliation:<psp>:<incident_id>`` (custom details: the ticket, the
+    window, the description, who reported, the dry run; links: the incident's page on the
+    dashboard and the dry run's grid).
+
+    With no open alert for the incident it opens the incident's PagerDuty incident, low
+    urgency on a service whose urgency follows severity; the remediation's acknowledge and
+    resolve close it as usual. With an open alert, PagerDuty adds it to that alert (nobody is
+    paged twice, the alert keeps its urgency). The outcome is on the incident timeline
+    (``communication.pagerduty``, with ``finance_ticket`` and ``urgency``). PagerDuty down or
+    the connection missing: recorded, and the task still succeeds (the report, its dry run and
+    the Slack message never wait for PagerDuty). A retried run that delivered it already
+    sends nothing.
+
+    :param report: the finance report's record step result (templated; its XCom).
+    :param pagerduty_conn_id: PagerDuty connection (``pagerduty_events``); empty: no paging.
+    :param billing_gateway_conn_id: gateway database (the ``recon`` schema).
+    :param remediation_dag_id: the DAG of the dry run the alert links to.
+    """
+
+    template_fields: Sequence[str] = ("report", "pagerduty_conn_id")
+    ui_color = "#d8f3dc"
+
+    def __init__(
+        self,
+        *,
+        report: Any,
+        pagerduty_conn_id: str | None = PAGERDUTY_CONN_ID,
+        billing_gateway_conn_id: str = "billing_gateway_db",
+        remediation_dag_id: str = REMEDIATION_DAG_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.report = report
+        self.pagerduty_conn_id = pagerduty_conn_id
+        self.billing_gateway_conn_id = billing_gateway_conn_id
+        self.remediation_dag_id = remediation_dag_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from collections.abc import Mapping
+
+        from airflow_recon_provider.artifacts import dashboard_base_url
+        from airflow_recon_provider.hooks.incidents import IncidentHook
+        from airflow_recon_provider.operators._context import run_actor, run_id_of
+        from airflow_recon_provider.reconciliation.incidents import check_incident_id
+        from airflow_recon_provider.reconciliation.paging import (
+            PAGING_STEP,
+            finance_report_event,
+            paging_state,
+            run_grid_url,
+        )
+
+        data = self.report if isinstance(self.report, Mapping) else {}
+        if not data.get("incident_id"):
+            raise ValueError(f"the finance report's record step returned no incident: {self.report!r}")
+        incident_id = check_incident_id(str(data["incident_id"]))
+        ticket = str(data.get("finance_ticket") or "")
+        if blank(self.pagerduty_conn_id):
+            self.log.info("No PagerDuty connection configured: on-call is told in Slack only")
+            return {"incident_id": incident_id, "status": "not_needed", "reason": "no PagerDuty connection"}
+        hook = IncidentHook(billing_gateway_conn_id=self.billing_gateway_conn_id)
+        run_id = run_id_of(context)
+        timeline = hook.timeline(incident_id)
+        delivered = [
+            e
+            for e in timeline
+            if e.step == PAGING_STEP
+            and e.run_id == run_id
+            and e.details.get("finance_ticket") == ticket
+            and e.details.get("status") == "sent"
+        ]
+        if delivered:
+            self.log.info("This run told PagerDuty already (event %s): not again", delivered[0].id)
+            return {
+                "incident_id": incident_id,
+                "status": "already sent",
+                "timeline_event_id": delivered[0].id,
+            }
+        state = paging_state(timeline)
+        dry_run = data.get("dry_run") if isinstance(data.get("dry_run"), Mapping) else {}
+        event = finance_report_event(
+            data,
+            source=f"{context['dag'].dag_id}.{self.task_id}" if context.get("dag") else self.task_id,
+            dashboard_url=f"{dashboard_base_url()}/incidents/{incident_id}",
+            run_url=run_grid_url(_api_base_url(), self.remediation_dag_id, str(dry_run["run_id"]))
+            if dry_run.get("run_id")
+            else None,
+        )
+        if state.open:
+            urgency = f"added to the open alert ({state.severity or 'unknown'} severity, its urgency)"
+            note = f"relato {ticket}: anexado ao alerta já aberto no PagerDuty ({state.severity})"
+        else:
+            urgency = "low (severity info)"
+            note = f"relato {ticket}: plantão avisado no PagerDuty com baixa urgência"
+        return send_and_record(
+            event,
+            incident_hook=hook,
+            pagerduty_conn_id=str(self.pagerduty_conn_id).strip(),
+            actor=run_actor(context),
+            run_id=run_id,
+            log=self.log,
+            note=note,
+            details={"urgency": urgency},
+        )
+
+
 __all__ = [
     "PAGERDUTY_CONN_ID",
     "PagerDutyAlertOperator",
+    "PagerDutyFinanceReportOperator",
     "PagerDutyIncidentEventOperator",
     "remediation_run_id",
     "send_and_record",

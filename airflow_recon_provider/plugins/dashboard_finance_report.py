@@ -11,8 +11,8 @@
 - The finance report on the incident page (:func:`finance_reports`): ticket, description,
   who reported and when, the dry run started, on-call told in Slack, and the dry run's
   findings once it has run — divergence by kind and currency, gateway vs statement per
-  status and currency, the ledger per status. Amounts through ``format_money`` in their own
-  currency; currencies are never added together.
+  status and currency, the ledger beside the gateway per status and currency. Amounts
+  through ``format_money`` in their own currency; currencies are never added together.
 """
 
 # no ``from __future__ import annotations``: FastAPI reads the annotations of the route
@@ -36,6 +36,7 @@ from airflow_recon_provider.reconciliation.finance_report import (
     parse_finance_report,
 )
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS
+from airflow_recon_provider.reconciliation.paging import PAGING_STEP
 
 if TYPE_CHECKING:
     import jinja2
@@ -187,6 +188,8 @@ class FinanceReportView:
     event: "IncidentEvent"
     slack: "tuple[IncidentEvent, ...]"
     findings: "IncidentEvent | None"
+    #: the report's PagerDuty event(s) (low urgency; ``communication.pagerduty``)
+    pagerduty: "tuple[IncidentEvent, ...]" = ()
 
     @property
     def details(self) -> Mapping[str, Any]:
@@ -244,6 +247,18 @@ class FinanceReportView:
     def slack_status(self) -> str | None:
         return str(self.slack[-1].details.get("status")) if self.slack else None
 
+    @property
+    def pagerduty_text(self) -> str | None:
+        """How on-call was told in PagerDuty (pt-BR), or ``None`` when no event was sent."""
+        if not self.pagerduty:
+            return None
+        details = self.pagerduty[-1].details
+        if details.get("status") != "sent":
+            return f"não avisado ({details.get('error') or details.get('status')})"
+        if str(details.get("urgency") or "").startswith("low"):
+            return "avisado com baixa urgência (severidade info)"
+        return "anexado ao alerta já aberto do incidente"
+
     def findings_view(self) -> dict[str, Any] | None:
         return findings_view(self.findings.details) if self.findings else None
 
@@ -260,6 +275,7 @@ class FinanceReportView:
             "incident_action": self.details.get("incident_action"),
             "dry_run_run_id": self.dry_run_id,
             "slack": self.slack_status,
+            "pagerduty": dict(self.pagerduty[-1].details) if self.pagerduty else None,
             "findings": dict(self.findings.details) if self.findings else None,
             "findings_recorded_at": self.findings.created_at.isoformat() if self.findings else None,
         }
@@ -285,7 +301,14 @@ def finance_reports(detail: "IncidentDetail") -> list[FinanceReportView]:
         slack = tuple(
             e for e in detail.events if e.step == FinanceReportStep.SLACK and e.run_id == event.run_id
         )
-        reports.append(FinanceReportView(event, slack, findings[-1] if findings else None))
+        pagerduty = tuple(
+            e
+            for e in detail.events
+            if e.step == PAGING_STEP
+            and e.run_id == event.run_id
+            and e.details.get("finance_ticket") == event.details.get("finance_ticket")
+        )
+        reports.append(FinanceReportView(event, slack, findings[-1] if findings else None, pagerduty))
     return reports
 
 
@@ -298,7 +321,7 @@ def _money(amount: Any, currency: str | None) -> str:
 def findings_view(details: Mapping[str, Any]) -> dict[str, Any]:
     """The findings as the page shows them: each currency's divergence by kind in its own
     currency, the converted total with its rates, gateway vs statement per status and
-    currency, and the ledger per status."""
+    currency, and the ledger beside the gateway per status and currency."""
     from airflow_recon_provider.plugins.dashboard_incidents_page import count, pct
 
     divergence = details.get("divergence") or {}
@@ -350,11 +373,14 @@ def findings_view(details: Mapping[str, Any]) -> dict[str, Any]:
     ledger_lines = [
         {
             "status": e.get("status"),
+            # each line is one currency (ledger.transactions.currency); a line recorded
+            # without one (findings of an older release) stays in minor units
+            "currency": e.get("currency") or "",
             "ledger_count": count(e.get("ledger_count") or 0),
-            # ledger.transactions records no currency: its amounts stay in minor units
-            "ledger_amount": _money(e.get("ledger_amount_minor") or 0, None),
+            "ledger_amount": _money(e.get("ledger_amount_minor") or 0, e.get("currency") or None),
             "gateway_count": count(e.get("gateway_count") or 0),
-            "count_matches": bool(e.get("count_matches")),
+            "gateway_amount": _money(e.get("gateway_amount_minor"), e.get("currency") or None),
+            "matches": bool(e["matches"]) if "matches" in e else bool(e.get("count_matches")),
         }
         for e in ledger.get("statuses") or []
     ]

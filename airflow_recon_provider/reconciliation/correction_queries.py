@@ -14,6 +14,7 @@ from airflow_recon_provider.reconciliation.queries import divergence_report_quer
 
 PROPOSALS_TABLE = sql.Identifier("recon", "correction_proposals")
 CORRECTIONS_TABLE = sql.Identifier("recon", "corrections")
+REQUESTS_TABLE = sql.Identifier("recon", "correction_requests")
 #: a session-local table that holds a dry run's proposals until its key is known
 DRY_RUN_TEMP = sql.Identifier("recon_correction_dry_run")
 
@@ -102,6 +103,78 @@ def load_proposals_query() -> sql.Composed:
        before_processed_at, after_status, amount_minor, currency
 FROM {proposals} WHERE correction_key = %(key)s ORDER BY position, transaction_id"""
     ).format(proposals=PROPOSALS_TABLE)
+
+
+def proposal_set_query() -> sql.Composed:
+    """What a stored dry run was made for: one row per (PSP, incident) among its proposals,
+    with their count (a well-formed set has exactly one)."""
+    return sql.SQL(
+        """SELECT psp, incident_id, count(*) FROM {proposals} WHERE correction_key = %(key)s
+GROUP BY psp, incident_id ORDER BY psp, incident_id"""
+    ).format(proposals=PROPOSALS_TABLE)
+
+
+def store_request_query() -> sql.Composed:
+    """Who asked for the correction set, stored with its dry run; a retry of the same run
+    changes nothing."""
+    return sql.SQL(
+        """INSERT INTO {requests} (correction_key, run_id, requested_by, psp, incident_id)
+VALUES (%(key)s, %(run_id)s, %(requested_by)s, %(psp)s, %(incident_id)s)
+ON CONFLICT (correction_key, run_id) DO NOTHING"""
+    ).format(requests=REQUESTS_TABLE)
+
+
+def requesters_query() -> sql.Composed:
+    return sql.SQL(
+        "SELECT requested_by, run_id FROM {requests} WHERE correction_key = %(key)s"
+        " ORDER BY requested_at, run_id"
+    ).format(requests=REQUESTS_TABLE)
+
+
+def incident_of_query() -> sql.SQL:
+    """The PSP and state of an incident (none: it does not exist); locked against closing
+    while a correction is applied under it."""
+    return sql.SQL("SELECT psp, state FROM recon.incidents WHERE incident_id = %(incident_id)s FOR SHARE")
+
+
+def park_notes_query() -> sql.Composed:
+    """Keep the notes lines of corrections whose cycle has no ``payment_reconciliation_logs``
+    row yet on their audit rows, with the cycle they wait for."""
+    return sql.SQL(
+        """UPDATE {corrections} AS c SET note_cycle_start = v.cycle_start, note_pending = v.note
+FROM unnest(%(ids)s::bigint[], %(cycles)s::timestamptz[], %(notes)s::text[]) AS v (id, cycle_start, note)
+WHERE c.correction_key = %(key)s AND c.transaction_id = v.id"""
+    ).format(corrections=CORRECTIONS_TABLE)
+
+
+def notes_pending_query() -> sql.SQL:
+    """Whether this database keeps waiting correction notes (migration 9), and whether this
+    role may take them."""
+    return sql.SQL(
+        """SELECT col.attname IS NOT NULL,
+       col.attname IS NOT NULL AND has_column_privilege(col.attrelid, col.attnum, 'UPDATE')
+FROM (SELECT 1) AS one
+LEFT JOIN pg_attribute AS col
+       ON col.attrelid = to_regclass('recon.corrections') AND col.attname = 'note_pending'"""
+    )
+
+
+def take_pending_notes_query() -> sql.Composed:
+    """The waiting notes lines of a PSP's corrections in a cycle, in the order applied,
+    marked as written (the caller appends them to the cycle's log row in the same
+    transaction)."""
+    return sql.SQL(
+        """WITH pending AS (
+    SELECT id, note_pending FROM {corrections}
+    WHERE psp = %(psp)s AND note_pending IS NOT NULL
+      AND note_cycle_start >= %(start)s AND note_cycle_start < %(end)s
+    ORDER BY id
+    FOR UPDATE
+), cleared AS (
+    UPDATE {corrections} AS c SET note_pending = NULL FROM pending AS p WHERE c.id = p.id
+)
+SELECT string_agg(note_pending, E'\\n' ORDER BY id) FROM pending"""
+    ).format(corrections=CORRECTIONS_TABLE)
 
 
 def count_proposals_query() -> sql.Composed:
@@ -236,10 +309,17 @@ __all__ = [
     "covering_log_query",
     "create_dry_run_temp_query",
     "incident_event_query",
+    "incident_of_query",
     "insert_audit_query",
     "load_proposals_query",
     "lock_targets_query",
     "lock_timeout_query",
+    "notes_pending_query",
+    "park_notes_query",
+    "proposal_set_query",
+    "requesters_query",
     "store_proposals_query",
+    "store_request_query",
+    "take_pending_notes_query",
     "update_targets_query",
 ]

@@ -1089,6 +1089,9 @@ class ApplyResult:
         its own minor units; never one sum across currencies).
     :param processed_at: the ``processed_at`` written (the transaction's ``now()``).
     :param incident_event: whether an event was added to the incident's timeline.
+    :param notes_pending_cycles: cycles (their start) with no ``payment_reconciliation_logs``
+        row yet: the notes lines of their corrections wait on the audit rows and are written
+        into the row that records the cycle; a correction never writes a cycle row itself.
     """
 
     correction_key: str
@@ -1099,6 +1102,7 @@ class ApplyResult:
     applied_by_currency: Mapping[str, KindTotal] = field(default_factory=dict)
     processed_at: datetime | None = None
     incident_event: bool = False
+    notes_pending_cycles: tuple[datetime, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -1110,6 +1114,7 @@ class ApplyResult:
             "applied_by_currency": _currency_dict(self.applied_by_currency),
             "processed_at": _iso(self.processed_at),
             "incident_event": self.incident_event,
+            "notes_pending_cycles": [c.isoformat() for c in self.notes_pending_cycles],
             "conflict_details": [c.as_dict() for c in self.conflicts[:CONFLICTS_LISTED]],
         }
 
@@ -1140,12 +1145,6 @@ def correction_note(
     )
 
 
-NEW_LOG_ROW_NOTE = (
-    "no reconciliation was recorded for this cycle; row opened by a data correction for "
-    "traceability (status failed: reprocess the cycle to reconcile it)"
-)
-
-
 __all__ = [
     "DEFAULT_APPROVAL_TIMEOUT",
     "DEFAULT_ROW_CAP",
@@ -1153,7 +1152,6 @@ __all__ = [
     "DRY_RUN_FIELDS",
     "INCIDENT_STEP",
     "NEEDS_TICKET",
-    "NEW_LOG_ROW_NOTE",
     "NOT_CORRECTABLE",
     "PSP_STATUS",
     "ApplyAction",

@@ -108,3 +108,13 @@ class CorrectionLockedError(ReconError):
 
 class CorrectionSetNotFoundError(ReconError):
     """No stored dry run has this correction key."""
+
+
+class CorrectionSetMismatchError(ReconError):
+    """The proposals handed to an apply are not the dry run stored under the key finance
+    approved (a hand-made or altered list): nothing is applied."""
+
+
+class CorrectionIncidentError(ReconError):
+    """The incident a correction names does not exist, belongs to another PSP, is closed, or
+    is not the incident its dry run was made for."""

@@ -312,17 +312,17 @@ def side_by_side(
     ledger_statuses: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Gateway vs statement per (status, currency) — the statement's statuses mapped to the
-    gateway's vocabulary — and the ledger per status (``ledger.transactions`` records no
-    currency: its amounts are never put next to one currency's).
+    gateway's vocabulary — and the ledger beside the gateway per (status, currency): amounts
+    only ever next to the same currency's (DESIGN 3a).
 
     :param rows: :func:`sides_query`'s rows.
     :param status_mapping: the PSP's statement -> gateway status mapping.
-    :param ledger_statuses: the dry run's ledger lines (``status``, ``ledger_count``,
-        ``ledger_amount_minor``).
+    :param ledger_statuses: the dry run's ledger lines (``PaymentsLedgerHook.compare_with_gateway``:
+        ``status`` in the gateway's vocabulary, ``currency``, ``ledger_count``,
+        ``ledger_amount_minor``); a line recorded without ``currency`` keeps none.
     """
     mapping = dict(status_mapping or {})
     lines: dict[tuple[str, str], dict[str, Any]] = {}
-    gateway_counts: dict[str, int] = {}
     for side, status, currency, count, amount in rows:
         status = str(status)
         if side == "statement":
@@ -341,8 +341,6 @@ def side_by_side(
         )
         line[f"{side}_count"] += int(count)
         line[f"{side}_amount_minor"] += int(amount)  # same status and currency: one currency
-        if side == "gateway":
-            gateway_counts[status] = gateway_counts.get(status, 0) + int(count)
     for line in lines.values():
         line["matches"] = (line["gateway_count"], line["gateway_amount_minor"]) == (
             line["statement_count"],
@@ -350,19 +348,27 @@ def side_by_side(
         )
     ledger = []
     for entry in ledger_statuses:
-        status = str(entry.get("status"))
+        status, currency = str(entry.get("status")), str(entry.get("currency") or "")
+        gateway = lines.get((status, currency), {})
+        figures = {
+            "ledger_count": int(entry.get("ledger_count") or 0),
+            "ledger_amount_minor": int(entry.get("ledger_amount_minor") or 0),
+            "gateway_count": int(gateway.get("gateway_count", 0)),
+            "gateway_amount_minor": int(gateway.get("gateway_amount_minor", 0)),
+        }
         ledger.append(
             {
                 "status": status,
-                "ledger_count": int(entry.get("ledger_count") or 0),
-                "ledger_amount_minor": int(entry.get("ledger_amount_minor") or 0),
-                "gateway_count": gateway_counts.get(status, 0),
-                "count_matches": int(entry.get("ledger_count") or 0) == gateway_counts.get(status, 0),
+                "currency": currency,
+                **figures,
+                "count_matches": figures["ledger_count"] == figures["gateway_count"],
+                "matches": (figures["ledger_count"], figures["ledger_amount_minor"])
+                == (figures["gateway_count"], figures["gateway_amount_minor"]),
             }
         )
     return {
         "gateway_vs_statement": [lines[k] for k in sorted(lines)],
-        "ledger": sorted(ledger, key=lambda e: e["status"]),
+        "ledger": sorted(ledger, key=lambda e: (e["status"], e["currency"])),
     }
 
 

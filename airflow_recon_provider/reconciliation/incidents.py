@@ -939,6 +939,26 @@ _TD = f'style="{_CELL}text-align:left"'
 _TD_NUM = f'style="{_CELL}text-align:right;white-space:nowrap"'
 
 
+#: an http(s) address in a text (the punctuation ending a sentence is taken off it)
+_URL_RE = re.compile(r"https?://[^\s<>\"']+")
+
+
+def _linked(text: str) -> str:
+    """``text`` escaped for HTML, each http(s) address in it a link (e-mail clients do not
+    all turn plain-text addresses into links: the closing report's must be one)."""
+    out, last = [], 0
+    for match in _URL_RE.finditer(text):
+        address = match.group(0).rstrip(".,;:!?)]")
+        if address.endswith("://"):
+            continue
+        url = html.escape(address)
+        out.append(html.escape(text[last : match.start()]))
+        out.append(f'<a href="{url}">{url}</a>')
+        last = match.start() + len(address)
+    out.append(html.escape(text[last:]))
+    return "".join(out)
+
+
 def _to_html(blocks: Sequence[_Block], *, title: str) -> str:
     esc = html.escape
     out = [
@@ -951,12 +971,12 @@ def _to_html(blocks: Sequence[_Block], *, title: str) -> str:
             level = max(1, min(block.level, 4))
             out.append(f"<h{level}>{esc(block.text)}</h{level}>")
         elif isinstance(block, _Para):
-            text = esc(block.text)
+            text = _linked(block.text)
             out.append(f"<p><strong>{text}</strong></p>" if block.strong else f"<p>{text}</p>")
         elif isinstance(block, _Fields):
             # a value of several lines (one per currency) keeps its lines
             rows = "".join(
-                f"<tr><th {_TH}>{esc(k)}</th><td {_TD}>{'<br>'.join(map(esc, v.splitlines()))}</td></tr>"
+                f"<tr><th {_TH}>{esc(k)}</th><td {_TD}>{'<br>'.join(map(_linked, v.splitlines()))}</td></tr>"
                 for k, v in block.pairs
             )
             out.append(f"<table {_TABLE}>{rows}</table>")
@@ -965,14 +985,14 @@ def _to_html(blocks: Sequence[_Block], *, title: str) -> str:
             body = "".join(
                 "<tr>"
                 + "".join(
-                    f"<td {_TD_NUM if i in block.right else _TD}>{esc(c)}</td>" for i, c in enumerate(row)
+                    f"<td {_TD_NUM if i in block.right else _TD}>{_linked(c)}</td>" for i, c in enumerate(row)
                 )
                 + "</tr>"
                 for row in block.rows
             )
             out.append(f"<table {_TABLE}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif isinstance(block, _Items):
-            out.append("<ul>" + "".join(f"<li>{esc(i)}</li>" for i in block.items) + "</ul>")
+            out.append("<ul>" + "".join(f"<li>{_linked(i)}</li>" for i in block.items) + "</ul>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 

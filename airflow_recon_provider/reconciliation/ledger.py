@@ -1,16 +1,25 @@
-"""Ledger integrity (runbook Investigação 3): gateway and ledger status counts side by side."""
+"""Ledger integrity (runbook Investigação 3): the ledger's and the gateway's counts and
+amounts side by side, per status and currency (DESIGN 3a: amounts are never added across
+currencies). The lines come from :func:`~airflow_recon_provider.reconciliation.recovery.alignment_lines`,
+the recovery criterion's side by side, so both read statuses and currencies the same way."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_recon_provider.reconciliation.recovery import NO_CURRENCY, alignment_lines
 from airflow_recon_provider.reconciliation.window import Window
 
 
 @dataclass(frozen=True)
 class StatusLine:
+    """One status (the gateway's vocabulary) and currency: the gateway's and the ledger's
+    count and amount, in ``currency``'s minor units (``""``: rows without a currency)."""
+
     status: str
+    currency: str
     gateway_count: int
     gateway_amount_minor: int
     ledger_count: int
@@ -42,6 +51,7 @@ class LedgerComparison:
             "statuses": [
                 {
                     "status": line.status,
+                    "currency": line.currency,
                     "gateway_count": line.gateway_count,
                     "gateway_amount_minor": line.gateway_amount_minor,
                     "ledger_count": line.ledger_count,
@@ -57,17 +67,37 @@ def compare_status_counts(
     psp: str,
     window: Window,
     *,
-    gateway: dict[str, tuple[int, int]],
-    ledger: dict[str, tuple[int, int]],
+    gateway: Iterable[tuple[str, str | None, int, int]],
+    ledger: Iterable[tuple[str, str | None, int, int]],
+    status_mapping: Mapping[str, str] | None = None,
+    ledger_status_mapping: Mapping[str, str] | None = None,
 ) -> LedgerComparison:
-    lines = tuple(
-        StatusLine(
-            status=status,
-            gateway_count=gateway.get(status, (0, 0))[0],
-            gateway_amount_minor=gateway.get(status, (0, 0))[1],
-            ledger_count=ledger.get(status, (0, 0))[0],
-            ledger_amount_minor=ledger.get(status, (0, 0))[1],
-        )
-        for status in sorted(set(gateway) | set(ledger))
+    """The ledger beside the gateway per status and currency.
+
+    :param gateway: ``queries.gateway_status_counts_query`` rows: ``(status, currency, count,
+        amount_minor)``.
+    :param ledger: ``queries.ledger_totals_query`` rows, the same shape, the ledger's statuses.
+    :param status_mapping: the PSP's statement -> gateway status mapping.
+    :param ledger_status_mapping: the PSP's ledger -> statement status mapping.
+    """
+    lines = alignment_lines(
+        (("gateway", status, currency, count, amount) for status, currency, count, amount in gateway),
+        ledger,
+        status_mapping=status_mapping,
+        ledger_status_mapping=ledger_status_mapping,
     )
-    return LedgerComparison(psp=psp, window=window, lines=lines)
+    return LedgerComparison(
+        psp=psp,
+        window=window,
+        lines=tuple(
+            StatusLine(
+                status=line.status,
+                currency=line.currency or NO_CURRENCY,
+                gateway_count=line.gateway_count,
+                gateway_amount_minor=line.gateway_amount_minor,
+                ledger_count=line.ledger_count,
+                ledger_amount_minor=line.ledger_amount_minor,
+            )
+            for line in lines
+        ),
+    )

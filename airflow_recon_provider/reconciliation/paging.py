@@ -20,6 +20,18 @@ reason                        severity    why
                                           size in reais is unknown (never assumed small)
 ============================  ==========  ============================================
 
+A finance report (runbook *Detecção* 2) pages on-call at **low urgency**. The Events API v2
+has no urgency field: urgency is the PagerDuty service's, and a service set to follow the
+alert's severity (PagerDuty's dynamic notifications, or an event rule) makes ``critical`` and
+``error`` high urgency and ``warning`` and ``info`` low. So the report's trigger has severity
+``info`` (:func:`finance_report_event`) and the incident's own dedup key: with no open alert it
+opens the incident's PagerDuty incident at low urgency, and the remediation's acknowledge and
+resolve close it like any other; with an open one PagerDuty adds it to that alert (its custom
+details — ticket, window, description — in the alert's log) and nobody is paged twice. When
+the watch later fires for an incident whose only open alert is such a lower-severity one, the
+watch resolves it and triggers again (:meth:`PagingState.superseded_by`): PagerDuty keeps an
+open alert's urgency, and a divergence above R$ 5.000 must not stay a low-urgency page.
+
 Amounts in the custom details are integers of minor units with their currency, next to the
 text people read (pt-BR: ``R$ 104.175,21``); the converted total in reais says which rates
 it used. Pure: nothing here talks to PagerDuty or imports Airflow.
@@ -51,6 +63,13 @@ PAGING_STEP = "communication.pagerduty"
 SUMMARY_MAX = 1024
 #: Events API v2 severities, lowest first
 SEVERITIES = ("info", "warning", "error", "critical")
+
+#: a finance report's trigger: low urgency on a service whose urgency follows severity
+FINANCE_REPORT_SEVERITY = "info"
+#: the reason a finance report's trigger gives (custom details, timeline)
+FINANCE_REPORT_REASON = "finance_report"
+#: how much of finance's description goes to PagerDuty (the whole one is on the incident)
+DESCRIPTION_IN_PAGE = 500
 
 #: the mapping of the module docstring
 SEVERITY_BY_REASON: Mapping[str, str] = {
@@ -296,6 +315,89 @@ def trigger_event(
     )
 
 
+def finance_report_event(
+    report: Mapping[str, Any],
+    *,
+    source: str,
+    dashboard_url: str | None = None,
+    run_url: str | None = None,
+) -> PagingEvent:
+    """The *trigger* that tells on-call about finance's report (severity ``info``: low
+    urgency, see the module docstring), with the incident's dedup key.
+
+    :param report: the finance report's record (``RecordFinanceReportOperator``'s result:
+        psp, window, finance_ticket, description, incident_id, incident_action, reported_by,
+        dry_run).
+    :param source: who sends it (``payload.source``).
+    :param dashboard_url: the incident's page on the dashboard, a link of the alert.
+    :param run_url: the dry run's grid, a link of the alert.
+    """
+    from datetime import datetime
+
+    from airflow_recon_provider.reconciliation.window import Window
+
+    psp = str(report.get("psp") or "")
+    incident_id = str(report.get("incident_id") or "")
+    key = dedup_key(psp, incident_id)
+    ticket = str(report.get("finance_ticket") or "").strip()
+    if not ticket:
+        raise PagingError(f"the finance report on {incident_id} has no ticket")
+    try:
+        window = Window(
+            datetime.fromisoformat(str(report["window_start"])),
+            datetime.fromisoformat(str(report["window_end"])),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PagingError(f"the finance report {ticket} has no readable window ({exc})") from None
+    description = str(report.get("description") or "")
+    if len(description) > DESCRIPTION_IN_PAGE:
+        description = description[: DESCRIPTION_IN_PAGE - 1] + "…"
+    dry_run = report.get("dry_run") if isinstance(report.get("dry_run"), Mapping) else {}
+    summary = (
+        f"{ALERT_NAME}: {psp} — relato do financeiro {ticket}: ledger x extrato do PSP em "
+        f"{format_window(window)} (investigação em simulação iniciada) — {incident_id}"
+    )
+    details = {
+        "alert": ALERT_NAME,
+        "psp": psp,
+        "incident_id": incident_id,
+        "reasons": [FINANCE_REPORT_REASON],
+        "urgency": "low: severity info (the service's urgency follows the alert's severity)",
+        "finance_ticket": ticket,
+        "description": description,
+        "reported_by": str(report.get("reported_by") or ""),
+        "incident_action": str(report.get("incident_action") or ""),
+        "dry_run": str(dry_run.get("run_id") or ""),
+        "window": {
+            "start": window.start.isoformat(),
+            "end": window.end.isoformat(),
+            "text": format_window(window),
+        },
+    }
+    links = []
+    if dashboard_url:
+        links.append(
+            {"href": dashboard_url, "text": f"{incident_id} — relato {ticket} e achados (dashboard)"}
+        )
+    if run_url:
+        links.append({"href": run_url, "text": "Dry run (Airflow grid)"})
+    return PagingEvent(
+        action=PagingAction.TRIGGER,
+        dedup_key=key,
+        summary=summary,
+        severity=FINANCE_REPORT_SEVERITY,
+        source=source,
+        component=psp,
+        group="billing-gateway",
+        class_type="finance_report",
+        custom_details=details,
+        links=tuple(links),
+        incident_id=incident_id,
+        psp=psp,
+        extras={"reasons": [FINANCE_REPORT_REASON], "finance_ticket": ticket},
+    )
+
+
 def follow_up_event(
     action: PagingAction | str,
     *,
@@ -332,6 +434,23 @@ class PagingState:
 
     triggered: bool
     delivered_since_trigger: frozenset[PagingAction] = frozenset()
+    #: the severity of the trigger that opened the alert (PagerDuty keeps it, and its
+    #: urgency, for the triggers deduplicated into the alert)
+    severity: str | None = None
+
+    @property
+    def open(self) -> bool:
+        """PagerDuty has the incident's alert open (triggered or acknowledged)."""
+        return self.triggered and PagingAction.RESOLVE not in self.delivered_since_trigger
+
+    def superseded_by(self, severity: str) -> bool:
+        """A trigger of ``severity`` must first resolve the open alert: it is of a lower
+        severity (a finance report's ``info``), and PagerDuty keeps an open alert's urgency."""
+        return (
+            self.open
+            and self.severity in SEVERITIES
+            and SEVERITIES.index(severity) > SEVERITIES.index(str(self.severity))
+        )
 
     def needs(self, action: PagingAction) -> str | None:
         """``None`` when ``action`` should be sent now, else why not."""
@@ -350,6 +469,7 @@ def paging_state(events: Iterable[IncidentEvent]) -> PagingState:
     """The :class:`PagingState` of a timeline (events in the order they happened)."""
     triggered = False
     since: set[PagingAction] = set()
+    severity: str | None = None
     for event in events:
         if event.step != PAGING_STEP or (event.details or {}).get("status") != "sent":
             continue
@@ -358,14 +478,20 @@ def paging_state(events: Iterable[IncidentEvent]) -> PagingState:
         except ValueError:
             continue
         if action is PagingAction.TRIGGER:
+            # a trigger to an open alert is added to it (deduplicated): the alert keeps the
+            # severity, and so the urgency, of the trigger that opened it
+            if not (triggered and PagingAction.RESOLVE not in since):
+                severity = str(event.details.get("severity") or "") or None
             triggered, since = True, set()
         else:
             since.add(action)
-    return PagingState(triggered, frozenset(since))
+    return PagingState(triggered, frozenset(since), severity)
 
 
 __all__ = [
     "ALERT_NAME",
+    "FINANCE_REPORT_REASON",
+    "FINANCE_REPORT_SEVERITY",
     "PAGING_STEP",
     "SEVERITIES",
     "SEVERITY_BY_REASON",
@@ -376,6 +502,7 @@ __all__ = [
     "PagingState",
     "dedup_key",
     "divergence_details",
+    "finance_report_event",
     "follow_up_event",
     "lag_text",
     "paging_state",

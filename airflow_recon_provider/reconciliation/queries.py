@@ -370,39 +370,26 @@ def snapshot_copy_query(m: TableMapping) -> sql.Composed:
 
 
 def gateway_status_counts_query(m: TableMapping) -> sql.Composed:
-    """Gateway side of the ledger integrity check: status, count, amount."""
+    """Gateway side of the ledger integrity check (Investigação 3): rows ``(status,
+    currency, count, amount_minor)`` of the PSP's transactions created in ``[start, end)``,
+    each amount within its own currency (the ledger's counterpart: :func:`ledger_totals_query`)."""
     t, i = m.transactions, m.intents
     return sql.SQL(
-        """SELECT t.{status}, count(*)::bigint, COALESCE(sum(t.{amount}), 0)::bigint
+        """SELECT t.{status}, upper(t.{currency}) COLLATE "C", count(*)::bigint,
+       COALESCE(sum(t.{amount}), 0)::bigint
 FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{intent}
 WHERE i.{provider} = %(psp)s AND t.{created} >= %(start)s AND t.{created} < %(end)s
-GROUP BY 1 ORDER BY 1"""
+GROUP BY 1, 2 ORDER BY 1, 2"""
     ).format(
         transactions=t.table.ident,
         intents=i.table.ident,
         status=t.col("status"),
+        currency=t.col("currency"),
         amount=t.col("amount_minor"),
         i_id=i.col("id"),
         intent=t.col("intent_id"),
         provider=i.col("provider"),
         created=t.col("created_at"),
-    )
-
-
-def ledger_status_counts_query(m: TableMapping) -> sql.Composed:
-    """The runbook's ledger query (Integridade de Dados), half-open window."""
-    led = m.ledger
-    return sql.SQL(
-        """SELECT {status}, count(*)::bigint, COALESCE(sum({amount}), 0)::bigint
-FROM {ledger}
-WHERE {psp} = %(psp)s AND {occurred} >= %(start)s AND {occurred} < %(end)s
-GROUP BY 1 ORDER BY 1"""
-    ).format(
-        ledger=led.table.ident,
-        status=led.col("status"),
-        amount=led.col("amount_minor"),
-        psp=led.col("psp"),
-        occurred=led.col("occurred_at"),
     )
 
 
@@ -581,9 +568,11 @@ def insert_cycle_log_query(m: TableMapping) -> sql.Composed:
     return sql.SQL(
         """INSERT INTO {logs} ({psp}, {cycle_start}, {cycle_end}, {status}, {amount}, {count}, {notes},
     {created_at})
-VALUES (%(psp)s, %(start)s, %(end)s, %(status)s, %(amount)s, %(count)s, %(notes)s, clock_timestamp())"""
+VALUES (%(psp)s, %(start)s, %(end)s, %(status)s, %(amount)s, %(count)s, %(notes)s, clock_timestamp())
+RETURNING {id}"""
     ).format(
         logs=r.table.ident,
+        id=r.col("id"),
         psp=r.col("psp"),
         cycle_start=r.col("cycle_start"),
         cycle_end=r.col("cycle_end"),

@@ -42,9 +42,9 @@ GRANT SELECT ON payment_intents, payment_transactions, psp_statement_lines, paym
 GRANT UPDATE (status, processed_at) ON payment_transactions TO recon_remediation;
 
 -- traceability: one line per correction appended to the covering cycle's notes; a cycle
--- without a row gets a `failed` row carrying the line
-GRANT INSERT, UPDATE (notes) ON payment_reconciliation_logs TO recon_remediation;
-GRANT USAGE ON SEQUENCE payment_reconciliation_logs_id_seq TO recon_remediation;
+-- without a row gets none from a correction (its line waits in recon.corrections for the
+-- row the reconciliation writes), so no INSERT here
+GRANT UPDATE (notes) ON payment_reconciliation_logs TO recon_remediation;
 
 -- the reference hourly DAG: statement lines of a cycle replaced, the cycle recorded
 GRANT INSERT, DELETE ON psp_statement_lines TO recon_reconciliation;
@@ -68,8 +68,19 @@ $$;
 GRANT USAGE ON SCHEMA recon TO recon_remediation, recon_reconciliation;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA recon TO recon_remediation;
 GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA recon TO recon_remediation;
--- the hourly DAG reads the per-PSP pause (recon.controls) only
+-- the hourly DAG reads the per-PSP pause (recon.controls)
 GRANT SELECT ON recon.controls TO recon_reconciliation;
+-- and, recording a cycle, takes the notes of corrections that waited for its log row
+-- (migration 9): those columns only
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_attribute
+               WHERE attrelid = to_regclass('recon.corrections') AND attname = 'note_pending') THEN
+        GRANT SELECT (id, psp, note_cycle_start, note_pending), UPDATE (note_pending)
+            ON recon.corrections TO recon_reconciliation;
+    END IF;
+END
+$$;
 -- match_transactions stores each cycle's classification and reads it back (migration 5,
 -- reconciliation/cycle_store.py); the change marks are written by SECURITY DEFINER
 -- triggers, so no writer of the gateway tables needs a right on them

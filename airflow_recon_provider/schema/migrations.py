@@ -372,6 +372,30 @@ CREATE TABLE IF NOT EXISTS recon.remediation_lease_events (
 CREATE INDEX IF NOT EXISTS remediation_lease_events_by_psp ON recon.remediation_lease_events (psp, id);
 """,
     ),
+    Migration(
+        9,
+        "who requested each correction set; correction notes waiting for their cycle's log row",
+        """
+-- who asked for a correction set, stored with its dry run (one row per requesting run): the
+-- apply checks its requester against these and refuses any of them as the approver
+CREATE TABLE IF NOT EXISTS recon.correction_requests (
+    correction_key  text NOT NULL,
+    run_id          text NOT NULL,
+    requested_by    text NOT NULL,
+    psp             text NOT NULL,
+    incident_id     text,
+    requested_at    timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT correction_requests_pkey PRIMARY KEY (correction_key, run_id)
+);
+-- a correction in a cycle without a payment_reconciliation_logs row keeps its notes line
+-- here until the cycle is recorded (a correction never writes a cycle row of its own)
+ALTER TABLE recon.corrections
+    ADD COLUMN IF NOT EXISTS note_cycle_start timestamptz,
+    ADD COLUMN IF NOT EXISTS note_pending text;
+CREATE INDEX IF NOT EXISTS corrections_notes_pending
+    ON recon.corrections (psp, note_cycle_start) WHERE note_pending IS NOT NULL;
+""",
+    ),
 )
 
 

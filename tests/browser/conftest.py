@@ -35,10 +35,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# package scope (this folder is a package): one Airflow for every browser test module, and
-# Airflow, Chromium and Playwright's event loop (the sync API keeps one running in this thread)
-# end with this folder's tests, not at the end of the whole session, so the tests after them
-# run with no running loop and no Airflow scheduler competing for the CPU
+# package scope: one demo for this folder's modules (its start takes minutes); Airflow,
+# Chromium and Playwright's event loop (the sync API keeps one running in this thread) end
+# with this folder's tests, not at the end of the whole session, so the tests after them run
+# with no running loop and no Airflow scheduler competing for the CPU
 @pytest.fixture(scope="package")
 def ui():
     if not os.access(CHROMIUM, os.X_OK):

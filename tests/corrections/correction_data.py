@@ -16,7 +16,8 @@ PSP ``stripe`` (status mapping ``SETTLED -> settled``), window 2026-11-20 [10:00
 PSP ``adyen``: tx 201 authorized vs captured (status_mismatch) — a stripe correction must
 never touch it. ``payment_reconciliation_logs``: stripe's 10:00 cycle has an older
 ``failed`` row and a newer ``success`` row (corrections go to the newer one); the 11:00
-cycle has none (a correction there opens a ``failed`` row); adyen's 10:00 cycle has one.
+cycle has none (a correction there writes no row: its notes line waits on its audit row
+for the cycle's row); adyen's 10:00 cycle has one.
 """
 
 from __future__ import annotations
@@ -127,10 +128,15 @@ def log_rows(db, psp: str = "stripe") -> list[tuple]:
 
 
 def correction_lines(db) -> list[str]:
+    """Every correction's traceability line: in its cycle's log row, or waiting on its audit
+    row for a cycle that has no log row yet (a correction never writes one)."""
     lines = []
     for (notes,) in db.execute("SELECT notes FROM payment_reconciliation_logs ORDER BY id"):
         lines += [line for line in (notes or "").splitlines() if line.startswith("data correction ")]
-    return lines
+    waiting = db.execute(
+        "SELECT note_pending FROM recon.corrections WHERE note_pending IS NOT NULL ORDER BY id"
+    ).fetchall()
+    return lines + [w[0] for w in waiting]
 
 
 def checksum(db, *tables: str) -> str:

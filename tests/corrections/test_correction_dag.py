@@ -184,7 +184,7 @@ def test_self_approval_is_refused_and_applies_nothing(register_dag, seeded, inci
 
 
 @pytest.mark.timeout(180)
-def test_no_answer_times_out_as_reject(register_dag, seeded, tmp_path):
+def test_no_answer_times_out_as_reject(register_dag, seeded, incident, tmp_path):
     before = checksum(seeded)
     dag = build_dag("recon_correction_timeout", tmp_path, approval_timeout=1)
     dag_run = run_with_answer(register_dag, dag, HitlAnswerer(dag.dag_id, chosen=None))

@@ -177,6 +177,7 @@ def pending(hook, seeded, window, artifacts, incident):
         ALL_KINDS,
         scope=correction_scope(incident_id=incident, dag_id="d", run_id=RUN_ID),
         run_id=RUN_ID,
+        requested_by=REQUESTER,
         incident_id=incident,
         artifact_dir=artifacts,
     )

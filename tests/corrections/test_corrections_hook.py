@@ -43,6 +43,7 @@ SCOPE = correction_scope(incident_id=None, dag_id="billing_gateway_data_correcti
 
 def dry_run(hook, window, artifacts, **kwargs):
     kwargs.setdefault("scope", SCOPE)
+    kwargs.setdefault("requested_by", "oncall.ana")
     return hook.dry_run("stripe", window, ALL_KINDS, run_id=RUN_ID, artifact_dir=artifacts, **kwargs)
 
 
@@ -163,20 +164,23 @@ def test_apply_corrects_audits_and_notes_once(hook, seeded, window, artifacts, i
 
     # notes: one line per correction, in the latest log row of each cycle
     logs = log_rows(seeded)
-    assert [(start, status) for start, status, _ in logs] == [
-        (CYCLE_10, "failed"),
-        (CYCLE_10, "success"),
-        (CYCLE_11, "failed"),
-    ]
+    # cycle 11 has no log row: the correction writes none (lag and recovery read them)
+    assert [(start, status) for start, status, _ in logs] == [(CYCLE_10, "failed"), (CYCLE_10, "success")]
     assert logs[0][2] == "fetch failed"
     success_lines = logs[1][2].splitlines()
     assert success_lines[0] == SUCCESS_LOG_NOTES
     assert [line.split()[4] for line in success_lines[1:]] == ["101", "102", "103"]
     assert "approved by finance.bia" in success_lines[1] and incident in success_lines[1]
-    new_row = logs[2][2].splitlines()
-    assert "no reconciliation was recorded" in new_row[0]
-    assert [line.split()[4] for line in new_row[1:]] == ["108"]
     assert log_rows(seeded, "adyen")[0][2] == ""
+    # 108's line waits on its audit row for cycle 11's log row
+    assert result.notes_pending_cycles == (CYCLE_11,)
+    assert result.as_dict()["notes_pending_cycles"] == [CYCLE_11.isoformat()]
+    (waiting,) = seeded.execute(
+        "SELECT transaction_id, note_cycle_start, note_pending FROM recon.corrections"
+        " WHERE note_pending IS NOT NULL"
+    ).fetchall()
+    assert waiting[0] == 108 and waiting[1] == CYCLE_11
+    assert waiting[2].split()[4] == "108" and "approved by finance.bia" in waiting[2]
 
     (event,) = seeded.execute(
         "SELECT step, outcome, actor, details FROM recon.incident_events WHERE incident_id = %s", (incident,)
@@ -304,17 +308,18 @@ def test_unknown_or_foreign_key_is_refused(hook, seeded, window, artifacts):
     dry = dry_run(hook, window, artifacts)
     with pytest.raises(CorrectionSetNotFoundError, match="belongs to PSP stripe, not adyen"):
         hook.load_proposals(dry.correction_key, psp="adyen")
-    # a proposal of stripe applied "as adyen" finds no row of that PSP: conflicts only
-    proposals = hook.load_proposals(dry.correction_key)
-    result = hook.apply(
-        proposals,
-        psp="adyen",
-        correction_key=dry.correction_key,
-        requested_by="a",
-        approved_by="b",
-        run_id="r",
-    )
-    assert result.applied == () and len(result.conflicts) == len(EXPECTED)
+    # a set of stripe applied "as adyen" is refused before any row is read
+    before = checksum(seeded)
+    with pytest.raises(CorrectionSetNotFoundError, match="belongs to PSP stripe, not adyen: nothing"):
+        hook.apply(
+            hook.load_proposals(dry.correction_key),
+            psp="adyen",
+            correction_key=dry.correction_key,
+            requested_by="oncall.ana",
+            approved_by="finance.bia",
+            run_id="r",
+        )
+    assert checksum(seeded) == before and audit_rows(seeded) == []
 
 
 def test_a_second_corrector_of_the_psp_waits_then_gives_up(hook, seeded, window, artifacts, db_url):

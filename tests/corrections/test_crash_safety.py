@@ -116,6 +116,7 @@ def test_crash_mid_apply_then_retry_applies_each_correction_once(
         ALL_KINDS,
         scope=correction_scope(incident_id="INCIDENT-9", dag_id="d", run_id="r"),
         run_id="r",
+        requested_by="oncall.ana",
         artifact_dir=artifacts,
     )
     before = checksum(seeded)

@@ -35,14 +35,33 @@ def _events(db, incident_id: str) -> list[tuple]:
     ).fetchall()
 
 
+@pytest.fixture
+def pagerduty(monkeypatch):
+    """The Events API v2 stand-in (schema-checking, on 127.0.0.1); ``pagerduty_recon`` on it."""
+    import json
+
+    from airflow_recon_provider.devtools.pagerduty_stand_in import DemoPagerDuty
+
+    server = DemoPagerDuty().start()
+    connection = {
+        "conn_type": "pagerduty_events",
+        "host": server.url,
+        "password": "finance-report-routing-key-00032",
+        "extra": {"backoff_seconds": 0, "max_attempts": 3, "timeout": 5},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_PAGERDUTY_RECON", json.dumps(connection))
+    yield server
+    server.stop()
+
+
 @pytest.mark.timeout(300)
 def test_a_report_opens_the_incident_starts_the_dry_run_and_tells_slack(
-    report_dag, remediation_dag, scenario, finance_conns, workdir, db
+    report_dag, remediation_dag, scenario, finance_conns, workdir, db, pagerduty
 ):
     before = set(dag_runs_of(DRY_RUN_DAG))
     dag_run = report_dag.test(run_conf=CONF)
     assert dag_run.state == "success", states(dag_run)
-    assert set(states(dag_run).values()) == {"success"} and len(states(dag_run)) == 3
+    assert set(states(dag_run).values()) == {"success"} and len(states(dag_run)) == 4
 
     result = xcom(dag_run, "record_report")
     incident_id = result["incident_id"]
@@ -53,10 +72,11 @@ def test_a_report_opens_the_incident_starts_the_dry_run_and_tells_slack(
     assert (psp, state, reason, opened_by) == ("stripe", "open", "finance report FIN-88", "dag_test")
 
     steps = _events(db, incident_id)
-    assert [s[0] for s in steps] == [
-        "incident.opened",
-        "detection.finance_report",
+    assert [s[0] for s in steps[:2]] == ["incident.opened", "detection.finance_report"]
+    # on-call told in Slack and in PagerDuty (both after the report, in either order)
+    assert sorted(s[0] for s in steps[2:]) == [
         "communication.finance_report_slack",
+        "communication.pagerduty",
     ]
     details = steps[1][3]
     assert details["finance_ticket"] == "FIN-88" and details["description"] == CONF["description"]
@@ -81,6 +101,46 @@ def test_a_report_opens_the_incident_starts_the_dry_run_and_tells_slack(
     assert "Relato do financeiro FIN-88" in post["text"] and incident_id in post["text"]
     assert "&lt;script&gt;" in post["text"] and "<script>" not in post["text"]
     assert dry_id in post["text"]
+
+    # ... and in PagerDuty at low urgency: a trigger of severity info with the incident's key
+    key = f"billing_gateway-reconciliation:stripe:{incident_id}"
+    (trigger,) = pagerduty.accepted("trigger")
+    assert all(e["accepted"] for e in pagerduty.events)  # the stand-in's schema check
+    payload = trigger["payload"]
+    assert trigger["dedup_key"] == key and payload["severity"] == "info"
+    assert payload["class"] == "finance_report" and payload["component"] == "stripe"
+    assert payload["summary"].startswith(
+        "billing_gateway-reconciliation: stripe — relato do financeiro FIN-88"
+    )
+    details = payload["custom_details"]
+    assert details["finance_ticket"] == "FIN-88" and details["reasons"] == ["finance_report"]
+    assert details["description"] == CONF["description"] and details["dry_run"] == dry_id
+    assert details["window"]["start"] == "2026-11-20T11:00:00+00:00" and details["urgency"].startswith("low")
+    assert [link["text"] for link in trigger["links"]] == [
+        f"{incident_id} — relato FIN-88 e achados (dashboard)",
+        "Dry run (Airflow grid)",
+    ]
+    assert trigger["links"][0]["href"].endswith(f"/recon/incidents/{incident_id}")
+    (paged,) = pagerduty.incidents_for(key)
+    assert (paged.status, paged.severity, paged.urgency) == ("triggered", "info", "low")
+    ((outcome, paging),) = [(s[3].get("status"), s[3]) for s in steps if s[0] == "communication.pagerduty"]
+    assert outcome == "sent" and paging["severity"] == "info" and paging["finance_ticket"] == "FIN-88"
+    assert paging["urgency"] == "low (severity info)" and paging["dedup_key"] == key
+    (text,) = db.execute(
+        "SELECT outcome FROM recon.incident_events WHERE incident_id = %s"
+        " AND step = 'communication.pagerduty'",
+        (incident_id,),
+    ).fetchone()
+    assert text == (
+        f"PagerDuty trigger sent (info): {key} — relato FIN-88: "
+        "plantão avisado no PagerDuty com baixa urgência"
+    )
+    # a retry of the step sends nothing more
+    from airflow_recon_provider.operators.pagerduty import PagerDutyFinanceReportOperator
+
+    again = PagerDutyFinanceReportOperator(task_id="page_oncall", report=result)
+    assert again.execute({"run_id": dag_run.run_id})["status"] == "already sent"
+    assert len(pagerduty.events) == 1
 
     # the dry run runs (what the scheduler would do): its findings go on the incident
     from airflow_recon_provider.devtools.demo_airflow import drive_dag_run
@@ -121,6 +181,10 @@ def test_a_report_attaches_to_the_open_incident(report_dag, scenario, finance_co
     assert len(report) == 1 and report[0][3]["finance_ticket"] == "FIN-89"
     assert _remediation_conf(f"finance_report__FIN-89__{dag_run.run_id}")["incident_id"] == open_id
     assert "já aberto; o relato foi anexado" in finance_conns["slack"].posts[0]["text"]
+    # no PagerDuty connection here: recorded on the timeline, and the report went on
+    (paging,) = [s[3] for s in _events(db, open_id) if s[0] == "communication.pagerduty"]
+    assert paging["status"] == "failed" and "pagerduty_recon" in paging["error"], paging
+    assert states(dag_run)["page_oncall"] == "success"
 
 
 @pytest.mark.parametrize(
@@ -159,7 +223,7 @@ def test_a_bad_window_fails_the_report_and_records_nothing(
     dag_run = report_dag.test(run_conf={**CONF, **overrides})
     task_states = states(dag_run)
     assert dag_run.state == "failed" and task_states["record_report"] == "failed", task_states
-    assert {task_states["start_dry_run"], task_states["notify_oncall"]} == {"upstream_failed"}
+    assert {task_states[t] for t in ("start_dry_run", "notify_oncall", "page_oncall")} == {"upstream_failed"}
     captured = capsys.readouterr()
     assert words in captured.out + captured.err  # the task's log: the reason, in pt-BR
     assert checksum(db) == before and dag_runs_of(DRY_RUN_DAG) == runs_before

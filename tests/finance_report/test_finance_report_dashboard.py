@@ -97,6 +97,8 @@ def test_the_incident_page_shows_the_report_and_the_dry_runs_findings(
     assert "&lt;img src=x onerror=alert(1)&gt;" in before and "<img src=x" not in before
     assert '<dd data-testid="finance-report-by">dag_test</dd>' in before
     assert '<dd data-testid="finance-report-slack">avisado</dd>' in before
+    # no PagerDuty connection in this test: the page says on-call was not told there, and why
+    assert re.search(r'data-testid="finance-report-pagerduty">não avisado \(.*pagerduty_recon', before)
     assert "Relato do financeiro" in before and "Plantão avisado no Slack" in before
 
     dry_id = f"finance_report__FIN-88__{dag_run.run_id}"
@@ -108,7 +110,13 @@ def test_the_incident_page_shows_the_report_and_the_dry_runs_findings(
     assert row and "R$" in row.group(1), by_currency[:2000]
     sides = page[page.index('data-testid="finance-findings-sides"') :]
     assert re.search(r'data-status="authorized" data-currency="BRL">.*?difere', sides, re.S)
-    assert 'data-testid="finance-findings-ledger"' in page
+    # the ledger beside the gateway per status and currency, each amount in its currency
+    ledger = page[page.index('data-testid="finance-findings-ledger"') :]
+    ledger = ledger[: ledger.index("</table>")]
+    row = re.search(r'<tr data-status="captured" data-currency="BRL">(.*?)</tr>', ledger, re.S)
+    assert row and row.group(1).count("R$") == 2, ledger[:2000]
+    currencies = set(re.findall(r'<tr data-status="[^"]+" data-currency="([^"]*)">', ledger))
+    assert currencies and all(re.fullmatch("[A-Z]{3}", c) for c in currencies), currencies
     assert "Achados da simulação (relato do financeiro)" in page
 
     data = client.get(f"/api/incidents/{incident_id}").json()

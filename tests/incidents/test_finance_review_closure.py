@@ -96,6 +96,32 @@ def _reviews(db, incident_id: str) -> list[tuple[str, dict]]:
     ).fetchall()
 
 
+def _anchors(document: str) -> list[tuple[str, str]]:
+    """``(href, text)`` of every ``<a>`` of an HTML document."""
+    from html.parser import HTMLParser
+
+    found: list[tuple[str, str]] = []
+
+    class Anchors(HTMLParser):
+        href: str | None = None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "a":
+                self.href, self.text = dict(attrs).get("href") or "", ""
+
+        def handle_data(self, data):
+            if self.href is not None:
+                self.text += data
+
+        def handle_endtag(self, tag):
+            if tag == "a" and self.href is not None:
+                found.append((self.href, self.text))
+                self.href = None
+
+    Anchors().feed(document)
+    return found
+
+
 def test_the_closing_email_invites_finance_and_oncall_to_the_review(
     closing_dag, closed_incident, finance_conns, divergent_psp
 ):
@@ -128,6 +154,10 @@ def test_the_closing_email_invites_finance_and_oncall_to_the_review(
         "revisão com financeiro agendada para terça-feira, 8 de dezembro de 2026, das 10:00 às 11:00" in body
     )
     assert report_link in body
+    # the HTML part: the closing report is a link a person clicks, not an address to copy
+    html_body = message.get_body(preferencelist=("html",)).get_content()
+    anchors = _anchors(html_body)
+    assert (report_link, report_link) in anchors, anchors
 
     # the incident: "revisão agendada para ..." once on its timeline
     ((outcome, details),) = _reviews(divergent_psp, incident_id)

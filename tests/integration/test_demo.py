@@ -118,10 +118,53 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
         assert "reconciliation of stripe resumed by" in out
         # Detecção 1: the alert in the PagerDuty stand-in, one incident from trigger to resolve
         assert "PagerDuty events (stand-in)" in out
+        # ... finance's report (low urgency) added to that open alert, which stays high urgency
         assert (
             f"PagerDuty incident #1 billing_gateway-reconciliation:stripe:{incident}: resolved "
-            "(trigger, acknowledge, resolve)"
-        ) in out
+            "(trigger, trigger (deduplicated), acknowledge, resolve); severity error, high urgency"
+        ) in flat
+        assert (
+            f"PagerDuty trigger sent (info): billing_gateway-reconciliation:stripe:{incident} — relato "
+            "FIN-88: anexado ao alerta já aberto no PagerDuty (error)"
+        ) in flat
+
+        # Detecção 2: FIN-88 on the incident the watch opened, its dry run's findings
+        report_run = re.search(r"dry run (finance_report__FIN-88__\S+): success", out)
+        assert report_run, out[-3000:]
+        assert f"FIN-88 attached to {incident}" in out
+        assert f"Finance report FIN-88 by dag_test (dag.test's user): attached to {incident}" in flat
+        assert "plantão avisado no Slack (#billing-incidents) do relato FIN-88" in flat
+        findings = _section(out, "FIN-88: divergence by kind and currency", "Investigação 2")
+        assert re.search(r"│ BRL\s+│ status mismatch\s+│ 11\s+│ R\$ 104\.175,21", findings), findings
+        assert re.search(r"│ EUR\s+│ total\s+│ 3\s+│ EUR 9\.629,10", findings), findings
+        # ledger vs gateway vs statement per status and currency, each amount in its currency
+        assert re.search(
+            r"│ captured\s+│ USD\s+│ 39 / USD 54\.825,60\s+│ 39 / USD 54\.825,60\s+"
+            r"│ 39 / USD 54\.825,60\s+│ agree",
+            findings,
+        ), findings
+        assert re.search(
+            r"│ authorized\s+│ BRL\s+│ \d+ / R\$ [0-9.,]+\s+│ \d+ / R\$ [0-9.,]+\s+│ .*differ", findings
+        )
+
+        # Investigação 2: what the collection recorded, and why it has no logs here (said, not faked)
+        logs = _section(out, "Investigação 2 — failed-task logs", "Recovery criterion 1.")
+        assert f"run {run_id}: Logs das tarefas com falha não coletados (3 ciclo(s) com falha)" in logs
+        assert "Shown as recorded, not faked" in logs
+
+        # Critérios de Recuperação 3: the ledger's figures beside the statement's and the gateway's
+        assert "Recovery criterion 3. Ledger aligned with the PSP statements: met" in flat
+        ledger = _section(out, "Critérios de Recuperação 3 — ledger.transactions", "Corrections applied")
+        assert re.search(
+            r"│ authorized\s+│ EUR\s+│ 26 / EUR 39\.958,18\s+│ 27 / EUR 39\.967,35\s+"
+            r"│ 26 / EUR 39\.958,18\s+│ differs",
+            ledger,
+        ), ledger
+        assert ledger.count("aligned") >= 9
+
+        # Comunicação 3: the PSP's ticket number, in the closing e-mail
+        assert "PSP ticket number STRIPE-8812 given by demo-oncall" in out
+        assert re.search(r"PSP ticket:\s+STRIPE-8812", out)
         assert "demo-pagerduty-routing-key-00032" not in out
 
         # the demo's database after the run (the server is left running for --ui: attach to it)

@@ -250,3 +250,89 @@ def test_an_empty_connection_variable_pages_nobody(watch_dag, breached, recon_da
     assert run.state == "success" and _xcom(run, "page_oncall") == []
     (incident_id,) = breached.execute("SELECT incident_id FROM recon.incidents").fetchone()
     assert paging_events(breached, incident_id) == []
+
+
+def _finance_report(incident_id: str, ticket: str, window) -> dict:
+    """What ``billing_gateway_finance_report``'s record step hands its PagerDuty step."""
+    return {
+        "psp": "stripe",
+        "window_start": window.start.isoformat(),
+        "window_end": window.end.isoformat(),
+        "finance_ticket": ticket,
+        "description": "Ledger acima do extrato da Stripe",
+        "incident_id": incident_id,
+        "incident_action": "opened",
+        "reported_by": "finance",
+        "dry_run": {"run_id": f"finance_report__{ticket}__r1"},
+    }
+
+
+def test_a_finance_report_pages_at_low_urgency_and_a_breach_is_never_left_low(
+    breached, pagerduty, now_cycle, capfd, caplog
+):
+    """Detecção 2 at low urgency (severity info, the incident's dedup key); the divergence
+    watch firing for that incident later resolves the low-urgency alert and triggers its own
+    (PagerDuty keeps an open alert's urgency); a report on an open high-urgency alert is
+    added to it, nobody paged twice. Every event on the timeline."""
+    from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
+    from airflow_recon_provider.hooks.incidents import IncidentHook
+    from airflow_recon_provider.operators.pagerduty import (
+        PagerDutyAlertOperator,
+        PagerDutyFinanceReportOperator,
+    )
+    from airflow_recon_provider.reconciliation.config import ReconConfig
+    from airflow_recon_provider.reconciliation.detection import Detection, watch_window
+
+    window = watch_window(now_cycle, 3)
+    incident_id = IncidentHook().open_incident(
+        "stripe", window=window, reason="finance report FIN-7", actor="finance"
+    )
+    key = f"billing_gateway-reconciliation:stripe:{incident_id}"
+
+    # finance's report: a trigger of severity info opens the incident's alert, low urgency
+    report = PagerDutyFinanceReportOperator(
+        task_id="page_oncall", report=_finance_report(incident_id, "FIN-7", window)
+    )
+    sent = report.execute({"run_id": "report-1"})
+    assert (
+        sent["status"] == "sent" and sent["severity"] == "info" and sent["urgency"] == "low (severity info)"
+    )
+    (low,) = pagerduty.incidents_for(key)
+    assert (low.status, low.severity, low.urgency) == ("triggered", "info", "low")
+
+    # the watch fires for the same incident (R$ 7.500,00 above R$ 5.000: severity error)
+    summary = BillingGatewayHook(config=ReconConfig.load()).summary("stripe", window)
+    alert = Detection(summary, None, datetime.now(UTC)).event_payload()
+    assert alert["reasons"] == ["amount"]
+    (paged,) = PagerDutyAlertOperator(task_id="page_oncall", alerts=[alert]).execute({"run_id": "watch-1"})
+    assert paged["status"] == "sent" and paged["severity"] == "error"
+    first, second = pagerduty.incidents_for(key)
+    assert (first.status, first.events) == ("resolved", ["trigger", "resolve"])
+    assert (second.status, second.severity, second.urgency) == ("triggered", "error", "high")
+
+    # a second report while that alert is open: added to it (deduplicated), still high urgency
+    again = PagerDutyFinanceReportOperator(
+        task_id="page_oncall", report=_finance_report(incident_id, "FIN-8", window)
+    )
+    added = again.execute({"run_id": "report-2"})
+    assert added["status"] == "sent" and added["urgency"].startswith("added to the open alert (error")
+    _, second = pagerduty.incidents_for(key)
+    assert second.events == ["trigger", "trigger (deduplicated)"] and second.urgency == "high"
+    assert {e["dedup_key"] for e in pagerduty.accepted()} == {key}
+    assert all(e["accepted"] for e in pagerduty.events)
+
+    events = paging_events(breached, incident_id)
+    assert [(d["event_action"], d["status"], d.get("severity")) for _, d in events] == [
+        ("trigger", "sent", "info"),
+        ("resolve", "sent", "info"),
+        ("trigger", "sent", "error"),
+        ("trigger", "sent", "info"),
+    ]
+    assert events[0][0] == (
+        f"PagerDuty trigger sent (info): {key} — relato FIN-7: "
+        "plantão avisado no PagerDuty com baixa urgência"
+    )
+    assert events[1][0] == f"PagerDuty resolve sent: {key} — alerta info substituído por um error"
+    assert events[3][0].endswith("relato FIN-8: anexado ao alerta já aberto no PagerDuty (error)")
+    assert [d.get("finance_ticket") for _, d in events] == ["FIN-7", None, None, "FIN-8"]
+    _no_routing_key_anywhere(breached, capfd, caplog)

@@ -217,6 +217,7 @@ def test_sigkill_then_retry_applies_each_correction_exactly_once(scenario, db_ur
         ALL_KINDS,
         scope=correction_scope(incident_id=INCIDENT, dag_id="d", run_id="r"),
         run_id="r",
+        requested_by="oncall.ana",
         incident_id=INCIDENT,
         artifact_dir=tmp_path,
     )

@@ -761,6 +761,9 @@ def test_mass_divergent_rows_against_the_row_cap(db, airflow_conns, monkeypatch,
         (n,),
     )
     db.execute("ANALYZE")
+    db.execute(
+        "INSERT INTO recon.incidents (incident_id, psp, opened_by) VALUES ('INCIDENT-9', 'stripe', 'watch')"
+    )
     hook = CorrectionsHook()
     window = Window.parse("2026-11-20T10:00:00Z", "2026-11-20T11:00:00Z")
     dry = hook.dry_run(
@@ -769,6 +772,7 @@ def test_mass_divergent_rows_against_the_row_cap(db, airflow_conns, monkeypatch,
         (DivergenceKind.STATUS_MISMATCH,),
         scope=correction_scope(incident_id="INCIDENT-9", dag_id="d", run_id="r"),
         run_id="r",
+        requested_by="oncall.ana",
         artifact_dir=tmp_path,
         row_cap=DEFAULT_ROW_CAP,
     )
@@ -843,9 +847,12 @@ def test_mass_divergent_rows_against_the_row_cap(db, airflow_conns, monkeypatch,
             row_cap=DEFAULT_ROW_CAP,
         )
     FIGURES.bad_input(f"correction row cap ({n:,} divergent rows)", 3)
-    # the operator's dry run publishes its CSV (evidence of the refused set) before it
-    # refuses: that record is the only write
-    assert changed_tables(before, table_checksums(db)) == ["recon.artifacts"]
+    # the operator's dry run publishes its CSV (evidence of the refused set) and puts the
+    # refusal on the incident's timeline: those are the only writes
+    assert changed_tables(before, table_checksums(db)) == ["recon.artifacts", "recon.incident_events"]
+    assert db.execute(
+        "SELECT outcome FROM recon.incident_events WHERE incident_id = 'INCIDENT-9'"
+    ).fetchall() == [("row_cap_exceeded",)]
     (published,) = db.execute("SELECT kind FROM recon.artifacts").fetchall()
     assert published == ("dry_run",)
     (untouched,) = db.execute(

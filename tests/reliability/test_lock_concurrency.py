@@ -50,6 +50,7 @@ def _dry(hook, psp: str, scope: str, tmp_path, window: tuple[str, str] = (WINDOW
         ALL_KINDS,
         scope=scope,
         run_id=scope,
+        requested_by="oncall.ana",
         artifact_dir=tmp_path / scope.replace(":", "_"),
     )
 

@@ -180,6 +180,7 @@ def test_least_privilege_role_does_the_work_and_nothing_more(
         ALL_KINDS,
         scope=correction_scope(incident_id=INCIDENT, dag_id="d", run_id="r"),
         run_id="r",
+        requested_by="oncall.ana",
         incident_id=INCIDENT,
         artifact_dir=tmp_path / "artifacts",
     )

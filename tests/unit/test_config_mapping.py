@@ -175,7 +175,7 @@ def test_default_sql_quotes_runbook_names():
     assert 'FROM "payment_transactions" AS t' in report
     assert 'JOIN "payment_intents" AS i' in report
     assert 'FROM "psp_statement_lines" AS l' in report
-    ledger = queries.ledger_status_counts_query(TableMapping()).as_string(None)
+    ledger = queries.ledger_totals_query(TableMapping()).as_string(None)
     assert 'FROM "ledger"."transactions"' in ledger
 
 

@@ -269,3 +269,25 @@ def test_a_review_over_midnight_says_the_end_day():
     assert format_review_time(slot) == (
         "segunda-feira, 7 de dezembro de 2026, das 23:30 às 00:30 de 8 de dezembro (America/Sao_Paulo)"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "relatório de encerramento: https://recon.example/recon/artifacts/12.",
+            'relatório de encerramento: <a href="https://recon.example/recon/artifacts/12">'
+            "https://recon.example/recon/artifacts/12</a>.",
+        ),
+        (
+            "(see http://h/x?a=1&b=<2>), then",
+            '(see <a href="http://h/x?a=1&amp;b=">http://h/x?a=1&amp;b=</a>&lt;2&gt;), then',
+        ),
+        ("no address <b>here</b>", "no address &lt;b&gt;here&lt;/b&gt;"),
+        ("file:///etc/passwd stays text", "file:///etc/passwd stays text"),
+    ],
+)
+def test_the_html_mail_turns_http_addresses_into_links_and_escapes_the_rest(text, expected):
+    from airflow_recon_provider.reconciliation.incidents import _linked
+
+    assert _linked(text) == expected

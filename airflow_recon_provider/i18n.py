@@ -1,0 +1,86 @@
+"""The language people read, from Airflow's configuration: ``[recon] language``.
+
+The translating functions live in the pure domain
+(:mod:`airflow_recon_provider.reconciliation.i18n`, no Airflow); this module adds what
+needs Airflow: the configured language, and :func:`language_scope` to render in it.
+Operators, the notifier and the dashboard wrap what they render::
+
+    from airflow_recon_provider.i18n import _, language_scope
+
+    with language_scope():
+        subject = _("Incident %(incident)s opened", incident=incident_id)
+
+How to mark strings and add their translations: ``docs/i18n.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from airflow_recon_provider.reconciliation.i18n import (
+    DEFAULT_LANGUAGE,
+    LANGUAGES,
+    N_,
+    LanguageError,
+    _,
+    babel_locale,
+    current_language,
+    format_number,
+    gettext,
+    install_jinja,
+    ngettext,
+    normalize_language,
+    npgettext,
+    pgettext,
+    use_language,
+)
+
+#: the Airflow configuration section and option (``AIRFLOW__RECON__LANGUAGE``)
+CONFIG_SECTION = "recon"
+CONFIG_OPTION = "language"
+
+
+def configured_language() -> str:
+    """``[recon] language`` normalized (``pt_BR`` or ``en``); :data:`DEFAULT_LANGUAGE` when
+    unset or when the configuration cannot be read. A value that is not an available
+    language raises :class:`LanguageError`: a misconfiguration is said, not guessed past."""
+    try:
+        from airflow.providers.common.compat.sdk import conf
+    except ImportError:  # pragma: no cover - older compat provider
+        from airflow.configuration import conf  # type: ignore[no-redef]
+    try:
+        value = conf.get(CONFIG_SECTION, CONFIG_OPTION, fallback="")
+    except Exception:
+        value = ""
+    return normalize_language(str(value or ""))
+
+
+@contextmanager
+def language_scope(language: str | None = None) -> Iterator[str]:
+    """Render in ``language`` (e.g. a page's ``?lang=en``), else in the configured one."""
+    with use_language(language or configured_language()) as chosen:
+        yield chosen
+
+
+__all__ = [
+    "CONFIG_OPTION",
+    "CONFIG_SECTION",
+    "DEFAULT_LANGUAGE",
+    "LANGUAGES",
+    "N_",
+    "LanguageError",
+    "_",
+    "babel_locale",
+    "configured_language",
+    "current_language",
+    "format_number",
+    "gettext",
+    "install_jinja",
+    "language_scope",
+    "ngettext",
+    "normalize_language",
+    "npgettext",
+    "pgettext",
+    "use_language",
+]

@@ -1,0 +1,257 @@
+"""The translations people read (docs/i18n.md): every marked message is translated in every
+catalog, with the same placeholders, and the language is chosen by ``[recon] language``.
+
+The messages are extracted from the source at test time with the project's own mapping
+(``babel.cfg``), so a string marked today and not translated fails here, never reaches a
+person in English by accident.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import tomllib
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pytest
+
+from airflow_recon_provider.reconciliation import i18n
+from airflow_recon_provider.reconciliation.i18n import (
+    N_,
+    LanguageError,
+    _,
+    current_language,
+    format_number,
+    ngettext,
+    normalize_language,
+    pgettext,
+    read_catalog,
+    use_language,
+)
+from airflow_recon_provider.reconciliation.steps import (
+    SECTIONS,
+    STEPS,
+    section_title,
+    step_name,
+    step_section,
+    step_title,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+#: the languages with a catalog (English is the message ids themselves)
+CATALOG_LANGUAGES = [lang for lang in i18n.LANGUAGES if lang != "en"]
+#: ``%(name)s``-style placeholders (python-format); bare ``%s`` is refused (not reorderable)
+_NAMED = re.compile(r"%\((\w+)\)[#0 +-]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]")
+_BARE = re.compile(r"%(?!\(|%)[#0 +-]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]")
+
+
+def _extracted() -> dict[tuple[str | None, str], tuple[tuple[str, ...], list[str]]]:
+    """(context, msgid) -> (ids: the msgid and its plural, where it is), from the source."""
+    from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
+    from babel.messages.frontend import parse_mapping_cfg
+
+    with (REPO / "babel.cfg").open(encoding="utf-8") as handle:
+        method_map, options_map = parse_mapping_cfg(handle)
+    found: dict[tuple[str | None, str], tuple[tuple[str, ...], list[str]]] = {}
+    for filename, lineno, message, _comments, context in extract_from_dir(
+        str(REPO),
+        method_map,
+        options_map,
+        keywords=DEFAULT_KEYWORDS,
+        directory_filter=lambda path: not Path(path).name.startswith(".") and "venv" not in path,
+    ):
+        ids = message if isinstance(message, tuple) else (message,)
+        key = (context, ids[0])
+        entry = found.setdefault(key, (ids, []))
+        entry[1].append(f"{filename}:{lineno}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def extracted() -> dict[tuple[str | None, str], tuple[tuple[str, ...], list[str]]]:
+    found = _extracted()
+    # the extraction really reads the source: the runbook's headings are among the messages
+    assert (None, "Containment Actions") in found
+    return found
+
+
+def _placeholders(text: str) -> list[str]:
+    return sorted(_NAMED.findall(text))
+
+
+@pytest.mark.parametrize("language", CATALOG_LANGUAGES)
+def test_every_marked_message_is_translated_with_the_same_placeholders(extracted, language):
+    catalog = read_catalog(language)
+    problems: list[str] = []
+    for (context, msgid), (ids, where) in sorted(extracted.items(), key=lambda kv: kv[0][1]):
+        at = ", ".join(where[:3])
+        for source in ids:
+            if _BARE.search(source):
+                problems.append(f"{at}: {source!r} has an unnamed placeholder; use %(name)s")
+        message = catalog.get(msgid, context=context)
+        if message is None or not message.string:
+            problems.append(f"{at}: {msgid!r} has no {language} translation")
+            continue
+        if message.fuzzy:
+            problems.append(f"{at}: {msgid!r} is fuzzy in {language} (check it, then drop the flag)")
+            continue
+        if len(ids) > 1:
+            forms = message.string if isinstance(message.string, tuple) else (message.string,)
+            if len(forms) != catalog.num_plurals or not all(forms):
+                problems.append(
+                    f"{at}: {msgid!r} needs {catalog.num_plurals} plural forms in {language}, "
+                    f"has {sum(1 for f in forms if f)}"
+                )
+                continue
+            # every form may leave out the count (pt-BR "um" for 1), never add or rename one
+            allowed = set(_placeholders(ids[0])) | set(_placeholders(ids[1])) | {"num"}
+            wanted = set(_placeholders(ids[1]))
+            for form in forms:
+                if not set(_placeholders(form)) <= allowed or not (wanted - {"num"}) <= set(
+                    _placeholders(form)
+                ):
+                    problems.append(
+                        f"{at}: {msgid!r}: {language} form {form!r} has placeholders "
+                        f"{_placeholders(form)}, the message {sorted(wanted)}"
+                    )
+        elif _placeholders(message.string) != _placeholders(msgid):
+            problems.append(
+                f"{at}: {msgid!r}: {language} has placeholders {_placeholders(message.string)}, "
+                f"the message {_placeholders(msgid)}"
+            )
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("language", CATALOG_LANGUAGES)
+def test_the_catalog_holds_no_message_the_source_no_longer_marks(extracted, language):
+    catalog = read_catalog(language)
+    stale = [
+        repr(m.id)
+        for m in catalog
+        if m.id and (m.context, m.id if isinstance(m.id, str) else m.id[0]) not in extracted
+    ]
+    assert not stale, f"{language} translates messages no longer in the source: " + ", ".join(stale)
+
+
+def test_the_catalogs_ship_in_the_package():
+    """The ``.po`` files are package data (so a wheel carries them): the glob in
+    pyproject.toml covers every catalog, and each is read through importlib.resources."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = project["tool"]["setuptools"]["package-data"]["airflow_recon_provider"]
+    for language in CATALOG_LANGUAGES:
+        path = i18n.catalog_path(language)
+        assert any(fnmatch(path, g) for g in globs), f"{path} is not package data"
+        assert len(read_catalog(language)) > 0
+
+
+def test_portuguese_is_the_default_and_english_selectable():
+    assert current_language() == "pt_BR"
+    assert _("Containment Actions") == "Ações de Contenção"
+    with use_language("en") as chosen:
+        assert chosen == "en"
+        assert _("Containment Actions") == "Containment Actions"
+        with use_language(None):  # keeps the one in force
+            assert current_language() == "en"
+    assert current_language() == "pt_BR"
+
+
+def test_placeholders_are_filled_after_translation():
+    text = step_name("incident.state", {"from": "open", "to": "mitigating"})
+    assert text == "Estado: aberto → em mitigação"
+    with use_language("en"):
+        assert step_name("incident.state", {"from": "open", "to": "closed"}) == "State: open → closed"
+    # no params: a message is returned as it is (a bare % is not a format error)
+    assert _("100% sure") == "100% sure"
+
+
+def test_plurals_follow_the_language_and_the_count_is_formatted():
+    catalog = read_catalog("pt_BR")
+    # CLDR's Brazilian Portuguese rule: 0 and 1 singular, a round million its own form
+    assert catalog.plural_forms.startswith("nplurals=3;")
+    assert ngettext("%(num)s key", "%(num)s keys", 1234) == "1.234 keys"  # not in the catalog
+    with use_language("en"):
+        assert ngettext("%(num)s key", "%(num)s keys", 1) == "1 key"
+        assert ngettext("%(num)s key", "%(num)s keys", 1234) == "1,234 keys"
+    assert format_number(3164) == "3.164"
+    assert pgettext("incident state", "open") == "open"  # unknown context: the message id
+
+
+def test_marked_tables_are_translated_at_rendering():
+    assert N_("Validate Scope") == "Validate Scope"
+    assert step_name("investigation.scope") == "Validar Escopo"
+    assert step_title("containment.pause") == "Ações de Contenção — Reconciliação automática pausada"
+    assert step_title("recovery.criteria") == "Critérios de Recuperação"
+    assert section_title(step_section("closure.resume")) == "Encerramento"
+    assert section_title(step_section("mitigation.something_new")) == "Mitigação"
+    # a step the table does not know keeps its id: never hidden
+    assert step_name("custom.step") == "custom.step"
+    # the runbook's own headings, exactly as the runbook spells them
+    runbook = (
+        (REPO.parent / "shared" / "runbook" / "billing-gateway-reconciliation.md").read_text(encoding="utf-8")
+        if (REPO.parent / "shared" / "runbook").is_dir()
+        else ""
+    )
+    for section in SECTIONS:
+        title = section_title(section)
+        if runbook:
+            assert title in runbook, f"{title!r} is not a heading of the runbook"
+    for step, (_section, name) in STEPS.items():
+        assert step_name(step) != name or step == "incident.state", f"{step} is not translated"
+    with use_language("en"):
+        assert step_title("investigation.scope") == "Investigation — Validate Scope"
+
+
+def test_languages_are_normalized_and_unknown_ones_refused():
+    assert normalize_language("pt-BR") == normalize_language("pt_br") == normalize_language("pt") == "pt_BR"
+    assert normalize_language("en-US") == normalize_language("EN") == "en"
+    assert normalize_language("") == "pt_BR"
+    with pytest.raises(LanguageError, match="pt-BR, en"):
+        normalize_language("es")
+
+
+def test_the_language_is_per_thread():
+    seen: dict[str, str] = {}
+
+    def render(language: str) -> None:
+        with use_language(language):
+            seen[language] = _("Mitigation")
+
+    threads = [threading.Thread(target=render, args=(lang,)) for lang in ("en", "pt_BR")]
+    with use_language("en"):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert seen == {"en": "Mitigation", "pt_BR": "Mitigação"}
+
+
+def test_jinja_templates_translate_in_the_language_in_force():
+    import jinja2
+
+    env = i18n.install_jinja(jinja2.Environment(autoescape=True))
+    template = env.from_string(
+        '{{ _("Mitigation") }}|{{ _("State: %(before)s → %(after)s", before="<a>", after="b") }}'
+    )
+    assert template.render() == "Mitigação|Estado: &lt;a&gt; → b"
+    with use_language("en"):
+        assert template.render() == "Mitigation|State: &lt;a&gt; → b"
+
+
+def test_the_configured_language(monkeypatch):
+    from airflow_recon_provider.get_provider_info import get_provider_info
+    from airflow_recon_provider.i18n import configured_language, language_scope
+
+    option = get_provider_info()["config"]["recon"]["options"]["language"]
+    assert option["default"] == "pt-BR"
+    monkeypatch.delenv("AIRFLOW__RECON__LANGUAGE", raising=False)
+    assert configured_language() == "pt_BR"
+    monkeypatch.setenv("AIRFLOW__RECON__LANGUAGE", "en")
+    assert configured_language() == "en"
+    with language_scope():
+        assert _("Closure") == "Closure"
+    with language_scope("pt-BR"):  # a page's explicit choice wins over the configuration
+        assert _("Closure") == "Encerramento"
+    monkeypatch.setenv("AIRFLOW__RECON__LANGUAGE", "klingon")
+    with pytest.raises(LanguageError, match="klingon"):
+        configured_language()
