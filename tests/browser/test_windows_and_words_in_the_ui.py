@@ -106,7 +106,7 @@ def test_a_window_typed_in_sao_paulo_lands_on_its_utc_hours(ui, browser):
     assert f"em {SAO_PAULO}, {hours} h); simulação" in note, note
     oncall.goto(f"{ui.url}/dags/{DAG_ID}/runs/{run_id}")
     oncall.get_by_text(re.compile(r"Validar Escopo: PSP Stripe")).first.wait_for()
-    shot(oncall, "8-run-note-window")
+    shot(oncall, "12-run-note-window")
 
 
 def test_bad_requests_are_refused_with_the_reason_where_people_look(ui, browser):
@@ -133,7 +133,7 @@ def test_bad_requests_are_refused_with_the_reason_where_people_look(ui, browser)
     assert "recusada" in refused.inner_text()
     assert "o fim deve ser depois do início" in refused.locator("[data-testid=run-note]").inner_text()
     frame.locator("#execucoes-recentes").scroll_into_view_if_needed()
-    shot(oncall, "9-dashboard-refused-run")
+    shot(oncall, "13-dashboard-refused-run")
 
     form = frame.locator('form.remediate[data-psp="stripe"]')
     problems = form.locator("[data-testid=remediate-problems]")
@@ -164,7 +164,7 @@ def test_bad_requests_are_refused_with_the_reason_where_people_look(ui, browser)
     says = problems.inner_text()
     assert "Incidente “inc 472” fora do formato: use INCIDENT-<número>" in says and "INCIDENT-472" in says
     form.scroll_into_view_if_needed()
-    shot(oncall, "10-dashboard-form-refuses")
+    shot(oncall, "14-dashboard-form-refuses")
     assert _runs(ui) == before  # nothing was posted
 
 
@@ -193,7 +193,7 @@ def test_finance_sees_the_truth_at_a_glance_and_every_correction(ui, browser):
     )
     assert frame.locator("[data-testid=correction-row]").count() == 12
     assert "finance" in frame.locator("[data-testid=corrections]").inner_text()
-    shot(finance, "11-all-corrections")
+    shot(finance, "15-all-corrections")
 
     # a real run on a PSP within thresholds: the form says what it will do, and waits
     frame = _dashboard(finance, ui)
@@ -215,6 +215,6 @@ def test_finance_sees_the_truth_at_a_glance_and_every_correction(ui, browser):
         assert effect in says, says
     assert " UTC = " in says
     confirm.scroll_into_view_if_needed()
-    shot(finance, "12-real-run-confirmation")
+    shot(finance, "16-real-run-confirmation")
     confirm.get_by_role("button", name="Voltar").click()
     assert confirm.is_hidden() and _runs(ui) == before  # nothing started without the confirmation
