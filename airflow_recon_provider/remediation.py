@@ -55,6 +55,11 @@ from airflow_recon_provider.reconciliation.remediation import (
     RemediationStep,
     parse_bool,
 )
+from airflow_recon_provider.reconciliation.window import (
+    ZONED_TIMESTAMP_FORMAT,
+    ZONED_TIMESTAMP_PATTERN,
+    max_window_hours,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.standard.operators.python import BranchPythonOperator, ShortCircuitOperator
@@ -88,37 +93,90 @@ def psp_param(config: ReconConfig | None = None) -> Param:
             enum=config.psp_names,
             values_display={p.name: p.display_name for p in config.psps},
             title="PSP",
-            description="The payment service provider whose reconciliation diverges.",
+            description="O provedor de pagamento (PSP) cuja reconciliação diverge.",
         )
     return Param(
         type="string",
         pattern=PSP_NAME_PATTERN,
         title="PSP",
         description=(
-            "The payment service provider whose reconciliation diverges, as in "
-            "payment_intents.provider (lower-case letters, digits and underscores)."
+            "O provedor de pagamento (PSP) cuja reconciliação diverge, como em payment_intents.provider: "
+            "formato letras minúsculas, dígitos e _, ex. stripe."
         ),
     )
 
 
-def window_params() -> dict[str, Param]:
+def window_params(config: ReconConfig | None = None, *, typed: bool = False) -> dict[str, Param]:
+    """The window fields.
+
+    ``typed`` (the remediation and single-action forms): the start and end are typed as text
+    with their zone (``Z`` or an offset; the JSON-schema pattern refuses a time without one),
+    never through Airflow's date picker, which reads and writes the UI's time zone without
+    showing it (with the UI in America/Sao_Paulo a window typed in UTC landed three hours
+    late); the end may be left empty and the window given as a start plus a duration in
+    whole hours, bounded by the configured maximum (the form's number field cannot go past
+    it). The scope step echoes the window in UTC and in America/Sao_Paulo and refuses, at
+    once and in words, what the form could not (end before start, end and duration that
+    disagree). Without ``typed`` (forms of other owners): the date-time fields as before.
+    """
+    if not typed:
+        return {
+            "window_start": Param(
+                type="string",
+                format="date-time",
+                title="Window start",
+                description=(
+                    "Start of the affected period (inclusive), with its time zone, e.g. 2026-11-20T10:00Z."
+                ),
+            ),
+            "window_end": Param(
+                type="string",
+                format="date-time",
+                title="Window end",
+                description=(
+                    "End of the affected period (exclusive), after the start; at most the configured "
+                    "maximum window (31 days by default)."
+                ),
+            ),
+        }
+    config = config if config is not None else ReconConfig.load()
+    hours = max_window_hours(config.max_window)
     return {
         "window_start": Param(
             type="string",
-            format="date-time",
-            title="Window start",
+            pattern=ZONED_TIMESTAMP_PATTERN,
+            title="Início da janela (com fuso: Z = UTC)",
             description=(
-                "Start of the affected period (inclusive), with its time zone, e.g. 2026-11-20T10:00Z."
+                "Início do período afetado (inclusivo), digitado com o fuso horário: "
+                f"{ZONED_TIMESTAMP_FORMAT}. Ex.: 2026-12-06T22:00Z é 22:00 UTC = 19:00 em "
+                "America/Sao_Paulo. Sem fuso o pedido é recusado. "
+                "A primeira tarefa (investigate.scope) e a nota da execução repetem a janela em UTC e em "
+                "America/Sao_Paulo."
+            ),
+            examples=["2026-12-06T22:00Z", "2026-12-06T19:00-03:00"],
+        ),
+        "window_hours": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=hours,
+            title="Duração (horas)",
+            description=(
+                f"Duração da janela em horas inteiras, de 1 a {hours} (o máximo configurado). "
+                "Preencha a duração ou o fim da janela; com os dois, eles precisam concordar."
             ),
         ),
         "window_end": Param(
-            type="string",
-            format="date-time",
-            title="Window end",
+            None,
+            type=["null", "string"],
+            pattern=ZONED_TIMESTAMP_PATTERN,
+            title="Fim da janela (com fuso; opcional com a duração)",
             description=(
-                "End of the affected period (exclusive), after the start; at most the configured "
-                "maximum window (31 days by default)."
+                "Fim do período afetado (exclusivo), depois do início, no mesmo formato: "
+                f"{ZONED_TIMESTAMP_FORMAT}. "
+                "Deixe vazio para usar a duração."
             ),
+            examples=["2026-12-07T01:00Z", "2026-12-06T22:00-03:00"],
         ),
     }
 
@@ -128,11 +186,11 @@ def incident_param(description: str | None = None) -> Param:
         None,
         type=["null", "string"],
         pattern=INCIDENT_ID_PATTERN,
-        title="Incident",
+        title="Incidente (INCIDENT-<número>)",
         description=description
         or (
-            "The incident these steps belong to, e.g. INCIDENT-472. Empty: the PSP's open incident, "
-            "or a new one (never opened by a dry run)."
+            "Formato: INCIDENT-<número>, em maiúsculas e sem espaços, ex. INCIDENT-472. Vazio: o incidente "
+            "aberto do PSP, ou um novo (uma simulação nunca abre incidente)."
         ),
     )
 
@@ -142,8 +200,8 @@ def reason_param() -> Param:
         "",
         type="string",
         maxLength=500,
-        title="Reason",
-        description="Why, in your words (kept on the incident and in recon.controls).",
+        title="Motivo",
+        description="Por quê, nas suas palavras (até 500 caracteres; fica no incidente e em recon.controls).",
     )
 
 
@@ -157,8 +215,8 @@ def divergence_kinds_param() -> Param:
         values_display={kind.value: kind.label.capitalize() for kind in ALL_KINDS},
         uniqueItems=True,
         minItems=1,
-        title="Divergence kinds",
-        description="The kinds of divergence in scope (missing capture, duplicated settlement, ...).",
+        title="Tipos de divergência",
+        description="Os tipos de divergência no escopo (captura ausente, liquidação duplicada, ...).",
     )
 
 
@@ -166,23 +224,26 @@ def remediation_params(config: ReconConfig | None = None) -> dict[str, Param]:
     """The ``billing_gateway_remediation`` form: what a finance analyst fills in the UI."""
     return {
         "psp": psp_param(config),
-        **window_params(),
+        **window_params(config, typed=True),
         "divergence_kinds": divergence_kinds_param(),
         "incident_id": incident_param(),
         "dry_run": Param(
             True,
             type="boolean",
-            title="Dry run",
+            title="Simulação (dry run)",
             description=(
-                "Investigate and propose corrections only (a CSV to review): nothing is paused, "
-                "reprocessed or applied. Untick to run the runbook for real."
+                "Só investiga e propõe correções (um CSV para revisar): nada é pausado, reprocessado "
+                "nem aplicado. Desmarque para rodar o runbook de verdade: pausa a reconciliação "
+                "automática do PSP, avisa o financeiro e abre um incidente se não houver um."
             ),
         ),
         "after_release": Param(
             False,
             type="boolean",
-            title="Broke after a release",
-            description="The reconciliation broke after a release of the worker: roll it back (Mitigação 3).",
+            title="Quebrou após uma release",
+            description=(
+                "A reconciliação quebrou depois de uma release do worker: fazer o rollback (Mitigação 3)."
+            ),
         ),
         "reason": reason_param(),
     }
@@ -202,6 +263,7 @@ class FormFields:
     psp: str = "{{ params.psp }}"
     window_start: str = "{{ params.get('window_start') or '' }}"
     window_end: str = "{{ params.get('window_end') or '' }}"
+    window_hours: str = "{{ params.get('window_hours') or '' }}"
     divergence_kinds: str = "{{ (params.get('divergence_kinds') or []) | join(',') }}"
     incident_id: str = "{{ params.get('incident_id') or '' }}"
     dry_run: str = "{{ params.get('dry_run', True) }}"
@@ -548,6 +610,7 @@ def scope_step(
         psp=form.psp,
         window_start=form.window_start,
         window_end=form.window_end,
+        window_hours=form.window_hours,
         divergence_kinds=form.divergence_kinds,
         incident_id=form.incident_id,
         dry_run=form.dry_run,
@@ -1069,20 +1132,20 @@ class IncidentRule:
     @property
     def description(self) -> str:
         return (
-            "The incident these steps belong to, e.g. INCIDENT-472. Empty: the PSP's open "
-            f"incident; {self.when}"
+            "Formato: INCIDENT-<número>, em maiúsculas e sem espaços, ex. INCIDENT-472. Vazio: o "
+            f"incidente aberto do PSP; {self.when}"
         )
 
 
 #: reprocess and release actions change no payment data and pause no PSP
-NEVER_OPENS = IncidentRule(False, "this action never opens one.")
+NEVER_OPENS = IncidentRule(False, "esta ação nunca abre um.")
 #: a pause freezes finance's reconciliation: an incident; a resume ends one
 OPENS_ON_PAUSE = IncidentRule(
     f"{{{{ (params.get('{ACTION_PARAM}') or '') == 'pause' }}}}",
-    "a pause opens one when there is none, a resume never does.",
+    "uma pausa abre um quando não há, uma retomada nunca abre.",
 )
 #: a correction changes payment data (a dry run never opens one)
-OPENS_UNLESS_DRY_RUN = IncidentRule(True, "a real (not dry) run opens one when there is none.")
+OPENS_UNLESS_DRY_RUN = IncidentRule(True, "uma execução real (não simulação) abre um quando não há.")
 
 
 def action_param(choices: Mapping[str, str]) -> Param:
@@ -1109,7 +1172,7 @@ def single_action_params(
     """The form of a single-action DAG: PSP, window, [action], [the DAG's own fields],
     [divergence kinds], incident, [dry run], reason — the remediation's fields, so the same
     validation."""
-    params: dict[str, Param] = {"psp": psp_param(config), **window_params()}
+    params: dict[str, Param] = {"psp": psp_param(config), **window_params(config, typed=True)}
     if action is not None:
         params[ACTION_PARAM] = action
     params.update(fields or {})

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 #: what an optional source that is not configured reports
 NOT_CONFIGURED = "not configured"
+#: how the scope step's lines on a run's note begin (the dashboard's recent runs show them)
+SCOPE_NOTE_PREFIX = "Validar Escopo:"
+REFUSED_NOTE_PREFIX = "Recusado em Validar Escopo:"
 
 
 class ValidateScopeOperator(BaseOperator):
@@ -70,7 +73,10 @@ class ValidateScopeOperator(BaseOperator):
 
     :param psp: the PSP (templated).
     :param window_start: start of the affected window, ISO 8601 with offset (templated).
-    :param window_end: end of the window, exclusive (templated).
+    :param window_end: end of the window, exclusive (templated); may be empty when
+        ``window_hours`` is given.
+    :param window_hours: the window as a duration in whole hours from its start (templated;
+        the form's alternative to the end; both given: they must agree).
     :param divergence_kinds: kinds in scope: a list, ``"a,b"`` or a rendered list (templated);
         empty means all.
     :param incident_id: ``INCIDENT-<n>`` (templated); empty: the PSP's open incident or a new one.
@@ -85,12 +91,19 @@ class ValidateScopeOperator(BaseOperator):
         naming the running run and its incident) when another run that is still running holds
         it; the DAG gives it back in its last task (``release_lease_step``). XCom ``lease``.
     :param billing_gateway_conn_id: the gateway database (``recon`` schema; the primary).
+    :param run_note: write the outcome on the run's note, where people look: the request in
+        words with the window in UTC and in America/Sao_Paulo, or why it was refused (in
+        Brazilian Portuguese; nothing was changed). Written through Airflow's REST API
+        (connection ``airflow_api``); a note that cannot be written is a warning in the log,
+        never a failure of the run.
+    :param airflow_api_conn_id: the api-server's HTTP connection, for the note.
     """
 
     template_fields: Sequence[str] = (
         "psp",
         "window_start",
         "window_end",
+        "window_hours",
         "divergence_kinds",
         "incident_id",
         "dry_run",
@@ -106,6 +119,7 @@ class ValidateScopeOperator(BaseOperator):
         psp: str,
         window_start: str | datetime | None,
         window_end: str | datetime | None,
+        window_hours: int | str | None = None,
         divergence_kinds: Sequence[str] | str | None = None,
         incident_id: str | None = None,
         dry_run: bool | str = True,
@@ -114,6 +128,8 @@ class ValidateScopeOperator(BaseOperator):
         open_incident: bool | str = True,
         lease: bool = False,
         billing_gateway_conn_id: str = "billing_gateway_db",
+        run_note: bool = True,
+        airflow_api_conn_id: str = "airflow_api",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -121,6 +137,9 @@ class ValidateScopeOperator(BaseOperator):
         self.lease = lease
         self.window_start = window_start
         self.window_end = window_end
+        self.window_hours = window_hours
+        self.run_note = run_note
+        self.airflow_api_conn_id = airflow_api_conn_id
         self.divergence_kinds = divergence_kinds
         self.incident_id = incident_id
         self.dry_run = dry_run
@@ -130,16 +149,36 @@ class ValidateScopeOperator(BaseOperator):
         self.billing_gateway_conn_id = billing_gateway_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_recon_provider.reconciliation.errors import ReconError
+
+        try:
+            result = self._validate_and_attach(context)
+        except ReconError as exc:
+            # where people look: the run's note (and so the dashboard's recent runs), in words
+            self._write_note(
+                context,
+                f"{REFUSED_NOTE_PREFIX} {exc}. Nada foi alterado: corrija o pedido e dispare de novo.",
+            )
+            raise
+        return result
+
+    def _validate_and_attach(self, context: Context) -> dict[str, Any]:
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.reconciliation.config import ReconConfig
         from airflow_recon_provider.reconciliation.incidents import Figures
         from airflow_recon_provider.reconciliation.remediation import RemediationRequest
+        from airflow_recon_provider.reconciliation.window import resolve_form_window, window_in_both_zones
 
         config = ReconConfig.load()
+        # the window first, in words a person reads (pt-BR): missing, no zone, end before start,
+        # end and duration that disagree, over the maximum
+        window = resolve_form_window(
+            self.window_start, self.window_end, self.window_hours, max_span=config.max_window
+        )
         request = RemediationRequest.parse(
             psp=self.psp,
-            window_start=self.window_start,
-            window_end=self.window_end,
+            window_start=window.start,
+            window_end=window.end,
             kinds=self.divergence_kinds,
             incident_id=self.incident_id,
             dry_run=self.dry_run,
@@ -158,6 +197,18 @@ class ValidateScopeOperator(BaseOperator):
             if lease is not None:
                 lease.incident_id = incident_id
         description = request.describe(actor)
+        summary_line = (
+            f"{SCOPE_NOTE_PREFIX} PSP {psp_config.display_name}, "
+            f"janela {window_in_both_zones(request.window)}; "
+            + (
+                "simulação (nada é pausado, reprocessado nem aplicado)"
+                if request.dry_run
+                else "execução real"
+            )
+            + f"; incidente {incident_id or 'nenhum'}; pedido por {actor}."
+        )
+        self.log.info("%s", summary_line)
+        self._write_note(context, summary_line)
         if incident_id is not None:
             from airflow_recon_provider.reconciliation.remediation import RemediationStep
 
@@ -189,6 +240,39 @@ class ValidateScopeOperator(BaseOperator):
             "figures": _figures(summary),
             "lease": lease.as_dict() if lease is not None else None,
         }
+
+    def _write_note(self, context: Context, text: str) -> None:
+        """Put ``text`` on the run's note, keeping what a person wrote there before (a note of
+        an earlier try of this step is replaced)."""
+        if not self.run_note:
+            return
+        ti = context.get("ti")
+        run_id = run_id_of(context)
+        dag_id = getattr(ti, "dag_id", None)
+        if not run_id or not dag_id:
+            return
+        try:
+            from airflow_recon_provider.hooks.airflow_api import AirflowApiHook
+
+            hook = AirflowApiHook(airflow_api_conn_id=self.airflow_api_conn_id, max_attempts=2)
+            try:
+                current = str(hook.dag_run(dag_id, run_id).get("note") or "").strip()
+                kept = [
+                    part
+                    for part in current.split("\n\n")
+                    if part.strip() and not part.startswith((SCOPE_NOTE_PREFIX, REFUSED_NOTE_PREFIX))
+                ]
+                hook.set_run_note(dag_id, run_id, "\n\n".join([*kept, text]))
+            finally:
+                hook.close()
+        except Exception as exc:  # a courtesy to people: never the reason a run fails
+            self.log.warning(
+                "Could not write the run's note through connection %r (%s: %s); the note would have been: %s",
+                self.airflow_api_conn_id,
+                type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "",
+                text,
+            )
 
     def _lease(
         self, context: Context, request: RemediationRequest, *, actor: str, run_id: str | None
@@ -325,7 +409,10 @@ class ReconciliationSnapshotOperator(BaseOperator):
 
     :param psp: the PSP (templated).
     :param window_start: start of the window, ISO 8601 with offset (templated).
-    :param window_end: end of the window, exclusive (templated).
+    :param window_end: end of the window, exclusive (templated); may be empty when
+        ``window_hours`` is given.
+    :param window_hours: the window as a duration in whole hours from its start (templated;
+        the form's alternative to the end; both given: they must agree).
     :param divergence_kinds: kinds of the summary (templated); empty: all.
     :param incident_id: the incident to record the step on (templated); empty: none.
     :param artifacts_dir: another artifact store base (a directory or a URL such as

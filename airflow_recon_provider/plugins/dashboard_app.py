@@ -21,16 +21,22 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 from airflow_recon_provider.plugins.dashboard_data import (
+    CORRECTIONS_PAGE_SIZE,
     DEFAULT_CYCLES,
+    MAX_CYCLES,
     REMEDIATION_DAG_ID,
     DashboardReader,
     DashboardUnavailable,
 )
+from airflow_recon_provider.reconciliation.window import max_window_hours
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from fastapi import FastAPI
 
     from airflow_recon_provider.plugins.dashboard_incidents import IncidentReader
+    from airflow_recon_provider.plugins.dashboard_runs import RecentRun
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,23 @@ ICON_SVG = (
     'stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M3 3v18h18"/>'
     '<path d="M7 15l4-4 3 3 5-6"/><circle cx="19" cy="8" r="1"/></svg>'
 )
+
+
+def _parameter_problem(error: Any) -> str:
+    """One invalid query parameter in words (pt-BR), with the accepted range."""
+    where = [str(p) for p in error.get("loc", ())[1:]]
+    name = ".".join(where) or "request"
+    value = error.get("input")
+    if name == "cycles":
+        return (
+            f"cycles={value} está fora do intervalo: o painel mostra de 1 a {MAX_CYCLES} ciclos horários "
+            f"({MAX_CYCLES // 24} dias). Use, por exemplo, ?cycles={MAX_CYCLES} para os últimos "
+            f"{MAX_CYCLES // 24} dias, "
+            "ou ?end=<data e hora com fuso> para olhar um período passado."
+        )
+    if name == "page":
+        return f"page={value} não é uma página válida: use um número a partir de 1."
+    return f"{name}={value}: {error.get('msg')}"
 
 
 def _parse_end(value: str | None) -> datetime | None:
@@ -84,6 +107,7 @@ def create_app(
     *,
     reader: DashboardReader | None = None,
     incidents: "IncidentReader | None" = None,
+    recent_runs: "Callable[[], Sequence[RecentRun]] | None" = None,
     require_login: bool = True,
 ) -> "FastAPI":
     """Build the dashboard app.
@@ -91,6 +115,8 @@ def create_app(
     :param reader: reads the data (default: the ``billing_gateway_db`` connection and
         ``ReconConfig.load()`` at every request, so a changed configuration shows at once).
     :param incidents: reads incidents and artifacts (default: the reader's connection).
+    :param recent_runs: reads the latest runs of the runbook's DAGs (default: Airflow's
+        metadata database, which the API server that mounts the app reads).
     :param require_login: ask Airflow's auth manager (always, in the API server); ``False``
         only for tests of the page itself.
     """
@@ -105,13 +131,20 @@ def create_app(
         add_incident_routes,
         evidence_page_problem,
     )
-    from airflow_recon_provider.plugins.dashboard_page import TITLE, render_dashboard, render_error
+    from airflow_recon_provider.plugins.dashboard_page import (
+        TITLE,
+        render_corrections,
+        render_dashboard,
+        render_error,
+    )
     from airflow_recon_provider.plugins.dashboard_psp_ticket import (
         add_psp_ticket_routes,
         require_editor_factory,
     )
+    from airflow_recon_provider.plugins.dashboard_runs import load_recent_runs, read_recent_runs
 
     reader = reader or DashboardReader()
+    runs_reader = recent_runs or read_recent_runs
     incidents = incidents or IncidentReader(billing_gateway_conn_id=reader.conn_id)
     dependencies = [Depends(_require_reader_factory())] if require_login else []
     app = FastAPI(
@@ -142,12 +175,11 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameters(request: Request, exc: RequestValidationError) -> Response:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err.get('loc', ())[1:]) or 'request'}: {err.get('msg')}"
-            for err in exc.errors()
-        )
+        problems = "; ".join(_parameter_problem(err) for err in exc.errors())
         if wants_html(request):
-            return HTMLResponse(render_error(f"invalid parameters: {problems}"), status_code=400)
+            return HTMLResponse(
+                render_error(problems, heading="Parâmetro fora do intervalo ou inválido."), status_code=400
+            )
         return JSONResponse({"error": f"invalid parameters: {problems}"}, status_code=400)
 
     Cycles = Annotated[int, Query(ge=1, le=24 * 7, description="completed hourly cycles shown")]
@@ -159,7 +191,44 @@ def create_app(
             data = reader.read(cycles=cycles, end=_parse_end(end))
         except DashboardUnavailable as exc:
             return HTMLResponse(render_error(exc.message), status_code=exc.status_code)
-        return HTMLResponse(render_dashboard(data, end_param=end))
+        try:
+            hours = max_window_hours(reader.config_loader().max_window)
+        except Exception:  # the page already read the configuration; never fail here
+            hours = None
+        return HTMLResponse(
+            render_dashboard(
+                data, end_param=end, recent_runs=load_recent_runs(runs_reader), max_window_hours=hours
+            )
+        )
+
+    Page = Annotated[int, Query(ge=1, le=100_000, description="page of the list, from 1")]
+
+    @app.get("/corrections/{psp}", response_class=HTMLResponse, dependencies=dependencies)
+    def corrections_page(psp: str, page: Page = 1) -> HTMLResponse:
+        """Every correction of a PSP, a page at a time, with the totals ("51-100 de 120")."""
+        from airflow_recon_provider.reconciliation.errors import ReconError
+
+        try:
+            name = reader.psp_display_name(psp)
+            if name is None:
+                return HTMLResponse(
+                    render_error(f"O PSP {psp!r} não está na configuração.", heading="PSP desconhecido."),
+                    status_code=404,
+                )
+            rows, total = reader.corrections_page(psp, page=page, page_size=CORRECTIONS_PAGE_SIZE)
+        except ReconError as exc:
+            return HTMLResponse(render_error(str(exc)), status_code=503)
+        except Exception as exc:
+            log.exception("reading the corrections of %s failed", psp)
+            return HTMLResponse(
+                render_error(
+                    f"as correções não puderam ser lidas ({type(exc).__name__}); veja o log do API server"
+                ),
+                status_code=503,
+            )
+        return HTMLResponse(
+            render_corrections(psp, name, rows, total=total, page=page, page_size=CORRECTIONS_PAGE_SIZE)
+        )
 
     @app.get("/api/psps", dependencies=dependencies)
     def dashboard_json(cycles: Cycles = DEFAULT_CYCLES, end: End = None) -> JSONResponse:

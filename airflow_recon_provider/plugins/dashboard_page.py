@@ -19,7 +19,8 @@ from airflow_recon_provider.reconciliation.report import rates_text
 if TYPE_CHECKING:
     import jinja2
 
-    from airflow_recon_provider.plugins.dashboard_data import Dashboard
+    from airflow_recon_provider.plugins.dashboard_data import CorrectionView, Dashboard, PspStatus
+    from airflow_recon_provider.plugins.dashboard_runs import RecentRuns
 
 TITLE = "Reconciliação Financeira"
 
@@ -46,7 +47,107 @@ def _input_time(moment: datetime) -> str:
 
 
 def _lag(value: int | None) -> str:
-    return "never reconciled" if value is None else str(value)
+    return "nunca reconciliado" if value is None else str(value)
+
+
+def _incident_state(state: object) -> str:
+    from airflow_recon_provider.plugins.dashboard_incidents import STATE_LABELS
+
+    return STATE_LABELS.get(state, str(getattr(state, "value", state)))  # type: ignore[call-overload]
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count:,}".replace(",", ".") + " " + (one if count == 1 else many)
+
+
+def lag_words(p: PspStatus) -> str:
+    """The lag with the failed cycles of the window beside it: a window whose cycles failed
+    never reads as a bare "0"."""
+    s = p.summary
+    if s is None:
+        return "-"
+    text = "nunca reconciliado" if s.lag_cycles is None else _plural(s.lag_cycles, "ciclo", "ciclos")
+    if p.failed_cycles:
+        text += " · " + _plural(p.failed_cycles, "ciclo com falha", "ciclos com falha") + " na janela"
+    return text
+
+
+def status_badges(p: PspStatus) -> list[tuple[str, str]]:
+    """The PSP's state in words, one badge per reason: ``(css class, text)``."""
+    from airflow_recon_provider.reconciliation.thresholds import AlertReason
+
+    s = p.summary
+    if s is None:
+        return [("b-muted", "situação desconhecida: a divergência não pôde ser lida")]
+    rc = s.reporting_currency
+    badges: list[tuple[str, str]] = []
+    for reason in s.alert_reasons:
+        if reason is AlertReason.AMOUNT:
+            badges.append(
+                (
+                    "b-alert",
+                    f"alerta: divergência de {format_money(s.divergent_amount_minor, rc)} acima do limite "
+                    f"de {format_money(s.thresholds.alert_amount_minor, rc)}",
+                )
+            )
+        elif reason is AlertReason.LAG:
+            badges.append(
+                (
+                    "b-alert",
+                    "alerta: nunca reconciliado"
+                    if s.lag_cycles is None
+                    else f"alerta: reconciliação atrasada há {_plural(s.lag_cycles, 'ciclo', 'ciclos')} "
+                    f"(limite {s.thresholds.alert_lag_cycles})",
+                )
+            )
+        elif reason is AlertReason.FX_RATE_MISSING:
+            badges.append(
+                (
+                    "b-alert",
+                    "alerta: sem cotação para "
+                    + ", ".join(s.unconverted_currencies)
+                    + " (valor não convertido)",
+                )
+            )
+        else:  # a reason added later still reads as an alert, never as healthy
+            badges.append(("b-alert", f"alerta: {reason.value}"))
+    if p.failed_cycles:
+        badges.append(
+            (
+                "b-alert",
+                _plural(p.failed_cycles, "ciclo de reconciliação falhou", "ciclos de reconciliação falharam")
+                + " na janela",
+            )
+        )
+    if p.cycle_counts is None:
+        badges.append(("b-muted", "ciclos da janela não puderam ser lidos"))
+    if not badges:
+        badges.append(("b-ok", "dentro dos limites"))
+    return badges
+
+
+def within_thresholds(p: PspStatus) -> bool:
+    """Nothing alerts for the PSP: a real run there needs a confirmation that says so."""
+    return all(css == "b-ok" for css, _text in status_badges(p))
+
+
+def real_run_effects(p: PspStatus) -> list[str]:
+    """What a real (not dry) remediation run of the PSP does, in the runbook's order."""
+    r = p.remediation
+    incident = (
+        f"registra tudo no incidente {r.incident_id}"
+        if r.incident_id
+        else "abre um incidente para o PSP (se não houver um aberto) e registra tudo nele"
+    )
+    return [
+        f"pausa a reconciliação automática de {p.display_name} (Ações de Contenção)",
+        "avisa o financeiro por e-mail e o canal de incidentes (Comunicação)",
+        incident,
+        "reprocessa os ciclos da janela e propõe correções de dados, aplicadas só com a aprovação "
+        "do financeiro (Mitigação)",
+        "espera os Critérios de Recuperação e então retoma a reconciliação e encerra o incidente "
+        "(Encerramento)",
+    ]
 
 
 @cache
@@ -59,6 +160,11 @@ def _template() -> jinja2.Template:
         pct=format_pct,
         rates=rates_text,
         lag=_lag,
+        lag_words=lag_words,
+        incident_state=_incident_state,
+        status_badges=status_badges,
+        within_thresholds=within_thresholds,
+        real_run_effects=real_run_effects,
         when=_when,
         input_time=_input_time,
         conf_json=lambda conf: json.dumps(conf, indent=2),
@@ -69,21 +175,67 @@ def _template() -> jinja2.Template:
     return env.from_string(_resource("dashboard.html.j2"))
 
 
-def render_dashboard(dashboard: Dashboard, *, end_param: str | None = None) -> str:
+def render_dashboard(
+    dashboard: Dashboard,
+    *,
+    end_param: str | None = None,
+    recent_runs: RecentRuns | None = None,
+    max_window_hours: int | None = None,
+) -> str:
     from markupsafe import Markup
 
     from airflow_recon_provider.plugins.dashboard_data import MAX_CYCLES
     from airflow_recon_provider.plugins.dashboard_finance_report import render_finance_form
+    from airflow_recon_provider.reconciliation.window import DEFAULT_MAX_WINDOW, LOCAL_ZONE
+    from airflow_recon_provider.reconciliation.window import max_window_hours as hours_of
 
     return _template().render(
         d=dashboard,
         error=None,
+        error_heading=None,
         end_param=end_param or "",
         max_cycles=MAX_CYCLES,
+        recent=recent_runs,
+        max_hours=max_window_hours or hours_of(DEFAULT_MAX_WINDOW),
+        local_zone=LOCAL_ZONE,
         # rendered by an autoescaped template of its own
         finance_form=Markup(render_finance_form(dashboard)),
     )
 
 
-def render_error(message: str) -> str:
-    return _template().render(d=None, error=message, end_param="", max_cycles=0, finance_form="")
+def render_error(message: str, *, heading: str | None = None) -> str:
+    """The page with only a problem: ``heading`` says what kind (default: the data cannot be
+    read), ``message`` what exactly and what to do."""
+    return _template().render(
+        d=None,
+        error=message,
+        error_heading=heading,
+        end_param="",
+        max_cycles=0,
+        recent=None,
+        max_hours=0,
+        local_zone="",
+        finance_form="",
+    )
+
+
+def render_corrections(
+    psp: str, display_name: str, rows: list[CorrectionView], *, total: int, page: int, page_size: int
+) -> str:
+    """Every correction of a PSP, a page at a time, with the totals."""
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    env.globals.update(money=format_money, when=_when, title=TITLE, css=_resource("dashboard.css"))
+    pages = max(1, -(-total // page_size))
+    first = (page - 1) * page_size + 1 if rows else 0
+    return env.from_string(_resource("corrections.html.j2")).render(
+        psp=psp,
+        display_name=display_name,
+        rows=rows,
+        total=total,
+        page=page,
+        pages=pages,
+        first=first,
+        last=first + len(rows) - 1 if rows else 0,
+    )

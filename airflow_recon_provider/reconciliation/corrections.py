@@ -275,6 +275,9 @@ class CorrectionPolicy:
             after_status=after,
             amount_minor=target.amount_minor,
             currency=target.currency,
+            psp_status=row.statement_status,
+            psp_amount_minor=row.statement_amount_minor,
+            psp_currency=row.statement_currency or row.currency,
         )
 
 
@@ -312,10 +315,17 @@ class ProposedCorrection:
     amount_minor: int
     #: the currency of ``amount_minor`` (the gateway row's, upper case)
     currency: str = ""
+    #: the evidence finance weighs (not part of the correction key): what the PSP's statement
+    #: says of the key — its status, amount and currency (``None``: the statement has no line)
+    psp_status: str | None = None
+    psp_amount_minor: int | None = None
+    psp_currency: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", DivergenceKind(self.kind))
         object.__setattr__(self, "currency", currency_code(self.currency))
+        if self.psp_currency:
+            object.__setattr__(self, "psp_currency", currency_code(self.psp_currency))
         if isinstance(self.amount_minor, bool) or not isinstance(self.amount_minor, int):
             raise TypeError(f"amount_minor must be an int, got {type(self.amount_minor).__name__}")
 
@@ -924,18 +934,31 @@ def approval_body(
                 amount = _money(t.amount_minor, code, locale)
                 lines.append(f"| {kind.value} | {_code(code)} | {n(t.count)} | {amount} |")
     if dry.sample:
+        shown = (
+            f"todas as {n(dry.proposal_count)}"
+            if len(dry.sample) == dry.proposal_count
+            else f"{n(len(dry.sample))} de {n(dry.proposal_count)}; as demais no CSV"
+        )
         lines += [
             "",
-            f"Sample ({n(len(dry.sample))} of {n(dry.proposal_count)}):",
+            f"**Evidência por transação** ({shown}) — o gateway e o extrato do PSP lado a lado, "
+            "cada valor na sua moeda:",
             "",
-            "| transaction | reference | type | kind | status now | new status | amount |",
-            "|---:|---|---|---|---|---|---:|",
+            "| transação | referência | tipo | divergência | gateway: status | gateway: valor "
+            "| PSP: status | PSP: valor | novo status |",
+            "|---:|---|---|---|---|---:|---|---:|---|",
         ]
         for p in dry.sample:
+            psp_amount = (
+                "sem linha no extrato"
+                if p.psp_amount_minor is None
+                else _money(p.psp_amount_minor, p.psp_currency or p.currency, locale)
+            )
             lines.append(
                 f"| {p.transaction_id} | {_md(p.provider_reference)} | {_md(p.transaction_type)} | "
-                f"{p.kind.value} | {_md(p.before_status)} | {_md(p.after_status)} | "
-                f"{_money(p.amount_minor, p.currency, locale)} |"
+                f"{_md(p.kind.label)} | {_md(p.before_status)} | "
+                f"{_money(p.amount_minor, p.currency, locale)} | "
+                f"{_md(p.psp_status) if p.psp_status else '—'} | {psp_amount} | **{_md(p.after_status)}** |"
             )
     wait = f"within {_human_duration(timeout)}" if timeout else "at all"
     lines += [

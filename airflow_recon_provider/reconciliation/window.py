@@ -161,3 +161,113 @@ def _human(span: timedelta) -> str:
     if hours == int(hours):
         return f"{int(hours)} hours"
     return f"{hours:.2f} hours"
+
+
+# -- windows typed by people (the remediation forms) -------------------------------------------
+
+#: the time zone finance reads (the runbook's team is in São Paulo); windows stay UTC inside
+LOCAL_ZONE = "America/Sao_Paulo"
+#: a timestamp a person types: date, hours and minutes, optional seconds, and always its zone
+#: (``Z`` or an offset) — a time without a zone is ambiguous for money
+ZONED_TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([Zz]|[+-]\d{2}:\d{2})$"
+ZONED_TIMESTAMP_FORMAT = "AAAA-MM-DDTHH:MMZ (UTC) ou com o fuso, ex. 2026-12-06T19:00-03:00"
+
+
+def max_window_hours(max_span: timedelta) -> int:
+    """The largest whole number of hours a window may span."""
+    return max(1, int(max_span // timedelta(hours=1)))
+
+
+def _zoned(value: str | datetime, label: str) -> datetime:
+    import re
+
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+            raise WindowError(
+                f"{label}: a data e hora não tem fuso horário; use o formato {ZONED_TIMESTAMP_FORMAT}"
+            )
+        return value.astimezone(UTC)
+    text = str(value).strip()
+    if not re.match(ZONED_TIMESTAMP_PATTERN, text):
+        raise WindowError(f"{label} {text!r} não está no formato {ZONED_TIMESTAMP_FORMAT}")
+    try:
+        return parse_timestamp(text.replace(" ", "T", 1), name=label)
+    except WindowError:
+        raise WindowError(
+            f"{label} {text!r} não é uma data e hora válida ({ZONED_TIMESTAMP_FORMAT})"
+        ) from None
+
+
+def _hours_text(span: timedelta) -> str:
+    hours = span.total_seconds() / 3600
+    if hours == int(hours):
+        return f"{int(hours)} h"
+    return f"{hours:.2f} h".replace(".", ",")
+
+
+def resolve_form_window(
+    start: str | datetime | None,
+    end: str | datetime | None,
+    hours: int | str | None,
+    *,
+    max_span: timedelta | None = DEFAULT_MAX_WINDOW,
+) -> Window:
+    """The window a person asked for: a start with its zone and either an end (exclusive)
+    or a duration in whole hours. Every problem raises :class:`WindowError` with a sentence
+    in Brazilian Portuguese that says what is wrong and what is expected — the text the
+    run's note and the dashboard show."""
+    blank = lambda value: value is None or (isinstance(value, str) and not value.strip())  # noqa: E731
+    if blank(start):
+        raise WindowError(f"informe o início da janela ({ZONED_TIMESTAMP_FORMAT})")
+    begin = _zoned(start, "início da janela")  # type: ignore[arg-type]
+    duration: timedelta | None = None
+    if not blank(hours):
+        try:
+            count = int(str(hours).strip())
+        except ValueError:
+            raise WindowError(f"duração {hours!r} não é um número inteiro de horas") from None
+        if count < 1:
+            raise WindowError(f"a duração deve ser de pelo menos 1 hora, recebida {count}")
+        duration = timedelta(hours=count)
+    if blank(end) and duration is None:
+        raise WindowError("informe o fim da janela ou a duração em horas")
+    finish = begin + duration if blank(end) else _zoned(end, "fim da janela")  # type: ignore[arg-type, operator]
+    if duration is not None and finish - begin != duration:
+        raise WindowError(
+            f"o fim da janela ({_utc_text(finish)}) não corresponde à duração de {_hours_text(duration)} "
+            f"a partir do início ({_utc_text(begin)}); informe só um dos dois"
+        )
+    if finish <= begin:
+        raise WindowError(
+            f"o fim da janela ({_utc_text(finish)}) é anterior ou igual ao início ({_utc_text(begin)}): "
+            "o fim deve ser depois do início"
+        )
+    window = Window(begin, finish)
+    if max_span is not None and window.span > max_span:
+        raise WindowError(
+            f"a janela de {_hours_text(window.span)} passa do máximo de {_hours_text(max_span)}"
+            + (f" ({max_span.days} dias)" if max_span >= timedelta(days=2) else "")
+            + ": divida-a em janelas menores"
+        )
+    return window
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def window_in_both_zones(window: Window, zone: str = LOCAL_ZONE) -> str:
+    """The window as people read it: in UTC and in ``zone`` (America/Sao_Paulo), e.g.
+    ``2026-12-06 22:00 a 2026-12-07 01:00 UTC (19:00 a 22:00 de 06/12/2026 em America/Sao_Paulo, 3 h)``."""
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(zone)
+    a, b = window.start.astimezone(tz), window.end.astimezone(tz)
+    if a.date() == b.date():
+        local = f"{a:%H:%M} a {b:%H:%M} de {a:%d/%m/%Y}"
+    else:
+        local = f"{a:%d/%m/%Y %H:%M} a {b:%d/%m/%Y %H:%M}"
+    return (
+        f"{window.start:%Y-%m-%d %H:%M} a {window.end:%Y-%m-%d %H:%M} UTC "
+        f"({local} em {zone}, {_hours_text(window.span)})"
+    )
