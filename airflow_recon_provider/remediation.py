@@ -46,10 +46,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Param, TaskGroup
 
-from airflow_recon_provider.i18n import language_scope
+from airflow_recon_provider.i18n import N_, _, format_number, language_scope, ngettext
 from airflow_recon_provider.reconciliation.config import ReconConfig
 from airflow_recon_provider.reconciliation.corrections import DEFAULT_APPROVAL_TIMEOUT
-from airflow_recon_provider.reconciliation.i18n import N_, _
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS
 from airflow_recon_provider.reconciliation.remediation import (
     RemediationRequestError,
@@ -331,12 +330,19 @@ class RunRequest:
 
 def _describe_reprocess(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     cycles = result.get("cycles") or []
-    text = (
-        f"{result.get('succeeded_count', 0)} of {len(cycles)} cycle(s) of {result.get('window_start')} - "
-        f"{result.get('window_end')} reprocessed in Airflow"
+    text = ngettext(
+        "%(done)s of %(num)s cycle of %(start)s - %(end)s reprocessed in Airflow",
+        "%(done)s of %(num)s cycles of %(start)s - %(end)s reprocessed in Airflow",
+        len(cycles),
+        done=format_number(int(result.get("succeeded_count") or 0)),
+        start=result.get("window_start"),
+        end=result.get("window_end"),
     )
     if result.get("fallback_count"):
-        text += f", {result['fallback_count']} sent to billing-gateway-core"
+        text += ", " + _(
+            "%(count)s sent to billing-gateway-core",
+            count=format_number(int(result["fallback_count"])),
+        )
     states = [{"cycle_start": c.get("cycle_start"), "state": c.get("state")} for c in cycles]
     return text, {"cycles": states, "all_resolved": result.get("all_resolved")}
 
@@ -350,17 +356,32 @@ def _describe_correction(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]
         "artifact": dry.get("artifact_record") or dry.get("artifact"),
     }
     if outcome == "applied":
-        applied = (result.get("result") or {}).get("applied", 0)
-        return f"{applied} correction(s) applied, approved by {result.get('approved_by')}", details
-    if outcome == "dry_run":
-        return (
-            f"dry run: {dry.get('proposal_count', 0)} correction(s) proposed in "
-            f"{_artifact_text(dry.get('artifact_record'))}",
-            details,
+        applied = int((result.get("result") or {}).get("applied", 0))
+        text = ngettext(
+            "%(num)s correction applied, approved by %(approver)s",
+            "%(num)s corrections applied, approved by %(approver)s",
+            applied,
+            approver=result.get("approved_by"),
         )
+        return text, details
+    if outcome == "dry_run":
+        proposed = int(dry.get("proposal_count", 0))
+        text = ngettext(
+            "dry run: %(num)s correction proposed in %(artifact)s",
+            "dry run: %(num)s corrections proposed in %(artifact)s",
+            proposed,
+            artifact=_artifact_text(dry.get("artifact_record")),
+        )
+        return text, details
     if outcome == "nothing_to_correct":
-        return "nothing to correct automatically", details
-    return f"correction {outcome} by {result.get('decided_by') or 'nobody'}: nothing applied", details
+        return _("nothing to correct automatically"), details
+    decision = {"rejected": _("rejected"), "timed_out": _("timed out")}.get(str(outcome), str(outcome))
+    text = _(
+        "correction %(decision)s by %(who)s: nothing applied",
+        decision=decision,
+        who=result.get("decided_by") or _("nobody"),
+    )
+    return text, details
 
 
 def _artifact_text(artifact: Any) -> str:
@@ -368,14 +389,19 @@ def _artifact_text(artifact: Any) -> str:
     name and dashboard link, never a storage path."""
     if isinstance(artifact, Mapping) and artifact.get("link"):
         return f"{artifact.get('name')} ({artifact['link']})"
-    return "no artifact"
+    return _("no artifact")
 
 
 def _describe_psp_ticket(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     artifact = result.get("artifact")
-    text = f"{result.get('rows', 0)} divergent transaction(s) for the PSP in {_artifact_text(artifact)}"
+    text = ngettext(
+        "%(num)s divergent transaction for the PSP in %(artifact)s",
+        "%(num)s divergent transactions for the PSP in %(artifact)s",
+        int(result.get("rows") or 0),
+        artifact=_artifact_text(artifact),
+    )
     if result.get("psp_ticket"):
-        text += f" (ticket {result['psp_ticket']})"
+        text += " " + _("(ticket %(ticket)s)", ticket=result["psp_ticket"])
     return text, {
         "artifact": artifact,
         "counts": result.get("counts"),
@@ -384,13 +410,20 @@ def _describe_psp_ticket(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]
 
 
 def _describe_release(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    action = {"rollback": _("rollback"), "tag": _("tag")}.get(str(result.get("action")), result.get("action"))
+    record = (
+        _artifact_text(result.get("record"))
+        if result.get("record")
+        else _("not stored: %(error)s", error=result.get("record_error") or _("unknown error"))
+    )
     return (
-        f"{result.get('action')} of {result.get('service')} in {result.get('env')} done "
-        f"({result.get('mode')} mode); release record "
-        + (
-            _artifact_text(result.get("record"))
-            if result.get("record")
-            else f"not stored: {result.get('record_error') or 'unknown error'}"
+        _(
+            "%(action)s of %(service)s in %(env)s done (%(mode)s mode); release record %(record)s",
+            action=action,
+            service=result.get("service"),
+            env=result.get("env"),
+            mode=result.get("mode"),
+            record=record,
         ),
         {
             key: result.get(key)
@@ -419,9 +452,11 @@ def _describe_recovery(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     from airflow_recon_provider.reconciliation.recovery import recovery_criteria
 
     met = result.get("status") == "recovered"
+    criteria = "; ".join(criterion.text() for criterion in recovery_criteria(result))
     return (
-        ("recovery criteria met: " if met else "recovery criteria not met yet: ")
-        + "; ".join(criterion.text() for criterion in recovery_criteria(result)),
+        _("recovery criteria met: %(criteria)s", criteria=criteria)
+        if met
+        else _("recovery criteria not met yet: %(criteria)s", criteria=criteria),
         {
             "latest_cycle_states": result.get("latest_cycle_states"),
             "checked_at": result.get("checked_at"),
@@ -475,12 +510,15 @@ class RecordStep:
             result = self._result(context, given)
             if self.describe is not None and isinstance(result, Mapping):
                 return self.describe(result)
-            return "done", {}
+            return _("done"), {}
         error = context.get("exception")
+        # the error itself is for engineers: as it was raised
         reason = f"{type(error).__name__}: {error}" if error is not None else ""
         if self.state == "skipped":
-            return "skipped" + (f": {error}" if error is not None and str(error) else ""), {}
-        return f"failed: {reason}" if reason else "failed", {"error": reason}
+            if error is not None and str(error):
+                return _("skipped: %(why)s", why=error), {}
+            return _("skipped"), {}
+        return (_("failed: %(why)s", why=reason) if reason else _("failed")), {"error": reason}
 
     def _record(self, context: Context, given: Mapping[str, Any] | None = None) -> None:
         from airflow_recon_provider.hooks.incidents import IncidentHook
@@ -492,7 +530,8 @@ class RecordStep:
         incident_id = scope.get("incident_id")
         if not incident_id:
             return
-        outcome, details = self._outcome(context, given)
+        with language_scope():  # the timeline keeps the text in the configured language
+            outcome, details = self._outcome(context, given)
         hook = IncidentHook()
         figures = None
         if self.decision and self.state in ("success", "waiting"):
@@ -970,7 +1009,7 @@ def mitigate_group(
     ) as group:
         proceed = proceed_gate(request, section="mitigation")
         mitigating = mark_incident_step(
-            request, "mitigating", task_id="mark_mitigating", note="runbook Mitigação started"
+            request, "mitigating", task_id="mark_mitigating", note=N_("Mitigation started (runbook)")
         )
         reprocess = reprocess_step(request, **dict(reprocess_kwargs or {}))
         # after the reprocess, or alone in a dry run (the reprocess is skipped then)
@@ -1053,11 +1092,11 @@ def close_group(
         (
             proceed_gate(request, section="closure", skip_all_downstream=True)
             >> mark_incident_step(
-                request, "recovered", task_id="mark_recovered", note="recovery criteria met"
+                request, "recovered", task_id="mark_recovered", note=N_("recovery criteria met")
             )
             >> resume_step(request)
             >> tag_release_step(request, mode=release_mode, **dict(tag_kwargs or {}))
-            >> mark_incident_step(request, "closed", task_id="close_incident", note="runbook Encerramento")
+            >> mark_incident_step(request, "closed", task_id="close_incident", note=N_("Closure (runbook)"))
             >> closing_report_step(request, artifacts_dir=artifacts_dir)
             >> finance_review_step(request, **review_kwargs)
             >> final_communication_step(request, **communication)

@@ -148,9 +148,12 @@ def test_approved_by_finance_applies_the_dry_run(register_dag, seeded, incident,
         for tid in sorted(EXPECTED)
     ]
     steps = seeded.execute(
-        "SELECT outcome FROM recon.incident_events WHERE incident_id = %s ORDER BY id", (incident,)
+        "SELECT details->>'decision', outcome FROM recon.incident_events WHERE incident_id = %s ORDER BY id",
+        (incident,),
     ).fetchall()
     assert [s[0] for s in steps] == ["approval_requested", "applied"]
+    # people read the decision in words, never its code
+    assert [s[1] for s in steps] == ["aprovação solicitada ao financeiro", "correções aplicadas"]
 
 
 @pytest.mark.timeout(180)
@@ -178,7 +181,7 @@ def test_self_approval_is_refused_and_applies_nothing(register_dag, seeded, inci
     assert states(dag_run)[TASK_ID] == "failed"
     assert checksum(seeded) == before
     (reason,) = seeded.execute(
-        "SELECT details->>'reason' FROM recon.incident_events WHERE outcome = 'approval_refused'"
+        "SELECT details->>'reason' FROM recon.incident_events WHERE details->>'decision' = 'approval_refused'"
     ).fetchone()
     assert "dag_test requested this correction" in reason and "cannot also approve" in reason
 
@@ -250,8 +253,8 @@ def test_four_currencies_each_in_its_own_figures_and_converted_with_the_rates(
     assert (
         f"- Converted total in BRL (converted, of BRL, EUR, JPY; USD not included): {in_reais} — "
         "rates in force at 2026-11-21T11:00:00+00:00: "
-        "1 EUR = 6,2512 BRL (from 2026-11-21 00:00 UTC, BCB PTAX); "
-        "1 JPY = 0,0365 BRL (from 2026-11-20 00:00 UTC, BCB PTAX)"
+        "1 EUR = 6,2512 BRL (a partir de 2026-11-21 00:00 UTC, BCB PTAX); "
+        "1 JPY = 0,0365 BRL (a partir de 2026-11-20 00:00 UTC, BCB PTAX)"
     ) in body
     assert "- Not converted to BRL: USD — no rate in recon.fx_rates in force at 2026-11-21T11:00:00" in body
     assert "| EUR | 1 | EUR 9.619,80 | R$ 60.135,29 (converted at 1 EUR = 6,2512 BRL) |" in body

@@ -221,6 +221,7 @@ def test_english_is_selectable(dashboard_db, monkeypatch):
         html = client.get("/", params={"cycles": 3}).text
         out_of_range = client.get("/", params={"cycles": 720}).text
     assert '<html lang="en">' in html and "Recent runs" in html and "No run yet." in html
-    assert "alert: divergence of R$ 164.740,52 above the alert threshold" in html
+    # the amounts follow the language too (English number format)
+    assert "alert: divergence of BRL 164,740.52 above the alert threshold of BRL 5,000.00" in html
     assert "Start remediation" in html and "Execuções recentes" not in html
     assert "cycles=720 is out of range: the dashboard shows 1 to 168 hourly cycles (7 days)" in out_of_range

@@ -105,7 +105,7 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
         assert f"Incident {incident} (stripe): closed" in out
         assert out.count("authorized -> ") == 12
         assert "12 transaction(s) — 11 in BRL: R$ 104.175,21; 1 in EUR: EUR 9.619,80" in out
-        assert "E-mails to finance" in out and "reconciliation normalized" in out
+        assert "E-mails to finance" in out and "reconciliação de stripe normalizada" in out
         # Encerramento 4: the closing e-mail carries the review's invitation (.ics read back)
         flat = " ".join(out.split())
         assert re.search(
@@ -115,7 +115,7 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
             r"attendees finance@platform\.io, oncall@platform\.io",
             flat,
         ), flat[-3000:]
-        assert "reconciliation of stripe resumed by" in out
+        assert "reconciliação de stripe retomada por" in out
         # Detecção 1: the alert in the PagerDuty stand-in, one incident from trigger to resolve
         assert "PagerDuty events (stand-in)" in out
         # ... finance's report (low urgency) added to that open alert, which stays high urgency

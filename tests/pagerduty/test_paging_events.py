@@ -126,10 +126,12 @@ def test_trigger_carries_the_divergence_per_currency_and_in_reais():
         3,
     )
     assert per["EUR"]["converted"] is True and per["BRL"]["converted"] is False
-    assert details["divergence"]["fx_rates"] == ["1 EUR = 6,2875 BRL (from 2026-11-19 00:00 UTC, BCB PTAX)"]
+    assert details["divergence"]["fx_rates"] == [
+        "1 EUR = 6,2875 BRL (a partir de 2026-11-19 00:00 UTC, BCB PTAX)"
+    ]
     assert details["lag"] == {"cycles": 3, "text": "3 cycle(s) behind"}
     assert details["window"]["start"] == "2026-11-20T10:00:00+00:00"
-    assert details["window"]["text"] == "2026-11-20 10:00 UTC to 2026-11-20 13:00 UTC"
+    assert details["window"]["text"] == "2026-11-20 10:00 UTC a 2026-11-20 13:00 UTC"
     assert [link["href"] for link in event.links] == [
         "http://airflow.example:8080/recon/",
         "http://airflow.example:8080/dags/billing_gateway_remediation/runs/watch__INCIDENT-7",
@@ -149,7 +151,7 @@ def test_a_missing_fx_rate_pages_a_warning_and_names_the_currency():
     assert event.severity == "warning"
     divergence = event.custom_details["divergence"]
     assert divergence["unconverted_currencies"] == ["EUR"]
-    assert "EUR 9.629,10 not included" in divergence["not_converted"]
+    assert "EUR 9.629,10 não incluídos" in divergence["not_converted"]
     assert validate_event(_hook_body(event)) == []
 
 

@@ -107,19 +107,19 @@ def test_no_correction_without_someone_elses_approval(
     corrections = [
         (outcome, actor) for step, outcome, actor in events if step == "mitigation.data_correction"
     ]
-    assert corrections[0] == ("approval_requested", REQUESTER)
+    assert corrections[0] == ("aprovação solicitada ao financeiro", REQUESTER)
     if chosen == "Reject":
         # a decision, not a failure: the step succeeds, says who rejected, nothing applied
         assert task_states["mitigate.correct_transactions"] == "success"
         result = xcom(dag_run, "mitigate.correct_transactions")
         assert result["outcome"] == "rejected" and result["decided_by"] == user
-        assert corrections[-1][0] == f"correction rejected by {user}: nothing applied"
+        assert corrections[-1][0] == f"correção recusada por {user}: nada aplicado"
         # the divergence is still there: recovery is not declared, the incident stays open
         assert task_states["recover.recovery_criteria"] == "failed"
     else:
         # the requester cannot approve their own request: the step fails visibly
         assert task_states["mitigate.correct_transactions"] == "failed"
-        assert any(outcome.startswith("failed: SelfApprovalError") for outcome, _ in corrections), corrections
+        assert any(outcome.startswith("falhou: SelfApprovalError") for outcome, _ in corrections), corrections
         assert task_states["recover.recovery_criteria"] in {"upstream_failed", "skipped"}
     assert dag_run.state == "failed"
     for task in ("close.mark_recovered", "close.resume_reconciliation", "close.close_incident"):
