@@ -93,15 +93,15 @@ def psp_param(config: ReconConfig | None = None) -> Param:
             enum=config.psp_names,
             values_display={p.name: p.display_name for p in config.psps},
             title="PSP",
-            description="O provedor de pagamento (PSP) cuja reconciliação diverge.",
+            description=_("The payment service provider (PSP) whose reconciliation diverges."),
         )
     return Param(
         type="string",
         pattern=PSP_NAME_PATTERN,
         title="PSP",
-        description=(
-            "O provedor de pagamento (PSP) cuja reconciliação diverge, como em payment_intents.provider: "
-            "formato letras minúsculas, dígitos e _, ex. stripe."
+        description=_(
+            "The payment service provider (PSP) whose reconciliation diverges, as in "
+            "payment_intents.provider: format lower-case letters, digits and _, e.g. stripe."
         ),
     )
 
@@ -145,13 +145,13 @@ def window_params(config: ReconConfig | None = None, *, typed: bool = False) -> 
         "window_start": Param(
             type="string",
             pattern=ZONED_TIMESTAMP_PATTERN,
-            title="Início da janela (com fuso: Z = UTC)",
-            description=(
-                "Início do período afetado (inclusivo), digitado com o fuso horário: "
-                f"{ZONED_TIMESTAMP_FORMAT}. Ex.: 2026-12-06T22:00Z é 22:00 UTC = 19:00 em "
-                "America/Sao_Paulo. Sem fuso o pedido é recusado. "
-                "A primeira tarefa (investigate.scope) e a nota da execução repetem a janela em UTC e em "
-                "America/Sao_Paulo."
+            title=_("Window start (with its zone: Z = UTC)"),
+            description=_(
+                "Start of the affected period (inclusive), typed with its time zone: %(format)s. "
+                "E.g. 2026-12-06T22:00Z is 22:00 UTC = 19:00 in America/Sao_Paulo. Without a zone the "
+                "request is refused. The first task (investigate.scope) and the run's note repeat the "
+                "window in UTC and in America/Sao_Paulo.",
+                format=_(ZONED_TIMESTAMP_FORMAT),
             ),
             examples=["2026-12-06T22:00Z", "2026-12-06T19:00-03:00"],
         ),
@@ -160,21 +160,22 @@ def window_params(config: ReconConfig | None = None, *, typed: bool = False) -> 
             type=["null", "integer"],
             minimum=1,
             maximum=hours,
-            title="Duração (horas)",
-            description=(
-                f"Duração da janela em horas inteiras, de 1 a {hours} (o máximo configurado). "
-                "Preencha a duração ou o fim da janela; com os dois, eles precisam concordar."
+            title=_("Duration (hours)"),
+            description=_(
+                "Duration of the window in whole hours, 1 to %(max)s (the configured maximum). Give the "
+                "duration or the window end; with both, they must agree.",
+                max=hours,
             ),
         ),
         "window_end": Param(
             None,
             type=["null", "string"],
             pattern=ZONED_TIMESTAMP_PATTERN,
-            title="Fim da janela (com fuso; opcional com a duração)",
-            description=(
-                "Fim do período afetado (exclusivo), depois do início, no mesmo formato: "
-                f"{ZONED_TIMESTAMP_FORMAT}. "
-                "Deixe vazio para usar a duração."
+            title=_("Window end (with its zone; optional with the duration)"),
+            description=_(
+                "End of the affected period (exclusive), after the start, in the same format: "
+                "%(format)s. Leave it empty to use the duration.",
+                format=_(ZONED_TIMESTAMP_FORMAT),
             ),
             examples=["2026-12-07T01:00Z", "2026-12-06T22:00-03:00"],
         ),
@@ -186,11 +187,11 @@ def incident_param(description: str | None = None) -> Param:
         None,
         type=["null", "string"],
         pattern=INCIDENT_ID_PATTERN,
-        title="Incidente (INCIDENT-<número>)",
+        title=_("Incident (INCIDENT-<number>)"),
         description=description
-        or (
-            "Formato: INCIDENT-<número>, em maiúsculas e sem espaços, ex. INCIDENT-472. Vazio: o incidente "
-            "aberto do PSP, ou um novo (uma simulação nunca abre incidente)."
+        or _(
+            "Format: INCIDENT-<number>, in capitals and without spaces, e.g. INCIDENT-472. Empty: the "
+            "PSP's open incident, or a new one (a dry run never opens an incident)."
         ),
     )
 
@@ -200,8 +201,10 @@ def reason_param() -> Param:
         "",
         type="string",
         maxLength=500,
-        title="Motivo",
-        description="Por quê, nas suas palavras (até 500 caracteres; fica no incidente e em recon.controls).",
+        title=_("Reason"),
+        description=_(
+            "Why, in your words (up to 500 characters; kept on the incident and in recon.controls)."
+        ),
     )
 
 
@@ -215,13 +218,19 @@ def divergence_kinds_param() -> Param:
         values_display={kind.value: kind.label.capitalize() for kind in ALL_KINDS},
         uniqueItems=True,
         minItems=1,
-        title="Tipos de divergência",
-        description="Os tipos de divergência no escopo (captura ausente, liquidação duplicada, ...).",
+        title=_("Divergence kinds"),
+        description=_("The kinds of divergence in scope (missing capture, duplicated settlement, ...)."),
     )
 
 
 def remediation_params(config: ReconConfig | None = None) -> dict[str, Param]:
-    """The ``billing_gateway_remediation`` form: what a finance analyst fills in the UI."""
+    """The ``billing_gateway_remediation`` form: what a finance analyst fills in the UI, in the
+    configured language (``[recon] language``) when the DAG file is parsed."""
+    with language_scope():
+        return _remediation_params(config)
+
+
+def _remediation_params(config: ReconConfig | None) -> dict[str, Param]:
     return {
         "psp": psp_param(config),
         **window_params(config, typed=True),
@@ -230,19 +239,19 @@ def remediation_params(config: ReconConfig | None = None) -> dict[str, Param]:
         "dry_run": Param(
             True,
             type="boolean",
-            title="Simulação (dry run)",
-            description=(
-                "Só investiga e propõe correções (um CSV para revisar): nada é pausado, reprocessado "
-                "nem aplicado. Desmarque para rodar o runbook de verdade: pausa a reconciliação "
-                "automática do PSP, avisa o financeiro e abre um incidente se não houver um."
+            title=_("Dry run"),
+            description=_(
+                "Investigate and propose corrections only (a CSV to review): nothing is paused, "
+                "reprocessed or applied. Untick to run the runbook for real: it pauses the PSP's "
+                "automatic reconciliation, tells finance and opens an incident when there is none."
             ),
         ),
         "after_release": Param(
             False,
             type="boolean",
-            title="Quebrou após uma release",
-            description=(
-                "A reconciliação quebrou depois de uma release do worker: fazer o rollback (Mitigação 3)."
+            title=_("Broke after a release"),
+            description=_(
+                "The reconciliation broke after a release of the worker: roll it back (Mitigation 3)."
             ),
         ),
         "reason": reason_param(),
@@ -1131,21 +1140,22 @@ class IncidentRule:
 
     @property
     def description(self) -> str:
-        return (
-            "Formato: INCIDENT-<número>, em maiúsculas e sem espaços, ex. INCIDENT-472. Vazio: o "
-            f"incidente aberto do PSP; {self.when}"
+        return _(
+            "Format: INCIDENT-<number>, in capitals and without spaces, e.g. INCIDENT-472. Empty: the "
+            "PSP's open incident; %(when)s",
+            when=_(self.when),
         )
 
 
 #: reprocess and release actions change no payment data and pause no PSP
-NEVER_OPENS = IncidentRule(False, "esta ação nunca abre um.")
+NEVER_OPENS = IncidentRule(False, N_("this action never opens one."))
 #: a pause freezes finance's reconciliation: an incident; a resume ends one
 OPENS_ON_PAUSE = IncidentRule(
     f"{{{{ (params.get('{ACTION_PARAM}') or '') == 'pause' }}}}",
-    "uma pausa abre um quando não há, uma retomada nunca abre.",
+    N_("a pause opens one when there is none, a resume never does."),
 )
 #: a correction changes payment data (a dry run never opens one)
-OPENS_UNLESS_DRY_RUN = IncidentRule(True, "uma execução real (não simulação) abre um quando não há.")
+OPENS_UNLESS_DRY_RUN = IncidentRule(True, N_("a real (not dry) run opens one when there is none."))
 
 
 def action_param(choices: Mapping[str, str]) -> Param:
@@ -1171,7 +1181,27 @@ def single_action_params(
 ) -> dict[str, Param]:
     """The form of a single-action DAG: PSP, window, [action], [the DAG's own fields],
     [divergence kinds], incident, [dry run], reason — the remediation's fields, so the same
-    validation."""
+    validation. In the configured language (``[recon] language``) when the DAG file is parsed."""
+    with language_scope():
+        return _single_action_params(
+            incidents,
+            action=action,
+            fields=fields,
+            divergence_kinds=divergence_kinds,
+            dry_run=dry_run,
+            config=config,
+        )
+
+
+def _single_action_params(
+    incidents: IncidentRule,
+    *,
+    action: Param | None,
+    fields: Mapping[str, Param] | None,
+    divergence_kinds: bool,
+    dry_run: Param | None,
+    config: ReconConfig | None,
+) -> dict[str, Param]:
     params: dict[str, Param] = {"psp": psp_param(config), **window_params(config, typed=True)}
     if action is not None:
         params[ACTION_PARAM] = action

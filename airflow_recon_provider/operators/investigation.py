@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_recon_provider.operators._context import blank, run_actor, run_id_of
+from airflow_recon_provider.reconciliation.i18n import N_, _, pgettext
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -43,8 +44,27 @@ if TYPE_CHECKING:
 #: what an optional source that is not configured reports
 NOT_CONFIGURED = "not configured"
 #: how the scope step's lines on a run's note begin (the dashboard's recent runs show them)
-SCOPE_NOTE_PREFIX = "Validar Escopo:"
-REFUSED_NOTE_PREFIX = "Recusado em Validar Escopo:"
+SCOPE_NOTE_PREFIX = N_("Validate Scope:")
+REFUSED_NOTE_PREFIX = N_("Refused at Validate Scope:")
+
+
+def note_prefixes(*, refused_only: bool = False) -> tuple[str, ...]:
+    """How the scope step's lines on a run's note begin, in every language people may have
+    configured (a note written in one language is recognised after a switch)."""
+    from airflow_recon_provider.reconciliation.i18n import LANGUAGES, use_language
+
+    prefixes: list[str] = []
+    for language in LANGUAGES:
+        with use_language(language):
+            prefixes.append(_(REFUSED_NOTE_PREFIX))
+            if not refused_only:
+                prefixes.append(_(SCOPE_NOTE_PREFIX))
+    return tuple(prefixes)
+
+
+def is_refusal_note(note: str | None) -> bool:
+    """The note says the scope step refused the request (in any language)."""
+    return bool(note) and any(prefix in str(note) for prefix in note_prefixes(refused_only=True))
 
 
 class ValidateScopeOperator(BaseOperator):
@@ -149,18 +169,24 @@ class ValidateScopeOperator(BaseOperator):
         self.billing_gateway_conn_id = billing_gateway_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_recon_provider.i18n import language_scope
         from airflow_recon_provider.reconciliation.errors import ReconError
 
-        try:
-            result = self._validate_and_attach(context)
-        except ReconError as exc:
-            # where people look: the run's note (and so the dashboard's recent runs), in words
-            self._write_note(
-                context,
-                f"{REFUSED_NOTE_PREFIX} {exc}. Nada foi alterado: corrija o pedido e dispare de novo.",
-            )
-            raise
-        return result
+        with language_scope():  # [recon] language: what the note and the refusals say
+            try:
+                return self._validate_and_attach(context)
+            except ReconError as exc:
+                # where people look: the run's note (and so the dashboard's recent runs), in words
+                self._write_note(
+                    context,
+                    _(REFUSED_NOTE_PREFIX)
+                    + " "
+                    + _(
+                        "%(reason)s. Nothing was changed: correct the request and trigger it again.",
+                        reason=str(exc),
+                    ),
+                )
+                raise
 
     def _validate_and_attach(self, context: Context) -> dict[str, Any]:
         from airflow_recon_provider.hooks.incidents import IncidentHook
@@ -170,7 +196,7 @@ class ValidateScopeOperator(BaseOperator):
         from airflow_recon_provider.reconciliation.window import resolve_form_window, window_in_both_zones
 
         config = ReconConfig.load()
-        # the window first, in words a person reads (pt-BR): missing, no zone, end before start,
+        # the window first, in words a person reads: missing, no zone, end before start,
         # end and duration that disagree, over the maximum
         window = resolve_form_window(
             self.window_start, self.window_end, self.window_hours, max_span=config.max_window
@@ -197,15 +223,18 @@ class ValidateScopeOperator(BaseOperator):
             if lease is not None:
                 lease.incident_id = incident_id
         description = request.describe(actor)
+        mode = _("dry run (nothing is paused, reprocessed or applied)") if request.dry_run else _("real run")
         summary_line = (
-            f"{SCOPE_NOTE_PREFIX} PSP {psp_config.display_name}, "
-            f"janela {window_in_both_zones(request.window)}; "
-            + (
-                "simulação (nada é pausado, reprocessado nem aplicado)"
-                if request.dry_run
-                else "execução real"
+            _(SCOPE_NOTE_PREFIX)
+            + " "
+            + _(
+                "PSP %(psp)s, window %(window)s; %(mode)s; incident %(incident)s; requested by %(actor)s.",
+                psp=psp_config.display_name,
+                window=window_in_both_zones(request.window),
+                mode=mode,
+                incident=incident_id or pgettext("incident", "none"),
+                actor=actor,
             )
-            + f"; incidente {incident_id or 'nenhum'}; pedido por {actor}."
         )
         self.log.info("%s", summary_line)
         self._write_note(context, summary_line)
@@ -260,7 +289,7 @@ class ValidateScopeOperator(BaseOperator):
                 kept = [
                     part
                     for part in current.split("\n\n")
-                    if part.strip() and not part.startswith((SCOPE_NOTE_PREFIX, REFUSED_NOTE_PREFIX))
+                    if part.strip() and not part.startswith(note_prefixes())
                 ]
                 hook.set_run_note(dag_id, run_id, "\n\n".join([*kept, text]))
             finally:

@@ -48,19 +48,23 @@ ICON_SVG = (
 
 
 def _parameter_problem(error: Any) -> str:
-    """One invalid query parameter in words (pt-BR), with the accepted range."""
+    """One invalid query parameter in words (the configured language), with the accepted range."""
+    from airflow_recon_provider.reconciliation.i18n import _
+
     where = [str(p) for p in error.get("loc", ())[1:]]
     name = ".".join(where) or "request"
     value = error.get("input")
     if name == "cycles":
-        return (
-            f"cycles={value} está fora do intervalo: o painel mostra de 1 a {MAX_CYCLES} ciclos horários "
-            f"({MAX_CYCLES // 24} dias). Use, por exemplo, ?cycles={MAX_CYCLES} para os últimos "
-            f"{MAX_CYCLES // 24} dias, "
-            "ou ?end=<data e hora com fuso> para olhar um período passado."
+        return _(
+            "cycles=%(value)s is out of range: the dashboard shows 1 to %(max)s hourly cycles (%(days)s "
+            "days). Use, for example, ?cycles=%(max)s for the last %(days)s days, or ?end=<date and time "
+            "with its zone> to look back at a past period.",
+            value=value,
+            max=MAX_CYCLES,
+            days=MAX_CYCLES // 24,
         )
     if name == "page":
-        return f"page={value} não é uma página válida: use um número a partir de 1."
+        return _("page=%(value)s is not a valid page: use a number from 1.", value=value)
     return f"{name}={value}: {error.get('msg')}"
 
 
@@ -125,6 +129,7 @@ def create_app(
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
     from starlette.exceptions import HTTPException
 
+    from airflow_recon_provider.i18n import _, language_scope
     from airflow_recon_provider.plugins.dashboard_finance_report import add_finance_report_routes
     from airflow_recon_provider.plugins.dashboard_incidents import IncidentReader
     from airflow_recon_provider.plugins.dashboard_incidents_app import (
@@ -175,11 +180,12 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameters(request: Request, exc: RequestValidationError) -> Response:
-        problems = "; ".join(_parameter_problem(err) for err in exc.errors())
-        if wants_html(request):
-            return HTMLResponse(
-                render_error(problems, heading="Parâmetro fora do intervalo ou inválido."), status_code=400
-            )
+        with language_scope():
+            problems = "; ".join(_parameter_problem(err) for err in exc.errors())
+            if wants_html(request):
+                return HTMLResponse(
+                    render_error(problems, heading=_("Parameter out of range or invalid.")), status_code=400
+                )
         return JSONResponse({"error": f"invalid parameters: {problems}"}, status_code=400)
 
     Cycles = Annotated[int, Query(ge=1, le=24 * 7, description="completed hourly cycles shown")]
@@ -195,11 +201,12 @@ def create_app(
             hours = max_window_hours(reader.config_loader().max_window)
         except Exception:  # the page already read the configuration; never fail here
             hours = None
-        return HTMLResponse(
-            render_dashboard(
-                data, end_param=end, recent_runs=load_recent_runs(runs_reader), max_window_hours=hours
+        with language_scope():
+            return HTMLResponse(
+                render_dashboard(
+                    data, end_param=end, recent_runs=load_recent_runs(runs_reader), max_window_hours=hours
+                )
             )
-        )
 
     Page = Annotated[int, Query(ge=1, le=100_000, description="page of the list, from 1")]
 
@@ -208,27 +215,34 @@ def create_app(
         """Every correction of a PSP, a page at a time, with the totals ("51-100 de 120")."""
         from airflow_recon_provider.reconciliation.errors import ReconError
 
-        try:
-            name = reader.psp_display_name(psp)
-            if name is None:
+        with language_scope():
+            try:
+                name = reader.psp_display_name(psp)
+                if name is None:
+                    return HTMLResponse(
+                        render_error(
+                            _("The PSP %(psp)s is not in the configuration.", psp=repr(psp)),
+                            heading=_("Unknown PSP."),
+                        ),
+                        status_code=404,
+                    )
+                rows, total = reader.corrections_page(psp, page=page, page_size=CORRECTIONS_PAGE_SIZE)
+            except ReconError as exc:
+                return HTMLResponse(render_error(str(exc)), status_code=503)
+            except Exception as exc:
+                log.exception("reading the corrections of %s failed", psp)
                 return HTMLResponse(
-                    render_error(f"O PSP {psp!r} não está na configuração.", heading="PSP desconhecido."),
-                    status_code=404,
+                    render_error(
+                        _(
+                            "the corrections could not be read (%(error)s); see the API server's log",
+                            error=type(exc).__name__,
+                        )
+                    ),
+                    status_code=503,
                 )
-            rows, total = reader.corrections_page(psp, page=page, page_size=CORRECTIONS_PAGE_SIZE)
-        except ReconError as exc:
-            return HTMLResponse(render_error(str(exc)), status_code=503)
-        except Exception as exc:
-            log.exception("reading the corrections of %s failed", psp)
             return HTMLResponse(
-                render_error(
-                    f"as correções não puderam ser lidas ({type(exc).__name__}); veja o log do API server"
-                ),
-                status_code=503,
+                render_corrections(psp, name, rows, total=total, page=page, page_size=CORRECTIONS_PAGE_SIZE)
             )
-        return HTMLResponse(
-            render_corrections(psp, name, rows, total=total, page=page, page_size=CORRECTIONS_PAGE_SIZE)
-        )
 
     @app.get("/api/psps", dependencies=dependencies)
     def dashboard_json(cycles: Cycles = DEFAULT_CYCLES, end: End = None) -> JSONResponse:

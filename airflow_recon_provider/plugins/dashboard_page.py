@@ -12,6 +12,14 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING
 
+from airflow_recon_provider.reconciliation.i18n import (
+    LANGUAGES,
+    _,
+    current_language,
+    format_number,
+    install_jinja,
+    ngettext,
+)
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS
 from airflow_recon_provider.reconciliation.money import format_money, format_pct
 from airflow_recon_provider.reconciliation.report import rates_text
@@ -46,8 +54,13 @@ def _input_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
 
 
+def html_lang() -> str:
+    """The page's ``lang`` attribute: the language it is rendered in."""
+    return LANGUAGES.get(current_language(), "pt-BR")
+
+
 def _lag(value: int | None) -> str:
-    return "nunca reconciliado" if value is None else str(value)
+    return _("never reconciled") if value is None else str(value)
 
 
 def _incident_state(state: object) -> str:
@@ -56,19 +69,22 @@ def _incident_state(state: object) -> str:
     return STATE_LABELS.get(state, str(getattr(state, "value", state)))  # type: ignore[call-overload]
 
 
-def _plural(count: int, one: str, many: str) -> str:
-    return f"{count:,}".replace(",", ".") + " " + (one if count == 1 else many)
-
-
 def lag_words(p: PspStatus) -> str:
     """The lag with the failed cycles of the window beside it: a window whose cycles failed
     never reads as a bare "0"."""
     s = p.summary
     if s is None:
         return "-"
-    text = "nunca reconciliado" if s.lag_cycles is None else _plural(s.lag_cycles, "ciclo", "ciclos")
+    if s.lag_cycles is None:
+        text = _("never reconciled")
+    elif s.lag_cycles == 0:
+        text = _("up to date (0 cycles)")
+    else:
+        text = ngettext("%(num)s cycle", "%(num)s cycles", s.lag_cycles)
     if p.failed_cycles:
-        text += " · " + _plural(p.failed_cycles, "ciclo com falha", "ciclos com falha") + " na janela"
+        text += " · " + ngettext(
+            "%(num)s failed cycle in the window", "%(num)s failed cycles in the window", p.failed_cycles
+        )
     return text
 
 
@@ -78,51 +94,50 @@ def status_badges(p: PspStatus) -> list[tuple[str, str]]:
 
     s = p.summary
     if s is None:
-        return [("b-muted", "situação desconhecida: a divergência não pôde ser lida")]
+        return [("b-muted", _("state unknown: the divergence could not be read"))]
     rc = s.reporting_currency
     badges: list[tuple[str, str]] = []
     for reason in s.alert_reasons:
         if reason is AlertReason.AMOUNT:
-            badges.append(
-                (
-                    "b-alert",
-                    f"alerta: divergência de {format_money(s.divergent_amount_minor, rc)} acima do limite "
-                    f"de {format_money(s.thresholds.alert_amount_minor, rc)}",
-                )
+            text = _(
+                "alert: divergence of %(amount)s above the alert threshold of %(threshold)s",
+                amount=format_money(s.divergent_amount_minor, rc),
+                threshold=format_money(s.thresholds.alert_amount_minor, rc),
             )
         elif reason is AlertReason.LAG:
-            badges.append(
-                (
-                    "b-alert",
-                    "alerta: nunca reconciliado"
-                    if s.lag_cycles is None
-                    else f"alerta: reconciliação atrasada há {_plural(s.lag_cycles, 'ciclo', 'ciclos')} "
-                    f"(limite {s.thresholds.alert_lag_cycles})",
+            text = (
+                _("alert: never reconciled")
+                if s.lag_cycles is None
+                else ngettext(
+                    "alert: reconciliation %(num)s cycle behind (threshold %(limit)s)",
+                    "alert: reconciliation %(num)s cycles behind (threshold %(limit)s)",
+                    s.lag_cycles,
+                    limit=s.thresholds.alert_lag_cycles,
                 )
             )
         elif reason is AlertReason.FX_RATE_MISSING:
-            badges.append(
-                (
-                    "b-alert",
-                    "alerta: sem cotação para "
-                    + ", ".join(s.unconverted_currencies)
-                    + " (valor não convertido)",
-                )
+            text = _(
+                "alert: no FX rate for %(currencies)s (amount not converted)",
+                currencies=", ".join(s.unconverted_currencies),
             )
         else:  # a reason added later still reads as an alert, never as healthy
-            badges.append(("b-alert", f"alerta: {reason.value}"))
+            text = _("alert: %(reason)s", reason=reason.value)
+        badges.append(("b-alert", text))
     if p.failed_cycles:
         badges.append(
             (
                 "b-alert",
-                _plural(p.failed_cycles, "ciclo de reconciliação falhou", "ciclos de reconciliação falharam")
-                + " na janela",
+                ngettext(
+                    "%(num)s reconciliation cycle failed in the window",
+                    "%(num)s reconciliation cycles failed in the window",
+                    p.failed_cycles,
+                ),
             )
         )
     if p.cycle_counts is None:
-        badges.append(("b-muted", "ciclos da janela não puderam ser lidos"))
+        badges.append(("b-muted", _("the window's cycles could not be read")))
     if not badges:
-        badges.append(("b-ok", "dentro dos limites"))
+        badges.append(("b-ok", _("within thresholds")))
     return badges
 
 
@@ -135,27 +150,48 @@ def real_run_effects(p: PspStatus) -> list[str]:
     """What a real (not dry) remediation run of the PSP does, in the runbook's order."""
     r = p.remediation
     incident = (
-        f"registra tudo no incidente {r.incident_id}"
+        _("records everything on incident %(incident)s", incident=r.incident_id)
         if r.incident_id
-        else "abre um incidente para o PSP (se não houver um aberto) e registra tudo nele"
+        else _("opens an incident for the PSP (when none is open) and records everything on it")
     )
     return [
-        f"pausa a reconciliação automática de {p.display_name} (Ações de Contenção)",
-        "avisa o financeiro por e-mail e o canal de incidentes (Comunicação)",
+        _("pauses the automatic reconciliation of %(psp)s (Containment Actions)", psp=p.display_name),
+        _("tells finance by e-mail and the incidents channel (Communication)"),
         incident,
-        "reprocessa os ciclos da janela e propõe correções de dados, aplicadas só com a aprovação "
-        "do financeiro (Mitigação)",
-        "espera os Critérios de Recuperação e então retoma a reconciliação e encerra o incidente "
-        "(Encerramento)",
+        _(
+            "reprocesses the window's cycles and proposes data corrections, applied only with "
+            "finance's approval (Mitigation)"
+        ),
+        _(
+            "waits for the Recovery Criteria, then resumes the reconciliation and closes the incident "
+            "(Closure)"
+        ),
     ]
+
+
+def _cycle_counts(counts: dict[str, int]) -> str:
+    """``3 com sucesso, 2 com falha``: the window's cycles by their latest state."""
+    parts = []
+    for status, count in sorted(counts.items()):
+        if status == "success":
+            parts.append(ngettext("%(num)s cycle succeeded", "%(num)s cycles succeeded", count))
+        elif status == "failed":
+            parts.append(ngettext("%(num)s cycle failed", "%(num)s cycles failed", count))
+        elif status == "running":
+            parts.append(ngettext("%(num)s cycle running", "%(num)s cycles running", count))
+        else:
+            parts.append(f"{count} {status}")
+    return ", ".join(parts)
 
 
 @cache
 def _template() -> jinja2.Template:
     import jinja2
 
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    env = install_jinja(jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined))
     env.globals.update(
+        number=format_number,
+        cycle_counts=_cycle_counts,
         money=format_money,
         pct=format_pct,
         rates=rates_text,
@@ -191,6 +227,7 @@ def render_dashboard(
 
     return _template().render(
         d=dashboard,
+        html_lang=html_lang(),
         error=None,
         error_heading=None,
         end_param=end_param or "",
@@ -208,6 +245,7 @@ def render_error(message: str, *, heading: str | None = None) -> str:
     read), ``message`` what exactly and what to do."""
     return _template().render(
         d=None,
+        html_lang=html_lang(),
         error=message,
         error_heading=heading,
         end_param="",
@@ -225,12 +263,13 @@ def render_corrections(
     """Every correction of a PSP, a page at a time, with the totals."""
     import jinja2
 
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    env = install_jinja(jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined))
     env.globals.update(money=format_money, when=_when, title=TITLE, css=_resource("dashboard.css"))
     pages = max(1, -(-total // page_size))
     first = (page - 1) * page_size + 1 if rows else 0
     return env.from_string(_resource("corrections.html.j2")).render(
         psp=psp,
+        html_lang=html_lang(),
         display_name=display_name,
         rows=rows,
         total=total,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from airflow_recon_provider.reconciliation.i18n import _, pgettext
+
 log = logging.getLogger(__name__)
 
 #: the DAGs whose runs validate a PSP and window in a ``scope`` step
@@ -26,14 +28,6 @@ RUNBOOK_DAG_IDS: tuple[str, ...] = (
     "billing_gateway_release_rollback",
 )
 RECENT_RUNS_LIMIT = 10
-
-#: Airflow's run states, as people read them
-STATE_WORDS: Mapping[str, str] = {
-    "queued": "na fila",
-    "running": "em execução",
-    "success": "concluída",
-    "failed": "falhou",
-}
 
 
 @dataclass(frozen=True)
@@ -50,7 +44,15 @@ class RecentRun:
 
     @property
     def state_words(self) -> str:
-        return STATE_WORDS.get(self.state, self.state)
+        if self.state == "queued":
+            return pgettext("run state", "queued")
+        if self.state == "running":
+            return pgettext("run state", "running")
+        if self.state == "success":
+            return pgettext("run state", "succeeded")
+        if self.state == "failed":
+            return pgettext("run state", "failed")
+        return self.state
 
     @property
     def psp(self) -> str:
@@ -63,9 +65,9 @@ class RecentRun:
 
     @property
     def refused(self) -> bool:
-        from airflow_recon_provider.operators.investigation import REFUSED_NOTE_PREFIX
+        from airflow_recon_provider.operators.investigation import is_refusal_note
 
-        return bool(self.note and REFUSED_NOTE_PREFIX in self.note)
+        return is_refusal_note(self.note)
 
     @property
     def window_asked(self) -> str:
@@ -140,7 +142,7 @@ def load_recent_runs(reader: Callable[[], Sequence[RecentRun]] = read_recent_run
     except Exception as exc:
         log.exception("reading the recent runs failed")
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return RecentRuns(problem=f"não foi possível ler as execuções recentes do Airflow: {first}")
+        return RecentRuns(problem=_("the recent runs could not be read from Airflow: %(error)s", error=first))
 
 
 __all__ = [

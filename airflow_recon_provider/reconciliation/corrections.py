@@ -49,6 +49,7 @@ from airflow_recon_provider.reconciliation.errors import (
     RowCapExceededError,
     SelfApprovalError,
 )
+from airflow_recon_provider.reconciliation.i18n import _
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
 from airflow_recon_provider.reconciliation.money import (
     DEFAULT_LOCALE,
@@ -656,7 +657,7 @@ class DryRunBuilder:
     def currencies(self) -> list[str]:
         """The currencies seen so far (proposals and manual items)."""
         seen = set(self._by_currency)
-        for _, by_currency, _ in self._manual.values():
+        for _kind, by_currency, _count in self._manual.values():
             seen |= set(by_currency)
         return sorted(seen)
 
@@ -935,22 +936,31 @@ def approval_body(
                 lines.append(f"| {kind.value} | {_code(code)} | {n(t.count)} | {amount} |")
     if dry.sample:
         shown = (
-            f"todas as {n(dry.proposal_count)}"
+            _("all %(count)s", count=n(dry.proposal_count))
             if len(dry.sample) == dry.proposal_count
-            else f"{n(len(dry.sample))} de {n(dry.proposal_count)}; as demais no CSV"
+            else _(
+                "%(shown)s of %(count)s; the others in the CSV",
+                shown=n(len(dry.sample)),
+                count=n(dry.proposal_count),
+            )
         )
         lines += [
             "",
-            f"**Evidência por transação** ({shown}) — o gateway e o extrato do PSP lado a lado, "
-            "cada valor na sua moeda:",
+            _(
+                "**Evidence per transaction** (%(shown)s) — the gateway and the PSP's statement side by "
+                "side, each amount in its currency:",
+                shown=shown,
+            ),
             "",
-            "| transação | referência | tipo | divergência | gateway: status | gateway: valor "
-            "| PSP: status | PSP: valor | novo status |",
+            _(
+                "| transaction | reference | type | divergence | gateway: status | gateway: amount "
+                "| PSP: status | PSP: amount | new status |"
+            ),
             "|---:|---|---|---|---|---:|---|---:|---|",
         ]
         for p in dry.sample:
             psp_amount = (
-                "sem linha no extrato"
+                _("no line in the statement")
                 if p.psp_amount_minor is None
                 else _money(p.psp_amount_minor, p.psp_currency or p.currency, locale)
             )

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from airflow_recon_provider.reconciliation.errors import WindowError
+from airflow_recon_provider.reconciliation.i18n import N_, _, current_language
 
 CYCLE = timedelta(hours=1)
 DEFAULT_MAX_WINDOW = timedelta(days=31)
@@ -170,7 +171,10 @@ LOCAL_ZONE = "America/Sao_Paulo"
 #: a timestamp a person types: date, hours and minutes, optional seconds, and always its zone
 #: (``Z`` or an offset) — a time without a zone is ambiguous for money
 ZONED_TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([Zz]|[+-]\d{2}:\d{2})$"
-ZONED_TIMESTAMP_FORMAT = "AAAA-MM-DDTHH:MMZ (UTC) ou com o fuso, ex. 2026-12-06T19:00-03:00"
+#: how the format is said to people (translated where it is shown: ``_(ZONED_TIMESTAMP_FORMAT)``)
+ZONED_TIMESTAMP_FORMAT = N_("YYYY-MM-DDTHH:MMZ (UTC) or with the offset, e.g. 2026-12-06T19:00-03:00")
+_START = N_("window start")
+_END = N_("window end")
 
 
 def max_window_hours(max_span: timedelta) -> int:
@@ -181,20 +185,37 @@ def max_window_hours(max_span: timedelta) -> int:
 def _zoned(value: str | datetime, label: str) -> datetime:
     import re
 
+    fmt = _(ZONED_TIMESTAMP_FORMAT)
     if isinstance(value, datetime):
         if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
             raise WindowError(
-                f"{label}: a data e hora não tem fuso horário; use o formato {ZONED_TIMESTAMP_FORMAT}"
+                _(
+                    "%(label)s: the date and time has no time zone; use the format %(format)s",
+                    label=_(label),
+                    format=fmt,
+                )
             )
         return value.astimezone(UTC)
     text = str(value).strip()
     if not re.match(ZONED_TIMESTAMP_PATTERN, text):
-        raise WindowError(f"{label} {text!r} não está no formato {ZONED_TIMESTAMP_FORMAT}")
+        raise WindowError(
+            _(
+                "%(label)s %(value)s is not in the format %(format)s",
+                label=_(label),
+                value=repr(text),
+                format=fmt,
+            )
+        )
     try:
         return parse_timestamp(text.replace(" ", "T", 1), name=label)
     except WindowError:
         raise WindowError(
-            f"{label} {text!r} não é uma data e hora válida ({ZONED_TIMESTAMP_FORMAT})"
+            _(
+                "%(label)s %(value)s is not a valid date and time (%(format)s)",
+                label=_(label),
+                value=repr(text),
+                format=fmt,
+            )
         ) from None
 
 
@@ -202,7 +223,8 @@ def _hours_text(span: timedelta) -> str:
     hours = span.total_seconds() / 3600
     if hours == int(hours):
         return f"{int(hours)} h"
-    return f"{hours:.2f} h".replace(".", ",")
+    text = f"{hours:.2f} h"
+    return text if current_language() == "en" else text.replace(".", ",")
 
 
 def resolve_form_window(
@@ -213,41 +235,64 @@ def resolve_form_window(
     max_span: timedelta | None = DEFAULT_MAX_WINDOW,
 ) -> Window:
     """The window a person asked for: a start with its zone and either an end (exclusive)
-    or a duration in whole hours. Every problem raises :class:`WindowError` with a sentence
-    in Brazilian Portuguese that says what is wrong and what is expected — the text the
-    run's note and the dashboard show."""
+    or a duration in whole hours. Every problem raises :class:`WindowError` with a sentence,
+    in the language in force (Brazilian Portuguese by default), that says what is wrong and
+    what is expected — the text the run's note and the dashboard show."""
     blank = lambda value: value is None or (isinstance(value, str) and not value.strip())  # noqa: E731
     if blank(start):
-        raise WindowError(f"informe o início da janela ({ZONED_TIMESTAMP_FORMAT})")
-    begin = _zoned(start, "início da janela")  # type: ignore[arg-type]
+        raise WindowError(_("give the window start (%(format)s)", format=_(ZONED_TIMESTAMP_FORMAT)))
+    begin = _zoned(start, _START)  # type: ignore[arg-type]
     duration: timedelta | None = None
     if not blank(hours):
         try:
             count = int(str(hours).strip())
         except ValueError:
-            raise WindowError(f"duração {hours!r} não é um número inteiro de horas") from None
+            raise WindowError(
+                _("duration %(value)s is not a whole number of hours", value=repr(hours))
+            ) from None
         if count < 1:
-            raise WindowError(f"a duração deve ser de pelo menos 1 hora, recebida {count}")
+            raise WindowError(_("the duration must be at least 1 hour, got %(count)s", count=count))
         duration = timedelta(hours=count)
     if blank(end) and duration is None:
-        raise WindowError("informe o fim da janela ou a duração em horas")
-    finish = begin + duration if blank(end) else _zoned(end, "fim da janela")  # type: ignore[arg-type, operator]
+        raise WindowError(_("give the window end or the duration in hours"))
+    finish = begin + duration if blank(end) else _zoned(end, _END)  # type: ignore[arg-type, operator]
     if duration is not None and finish - begin != duration:
         raise WindowError(
-            f"o fim da janela ({_utc_text(finish)}) não corresponde à duração de {_hours_text(duration)} "
-            f"a partir do início ({_utc_text(begin)}); informe só um dos dois"
+            _(
+                "the window end (%(end)s) does not match the duration of %(hours)s from the start "
+                "(%(start)s); give only one of the two",
+                end=_utc_text(finish),
+                hours=_hours_text(duration),
+                start=_utc_text(begin),
+            )
         )
     if finish <= begin:
         raise WindowError(
-            f"o fim da janela ({_utc_text(finish)}) é anterior ou igual ao início ({_utc_text(begin)}): "
-            "o fim deve ser depois do início"
+            _(
+                "the window end (%(end)s) is before or equal to the start (%(start)s): the end must "
+                "be after the start",
+                end=_utc_text(finish),
+                start=_utc_text(begin),
+            )
         )
     window = Window(begin, finish)
     if max_span is not None and window.span > max_span:
+        if max_span >= timedelta(days=2):
+            raise WindowError(
+                _(
+                    "the window of %(span)s exceeds the maximum of %(maximum)s (%(days)s days): split "
+                    "it into smaller windows",
+                    span=_hours_text(window.span),
+                    maximum=_hours_text(max_span),
+                    days=max_span.days,
+                )
+            )
         raise WindowError(
-            f"a janela de {_hours_text(window.span)} passa do máximo de {_hours_text(max_span)}"
-            + (f" ({max_span.days} dias)" if max_span >= timedelta(days=2) else "")
-            + ": divida-a em janelas menores"
+            _(
+                "the window of %(span)s exceeds the maximum of %(maximum)s: split it into smaller windows",
+                span=_hours_text(window.span),
+                maximum=_hours_text(max_span),
+            )
         )
     return window
 
@@ -263,11 +308,24 @@ def window_in_both_zones(window: Window, zone: str = LOCAL_ZONE) -> str:
 
     tz = ZoneInfo(zone)
     a, b = window.start.astimezone(tz), window.end.astimezone(tz)
+    date = "%Y-%m-%d" if current_language() == "en" else "%d/%m/%Y"
+    common = {
+        "start": f"{window.start:%Y-%m-%d %H:%M}",
+        "end": f"{window.end:%Y-%m-%d %H:%M}",
+        "zone": zone,
+        "hours": _hours_text(window.span),
+    }
     if a.date() == b.date():
-        local = f"{a:%H:%M} a {b:%H:%M} de {a:%d/%m/%Y}"
-    else:
-        local = f"{a:%d/%m/%Y %H:%M} a {b:%d/%m/%Y %H:%M}"
-    return (
-        f"{window.start:%Y-%m-%d %H:%M} a {window.end:%Y-%m-%d %H:%M} UTC "
-        f"({local} em {zone}, {_hours_text(window.span)})"
+        return _(
+            "%(start)s to %(end)s UTC (%(local_start)s to %(local_end)s on %(date)s in %(zone)s, %(hours)s)",
+            local_start=f"{a:%H:%M}",
+            local_end=f"{b:%H:%M}",
+            date=a.strftime(date),
+            **common,
+        )
+    return _(
+        "%(start)s to %(end)s UTC (%(local_start)s to %(local_end)s in %(zone)s, %(hours)s)",
+        local_start=a.strftime(f"{date} %H:%M"),
+        local_end=b.strftime(f"{date} %H:%M"),
+        **common,
     )

@@ -108,6 +108,8 @@ def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
     assert re.match(r"^(R\$|EUR|USD) ", first[5]) and re.match(r"^(R\$|EUR|USD) |sem linha", first[7]), first
     assert "minor units" not in evidence.inner_text()
     shot(finance, "3-required-action")
+    evidence.scroll_into_view_if_needed()
+    shot(finance, "3b-required-action-evidence")
     # before answering, finance opens the dry run's CSV from the approval itself: a link to
     # the dashboard, which serves it from the artifact store (never a worker's path)
     csv_link = finance.get_by_role("link", name=re.compile(r"correction_.*\.csv"))
@@ -168,7 +170,7 @@ def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
             "finance",
         )
     oncall.goto(f"{ui.url}/dags/{DAG_ID}/runs/{run_id}")
-    oncall.get_by_text("success").first.wait_for()
+    oncall.get_by_text("success").locator("visible=true").first.wait_for()
     shot(oncall, "5-run-succeeded")
 
     # -- the closed incident stays readable: its page, with the closing report ------------------

@@ -58,10 +58,12 @@ def test_failed_cycles_are_shown_beside_the_lag(client, db, dashboard_db):
     html = client.get("/", params={"cycles": 3}).text
     adyen_row = html[html.index('data-psp="adyen"') : html.index('data-psp="pagseguro"')]
     lag = re.search(r'data-testid="psp-lag">([^<]*)<', adyen_row).group(1)
-    assert lag == "0 ciclos · 2 ciclos com falha na janela"
+    assert lag == "em dia (0 ciclos) · 2 ciclos com falha na janela"
     assert "2 ciclos de reconciliação falharam na janela" in adyen_row
     assert "dentro dos limites" not in adyen_row
-    assert client.get("/api/psps").json()["psps"][1]["failed_cycles"] == 2
+    body = client.get("/api/psps", params={"cycles": 3}).json()
+    assert "psps" in body, body
+    assert body["psps"][1]["failed_cycles"] == 2
 
 
 def test_corrections_show_their_total_and_every_one_is_reachable(client, db, dashboard_db):
@@ -206,3 +208,20 @@ def test_the_plugin_is_registered_through_the_entry_point():
     assert app["url_prefix"] == "/recon" and app["name"] == "Reconciliação Financeira"
     (view,) = plugin.external_views
     assert view["href"] == "recon/" and view["destination"] == "nav" and view["url_route"]
+
+
+def test_english_is_selectable(dashboard_db, monkeypatch):
+    """``[recon] language = en``: the same page in English (what people read is pt-BR by default)."""
+    from fastapi.testclient import TestClient
+
+    from airflow_recon_provider.plugins.dashboard_app import create_app
+
+    monkeypatch.setenv("AIRFLOW__RECON__LANGUAGE", "en")
+    with TestClient(create_app(require_login=False, recent_runs=list)) as client:
+        html = client.get("/", params={"cycles": 3}).text
+        out_of_range = client.get("/", params={"cycles": 720}).text
+    assert '<html lang="en">' in html and "Recent runs" in html and "No run yet." in html
+    # the amounts follow the language too (English number format)
+    assert "alert: divergence of BRL 164,740.52 above the alert threshold of BRL 5,000.00" in html
+    assert "Start remediation" in html and "Execuções recentes" not in html
+    assert "cycles=720 is out of range: the dashboard shows 1 to 168 hourly cycles (7 days)" in out_of_range
