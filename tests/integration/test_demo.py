@@ -149,7 +149,7 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
 
         # Investigação 2: what the collection recorded, and why it has no logs here (said, not faked)
         logs = _section(out, "Investigação 2 — failed-task logs", "Recovery criterion 1.")
-        assert f"run {run_id}: Logs das tarefas com falha não coletados (3 ciclo(s) com falha)" in logs
+        assert f"run {run_id}: Logs das tarefas com falha não coletados (3 ciclos com falha)" in logs
         assert "Shown as recorded, not faked" in logs
 
         # Critérios de Recuperação 3: the ledger's figures beside the statement's and the gateway's
