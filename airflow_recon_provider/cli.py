@@ -129,12 +129,24 @@ def build_parser() -> argparse.ArgumentParser:
             "--ui: Airflow's api-server, scheduler, dag-processor and triggerer (what airflow "
             "standalone runs) with the package's DAGs and dashboard on the same data; Ctrl-C stops them."
         ),
+        epilog=(
+            "The demo's embedded PostgreSQL keeps running after the demo ends (its data is reused by "
+            "the next demo) unless --stop is given; --stop-postgres stops it later. "
+            "./scripts/demo.sh shows this help before it installs anything."
+        ),
     )
     mode = demo.add_mutually_exclusive_group()
     mode.add_argument(
         "--headless", dest="mode", action="store_const", const="headless", help="run and report (default)"
     )
     mode.add_argument("--ui", dest="mode", action="store_const", const="ui", help="serve the Airflow UI")
+    mode.add_argument(
+        "--stop-postgres",
+        dest="mode",
+        action="store_const",
+        const="stop-postgres",
+        help="stop the PostgreSQL an earlier demo left running (its data stays in --data-dir) and exit",
+    )
     demo.set_defaults(mode="headless")
     demo.add_argument("--data-dir", default=os.environ.get("RECON_DEMO_DIR", ".recon-demo"))
     demo.add_argument("--rows", type=int, default=1200, help="gateway transactions per PSP")

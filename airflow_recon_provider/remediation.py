@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Param, TaskGroup
 
+from airflow_recon_provider.i18n import N_, _, format_number, language_scope, ngettext
 from airflow_recon_provider.reconciliation.config import ReconConfig
 from airflow_recon_provider.reconciliation.corrections import DEFAULT_APPROVAL_TIMEOUT
 from airflow_recon_provider.reconciliation.inputs import parse_bool
@@ -53,6 +54,11 @@ from airflow_recon_provider.reconciliation.kinds import ALL_KINDS
 from airflow_recon_provider.reconciliation.remediation import (
     RemediationRequestError,
     RemediationStep,
+)
+from airflow_recon_provider.reconciliation.window import (
+    ZONED_TIMESTAMP_FORMAT,
+    ZONED_TIMESTAMP_PATTERN,
+    max_window_hours,
 )
 
 if TYPE_CHECKING:
@@ -87,37 +93,91 @@ def psp_param(config: ReconConfig | None = None) -> Param:
             enum=config.psp_names,
             values_display={p.name: p.display_name for p in config.psps},
             title="PSP",
-            description="The payment service provider whose reconciliation diverges.",
+            description=_("The payment service provider (PSP) whose reconciliation diverges."),
         )
     return Param(
         type="string",
         pattern=PSP_NAME_PATTERN,
         title="PSP",
-        description=(
-            "The payment service provider whose reconciliation diverges, as in "
-            "payment_intents.provider (lower-case letters, digits and underscores)."
+        description=_(
+            "The payment service provider (PSP) whose reconciliation diverges, as in "
+            "payment_intents.provider: format lower-case letters, digits and _, e.g. stripe."
         ),
     )
 
 
-def window_params() -> dict[str, Param]:
+def window_params(config: ReconConfig | None = None, *, typed: bool = False) -> dict[str, Param]:
+    """The window fields.
+
+    ``typed`` (the remediation and single-action forms): the start and end are typed as text
+    with their zone (``Z`` or an offset; the JSON-schema pattern refuses a time without one),
+    never through Airflow's date picker, which reads and writes the UI's time zone without
+    showing it (with the UI in America/Sao_Paulo a window typed in UTC landed three hours
+    late); the end may be left empty and the window given as a start plus a duration in
+    whole hours, bounded by the configured maximum (the form's number field cannot go past
+    it). The scope step echoes the window in UTC and in America/Sao_Paulo and refuses, at
+    once and in words, what the form could not (end before start, end and duration that
+    disagree). Without ``typed`` (forms of other owners): the date-time fields as before.
+    """
+    if not typed:
+        return {
+            "window_start": Param(
+                type="string",
+                format="date-time",
+                title="Window start",
+                description=(
+                    "Start of the affected period (inclusive), with its time zone, e.g. 2026-11-20T10:00Z."
+                ),
+            ),
+            "window_end": Param(
+                type="string",
+                format="date-time",
+                title="Window end",
+                description=(
+                    "End of the affected period (exclusive), after the start; at most the configured "
+                    "maximum window (31 days by default)."
+                ),
+            ),
+        }
+    config = config if config is not None else ReconConfig.load()
+    hours = max_window_hours(config.max_window)
     return {
         "window_start": Param(
             type="string",
-            format="date-time",
-            title="Window start",
-            description=(
-                "Start of the affected period (inclusive), with its time zone, e.g. 2026-11-20T10:00Z."
+            pattern=ZONED_TIMESTAMP_PATTERN,
+            title=_("Window start (with its zone: Z = UTC)"),
+            description=_(
+                "Start of the affected period (inclusive), typed with its time zone: %(format)s. "
+                "E.g. 2026-12-06T22:00Z is 22:00 UTC = 19:00 in America/Sao_Paulo. Without a zone the "
+                "request is refused. The first task (investigate.scope) and the run's note repeat the "
+                "window in UTC and in America/Sao_Paulo.",
+                format=_(ZONED_TIMESTAMP_FORMAT),
+            ),
+            examples=["2026-12-06T22:00Z", "2026-12-06T19:00-03:00"],
+        ),
+        "window_hours": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=hours,
+            title=_("Duration (hours)"),
+            description=_(
+                "Duration of the window in whole hours, 1 to %(max)s (the configured maximum). Give the "
+                "duration or the window end; with both, they must agree.",
+                max=hours,
             ),
         ),
         "window_end": Param(
-            type="string",
-            format="date-time",
-            title="Window end",
-            description=(
-                "End of the affected period (exclusive), after the start; at most the configured "
-                "maximum window (31 days by default)."
+            None,
+            type=["null", "string"],
+            pattern=ZONED_TIMESTAMP_PATTERN,
+            title=_("Window end (with its zone; optional with the duration)"),
+            description=_(
+                "End of the affected period (exclusive), after the start, in the same format: "
+                "%(format)s. Leave it empty to use the duration.",
+                format=_(ZONED_TIMESTAMP_FORMAT),
             ),
+            examples=["2026-12-07T01:00Z", "2026-12-06T22:00-03:00"],
         ),
     }
 
@@ -127,11 +187,11 @@ def incident_param(description: str | None = None) -> Param:
         None,
         type=["null", "string"],
         pattern=INCIDENT_ID_PATTERN,
-        title="Incident",
+        title=_("Incident (INCIDENT-<number>)"),
         description=description
-        or (
-            "The incident these steps belong to, e.g. INCIDENT-472. Empty: the PSP's open incident, "
-            "or a new one (never opened by a dry run)."
+        or _(
+            "Format: INCIDENT-<number>, in capitals and without spaces, e.g. INCIDENT-472. Empty: the "
+            "PSP's open incident, or a new one (a dry run never opens an incident)."
         ),
     )
 
@@ -141,8 +201,10 @@ def reason_param() -> Param:
         "",
         type="string",
         maxLength=500,
-        title="Reason",
-        description="Why, in your words (kept on the incident and in recon.controls).",
+        title=_("Reason"),
+        description=_(
+            "Why, in your words (up to 500 characters; kept on the incident and in recon.controls)."
+        ),
     )
 
 
@@ -156,32 +218,41 @@ def divergence_kinds_param() -> Param:
         values_display={kind.value: kind.label.capitalize() for kind in ALL_KINDS},
         uniqueItems=True,
         minItems=1,
-        title="Divergence kinds",
-        description="The kinds of divergence in scope (missing capture, duplicated settlement, ...).",
+        title=_("Divergence kinds"),
+        description=_("The kinds of divergence in scope (missing capture, duplicated settlement, ...)."),
     )
 
 
 def remediation_params(config: ReconConfig | None = None) -> dict[str, Param]:
-    """The ``billing_gateway_remediation`` form: what a finance analyst fills in the UI."""
+    """The ``billing_gateway_remediation`` form: what a finance analyst fills in the UI, in the
+    configured language (``[recon] language``) when the DAG file is parsed."""
+    with language_scope():
+        return _remediation_params(config)
+
+
+def _remediation_params(config: ReconConfig | None) -> dict[str, Param]:
     return {
         "psp": psp_param(config),
-        **window_params(),
+        **window_params(config, typed=True),
         "divergence_kinds": divergence_kinds_param(),
         "incident_id": incident_param(),
         "dry_run": Param(
             True,
             type="boolean",
-            title="Dry run",
-            description=(
+            title=_("Dry run"),
+            description=_(
                 "Investigate and propose corrections only (a CSV to review): nothing is paused, "
-                "reprocessed or applied. Untick to run the runbook for real."
+                "reprocessed or applied. Untick to run the runbook for real: it pauses the PSP's "
+                "automatic reconciliation, tells finance and opens an incident when there is none."
             ),
         ),
         "after_release": Param(
             False,
             type="boolean",
-            title="Broke after a release",
-            description="The reconciliation broke after a release of the worker: roll it back (Mitigação 3).",
+            title=_("Broke after a release"),
+            description=_(
+                "The reconciliation broke after a release of the worker: roll it back (Mitigation 3)."
+            ),
         ),
         "reason": reason_param(),
     }
@@ -201,6 +272,7 @@ class FormFields:
     psp: str = "{{ params.psp }}"
     window_start: str = "{{ params.get('window_start') or '' }}"
     window_end: str = "{{ params.get('window_end') or '' }}"
+    window_hours: str = "{{ params.get('window_hours') or '' }}"
     divergence_kinds: str = "{{ (params.get('divergence_kinds') or []) | join(',') }}"
     incident_id: str = "{{ params.get('incident_id') or '' }}"
     dry_run: str = "{{ params.get('dry_run', True) }}"
@@ -258,12 +330,19 @@ class RunRequest:
 
 def _describe_reprocess(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     cycles = result.get("cycles") or []
-    text = (
-        f"{result.get('succeeded_count', 0)} of {len(cycles)} cycle(s) of {result.get('window_start')} - "
-        f"{result.get('window_end')} reprocessed in Airflow"
+    text = ngettext(
+        "%(done)s of %(num)s cycle of %(start)s - %(end)s reprocessed in Airflow",
+        "%(done)s of %(num)s cycles of %(start)s - %(end)s reprocessed in Airflow",
+        len(cycles),
+        done=format_number(int(result.get("succeeded_count") or 0)),
+        start=result.get("window_start"),
+        end=result.get("window_end"),
     )
     if result.get("fallback_count"):
-        text += f", {result['fallback_count']} sent to billing-gateway-core"
+        text += ", " + _(
+            "%(count)s sent to billing-gateway-core",
+            count=format_number(int(result["fallback_count"])),
+        )
     states = [{"cycle_start": c.get("cycle_start"), "state": c.get("state")} for c in cycles]
     return text, {"cycles": states, "all_resolved": result.get("all_resolved")}
 
@@ -277,17 +356,32 @@ def _describe_correction(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]
         "artifact": dry.get("artifact_record") or dry.get("artifact"),
     }
     if outcome == "applied":
-        applied = (result.get("result") or {}).get("applied", 0)
-        return f"{applied} correction(s) applied, approved by {result.get('approved_by')}", details
-    if outcome == "dry_run":
-        return (
-            f"dry run: {dry.get('proposal_count', 0)} correction(s) proposed in "
-            f"{_artifact_text(dry.get('artifact_record'))}",
-            details,
+        applied = int((result.get("result") or {}).get("applied", 0))
+        text = ngettext(
+            "%(num)s correction applied, approved by %(approver)s",
+            "%(num)s corrections applied, approved by %(approver)s",
+            applied,
+            approver=result.get("approved_by"),
         )
+        return text, details
+    if outcome == "dry_run":
+        proposed = int(dry.get("proposal_count", 0))
+        text = ngettext(
+            "dry run: %(num)s correction proposed in %(artifact)s",
+            "dry run: %(num)s corrections proposed in %(artifact)s",
+            proposed,
+            artifact=_artifact_text(dry.get("artifact_record")),
+        )
+        return text, details
     if outcome == "nothing_to_correct":
-        return "nothing to correct automatically", details
-    return f"correction {outcome} by {result.get('decided_by') or 'nobody'}: nothing applied", details
+        return _("nothing to correct automatically"), details
+    decision = {"rejected": _("rejected"), "timed_out": _("timed out")}.get(str(outcome), str(outcome))
+    text = _(
+        "correction %(decision)s by %(who)s: nothing applied",
+        decision=decision,
+        who=result.get("decided_by") or _("nobody"),
+    )
+    return text, details
 
 
 def _artifact_text(artifact: Any) -> str:
@@ -295,14 +389,19 @@ def _artifact_text(artifact: Any) -> str:
     name and dashboard link, never a storage path."""
     if isinstance(artifact, Mapping) and artifact.get("link"):
         return f"{artifact.get('name')} ({artifact['link']})"
-    return "no artifact"
+    return _("no artifact")
 
 
 def _describe_psp_ticket(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     artifact = result.get("artifact")
-    text = f"{result.get('rows', 0)} divergent transaction(s) for the PSP in {_artifact_text(artifact)}"
+    text = ngettext(
+        "%(num)s divergent transaction for the PSP in %(artifact)s",
+        "%(num)s divergent transactions for the PSP in %(artifact)s",
+        int(result.get("rows") or 0),
+        artifact=_artifact_text(artifact),
+    )
     if result.get("psp_ticket"):
-        text += f" (ticket {result['psp_ticket']})"
+        text += " " + _("(ticket %(ticket)s)", ticket=result["psp_ticket"])
     return text, {
         "artifact": artifact,
         "counts": result.get("counts"),
@@ -311,13 +410,20 @@ def _describe_psp_ticket(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]
 
 
 def _describe_release(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    action = {"rollback": _("rollback"), "tag": _("tag")}.get(str(result.get("action")), result.get("action"))
+    record = (
+        _artifact_text(result.get("record"))
+        if result.get("record")
+        else _("not stored: %(error)s", error=result.get("record_error") or _("unknown error"))
+    )
     return (
-        f"{result.get('action')} of {result.get('service')} in {result.get('env')} done "
-        f"({result.get('mode')} mode); release record "
-        + (
-            _artifact_text(result.get("record"))
-            if result.get("record")
-            else f"not stored: {result.get('record_error') or 'unknown error'}"
+        _(
+            "%(action)s of %(service)s in %(env)s done (%(mode)s mode); release record %(record)s",
+            action=action,
+            service=result.get("service"),
+            env=result.get("env"),
+            mode=result.get("mode"),
+            record=record,
         ),
         {
             key: result.get(key)
@@ -346,9 +452,11 @@ def _describe_recovery(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     from airflow_recon_provider.reconciliation.recovery import recovery_criteria
 
     met = result.get("status") == "recovered"
+    criteria = "; ".join(criterion.text() for criterion in recovery_criteria(result))
     return (
-        ("recovery criteria met: " if met else "recovery criteria not met yet: ")
-        + "; ".join(criterion.text() for criterion in recovery_criteria(result)),
+        _("recovery criteria met: %(criteria)s", criteria=criteria)
+        if met
+        else _("recovery criteria not met yet: %(criteria)s", criteria=criteria),
         {
             "latest_cycle_states": result.get("latest_cycle_states"),
             "checked_at": result.get("checked_at"),
@@ -402,12 +510,15 @@ class RecordStep:
             result = self._result(context, given)
             if self.describe is not None and isinstance(result, Mapping):
                 return self.describe(result)
-            return "done", {}
+            return _("done"), {}
         error = context.get("exception")
+        # the error itself is for engineers: as it was raised
         reason = f"{type(error).__name__}: {error}" if error is not None else ""
         if self.state == "skipped":
-            return "skipped" + (f": {error}" if error is not None and str(error) else ""), {}
-        return f"failed: {reason}" if reason else "failed", {"error": reason}
+            if error is not None and str(error):
+                return _("skipped: %(why)s", why=error), {}
+            return _("skipped"), {}
+        return (_("failed: %(why)s", why=reason) if reason else _("failed")), {"error": reason}
 
     def _record(self, context: Context, given: Mapping[str, Any] | None = None) -> None:
         from airflow_recon_provider.hooks.incidents import IncidentHook
@@ -419,7 +530,8 @@ class RecordStep:
         incident_id = scope.get("incident_id")
         if not incident_id:
             return
-        outcome, details = self._outcome(context, given)
+        with language_scope():  # the timeline keeps the text in the configured language
+            outcome, details = self._outcome(context, given)
         hook = IncidentHook()
         figures = None
         if self.decision and self.state in ("success", "waiting"):
@@ -507,6 +619,7 @@ def scope_step(
         psp=form.psp,
         window_start=form.window_start,
         window_end=form.window_end,
+        window_hours=form.window_hours,
         divergence_kinds=form.divergence_kinds,
         incident_id=form.incident_id,
         dry_run=form.dry_run,
@@ -896,7 +1009,7 @@ def mitigate_group(
     ) as group:
         proceed = proceed_gate(request, section="mitigation")
         mitigating = mark_incident_step(
-            request, "mitigating", task_id="mark_mitigating", note="runbook Mitigação started"
+            request, "mitigating", task_id="mark_mitigating", note=N_("Mitigation started (runbook)")
         )
         reprocess = reprocess_step(request, **dict(reprocess_kwargs or {}))
         # after the reprocess, or alone in a dry run (the reprocess is skipped then)
@@ -979,11 +1092,11 @@ def close_group(
         (
             proceed_gate(request, section="closure", skip_all_downstream=True)
             >> mark_incident_step(
-                request, "recovered", task_id="mark_recovered", note="recovery criteria met"
+                request, "recovered", task_id="mark_recovered", note=N_("recovery criteria met")
             )
             >> resume_step(request)
             >> tag_release_step(request, mode=release_mode, **dict(tag_kwargs or {}))
-            >> mark_incident_step(request, "closed", task_id="close_incident", note="runbook Encerramento")
+            >> mark_incident_step(request, "closed", task_id="close_incident", note=N_("Closure (runbook)"))
             >> closing_report_step(request, artifacts_dir=artifacts_dir)
             >> finance_review_step(request, **review_kwargs)
             >> final_communication_step(request, **communication)
@@ -1027,21 +1140,22 @@ class IncidentRule:
 
     @property
     def description(self) -> str:
-        return (
-            "The incident these steps belong to, e.g. INCIDENT-472. Empty: the PSP's open "
-            f"incident; {self.when}"
+        return _(
+            "Format: INCIDENT-<number>, in capitals and without spaces, e.g. INCIDENT-472. Empty: the "
+            "PSP's open incident; %(when)s",
+            when=_(self.when),
         )
 
 
 #: reprocess and release actions change no payment data and pause no PSP
-NEVER_OPENS = IncidentRule(False, "this action never opens one.")
+NEVER_OPENS = IncidentRule(False, N_("this action never opens one."))
 #: a pause freezes finance's reconciliation: an incident; a resume ends one
 OPENS_ON_PAUSE = IncidentRule(
     f"{{{{ (params.get('{ACTION_PARAM}') or '') == 'pause' }}}}",
-    "a pause opens one when there is none, a resume never does.",
+    N_("a pause opens one when there is none, a resume never does."),
 )
 #: a correction changes payment data (a dry run never opens one)
-OPENS_UNLESS_DRY_RUN = IncidentRule(True, "a real (not dry) run opens one when there is none.")
+OPENS_UNLESS_DRY_RUN = IncidentRule(True, N_("a real (not dry) run opens one when there is none."))
 
 
 def action_param(choices: Mapping[str, str]) -> Param:
@@ -1067,8 +1181,28 @@ def single_action_params(
 ) -> dict[str, Param]:
     """The form of a single-action DAG: PSP, window, [action], [the DAG's own fields],
     [divergence kinds], incident, [dry run], reason — the remediation's fields, so the same
-    validation."""
-    params: dict[str, Param] = {"psp": psp_param(config), **window_params()}
+    validation. In the configured language (``[recon] language``) when the DAG file is parsed."""
+    with language_scope():
+        return _single_action_params(
+            incidents,
+            action=action,
+            fields=fields,
+            divergence_kinds=divergence_kinds,
+            dry_run=dry_run,
+            config=config,
+        )
+
+
+def _single_action_params(
+    incidents: IncidentRule,
+    *,
+    action: Param | None,
+    fields: Mapping[str, Param] | None,
+    divergence_kinds: bool,
+    dry_run: Param | None,
+    config: ReconConfig | None,
+) -> dict[str, Param]:
+    params: dict[str, Param] = {"psp": psp_param(config), **window_params(config, typed=True)}
     if action is not None:
         params[ACTION_PARAM] = action
     params.update(fields or {})

@@ -17,8 +17,8 @@ the period (UTC), its ticket (`FIN-88`) and what it saw.
    the investigation (snapshot, divergence by kind and currency, cycles, ledger) and the
    correction's dry run (a CSV), nothing changed. Its run id is derived from this run, so a
    retry never starts a second one. When its investigation is done, its findings — gateway
-   vs statement per status and currency, the ledger per status — are on the incident, and
-   the dashboard's incident page shows them to finance.
+   vs statement per status and currency, the ledger beside the gateway per status and
+   currency — are on the incident, and the dashboard's incident page shows them to finance.
 3. **notify_oncall** — on-call is told in the incidents channel (connection
    `slack_incidents`); the message is on the timeline.
 4. **page_oncall** — and in PagerDuty at low urgency (connection `pagerduty_recon`): a

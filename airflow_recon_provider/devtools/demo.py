@@ -133,6 +133,33 @@ def set_environment(
     return env
 
 
+# -- the demo's PostgreSQL after the demo ---------------------------------------------------------
+
+
+def postgres_still_running(root: Path, port: int | None) -> str:
+    """The goodbye's line about the PostgreSQL the demo leaves running, and how to stop it."""
+    return (
+        f"Still running: the demo's PostgreSQL on 127.0.0.1:{port} (data in {root / 'postgres'}), "
+        "kept for the next demo. Stop it with: ./scripts/demo.sh --stop-postgres"
+        + ("" if root == Path(".recon-demo").resolve() else f" --data-dir {root}")
+        + " (or give --stop to the demo)."
+    )
+
+
+def stop_demo_postgres(root: Path, console: Console) -> int:
+    """``--stop-postgres``: stop the embedded PostgreSQL an earlier demo left running."""
+    from airflow_recon_provider.devtools.embedded_postgres import EmbeddedPostgres
+
+    server = EmbeddedPostgres(root / "postgres")
+    port = server.running_port()
+    if port is None:
+        console.print(f"No demo PostgreSQL is running for {root / 'postgres'}: nothing to stop.")
+        return 0
+    server.stop()
+    console.print(f"Stopped the demo's PostgreSQL on 127.0.0.1:{port} (data kept in {root / 'postgres'}).")
+    return 0
+
+
 # -- the headless run --------------------------------------------------------------------------
 
 
@@ -147,6 +174,8 @@ def run_demo(
 ) -> int:
     console = make_console()
     root = Path(data_dir).resolve()
+    if mode == "stop-postgres":
+        return stop_demo_postgres(root, console)
     root.mkdir(parents=True, exist_ok=True)
     if mode == "ui":
         from airflow_recon_provider.devtools.demo_ui import run_ui
@@ -162,6 +191,8 @@ def run_demo(
             dbs.server.stop()
             console.print("PostgreSQL stopped.")
     console.print(f"\nDemo finished in {time.monotonic() - started:.0f} s.")
+    if not stop:
+        console.print(postgres_still_running(root, dbs.server.port))
     console.print(
         "Next: [bold]./scripts/demo.sh --ui[/] opens the Airflow UI on the same data (trigger "
         "billing_gateway_remediation from its form, answer the approval in Required actions, "

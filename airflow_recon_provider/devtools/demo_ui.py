@@ -324,8 +324,13 @@ def run_ui(*, root: Path, console: Console, rows_per_psp: int, seed: int, port: 
     console.print("Stopping Airflow, the stand-ins" + (" and PostgreSQL" if stop else "") + "...")
     killed = demo.stop(stop_postgres=stop)
     left = _processes_with_env("AIRFLOW_HOME", str(demo.airflow.home))
-    console.print(
-        f"Stopped ({len(killed)} process(es) needed SIGKILL); "
-        + ("nothing left running." if not left else f"[red]still running: {left}[/]")
-    )
+    from airflow_recon_provider.devtools.demo import postgres_still_running
+
+    console.print(f"Stopped Airflow and the stand-ins ({len(killed)} process(es) needed SIGKILL).")
+    if left:
+        console.print(f"[red]Still running: Airflow process(es) {left}[/] (stop them with kill <pid>).")
+    if stop:
+        console.print("PostgreSQL stopped." + ("" if left else " Nothing of this demo is left running."))
+    else:
+        console.print(postgres_still_running(root, demo.databases.server.port))
     return 0 if interrupted else 1

@@ -99,7 +99,14 @@ class EmbeddedPostgres:
         pgdata = self.data_dir / "pgdata"
         if self._running_port(pgdata) is None:
             return
+        if self._run_as is None:  # a cluster an earlier process started (``--stop-postgres``)
+            self._prepare_user()
         self._run("pg_ctl", "-w", "-m", "fast", "-D", str(pgdata), "stop")
+
+    def running_port(self) -> int | None:
+        """The port of the cluster running on ``data_dir`` (``None``: not running)."""
+        pgdata = self.data_dir / "pgdata"
+        return self._running_port(pgdata) if pgdata.exists() else None
 
     def uri(self, database: str = "postgres") -> str:
         if self.port is None:

@@ -14,6 +14,8 @@ Routes used (Airflow 3.3, ``airflow/api_fastapi/core_api/routes/public/``):
 
 - ``GET /api/v2/dags/{dag_id}/dagRuns`` (``dag_run.py`` ``get_dag_runs``; ``run_after_gte``,
   ``state``, ``limit``, ``offset``, ``order_by``) -> ``DAGRunCollectionResponse``;
+- ``GET``/``PATCH /api/v2/dags/{dag_id}/dagRuns/{run_id}`` (``dag_run.py`` ``get_dag_run``,
+  ``patch_dag_run`` with ``update_mask=note``: the run's note);
 - ``GET /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances`` (``task_instances.py``
   ``get_task_instances``) -> ``TaskInstanceCollectionResponse``;
 - ``GET /api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/tries``
@@ -57,6 +59,8 @@ _HINTS = {
 #: pages of 100 runs read at most (a window is at most days long: hourly runs)
 MAX_RUN_PAGES = 10
 PAGE_SIZE = 100
+#: ``DAGRunPatchBody.note``'s ``max_length`` (Airflow 3.3)
+RUN_NOTE_MAX = 1000
 
 
 def _segment(value: str) -> str:
@@ -220,6 +224,29 @@ class AirflowApiHook(HttpHook):
                 f"{self.where} answered {what} with a body that is not JSON", status_code=response.status_code
             ) from None
 
+    def patch_json(
+        self,
+        endpoint: str,
+        body: Mapping[str, Any],
+        params: Mapping[str, Any] | None = None,
+        *,
+        what: str,
+    ) -> Any:
+        """``PATCH <base>/<endpoint>`` with a JSON ``body``; the decoded JSON body."""
+        session = self._session()
+        prepared = session.prepare_request(
+            requests.Request(
+                "PATCH", self.url_from_endpoint(endpoint), params=dict(params or {}), json=dict(body)
+            )
+        )
+        response = self._send(session, prepared, what=what)
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            raise AirflowApiRequestError(
+                f"{self.where} answered {what} with a body that is not JSON", status_code=response.status_code
+            ) from None
+
     def close(self) -> None:
         if self._http is not None:
             self._http.close()
@@ -250,6 +277,24 @@ class AirflowApiHook(HttpHook):
             if len(batch) < PAGE_SIZE or (isinstance(total, int) and len(runs) >= total):
                 break
         return runs
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        """One run (``DAGRunResponse``)."""
+        body = self.get_json(
+            f"api/v2/dags/{_segment(dag_id)}/dagRuns/{_segment(run_id)}", what=f"run {run_id} of {dag_id}"
+        )
+        return dict(body) if isinstance(body, Mapping) else {}
+
+    def set_run_note(self, dag_id: str, run_id: str, note: str) -> None:
+        """Replace the note of a run (``PATCH .../dagRuns/{run_id}?update_mask=note``; Airflow
+        keeps at most :data:`RUN_NOTE_MAX` characters). Airflow 3's Task SDK has no call for
+        it: the REST API is how a task writes the note people see on the run's page."""
+        self.patch_json(
+            f"api/v2/dags/{_segment(dag_id)}/dagRuns/{_segment(run_id)}",
+            {"note": note[:RUN_NOTE_MAX]},
+            {"update_mask": "note"},
+            what=f"the note of run {run_id} of {dag_id}",
+        )
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         """The task instances of one run (``TaskInstanceResponse`` dicts)."""

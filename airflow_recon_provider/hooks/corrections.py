@@ -667,12 +667,18 @@ class CorrectionsHook(BillingGatewayHook):
         run_id: str,
         details: dict[str, Any],
     ) -> bool:
+        from airflow_recon_provider.i18n import language_scope
+        from airflow_recon_provider.reconciliation.steps import correction_outcome
+
+        with language_scope():  # people read the decision in words; the code stays in details
+            text = correction_outcome(outcome)
+        details = {"decision": outcome, **details}
         row = conn.execute(
             cq.incident_event_query(),
             {
                 "incident_id": incident_id,
                 "step": INCIDENT_STEP,
-                "outcome": outcome,
+                "outcome": text,
                 "actor": actor,
                 "run_id": run_id,
                 "details": json.dumps(details),

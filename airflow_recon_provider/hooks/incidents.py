@@ -14,13 +14,14 @@ bound values; the configurable gateway tables are only reached through
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
+from airflow_recon_provider.i18n import _, language_scope
 from airflow_recon_provider.reconciliation import queries
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import (
@@ -50,6 +51,7 @@ from airflow_recon_provider.reconciliation.incidents import (
     format_time,
     parse_state,
 )
+from airflow_recon_provider.reconciliation.steps import state_name
 from airflow_recon_provider.reconciliation.window import Window
 
 if TYPE_CHECKING:
@@ -119,6 +121,20 @@ class Delivery:
             slack_text=self.subject,
             slack_blocks=self.slack_blocks,
         )
+
+
+def _people(text: Callable[[], str]) -> str:
+    """A timeline text, in the configured language (``[recon] language``): the timeline keeps
+    it as written."""
+    with language_scope():
+        return text()
+
+
+def _transition_text(current: IncidentState, target: IncidentState, note: str) -> str:
+    """``aberto → em mitigação: <note>``: the states in words, never their ids."""
+    with language_scope():
+        text = _("%(before)s → %(after)s", before=state_name(current), after=state_name(target))
+    return text + (f": {note}" if note else "")
 
 
 def _figures(amount: Any, count: Any, pct: Any, currency_figures: Mapping[str, Any] | None) -> Figures | None:
@@ -357,7 +373,7 @@ class IncidentHook(ReconPostgresHook):
             )
 
     def _next_incident_id(self, conn: psycopg.Connection) -> str:
-        for _ in range(_MAX_ID_SKIPS):
+        for _attempt in range(_MAX_ID_SKIPS):
             (number,) = conn.execute("SELECT nextval('recon.incident_number_seq')").fetchone()
             candidate = format_incident_id(number)
             # ids given by hand (e.g. INCIDENT-472 from the incident tool) are skipped
@@ -561,7 +577,7 @@ class IncidentHook(ReconPostgresHook):
                 conn,
                 incident_id,
                 step=Step.STATE,
-                outcome=f"{current.value} -> {target.value}" + (f": {note}" if note else ""),
+                outcome=_transition_text(current, target, note),
                 actor=actor,
                 run_id=run_id,
                 figures=numbers,
@@ -593,7 +609,7 @@ class IncidentHook(ReconPostgresHook):
             "psp_ticket",
             number,
             step=Step.PSP_TICKET,
-            outcome=f"PSP ticket {number}",
+            outcome=_people(lambda: _("PSP ticket %(number)s", number=number)),
             actor=actor,
             run_id=run_id,
         )
@@ -606,7 +622,9 @@ class IncidentHook(ReconPostgresHook):
             "eta_resumption",
             eta,
             step=Step.ETA,
-            outcome=f"reconciliation expected to resume at {format_time(eta)}",
+            outcome=_people(
+                lambda: _("reconciliation expected to resume at %(when)s", when=format_time(eta))
+            ),
             actor=actor,
             run_id=run_id,
         )
@@ -640,7 +658,7 @@ class IncidentHook(ReconPostgresHook):
             if column == "psp_ticket" and row[1] and row[1] != value:
                 # a second number replaces the first; the timeline keeps both
                 extra["replaces"] = row[1]
-                outcome += f" (replaces {row[1]})"
+                outcome += " " + _people(lambda: _("(replaces %(previous)s)", previous=row[1]))
             conn.execute(
                 sql.SQL(
                     "UPDATE recon.incidents SET {} = %s, updated_at = now() WHERE incident_id = %s"
@@ -794,7 +812,7 @@ class IncidentHook(ReconPostgresHook):
                 conn,
                 incident_id,
                 step=Step.CLOSING_REPORT,
-                outcome="closing report attached"
+                outcome=_people(lambda: _("closing report attached"))
                 + (
                     " (" + ", ".join(f"{a.get('name')}: {a.get('link')}" for a in artifacts) + ")"
                     if artifacts

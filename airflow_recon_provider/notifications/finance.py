@@ -29,15 +29,17 @@ Both work against a local HTTP server standing in for Slack, which is how the te
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseNotifier
 
 from airflow_recon_provider.hooks._connections import is_missing_connection, missing_connection_error
+from airflow_recon_provider.i18n import _, language_scope, ngettext
 from airflow_recon_provider.reconciliation.errors import ConfigError
 from airflow_recon_provider.reconciliation.incidents import (
     FINANCE_RECIPIENTS_DEFAULT,
@@ -57,6 +59,7 @@ from airflow_recon_provider.reconciliation.incidents import (
     render_containment,
     render_update,
 )
+from airflow_recon_provider.reconciliation.steps import channel_name
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -111,6 +114,33 @@ class UpdateResult:
             "channels": dict(self.channels),
             "skipped": self.skipped,
         }
+
+
+_T = TypeVar("_T")
+
+
+def _in_configured_language(method: Callable[..., _T]) -> Callable[..., _T]:
+    """What the method composes for people (messages, timeline texts) is in ``[recon]
+    language``."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> _T:
+        with language_scope():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+def _delivery_text(outcome: str) -> str:
+    """A channel's outcome (``sent``, ``already sent``, ``failed: <error>``) for people; the
+    error itself stays as the server said it."""
+    if outcome == "sent":
+        return _("sent")
+    if outcome == "already sent":
+        return _("already sent")
+    if outcome.startswith("failed: "):
+        return _("failed: %(why)s", why=outcome[len("failed: ") :])
+    return outcome
 
 
 def _describe(exc: BaseException) -> str:
@@ -452,7 +482,7 @@ class FinanceNotifier(BaseNotifier):
         between recovery and closure). Once per review."""
         hook = self.incident_hook()
         figures, note = hook.current_figures(incident)
-        update, last_event_id, _ = self.compose_update(
+        update, last_event_id, _unsent = self.compose_update(
             incident, channel="email", slot=slot, figures=figures, figures_note=note, cadence=None,
             review=review,
         )  # fmt: skip
@@ -474,7 +504,11 @@ class FinanceNotifier(BaseNotifier):
         hook.record_event(
             incident.incident_id,
             step=Step.NORMALIZED,
-            outcome=f"convite da revisão com financeiro ({review.when}): e-mail {outcome}",
+            outcome=_(
+                "invitation to the review with finance (%(when)s): e-mail %(outcome)s",
+                when=review.when,
+                outcome=_delivery_text(outcome),
+            ),
             actor=self.actor,
             run_id=run_id,
             details={"channels": {"email": outcome}, "review_uid": review.uid,
@@ -482,6 +516,7 @@ class FinanceNotifier(BaseNotifier):
         )  # fmt: skip
         return UpdateResult(incident.incident_id, MessageKind.CLOSING_REPORT.value, {"email": outcome})
 
+    @_in_configured_language
     def send_incident_update(
         self,
         incident_id: str,
@@ -537,10 +572,13 @@ class FinanceNotifier(BaseNotifier):
                 hook.record_event(
                     incident_id,
                     step=Step.UPDATE_MISSED,
-                    outcome=(
-                        f"{len(missed)} finance update(s) due at "
-                        f"{', '.join(format_time(m) for m in missed)} were never attempted "
-                        "(the incident-updates DAG did not run); the next update carries them"
+                    outcome=ngettext(
+                        "%(num)s finance update due at %(moments)s was never attempted (the "
+                        "incident-updates DAG did not run); the next update carries it",
+                        "%(num)s finance updates due at %(moments)s were never attempted (the "
+                        "incident-updates DAG did not run); the next update carries them",
+                        len(missed),
+                        moments=", ".join(format_time(m) for m in missed),
                     ),
                     actor=self.actor,
                     run_id=run_id,
@@ -592,14 +630,24 @@ class FinanceNotifier(BaseNotifier):
         failed = {ch: o for ch, o in attempted.items() if o.startswith("failed")}
         sent = [ch for ch, o in attempted.items() if o == "sent"]
         summary = (
-            ("sent by " + " and ".join(sent) if sent else "not delivered")
-            + (f"; failed: {'; '.join(f'{ch} ({o[8:]})' for ch, o in failed.items())}" if failed else "")
-            + ("; retried on the next run" if failed else "")
+            _("sent by %(channels)s", channels=_(" and ").join(channel_name(ch) for ch in sent))
+            if sent
+            else _("not delivered")
         )
+        if failed:
+            summary += "; " + _(
+                "failed: %(why)s", why="; ".join(f"{channel_name(ch)} ({o[8:]})" for ch, o in failed.items())
+            )
+            summary += "; " + _("retried on the next run")
+        when = format_time(slot)
         hook.record_event(
             incident_id,
             step=Step.NORMALIZED if normalized else Step.UPDATE,
-            outcome=f"{'final ' if normalized else ''}update of {format_time(slot)} {summary}",
+            outcome=(
+                _("final update of %(when)s %(summary)s", when=when, summary=summary)
+                if normalized
+                else _("update of %(when)s %(summary)s", when=when, summary=summary)
+            ),
             actor=self.actor,
             run_id=run_id,
             # fresh figures update the incident's divergence (runbook, Comunicação)
@@ -616,6 +664,7 @@ class FinanceNotifier(BaseNotifier):
         return result
 
     # -- the containment notice -----------------------------------------------------------------------
+    @_in_configured_language
     def send_containment_notice(
         self,
         psp: str,
@@ -666,7 +715,7 @@ class FinanceNotifier(BaseNotifier):
 
         if incident is not None and eta is not None and incident.eta_resumption != eta:
             incident = hook.set_eta(incident.incident_id, eta, actor=paused_by, run_id=run_id)
-        figures, _ = hook.current_figures(incident) if incident is not None else (None, "")
+        figures, _note = hook.current_figures(incident) if incident is not None else (None, "")
         notice = ContainmentNotice(
             psp=psp,
             paused_at=paused_at,
@@ -698,10 +747,13 @@ class FinanceNotifier(BaseNotifier):
             hook.record_event(
                 incident.incident_id,
                 step=Step.CONTAINMENT_NOTICE,
-                outcome=(
-                    f"finance told reconciliation of {psp} is paused, resumption "
-                    f"{format_time(eta) if eta else 'not yet estimated'}: "
-                    + ", ".join(f"{ch} {o}" for ch, o in outcomes.items())
+                outcome=_(
+                    "finance told reconciliation of %(psp)s is paused, resumption %(eta)s: %(channels)s",
+                    psp=psp,
+                    eta=format_time(eta) if eta else _("not yet estimated"),
+                    channels=", ".join(
+                        f"{channel_name(ch)} {_delivery_text(o)}" for ch, o in outcomes.items()
+                    ),
                 ),
                 actor=paused_by,
                 run_id=run_id,
@@ -721,6 +773,7 @@ class FinanceNotifier(BaseNotifier):
                 "(bot token, chat.postMessage) or 'slackwebhook' (incoming webhook)"
             )
 
+    @_in_configured_language
     def send_control_message(self, change: ControlChange, *, run_id: str | None = None) -> dict[str, str]:
         """Tell the incidents channel that reconciliation of a PSP was paused or resumed (the
         runbook's ``/billing-gateway reconciliation pause|resume <psp>``).

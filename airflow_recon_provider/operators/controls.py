@@ -40,6 +40,14 @@ if TYPE_CHECKING:
     from airflow_recon_provider.reconciliation.incidents import Incident
 
 
+def _timeline_text(change: ControlChange) -> str:
+    """The change as the timeline keeps it, in ``[recon] language``."""
+    from airflow_recon_provider.i18n import language_scope
+
+    with language_scope():
+        return change.describe()
+
+
 class _ControlOperator(BaseOperator):
     """Put a PSP's automatic reconciliation in one state (see the module docstring).
 
@@ -197,7 +205,7 @@ class _ControlOperator(BaseOperator):
             incidents.record_event(
                 incident.incident_id,
                 step=self.step,
-                outcome=change.describe(),
+                outcome=_timeline_text(change),
                 actor=actor,
                 run_id=run_id,
                 figures=None if note else figures,

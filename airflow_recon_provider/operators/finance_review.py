@@ -142,10 +142,14 @@ class ScheduleFinanceReviewOperator(BaseOperator):
             report_link=closing_report_link(incident_id, events),
             policy=config.finance_review,
         )
+        from airflow_recon_provider.i18n import _, language_scope
+
+        with language_scope():  # the timeline keeps the words in [recon] language
+            outcome = review.outcome() + ("" if oncall else " " + _("(no on-call e-mail configured)"))
         hook.record_event(
             incident_id,
             step=REVIEW_STEP,
-            outcome=review.outcome() + ("" if oncall else " (plantão sem e-mail configurado)"),
+            outcome=outcome,
             actor=run_actor(context),
             run_id=run_id_of(context),
             details=review.as_details(),

@@ -41,6 +41,15 @@ def _run_moment(context: Context) -> datetime:
     return moment.astimezone(UTC)
 
 
+def _note_text(note: str) -> str:
+    """A note marked with ``N_`` in the DAG (``"Mitigation started (runbook)"``) in ``[recon]
+    language``; any other note as it was written."""
+    from airflow_recon_provider.i18n import _, language_scope
+
+    with language_scope():
+        return _(note)
+
+
 class _FinanceOperator(BaseOperator):
     """Common ground: who is told, through which connections."""
 
@@ -289,7 +298,7 @@ class IncidentTransitionOperator(BaseOperator):
             target,
             actor=actor,
             run_id=run_id_of(context),
-            note="" if blank(self.note) else str(self.note),
+            note="" if blank(self.note) else _note_text(str(self.note)),
             figures=None if note else figures,
         )
         return {"incident_id": incident_id, "from": incident.state.value, "to": target.value, "changed": True}

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_recon_provider.operators._context import blank, run_actor, run_id_of
+from airflow_recon_provider.reconciliation.i18n import N_, _, pgettext
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -42,6 +43,28 @@ if TYPE_CHECKING:
 
 #: what an optional source that is not configured reports
 NOT_CONFIGURED = "not configured"
+#: how the scope step's lines on a run's note begin (the dashboard's recent runs show them)
+SCOPE_NOTE_PREFIX = N_("Validate Scope:")
+REFUSED_NOTE_PREFIX = N_("Refused at Validate Scope:")
+
+
+def note_prefixes(*, refused_only: bool = False) -> tuple[str, ...]:
+    """How the scope step's lines on a run's note begin, in every language people may have
+    configured (a note written in one language is recognised after a switch)."""
+    from airflow_recon_provider.reconciliation.i18n import LANGUAGES, use_language
+
+    prefixes: list[str] = []
+    for language in LANGUAGES:
+        with use_language(language):
+            prefixes.append(_(REFUSED_NOTE_PREFIX))
+            if not refused_only:
+                prefixes.append(_(SCOPE_NOTE_PREFIX))
+    return tuple(prefixes)
+
+
+def is_refusal_note(note: str | None) -> bool:
+    """The note says the scope step refused the request (in any language)."""
+    return bool(note) and any(prefix in str(note) for prefix in note_prefixes(refused_only=True))
 
 
 class ValidateScopeOperator(BaseOperator):
@@ -70,7 +93,10 @@ class ValidateScopeOperator(BaseOperator):
 
     :param psp: the PSP (templated).
     :param window_start: start of the affected window, ISO 8601 with offset (templated).
-    :param window_end: end of the window, exclusive (templated).
+    :param window_end: end of the window, exclusive (templated); may be empty when
+        ``window_hours`` is given.
+    :param window_hours: the window as a duration in whole hours from its start (templated;
+        the form's alternative to the end; both given: they must agree).
     :param divergence_kinds: kinds in scope: a list, ``"a,b"`` or a rendered list (templated);
         empty means all.
     :param incident_id: ``INCIDENT-<n>`` (templated); empty: the PSP's open incident or a new one.
@@ -85,12 +111,19 @@ class ValidateScopeOperator(BaseOperator):
         naming the running run and its incident) when another run that is still running holds
         it; the DAG gives it back in its last task (``release_lease_step``). XCom ``lease``.
     :param billing_gateway_conn_id: the gateway database (``recon`` schema; the primary).
+    :param run_note: write the outcome on the run's note, where people look: the request in
+        words with the window in UTC and in America/Sao_Paulo, or why it was refused (in
+        Brazilian Portuguese; nothing was changed). Written through Airflow's REST API
+        (connection ``airflow_api``); a note that cannot be written is a warning in the log,
+        never a failure of the run.
+    :param airflow_api_conn_id: the api-server's HTTP connection, for the note.
     """
 
     template_fields: Sequence[str] = (
         "psp",
         "window_start",
         "window_end",
+        "window_hours",
         "divergence_kinds",
         "incident_id",
         "dry_run",
@@ -106,6 +139,7 @@ class ValidateScopeOperator(BaseOperator):
         psp: str,
         window_start: str | datetime | None,
         window_end: str | datetime | None,
+        window_hours: int | str | None = None,
         divergence_kinds: Sequence[str] | str | None = None,
         incident_id: str | None = None,
         dry_run: bool | str = True,
@@ -114,6 +148,8 @@ class ValidateScopeOperator(BaseOperator):
         open_incident: bool | str = True,
         lease: bool = False,
         billing_gateway_conn_id: str = "billing_gateway_db",
+        run_note: bool = True,
+        airflow_api_conn_id: str = "airflow_api",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -121,6 +157,9 @@ class ValidateScopeOperator(BaseOperator):
         self.lease = lease
         self.window_start = window_start
         self.window_end = window_end
+        self.window_hours = window_hours
+        self.run_note = run_note
+        self.airflow_api_conn_id = airflow_api_conn_id
         self.divergence_kinds = divergence_kinds
         self.incident_id = incident_id
         self.dry_run = dry_run
@@ -130,16 +169,42 @@ class ValidateScopeOperator(BaseOperator):
         self.billing_gateway_conn_id = billing_gateway_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_recon_provider.i18n import language_scope
+        from airflow_recon_provider.reconciliation.errors import ReconError
+
+        with language_scope():  # [recon] language: what the note and the refusals say
+            try:
+                return self._validate_and_attach(context)
+            except ReconError as exc:
+                # where people look: the run's note (and so the dashboard's recent runs), in words
+                self._write_note(
+                    context,
+                    _(REFUSED_NOTE_PREFIX)
+                    + " "
+                    + _(
+                        "%(reason)s. Nothing was changed: correct the request and trigger it again.",
+                        reason=str(exc),
+                    ),
+                )
+                raise
+
+    def _validate_and_attach(self, context: Context) -> dict[str, Any]:
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.reconciliation.config import ReconConfig
         from airflow_recon_provider.reconciliation.incidents import Figures
         from airflow_recon_provider.reconciliation.remediation import RemediationRequest
+        from airflow_recon_provider.reconciliation.window import resolve_form_window, window_in_both_zones
 
         config = ReconConfig.load()
+        # the window first, in words a person reads: missing, no zone, end before start,
+        # end and duration that disagree, over the maximum
+        window = resolve_form_window(
+            self.window_start, self.window_end, self.window_hours, max_span=config.max_window
+        )
         request = RemediationRequest.parse(
             psp=self.psp,
-            window_start=self.window_start,
-            window_end=self.window_end,
+            window_start=window.start,
+            window_end=window.end,
             kinds=self.divergence_kinds,
             incident_id=self.incident_id,
             dry_run=self.dry_run,
@@ -158,6 +223,21 @@ class ValidateScopeOperator(BaseOperator):
             if lease is not None:
                 lease.incident_id = incident_id
         description = request.describe(actor)
+        mode = _("dry run (nothing is paused, reprocessed or applied)") if request.dry_run else _("real run")
+        summary_line = (
+            _(SCOPE_NOTE_PREFIX)
+            + " "
+            + _(
+                "PSP %(psp)s, window %(window)s; %(mode)s; incident %(incident)s; requested by %(actor)s.",
+                psp=psp_config.display_name,
+                window=window_in_both_zones(request.window),
+                mode=mode,
+                incident=incident_id or pgettext("incident", "none"),
+                actor=actor,
+            )
+        )
+        self.log.info("%s", summary_line)
+        self._write_note(context, summary_line)
         if incident_id is not None:
             from airflow_recon_provider.reconciliation.remediation import RemediationStep
 
@@ -189,6 +269,39 @@ class ValidateScopeOperator(BaseOperator):
             "figures": _figures(summary),
             "lease": lease.as_dict() if lease is not None else None,
         }
+
+    def _write_note(self, context: Context, text: str) -> None:
+        """Put ``text`` on the run's note, keeping what a person wrote there before (a note of
+        an earlier try of this step is replaced)."""
+        if not self.run_note:
+            return
+        ti = context.get("ti")
+        run_id = run_id_of(context)
+        dag_id = getattr(ti, "dag_id", None)
+        if not run_id or not dag_id:
+            return
+        try:
+            from airflow_recon_provider.hooks.airflow_api import AirflowApiHook
+
+            hook = AirflowApiHook(airflow_api_conn_id=self.airflow_api_conn_id, max_attempts=2)
+            try:
+                current = str(hook.dag_run(dag_id, run_id).get("note") or "").strip()
+                kept = [
+                    part
+                    for part in current.split("\n\n")
+                    if part.strip() and not part.startswith(note_prefixes())
+                ]
+                hook.set_run_note(dag_id, run_id, "\n\n".join([*kept, text]))
+            finally:
+                hook.close()
+        except Exception as exc:  # a courtesy to people: never the reason a run fails
+            self.log.warning(
+                "Could not write the run's note through connection %r (%s: %s); the note would have been: %s",
+                self.airflow_api_conn_id,
+                type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "",
+                text,
+            )
 
     def _lease(
         self, context: Context, request: RemediationRequest, *, actor: str, run_id: str | None
@@ -326,7 +439,10 @@ class ReconciliationSnapshotOperator(BaseOperator):
 
     :param psp: the PSP (templated).
     :param window_start: start of the window, ISO 8601 with offset (templated).
-    :param window_end: end of the window, exclusive (templated).
+    :param window_end: end of the window, exclusive (templated); may be empty when
+        ``window_hours`` is given.
+    :param window_hours: the window as a duration in whole hours from its start (templated;
+        the form's alternative to the end; both given: they must agree).
     :param divergence_kinds: kinds of the summary (templated); empty: all.
     :param incident_id: the incident to record the step on (templated); empty: none.
     :param artifacts_dir: another artifact store base (a directory or a URL such as
@@ -541,16 +657,31 @@ class ReconciliationSnapshotOperator(BaseOperator):
         incident_id = result["incident_id"]
         if not incident_id:
             return
-        outcome = (
-            f"snapshot of {result['snapshot']['rows']} transaction(s) ({result['snapshot']['link']}); "
-            f"{summary.divergent_count} divergent key(s); "
-            f"cycles {result['cycles']['by_status'] or 'none recorded'}; "
-            f"ledger {_status_word(result['ledger'], 'matches')}; "
-            f"kafka {_status_word(result['kafka'], 'errors')}; "
-            f"PSP health {result['psp_health'].get('outcome', result['psp_health']['status'])}"
-        )
-        if result["outcome"] == "no_data":
-            outcome = "no data in the window: " + outcome
+        from airflow_recon_provider.i18n import _, language_scope, ngettext
+
+        with language_scope():  # the timeline keeps the words in [recon] language
+            snapshot = result["snapshot"]
+            cycles = result["cycles"]["by_status"]
+            outcome = "; ".join(
+                (
+                    ngettext(
+                        "snapshot of %(num)s transaction (%(link)s)",
+                        "snapshot of %(num)s transactions (%(link)s)",
+                        int(snapshot["rows"]),
+                        link=snapshot["link"],
+                    ),
+                    ngettext("%(num)s divergent key", "%(num)s divergent keys", summary.divergent_count),
+                    _("cycles %(states)s", states=cycles or _("none recorded")),
+                    _("ledger %(state)s", state=_status_word(result["ledger"], "matches")),
+                    _("kafka %(state)s", state=_status_word(result["kafka"], "errors")),
+                    _(
+                        "PSP health %(state)s",
+                        state=result["psp_health"].get("outcome", result["psp_health"]["status"]),
+                    ),
+                )
+            )
+            if result["outcome"] == "no_data":
+                outcome = _("no data in the window: %(findings)s", findings=outcome)
         IncidentHook(billing_gateway_conn_id=self.billing_gateway_conn_id).record_event(
             incident_id,
             step=RemediationStep.SNAPSHOT,
@@ -570,11 +701,14 @@ class ReconciliationSnapshotOperator(BaseOperator):
 
 
 def _status_word(source: dict[str, Any], key: str) -> str:
+    from airflow_recon_provider.i18n import _, ngettext
+
     if source.get("status") != "ok":
         return str(source.get("status"))
     if key == "matches":
-        return "matches the gateway" if source.get("matches") else "differs from the gateway"
-    return f"{source.get('errors', 0)} error event(s)"
+        return _("matches the gateway") if source.get("matches") else _("differs from the gateway")
+    errors = int(source.get("errors") or 0)
+    return ngettext("%(num)s error event", "%(num)s error events", errors)
 
 
 __all__ = ["NOT_CONFIGURED", "ReconciliationSnapshotOperator", "ValidateScopeOperator"]

@@ -21,16 +21,22 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 from airflow_recon_provider.plugins.dashboard_data import (
+    CORRECTIONS_PAGE_SIZE,
     DEFAULT_CYCLES,
+    MAX_CYCLES,
     REMEDIATION_DAG_ID,
     DashboardReader,
     DashboardUnavailable,
 )
+from airflow_recon_provider.reconciliation.window import max_window_hours
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from fastapi import FastAPI
 
     from airflow_recon_provider.plugins.dashboard_incidents import IncidentReader
+    from airflow_recon_provider.plugins.dashboard_runs import RecentRun
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,27 @@ ICON_SVG = (
     'stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M3 3v18h18"/>'
     '<path d="M7 15l4-4 3 3 5-6"/><circle cx="19" cy="8" r="1"/></svg>'
 )
+
+
+def _parameter_problem(error: Any) -> str:
+    """One invalid query parameter in words (the configured language), with the accepted range."""
+    from airflow_recon_provider.reconciliation.i18n import _
+
+    where = [str(p) for p in error.get("loc", ())[1:]]
+    name = ".".join(where) or "request"
+    value = error.get("input")
+    if name == "cycles":
+        return _(
+            "cycles=%(value)s is out of range: the dashboard shows 1 to %(max)s hourly cycles (%(days)s "
+            "days). Use, for example, ?cycles=%(max)s for the last %(days)s days, or ?end=<date and time "
+            "with its zone> to look back at a past period.",
+            value=value,
+            max=MAX_CYCLES,
+            days=MAX_CYCLES // 24,
+        )
+    if name == "page":
+        return _("page=%(value)s is not a valid page: use a number from 1.", value=value)
+    return f"{name}={value}: {error.get('msg')}"
 
 
 def _parse_end(value: str | None) -> datetime | None:
@@ -84,6 +111,7 @@ def create_app(
     *,
     reader: DashboardReader | None = None,
     incidents: "IncidentReader | None" = None,
+    recent_runs: "Callable[[], Sequence[RecentRun]] | None" = None,
     require_login: bool = True,
 ) -> "FastAPI":
     """Build the dashboard app.
@@ -91,6 +119,8 @@ def create_app(
     :param reader: reads the data (default: the ``billing_gateway_db`` connection and
         ``ReconConfig.load()`` at every request, so a changed configuration shows at once).
     :param incidents: reads incidents and artifacts (default: the reader's connection).
+    :param recent_runs: reads the latest runs of the runbook's DAGs (default: Airflow's
+        metadata database, which the API server that mounts the app reads).
     :param require_login: ask Airflow's auth manager (always, in the API server); ``False``
         only for tests of the page itself.
     """
@@ -99,19 +129,27 @@ def create_app(
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
     from starlette.exceptions import HTTPException
 
+    from airflow_recon_provider.i18n import _, language_scope
     from airflow_recon_provider.plugins.dashboard_finance_report import add_finance_report_routes
     from airflow_recon_provider.plugins.dashboard_incidents import IncidentReader
     from airflow_recon_provider.plugins.dashboard_incidents_app import (
         add_incident_routes,
         evidence_page_problem,
     )
-    from airflow_recon_provider.plugins.dashboard_page import TITLE, render_dashboard, render_error
+    from airflow_recon_provider.plugins.dashboard_page import (
+        TITLE,
+        render_corrections,
+        render_dashboard,
+        render_error,
+    )
     from airflow_recon_provider.plugins.dashboard_psp_ticket import (
         add_psp_ticket_routes,
         require_editor_factory,
     )
+    from airflow_recon_provider.plugins.dashboard_runs import load_recent_runs, read_recent_runs
 
     reader = reader or DashboardReader()
+    runs_reader = recent_runs or read_recent_runs
     incidents = incidents or IncidentReader(billing_gateway_conn_id=reader.conn_id)
     dependencies = [Depends(_require_reader_factory())] if require_login else []
     app = FastAPI(
@@ -142,12 +180,12 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameters(request: Request, exc: RequestValidationError) -> Response:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err.get('loc', ())[1:]) or 'request'}: {err.get('msg')}"
-            for err in exc.errors()
-        )
-        if wants_html(request):
-            return HTMLResponse(render_error(f"invalid parameters: {problems}"), status_code=400)
+        with language_scope():
+            problems = "; ".join(_parameter_problem(err) for err in exc.errors())
+            if wants_html(request):
+                return HTMLResponse(
+                    render_error(problems, heading=_("Parameter out of range or invalid.")), status_code=400
+                )
         return JSONResponse({"error": f"invalid parameters: {problems}"}, status_code=400)
 
     Cycles = Annotated[int, Query(ge=1, le=24 * 7, description="completed hourly cycles shown")]
@@ -159,7 +197,52 @@ def create_app(
             data = reader.read(cycles=cycles, end=_parse_end(end))
         except DashboardUnavailable as exc:
             return HTMLResponse(render_error(exc.message), status_code=exc.status_code)
-        return HTMLResponse(render_dashboard(data, end_param=end))
+        try:
+            hours = max_window_hours(reader.config_loader().max_window)
+        except Exception:  # the page already read the configuration; never fail here
+            hours = None
+        with language_scope():
+            return HTMLResponse(
+                render_dashboard(
+                    data, end_param=end, recent_runs=load_recent_runs(runs_reader), max_window_hours=hours
+                )
+            )
+
+    Page = Annotated[int, Query(ge=1, le=100_000, description="page of the list, from 1")]
+
+    @app.get("/corrections/{psp}", response_class=HTMLResponse, dependencies=dependencies)
+    def corrections_page(psp: str, page: Page = 1) -> HTMLResponse:
+        """Every correction of a PSP, a page at a time, with the totals ("51-100 de 120")."""
+        from airflow_recon_provider.reconciliation.errors import ReconError
+
+        with language_scope():
+            try:
+                name = reader.psp_display_name(psp)
+                if name is None:
+                    return HTMLResponse(
+                        render_error(
+                            _("The PSP %(psp)s is not in the configuration.", psp=repr(psp)),
+                            heading=_("Unknown PSP."),
+                        ),
+                        status_code=404,
+                    )
+                rows, total = reader.corrections_page(psp, page=page, page_size=CORRECTIONS_PAGE_SIZE)
+            except ReconError as exc:
+                return HTMLResponse(render_error(str(exc)), status_code=503)
+            except Exception as exc:
+                log.exception("reading the corrections of %s failed", psp)
+                return HTMLResponse(
+                    render_error(
+                        _(
+                            "the corrections could not be read (%(error)s); see the API server's log",
+                            error=type(exc).__name__,
+                        )
+                    ),
+                    status_code=503,
+                )
+            return HTMLResponse(
+                render_corrections(psp, name, rows, total=total, page=page, page_size=CORRECTIONS_PAGE_SIZE)
+            )
 
     @app.get("/api/psps", dependencies=dependencies)
     def dashboard_json(cycles: Cycles = DEFAULT_CYCLES, end: End = None) -> JSONResponse:

@@ -44,12 +44,15 @@ MAX_CYCLES = 24 * 7
 #: timeline events shown per incident (the most recent ones; finance updates add one every 30 min)
 TIMELINE_LIMIT = 25
 CORRECTIONS_LIMIT = 10
+#: rows of the page that lists every correction of a PSP
+CORRECTIONS_PAGE_SIZE = 50
 
 _RECENT_CORRECTIONS_SQL = (
     "SELECT applied_at, incident_id, transaction_id, provider_reference, transaction_type, kind,"
     " amount_minor, currency, requested_by, approved_by, run_id"
-    " FROM recon.corrections WHERE psp = %s ORDER BY applied_at DESC, id DESC LIMIT %s"
+    " FROM recon.corrections WHERE psp = %s ORDER BY applied_at DESC, id DESC LIMIT %s OFFSET %s"
 )
+_CORRECTIONS_COUNT_SQL = "SELECT count(*) FROM recon.corrections WHERE psp = %s"
 
 
 class DashboardUnavailable(Exception):
@@ -155,7 +158,17 @@ class PspStatus:
     timeline: tuple[IncidentEvent, ...] = ()
     earlier_events: int = 0
     corrections: tuple[CorrectionView, ...] = ()
+    #: every correction of the PSP (``corrections`` holds the latest ones)
+    corrections_total: int = 0
+    #: the reconciliation cycles of the window by their latest status (``success``, ``failed``,
+    #: ``running``); ``None`` when they could not be read
+    cycle_counts: dict[str, int] | None = None
     problems: tuple[str, ...] = ()
+
+    @property
+    def failed_cycles(self) -> int:
+        """Cycles of the window whose latest run failed: a lag of 0 does not make them healthy."""
+        return (self.cycle_counts or {}).get("failed", 0)
 
     @property
     def remediation(self) -> RemediationLink:
@@ -200,6 +213,9 @@ class PspStatus:
             "control": self.control.as_dict() if self.control else None,
             "incident": incident,
             "corrections": [c.as_dict() for c in self.corrections],
+            "corrections_total": self.corrections_total,
+            "cycle_counts": self.cycle_counts,
+            "failed_cycles": self.failed_cycles,
             "remediation": self.remediation.as_dict(),
             "problems": list(self.problems),
         }
@@ -405,12 +421,16 @@ class DashboardReader:
             return None
 
         summary = attempt("divergence", lambda: gateway.summary(psp, window, reference=reference))
+        cycles = attempt("reconciliation cycles", lambda: _cycle_counts(gateway.cycle_statuses(psp, window)))
         control = timeline = corrections = None
+        total = 0
         if recon_ready:
             control = attempt("pause state", lambda: controls.get(psp))
             if incident is not None:
                 timeline = attempt("incident timeline", lambda: incidents.timeline(incident.incident_id))
-            corrections = attempt("corrections", lambda: self._recent_corrections(incidents, psp))
+            page = attempt("corrections", lambda: self.corrections_page(psp, hook=incidents))
+            if page is not None:
+                corrections, total = page
         events: Sequence[IncidentEvent] = timeline or ()
         shown = tuple(events[-TIMELINE_LIMIT:])
         return PspStatus(
@@ -423,14 +443,25 @@ class DashboardReader:
             timeline=shown,
             earlier_events=len(events) - len(shown),
             corrections=tuple(corrections or ()),
+            corrections_total=total,
+            cycle_counts=cycles,
             problems=tuple(problems),
         )
 
-    @staticmethod
-    def _recent_corrections(hook: Any, psp: str) -> list[CorrectionView]:
+    def corrections_page(
+        self, psp: str, *, page: int = 1, page_size: int = CORRECTIONS_LIMIT, hook: Any = None
+    ) -> tuple[list[CorrectionView], int]:
+        """One page of the PSP's corrections, latest first, and how many there are in all."""
+        if page < 1 or page_size < 1:
+            raise ReconError(f"page and page size must be at least 1, got {page} and {page_size}")
+        if hook is None:
+            from airflow_recon_provider.hooks.incidents import IncidentHook
+
+            hook = IncidentHook(billing_gateway_conn_id=self.conn_id, config=self.config_loader())
         # recon.corrections has fixed names (the provider owns the schema); values are bound
         with hook.connect(autocommit=True) as conn:
-            rows = conn.execute(_RECENT_CORRECTIONS_SQL, (psp, CORRECTIONS_LIMIT)).fetchall()
+            total = int(conn.execute(_CORRECTIONS_COUNT_SQL, (psp,)).fetchone()[0])
+            rows = conn.execute(_RECENT_CORRECTIONS_SQL, (psp, page_size, (page - 1) * page_size)).fetchall()
         return [
             CorrectionView(
                 applied_at=r[0],
@@ -446,7 +477,21 @@ class DashboardReader:
                 run_id=r[10],
             )
             for r in rows
-        ]
+        ], total
+
+    def psp_display_name(self, psp: str) -> str | None:
+        """The PSP's display name when it is configured (``None``: not a configured PSP)."""
+        config = self.config_loader()
+        if config.psps:
+            return config.psp(psp).display_name if psp in config.psp_names else None
+        return psp
+
+
+def _cycle_counts(statuses: Sequence[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for cycle in statuses:
+        counts[cycle.status] = counts.get(cycle.status, 0) + 1
+    return counts
 
 
 def _is_missing_connection(exc: BaseException) -> bool:
@@ -465,6 +510,7 @@ def _is_database_error(exc: BaseException) -> bool:
 
 __all__ = [
     "CORRECTIONS_LIMIT",
+    "CORRECTIONS_PAGE_SIZE",
     "DEFAULT_CYCLES",
     "MAX_CYCLES",
     "REMEDIATION_DAG_ID",

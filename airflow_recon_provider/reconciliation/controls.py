@@ -21,6 +21,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from airflow_recon_provider.reconciliation.i18n import _
 from airflow_recon_provider.reconciliation.incidents import (
     MessageKind,
     RenderedMessage,
@@ -98,16 +99,38 @@ class ControlChange:
         return f"already_{self.requested.value}"
 
     def describe(self) -> str:
+        """What happened, for the timeline and the task's log (in the language in force)."""
         psp = self.control.psp
+        paused = self.requested is ControlState.PAUSED
         if self.changed or self.retry:
-            text = f"automatic reconciliation of PSP {psp} {self.requested.verb} by {self.control.actor}"
+            if paused:
+                text = _(
+                    "automatic reconciliation of PSP %(psp)s paused by %(who)s",
+                    psp=psp,
+                    who=self.control.actor,
+                )
+            else:
+                text = _(
+                    "automatic reconciliation of PSP %(psp)s resumed by %(who)s",
+                    psp=psp,
+                    who=self.control.actor,
+                )
             return text + (f" ({self.control.reason})" if self.control.reason else "")
-        since = format_time(self.previous.changed_at) if self.previous.changed_at else "always"
-        who = f" by {self.previous.actor}" if self.previous.actor else ""
-        why = f" ({self.previous.reason})" if self.previous.reason else ""
-        return (
-            f"PSP {psp} was already {self.requested.value} (since {since}{who}{why}): "
-            "nothing recorded, nobody notified"
+        since = format_time(self.previous.changed_at) if self.previous.changed_at else _("always")
+        if self.previous.actor:
+            since = _("%(when)s by %(who)s", when=since, who=self.previous.actor)
+        if self.previous.reason:
+            since += f", {self.previous.reason}"
+        if paused:
+            return _(
+                "PSP %(psp)s was already paused (since %(since)s): nothing recorded, nobody notified",
+                psp=psp,
+                since=since,
+            )
+        return _(
+            "PSP %(psp)s was already active (since %(since)s): nothing recorded, nobody notified",
+            psp=psp,
+            since=since,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -124,7 +147,19 @@ class ControlChange:
 def control_subject(change: ControlChange) -> str:
     control = change.control
     prefix = f"[{control.incident_id}]" if control.incident_id else "[billing gateway]"
-    return f"{prefix} reconciliation of {control.psp} {change.requested.verb} by {control.actor}"
+    if change.requested is ControlState.PAUSED:
+        return _(
+            "%(prefix)s reconciliation of %(psp)s paused by %(who)s",
+            prefix=prefix,
+            psp=control.psp,
+            who=control.actor,
+        )
+    return _(
+        "%(prefix)s reconciliation of %(psp)s resumed by %(who)s",
+        prefix=prefix,
+        psp=control.psp,
+        who=control.actor,
+    )
 
 
 def render_control_message(change: ControlChange, *, run_id: str | None = None) -> RenderedMessage:
@@ -132,26 +167,34 @@ def render_control_message(change: ControlChange, *, run_id: str | None = None) 
     pause|resume <psp>`` used to say: who, why, incident, when, and what it means."""
     control = change.control
     paused = change.requested is ControlState.PAUSED
-    title = f"PSP {control.psp} · automatic reconciliation {change.requested.verb}"
+    if paused:
+        title = _("PSP %(psp)s · automatic reconciliation paused", psp=control.psp)
+    else:
+        title = _("PSP %(psp)s · automatic reconciliation resumed", psp=control.psp)
+    states = {"paused": _("paused"), "active": _("active")}
     fields = [
-        ("PSP", control.psp),
-        ("State", control.state.value),
-        ("By", control.actor),
-        ("Why", control.reason or "-"),
-        ("Incident", control.incident_id or "none"),
-        ("When", format_time(control.changed_at)),
+        (_("PSP"), control.psp),
+        (_("State"), states.get(control.state.value, control.state.value)),
+        (_("By"), control.actor),
+        (_("Why"), control.reason or "-"),
+        (_("Incident"), control.incident_id or _("none")),
+        (_("When"), format_time(control.changed_at)),
     ]
     if run_id:
-        fields.append(("Airflow run", run_id))
+        fields.append((_("Airflow run"), run_id))
     if paused:
-        explanation = (
-            f"Scheduled runs of billing_gateway_reconciliation skip {control.psp} until it is resumed "
-            "(runbook: Ações de Contenção). Reprocessing its cycles still runs."
+        explanation = _(
+            "Scheduled runs of billing_gateway_reconciliation skip %(psp)s until it is resumed "
+            "(runbook: %(section)s). Reprocessing its cycles still runs.",
+            psp=control.psp,
+            section=_("Containment Actions"),
         )
     else:
-        explanation = (
-            f"Scheduled runs of billing_gateway_reconciliation reconcile {control.psp} again "
-            "(runbook: Encerramento)."
+        explanation = _(
+            "Scheduled runs of billing_gateway_reconciliation reconcile %(psp)s again "
+            "(runbook: %(section)s).",
+            psp=control.psp,
+            section=_("Closure"),
         )
     footer = f"/billing-gateway reconciliation {change.requested.command} {control.psp}"
     blocks = [_Heading(title, 1), _Para(explanation), _Fields(tuple(fields)), _Para(footer)]

@@ -49,6 +49,7 @@ from airflow_recon_provider.reconciliation.errors import (
     RowCapExceededError,
     SelfApprovalError,
 )
+from airflow_recon_provider.reconciliation.i18n import _
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
 from airflow_recon_provider.reconciliation.money import (
     DEFAULT_LOCALE,
@@ -275,6 +276,9 @@ class CorrectionPolicy:
             after_status=after,
             amount_minor=target.amount_minor,
             currency=target.currency,
+            psp_status=row.statement_status,
+            psp_amount_minor=row.statement_amount_minor,
+            psp_currency=row.statement_currency or row.currency,
         )
 
 
@@ -312,10 +316,17 @@ class ProposedCorrection:
     amount_minor: int
     #: the currency of ``amount_minor`` (the gateway row's, upper case)
     currency: str = ""
+    #: the evidence finance weighs (not part of the correction key): what the PSP's statement
+    #: says of the key — its status, amount and currency (``None``: the statement has no line)
+    psp_status: str | None = None
+    psp_amount_minor: int | None = None
+    psp_currency: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", DivergenceKind(self.kind))
         object.__setattr__(self, "currency", currency_code(self.currency))
+        if self.psp_currency:
+            object.__setattr__(self, "psp_currency", currency_code(self.psp_currency))
         if isinstance(self.amount_minor, bool) or not isinstance(self.amount_minor, int):
             raise TypeError(f"amount_minor must be an int, got {type(self.amount_minor).__name__}")
 
@@ -646,7 +657,7 @@ class DryRunBuilder:
     def currencies(self) -> list[str]:
         """The currencies seen so far (proposals and manual items)."""
         seen = set(self._by_currency)
-        for _, by_currency, _ in self._manual.values():
+        for _kind, by_currency, _count in self._manual.values():
             seen |= set(by_currency)
         return sorted(seen)
 
@@ -924,18 +935,40 @@ def approval_body(
                 amount = _money(t.amount_minor, code, locale)
                 lines.append(f"| {kind.value} | {_code(code)} | {n(t.count)} | {amount} |")
     if dry.sample:
+        shown = (
+            _("all %(count)s", count=n(dry.proposal_count))
+            if len(dry.sample) == dry.proposal_count
+            else _(
+                "%(shown)s of %(count)s; the others in the CSV",
+                shown=n(len(dry.sample)),
+                count=n(dry.proposal_count),
+            )
+        )
         lines += [
             "",
-            f"Sample ({n(len(dry.sample))} of {n(dry.proposal_count)}):",
+            _(
+                "**Evidence per transaction** (%(shown)s) — the gateway and the PSP's statement side by "
+                "side, each amount in its currency:",
+                shown=shown,
+            ),
             "",
-            "| transaction | reference | type | kind | status now | new status | amount |",
-            "|---:|---|---|---|---|---|---:|",
+            _(
+                "| transaction | reference | type | divergence | gateway: status | gateway: amount "
+                "| PSP: status | PSP: amount | new status |"
+            ),
+            "|---:|---|---|---|---|---:|---|---:|---|",
         ]
         for p in dry.sample:
+            psp_amount = (
+                _("no line in the statement")
+                if p.psp_amount_minor is None
+                else _money(p.psp_amount_minor, p.psp_currency or p.currency, locale)
+            )
             lines.append(
                 f"| {p.transaction_id} | {_md(p.provider_reference)} | {_md(p.transaction_type)} | "
-                f"{p.kind.value} | {_md(p.before_status)} | {_md(p.after_status)} | "
-                f"{_money(p.amount_minor, p.currency, locale)} |"
+                f"{_md(p.kind.label)} | {_md(p.before_status)} | "
+                f"{_money(p.amount_minor, p.currency, locale)} | "
+                f"{_md(p.psp_status) if p.psp_status else '—'} | {psp_amount} | **{_md(p.after_status)}** |"
             )
     wait = f"within {_human_duration(timeout)}" if timeout else "at all"
     lines += [

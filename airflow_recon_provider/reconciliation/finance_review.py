@@ -28,6 +28,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from airflow_recon_provider.reconciliation.errors import ConfigError, ReconError
+from airflow_recon_provider.reconciliation.i18n import _
+from airflow_recon_provider.reconciliation.money import babel_locale
 
 #: the timeline step of the scheduled review (runbook Encerramento)
 REVIEW_STEP = "closure.finance_review"
@@ -192,7 +194,7 @@ def next_review_slot(closed_at: datetime, policy: ReviewPolicy | None = None) ->
         raise ReviewInputError(f"the closing moment must be a timezone-aware datetime, got {closed_at!r}")
     zone = policy.zone
     day = closed_at.astimezone(zone).date()
-    for _ in range(MAX_DAYS_AHEAD + 1):
+    for _day in range(MAX_DAYS_AHEAD + 1):
         if policy.is_business_day(day):
             # through UTC and back: a wall time skipped by a DST change becomes a real instant
             start = datetime.combine(day, policy.time, tzinfo=zone).astimezone(UTC).astimezone(zone)
@@ -225,25 +227,37 @@ def check_addresses(addresses: Iterable[str], *, what: str) -> tuple[str, ...]:
     return tuple(found)
 
 
-def format_review_time(slot: ReviewSlot, *, locale: str = "pt_BR") -> str:
-    """``segunda-feira, 7 de dezembro de 2026, das 10:00 às 11:00 (America/Sao_Paulo)``."""
-    from babel.dates import format_datetime
+def format_review_time(slot: ReviewSlot, *, locale: str | None = None) -> str:
+    """``segunda-feira, 7 de dezembro de 2026, das 10:00 às 11:00 (America/Sao_Paulo)``; in
+    English ``Monday, December 7, 2026, from 10:00 to 11:00 (America/Sao_Paulo)``."""
+    from babel.dates import format_date, format_datetime, format_skeleton
 
+    loc = babel_locale(locale)
     zone = ZoneInfo(slot.timezone)
-    day = format_datetime(slot.start, "EEEE, d 'de' MMMM 'de' y", tzinfo=zone, locale=locale)
-    start = format_datetime(slot.start, "HH:mm", tzinfo=zone, locale=locale)
-    end = format_datetime(slot.end, "HH:mm", tzinfo=zone, locale=locale)
-    if slot.end.astimezone(zone).date() != slot.start.astimezone(zone).date():
-        end += format_datetime(slot.end, " 'de' d 'de' MMMM", tzinfo=zone, locale=locale)
-    return f"{day}, das {start} às {end} ({slot.timezone})"
+    start_local, end_local = slot.start.astimezone(zone), slot.end.astimezone(zone)
+    day = format_date(start_local.date(), format="full", locale=loc)
+    start = format_datetime(start_local, "HH:mm", locale=loc)
+    end = format_datetime(end_local, "HH:mm", locale=loc)
+    if end_local.date() != start_local.date():
+        end = _("%(time)s of %(date)s", time=end, date=format_skeleton("MMMMd", end_local, locale=loc))
+    return _(
+        "%(day)s, from %(start)s to %(end)s (%(timezone)s)",
+        day=day,
+        start=start,
+        end=end,
+        timezone=slot.timezone,
+    )
 
 
-def format_moment(moment: datetime, timezone: str, *, locale: str = "pt_BR") -> str:
-    """``4 de dezembro de 2026, 15:00 (America/Sao_Paulo)``."""
-    from babel.dates import format_datetime
+def format_moment(moment: datetime, timezone: str, *, locale: str | None = None) -> str:
+    """``4 de dezembro de 2026, 15:00 (America/Sao_Paulo)`` (``December 4, 2026, 15:00`` in
+    English)."""
+    from babel.dates import format_date, format_datetime
 
-    text = format_datetime(moment, "d 'de' MMMM 'de' y, HH:mm", tzinfo=ZoneInfo(timezone), locale=locale)
-    return f"{text} ({timezone})"
+    loc = babel_locale(locale)
+    local = moment.astimezone(ZoneInfo(timezone))
+    day = format_date(local.date(), format="long", locale=loc)
+    return f"{day}, {format_datetime(local, 'HH:mm', locale=loc)} ({timezone})"
 
 
 @dataclass(frozen=True)
@@ -292,22 +306,32 @@ class FinanceReview:
 
     @property
     def summary(self) -> str:
-        return f"Revisão com financeiro — {self.incident_id} ({self.psp})"
+        return _("Review with finance — %(incident)s (%(psp)s)", incident=self.incident_id, psp=self.psp)
 
     def outcome(self) -> str:
-        """The timeline's words (pt-BR)."""
-        return f"revisão agendada para {self.when} com {', '.join(self.attendees)}" + (
-            f"; relatório de encerramento: {self.report_link}" if self.report_link else ""
+        """The timeline's words (in the language in force)."""
+        text = _(
+            "review scheduled for %(when)s with %(attendees)s",
+            when=self.when,
+            attendees=", ".join(self.attendees),
+        )
+        return text + (
+            "; " + _("closing report: %(link)s", link=self.report_link) if self.report_link else ""
         )
 
     def description(self) -> str:
         lines = [
-            f"Revisão com financeiro do incidente {self.incident_id} (PSP {self.psp}) para confirmar as "
-            "correções definitivas (runbook Billing Gateway — Falhas de Reconciliação, Encerramento).",
-            f"Incidente encerrado em {format_moment(self.closed_at, self.slot.timezone)}.",
+            _(
+                "Review with finance of incident %(incident)s (PSP %(psp)s) to confirm the definitive "
+                "corrections (runbook Billing Gateway — Falhas de Reconciliação, %(section)s).",
+                incident=self.incident_id,
+                psp=self.psp,
+                section=_("Closure"),
+            ),
+            _("Incident closed at %(moment)s.", moment=format_moment(self.closed_at, self.slot.timezone)),
         ]
         if self.report_link:
-            lines.append(f"Relatório de encerramento: {self.report_link}")
+            lines.append(_("Closing report: %(link)s", link=self.report_link))
         return "\n".join(lines)
 
     def as_details(self) -> dict[str, Any]:

@@ -32,8 +32,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider.reconciliation.errors import ReconError
+from airflow_recon_provider.reconciliation.i18n import _, current_language, format_number, ngettext
 from airflow_recon_provider.reconciliation.money import (
-    DEFAULT_LOCALE,
     DEFAULT_REPORTING_CURRENCY,
     FxRate,
     exponent,
@@ -43,6 +43,13 @@ from airflow_recon_provider.reconciliation.money import (
 )
 from airflow_recon_provider.reconciliation.recovery import LedgerAlignment, recovery_criteria
 from airflow_recon_provider.reconciliation.report import divergence_pct
+from airflow_recon_provider.reconciliation.steps import (
+    channel_name,
+    delivery_status_name,
+    kind_name,
+    state_name,
+    step_title,
+)
 
 if TYPE_CHECKING:
     from airflow_recon_provider.reconciliation.finance_review import FinanceReview
@@ -209,14 +216,17 @@ def _opt_int(value: Any, *, what: str) -> int | None:
     return None if value is None else _int(value, what=what)
 
 
-def money_text(amount_minor: int | None, currency: str | None, *, locale: str = DEFAULT_LOCALE) -> str:
+def money_text(amount_minor: int | None, currency: str | None, *, locale: str | None = None) -> str:
     """An amount as people read it, with its currency and that currency's decimals
     (``R$ 104.175,21``, ``EUR 9.619,80``, ``JPY 1.234``). Figures recorded before amounts
     carried their currency say so instead of guessing one."""
     if amount_minor is None:
         return "-"
     if not currency:
-        return f"{int(amount_minor)} minor units (currency not recorded)"
+        return _(
+            "%(amount)s in the smallest unit of a currency that was not recorded",
+            amount=format_number(int(amount_minor)),
+        )
     return format_money(amount_minor, currency, locale=locale)
 
 
@@ -458,7 +468,7 @@ class Figures:
     def rates_text(self, *, full: bool = True) -> str:
         """``1 EUR = 6,25 BRL (from 2026-12-04 16:00 UTC, BCB PTAX); 1 JPY = ...`` (not ``full``:
         ``1 EUR = 6,25 BRL and 1 JPY = 0,0375 BRL``)."""
-        return ("; " if full else " and ").join(
+        return ("; " if full else _(" and ")).join(
             rate_text(self.fx_rates[c], self.reporting_currency, full=full) for c in sorted(self.fx_rates)
         )
 
@@ -472,19 +482,37 @@ class Figures:
             elif fig.has_divergence or not fig.gateway_amount_minor:
                 parts.append(fig.money(fig.divergent_amount_minor))
             else:
-                parts.append(f"{fig.money(0)} (of {fig.money(fig.gateway_amount_minor)} processed)")
-        return f"no FX rate: {' and '.join(parts)} not included" if parts else ""
+                parts.append(
+                    _(
+                        "%(amount)s (of %(processed)s processed)",
+                        amount=fig.money(0),
+                        processed=fig.money(fig.gateway_amount_minor),
+                    )
+                )
+        if not parts:
+            return ""
+        return _("no FX rate: %(amounts)s not included", amounts=_(" and ").join(parts))
 
     def headline(self) -> str:
         """The totals: ``1,2345% — R$ 12.345,67 divergent (converted to BRL) in 15
         transaction(s) of R$ 1.000.000,00 processed by the gateway (converted to BRL)``."""
-        conv = f" (converted to {self.reporting_currency})" if self.converted else ""
-        text = (
-            f"{self.pct_text} — {self.money(self.divergent_amount_minor)} divergent{conv} in "
-            f"{self.divergent_count:,} transaction(s)"
+        conv = (
+            " " + _("(converted to %(currency)s)", currency=self.reporting_currency) if self.converted else ""
+        )
+        text = ngettext(
+            "%(pct)s — %(amount)s divergent%(conv)s in %(num)s transaction",
+            "%(pct)s — %(amount)s divergent%(conv)s in %(num)s transactions",
+            self.divergent_count,
+            pct=self.pct_text,
+            amount=self.money(self.divergent_amount_minor),
+            conv=conv,
         )
         if self.gateway_amount_minor is not None:
-            text += f" of {self.money(self.gateway_amount_minor)} processed by the gateway{conv}"
+            text += " " + _(
+                "of %(amount)s processed by the gateway%(conv)s",
+                amount=self.money(self.gateway_amount_minor),
+                conv=conv,
+            )
         return text
 
     def currency_lines(self) -> list[str]:
@@ -493,11 +521,14 @@ class Figures:
         lines = []
         for code in sorted(self.by_currency):
             fig = self.by_currency[code]
-            line = (
-                f"{fig.money(fig.divergent_amount_minor)} divergent in {fig.divergent_count:,} transaction(s)"
+            line = ngettext(
+                "%(amount)s divergent in %(num)s transaction",
+                "%(amount)s divergent in %(num)s transactions",
+                fig.divergent_count,
+                amount=fig.money(fig.divergent_amount_minor),
             )
             if fig.gateway_amount_minor is not None:
-                line += f" of {fig.money(fig.gateway_amount_minor)} processed"
+                line += " " + _("of %(amount)s processed", amount=fig.money(fig.gateway_amount_minor))
             lines.append(line)
         return lines
 
@@ -510,11 +541,16 @@ class Figures:
         several currencies each currency's own line, the rates used and what has no rate."""
         pairs = [(label, self.headline() + (f" ({note})" if note else ""))]
         if self.several_currencies:
-            pairs.append(("Per currency", "\n".join(self.currency_lines())))
+            pairs.append((_("Per currency"), "\n".join(self.currency_lines())))
             if self.fx_rates:
-                pairs.append((f"FX rates (to {self.reporting_currency})", "\n".join(self.rate_lines())))
+                pairs.append(
+                    (
+                        _("FX rates (to %(currency)s)", currency=self.reporting_currency),
+                        "\n".join(self.rate_lines()),
+                    )
+                )
         if self.unconverted_currencies:
-            pairs.append(("Not converted", self.unconverted_text()))
+            pairs.append((_("Not converted"), self.unconverted_text()))
         return pairs
 
     def describe(self) -> str:
@@ -525,13 +561,18 @@ class Figures:
         text = self.headline()
         if self.several_currencies:
             per = [
-                f"{fig.money(fig.divergent_amount_minor)} in {fig.divergent_count:,} transaction(s)"
+                ngettext(
+                    "%(amount)s in %(num)s transaction",
+                    "%(amount)s in %(num)s transactions",
+                    fig.divergent_count,
+                    amount=fig.money(fig.divergent_amount_minor),
+                )
                 for fig in self._divergent_currencies()
             ]
             if per:
-                text += "; per currency: " + "; ".join(per)
+                text += "; " + _("per currency: %(figures)s", figures="; ".join(per))
             if self.fx_rates:
-                text += f"; rates: {self.rates_text()}"
+                text += "; " + _("rates: %(rates)s", rates=self.rates_text())
         if self.unconverted_currencies:
             text += f"; {self.unconverted_text()}"
         return text
@@ -546,7 +587,7 @@ class Figures:
         ]
         total = self.money(self.divergent_amount_minor)
         if self.converted:
-            total += f" converted at {self.rates_text(full=False)}"
+            total += " " + _("converted at %(rates)s", rates=self.rates_text(full=False))
         text = "; ".join(parts) + " — " + total if parts else total
         if self.unconverted_currencies:
             text += f"; {self.unconverted_text()}"
@@ -598,18 +639,6 @@ class Step:
 #: events about telling people, as opposed to runbook steps executed
 COMMUNICATION_PREFIX = "communication."
 
-_STEP_LABELS = {
-    Step.OPENED: "Incident opened",
-    Step.STATE: "State changed",
-    Step.PSP_TICKET: "PSP ticket recorded",
-    Step.ETA: "Resumption estimate",
-    Step.CLOSING_REPORT: "Closing report attached",
-    Step.UPDATE: "Finance update",
-    Step.NORMALIZED: "Final finance update",
-    Step.UPDATE_MISSED: "Finance update missed",
-    Step.CONTAINMENT_NOTICE: "Containment notice to finance",
-}
-
 
 @dataclass(frozen=True)
 class IncidentEvent:
@@ -632,7 +661,9 @@ class IncidentEvent:
 
     @property
     def label(self) -> str:
-        return _STEP_LABELS.get(self.step, self.step)
+        """The runbook's heading and step name, never the internal id: ``Ações de Contenção —
+        Reconciliação automática pausada`` (:mod:`.steps`), in the language in force."""
+        return step_title(self.step, self.details)
 
 
 @dataclass(frozen=True)
@@ -776,8 +807,8 @@ def format_time(moment: datetime | None, *, date: bool = True) -> str:
 
 def format_window(window: Window | None) -> str:
     if window is None:
-        return "not recorded"
-    return f"{format_time(window.start)} to {format_time(window.end)}"
+        return _("not recorded")
+    return _("%(start)s to %(end)s", start=format_time(window.start), end=format_time(window.end))
 
 
 def format_duration(span: timedelta) -> str:
@@ -791,9 +822,11 @@ def format_duration(span: timedelta) -> str:
     return " ".join(parts)
 
 
-def _change(now: Figures, before: Figures, *, then: str = "the previous update") -> str:
+def _change(now: Figures, before: Figures, *, since_opening: bool = False) -> str:
     """How the divergence moved: the converted total's delta (when both are in the same
-    reporting currency) and, with several currencies, each currency's delta in its own."""
+    reporting currency) and, with several currencies, each currency's delta in its own.
+    Compared with the previous update, or (``since_opening``) with the opening."""
+    at = _("at the opening") if since_opening else _("at the previous update")
     same = now.reporting_currency is not None and now.reporting_currency == before.reporting_currency
     delta = now.divergent_amount_minor - before.divergent_amount_minor
     per_currency: list[str] = []
@@ -806,16 +839,25 @@ def _change(now: Figures, before: Figures, *, then: str = "the previous update")
             )
             if moved:
                 per_currency.append(_signed(moved, code))
-    per_text = "per currency: " + "; ".join(per_currency) if per_currency else ""
+    per_text = _("per currency: %(figures)s", figures="; ".join(per_currency)) if per_currency else ""
     if not same:
         # totals in different (or unrecorded) currencies are not compared
-        return f"was {before.short()} at {then}" + (f" ({per_text})" if per_text else "")
+        return _("was %(figures)s %(at)s", figures=before.short(), at=at) + (
+            f" ({per_text})" if per_text else ""
+        )
     if delta == 0 and not per_currency:
-        return f"unchanged since {then} ({before.short()})"
-    direction = "up" if delta > 0 else "down" if delta < 0 else "changed"
-    converted = " converted" if now.converted or before.converted else ""
-    parts = [f"{_signed(delta, now.reporting_currency)}{converted}"] + ([per_text] if per_text else [])
-    return f"{direction} from {before.short()} at {then} ({'; '.join(parts)})"
+        if since_opening:
+            return _("unchanged since the opening (%(figures)s)", figures=before.short())
+        return _("unchanged since the previous update (%(figures)s)", figures=before.short())
+    signed = _signed(delta, now.reporting_currency)
+    if now.converted or before.converted:
+        signed = _("%(amount)s converted", amount=signed)
+    parts = "; ".join([signed] + ([per_text] if per_text else []))
+    if delta > 0:
+        return _("up from %(figures)s %(at)s (%(change)s)", figures=before.short(), at=at, change=parts)
+    if delta < 0:
+        return _("down from %(figures)s %(at)s (%(change)s)", figures=before.short(), at=at, change=parts)
+    return _("changed from %(figures)s %(at)s (%(change)s)", figures=before.short(), at=at, change=parts)
 
 
 # -- a small document model: one content, three renderings ---------------------------------
@@ -907,7 +949,7 @@ def _to_text(blocks: Sequence[_Block]) -> str:
         elif isinstance(block, _Para):
             out.append(block.text.upper() if block.strong and len(block.text) < 80 else block.text)
         elif isinstance(block, _Fields):
-            width = max((len(k) for k, _ in block.pairs), default=0)
+            width = max((len(pair[0]) for pair in block.pairs), default=0)
             # a value of several lines (one per currency) keeps its lines under the value column
             indent = "\n" + " " * (width + 2)
             out.append(
@@ -963,7 +1005,7 @@ def _to_html(blocks: Sequence[_Block], *, title: str) -> str:
     esc = html.escape
     out = [
         "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
+        f'<html lang="{"pt-BR" if current_language() == "pt_BR" else "en"}"><head><meta charset="utf-8">',
         f"<title>{esc(title)}</title></head><body {_BODY}>",
     ]
     for block in blocks:
@@ -1024,7 +1066,7 @@ def _slack_blocks(title: str, fields: Sequence[tuple[str, str]], sections: Seque
         )
     for text in sections:
         if len(text) > _SLACK_SECTION_MAX:
-            text = text[: _SLACK_SECTION_MAX - 40] + "\n… (truncated; full text in the e-mail)"
+            text = text[: _SLACK_SECTION_MAX - 40] + "\n… " + _("(truncated; full text in the e-mail)")
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _slack_escape(footer)}]})
     return tuple(blocks)
@@ -1043,44 +1085,48 @@ def _step_row(event: IncidentEvent) -> tuple[str, ...]:
     )
 
 
-_STEP_HEADERS = ("when", "step", "outcome", "by", "divergence then")
+def _step_headers() -> tuple[str, ...]:
+    return (_("when"), _("step"), _("outcome"), _("by"), _("divergence then"))
 
 
 def _update_fields(update: IncidentUpdate) -> list[tuple[str, str]]:
     incident = update.incident
     now = update.figures
     fields = [
-        ("Incident", incident.incident_id),
-        ("PSP", incident.psp),
-        ("State", incident.state.value),
-        ("As of", format_time(update.as_of)),
-        ("Affected window", format_window(incident.window)),
+        (_("Incident"), incident.incident_id),
+        (_("PSP"), incident.psp),
+        (_("State"), state_name(incident.state)),
+        (_("As of"), format_time(update.as_of)),
+        (_("Affected window"), format_window(incident.window)),
     ]
     if now is not None:
-        fields += now.fields("Divergence now", update.figures_note)
+        fields += now.fields(_("Divergence now"), update.figures_note)
     else:
         note = f" ({update.figures_note})" if update.figures_note else ""
-        fields.append(("Divergence now", "not available" + note))
+        fields.append((_("Divergence now"), _("not available") + note))
     if now is not None and update.previous_figures is not None:
-        fields.append(("Change", _change(now, update.previous_figures)))
+        fields.append((_("Change"), _change(now, update.previous_figures)))
     if update.recovery is not None:
         criteria = recovery_criteria(update.recovery)
-        fields.append(("Recovery criteria", "\n".join(criterion.text() for criterion in criteria)))
+        fields.append((_("Recovery Criteria"), "\n".join(criterion.text() for criterion in criteria)))
     elif update.recovery_note:
-        fields.append(("Recovery criteria", f"not checked ({update.recovery_note})"))
+        fields.append((_("Recovery Criteria"), _("not checked (%(why)s)", why=update.recovery_note)))
     if incident.normalized:
-        fields.append(("Normalized at", format_time(incident.recovered_at or incident.closed_at)))
+        fields.append((_("Normalized at"), format_time(incident.recovered_at or incident.closed_at)))
         fields.append(
-            ("Reconciliation", "normalized; automatic reconciliation resumes (runbook Encerramento)")
+            (
+                _("Reconciliation"),
+                _("normalized; automatic reconciliation resumes (runbook: Closure)"),
+            )
         )
     else:
         fields.append(
             (
-                "Estimated resumption",
-                format_time(incident.eta_resumption) if incident.eta_resumption else "not yet estimated",
+                _("Estimated resumption"),
+                format_time(incident.eta_resumption) if incident.eta_resumption else _("not yet estimated"),
             )
         )
-    fields.append(("PSP ticket", incident.psp_ticket or "none opened"))
+    fields.append((_("PSP ticket"), incident.psp_ticket or _("none opened")))
     return fields
 
 
@@ -1088,9 +1134,17 @@ def _update_document(update: IncidentUpdate) -> tuple[str, list[_Block], list[tu
     incident = update.incident
     normalized = update.kind is MessageKind.NORMALIZED
     title = (
-        f"{incident.incident_id} · PSP {incident.psp} · reconciliation normalized"
+        _(
+            "%(incident)s · PSP %(psp)s · reconciliation normalized",
+            incident=incident.incident_id,
+            psp=incident.psp,
+        )
         if normalized
-        else f"{incident.incident_id} · PSP {incident.psp} · reconciliation incident update"
+        else _(
+            "%(incident)s · PSP %(psp)s · reconciliation incident update",
+            incident=incident.incident_id,
+            psp=incident.psp,
+        )
     )
     fields = _update_fields(update)
     blocks: list[_Block] = [_Heading(title, 1)]
@@ -1099,18 +1153,25 @@ def _update_document(update: IncidentUpdate) -> tuple[str, list[_Block], list[tu
     if normalized:
         blocks.append(
             _Para(
-                f"Reconciliation of {incident.psp} is normalized: this is the last update about "
-                f"{incident.incident_id}. The closing report and a review with finance follow."
+                _(
+                    "Reconciliation of %(psp)s is normalized: this is the last update about "
+                    "%(incident)s. The closing report and a review with finance follow.",
+                    psp=incident.psp,
+                    incident=incident.incident_id,
+                )
             )
         )
     if update.review is not None:
         # Encerramento 4: the invitation (.ics) is attached to this e-mail
         blocks.append(
             _Para(
-                f"Encerramento — revisão com financeiro agendada para {update.review.when} "
-                f"(convite anexo, {update.review.filename})"
+                _(
+                    "Closure — review with finance scheduled for %(when)s (invitation attached, %(file)s)",
+                    when=update.review.when,
+                    file=update.review.filename,
+                )
                 + (
-                    f"; relatório de encerramento: {update.review.report_link}"
+                    "; " + _("closing report: %(link)s", link=update.review.report_link)
                     if update.review.report_link
                     else ""
                 )
@@ -1119,31 +1180,41 @@ def _update_document(update: IncidentUpdate) -> tuple[str, list[_Block], list[tu
             )
         )
     blocks.append(_Fields(tuple(fields)))
-    since = (
-        f"since the last update ({format_time(update.since)})"
+    heading = (
+        _("Steps executed since the last update (%(when)s)", when=format_time(update.since))
         if update.since is not None
-        else "since the incident was opened"
+        else _("Steps executed since the incident was opened")
     )
-    blocks.append(_Heading(f"Steps executed {since}"))
+    blocks.append(_Heading(heading))
     if update.steps:
-        blocks.append(_Table(_STEP_HEADERS, tuple(_step_row(e) for e in update.steps)))
+        blocks.append(_Table(_step_headers(), tuple(_step_row(e) for e in update.steps)))
     else:
-        blocks.append(_Para("No new steps since the last update."))
+        blocks.append(_Para(_("No new steps since the last update.")))
     if update.missed:
         blocks.append(
             _Para(
-                "Updates due at "
-                + ", ".join(format_time(m) for m in update.missed)
-                + " were not delivered; everything since the last delivered update is included here."
+                _(
+                    "Updates due at %(moments)s were not delivered; everything since the last "
+                    "delivered update is included here.",
+                    moments=", ".join(format_time(m) for m in update.missed),
+                )
             )
         )
+    runbook = _(
+        "Runbook: Billing Gateway — Falhas de Reconciliação (%(section)s).", section=_("Communication")
+    )
     if normalized or update.cadence is None:
-        footer = "Runbook: Billing Gateway — Falhas de Reconciliação (Comunicação)."
+        footer = runbook
     else:
         minutes = int(update.cadence.total_seconds() // 60)
         footer = (
-            f"Next update in {minutes} minutes, until reconciliation is normalized. "
-            "Runbook: Billing Gateway — Falhas de Reconciliação (Comunicação)."
+            ngettext(
+                "Next update in %(num)s minute, until reconciliation is normalized.",
+                "Next update in %(num)s minutes, until reconciliation is normalized.",
+                minutes,
+            )
+            + " "
+            + runbook
         )
     blocks.append(_Para(footer))
     return title, blocks, fields, footer
@@ -1151,12 +1222,23 @@ def _update_document(update: IncidentUpdate) -> tuple[str, list[_Block], list[tu
 
 def update_subject(update: IncidentUpdate) -> str:
     incident = update.incident
-    figures = update.figures.short() if update.figures is not None else "figures unavailable"
+    if update.figures is None:
+        figures = _("figures unavailable")
+    else:
+        figures = _("%(figures)s divergent", figures=update.figures.short())
     if update.kind is MessageKind.NORMALIZED:
-        return f"[{incident.incident_id}] {incident.psp} reconciliation normalized - {figures} divergent"
-    return (
-        f"[{incident.incident_id}] {incident.psp} reconciliation update "
-        f"{format_time(update.as_of)} - {figures} divergent"
+        return _(
+            "[%(incident)s] %(psp)s reconciliation normalized - %(figures)s",
+            incident=incident.incident_id,
+            psp=incident.psp,
+            figures=figures,
+        )
+    return _(
+        "[%(incident)s] %(psp)s reconciliation update %(when)s - %(figures)s",
+        incident=incident.incident_id,
+        psp=incident.psp,
+        when=format_time(update.as_of),
+        figures=figures,
     )
 
 
@@ -1172,15 +1254,22 @@ def render_update(update: IncidentUpdate) -> RenderedMessage:
             for e in update.steps
         )
     else:
-        steps = "No new steps since the last update."
-    since = format_time(update.since) if update.since else "the incident was opened"
+        steps = _("No new steps since the last update.")
+    heading = (
+        _("Steps since %(when)s", when=format_time(update.since))
+        if update.since
+        else _("Steps since the incident was opened")
+    )
     sections = [(f"*{_slack_escape(update.headline)}*" if update.headline else "")]
-    sections.append(f"*Steps since {since}*\n{steps}")
+    sections.append(f"*{_slack_escape(heading)}*\n{steps}")
     if update.missed:
         sections.append(
-            "_Updates due at "
-            + ", ".join(format_time(m) for m in update.missed)
-            + " were not delivered; their content is included here._"
+            "_"
+            + _(
+                "Updates due at %(moments)s were not delivered; their content is included here.",
+                moments=", ".join(format_time(m) for m in update.missed),
+            )
+            + "_"
         )
     return RenderedMessage(
         kind=update.kind,
@@ -1197,33 +1286,42 @@ def render_update(update: IncidentUpdate) -> RenderedMessage:
 
 def containment_subject(notice: ContainmentNotice) -> str:
     prefix = f"[{notice.incident_id}]" if notice.incident_id else "[billing gateway]"
-    eta = format_time(notice.eta_resumption) if notice.eta_resumption else "not yet estimated"
-    return f"{prefix} {notice.psp} reconciliation paused - estimated resumption {eta}"
+    eta = format_time(notice.eta_resumption) if notice.eta_resumption else _("not yet estimated")
+    return _(
+        "%(prefix)s %(psp)s reconciliation paused - estimated resumption %(eta)s",
+        prefix=prefix,
+        psp=notice.psp,
+        eta=eta,
+    )
 
 
 def render_containment(notice: ContainmentNotice) -> RenderedMessage:
     """Finance is told of the freeze and of the estimated resumption."""
-    title = f"PSP {notice.psp} · automatic reconciliation paused"
-    eta = format_time(notice.eta_resumption) if notice.eta_resumption else "not yet estimated"
+    title = _("PSP %(psp)s · automatic reconciliation paused", psp=notice.psp)
+    eta = format_time(notice.eta_resumption) if notice.eta_resumption else _("not yet estimated")
     fields = [
-        ("PSP", notice.psp),
-        ("Paused at", format_time(notice.paused_at)),
-        ("Paused by", notice.paused_by),
-        ("Reason", notice.reason),
-        ("Estimated resumption", eta),
-        ("Incident", notice.incident_id or "none"),
+        (_("PSP"), notice.psp),
+        (_("Paused at"), format_time(notice.paused_at)),
+        (_("Paused by"), notice.paused_by),
+        (_("Reason"), notice.reason),
+        (_("Estimated resumption"), eta),
+        (_("Incident"), notice.incident_id or _("none")),
     ]
     if notice.figures is not None:
-        fields += notice.figures.fields("Divergence at the pause")
+        fields += notice.figures.fields(_("Divergence at the pause"))
     else:
-        fields.append(("Divergence at the pause", "not available"))
-    fields.append(("PSP ticket", notice.psp_ticket or "none opened"))
-    explanation = (
-        f"Automatic reconciliation of {notice.psp} is frozen while the divergence is contained "
-        "(runbook: Ações de Contenção). Reports of this PSP may show the divergence until "
-        "reconciliation resumes; corrections are applied only with finance's approval."
+        fields.append((_("Divergence at the pause"), _("not available")))
+    fields.append((_("PSP ticket"), notice.psp_ticket or _("none opened")))
+    explanation = _(
+        "Automatic reconciliation of %(psp)s is frozen while the divergence is contained "
+        "(runbook: %(section)s). Reports of this PSP may show the divergence until "
+        "reconciliation resumes; corrections are applied only with finance's approval.",
+        psp=notice.psp,
+        section=_("Containment Actions"),
     )
-    footer = "Runbook: Billing Gateway — Falhas de Reconciliação (Ações de Contenção)."
+    footer = _(
+        "Runbook: Billing Gateway — Falhas de Reconciliação (%(section)s).", section=_("Containment Actions")
+    )
     blocks: list[_Block] = [_Heading(title, 1), _Para(explanation), _Fields(tuple(fields)), _Para(footer)]
     subject = containment_subject(notice)
     return RenderedMessage(
@@ -1269,8 +1367,11 @@ def _kind_blocks(details: Mapping[str, Any]) -> list[_Block]:
         rows.sort(key=lambda r: (_kind_rank(r[0]), r[1]))
         return [
             _Table(
-                ("divergence kind", "currency", "keys", "divergent amount"),
-                tuple((kind, code, f"{n:,}", money_text(a, code)) for kind, code, n, a in rows),
+                (_("divergence kind"), _("currency"), _("keys"), _("divergent amount")),
+                tuple(
+                    (kind_name(kind), code, format_number(n), money_text(a, code))
+                    for kind, code, n, a in rows
+                ),
                 right=frozenset({2, 3}),
             )
         ]
@@ -1280,9 +1381,19 @@ def _kind_blocks(details: Mapping[str, Any]) -> list[_Block]:
     currency = details.get("reporting_currency")
     return [
         _Table(
-            ("divergence kind", "keys", f"divergent amount ({currency})" if currency else "divergent amount"),
+            (
+                _("divergence kind"),
+                _("keys"),
+                _("divergent amount (%(currency)s)", currency=currency)
+                if currency
+                else _("divergent amount"),
+            ),
             tuple(
-                (kind, f"{int(v.get('count', 0)):,}", money_text(int(v.get("amount_minor", 0)), currency))
+                (
+                    kind_name(kind),
+                    format_number(int(v.get("count", 0))),
+                    money_text(int(v.get("amount_minor", 0)), currency),
+                )
                 for kind, v in sorted(by_kind.items(), key=lambda kv: _kind_rank(kv[0]))
             ),
             right=frozenset({1, 2}),
@@ -1298,7 +1409,14 @@ def _totals_text(items: Iterable[CorrectionRecord], *, counts: bool = False) -> 
         total[0] += 1
         total[1] += c.amount_minor
     return "; ".join(
-        money_text(amount, code or None) + (f" in {n:,} transaction(s)" if counts else "")
+        ngettext(
+            "%(amount)s in %(num)s transaction",
+            "%(amount)s in %(num)s transactions",
+            n,
+            amount=money_text(amount, code or None),
+        )
+        if counts
+        else money_text(amount, code or None)
         for code, (n, amount) in sorted(totals.items())
     )
 
@@ -1315,12 +1433,13 @@ def psp_ticket_text(incident: Incident, events: Iterable[IncidentEvent]) -> str:
     for event in reversed(list(events)):
         artifact = event.details.get("artifact") if event.step == PSP_TICKET_CSV_STEP else None
         if isinstance(artifact, Mapping) and artifact.get("link"):
-            name = artifact.get("name") or "for the PSP"
-            return (
-                f"number not recorded (ticket CSV {name}: {artifact['link']}); "
-                "record it on the dashboard's incident page"
+            return _(
+                "number not recorded (ticket CSV %(name)s: %(link)s); record it on the dashboard's "
+                "incident page",
+                name=artifact.get("name") or _("for the PSP"),
+                link=artifact["link"],
             )
-    return "none"
+    return _("none")
 
 
 def _recovery_blocks(events: Sequence[IncidentEvent]) -> list[_Block]:
@@ -1328,17 +1447,25 @@ def _recovery_blocks(events: Sequence[IncidentEvent]) -> list[_Block]:
     its figures, and the ledger beside the statement and the gateway per status and currency."""
     from airflow_recon_provider.reconciliation.remediation import RemediationStep
 
-    blocks: list[_Block] = [_Heading("Recovery criteria")]
+    blocks: list[_Block] = [_Heading(_("Recovery Criteria"))]
     checked = [
         e
         for e in events
         if e.step == RemediationStep.RECOVERY and isinstance(e.details.get("recovery"), Mapping)
     ]
     if not checked:
-        return [*blocks, _Para("No recovery check was recorded.")]
+        return [*blocks, _Para(_("No recovery check was recorded."))]
     event = checked[-1]
     check = event.details["recovery"]
-    blocks.append(_Para(f"Checked at {format_time(event.created_at)} ({event.outcome.split(':', 1)[0]}):"))
+    blocks.append(
+        _Para(
+            _(
+                "Checked at %(when)s (%(outcome)s):",
+                when=format_time(event.created_at),
+                outcome=event.outcome.split(":", 1)[0],
+            )
+        )
+    )
     blocks.append(_Items(tuple(criterion.text() for criterion in recovery_criteria(check))))
     try:
         alignment = LedgerAlignment.from_dict(check["ledger"])
@@ -1347,13 +1474,20 @@ def _recovery_blocks(events: Sequence[IncidentEvent]) -> list[_Block]:
     if alignment.lines:
         blocks.append(
             _Table(
-                ("status", "currency", "ledger", "PSP statement", "gateway", "ledger vs statement"),
+                (
+                    _("status"),
+                    _("currency"),
+                    _("ledger"),
+                    _("PSP statement"),
+                    _("gateway"),
+                    _("ledger vs statement"),
+                ),
                 tuple(
                     (
                         line.status,
-                        line.currency or "(none)",
+                        line.currency or _("(none)"),
                         *(line.figure(side) for side in ("ledger", "statement", "gateway")),
-                        "aligned" if line.aligned else "differs",
+                        _("aligned") if line.aligned else _("differs"),
                     )
                     for line in alignment.lines
                 ),
@@ -1366,50 +1500,72 @@ def _recovery_blocks(events: Sequence[IncidentEvent]) -> list[_Block]:
 def _closing_document(report: ClosingReport) -> tuple[str, list[_Block]]:
     incident = report.incident
     events = list(report.events)
-    title = f"{incident.incident_id} — billing gateway reconciliation, PSP {incident.psp}"
+    title = _(
+        "%(incident)s — billing gateway reconciliation, PSP %(psp)s",
+        incident=incident.incident_id,
+        psp=incident.psp,
+    )
     blocks: list[_Block] = [_Heading(title, 1)]
     if incident.state is not IncidentState.CLOSED:
-        blocks.append(_Para(f"Draft: the incident is still {incident.state.value}.", strong=True))
+        blocks.append(
+            _Para(_("Draft: the incident is still %(state)s.", state=state_name(incident.state)), strong=True)
+        )
     end = incident.closed_at or report.generated_at
     summary = [
-        ("PSP", incident.psp),
-        ("State", incident.state.value),
-        ("Affected window", format_window(incident.window)),
-        ("Opened", f"{format_time(incident.opened_at)} by {incident.opened_by}"),
-        ("Reason", incident.reason or "-"),
-        ("Recovered", format_time(incident.recovered_at)),
-        ("Closed", format_time(incident.closed_at)),
-        ("Duration", format_duration(end - incident.opened_at)),
-        ("PSP ticket", psp_ticket_text(incident, events)),
-        ("Report generated", format_time(report.generated_at)),
+        (_("PSP"), incident.psp),
+        (_("State"), state_name(incident.state)),
+        (_("Affected window"), format_window(incident.window)),
+        (_("Opened"), _("%(when)s by %(who)s", when=format_time(incident.opened_at), who=incident.opened_by)),
+        (_("Reason"), incident.reason or "-"),
+        (_("Recovered"), format_time(incident.recovered_at)),
+        (_("Closed"), format_time(incident.closed_at)),
+        (_("Duration"), format_duration(end - incident.opened_at)),
+        (_("PSP ticket"), psp_ticket_text(incident, events)),
+        (_("Report generated"), format_time(report.generated_at)),
     ]
     blocks.append(_Fields(tuple(summary)))
 
     # what diverged, and when
-    blocks.append(_Heading("What diverged"))
+    blocks.append(_Heading(_("What diverged")))
     opened = _opening_event(events)
     with_figures = [e for e in events if e.figures is not None]
     first = opened if opened is not None and opened.figures is not None else next(iter(with_figures), None)
     if first is not None and first.figures is not None:
-        blocks.append(_Para(f"At {format_time(first.created_at)}: {first.figures.describe()}."))
+        blocks.append(
+            _Para(
+                _(
+                    "At %(when)s: %(figures)s.",
+                    when=format_time(first.created_at),
+                    figures=first.figures.describe(),
+                )
+            )
+        )
     else:
-        blocks.append(_Para("No divergence figures were recorded when the incident was opened."))
+        blocks.append(_Para(_("No divergence figures were recorded when the incident was opened.")))
     if with_figures:
         # amounts are compared in one reporting currency only (the opening's)
         currency = first.figures.reporting_currency if first is not None and first.figures else None
         measured = [(e, e.figures) for e in with_figures if e.figures is not None]
         comparable = [(e, f) for e, f in measured if f.reporting_currency == currency] or measured
         peak, at_peak = max(comparable, key=lambda ef: (ef[1].divergent_amount_minor, -ef[0].id))
-        blocks.append(_Para(f"Peak at {format_time(peak.created_at)}: {at_peak.describe()}."))
+        blocks.append(
+            _Para(
+                _(
+                    "Peak at %(when)s: %(figures)s.",
+                    when=format_time(peak.created_at),
+                    figures=at_peak.describe(),
+                )
+            )
+        )
     blocks.extend(_kind_blocks(opened.details if opened is not None else {}))
 
     # what was done
-    blocks.append(_Heading("What was done"))
+    blocks.append(_Heading(_("What was done")))
     steps = [e for e in events if not e.is_communication]
     if steps:
         blocks.append(
             _Table(
-                ("when", "step", "outcome", "by", "run", "divergence then"),
+                (_("when"), _("step"), _("outcome"), _("by"), _("run"), _("divergence then")),
                 tuple(
                     (
                         format_time(e.created_at),
@@ -1424,25 +1580,32 @@ def _closing_document(report: ClosingReport) -> tuple[str, list[_Block]]:
             )
         )
     else:
-        blocks.append(_Para("No step was recorded."))
+        blocks.append(_Para(_("No step was recorded.")))
 
     # who approved what
-    blocks.append(_Heading("Who approved what"))
+    blocks.append(_Heading(_("Who approved what")))
     if report.corrections:
         groups: dict[tuple[str, str, str], list[CorrectionRecord]] = {}
         for c in report.corrections:
             groups.setdefault((c.requested_by, c.approved_by, c.run_id), []).append(c)
         blocks.append(
             _Table(
-                ("requested by", "approved by", "run", "transactions", "amount per currency", "kinds"),
+                (
+                    _("requested by"),
+                    _("approved by"),
+                    _("run"),
+                    _("transactions"),
+                    _("amount per currency"),
+                    _("kinds"),
+                ),
                 tuple(
                     (
                         req,
                         appr,
                         run,
-                        f"{len(items):,}",
+                        format_number(len(items)),
                         _totals_text(items),
-                        ", ".join(sorted({c.kind for c in items})),
+                        ", ".join(sorted({kind_name(c.kind) for c in items})),
                     )
                     for (req, appr, run), items in groups.items()
                 ),
@@ -1451,21 +1614,35 @@ def _closing_document(report: ClosingReport) -> tuple[str, list[_Block]]:
         )
         blocks.append(
             _Para(
-                f"Corrected in total: {len(report.corrections):,} transaction(s); per currency (never "
-                f"added across currencies): {_totals_text(report.corrections, counts=True)}."
+                ngettext(
+                    "Corrected in total: %(num)s transaction; per currency (never added across "
+                    "currencies): %(totals)s.",
+                    "Corrected in total: %(num)s transactions; per currency (never added across "
+                    "currencies): %(totals)s.",
+                    len(report.corrections),
+                    totals=_totals_text(report.corrections, counts=True),
+                )
             )
         )
         listed = report.corrections[:CORRECTIONS_LISTED]
         blocks.append(
             _Table(
-                ("applied", "transaction", "reference", "type", "kind", "amount", "approved by"),
+                (
+                    _("applied"),
+                    _("transaction"),
+                    _("reference"),
+                    _("type"),
+                    _("kind"),
+                    _("amount"),
+                    _("approved by"),
+                ),
                 tuple(
                     (
                         format_time(c.applied_at),
                         str(c.transaction_id),
                         c.provider_reference,
                         c.transaction_type,
-                        c.kind,
+                        kind_name(c.kind),
                         c.money,
                         c.approved_by,
                     )
@@ -1477,20 +1654,28 @@ def _closing_document(report: ClosingReport) -> tuple[str, list[_Block]]:
         if len(report.corrections) > len(listed):
             blocks.append(
                 _Para(
-                    f"… and {len(report.corrections) - len(listed):,} more corrected transactions "
-                    "(recon.corrections)."
+                    ngettext(
+                        "… and %(num)s more corrected transaction (recon.corrections).",
+                        "… and %(num)s more corrected transactions (recon.corrections).",
+                        len(report.corrections) - len(listed),
+                    )
                 )
             )
     else:
-        blocks.append(_Para("No transaction was corrected."))
+        blocks.append(_Para(_("No transaction was corrected.")))
     approvals = [e for e in steps if e.details.get("approved_by")]
     if approvals:
         blocks.append(
             _Items(
                 tuple(
-                    f"{format_time(e.created_at)}: {e.label} approved by {e.details['approved_by']}"
+                    _(
+                        "%(when)s: %(step)s approved by %(approver)s",
+                        when=format_time(e.created_at),
+                        step=e.label,
+                        approver=e.details["approved_by"],
+                    )
                     + (
-                        f" (requested by {e.details['requested_by']})"
+                        " " + _("(requested by %(requester)s)", requester=e.details["requested_by"])
                         if e.details.get("requested_by")
                         else ""
                     )
@@ -1500,42 +1685,45 @@ def _closing_document(report: ClosingReport) -> tuple[str, list[_Block]]:
         )
 
     # communication
-    blocks.append(_Heading("Communication with finance"))
+    blocks.append(_Heading(_("Communication with finance")))
     sent = {ch: dict(stats) for ch, stats in report.deliveries.items()}
     lines = [
-        f"{channel}: " + ", ".join(f"{n} {status}" for status, n in sorted(stats.items()))
+        f"{channel_name(channel)}: "
+        + ", ".join(
+            f"{format_number(n)} {delivery_status_name(status)}" for status, n in sorted(stats.items())
+        )
         for channel, stats in sorted(sent.items())
     ]
     missed = [e for e in events if e.step == Step.UPDATE_MISSED]
     lines += [f"{format_time(e.created_at)}: {e.outcome}" for e in missed]
-    blocks.append(_Items(tuple(lines)) if lines else _Para("No message was sent."))
+    blocks.append(_Items(tuple(lines)) if lines else _Para(_("No message was sent.")))
 
     blocks.extend(_recovery_blocks(events))
 
     # final numbers
-    blocks.append(_Heading("Final numbers"))
+    blocks.append(_Heading(_("Final numbers")))
     if report.final_figures is not None:
         note = f" ({report.final_figures_note})" if report.final_figures_note else ""
         blocks.append(_Para(f"{report.final_figures.describe()}{note}."))
         if first is not None and first.figures is not None:
             blocks.append(
                 _Para(
-                    "Compared with the opening: "
-                    + _change(report.final_figures, first.figures, then="the opening")
-                    + "."
+                    _(
+                        "Compared with the opening: %(change)s.",
+                        change=_change(report.final_figures, first.figures, since_opening=True),
+                    )
                 )
             )
     else:
-        blocks.append(_Para("Final figures are not available."))
+        blocks.append(_Para(_("Final figures are not available.")))
 
-    blocks.append(_Heading("Lessons learned"))
+    blocks.append(_Heading(_("Lessons learned")))
     blocks.append(
         _Items(
             (
-                "Root cause: (to be completed at the review)",
-                "Definitive corrections confirmed with finance: review to be scheduled "
-                "(runbook Encerramento)",
-                "Follow-up actions: (owner, due date)",
+                _("Root cause: (to be completed at the review)"),
+                _("Definitive corrections confirmed with finance: review to be scheduled (runbook: Closure)"),
+                _("Follow-up actions: (owner, due date)"),
             )
         )
     )
@@ -1543,7 +1731,7 @@ def _closing_document(report: ClosingReport) -> tuple[str, list[_Block]]:
 
 
 def render_closing_report_markdown(report: ClosingReport) -> str:
-    _, blocks = _closing_document(report)
+    blocks = _closing_document(report)[1]
     return _to_markdown(blocks)
 
 

@@ -11,6 +11,7 @@ Brazilian format by default (Babel, not hand-written formatting).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
@@ -18,6 +19,13 @@ from functools import lru_cache
 from typing import Any
 
 from airflow_recon_provider.reconciliation.errors import ReconError
+from airflow_recon_provider.reconciliation.i18n import (
+    LanguageError,
+    _,
+    current_language,
+    normalize_language,
+    use_language,
+)
 
 #: the runbook's thresholds are in reais
 DEFAULT_REPORTING_CURRENCY = "BRL"
@@ -153,10 +161,22 @@ class Converter:
 # -- for people -------------------------------------------------------------------------
 
 
+def _words(locale: str | None) -> AbstractContextManager[Any]:
+    """The words around a figure in the language of an explicit ``locale`` (when it is one
+    of the catalogs' languages), else in the language in force."""
+    try:
+        language = normalize_language(locale) if locale else None
+    except LanguageError:
+        language = None
+    return use_language(language) if language else nullcontext()
+
+
 def babel_locale(language: str | None) -> str:
-    """A Babel locale for a configured language (``pt-BR``/``pt_BR``/``en``)."""
+    """A Babel locale for a language (``pt-BR``/``pt_BR``/``en``); ``None``: the language
+    people read in now (:func:`i18n.current_language`: ``[recon] language``, pt-BR by
+    default)."""
     if not language:
-        return DEFAULT_LOCALE
+        return current_language()
     return language.replace("-", "_")
 
 
@@ -164,7 +184,7 @@ def format_money(
     amount_minor: int | None,
     currency: str | None,
     *,
-    locale: str = DEFAULT_LOCALE,
+    locale: str | None = None,
 ) -> str:
     """An amount as people read it: ``R$ 104.175,21`` (the locale's own currency with its
     symbol), ``EUR 9.619,80`` (other currencies by ISO code, no ambiguous ``$``), with the
@@ -176,8 +196,13 @@ def format_money(
     code = (currency or "").upper()
     exp = exponent(code)
     if exp is None:
-        # not a currency we know the decimals of: never guess them
-        return f"{int(amount_minor):d} ({code or '?'} minor units)"
+        # not a currency we know the decimals of: never guess them (nor show bare minor units)
+        with _words(locale):
+            return _(
+                "%(amount)s in the smallest unit of %(currency)s (decimals unknown)",
+                amount=int(amount_minor),
+                currency=code or "?",
+            )
     loc = babel_locale(locale)
     territory = loc.split("_")[1] if "_" in loc else None
     own = bool(territory) and code in get_territory_currencies(territory)
@@ -188,7 +213,7 @@ def format_money(
     )
 
 
-def format_rate(rate: Decimal, *, locale: str = DEFAULT_LOCALE) -> str:
+def format_rate(rate: Decimal, *, locale: str | None = None) -> str:
     """A rate with all its significant decimals, in the locale's number format."""
     from babel.numbers import format_decimal
 
@@ -200,7 +225,7 @@ def format_rate(rate: Decimal, *, locale: str = DEFAULT_LOCALE) -> str:
 
 
 def rate_text(
-    rate: FxRate, reporting_currency: str | None, *, full: bool = True, locale: str = DEFAULT_LOCALE
+    rate: FxRate, reporting_currency: str | None, *, full: bool = True, locale: str | None = None
 ) -> str:
     """``1 EUR = 6,2875 BRL`` and, ``full``, the moment it is in force from and its source:
     ``1 EUR = 6,2875 BRL (from 2026-11-20 16:00 UTC, BCB PTAX)``. The one wording of a rate
@@ -208,14 +233,17 @@ def rate_text(
     text = f"1 {rate.currency} = {format_rate(rate.rate, locale=locale)} {reporting_currency or '?'}"
     if full:
         moment = rate.valid_from.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        text += f" (from {moment}, {rate.source or 'source not recorded'})"
+        with _words(locale):  # an explicit locale is also the language of the words
+            source = rate.source or _("source not recorded")
+            text += " " + _("(from %(moment)s, %(source)s)", moment=moment, source=source)
     return text
 
 
-def format_pct(pct: float | Decimal | None, *, locale: str = DEFAULT_LOCALE) -> str:
+def format_pct(pct: float | Decimal | None, *, locale: str | None = None) -> str:
     """A percentage with 4 decimals in the locale's number format (``11,6164%``)."""
     if pct is None:
-        return "n/a"
+        with _words(locale):
+            return _("n/a")
     from babel.numbers import format_decimal
 
     return format_decimal(Decimal(str(pct)), format="#,##0.0000", locale=babel_locale(locale)) + "%"

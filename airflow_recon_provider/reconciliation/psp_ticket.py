@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from airflow_recon_provider.reconciliation.errors import DivergenceKindError, ReconError
+from airflow_recon_provider.reconciliation.i18n import ngettext
 from airflow_recon_provider.reconciliation.kinds import DivergenceKind, parse_kinds
-from airflow_recon_provider.reconciliation.money import DEFAULT_LOCALE, exponent, format_money
+from airflow_recon_provider.reconciliation.money import exponent, format_money
 from airflow_recon_provider.reconciliation.report import DivergenceRow
 from airflow_recon_provider.reconciliation.spreadsheet import safe_row
 
@@ -135,11 +136,17 @@ class TicketCounts:
             for code, c in sorted(self.by_currency.items())
         }
 
-    def currency_text(self, *, locale: str = DEFAULT_LOCALE) -> str:
-        """``BRL: 4 row(s), R$ 12,50; USD: 1 row(s), USD 5,00``: never one sum."""
+    def currency_text(self, *, locale: str | None = None) -> str:
+        """``BRL: 4 linhas, R$ 12,50; USD: 1 linha, USD 5,00``: never one sum (in the
+        language in force)."""
         return "; ".join(
-            f"{code or '?'}: {c.rows} row(s), "
-            + format_money(c.divergent_amount_minor, code or None, locale=locale)
+            ngettext(
+                "%(currency)s: %(num)s row, %(amount)s",
+                "%(currency)s: %(num)s rows, %(amount)s",
+                c.rows,
+                currency=code or "?",
+                amount=format_money(c.divergent_amount_minor, code or None, locale=locale),
+            )
             for code, c in sorted(self.by_currency.items())
         )
 

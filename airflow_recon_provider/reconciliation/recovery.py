@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_recon_provider.reconciliation.i18n import _, format_number, ngettext
 from airflow_recon_provider.reconciliation.money import Converter, FxRate, format_money, rate_text
 
 #: the currency of ledger rows that record none (a NULL currency column)
@@ -45,7 +46,10 @@ _SIDES = ("ledger", "statement", "gateway")
 
 def _money(amount_minor: int, currency: str) -> str:
     if not currency:
-        return f"{int(amount_minor):d} (minor units, no currency)"
+        return _(
+            "%(amount)s in the smallest unit of a currency that was not recorded",
+            amount=format_number(int(amount_minor)),
+        )
     return format_money(amount_minor, currency)
 
 
@@ -81,12 +85,14 @@ class AlignmentLine:
     def figure(self, side: str) -> str:
         """``112 / R$ 16.000,00``: one side's count and amount."""
         count, amount = getattr(self, f"{side}_count"), getattr(self, f"{side}_amount_minor")
-        return f"{count:,} / {_money(amount, self.currency)}"
+        return f"{format_number(count)} / {_money(amount, self.currency)}"
 
     def text(self) -> str:
         """``captured BRL: ledger 100 / R$ 10.000,00, statement 112 / ..., gateway 112 / ...``"""
-        label = f"{self.status} {self.currency or '(no currency)'}"
-        return f"{label}: " + ", ".join(f"{side} {self.figure(side)}" for side in _SIDES)
+        currency = self.currency or _("(no currency)")
+        label = f"{self.status} {currency}"
+        names = {"ledger": _("ledger"), "statement": _("PSP statement"), "gateway": _("gateway")}
+        return f"{label}: " + ", ".join(f"{names[side]} {self.figure(side)}" for side in _SIDES)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -247,7 +253,12 @@ class LedgerAlignment:
     # -- for people -------------------------------------------------------------------------
     def limit_text(self) -> str:
         amount = _money(self.max_amount_minor, self.reporting_currency)
-        return f"limit: fewer than {self.max_count:,} row(s) and {amount}"
+        return ngettext(
+            "limit: fewer than %(num)s row and %(amount)s",
+            "limit: fewer than %(num)s rows and %(amount)s",
+            self.max_count,
+            amount=amount,
+        )
 
     def describe(self, *, lines: int | None = LINES_IN_TEXT) -> str:
         """What the ledger shows against the statement: agreement, or the rows and amount it
@@ -255,34 +266,52 @@ class LedgerAlignment:
         differing lines beside the statement's and the gateway's, and the limit."""
         gaps = self.gaps
         if not gaps:
-            return (
-                f"the ledger agrees with the PSP statements in every status and currency "
-                f"({len(self.lines):,} line(s))"
+            return ngettext(
+                "the ledger agrees with the PSP statements in every status and currency (%(num)s line)",
+                "the ledger agrees with the PSP statements in every status and currency (%(num)s lines)",
+                len(self.lines),
             )
         converted = self.differing_amount_minor
         several = set(gaps) != {self.reporting_currency}
-        text = (
-            f"the ledger differs from the PSP statements by {self.differing_count:,} row(s) and "
-            f"{_money(converted, self.reporting_currency)}" + (" converted" if several else "")
+        amount = _money(converted, self.reporting_currency)
+        if several:
+            amount = _("%(amount)s converted", amount=amount)
+        text = ngettext(
+            "the ledger differs from the PSP statements by %(num)s row and %(amount)s",
+            "the ledger differs from the PSP statements by %(num)s rows and %(amount)s",
+            self.differing_count,
+            amount=amount,
         )
         if several:
             text += " (" + "; ".join(
-                f"{code or 'no currency'}: {gap.count:,} row(s), {_money(gap.amount_minor, code)}"
+                ngettext(
+                    "%(currency)s: %(num)s row, %(amount)s",
+                    "%(currency)s: %(num)s rows, %(amount)s",
+                    gap.count,
+                    currency=code or _("no currency"),
+                    amount=_money(gap.amount_minor, code),
+                )
                 for code, gap in gaps.items()
             )
             rates = [
                 rate_text(self.fx_rates[c], self.reporting_currency, full=False)
                 for c in sorted(self.fx_rates)
             ]
-            text += (f"; {' and '.join(rates)}" if rates else "") + ")"
+            text += (f"; {_(' and ').join(rates)}" if rates else "") + ")"
         for code in self.unconverted_currencies:
             # never taken as small: the criterion is not met
-            text += f"; no FX rate for {code}" if code else "; ledger rows without a currency"
+            text += "; " + (
+                _("no FX rate for %(currency)s", currency=code)
+                if code
+                else _("ledger rows without a currency")
+            )
         differing = [line for line in self.lines if not line.aligned]
         shown = differing if lines is None else differing[:lines]
         text += " — " + "; ".join(line.text() for line in shown)
         if len(differing) > len(shown):
-            text += f"; … and {len(differing) - len(shown)} more line(s)"
+            text += "; " + ngettext(
+                "… and %(num)s more line", "… and %(num)s more lines", len(differing) - len(shown)
+            )
         return f"{text} ({self.limit_text()})"
 
     # -- JSON (XCom, trigger events, timeline details) --------------------------------------
@@ -330,7 +359,7 @@ class Criterion:
 
     @property
     def state(self) -> str:
-        return "met" if self.met else "NOT met" if self.met is False else "not checked"
+        return _("met") if self.met else _("NOT met") if self.met is False else _("not checked")
 
     def text(self) -> str:
         return f"{self.number}. {self.title}: {self.state} — {self.figures}"
@@ -345,21 +374,29 @@ def recovery_criteria(result: Mapping[str, Any]) -> tuple[Criterion, Criterion, 
     limits = result.get("thresholds") or {}
     reporting = result.get("reporting_currency")
     if "recovered_amount_minor" in limits and reporting:
-        title = (
-            f"Divergence below {_money(limits['recovered_amount_minor'], reporting)} and "
-            f"{limits.get('recovered_count')} transactions"
+        title = _(
+            "Divergence below %(amount)s and %(count)s transactions",
+            amount=_money(limits["recovered_amount_minor"], reporting),
+            count=limits.get("recovered_count"),
         )
     else:
-        title = "Divergence below the recovery thresholds"
+        title = _("Divergence below the recovery thresholds")
     try:
         amount = Figures.from_dict(result).short()
     except IncidentInputError:
-        amount = f"{result.get('divergent_amount_minor')} (currency not recorded)"
+        amount = _money(int(result.get("divergent_amount_minor") or 0), "")
+    keys = result.get("divergent_count")
     amounts = Criterion(
         1,
         title,
         _flag(result.get("amounts_recovered")),
-        f"{result.get('divergent_count')} divergent key(s), {amount}",
+        ngettext(
+            "%(num)s divergent key, %(amount)s",
+            "%(num)s divergent keys, %(amount)s",
+            keys if isinstance(keys, int) else 0,
+            num=str(keys),
+            amount=amount,
+        ),
     )
     states = list(result.get("latest_cycle_states") or [])
     needed = result.get("successful_runs_needed")
@@ -368,12 +405,18 @@ def recovery_criteria(result: Mapping[str, Any]) -> tuple[Criterion, Criterion, 
         cycles_met = len(states) >= (needed or 2) and all(s == "success" for s in states)
     cycles = Criterion(
         2,
-        f"{needed or 'The'} latest reconciliation cycles succeeded",
+        ngettext(
+            "The %(num)s latest reconciliation cycle succeeded",
+            "The %(num)s latest reconciliation cycles succeeded",
+            needed,
+        )
+        if isinstance(needed, int)
+        else _("The latest reconciliation cycles succeeded"),
         _flag(cycles_met),
-        f"latest cycles: {', '.join(states) if states else 'none recorded'}",
+        _("latest cycles: %(states)s", states=", ".join(states) if states else _("none recorded")),
     )
     ledger_data = result.get("ledger")
-    title = "Ledger aligned with the PSP statements"
+    title = _("Ledger aligned with the PSP statements")
     try:
         alignment = LedgerAlignment.from_dict(ledger_data) if isinstance(ledger_data, Mapping) else None
     except (KeyError, TypeError, ValueError, ArithmeticError):
@@ -381,7 +424,7 @@ def recovery_criteria(result: Mapping[str, Any]) -> tuple[Criterion, Criterion, 
     if alignment is not None:
         ledger = Criterion(3, title, alignment.met, alignment.describe())
     else:
-        ledger = Criterion(3, title, None, "not part of this check")
+        ledger = Criterion(3, title, None, _("not part of this check"))
     return amounts, cycles, ledger
 
 

@@ -95,6 +95,67 @@ _STATE_SECTIONS: Mapping[str, str] = {
 
 STATE_STEP = "incident.state"
 
+#: a divergence kind (DESIGN 3), as people read it
+KIND_NAMES: Mapping[str, str] = {
+    "duplicate_in_gateway": N_("duplicate in the gateway"),
+    "duplicate_in_statement": N_("duplicate in the PSP statement"),
+    "missing_in_statement": N_("missing from the PSP statement"),
+    "missing_in_gateway": N_("missing from the gateway"),
+    "currency_mismatch": N_("different currency"),
+    "amount_mismatch": N_("different amount"),
+    "status_mismatch": N_("different status"),
+}
+
+#: a channel of ``recon.notifications`` and a delivery's status, as people read them
+CHANNEL_NAMES: Mapping[str, str] = {"email": N_("e-mail"), "slack": N_("Slack")}
+DELIVERY_STATUS_NAMES: Mapping[str, str] = {
+    "sent": N_("sent"),
+    "failed": N_("failed"),
+    "pending": N_("pending"),
+    "skipped": N_("skipped"),
+    "superseded": N_("superseded"),
+}
+
+#: a decision of the data correction (Mitigação 2) on the timeline, as people read it; the
+#: code stays in the event's details (``decision``)
+CORRECTION_OUTCOMES: Mapping[str, str] = {
+    "dry_run": N_("dry run only: nothing asked, nothing applied"),
+    "nothing_to_correct": N_("nothing to correct automatically"),
+    "row_cap_exceeded": N_("more transactions than the run's row cap: nobody asked, nothing applied"),
+    "approval_requested": N_("approval requested from finance"),
+    "approval_refused": N_("approval refused: the answer did not come from an allowed approver"),
+    "applied": N_("corrections applied"),
+    "rejected": N_("rejected by finance: nothing applied"),
+    "timed_out": N_("finance did not answer in time: nothing applied"),
+}
+
+
+def _word(table: Mapping[str, str], value: Any) -> str:
+    text = str(getattr(value, "value", value) or "")
+    return _(table[text]) if text in table else (text or "?")
+
+
+def kind_name(kind: Any) -> str:
+    """A divergence kind in the language in force (``status divergente``); unknown kinds as
+    they are."""
+    return _word(KIND_NAMES, kind)
+
+
+def correction_outcome(outcome: Any) -> str:
+    """A data-correction decision in words (``aprovação solicitada ao financeiro``); unknown
+    codes as they are."""
+    return _word(CORRECTION_OUTCOMES, outcome)
+
+
+def channel_name(channel: Any) -> str:
+    """``e-mail``, ``Slack``; unknown channels as they are."""
+    return _word(CHANNEL_NAMES, channel)
+
+
+def delivery_status_name(status: Any) -> str:
+    """``enviado``, ``falhou`` ...; unknown statuses as they are."""
+    return _word(DELIVERY_STATUS_NAMES, status)
+
 
 def section_title(section: str) -> str:
     """A heading (one of :data:`SECTIONS`) in the language in force: ``Ações de Contenção``."""
@@ -103,8 +164,7 @@ def section_title(section: str) -> str:
 
 def state_name(state: Any) -> str:
     """An incident state in the language in force (``aberto``); unknown states as they are."""
-    text = str(getattr(state, "value", state) or "")
-    return _(STATE_NAMES[text]) if text in STATE_NAMES else (text or "?")
+    return _word(STATE_NAMES, state)
 
 
 def step_section(step: str, details: Mapping[str, Any] | None = None) -> str:
@@ -139,15 +199,26 @@ def step_name(step: str, details: Mapping[str, Any] | None = None) -> str:
 def step_title(step: str, details: Mapping[str, Any] | None = None) -> str:
     """Heading and name together, for one-line surfaces (Slack, plain-text e-mail):
     ``Investigação — Validar Escopo``; the name alone when it is the heading itself."""
-    section = section_title(step_section(step, details))
+    heading = step_section(step, details)
     name = step_name(step, details)
+    if heading == OTHER:
+        return name
+    section = section_title(heading)
     return name if name == section else f"{section} — {name}"
 
 
 __all__ = [
+    "CHANNEL_NAMES",
+    "CORRECTION_OUTCOMES",
+    "DELIVERY_STATUS_NAMES",
+    "KIND_NAMES",
     "SECTIONS",
     "STATE_NAMES",
     "STEPS",
+    "channel_name",
+    "correction_outcome",
+    "delivery_status_name",
+    "kind_name",
     "section_title",
     "state_name",
     "step_name",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from airflow_recon_provider.reconciliation.errors import WindowError
+from airflow_recon_provider.reconciliation.i18n import N_, _, current_language
 
 CYCLE = timedelta(hours=1)
 DEFAULT_MAX_WINDOW = timedelta(days=31)
@@ -161,3 +162,170 @@ def _human(span: timedelta) -> str:
     if hours == int(hours):
         return f"{int(hours)} hours"
     return f"{hours:.2f} hours"
+
+
+# -- windows typed by people (the remediation forms) -------------------------------------------
+
+#: the time zone finance reads (the runbook's team is in São Paulo); windows stay UTC inside
+LOCAL_ZONE = "America/Sao_Paulo"
+#: a timestamp a person types: date, hours and minutes, optional seconds, and always its zone
+#: (``Z`` or an offset) — a time without a zone is ambiguous for money
+ZONED_TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([Zz]|[+-]\d{2}:\d{2})$"
+#: how the format is said to people (translated where it is shown: ``_(ZONED_TIMESTAMP_FORMAT)``)
+ZONED_TIMESTAMP_FORMAT = N_("YYYY-MM-DDTHH:MMZ (UTC) or with the offset, e.g. 2026-12-06T19:00-03:00")
+_START = N_("window start")
+_END = N_("window end")
+
+
+def max_window_hours(max_span: timedelta) -> int:
+    """The largest whole number of hours a window may span."""
+    return max(1, int(max_span // timedelta(hours=1)))
+
+
+def _zoned(value: str | datetime, label: str) -> datetime:
+    import re
+
+    fmt = _(ZONED_TIMESTAMP_FORMAT)
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+            raise WindowError(
+                _(
+                    "%(label)s: the date and time has no time zone; use the format %(format)s",
+                    label=_(label),
+                    format=fmt,
+                )
+            )
+        return value.astimezone(UTC)
+    text = str(value).strip()
+    if not re.match(ZONED_TIMESTAMP_PATTERN, text):
+        raise WindowError(
+            _(
+                "%(label)s %(value)s is not in the format %(format)s",
+                label=_(label),
+                value=repr(text),
+                format=fmt,
+            )
+        )
+    try:
+        return parse_timestamp(text.replace(" ", "T", 1), name=label)
+    except WindowError:
+        raise WindowError(
+            _(
+                "%(label)s %(value)s is not a valid date and time (%(format)s)",
+                label=_(label),
+                value=repr(text),
+                format=fmt,
+            )
+        ) from None
+
+
+def _hours_text(span: timedelta) -> str:
+    hours = span.total_seconds() / 3600
+    if hours == int(hours):
+        return f"{int(hours)} h"
+    text = f"{hours:.2f} h"
+    return text if current_language() == "en" else text.replace(".", ",")
+
+
+def resolve_form_window(
+    start: str | datetime | None,
+    end: str | datetime | None,
+    hours: int | str | None,
+    *,
+    max_span: timedelta | None = DEFAULT_MAX_WINDOW,
+) -> Window:
+    """The window a person asked for: a start with its zone and either an end (exclusive)
+    or a duration in whole hours. Every problem raises :class:`WindowError` with a sentence,
+    in the language in force (Brazilian Portuguese by default), that says what is wrong and
+    what is expected — the text the run's note and the dashboard show."""
+    blank = lambda value: value is None or (isinstance(value, str) and not value.strip())  # noqa: E731
+    if blank(start):
+        raise WindowError(_("give the window start (%(format)s)", format=_(ZONED_TIMESTAMP_FORMAT)))
+    begin = _zoned(start, _START)  # type: ignore[arg-type]
+    duration: timedelta | None = None
+    if not blank(hours):
+        try:
+            count = int(str(hours).strip())
+        except ValueError:
+            raise WindowError(
+                _("duration %(value)s is not a whole number of hours", value=repr(hours))
+            ) from None
+        if count < 1:
+            raise WindowError(_("the duration must be at least 1 hour, got %(count)s", count=count))
+        duration = timedelta(hours=count)
+    if blank(end) and duration is None:
+        raise WindowError(_("give the window end or the duration in hours"))
+    finish = begin + duration if blank(end) else _zoned(end, _END)  # type: ignore[arg-type, operator]
+    if duration is not None and finish - begin != duration:
+        raise WindowError(
+            _(
+                "the window end (%(end)s) does not match the duration of %(hours)s from the start "
+                "(%(start)s); give only one of the two",
+                end=_utc_text(finish),
+                hours=_hours_text(duration),
+                start=_utc_text(begin),
+            )
+        )
+    if finish <= begin:
+        raise WindowError(
+            _(
+                "the window end (%(end)s) is before or equal to the start (%(start)s): the end must "
+                "be after the start",
+                end=_utc_text(finish),
+                start=_utc_text(begin),
+            )
+        )
+    window = Window(begin, finish)
+    if max_span is not None and window.span > max_span:
+        if max_span >= timedelta(days=2):
+            raise WindowError(
+                _(
+                    "the window of %(span)s exceeds the maximum of %(maximum)s (%(days)s days): split "
+                    "it into smaller windows",
+                    span=_hours_text(window.span),
+                    maximum=_hours_text(max_span),
+                    days=max_span.days,
+                )
+            )
+        raise WindowError(
+            _(
+                "the window of %(span)s exceeds the maximum of %(maximum)s: split it into smaller windows",
+                span=_hours_text(window.span),
+                maximum=_hours_text(max_span),
+            )
+        )
+    return window
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def window_in_both_zones(window: Window, zone: str = LOCAL_ZONE) -> str:
+    """The window as people read it: in UTC and in ``zone`` (America/Sao_Paulo), e.g.
+    ``2026-12-06 22:00 a 2026-12-07 01:00 UTC (19:00 a 22:00 de 06/12/2026 em America/Sao_Paulo, 3 h)``."""
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(zone)
+    a, b = window.start.astimezone(tz), window.end.astimezone(tz)
+    date = "%Y-%m-%d" if current_language() == "en" else "%d/%m/%Y"
+    common = {
+        "start": f"{window.start:%Y-%m-%d %H:%M}",
+        "end": f"{window.end:%Y-%m-%d %H:%M}",
+        "zone": zone,
+        "hours": _hours_text(window.span),
+    }
+    if a.date() == b.date():
+        return _(
+            "%(start)s to %(end)s UTC (%(local_start)s to %(local_end)s on %(date)s in %(zone)s, %(hours)s)",
+            local_start=f"{a:%H:%M}",
+            local_end=f"{b:%H:%M}",
+            date=a.strftime(date),
+            **common,
+        )
+    return _(
+        "%(start)s to %(end)s UTC (%(local_start)s to %(local_end)s in %(zone)s, %(hours)s)",
+        local_start=a.strftime(f"{date} %H:%M"),
+        local_end=b.strftime(f"{date} %H:%M"),
+        **common,
+    )

@@ -27,8 +27,11 @@ class RunningUi:
     airflow_uri: str
 
 
-def login(browser, ui: RunningUi, user: str, password: str):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+def login(browser, ui: RunningUi, user: str, password: str, *, timezone_id: str | None = None):
+    """A new browser context logged in as ``user``; ``timezone_id`` is the browser's (and so,
+    by default, the Airflow UI's) time zone, e.g. ``America/Sao_Paulo``."""
+    options = {"timezone_id": timezone_id} if timezone_id else {}
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, **options)
     page = context.new_page()
     page.goto(f"{ui.url}/auth/login")
     page.locator("input[name=username]").fill(user)

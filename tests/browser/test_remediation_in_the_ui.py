@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -54,18 +53,6 @@ def _task_logs(logs: Path | None, params: tuple) -> str:
     return text[-8000:]
 
 
-def _pick(page, dialog, label: str, moment: str) -> None:
-    """Fill the date-time picker of the field ``label`` (its date box is named after it; the
-    time box is the one beside it, in the same picker, whatever other picker is still open)."""
-    when = datetime.fromisoformat(moment.replace("Z", "+00:00"))
-    dialog.get_by_text("Select date and time").first.click()
-    date = page.get_by_role("textbox", name=label)
-    date.fill(when.strftime("%Y/%m/%d"))
-    picker = date.locator("xpath=ancestor::*[.//input[@placeholder='HH:mm']][1]")
-    picker.get_by_placeholder("HH:mm").fill(when.strftime("%H:%M"))
-    page.keyboard.press("Escape")
-
-
 def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
@@ -78,8 +65,9 @@ def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
     psp.click()
     psp.fill("Stripe")
     oncall.keyboard.press("Enter")
-    _pick(oncall, dialog, "Window start", ui.window_start)
-    _pick(oncall, dialog, "Window end", ui.window_end)
+    # the window is typed with its zone (no date picker in the UI's time zone)
+    oncall.locator("#element_window_start").fill(ui.window_start)
+    oncall.locator("#element_window_end").fill(ui.window_end)
     dialog.locator("label").filter(has_text="Dry run").first.click()
     oncall.locator("#element_reason").fill("finance ticket FIN-88: captures missing in the report")
     assert not oncall.locator("input[name=element_dry_run]").is_checked()
@@ -92,8 +80,7 @@ def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
             "SELECT conf FROM dag_run WHERE dag_id = %s AND run_id = %s", (DAG_ID, run_id)
         ).fetchone()
     assert conf["psp"] == "stripe" and conf["dry_run"] is False
-    assert conf["window_start"].startswith(ui.window_start.removesuffix("Z"))
-    assert conf["window_end"].startswith(ui.window_end.removesuffix("Z"))
+    assert (conf["window_start"], conf["window_end"]) == (ui.window_start, ui.window_end)
     shot(oncall, "2-run-started")
 
     # -- finance answers the approval in Required actions ---------------------------------------
@@ -112,7 +99,17 @@ def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
     request.click()
     finance.get_by_role("button", name="Approve").wait_for()
     assert finance.get_by_text("cannot approve it").count() >= 1  # the requester, named
+    # the evidence, per line: the gateway's and the PSP's status and amount, each in its currency
+    finance.get_by_text("Evidência por transação").first.wait_for()
+    evidence = finance.locator("table").filter(has_text="PSP: status").first
+    header = evidence.locator("th").all_inner_texts()
+    assert header[4:8] == ["gateway: status", "gateway: valor", "PSP: status", "PSP: valor"], header
+    first = evidence.locator("tbody tr").first.locator("td").all_inner_texts()
+    assert re.match(r"^(R\$|EUR|USD) ", first[5]) and re.match(r"^(R\$|EUR|USD) |sem linha", first[7]), first
+    assert "minor units" not in evidence.inner_text()
     shot(finance, "3-required-action")
+    evidence.scroll_into_view_if_needed()
+    shot(finance, "3b-required-action-evidence")
     # before answering, finance opens the dry run's CSV from the approval itself: a link to
     # the dashboard, which serves it from the artifact store (never a worker's path)
     csv_link = finance.get_by_role("link", name=re.compile(r"correction_.*\.csv"))
@@ -173,7 +170,7 @@ def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
             "finance",
         )
     oncall.goto(f"{ui.url}/dags/{DAG_ID}/runs/{run_id}")
-    oncall.get_by_text("success").first.wait_for()
+    oncall.get_by_text("success").locator("visible=true").first.wait_for()
     shot(oncall, "5-run-succeeded")
 
     # -- the closed incident stays readable: its page, with the closing report ------------------

@@ -6,6 +6,7 @@ the scheduler's own awaiting_input sweep, run by the thread once the deadline ha
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -108,8 +109,15 @@ def test_approved_by_finance_applies_the_dry_run(register_dag, seeded, incident,
     assert "43,50" not in body and "43.50" not in body  # R$ 36,50 + USD 7,00 is not an amount
     assert "| status_mismatch | BRL | 3 | R$ 36,50 |" in body  # counts and amounts
     assert "| status_mismatch | USD | 1 | USD 7,00 |" in body
-    assert "| 101 | s1 | capture | status_mismatch | authorized | captured | R$ 10,00 |" in body  # sample
-    assert "| 103 | s3 | capture | status_mismatch | authorized | captured | USD 7,00 |" in body
+    # the evidence per line: the gateway's and the PSP's status and amount, each in its currency
+    assert "**Evidência por transação** (todas as 4)" in body
+    assert "| gateway: status | gateway: valor | PSP: status | PSP: valor | novo status |" in body
+    line = (
+        r"\| {id} \| {ref} \| capture \| [^|]+ \| authorized \| {amount} \| "
+        r"\w+ \| {psp} \| \*\*captured\*\* \|"
+    )
+    assert re.search(line.format(id=101, ref="s1", amount=r"R\$ 10,00", psp=r"R\$ [\d.,]+"), body)
+    assert re.search(line.format(id=103, ref="s3", amount="USD 7,00", psp=r"USD [\d.,]+"), body)
     assert "| amount_mismatch | BRL | 1 | R$ 0,50 |" in body  # not corrected here: needs a PSP ticket
     assert "requested by: dag\\_test (run " in body  # markdown-escaped
 
@@ -140,9 +148,12 @@ def test_approved_by_finance_applies_the_dry_run(register_dag, seeded, incident,
         for tid in sorted(EXPECTED)
     ]
     steps = seeded.execute(
-        "SELECT outcome FROM recon.incident_events WHERE incident_id = %s ORDER BY id", (incident,)
+        "SELECT details->>'decision', outcome FROM recon.incident_events WHERE incident_id = %s ORDER BY id",
+        (incident,),
     ).fetchall()
     assert [s[0] for s in steps] == ["approval_requested", "applied"]
+    # people read the decision in words, never its code
+    assert [s[1] for s in steps] == ["aprovação solicitada ao financeiro", "correções aplicadas"]
 
 
 @pytest.mark.timeout(180)
@@ -170,7 +181,7 @@ def test_self_approval_is_refused_and_applies_nothing(register_dag, seeded, inci
     assert states(dag_run)[TASK_ID] == "failed"
     assert checksum(seeded) == before
     (reason,) = seeded.execute(
-        "SELECT details->>'reason' FROM recon.incident_events WHERE outcome = 'approval_refused'"
+        "SELECT details->>'reason' FROM recon.incident_events WHERE details->>'decision' = 'approval_refused'"
     ).fetchone()
     assert "dag_test requested this correction" in reason and "cannot also approve" in reason
 
@@ -242,8 +253,8 @@ def test_four_currencies_each_in_its_own_figures_and_converted_with_the_rates(
     assert (
         f"- Converted total in BRL (converted, of BRL, EUR, JPY; USD not included): {in_reais} — "
         "rates in force at 2026-11-21T11:00:00+00:00: "
-        "1 EUR = 6,2512 BRL (from 2026-11-21 00:00 UTC, BCB PTAX); "
-        "1 JPY = 0,0365 BRL (from 2026-11-20 00:00 UTC, BCB PTAX)"
+        "1 EUR = 6,2512 BRL (a partir de 2026-11-21 00:00 UTC, BCB PTAX); "
+        "1 JPY = 0,0365 BRL (a partir de 2026-11-20 00:00 UTC, BCB PTAX)"
     ) in body
     assert "- Not converted to BRL: USD — no rate in recon.fx_rates in force at 2026-11-21T11:00:00" in body
     assert "| EUR | 1 | EUR 9.619,80 | R$ 60.135,29 (converted at 1 EUR = 6,2512 BRL) |" in body
@@ -251,7 +262,12 @@ def test_four_currencies_each_in_its_own_figures_and_converted_with_the_rates(
     assert "| USD | 1 | USD 700,55 | not converted: no rate |" in body
     assert "| BRL | 2 | R$ 104.175,21 | same currency |" in body
     assert "| status_mismatch | JPY | 1 | JPY 123.457 |" in body  # JPY has no decimals
-    assert "| 305 | m-jpy-1 | capture | status_mismatch | authorized | captured | JPY 123.457 |" in body
+    # the evidence line: the gateway's amount and the PSP's, both in yen (no decimals)
+    assert re.search(
+        r"\| 305 \| m-jpy-1 \| capture \| [^|]+ \| authorized \| JPY 123\.457 \| "
+        r"\w+ \| JPY [\d.]+ \| \*\*captured\*\* \|",
+        body,
+    )
     assert "Not corrected here (needs PSP ticket / manual): 1 key(s) — 1 in BRL: R$ 5,00" in body
     assert "9,99" not in body and "5,1 " not in body and "later, not in force" not in body
     assert "summed across currencies" not in body

@@ -84,7 +84,8 @@ def test_dry_run_only_writes_the_artifact(seeded, incident, artifacts):
     ).fetchall()
     assert row == ("billing_gateway_data_correction", RUN_ID, "correct", "stripe", incident, "dry_run")
     outcome, details = seeded.execute("SELECT outcome, details FROM recon.incident_events").fetchone()
-    assert outcome == "dry_run" and details["artifact_record"] == record
+    assert details["decision"] == "dry_run" and details["artifact_record"] == record
+    assert outcome == "somente simulação: nada solicitado, nada aplicado"
     assert_no_local_paths(out, summary, details, roots=[artifacts], what="dry run")
 
 
@@ -97,8 +98,11 @@ def test_rendered_values_are_parsed_and_the_row_cap_refuses_before_asking(seeded
         task.execute(context())
     assert checksum(seeded) == before
     assert task.body is None  # nobody was asked
-    (outcome,) = seeded.execute("SELECT outcome FROM recon.incident_events").fetchone()
-    assert outcome == "row_cap_exceeded"
+    (outcome, decision) = seeded.execute(
+        "SELECT outcome, details->>'decision' FROM recon.incident_events"
+    ).fetchone()
+    assert decision == "row_cap_exceeded"
+    assert outcome.startswith("mais transações que o limite de linhas da execução")
 
 
 def test_nothing_to_correct_asks_nobody(seeded, artifacts):
@@ -245,7 +249,8 @@ def test_reject_and_timeout_apply_nothing(seeded, pending, artifacts, event, out
     assert out["outcome"] == outcome and out["result"] is None
     assert checksum(seeded) == before
     (recorded,) = seeded.execute(
-        "SELECT outcome FROM recon.incident_events WHERE outcome NOT IN ('dry_run', 'approval_requested')"
+        "SELECT details->>'decision' FROM recon.incident_events"
+        " WHERE details->>'decision' NOT IN ('dry_run', 'approval_requested')"
     ).fetchone()
     assert recorded == outcome
 

@@ -185,7 +185,8 @@ def test_apply_corrects_audits_and_notes_once(hook, seeded, window, artifacts, i
     (event,) = seeded.execute(
         "SELECT step, outcome, actor, details FROM recon.incident_events WHERE incident_id = %s", (incident,)
     ).fetchall()
-    assert event[:3] == ("mitigation.data_correction", "applied", "finance.bia")
+    assert event[:3] == ("mitigation.data_correction", "correções aplicadas", "finance.bia")
+    assert event[3]["decision"] == "applied"
     assert event[3]["applied"] == 4 and event[3]["correction_key"] == dry.correction_key
     assert event[3]["applied_by_currency"] == {
         c: {"count": n, "amount_minor": a} for c, (n, a) in EXPECTED_BY_CURRENCY.items()

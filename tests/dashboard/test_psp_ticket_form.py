@@ -86,12 +86,12 @@ def test_an_editor_records_the_number_and_a_second_replaces_it(client, auth_mana
     }
     assert stored_ticket(db, incident_id) == "STRIPE-8813"
     assert ticket_events(db, incident_id) == [
-        ("PSP ticket STRIPE-8812", "oncall.ana", "STRIPE-8812", None),
-        ("PSP ticket STRIPE-8813 (replaces STRIPE-8812)", "oncall.ana", "STRIPE-8813", "STRIPE-8812"),
+        ("Ticket do PSP STRIPE-8812", "oncall.ana", "STRIPE-8812", None),
+        ("Ticket do PSP STRIPE-8813 (substitui STRIPE-8812)", "oncall.ana", "STRIPE-8813", "STRIPE-8812"),
     ]
     # both on the page's timeline, the latest as the incident's number
     page = client.get(f"/incidents/{incident_id}").text
-    assert "PSP ticket STRIPE-8812" in page and "PSP ticket STRIPE-8813 (replaces STRIPE-8812)" in page
+    assert "Ticket do PSP STRIPE-8812" in page and "Ticket do PSP STRIPE-8813 (substitui STRIPE-8812)" in page
 
 
 @pytest.mark.parametrize(
@@ -173,7 +173,7 @@ def test_the_next_update_and_the_closing_report_show_the_number(client, auth_man
         final_figures=None,
         generated_at=datetime.now(UTC),
     )
-    assert "| PSP ticket | none |" in render_closing_report_markdown(draft)
+    assert "| Ticket do PSP | nenhum |" in render_closing_report_markdown(draft)
 
     login(client, auth_manager, "user", "oncall.ana")
     assert (
@@ -187,9 +187,9 @@ def test_the_next_update_and_the_closing_report_show_the_number(client, auth_man
             incident=incident, as_of=datetime.now(UTC), figures=incident.figures, steps=events[-1:]
         )
     )
-    assert "PSP ticket: STRIPE-8812" in " ".join(update.text.split())
-    assert "PSP ticket recorded" in update.text  # the step itself, among the steps executed
+    assert "Ticket do PSP: STRIPE-8812" in " ".join(update.text.split())
+    assert "Ticket do PSP registrado" in update.text  # the step itself, among the steps executed
     report = ClosingReport(
         incident=incident, events=events, corrections=(), final_figures=None, generated_at=datetime.now(UTC)
     )
-    assert "| PSP ticket | STRIPE-8812 |" in render_closing_report_markdown(report)
+    assert "| Ticket do PSP | STRIPE-8812 |" in render_closing_report_markdown(report)

@@ -4,6 +4,7 @@ plain text and HTML, Slack blocks, the delivery log, the containment notice, bad
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -68,16 +69,16 @@ def test_direct_call_sends_text_and_html_email_and_a_slack_message(incident, fin
 
     (message,) = smtp.messages
     assert smtp.envelopes == [(SENDER, ["finance@platform.io", "controller@platform.io"])]
-    assert subject(message).startswith(f"[{incident}] stripe reconciliation update")
-    assert "34,0909% (R$ 7,50) divergent" in subject(message)
+    assert subject(message).startswith(f"[{incident}] atualização da reconciliação de stripe")
+    assert "34,0909% (R$ 7,50) divergentes" in subject(message)
     assert message["From"] == SENDER
     text, html = bodies(message)
     for body in (text, html):
-        assert "34,0909% — R$ 7,50 divergent in 2 transaction(s) of R$ 22,00 processed by the gateway" in body
+        assert "34,0909% — R$ 7,50 divergentes em 2 transações de R$ 22,00 processados pelo gateway" in body
         assert "STRIPE-8812" in body
-        assert "not yet estimated" in body
-        assert "3 cycles re-run" in body and "Incident opened" in body and "PSP ticket recorded" in body
-        assert "since the incident was opened" in body
+        assert "ainda sem previsão" in body
+        assert "3 cycles re-run" in body and "Incidente aberto" in body and "Ticket do PSP registrado" in body
+        assert "desde a abertura do incidente" in body
     # the reason is escaped in HTML, never markup
     assert "divergence &lt;above&gt; R$ 5.000" in html and "<above>" not in html
     assert "<table style=" in html
@@ -91,13 +92,13 @@ def test_direct_call_sends_text_and_html_email_and_a_slack_message(incident, fin
         "type": "header",
         "text": {
             "type": "plain_text",
-            "text": f"{incident} · PSP stripe · reconciliation incident update",
+            "text": f"{incident} · PSP stripe · atualização do incidente de reconciliação",
             "emoji": False,
         },
     }
     fields = {f["text"].split("\n")[0]: f["text"].split("\n")[1] for f in blocks[1]["fields"]}
-    assert fields["*PSP ticket*"] == "STRIPE-8812"
-    assert fields["*Divergence now*"].startswith("34,0909% — R$ 7,50 divergent")
+    assert fields["*Ticket do PSP*"] == "STRIPE-8812"
+    assert fields["*Divergência agora*"].startswith("34,0909% — R$ 7,50 divergentes")
     steps = next(b["text"]["text"] for b in blocks if b["type"] == "section" and "text" in b)
     assert "*reprocess* — 3 cycles re-run (alice)" in steps
 
@@ -111,8 +112,28 @@ def test_direct_call_sends_text_and_html_email_and_a_slack_message(incident, fin
     assert deliveries[1].response["ts"] == "1700000000.000001"
     assert deliveries[0].figures.divergent_amount_minor == 750
     last = hook.timeline(incident)[-1]
-    assert last.step == Step.UPDATE and "sent by email and slack" in last.outcome
+    assert last.step == Step.UPDATE and "enviada por e-mail e Slack" in last.outcome
     assert last.figures.divergence_pct == 34.0909
+
+
+def test_english_when_configured(incident, finance_conns, divergent_psp, monkeypatch):
+    """``[recon] language = en``: the same update, its Slack message and its timeline text in
+    English, amounts in the English format; the runbook's steps by their English names."""
+    monkeypatch.setenv("AIRFLOW__RECON__LANGUAGE", "en")
+    FinanceNotifier(incident_id=incident).notify({})
+    (message,) = finance_conns["smtp"].messages
+    assert subject(message).startswith(f"[{incident}] stripe reconciliation update")
+    assert "34.0909% (BRL 7.50) divergent" in subject(message)
+    text, html = bodies(message)
+    for body in (text, html):
+        assert "BRL 7.50 divergent in 2 transactions of BRL 22.00 processed by the gateway" in body
+        assert "Detection — Incident opened" in body and "Communication — PSP ticket recorded" in body
+        assert "divergentes" not in body and "Incidente" not in body
+    assert '<html lang="en">' in html
+    (post,) = finance_conns["slack"].posts
+    assert post["text"] == subject(message)
+    last = IncidentHook().timeline(incident)[-1]
+    assert last.step == Step.UPDATE and "sent by e-mail and Slack" in last.outcome
 
 
 def test_slack_incoming_webhook_connection(incident, finance_conns, httpserver, monkeypatch):
@@ -126,7 +147,7 @@ def test_slack_incoming_webhook_connection(incident, finance_conns, httpserver, 
     )
     FinanceNotifier(incident_id=incident).notify({})
     (body,) = posted
-    assert body["text"].startswith(f"[{incident}] stripe reconciliation update")
+    assert body["text"].startswith(f"[{incident}] atualização da reconciliação de stripe")
     assert body["blocks"][0]["type"] == "header"
     assert [d.response for d in IncidentHook().deliveries(incident) if d.channel == "slack"] == [
         {"status": 200, "via": "webhook"}
@@ -142,7 +163,7 @@ def test_slack_error_is_recorded_and_raised_while_email_goes_out(incident, finan
     assert (email_row.status, slack_row.status) == ("sent", "failed")
     assert "channel_not_found" in slack_row.last_error
     last = IncidentHook().timeline(incident)[-1]
-    assert "failed: slack" in last.outcome and "retried on the next run" in last.outcome
+    assert "falhou: Slack" in last.outcome and "nova tentativa na próxima execução" in last.outcome
 
 
 def test_callback_finds_the_open_incident_of_the_runs_psp(incident, finance_conns):
@@ -194,13 +215,13 @@ def test_containment_notice_tells_finance_of_the_freeze_and_the_eta(incident, fi
 
     (message,) = finance_conns["smtp"].messages
     assert subject(message) == (
-        f"[{incident}] stripe reconciliation paused - estimated resumption 2026-11-20 15:30 UTC"
+        f"[{incident}] reconciliação de stripe pausada - previsão de retomada: 2026-11-20 15:30 UTC"
     )
     text, html = bodies(message)
     for body in (text, html):
-        assert "Automatic reconciliation of stripe is frozen" in body
+        assert "A reconciliação automática de stripe está congelada" in body
         assert "2026-11-20 12:05 UTC" in body and "oncall" in body and "PSP statements incomplete" in body
-    assert "paused" in finance_conns["slack"].texts[0]
+    assert "pausada" in finance_conns["slack"].texts[0]
 
     hook = IncidentHook()
     assert hook.get(incident).eta_resumption == eta  # the incident knows the estimate too
@@ -209,7 +230,7 @@ def test_containment_notice_tells_finance_of_the_freeze_and_the_eta(incident, fi
     # and the next update says it
     FinanceNotifier(incident_id=incident).notify({})
     text, _ = bodies(finance_conns["smtp"].messages[-1])
-    assert "Estimated resumption: 2026-11-20 15:30 UTC" in text
+    assert re.search(r"Previsão de retomada: +2026-11-20 15:30 UTC", text)
 
 
 def test_containment_notice_without_incident_and_smtp_down(divergent_psp, finance_conns):
@@ -223,5 +244,5 @@ def test_containment_notice_without_incident_and_smtp_down(divergent_psp, financ
     smtp.start()
     assert FinanceNotifier().resend_unsent() == {row.id: "sent"}
     (message,) = smtp.messages
-    assert subject(message).startswith("[billing gateway] adyen reconciliation paused")
+    assert subject(message).startswith("[billing gateway] reconciliação de adyen pausada")
     assert FinanceNotifier().resend_unsent() == {}

@@ -134,7 +134,7 @@ def test_the_closing_email_invites_finance_and_oncall_to_the_review(
 
     # the closing e-mail, read from the SMTP server: finance and on-call, with the invitation
     (message,) = finance_conns["smtp"].messages
-    assert "normalized" in message["Subject"]
+    assert "normalizada" in message["Subject"]
     invited = ["finance@platform.io", "oncall@platform.io", "sre.lead@platform.io"]
     assert [a.strip() for a in message["To"].split(",")] == invited
     assert finance_conns["smtp"].envelopes == [(SENDER, invited)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -91,9 +92,9 @@ def assert_per_currency(text: str) -> None:
     assert "R$ 104.175,21" in text  # BRL with its symbol, pt-BR format
     assert "EUR 9.619,80" in text
     assert "JPY 1.234" in text and "JPY 1.234," not in text  # no decimals for yen
-    assert "R$ 164.345,24 converted" in text or "R$ 164.345,24 divergent (converted to BRL)" in text
+    assert "R$ 164.345,24 convertido" in text or "R$ 164.345,24 divergentes (convertidos para BRL)" in text
     assert "1 EUR = 6,25 BRL" in text and "1 JPY = 0,0375 BRL" in text
-    assert "no FX rate: USD 12,00 not included" in text
+    assert "sem taxa de câmbio: USD 12,00 não incluídos" in text
     for raw in forbidden_sums():
         assert raw not in text, raw
 
@@ -122,17 +123,17 @@ def test_converted_total_is_exact_and_never_a_sum_of_minor_units():
     assert figures.by_currency["JPY"] == CurrencyFigure("JPY", 2, JPY, 5, 900_000)
     assert figures.several_currencies and figures.converted
     assert figures.describe() == (
-        "15,5226% — R$ 164.345,24 divergent (converted to BRL) in 15 transaction(s) of "
-        "R$ 1.058.750,00 processed by the gateway (converted to BRL); per currency: "
-        "R$ 104.175,21 in 11 transaction(s); EUR 9.619,80 in 1 transaction(s); "
-        "JPY 1.234 in 2 transaction(s); USD 12,00 in 1 transaction(s); "
-        "rates: 1 EUR = 6,25 BRL (from 2026-11-20 09:00 UTC, BCB PTAX); "
-        "1 JPY = 0,0375 BRL (from 2026-11-20 09:00 UTC, BCB PTAX); "
-        "no FX rate: USD 12,00 not included"
+        "15,5226% — R$ 164.345,24 divergentes (convertidos para BRL) em 15 transações de "
+        "R$ 1.058.750,00 processados pelo gateway (convertidos para BRL); por moeda: "
+        "R$ 104.175,21 em 11 transações; EUR 9.619,80 em 1 transação; "
+        "JPY 1.234 em 2 transações; USD 12,00 em 1 transação; "
+        "taxas: 1 EUR = 6,25 BRL (a partir de 2026-11-20 09:00 UTC, BCB PTAX); "
+        "1 JPY = 0,0375 BRL (a partir de 2026-11-20 09:00 UTC, BCB PTAX); "
+        "sem taxa de câmbio: USD 12,00 não incluídos"
     )
     assert figures.short() == (
-        "15,5226% (R$ 104.175,21; EUR 9.619,80; JPY 1.234 — R$ 164.345,24 converted at "
-        "1 EUR = 6,25 BRL and 1 JPY = 0,0375 BRL; no FX rate: USD 12,00 not included)"
+        "15,5226% (R$ 104.175,21; EUR 9.619,80; JPY 1.234 — R$ 164.345,24 convertido a "
+        "1 EUR = 6,25 BRL e 1 JPY = 0,0375 BRL; sem taxa de câmbio: USD 12,00 não incluídos)"
     )
     assert_per_currency(figures.describe())
     # reais alone: nothing converted, nothing said about rates
@@ -148,7 +149,7 @@ def test_converted_total_is_exact_and_never_a_sum_of_minor_units():
     assert not alone.several_currencies
     assert (
         alone.describe()
-        == "34,0909% — R$ 7,50 divergent in 2 transaction(s) of R$ 22,00 processed by the gateway"
+        == "34,0909% — R$ 7,50 divergentes em 2 transações de R$ 22,00 processados pelo gateway"
     )
     assert alone.short() == "34,0909% (R$ 7,50)"
 
@@ -169,7 +170,8 @@ def test_figures_round_trip_through_json_and_from_every_payload():
     # recorded before per-currency figures: no currency is assumed
     legacy = Figures.from_columns(750, 2, Decimal("34.0909"), None)
     assert legacy.reporting_currency is None
-    assert legacy.short() == "34,0909% (750 minor units (currency not recorded))"
+    # never bare minor units: said to be in the smallest unit of an unknown currency
+    assert legacy.short() == "34,0909% (750 na menor unidade de uma moeda que não foi registrada)"
     assert Figures.from_dict(legacy.as_dict()) == legacy
     assert Figures.from_dict({"divergent_amount_minor": 1, "divergent_count": 1}).reporting_currency is None
     with pytest.raises(IncidentInputError, match="FX rate of EUR is malformed"):
@@ -201,13 +203,15 @@ def test_update_email_text_html_slack_and_subject_show_each_currency():
     )
     message = render_update(update)
     assert message.subject == (
-        "[INCIDENT-472] stripe reconciliation update 2026-11-20 11:30 UTC - " + now.short() + " divergent"
+        "[INCIDENT-472] atualização da reconciliação de stripe 2026-11-20 11:30 UTC - "
+        + now.short()
+        + " divergentes"
     )
     slack = json.dumps(message.slack_blocks, ensure_ascii=False)
     for surface in (message.subject, message.text, message.html, slack):
         assert_per_currency(surface)
     # the change: the converted total's delta, and each currency's own delta
-    change = "at the previous update (-R$ 95.824,79 converted; per currency: -R$ 95.824,79)"
+    change = "na atualização anterior (-R$ 95.824,79 convertidos; por moeda: -R$ 95.824,79)"
     assert change in message.text and change in message.html
     fields = {
         f["text"].split("\n")[0]: f["text"].split("\n", 1)[1]
@@ -216,28 +220,29 @@ def test_update_email_text_html_slack_and_subject_show_each_currency():
         for f in b["fields"]
     }
     # one line per currency, each in its own currency; the rates; what has no rate
-    assert fields["*Divergence now*"] == (
-        "15,5226% — R$ 164.345,24 divergent (converted to BRL) in 15 transaction(s) of "
-        "R$ 1.058.750,00 processed by the gateway (converted to BRL)"
+    assert fields["*Divergência agora*"] == (
+        "15,5226% — R$ 164.345,24 divergentes (convertidos para BRL) em 15 transações de "
+        "R$ 1.058.750,00 processados pelo gateway (convertidos para BRL)"
     )
-    assert fields["*Per currency*"].split("\n") == [
-        "R$ 104.175,21 divergent in 11 transaction(s) of R$ 900.000,00 processed",
-        "EUR 9.619,80 divergent in 1 transaction(s) of EUR 20.000,00 processed",
-        "JPY 1.234 divergent in 2 transaction(s) of JPY 900.000 processed",
-        "USD 12,00 divergent in 1 transaction(s) of USD 500,00 processed",
+    assert fields["*Por moeda*"].split("\n") == [
+        "R$ 104.175,21 divergentes em 11 transações de R$ 900.000,00 processados",
+        "EUR 9.619,80 divergentes em 1 transação de EUR 20.000,00 processados",
+        "JPY 1.234 divergentes em 2 transações de JPY 900.000 processados",
+        "USD 12,00 divergentes em 1 transação de USD 500,00 processados",
     ]
-    assert fields["*FX rates (to BRL)*"].split("\n") == [
-        "1 EUR = 6,25 BRL (from 2026-11-20 09:00 UTC, BCB PTAX)",
-        "1 JPY = 0,0375 BRL (from 2026-11-20 09:00 UTC, BCB PTAX)",
+    assert fields["*Taxas de câmbio (para BRL)*"].split("\n") == [
+        "1 EUR = 6,25 BRL (a partir de 2026-11-20 09:00 UTC, BCB PTAX)",
+        "1 JPY = 0,0375 BRL (a partir de 2026-11-20 09:00 UTC, BCB PTAX)",
     ]
-    assert fields["*Not converted*"] == "no FX rate: USD 12,00 not included"
+    assert fields["*Não convertido*"] == "sem taxa de câmbio: USD 12,00 não incluídos"
     assert_per_currency("\n".join(fields.values()))
     # the same lines in the e-mail: under the value column in text, one per line in HTML
-    assert (
-        "Per currency:         R$ 104.175,21 divergent in 11 transaction(s) of R$ 900.000,00 processed\n"
-        "                      EUR 9.619,80 divergent in 1 transaction(s)"
-    ) in message.text
-    assert "processed<br>EUR 9.619,80 divergent" in message.html
+    assert re.search(
+        r"Por moeda: +R\$ 104\.175,21 divergentes em 11 transações de R\$ 900\.000,00 processados\n"
+        r" +EUR 9\.619,80 divergentes em 1 transação",
+        message.text,
+    )
+    assert "processados<br>EUR 9.619,80 divergentes" in message.html
 
 
 def test_containment_notice_shows_each_currency():
@@ -252,7 +257,10 @@ def test_containment_notice_shows_each_currency():
     message = render_containment(notice)
     for surface in (message.text, message.html, json.dumps(message.slack_blocks, ensure_ascii=False)):
         assert_per_currency(surface)
-    assert "Divergence at the pause: 15,5226% — R$ 164.345,24 divergent (converted to BRL)" in message.text
+    assert re.search(
+        r"Divergência na pausa: +15,5226% — R\$ 164\.345,24 divergentes \(convertidos para BRL\)",
+        message.text,
+    )
 
 
 def test_closing_report_shows_kinds_and_corrections_per_currency():
@@ -303,28 +311,25 @@ def test_closing_report_shows_kinds_and_corrections_per_currency():
     for surface in (markdown, html):
         assert_per_currency(surface)
     # the opening's kinds, each in its currency
-    assert "| divergence kind | currency | keys | divergent amount |" in markdown
-    assert "| status_mismatch | BRL | 11 | R$ 104.175,21 |" in markdown
-    assert "| status_mismatch | EUR | 1 | EUR 9.619,80 |" in markdown
-    assert "| amount_mismatch | USD | 1 | USD 12,00 |" in markdown
-    assert "| missing_in_statement | JPY | 2 | JPY 1.234 |" in markdown
+    assert "| tipo de divergência | moeda | chaves | valor divergente |" in markdown
+    assert "| status divergente | BRL | 11 | R$ 104.175,21 |" in markdown
+    assert "| status divergente | EUR | 1 | EUR 9.619,80 |" in markdown
+    assert "| valor divergente | USD | 1 | USD 12,00 |" in markdown
+    assert "| faltando no extrato do PSP | JPY | 2 | JPY 1.234 |" in markdown
     # corrections: each amount in its currency, totals per currency only
-    assert "| r3 | capture | status_mismatch | EUR 9.619,80 | bob |" in markdown
-    assert "| r4 | capture | status_mismatch | JPY 1.234 | bob |" in markdown
-    assert "| r5 | capture | status_mismatch | 99 minor units (currency not recorded) | bob |" in markdown
+    assert "| r3 | capture | status divergente | EUR 9.619,80 | bob |" in markdown
+    assert "| r4 | capture | status divergente | JPY 1.234 | bob |" in markdown
+    legacy = "99 na menor unidade de uma moeda que não foi registrada"
+    assert f"| r5 | capture | status divergente | {legacy} | bob |" in markdown
     group = (
-        "| alice | bob | run-9 | 5 | 99 minor units (currency not recorded); R$ 104.175,21; "
-        "EUR 9.619,80; JPY 1.234 | status_mismatch |"
+        f"| alice | bob | run-9 | 5 | {legacy}; R$ 104.175,21; EUR 9.619,80; JPY 1.234 | status divergente |"
     )
     assert group in markdown
-    assert (
-        "R$ 104.175,21 in 2 transaction(s); EUR 9.619,80 in 1 transaction(s); JPY 1.234 in 1 transaction(s)"
-        in markdown
-    )
+    assert "R$ 104.175,21 em 2 transações; EUR 9.619,80 em 1 transação; JPY 1.234 em 1 transação" in markdown
     assert "<td style=" in html and "EUR 9.619,80" in html
     # final numbers: BRL cleared, the other currencies remain, compared with the opening
-    final = markdown.split("## Final numbers")[1]
-    assert "(-R$ 104.175,21 converted; per currency: -R$ 104.175,21)" in final
+    final = markdown.split("## Números finais")[1]
+    assert "(-R$ 104.175,21 convertidos; por moeda: -R$ 104.175,21)" in final
 
 
 def test_recovery_outcome_names_the_money_with_its_currency():
@@ -339,7 +344,7 @@ def test_recovery_outcome_names_the_money_with_its_currency():
         **{k: data[k] for k in ("reporting_currency", "by_currency", "fx_rates", "unconverted_currencies")},
     }
     outcome, _ = _describe_recovery(result)
-    assert "minor units" not in outcome
+    assert "minor units" not in outcome and "menor unidade" not in outcome
     assert_per_currency(outcome)
 
 
@@ -480,9 +485,12 @@ def test_change_compares_totals_only_in_one_currency():
     now = Figures.from_summary(mixed_summary())
     legacy = Figures.from_columns(20_000_000, 12, None, None)  # recorded before currencies
     text = _change(now, legacy)
-    assert text == "was n/a (20000000 minor units (currency not recorded)) at the previous update"
-    assert not text.startswith(("up", "down"))
-    assert _change(now, now) == f"unchanged since the previous update ({now.short()})"
+    assert (
+        text
+        == "era n/d (20.000.000 na menor unidade de uma moeda que não foi registrada) na atualização anterior"
+    )
+    assert not text.startswith(("subiu", "caiu"))
+    assert _change(now, now) == f"sem mudança desde a atualização anterior ({now.short()})"
     # only the euros moved: the converted delta and the euros' own delta
     eur = Figures.from_summary(
         DivergenceSummary(
@@ -497,4 +505,4 @@ def test_change_compares_totals_only_in_one_currency():
             fx_rates={"EUR": EUR_RATE, "JPY": JPY_RATE},
         )
     )
-    assert _change(eur, now).endswith("(+R$ 6,25 converted; per currency: +EUR 1,00)")
+    assert _change(eur, now).endswith("(+R$ 6,25 convertidos; por moeda: +EUR 1,00)")

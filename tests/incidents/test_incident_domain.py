@@ -4,6 +4,7 @@ HTML, Slack, closing report) — no Airflow, no database."""
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -94,10 +95,10 @@ def test_figures_are_integers_and_the_percentage_is_derived():
     assert figures.divergence_pct == 34.0909
     assert (
         figures.describe()
-        == "34,0909% — R$ 7,50 divergent in 2 transaction(s) of R$ 22,00 processed by the gateway"
+        == "34,0909% — R$ 7,50 divergentes em 2 transações de R$ 22,00 processados pelo gateway"
     )
     assert Figures.from_dict(figures.as_dict()) == figures
-    assert Figures(5, 1, 0).pct_text == "n/a"
+    assert Figures(5, 1, 0).pct_text == "n/d"
     for bad in (7.5, True, "750"):
         with pytest.raises(IncidentInputError):
             Figures(bad, 1)  # type: ignore[arg-type]
@@ -119,17 +120,21 @@ def test_update_in_text_html_and_slack_say_the_same():
     message = render_update(update)
     assert message.kind is MessageKind.UPDATE
     assert message.subject == (
-        "[INCIDENT-472] stripe reconciliation update 2026-11-20 11:30 UTC - 1,0000% (R$ 900,00) divergent"
+        "[INCIDENT-472] atualização da reconciliação de stripe 2026-11-20 11:30 UTC - 1,0000% (R$ 900,00) "
+        "divergentes"
     )
-    assert (
-        "Divergence now:       1,0000% — R$ 900,00 divergent in 9 transaction(s) of R$ 90.000,00"
-        in message.text
+    assert re.search(
+        r"Divergência agora: +1,0000% — R\$ 900,00 divergentes em 9 transações de R\$ 90\.000,00",
+        message.text,
     )
-    assert "down from 8,3333% (R$ 7.500,00) at the previous update (-R$ 6.600,00)" in message.text
-    assert "Estimated resumption: 2026-11-20 14:30 UTC" in message.text
-    assert "Steps executed since the last update (2026-11-20 11:00 UTC)" in message.text
-    assert "2026-11-20 11:12 UTC  reprocess" in message.text
-    assert "Updates due at 2026-11-20 10:30 UTC were not delivered" in message.text
+    assert "caiu de 8,3333% (R$ 7.500,00) na atualização anterior (-R$ 6.600,00)" in message.text
+    assert "Previsão de retomada: 2026-11-20 14:30 UTC" in message.text
+    assert "Passos executados desde a última atualização (2026-11-20 11:00 UTC)" in message.text
+    assert "2026-11-20 11:12 UTC  reprocess: 3 cycles re-run" in message.text
+    # a step id the runbook table knows is shown by the runbook's names, never as the id
+    assert "Comunicação — Ticket do PSP registrado" in message.text
+    assert Step.PSP_TICKET not in message.text
+    assert "As atualizações previstas para 2026-11-20 10:30 UTC não foram entregues" in message.text
     # HTML: same facts, escaped
     assert "STRIPE-&lt;8812&gt;" in message.html and "<8812>" not in message.html
     assert "1 &lt;failed&gt;" in message.html
@@ -142,9 +147,9 @@ def test_update_in_text_html_and_slack_say_the_same():
 
 def test_no_steps_normalized_and_long_slack_sections():
     quiet = render_update(IncidentUpdate(incident=incident(), as_of=AT, figures=None))
-    assert "No new steps since the last update." in quiet.text
-    assert "Divergence now:       not available" in quiet.text
-    assert "since the incident was opened" in quiet.text
+    assert "Nenhum passo novo desde a última atualização." in quiet.text
+    assert re.search(r"Divergência agora: +indisponível", quiet.text)
+    assert "desde a abertura do incidente" in quiet.text
 
     many = tuple(event(i, "reprocess", "x" * 200, 10) for i in range(40))
     done = render_update(
@@ -156,8 +161,8 @@ def test_no_steps_normalized_and_long_slack_sections():
         )
     )
     assert done.kind is MessageKind.NORMALIZED
-    assert "reconciliation normalized" in done.subject
-    assert "Next update" not in done.text and "this is the last update" in done.text
+    assert "reconciliação de stripe normalizada" in done.subject
+    assert "Próxima atualização" not in done.text and "esta é a última atualização" in done.text
     assert all(
         len(b["text"]["text"]) <= 3000 for b in done.slack_blocks if b["type"] == "section" and "text" in b
     )
@@ -169,10 +174,11 @@ def test_containment_notice():
     )
     assert (
         message.subject
-        == "[billing gateway] stripe reconciliation paused - estimated resumption not yet estimated"
+        == "[billing gateway] reconciliação de stripe pausada - previsão de retomada: ainda sem previsão"
     )
-    assert "Automatic reconciliation of stripe is frozen" in message.text
-    assert "Paused by:               oncall" in message.text
+    assert "A reconciliação automática de stripe está congelada" in message.text
+    assert "(runbook: Ações de Contenção)" in message.text
+    assert re.search(r"Pausada por: +oncall", message.text)
 
 
 def test_missed_slots():
@@ -243,22 +249,23 @@ def test_closing_report_markdown_and_html():
         deliveries={"email": {"sent": 5, "superseded": 1}, "slack": {"sent": 6}},
     )
     markdown = render_closing_report_markdown(report)
-    assert markdown.startswith("# INCIDENT-472 — billing gateway reconciliation, PSP stripe\n")
-    assert "| Reason | a \\| pipe |" in markdown
-    assert "| Duration | 2h 25min |" in markdown
-    assert "| amount_mismatch | 40 | R$ 7.500,00 |" in markdown
-    assert "| alice | bob | run-9 | 205 | R$ 205,00 | amount_mismatch |" in markdown
-    assert "… and 5 more corrected transactions" in markdown
-    assert "correction.apply approved by bob (requested by alice)" in markdown
-    assert "- email: 5 sent, 1 superseded" in markdown
+    assert markdown.startswith("# INCIDENT-472 — reconciliação do billing gateway, PSP stripe\n")
+    assert "| Motivo | a \\| pipe |" in markdown
+    assert "| Duração | 2h 25min |" in markdown
+    assert "| valor divergente | 40 | R$ 7.500,00 |" in markdown
+    assert "| alice | bob | run-9 | 205 | R$ 205,00 | valor divergente |" in markdown
+    assert "… e mais 5 transações corrigidas" in markdown
+    assert "correction.apply aprovada por bob (solicitada por alice)" in markdown
+    assert "- e-mail: 5 enviado, 1 substituído" in markdown
     assert "never attempted" in markdown
-    assert "0,0011% — R$ 1,00 divergent in 1 transaction(s)" in markdown
-    assert "down from 8,3333% (R$ 7.500,00) at the opening" in markdown
+    assert "0,0011% — R$ 1,00 divergentes em 1 transação" in markdown
+    assert "caiu de 8,3333% (R$ 7.500,00) na abertura" in markdown
     html = render_closing_report_html(report)
-    assert html.startswith("<!DOCTYPE html>") and "<h2>Who approved what</h2>" in html
+    assert html.startswith("<!DOCTYPE html>") and "<h2>Quem aprovou o quê</h2>" in html
+    assert '<html lang="pt-BR">' in html
     assert "a | pipe" in html
     draft = render_closing_report_markdown(
         ClosingReport(incident=incident(), events=(), corrections=(), final_figures=None, generated_at=AT)
     )
-    assert "**Draft: the incident is still mitigating.**" in draft
-    assert "No transaction was corrected." in draft and "Final figures are not available." in draft
+    assert "**Rascunho: o incidente ainda está em mitigação.**" in draft
+    assert "Nenhuma transação foi corrigida." in draft and "Os números finais não estão disponíveis." in draft

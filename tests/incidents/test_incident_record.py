@@ -158,11 +158,11 @@ def test_transitions_follow_the_runbook_and_illegal_ones_write_nothing(hook, div
 
     states = [e.outcome for e in hook.timeline(incident_id) if e.step == Step.STATE]
     assert states == [
-        "open -> mitigating",
-        "mitigating -> recovered: 2 green cycles",
-        "recovered -> mitigating",
-        "mitigating -> recovered",
-        "recovered -> closed",
+        "aberto → em mitigação",
+        "em mitigação → recuperado: 2 green cycles",
+        "recuperado → em mitigação",
+        "em mitigação → recuperado",
+        "recuperado → encerrado",
     ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -98,13 +99,14 @@ def test_updates_every_30_minutes_until_normalized_then_one_final_email(
     assert run(updates_dag, t0).state == "success"
     (first,) = smtp.messages
     assert subject(first) == (
-        f"[{incident_id}] stripe reconciliation update {format_time(t0)} - 34,0909% (R$ 7,50) divergent"
+        f"[{incident_id}] atualização da reconciliação de stripe {format_time(t0)} - 34,0909% (R$ 7,50) "
+        "divergentes"
     )
     text = text_of(first)
-    assert "34,0909% — R$ 7,50 divergent in 2 transaction(s) of R$ 22,00 processed by the gateway" in text
-    assert "cycle 10:00 re-run: failed" in text and "Incident opened" in text
-    assert "PSP ticket:           none opened" in text
-    assert "Next update in 30 minutes" in text
+    assert "34,0909% — R$ 7,50 divergentes em 2 transações de R$ 22,00 processados pelo gateway" in text
+    assert "cycle 10:00 re-run: failed" in text and "Detecção — Incidente aberto" in text
+    assert re.search(r"Ticket do PSP: +nenhum aberto", text)
+    assert "Próxima atualização em 30 minutos" in text
     assert len(slack.posts) == 1
 
     # between two updates: the PSP ticket, mitigation, and a correction that fixes r3
@@ -121,13 +123,13 @@ def test_updates_every_30_minutes_until_normalized_then_one_final_email(
 
     assert run(updates_dag, t0 + HALF_HOUR).state == "success"
     second = smtp.messages[1]
-    assert "2,2727% (R$ 0,50) divergent" in subject(second)
+    assert "2,2727% (R$ 0,50) divergentes" in subject(second)
     text = text_of(second)
-    assert "2,2727% — R$ 0,50 divergent in 1 transaction(s) of R$ 22,00" in text
-    assert "down from 34,0909% (R$ 7,50) at the previous update (-R$ 7,00)" in text
-    assert "STRIPE-8812" in text and "State:                mitigating" in text
-    assert f"Steps executed since the last update ({format_time(t0)})" in text
-    assert "missing statement line r3 loaded" in text and "open -> mitigating" in text
+    assert "2,2727% — R$ 0,50 divergentes em 1 transação de R$ 22,00" in text
+    assert "caiu de 34,0909% (R$ 7,50) na atualização anterior (-R$ 7,00)" in text
+    assert "STRIPE-8812" in text and re.search(r"Estado: +em mitigação", text)
+    assert f"Passos executados desde a última atualização ({format_time(t0)})" in text
+    assert "missing statement line r3 loaded" in text and "aberto → em mitigação" in text
     assert "cycle 10:00 re-run" not in text  # already told at t0
     assert "STRIPE-8812" in str(slack.posts[1]["blocks"])
 
@@ -138,10 +140,12 @@ def test_updates_every_30_minutes_until_normalized_then_one_final_email(
     hook.transition(incident_id, "recovered", actor="recovery-sensor", note="2 green cycles")
     assert run(updates_dag, t0 + 2 * HALF_HOUR).state == "success"
     final = smtp.messages[2]
-    assert subject(final) == f"[{incident_id}] stripe reconciliation normalized - 2,2727% (R$ 0,50) divergent"
-    assert "this is the last update about" in text_of(final)
-    assert "mitigating -> recovered: 2 green cycles" in text_of(final)
-    assert "normalized" in slack.posts[2]["text"]
+    assert subject(final) == (
+        f"[{incident_id}] reconciliação de stripe normalizada - 2,2727% (R$ 0,50) divergentes"
+    )
+    assert "esta é a última atualização sobre" in text_of(final)
+    assert "em mitigação → recuperado: 2 green cycles" in text_of(final)
+    assert "normalizada" in slack.posts[2]["text"]
 
     # then silence, also once the incident is closed
     hook.transition(incident_id, "closed", actor="alice")
@@ -181,8 +185,8 @@ def test_mail_outage_is_recorded_and_the_next_run_delivers_the_pending_update_on
     missed = hook.timeline(incident_id)[-1]
     assert missed.step == Step.UPDATE
     assert (
-        "failed: email (ConnectionRefusedError" in missed.outcome
-        and "retried on the next run" in missed.outcome
+        "falhou: e-mail (ConnectionRefusedError" in missed.outcome
+        and "nova tentativa na próxima execução" in missed.outcome
     )
     assert len(slack.posts) == 2  # Slack was up: it got its update
 
@@ -191,7 +195,7 @@ def test_mail_outage_is_recorded_and_the_next_run_delivers_the_pending_update_on
     assert len(smtp.messages) == 2  # exactly one delivery after the outage
     text = text_of(smtp.messages[1])
     assert "cycle 10:00 re-run: success" in text  # the pending update's step is delivered
-    assert f"Updates due at {format_time(t0 + HALF_HOUR)} were not delivered" in text
+    assert f"As atualizações previstas para {format_time(t0 + HALF_HOUR)} não foram entregues" in text
     delivered = hook.delivery(f"{incident_id}:update:{(t0 + 2 * HALF_HOUR).isoformat()}", "email")
     assert delivered.status == "sent"
     assert hook.delivery(failed.dedup_key, "email").status == "superseded"
@@ -231,8 +235,8 @@ def test_a_run_that_never_happened_is_an_event(updates_dag, divergent_psp, finan
     assert run(updates_dag, t0 + 3 * HALF_HOUR).state == "success"  # t0+30 and t0+60 never ran
     (missed,) = [e for e in hook.timeline(incident_id) if e.step == Step.UPDATE_MISSED]
     assert missed.details["slots"] == [(t0 + HALF_HOUR).isoformat(), (t0 + 2 * HALF_HOUR).isoformat()]
-    assert "2 finance update(s)" in missed.outcome
-    assert "were not delivered" in text_of(smtp.messages[-1])
+    assert "2 resumos ao financeiro previstos" in missed.outcome
+    assert "não foram entregues" in text_of(smtp.messages[-1])
 
 
 @pytest.mark.timeout(180)
@@ -308,21 +312,21 @@ def test_closing_report_attached_written_and_callback_notifies(
     assert sorted(p.name for p in stored.rglob("*") if p.is_file()) == sorted(
         [md_link["name"], html_link["name"]]
     )
-    assert markdown.startswith(f"# {incident_id} — billing gateway reconciliation, PSP stripe")
-    assert "Draft" not in markdown
+    assert markdown.startswith(f"# {incident_id} — reconciliação do billing gateway, PSP stripe")
+    assert "Rascunho" not in markdown
     for section in (
-        "What diverged",
-        "What was done",
-        "Who approved what",
-        "Final numbers",
-        "Lessons learned",
+        "O que divergiu",
+        "O que foi feito",
+        "Quem aprovou o quê",
+        "Números finais",
+        "Lições aprendidas",
     ):
         assert f"## {section}" in markdown and f"<h2>{section}</h2>" in html
-    assert "34,0909% — R$ 7,50 divergent in 2 transaction(s)" in markdown
-    assert "| alice | bob | run-9 | 2 | R$ 7,50 | amount_mismatch, missing_in_statement |" in markdown
-    assert "| missing_in_statement | BRL | 1 | R$ 7,00 |" in markdown
-    assert "cycle 10:00 re-run: failed" in markdown and "recovered -> closed" in markdown
-    assert "2,2727% — R$ 0,50 divergent in 1 transaction(s)" in markdown.split("## Final numbers")[1]
+    assert "34,0909% — R$ 7,50 divergentes em 2 transações" in markdown
+    assert "| alice | bob | run-9 | 2 | R$ 7,50 | faltando no extrato do PSP, valor divergente |" in markdown
+    assert "| faltando no extrato do PSP | BRL | 1 | R$ 7,00 |" in markdown
+    assert "cycle 10:00 re-run: failed" in markdown and "recuperado → encerrado" in markdown
+    assert "2,2727% — R$ 0,50 divergentes em 1 transação" in markdown.split("## Números finais")[1]
     assert hook.stored_closing_report(incident_id) == (markdown, html)
     attached = hook.timeline(incident_id)[-2]
     assert attached.step == Step.CLOSING_REPORT
@@ -332,7 +336,7 @@ def test_closing_report_attached_written_and_callback_notifies(
 
     # the callback told finance: the incident is closed, so it is the final update
     (message,) = finance_conns["smtp"].messages
-    assert "normalized" in subject(message)
+    assert "normalizada" in subject(message)
     assert f"CLOSING REPORT OF {incident_id} ATTACHED" in text_of(message)
     assert_no_local_paths(
         result,

@@ -100,9 +100,9 @@ def test_an_answer_is_recorded_and_a_second_replaces_it(incident_id):
     operator(incident_id).execute_complete(context(CSV), answer("STRIPE-8813", user="oncall.bruno"))
     assert IncidentHook().get(incident_id).psp_ticket == "STRIPE-8813"
     assert ticket_events(incident_id) == [
-        ("PSP ticket STRIPE-8812", "oncall.ana", "manual__1", {"psp_ticket": "STRIPE-8812"}),
+        ("Ticket do PSP STRIPE-8812", "oncall.ana", "manual__1", {"psp_ticket": "STRIPE-8812"}),
         (
-            "PSP ticket STRIPE-8813 (replaces STRIPE-8812)",
+            "Ticket do PSP STRIPE-8813 (substitui STRIPE-8812)",
             "oncall.bruno",
             "manual__1",
             {"psp_ticket": "STRIPE-8813", "replaces": "STRIPE-8812"},

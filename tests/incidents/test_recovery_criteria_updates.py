@@ -6,6 +6,7 @@ server and the Slack stand-in)."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -62,20 +63,26 @@ def test_updates_show_the_three_criteria_and_the_ledgers_figures(
     open_stripe(IncidentHook())
 
     text = update_text(updates_dag, t0, smtp)
-    assert (
-        f"Affected window:      {WINDOW_START:%Y-%m-%d %H:%M} UTC to {WINDOW_END:%Y-%m-%d %H:%M} UTC" in text
+    assert re.search(
+        rf"Janela afetada: +{WINDOW_START:%Y-%m-%d %H:%M} UTC a {WINDOW_END:%Y-%m-%d %H:%M} UTC", text
+    )
+    assert re.search(
+        r"Critérios de Recuperação: +1\. Divergência < R\$ 500,00 e < 10 transações: atendido — 2 chaves "
+        r"divergentes",
+        text,
     )
     assert (
-        "Recovery criteria:    1. Divergence below R$ 500,00 and 10 transactions: met — 2 divergent" in text
-    )
-    assert "2. 2 latest reconciliation cycles succeeded: NOT met — latest cycles: none recorded" in text
-    assert (
-        "3. Ledger aligned with the PSP statements: NOT met — the ledger differs from the PSP statements "
-        "by 1 row(s) and R$ 4,50 — authorized BRL: ledger 1 / R$ 4,50, statement 0 / R$ 0,00, gateway 0 / "
-        "R$ 0,00; captured BRL: ledger 1 / R$ 10,00, statement 2 / R$ 14,50, gateway 3 / R$ 22,00 "
-        "(limit: fewer than 1 row(s) and R$ 0,01)"
+        "2. Os 2 últimos ciclos de reconciliação executaram com status success: NÃO atendido — últimos "
+        "ciclos: nenhum registrado"
     ) in text
-    assert "Ledger aligned with the PSP statements: NOT met" in str(finance_conns["slack"].posts[0]["blocks"])
+    assert (
+        "3. Relatório financeiro alinhado com extratos PSP: NÃO atendido — o ledger difere dos extratos PSP "
+        "em 1 linha e R$ 4,50 — authorized BRL: ledger 1 / R$ 4,50, extrato do PSP 0 / R$ 0,00, gateway 0 / "
+        "R$ 0,00; captured BRL: ledger 1 / R$ 10,00, extrato do PSP 2 / R$ 14,50, gateway 3 / R$ 22,00 "
+        "(limite: menos de 1 linha e R$ 0,01)"
+    ) in text
+    slack = str(finance_conns["slack"].posts[0]["blocks"])
+    assert "Relatório financeiro alinhado com extratos PSP: NÃO atendido" in slack
 
     # finance fixes its ledger: the next update says it agrees
     divergent_psp.execute(
@@ -83,8 +90,8 @@ def test_updates_show_the_three_criteria_and_the_ledgers_figures(
     )
     text = update_text(updates_dag, t0 + timedelta(minutes=30), smtp)
     assert (
-        "3. Ledger aligned with the PSP statements: met — the ledger agrees with the PSP statements in "
-        "every status and currency (1 line(s))"
+        "3. Relatório financeiro alinhado com extratos PSP: atendido — o ledger está de acordo com os "
+        "extratos PSP em todos os status e moedas (1 linha)"
     ) in text
 
 
@@ -95,6 +102,8 @@ def test_an_update_goes_out_when_the_ledger_cannot_be_read(
     monkeypatch.delenv("AIRFLOW_CONN_PAYMENTS_LEDGER_DB")
     open_stripe(IncidentHook())
     text = update_text(updates_dag, next_slot(), finance_conns["smtp"])
-    assert (
-        "Recovery criteria:    not checked (Airflow connection 'payments_ledger_db' is not defined)" in text
+    assert re.search(
+        r"Critérios de Recuperação: +não verificados "
+        r"\(Airflow connection 'payments_ledger_db' is not defined\)",
+        text,
     )

@@ -105,7 +105,7 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
         assert f"Incident {incident} (stripe): closed" in out
         assert out.count("authorized -> ") == 12
         assert "12 transaction(s) — 11 in BRL: R$ 104.175,21; 1 in EUR: EUR 9.619,80" in out
-        assert "E-mails to finance" in out and "reconciliation normalized" in out
+        assert "E-mails to finance" in out and "reconciliação de stripe normalizada" in out
         # Encerramento 4: the closing e-mail carries the review's invitation (.ics read back)
         flat = " ".join(out.split())
         assert re.search(
@@ -115,7 +115,7 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
             r"attendees finance@platform\.io, oncall@platform\.io",
             flat,
         ), flat[-3000:]
-        assert "reconciliation of stripe resumed by" in out
+        assert "reconciliação de stripe retomada por" in out
         # Detecção 1: the alert in the PagerDuty stand-in, one incident from trigger to resolve
         assert "PagerDuty events (stand-in)" in out
         # ... finance's report (low urgency) added to that open alert, which stays high urgency
@@ -149,11 +149,11 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
 
         # Investigação 2: what the collection recorded, and why it has no logs here (said, not faked)
         logs = _section(out, "Investigação 2 — failed-task logs", "Recovery criterion 1.")
-        assert f"run {run_id}: Logs das tarefas com falha não coletados (3 ciclo(s) com falha)" in logs
+        assert f"run {run_id}: Logs das tarefas com falha não coletados (3 ciclos com falha)" in logs
         assert "Shown as recorded, not faked" in logs
 
         # Critérios de Recuperação 3: the ledger's figures beside the statement's and the gateway's
-        assert "Recovery criterion 3. Ledger aligned with the PSP statements: met" in flat
+        assert "Recovery criterion 3. Relatório financeiro alinhado com extratos PSP: atendido" in flat
         ledger = _section(out, "Critérios de Recuperação 3 — ledger.transactions", "Corrections applied")
         assert re.search(
             r"│ authorized\s+│ EUR\s+│ 26 / EUR 39\.958,18\s+│ 27 / EUR 39\.967,35\s+"
@@ -164,7 +164,7 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
 
         # Comunicação 3: the PSP's ticket number, in the closing e-mail
         assert "PSP ticket number STRIPE-8812 given by demo-oncall" in out
-        assert re.search(r"PSP ticket:\s+STRIPE-8812", out)
+        assert re.search(r"Ticket do PSP:\s+STRIPE-8812", out)  # the closing e-mail (pt-BR)
         assert "demo-pagerduty-routing-key-00032" not in out
 
         # the demo's database after the run (the server is left running for --ui: attach to it)

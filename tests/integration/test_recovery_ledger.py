@@ -262,27 +262,32 @@ def test_recovery_step_records_the_ledger_figures_and_recovers_once_the_ledger_i
     assert [e.details["state"] for e in checks] == ["waiting", "success"]
     waiting, met = checks
     # not recovered: the gateway and the statement agree, the ledger's figures say why not
-    assert waiting.outcome.startswith("recovery criteria not met yet: 1. Divergence below R$ 500,00")
-    assert "1. Divergence below R$ 500,00 and 10 transactions: met — 0 divergent key(s)" in waiting.outcome
-    assert "2. 2 latest reconciliation cycles succeeded: met" in waiting.outcome
+    assert waiting.outcome.startswith(
+        "critérios de recuperação ainda não atendidos: 1. Divergência < R$ 500,00"
+    )
+    assert "1. Divergência < R$ 500,00 e < 10 transações: atendido — 0 chave divergente" in waiting.outcome
     assert (
-        "3. Ledger aligned with the PSP statements: NOT met — the ledger differs from the PSP statements "
-        "by 12 row(s) and R$ 6.000,00 — authorized BRL: ledger 12 / R$ 6.000,00, statement 0 / R$ 0,00, "
-        "gateway 0 / R$ 0,00; captured BRL: ledger 0 / R$ 0,00, statement 12 / R$ 6.000,00, gateway 12 / "
-        "R$ 6.000,00 (limit: fewer than 10 row(s) and R$ 500,00)"
+        "2. Os 2 últimos ciclos de reconciliação executaram com status success: atendido" in waiting.outcome
+    )
+    assert (
+        "3. Relatório financeiro alinhado com extratos PSP: NÃO atendido — o ledger difere dos extratos PSP "
+        "em 12 linhas e R$ 6.000,00 — authorized BRL: ledger 12 / R$ 6.000,00, extrato do PSP 0 / R$ 0,00, "
+        "gateway 0 / R$ 0,00; captured BRL: ledger 0 / R$ 0,00, extrato do PSP 12 / R$ 6.000,00, "
+        "gateway 12 / R$ 6.000,00 (limite: menos de 10 linhas e R$ 500,00)"
     ) in waiting.outcome
     assert waiting.details["recovery"]["ledger"]["differing_count"] == CAPTURES
     assert waiting.figures is not None and waiting.figures.divergent_count == 0
     # fixed while the trigger waited: recovered, the three criteria met
-    assert met.outcome.startswith("recovery criteria met: ")
-    assert "3. Ledger aligned with the PSP statements: met — the ledger agrees" in met.outcome
+    assert met.outcome.startswith("critérios de recuperação atendidos: ")
+    assert (
+        "3. Relatório financeiro alinhado com extratos PSP: atendido — o ledger está de acordo" in met.outcome
+    )
     assert run.get_task_instance("recovery_criteria").xcom_pull(task_ids="recovery_criteria")["status"] == (
         "recovered"
     )
 
-    section = render_closing_report_markdown(hook.closing_report(incident_id)).split("## Recovery criteria")[
-        1
-    ]
-    assert "(recovery criteria met):" in section
-    assert "- 3. Ledger aligned with the PSP statements: met" in section
-    assert "| captured | BRL | 12 / R$ 6.000,00 | 12 / R$ 6.000,00 | 12 / R$ 6.000,00 | aligned |" in section
+    report = render_closing_report_markdown(hook.closing_report(incident_id))
+    section = report.split("## Critérios de Recuperação")[1]
+    assert "(critérios de recuperação atendidos):" in section
+    assert "- 3. Relatório financeiro alinhado com extratos PSP: atendido" in section
+    assert "| captured | BRL | 12 / R$ 6.000,00 | 12 / R$ 6.000,00 | 12 / R$ 6.000,00 | alinhado |" in section

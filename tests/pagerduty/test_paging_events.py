@@ -16,11 +16,13 @@ from airflow_recon_provider.reconciliation.incidents import IncidentEvent
 from airflow_recon_provider.reconciliation.kinds import DivergenceKind
 from airflow_recon_provider.reconciliation.money import FxRate
 from airflow_recon_provider.reconciliation.paging import (
+    FINANCE_REPORT_SEVERITY,
     PAGING_STEP,
     SUMMARY_MAX,
     PagingAction,
     PagingError,
     dedup_key,
+    finance_report_event,
     follow_up_event,
     paging_state,
     run_grid_url,
@@ -124,10 +126,12 @@ def test_trigger_carries_the_divergence_per_currency_and_in_reais():
         3,
     )
     assert per["EUR"]["converted"] is True and per["BRL"]["converted"] is False
-    assert details["divergence"]["fx_rates"] == ["1 EUR = 6,2875 BRL (from 2026-11-19 00:00 UTC, BCB PTAX)"]
+    assert details["divergence"]["fx_rates"] == [
+        "1 EUR = 6,2875 BRL (a partir de 2026-11-19 00:00 UTC, BCB PTAX)"
+    ]
     assert details["lag"] == {"cycles": 3, "text": "3 cycle(s) behind"}
     assert details["window"]["start"] == "2026-11-20T10:00:00+00:00"
-    assert details["window"]["text"] == "2026-11-20 10:00 UTC to 2026-11-20 13:00 UTC"
+    assert details["window"]["text"] == "2026-11-20 10:00 UTC a 2026-11-20 13:00 UTC"
     assert [link["href"] for link in event.links] == [
         "http://airflow.example:8080/recon/",
         "http://airflow.example:8080/dags/billing_gateway_remediation/runs/watch__INCIDENT-7",
@@ -147,7 +151,7 @@ def test_a_missing_fx_rate_pages_a_warning_and_names_the_currency():
     assert event.severity == "warning"
     divergence = event.custom_details["divergence"]
     assert divergence["unconverted_currencies"] == ["EUR"]
-    assert "EUR 9.629,10 not included" in divergence["not_converted"]
+    assert "EUR 9.629,10 não incluídos" in divergence["not_converted"]
     assert validate_event(_hook_body(event)) == []
 
 
@@ -201,7 +205,10 @@ def test_the_stand_in_refuses_what_the_events_api_refuses():
         assert any(expected in e for e in errors), (expected, errors)
 
 
-def _event(n: int, action: str, status: str) -> IncidentEvent:
+def _event(n: int, action: str, status: str, severity: str | None = None) -> IncidentEvent:
+    details = {"event_action": action, "status": status}
+    if severity:
+        details["severity"] = severity
     return IncidentEvent(
         id=n,
         incident_id="INCIDENT-7",
@@ -209,7 +216,7 @@ def _event(n: int, action: str, status: str) -> IncidentEvent:
         outcome="",
         actor="a",
         created_at=datetime(2026, 11, 20, tzinfo=UTC),
-        details={"event_action": action, "status": status},
+        details=details,
     )
 
 
@@ -230,3 +237,49 @@ def test_follow_ups_only_for_a_delivered_trigger_and_once():
     # a trigger after a resolve is a new PagerDuty incident: it can be acknowledged again
     assert paging_state([*resolved, _event(4, "trigger", "sent")]).needs(ack) is None
     assert paging_state(resolved).needs(PagingAction.TRIGGER) is None
+
+
+REPORT = {
+    "psp": "stripe",
+    "window_start": "2026-11-20T10:00:00+00:00",
+    "window_end": "2026-11-20T13:00:00+00:00",
+    "finance_ticket": "FIN-88",
+    "description": "x" * 600,
+    "incident_id": "INCIDENT-7",
+    "incident_action": "opened",
+    "reported_by": "finance",
+    "dry_run": {"run_id": "finance_report__FIN-88__r1"},
+}
+
+
+def test_a_finance_report_is_an_info_trigger_with_the_incidents_key():
+    event = finance_report_event(REPORT, source="billing_gateway_finance_report.page_oncall")
+    assert event.severity == FINANCE_REPORT_SEVERITY == "info"
+    assert event.dedup_key == dedup_key("stripe", "INCIDENT-7") and event.action is PagingAction.TRIGGER
+    details = event.custom_details
+    assert details["finance_ticket"] == "FIN-88" and details["reasons"] == ["finance_report"]
+    assert len(details["description"]) == 500 and details["description"].endswith("…")
+    body = {"routing_key": ROUTING_KEY, "event_action": "trigger", "dedup_key": event.dedup_key,
+            "payload": {"summary": event.summary, "source": event.source, "severity": event.severity,
+                        "class": event.class_type, "custom_details": dict(details)}}  # fmt: skip
+    assert validate_event(body) == []
+    with pytest.raises(PagingError, match="has no ticket"):
+        finance_report_event({**REPORT, "finance_ticket": " "}, source="s")
+    with pytest.raises(PagingError, match="no readable window"):
+        finance_report_event({**REPORT, "window_end": "tomorrow"}, source="s")
+
+
+def test_the_severity_that_opened_the_alert_decides_whether_a_breach_supersedes_it():
+    low = [_event(1, "trigger", "sent", "info")]
+    assert paging_state(low).open and paging_state(low).severity == "info"
+    assert paging_state(low).superseded_by("error") and paging_state(low).superseded_by("warning")
+    assert not paging_state(low).superseded_by("info")
+    # a higher trigger added to the open low alert does not raise its urgency (PagerDuty keeps it)
+    assert paging_state([*low, _event(2, "trigger", "sent", "error")]).severity == "info"
+    # an error alert: a report's info trigger is added to it, nothing superseded
+    high = [_event(1, "trigger", "sent", "error"), _event(2, "trigger", "sent", "info")]
+    assert paging_state(high).severity == "error" and not paging_state(high).superseded_by("error")
+    # resolved, failed or never sent: nothing open to supersede
+    assert not paging_state([*low, _event(2, "resolve", "sent")]).superseded_by("error")
+    assert not paging_state([_event(1, "trigger", "failed", "info")]).superseded_by("error")
+    assert not paging_state([]).open

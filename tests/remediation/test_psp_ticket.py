@@ -313,6 +313,6 @@ def test_ticket_in_four_currencies_keeps_each_amount_in_its_own(
     ]
     mixed = cross_currency_sums(parts)
     log = "\n".join(line for line in (printed.out + printed.err).splitlines() if "PSP ticket" in line)
-    assert "JPY: 1 row(s), JPY 457" in log and "EUR: 1 row(s), EUR 42,80" in log
+    assert "JPY: 1 linha, JPY 457" in log and "EUR: 1 linha, EUR 42,80" in log
     figures = {k: v for k, v in result.items() if k != "artifact"}  # its id and size are no amounts
     assert not (ints_in(figures) | numbers_in(log)) & mixed

@@ -142,3 +142,39 @@ def children_run_by_the_test(reconciliation_dag):
 
     with reprocess_runs_executed_here(reconciliation_dag) as executed:
         yield executed
+
+
+@pytest.fixture
+def airflow_api(tmp_path, monkeypatch, airflow_db) -> str:
+    """Airflow 3.3's own REST API (``create_app(apps="core")``, SimpleAuthManager) on
+    127.0.0.1 over this session's metadata database, as the ``airflow_api`` connection: the
+    scope step writes the run's note through it."""
+    import json
+    import threading
+    import time
+
+    import uvicorn
+    from airflow.api_fastapi.app import create_app
+
+    from airflow_recon_provider.devtools.stand_ins import free_port
+
+    user, password = "oncall-notes", "Notes-Pass-314"
+    passwords = tmp_path / "passwords.json"
+    passwords.write_text(json.dumps({user: password}))
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", f"{user}:admin")
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(apps="core"), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert time.monotonic() < deadline, "the api-server did not start"
+        time.sleep(0.1)
+    conn = {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http"}
+    monkeypatch.setenv("AIRFLOW_CONN_AIRFLOW_API", json.dumps({**conn, "login": user, "password": password}))
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -215,6 +215,19 @@ def xcom(dag_run, task_id: str, key: str = "return_value") -> Any:
     return dag_run.get_task_instance(task_id).xcom_pull(task_ids=task_id, key=key)
 
 
+def run_note(dag_run) -> str:
+    """The run's note as Airflow stores it (written by the scope step through the REST API)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        run = session.scalars(
+            select(DagRun).where(DagRun.dag_id == dag_run.dag_id, DagRun.run_id == dag_run.run_id)
+        ).one()
+        return run.note or ""
+
+
 def states(dag_run) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 

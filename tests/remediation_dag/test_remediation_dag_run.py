@@ -186,7 +186,7 @@ def test_from_trigger_to_closure(
         "SELECT outcome, actor, details->>'psp_ticket' FROM recon.incident_events"
         " WHERE incident_id = %s AND step = 'incident.psp_ticket'",
         (incident_id,),
-    ).fetchall() == [(f"PSP ticket {PSP_TICKET}", ONCALL, PSP_TICKET)]
+    ).fetchall() == [(f"Ticket do PSP {PSP_TICKET}", ONCALL, PSP_TICKET)]
 
     # release: rolled back (the break followed a release) and tagged, by the local script
     actions = json.loads(workdir["release"].read_text())
@@ -244,9 +244,9 @@ def test_from_trigger_to_closure(
         steps.index("containment.pause") < steps.index("mitigation.reprocess") < steps.index("closure.resume")
     )
     assert [e[1] for e in events if e[0] == "incident.state"] == [
-        "open -> mitigating: runbook Mitigação started",
-        "mitigating -> recovered: recovery criteria met",
-        "recovered -> closed: runbook Encerramento",
+        "aberto → em mitigação: Mitigação iniciada (runbook)",
+        "em mitigação → recuperado: critérios de recuperação atendidos",
+        "recuperado → encerrado: Encerramento (runbook)",
     ]
     assert {e[3] for e in events} == {dag_run.run_id}
     own_steps = {"investigation.scope", "investigation.snapshot", "containment.pause", "mitigation.reprocess",
@@ -264,24 +264,28 @@ def test_from_trigger_to_closure(
     assert with_figures["recovery.criteria"][:2] == (scenario.remaining_amount, 3)
     # the correction's own events (the request, the approver's apply) and the figures after it
     corrections = [(e[1], e[2], e[4]) for e in events if e[0] == "mitigation.data_correction"]
-    assert corrections[0][:2] == ("approval_requested", REQUESTER)
-    assert ("applied", APPROVER) in [c[:2] for c in corrections]
-    assert corrections[-1][0] == f"12 correction(s) applied, approved by {APPROVER}"
+    assert corrections[0][:2] == ("aprovação solicitada ao financeiro", REQUESTER)
+    assert ("correções aplicadas", APPROVER) in [c[:2] for c in corrections]
+    assert corrections[-1][0] == f"12 correções aplicadas, aprovadas por {APPROVER}"
     assert corrections[-1][2] == scenario.remaining_amount
 
     # closure: the closing report attached and written; finance and the channel told
     report = xcom(dag_run, "close.closing_report")
     markdown = artifact_text(assert_artifact_link(report["markdown"], kind="closing_report"))
-    assert incident_id in markdown and APPROVER in markdown and "Lessons learned" in markdown
-    assert "<h2>Lessons learned</h2>" in artifact_text(report["html"])
-    assert f"| PSP ticket | {PSP_TICKET} |" in markdown, markdown
-    recovered = markdown.split("## Recovery criteria")[1].split("## Final numbers")[0]
-    assert "- 3. Ledger aligned with the PSP statements: met — the ledger differs" in recovered
+    assert incident_id in markdown and APPROVER in markdown and "Lições aprendidas" in markdown
+    assert "<h2>Lições aprendidas</h2>" in artifact_text(report["html"])
+    assert f"| Ticket do PSP | {PSP_TICKET} |" in markdown, markdown
+    recovered = markdown.split("## Critérios de Recuperação")[1].split("## Números finais")[0]
+    assert "- 3. Relatório financeiro alinhado com extratos PSP: atendido — o ledger difere" in recovered
+    # the runbook's step names on the timeline of the report, never the internal ids
+    assert "Investigação — Validar Escopo" in markdown and "investigation.scope" not in markdown
+    assert "Ações de Contenção — Reconciliação automática pausada" in markdown
+    assert "containment.pause" not in markdown
     slack = finance_conns["slack"].texts
-    assert any("reconciliation of stripe paused by dag_test" in t for t in slack), slack
-    assert any("reconciliation of stripe resumed by dag_test" in t for t in slack), slack
+    assert any("reconciliação de stripe pausada por dag_test" in t for t in slack), slack
+    assert any("reconciliação de stripe retomada por dag_test" in t for t in slack), slack
     subjects = [m["Subject"].strip() for m in finance_conns["smtp"].messages]
-    assert any("reconciliation paused" in s for s in subjects), subjects
+    assert any("reconciliação de stripe pausada" in s for s in subjects), subjects
     assert len(subjects) == 2, subjects  # the containment notice and the final update
 
     # every artifact of the run in recon.artifacts, on the incident; links everywhere, no path
@@ -303,7 +307,7 @@ def test_from_trigger_to_closure(
     messages = [m.as_string() for m in finance_conns["smtp"].messages]
     assert any(report["markdown"]["link"] in m for m in messages)  # the final update links the report
     final_update = finance_conns["smtp"].messages[-1].get_body(("plain",)).get_content()
-    assert f"PSP ticket: {PSP_TICKET}" in " ".join(final_update.split()), final_update
+    assert f"Ticket do PSP: {PSP_TICKET}" in " ".join(final_update.split()), final_update
     assert_no_local_paths(
         all_xcoms(dag_run),
         answerer.request["body"],

@@ -18,6 +18,7 @@ from remediation_dag_support import (
     WINDOW_START,
     checksum,
     dag_runs_of,
+    run_note,
     states,
     xcom,
 )
@@ -106,19 +107,19 @@ def test_no_correction_without_someone_elses_approval(
     corrections = [
         (outcome, actor) for step, outcome, actor in events if step == "mitigation.data_correction"
     ]
-    assert corrections[0] == ("approval_requested", REQUESTER)
+    assert corrections[0] == ("aprovação solicitada ao financeiro", REQUESTER)
     if chosen == "Reject":
         # a decision, not a failure: the step succeeds, says who rejected, nothing applied
         assert task_states["mitigate.correct_transactions"] == "success"
         result = xcom(dag_run, "mitigate.correct_transactions")
         assert result["outcome"] == "rejected" and result["decided_by"] == user
-        assert corrections[-1][0] == f"correction rejected by {user}: nothing applied"
+        assert corrections[-1][0] == f"correção recusada por {user}: nada aplicado"
         # the divergence is still there: recovery is not declared, the incident stays open
         assert task_states["recover.recovery_criteria"] == "failed"
     else:
         # the requester cannot approve their own request: the step fails visibly
         assert task_states["mitigate.correct_transactions"] == "failed"
-        assert any(outcome.startswith("failed: SelfApprovalError") for outcome, _ in corrections), corrections
+        assert any(outcome.startswith("falhou: SelfApprovalError") for outcome, _ in corrections), corrections
         assert task_states["recover.recovery_criteria"] in {"upstream_failed", "skipped"}
     assert dag_run.state == "failed"
     for task in ("close.mark_recovered", "close.resume_reconciliation", "close.close_incident"):
@@ -135,11 +136,18 @@ def test_no_correction_without_someone_elses_approval(
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"window_start": WINDOW_END, "window_end": WINDOW_START}, "must be after its start"),
-        ({"window_start": "2025-01-01T00:00:00Z"}, "larger than the maximum"),
+        (
+            {"window_start": WINDOW_END, "window_end": WINDOW_START},
+            "o fim da janela (2026-11-20 11:00 UTC) é anterior ou igual ao início (2026-11-20 14:00 UTC)",
+        ),
+        ({"window_start": "2025-01-01T00:00:00Z"}, "passa do máximo de 744 h (31 dias)"),
+        (
+            {"window_end": "2026-11-20T15:00:00Z", "window_hours": 3},
+            "o fim da janela (2026-11-20 15:00 UTC) não corresponde à duração de 3 h",
+        ),
         ({"incident_id": "INCIDENT-77"}, "is about PSP adyen, not stripe"),
     ],
-    ids=["inverted-window", "window-too-large", "incident-of-another-psp"],
+    ids=["inverted-window", "window-too-large", "end-and-hours-disagree", "incident-of-another-psp"],
 )
 def test_a_wrong_request_fails_at_scope_and_changes_nothing(
     remediation_dag,
@@ -150,6 +158,7 @@ def test_a_wrong_request_fails_at_scope_and_changes_nothing(
     core_api,
     workdir,
     db,
+    airflow_api,
     overrides,
     message,
     capfd,
@@ -170,6 +179,9 @@ def test_a_wrong_request_fails_at_scope_and_changes_nothing(
     task_states = states(dag_run)
     assert dag_run.state == "failed"
     assert task_states["investigate.scope"] == "failed"
+    # the reason where people look: the run's note (the dashboard's recent runs show it)
+    assert run_note(dag_run).startswith("Recusado em Validar Escopo: ") and message in run_note(dag_run)
+    assert run_note(dag_run).endswith("Nada foi alterado: corrija o pedido e dispare de novo.")
     # the teardown that gives back the PSP's remediation lease runs anyway (nothing to give back)
     assert task_states.pop("release_lease") == "success"
     assert all(
@@ -184,6 +196,24 @@ def test_a_wrong_request_fails_at_scope_and_changes_nothing(
     assert dag_runs_of("billing_gateway_reconciliation") == runs_before
     assert psp_api.requests == [] and core_api.requests == []
     assert finance_conns["slack"].posts == [] and finance_conns["smtp"].messages == []
+
+
+def test_a_window_typed_as_a_start_in_sao_paulo_and_hours_lands_on_its_utc_hours(
+    remediation_dag, register_dag, scenario, psp_api, finance_conns, core_api, workdir, db, airflow_api
+):
+    """The form's start carries its zone (here America/Sao_Paulo's -03:00) and the window a
+    duration: the scope reads the UTC hours and echoes them in both zones on the run's note."""
+    conf = {**CONF, "window_start": "2026-11-20T08:00-03:00", "window_end": None, "window_hours": 3}
+    dag_run = remediation_dag.test(run_conf={**conf, "dry_run": True})
+    scope = xcom(dag_run, "investigate.scope")
+    assert (scope["window_start"], scope["window_end"]) == (
+        "2026-11-20T11:00:00+00:00",
+        "2026-11-20T14:00:00+00:00",
+    )
+    assert run_note(dag_run).startswith(
+        "Validar Escopo: PSP Stripe, janela 2026-11-20 11:00 a 2026-11-20 14:00 UTC "
+        "(08:00 a 11:00 de 20/11/2026 em America/Sao_Paulo, 3 h); simulação"
+    )
 
 
 def test_a_psp_outside_the_form_is_refused_before_the_run(remediation_dag, recon_config):

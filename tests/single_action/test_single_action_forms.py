@@ -61,6 +61,7 @@ def test_each_form_has_its_fields(single_action_dag):
     assert list(schema) == [
         "psp",
         "window_start",
+        "window_hours",
         "window_end",
         *[f for f in ("action", "eta_resumption", "divergence_kinds") if f in extra],
         "incident_id",
@@ -70,8 +71,13 @@ def test_each_form_has_its_fields(single_action_dag):
     # the PSP: a pick list of the configured PSPs with their display names
     assert schema["psp"]["enum"] == ["stripe", "adyen"]
     assert schema["psp"]["values_display"] == {"stripe": "Stripe", "adyen": "Adyen"}
-    # the window: date-time pickers
-    assert schema["window_start"]["format"] == schema["window_end"]["format"] == "date-time"
+    # the window: typed with its zone (no date picker in the UI's time zone), and a duration
+    # bounded by the maximum window as the alternative to the end
+    from airflow_recon_provider.reconciliation.window import ZONED_TIMESTAMP_PATTERN
+
+    assert schema["window_start"]["pattern"] == schema["window_end"]["pattern"] == ZONED_TIMESTAMP_PATTERN
+    assert "format" not in schema["window_start"] and "Z = UTC" in schema["window_start"]["title"]
+    assert schema["window_hours"]["minimum"] == 1 and schema["window_hours"]["maximum"] == 31 * 24
     # the incident: INCIDENT-<n>, optional
     assert schema["incident_id"]["pattern"] == r"^INCIDENT-\d+$"
     assert dag.params.get_param("incident_id").value is None
@@ -131,10 +137,12 @@ def test_each_dag_is_scope_then_the_shared_step(single_action_dag):
     [
         ({"psp": "paypal"}, "is not one of"),
         ({"incident_id": "INC-472"}, "does not match"),
-        ({"window_start": "yesterday at noon"}, "is not a 'date-time'"),
+        ({"window_start": "yesterday at noon"}, "does not match"),
+        ({"window_start": "2026-11-20T11:00"}, "does not match"),  # no zone: refused
+        ({"window_hours": 745}, "is greater than the maximum of 744"),
         ({"reason": "x" * 501}, "is too long"),
     ],
-    ids=["unknown-psp", "incident-id", "not-a-date-time", "reason-too-long"],
+    ids=["unknown-psp", "incident-id", "not-a-date-time", "no-zone", "window-too-long", "reason-too-long"],
 )
 def test_the_form_refuses_bad_input_before_any_run(single_action_dag, recon_config, overrides, message):
     from airflow.sdk.exceptions import ParamValidationError

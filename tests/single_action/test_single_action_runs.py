@@ -109,7 +109,7 @@ def test_reprocess_records_on_the_psps_open_incident(
     events = {e[0]: e for e in timeline(db, incident_id)}
     assert events["investigation.scope"][2:4] == (REQUESTER, dag_run.run_id)
     reprocessed = events["mitigation.reprocess"]
-    assert reprocessed[1].startswith("3 of 3 cycle(s)") and reprocessed[2:4] == (REQUESTER, dag_run.run_id)
+    assert reprocessed[1].startswith("3 de 3 ciclos") and reprocessed[2:4] == (REQUESTER, dag_run.run_id)
     assert reprocessed[4] is not None
 
 
@@ -143,9 +143,9 @@ def test_pause_then_resume(control_dag, register_dag, scenario, finance_conns, w
     control = db.execute("SELECT state, actor, reason, incident_id FROM recon.controls WHERE psp = 'stripe'")
     assert control.fetchone() == ("paused", REQUESTER, "PSP statement feed broken", incident_id)
     slack = finance_conns["slack"].texts
-    assert any("reconciliation of stripe paused by dag_test" in text for text in slack), slack
+    assert any("reconciliação de stripe pausada por dag_test" in text for text in slack), slack
     subjects = [m["Subject"] for m in finance_conns["smtp"].messages]
-    assert len(subjects) == 1 and "reconciliation paused" in subjects[0], subjects
+    assert len(subjects) == 1 and "reconciliação de stripe pausada" in subjects[0], subjects
     # the estimated resumption of the form: on the incident, in finance's notice
     (kept_eta,) = db.execute(
         "SELECT eta_resumption FROM recon.incidents WHERE incident_id = %s", (incident_id,)
@@ -173,7 +173,7 @@ def test_pause_then_resume(control_dag, register_dag, scenario, finance_conns, w
     ]
     assert db.execute("SELECT state FROM recon.controls WHERE psp = 'stripe'").fetchone() == ("active",)
     slack = finance_conns["slack"].texts
-    assert any("reconciliation of stripe resumed by dag_test" in text for text in slack), slack
+    assert any("reconciliação de stripe retomada por dag_test" in text for text in slack), slack
     assert len(finance_conns["smtp"].messages) == 1  # a resume sends no containment notice
 
     # both on the incident, which a single action does not close
@@ -219,11 +219,11 @@ def test_rollback_then_tag_in_local_mode(release_dag, register_dag, scenario, wo
     assert actions[1].get("notes") in (None, "reconciliation incident")
     events = timeline(db, incident_id)
     tag_events = [e for e in events if e[0] == "closure.tag_release"]
-    assert len(tag_events) == 1 and tag_events[0][1].startswith("tag of billing-gateway-worker in prod done")
+    assert len(tag_events) == 1 and tag_events[0][1].startswith("tag de billing-gateway-worker em prod feito")
     assert tag_events[0][2:4] == (REQUESTER, tagged.run_id)
     tag = xcom(tagged, "tag_release")
     assert (
-        f"release record release_tag_billing-gateway-worker.json ({tag['record']['link']})"
+        f"registro da release release_tag_billing-gateway-worker.json ({tag['record']['link']})"
         in tag_events[0][1]
     )
     assert_no_local_paths(tag, [e[1] for e in events], roots=[workdir["artifacts"].parent], what="tag")
@@ -281,14 +281,17 @@ def test_correction_approved_by_finance(correction_dag, register_dag, scenario, 
     ).fetchone()
     assert notes == (12,)
     outcomes = [(e[1], e[2]) for e in timeline(db, incident_id) if e[0] == "mitigation.data_correction"]
-    assert outcomes[0] == ("approval_requested", REQUESTER)
-    assert ("applied", APPROVER) in outcomes
-    assert outcomes[-1] == (f"12 correction(s) applied, approved by {APPROVER}", REQUESTER)
+    assert outcomes[0] == ("aprovação solicitada ao financeiro", REQUESTER)
+    assert ("correções aplicadas", APPROVER) in outcomes
+    assert outcomes[-1] == (f"12 correções aplicadas, aprovadas por {APPROVER}", REQUESTER)
 
 
 @pytest.mark.parametrize(
     ("answer", "user", "run_state", "outcome"),
-    [("Reject", APPROVER, "success", "rejected"), ("Approve", REQUESTER, "failed", "approval_refused")],
+    [
+        ("Reject", APPROVER, "success", "recusada pelo financeiro: nada aplicado"),
+        ("Approve", REQUESTER, "failed", "aprovação recusada: a resposta não veio de um aprovador permitido"),
+    ],
     ids=["rejected-by-finance", "approved-by-the-requester"],
 )
 def test_correction_not_approved_changes_nothing(
@@ -307,7 +310,7 @@ def test_correction_not_approved_changes_nothing(
     # the request and the decision are on the incident the run opened
     incident_id = xcom(dag_run, "scope")["incident_id"]
     outcomes = [(e[1], e[2]) for e in timeline(db, incident_id) if e[0] == "mitigation.data_correction"]
-    assert outcomes[0] == ("approval_requested", REQUESTER)
+    assert outcomes[0] == ("aprovação solicitada ao financeiro", REQUESTER)
     assert (outcome, user) in outcomes
     if run_state == "success":
         assert xcom(dag_run, "correct_transactions")["outcome"] == "rejected"

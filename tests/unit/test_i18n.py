@@ -8,6 +8,7 @@ person in English by accident.
 
 from __future__ import annotations
 
+import ast
 import re
 import threading
 import tomllib
@@ -74,6 +75,81 @@ def extracted() -> dict[tuple[str | None, str], tuple[tuple[str, ...], list[str]
     # the extraction really reads the source: the runbook's headings are among the messages
     assert (None, "Containment Actions") in found
     return found
+
+
+#: the marking functions and where their message id is: (context argument, message argument)
+_MARKERS = {"_": (None, 0), "gettext": (None, 0), "N_": (None, 0), "ngettext": (None, 0)}
+_MARKERS |= {"pgettext": (0, 1), "npgettext": (0, 1)}
+
+
+def _marked_in_python() -> dict[tuple[str | None, str], str]:
+    """(context, msgid) -> where, of every marking call with a literal message in the Python
+    source, found through the syntax tree (independent of Babel's extractor)."""
+    found: dict[tuple[str | None, str], str] = {}
+    for root in ("airflow_recon_provider", "dags"):
+        for path in sorted((REPO / root).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            for node in ast.walk(tree):
+                if not isinstance(node, ast.Call):
+                    continue
+                func = node.func
+                name = (
+                    func.id
+                    if isinstance(func, ast.Name)
+                    else func.attr
+                    if isinstance(func, ast.Attribute)
+                    else ""
+                )
+                if name not in _MARKERS:
+                    continue
+                ctx_at, msg_at = _MARKERS[name]
+                args = node.args
+                if len(args) <= msg_at or not isinstance(args[msg_at], ast.Constant):
+                    continue
+                message = args[msg_at].value
+                context = (
+                    args[ctx_at].value
+                    if ctx_at is not None and isinstance(args[ctx_at], ast.Constant)
+                    else None
+                )
+                if isinstance(message, str) and message:
+                    found.setdefault((context, message), f"{path.relative_to(REPO)}:{node.lineno}")
+    return found
+
+
+def test_the_extraction_sees_every_marked_message(extracted):
+    """Babel's extractor misses a marking call nested in another call inside ``_()``
+    (``_("a %(x)s", x=f(_("b")))``): such a message would never be translated. Every marked
+    literal the syntax tree finds must be among the extracted messages."""
+    unseen = [
+        f"{where}: {msgid!r}"
+        for key, where in _marked_in_python().items()
+        if key not in extracted
+        for msgid in [key[1]]
+    ]
+    assert not unseen, (
+        "Babel does not extract these (a marking call nested in a call inside _()): assign the "
+        "inner message to a variable first:\n" + "\n".join(unseen)
+    )
+
+
+def test_no_module_that_translates_rebinds_the_underscore():
+    """``figures, _ = ...`` in a module that imports ``_`` makes ``_`` a local string in that
+    function, and its ``_("...")`` a TypeError at run time (ruff does not flag it)."""
+    rebound: list[str] = []
+    for root in ("airflow_recon_provider", "dags"):
+        for path in sorted((REPO / root).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            imports_it = any(
+                isinstance(node, ast.ImportFrom) and any(alias.name == "_" for alias in node.names)
+                for node in ast.walk(tree)
+            )
+            if not imports_it:
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Name) and node.id == "_" and isinstance(node.ctx, ast.Store):
+                    rebound.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not rebound, "_ is rebound where it translates (name the value instead): " + ", ".join(rebound)
 
 
 def _placeholders(text: str) -> list[str]:

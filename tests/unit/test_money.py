@@ -92,8 +92,8 @@ def test_format_money_pt_br_and_en(amount, currency, pt_br, en):
 
 
 def test_format_money_never_guesses_the_decimals_of_an_unknown_currency():
-    assert format_money(12345, "XYZ") == "12345 (XYZ minor units)"
-    assert format_money(12345, None) == "12345 (? minor units)"
+    assert format_money(12345, "XYZ") == "12345 na menor unidade de XYZ (casas decimais desconhecidas)"
+    assert format_money(12345, None) == "12345 na menor unidade de ? (casas decimais desconhecidas)"
 
 
 # -- conversion --------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def test_lines_put_the_three_sides_in_the_gateways_vocabulary_per_currency():
     captured = by_key["captured", "BRL"]
     assert (captured.ledger_count, captured.statement_count, captured.gateway_count) == (10, 12, 12)
     assert captured.text() == (
-        "captured BRL: ledger 10 / R$ 5.000,00, statement 12 / R$ 6.000,00, gateway 12 / R$ 6.000,00"
+        "captured BRL: ledger 10 / R$ 5.000,00, extrato do PSP 12 / R$ 6.000,00, gateway 12 / R$ 6.000,00"
     )
     # the EUR capture is missing from the ledger, which has it without a currency
     assert not by_key["captured", "EUR"].aligned and not by_key["captured", ""].aligned
@@ -103,9 +103,9 @@ def test_a_status_move_is_one_row_and_amounts_are_never_added_across_currencies(
     assert alignment.differing_amount_minor == 30_000 + 44
     assert alignment.met
     text = alignment.describe()
-    assert text.startswith("the ledger differs from the PSP statements by 1 row(s) and R$ 300,44 converted")
-    assert "BRL: 1 row(s), R$ 300,00; EUR: 0 row(s), EUR 0,07; 1 EUR = 6,2875 BRL" in text
-    assert text.endswith("(limit: fewer than 10 row(s) and R$ 500,00)")
+    assert text.startswith("o ledger difere dos extratos PSP em 1 linha e R$ 300,44 convertidos")
+    assert "BRL: 1 linha, R$ 300,00; EUR: 0 linha, EUR 0,07; 1 EUR = 6,2875 BRL" in text
+    assert text.endswith("(limite: menos de 10 linhas e R$ 500,00)")
     assert LedgerAlignment.from_dict(alignment.as_dict()) == alignment
 
 
@@ -120,10 +120,10 @@ def test_not_aligned_at_the_limits_and_without_a_rate():
     eur = [AlignmentLine("captured", "EUR", 0, 0, 1, 100, 1, 100)]
     no_rate = aligned(eur)
     assert no_rate.unconverted_currencies == ("EUR",) and not no_rate.met
-    assert "no FX rate for EUR" in no_rate.describe()
+    assert "sem taxa de câmbio para EUR" in no_rate.describe()
     assert aligned(eur, fx_rates={"EUR": EUR}).met
     nameless = aligned([AlignmentLine("captured", "", 1, 100, 0, 0, 0, 0)])
-    assert not nameless.met and "ledger rows without a currency" in nameless.describe()
+    assert not nameless.met and "linhas do ledger sem moeda" in nameless.describe()
     # only the rates of differing currencies are kept
     assert aligned(twelve, fx_rates={"EUR": EUR}).fx_rates == {}
 
@@ -131,7 +131,7 @@ def test_not_aligned_at_the_limits_and_without_a_rate():
 def test_agreement_is_said_plainly():
     lines = [AlignmentLine("captured", "BRL", 2, 200, 2, 200, 2, 200)]
     text = aligned(lines).describe()
-    assert text == "the ledger agrees with the PSP statements in every status and currency (1 line(s))"
+    assert text == "o ledger está de acordo com os extratos PSP em todos os status e moedas (1 linha)"
 
 
 # -- configuration -----------------------------------------------------------------------------
@@ -232,19 +232,20 @@ FIXED_LEDGER = [AlignmentLine("captured", "BRL", 12, 600_000, 12, 600_000, 12, 6
 def test_three_criteria_with_their_figures():
     amounts, cycles, ledger = recovery_criteria(check(ledger_lines=OFF_LEDGER))
     assert amounts.text() == (
-        "1. Divergence below R$ 500,00 and 10 transactions: met — 0 divergent key(s), 0,0000% (R$ 0,00)"
+        "1. Divergência < R$ 500,00 e < 10 transações: atendido — 0 chave divergente, 0,0000% (R$ 0,00)"
     )
-    assert (
-        cycles.text() == "2. 2 latest reconciliation cycles succeeded: met — latest cycles: success, success"
+    assert cycles.text() == (
+        "2. Os 2 últimos ciclos de reconciliação executaram com status success: atendido — "
+        "últimos ciclos: success, success"
     )
     assert ledger.met is False
     assert ledger.text() == (
-        "3. Ledger aligned with the PSP statements: NOT met — the ledger differs from the PSP "
-        "statements by 12 row(s) and R$ 6.000,00 — captured BRL: ledger 0 / R$ 0,00, statement 12 / "
-        "R$ 6.000,00, gateway 12 / R$ 6.000,00 (limit: fewer than 10 row(s) and R$ 500,00)"
+        "3. Relatório financeiro alinhado com extratos PSP: NÃO atendido — o ledger difere dos extratos "
+        "PSP em 12 linhas e R$ 6.000,00 — captured BRL: ledger 0 / R$ 0,00, extrato do PSP 12 / "
+        "R$ 6.000,00, gateway 12 / R$ 6.000,00 (limite: menos de 10 linhas e R$ 500,00)"
     )
     *_, fixed = recovery_criteria(check(ledger_lines=FIXED_LEDGER, status="recovered"))
-    assert fixed.met is True and "agrees with the PSP statements" in fixed.text()
+    assert fixed.met is True and "está de acordo com os extratos PSP" in fixed.text()
 
 
 def test_a_check_recorded_before_the_ledger_criterion_reads_back():
@@ -257,9 +258,9 @@ def test_a_check_recorded_before_the_ledger_criterion_reads_back():
         "reporting_currency": "BRL",
     }
     amounts, cycles, ledger = recovery_criteria(old)
-    assert amounts.title == "Divergence below the recovery thresholds" and amounts.met
+    assert amounts.title == "Divergência abaixo dos limites de recuperação" and amounts.met
     assert cycles.met is True
-    assert ledger.met is None and ledger.text().endswith("not checked — not part of this check")
+    assert ledger.met is None and ledger.text().endswith("não verificado — não faz parte desta verificação")
 
 
 def _incident(state=IncidentState.MITIGATING) -> Incident:
@@ -283,11 +284,11 @@ def test_the_update_shows_the_three_criteria_or_why_they_were_not_checked():
         recovery=check(ledger_lines=OFF_LEDGER),
     )
     message = render_update(update)
-    assert "Recovery criteria:" in message.text
-    assert "3. Ledger aligned with the PSP statements: NOT met" in message.text
-    assert "captured BRL: ledger 0 / R$ 0,00, statement 12 / R$ 6.000,00" in message.text
-    assert "1. Divergence below R$ 500,00 and 10 transactions: met" in message.html
-    assert "Recovery criteria" in str(message.slack_blocks)
+    assert "Critérios de Recuperação:" in message.text
+    assert "3. Relatório financeiro alinhado com extratos PSP: NÃO atendido" in message.text
+    assert "captured BRL: ledger 0 / R$ 0,00, extrato do PSP 12 / R$ 6.000,00" in message.text
+    assert "1. Divergência &lt; R$ 500,00 e &lt; 10 transações: atendido" in message.html
+    assert "Critérios de Recuperação" in str(message.slack_blocks)
     unchecked = render_update(
         IncidentUpdate(
             incident=_incident(),
@@ -296,7 +297,8 @@ def test_the_update_shows_the_three_criteria_or_why_they_were_not_checked():
             recovery_note="Airflow connection 'x' is not defined",
         )
     )
-    assert "Recovery criteria:" in unchecked.text and "not checked (Airflow connection 'x'" in unchecked.text
+    assert "Critérios de Recuperação:" in unchecked.text
+    assert "não verificados (Airflow connection 'x'" in unchecked.text
 
 
 def _recovery_event(event_id: int, result: dict, outcome: str) -> IncidentEvent:
@@ -327,12 +329,14 @@ def test_the_closing_report_shows_the_last_check_and_the_ledger_side_by_side():
         generated_at=AT,
     )
     markdown = render_closing_report_markdown(report)
-    section = markdown.split("## Recovery criteria")[1].split("## Final numbers")[0]
-    assert "Checked at 2026-11-20 14:02 UTC (recovery criteria met):" in section
-    assert "- 3. Ledger aligned with the PSP statements: met — the ledger agrees" in section
-    assert "| status | currency | ledger | PSP statement | gateway | ledger vs statement |" in section
-    assert "| captured | BRL | 12 / R$ 6.000,00 | 12 / R$ 6.000,00 | 12 / R$ 6.000,00 | aligned |" in section
-    assert "<h2>Recovery criteria</h2>" in render_closing_report_html(report)
+    section = markdown.split("## Critérios de Recuperação")[1].split("## Números finais")[0]
+    assert "Verificados em 2026-11-20 14:02 UTC (recovery criteria met):" in section
+    assert (
+        "- 3. Relatório financeiro alinhado com extratos PSP: atendido — o ledger está de acordo" in section
+    )
+    assert "| status | moeda | ledger | extrato do PSP | gateway | ledger vs extrato |" in section
+    assert "| captured | BRL | 12 / R$ 6.000,00 | 12 / R$ 6.000,00 | 12 / R$ 6.000,00 | alinhado |" in section
+    assert "<h2>Critérios de Recuperação</h2>" in render_closing_report_html(report)
     none = ClosingReport(
         incident=_incident(IncidentState.CLOSED),
         events=(),
@@ -340,4 +344,4 @@ def test_the_closing_report_shows_the_last_check_and_the_ledger_side_by_side():
         final_figures=None,
         generated_at=AT,
     )
-    assert "No recovery check was recorded." in render_closing_report_markdown(none)
+    assert "Nenhuma verificação de recuperação foi registrada." in render_closing_report_markdown(none)

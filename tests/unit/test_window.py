@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -199,3 +200,42 @@ def test_cycles_between(last_end, reference, expected):
     assert result == expected
     if expected is not None:
         assert type(result) is int
+
+
+# -- windows typed by people: resolve_form_window, window_in_both_zones --------------------------
+
+
+def test_a_form_window_from_a_start_and_a_duration():
+    from airflow_recon_provider.reconciliation.window import resolve_form_window, window_in_both_zones
+
+    window = resolve_form_window("2026-12-06T19:00-03:00", "", 3)
+    assert (window.start, window.end) == (
+        datetime(2026, 12, 6, 22, tzinfo=UTC),
+        datetime(2026, 12, 7, 1, tzinfo=UTC),
+    )
+    assert resolve_form_window("2026-12-06T22:00Z", "2026-12-07T01:00:00+00:00", "3") == window
+    assert window_in_both_zones(window) == (
+        "2026-12-06 22:00 a 2026-12-07 01:00 UTC (19:00 a 22:00 de 06/12/2026 em America/Sao_Paulo, 3 h)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "hours", "says"),
+    [
+        ("", "2026-12-07T01:00Z", None, "informe o início da janela"),
+        ("2026-12-06T22:00", "2026-12-07T01:00Z", None, "não está no formato AAAA-MM-DDTHH:MMZ"),
+        ("2026-12-06T22:00Z", "", None, "informe o fim da janela ou a duração em horas"),
+        ("2026-12-07T01:00Z", "2026-12-06T22:00Z", None, "é anterior ou igual ao início"),
+        ("2026-12-06T22:00Z", "2027-03-06T22:00Z", None, "passa do máximo de 744 h (31 dias)"),
+        ("2026-12-06T22:00Z", None, 745, "passa do máximo de 744 h"),
+        ("2026-12-06T22:00Z", None, 0, "pelo menos 1 hora"),
+        ("2026-12-06T22:00Z", None, "três", "não é um número inteiro de horas"),
+        ("2026-12-06T22:00Z", "2026-12-07T01:00Z", 4, "não corresponde à duração de 4 h"),
+        ("2026-02-30T22:00Z", "2026-12-07T01:00Z", None, "não é uma data e hora válida"),
+    ],
+)
+def test_a_bad_form_window_is_refused_in_words(start, end, hours, says):
+    from airflow_recon_provider.reconciliation.window import resolve_form_window
+
+    with pytest.raises(WindowError, match=re.escape(says)):
+        resolve_form_window(start, end, hours)
