@@ -183,7 +183,9 @@ def _state(db: psycopg.Connection, before: dict[str, str]) -> str:
     done = {tid for tid, (_, after) in EXPECTED.items() if statuses[tid] == after}
     audited = [a[1] for a in audit_rows(db)]
     notes = correction_lines(db)
-    (events,) = db.execute("SELECT count(*) FROM recon.incident_events WHERE outcome = 'applied'").fetchone()
+    (events,) = db.execute(
+        "SELECT count(*) FROM recon.incident_events WHERE details->>'decision' = 'applied'"
+    ).fetchone()
     if done == set(EXPECTED) and sorted(audited) == sorted(EXPECTED) and len(notes) == 4 and events == 1:
         return "complete"
     return f"partial: rows {sorted(done)}, audit {audited}, notes {len(notes)}, events {events}"
@@ -324,7 +326,8 @@ def test_sigkill_then_retry_applies_each_correction_exactly_once(scenario, db_ur
         else:
             assert rows[tid] == row
     (events,) = db.execute(
-        "SELECT count(*) FROM recon.incident_events WHERE incident_id = %s AND outcome = 'applied'",
+        "SELECT count(*) FROM recon.incident_events"
+        " WHERE incident_id = %s AND details->>'decision' = 'applied'",
         (INCIDENT,),
     ).fetchone()
     assert events == 1
