@@ -656,16 +656,31 @@ class ReconciliationSnapshotOperator(BaseOperator):
         incident_id = result["incident_id"]
         if not incident_id:
             return
-        outcome = (
-            f"snapshot of {result['snapshot']['rows']} transaction(s) ({result['snapshot']['link']}); "
-            f"{summary.divergent_count} divergent key(s); "
-            f"cycles {result['cycles']['by_status'] or 'none recorded'}; "
-            f"ledger {_status_word(result['ledger'], 'matches')}; "
-            f"kafka {_status_word(result['kafka'], 'errors')}; "
-            f"PSP health {result['psp_health'].get('outcome', result['psp_health']['status'])}"
-        )
-        if result["outcome"] == "no_data":
-            outcome = "no data in the window: " + outcome
+        from airflow_recon_provider.i18n import _, language_scope, ngettext
+
+        with language_scope():  # the timeline keeps the words in [recon] language
+            snapshot = result["snapshot"]
+            cycles = result["cycles"]["by_status"]
+            outcome = "; ".join(
+                (
+                    ngettext(
+                        "snapshot of %(num)s transaction (%(link)s)",
+                        "snapshot of %(num)s transactions (%(link)s)",
+                        int(snapshot["rows"]),
+                        link=snapshot["link"],
+                    ),
+                    ngettext("%(num)s divergent key", "%(num)s divergent keys", summary.divergent_count),
+                    _("cycles %(states)s", states=cycles or _("none recorded")),
+                    _("ledger %(state)s", state=_status_word(result["ledger"], "matches")),
+                    _("kafka %(state)s", state=_status_word(result["kafka"], "errors")),
+                    _(
+                        "PSP health %(state)s",
+                        state=result["psp_health"].get("outcome", result["psp_health"]["status"]),
+                    ),
+                )
+            )
+            if result["outcome"] == "no_data":
+                outcome = _("no data in the window: %(findings)s", findings=outcome)
         IncidentHook(billing_gateway_conn_id=self.billing_gateway_conn_id).record_event(
             incident_id,
             step=RemediationStep.SNAPSHOT,
@@ -685,11 +700,14 @@ class ReconciliationSnapshotOperator(BaseOperator):
 
 
 def _status_word(source: dict[str, Any], key: str) -> str:
+    from airflow_recon_provider.i18n import _, ngettext
+
     if source.get("status") != "ok":
         return str(source.get("status"))
     if key == "matches":
-        return "matches the gateway" if source.get("matches") else "differs from the gateway"
-    return f"{source.get('errors', 0)} error event(s)"
+        return _("matches the gateway") if source.get("matches") else _("differs from the gateway")
+    errors = int(source.get("errors") or 0)
+    return ngettext("%(num)s error event", "%(num)s error events", errors)
 
 
 __all__ = ["NOT_CONFIGURED", "ReconciliationSnapshotOperator", "ValidateScopeOperator"]

@@ -229,7 +229,10 @@ def collect_failed_task_logs(
             billing_gateway_conn_id=billing_gateway_conn_id,
             keep_retries=True,
         )
-    outcome = describe_outcome(collection, link=artifact.link if artifact else None)
+    from airflow_recon_provider.i18n import language_scope
+
+    with language_scope():  # the timeline keeps the words in [recon] language
+        outcome = describe_outcome(collection, link=artifact.link if artifact else None)
     log.info("%s", outcome)
     result = {
         **collection.as_dict(),

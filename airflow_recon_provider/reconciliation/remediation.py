@@ -182,13 +182,24 @@ class RemediationRequest:
         return tuple(kind for kind in self.kinds if kind in EXTERNAL_KINDS)
 
     def describe(self, requested_by: str) -> str:
-        kinds = "all kinds" if self.kinds == ALL_KINDS else ", ".join(k.value for k in self.kinds)
-        text = (
-            f"remediation of PSP {self.psp} over {self.window} ({kinds}) requested by {requested_by}"
-            + ("; dry run: nothing is paused, reprocessed or applied" if self.dry_run else "")
-            + ("; the break followed a release" if self.after_release else "")
+        """The request in words (the language in force), for the timeline."""
+        from airflow_recon_provider.reconciliation.i18n import _
+        from airflow_recon_provider.reconciliation.incidents import format_window
+        from airflow_recon_provider.reconciliation.steps import kind_name
+
+        kinds = _("all kinds") if self.kinds == ALL_KINDS else ", ".join(kind_name(k) for k in self.kinds)
+        text = _(
+            "remediation of PSP %(psp)s over %(window)s (%(kinds)s) requested by %(who)s",
+            psp=self.psp,
+            window=format_window(self.window),
+            kinds=kinds,
+            who=requested_by,
         )
-        return text + (f"; reason: {self.reason}" if self.reason else "")
+        if self.dry_run:
+            text += "; " + _("dry run: nothing is paused, reprocessed or applied")
+        if self.after_release:
+            text += "; " + _("the break followed a release")
+        return text + ("; " + _("reason: %(reason)s", reason=self.reason) if self.reason else "")
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -328,28 +328,46 @@ class TaskLogsCollection:
 
 
 def describe_outcome(collection: TaskLogsCollection, *, link: str | None = None) -> str:
-    """The short pt-BR outcome of the timeline event."""
+    """The short outcome of the timeline event, in the language in force (pt-BR by default)."""
+    from airflow_recon_provider.reconciliation.i18n import ngettext
+
     cycles = len(collection.failed_cycles)
     where = f" ({link})" if link else ""
     if not collection.collected:
-        return _clip(
-            f"Logs das tarefas com falha não coletados ({cycles} ciclo(s) com falha): "
-            f"{collection.reason or collection.status}{where}"
+        text = ngettext(
+            "Logs of the failed tasks not collected (%(num)s failed cycle): %(why)s",
+            "Logs of the failed tasks not collected (%(num)s failed cycles): %(why)s",
+            cycles,
+            why=collection.reason or collection.status,
         )
+        return _clip(text + where)
     if not collection.tries:
-        return _clip(
-            f"Logs das tarefas com falha: nenhuma tentativa com falha de "
-            f"{' / '.join(RECONCILIATION_TASK_IDS)} encontrada no Airflow para os {cycles} ciclo(s) "
-            f"com falha{where}"
+        text = ngettext(
+            "Logs of the failed tasks: no failed try of %(tasks)s found in Airflow for the %(num)s "
+            "failed cycle",
+            "Logs of the failed tasks: no failed try of %(tasks)s found in Airflow for the %(num)s "
+            "failed cycles",
+            cycles,
+            tasks=" / ".join(RECONCILIATION_TASK_IDS),
         )
+        return _clip(text + where)
     tasks = sorted({t.task_id for t in collection.tries})
     unread = sum(1 for t in collection.tries if t.error)
-    text = (
-        f"Logs das tarefas com falha coletados: {len(collection.tries)} tentativa(s) com falha "
-        f"({', '.join(tasks)}) em {cycles} ciclo(s); {collection.line_count} linha(s) de erro"
+    text = "; ".join(
+        (
+            ngettext(
+                "Logs of the failed tasks collected: %(num)s failed try (%(tasks)s)",
+                "Logs of the failed tasks collected: %(num)s failed tries (%(tasks)s)",
+                len(collection.tries),
+                tasks=", ".join(tasks),
+            )
+            + " "
+            + ngettext("in %(num)s cycle", "in %(num)s cycles", cycles),
+            ngettext("%(num)s error line", "%(num)s error lines", collection.line_count),
+        )
     )
     if unread:
-        text += f"; {unread} log(s) ilegível(is)"
+        text += "; " + ngettext("%(num)s unreadable log", "%(num)s unreadable logs", unread)
     return _clip(text + where)
 
 

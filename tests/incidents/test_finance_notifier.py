@@ -116,6 +116,26 @@ def test_direct_call_sends_text_and_html_email_and_a_slack_message(incident, fin
     assert last.figures.divergence_pct == 34.0909
 
 
+def test_english_when_configured(incident, finance_conns, divergent_psp, monkeypatch):
+    """``[recon] language = en``: the same update, its Slack message and its timeline text in
+    English, amounts in the English format; the runbook's steps by their English names."""
+    monkeypatch.setenv("AIRFLOW__RECON__LANGUAGE", "en")
+    FinanceNotifier(incident_id=incident).notify({})
+    (message,) = finance_conns["smtp"].messages
+    assert subject(message).startswith(f"[{incident}] stripe reconciliation update")
+    assert "34.0909% (BRL 7.50) divergent" in subject(message)
+    text, html = bodies(message)
+    for body in (text, html):
+        assert "BRL 7.50 divergent in 2 transactions of BRL 22.00 processed by the gateway" in body
+        assert "Detection — Incident opened" in body and "Communication — PSP ticket recorded" in body
+        assert "divergentes" not in body and "Incidente" not in body
+    assert '<html lang="en">' in html
+    (post,) = finance_conns["slack"].posts
+    assert post["text"] == subject(message)
+    last = IncidentHook().timeline(incident)[-1]
+    assert last.step == Step.UPDATE and "sent by e-mail and Slack" in last.outcome
+
+
 def test_slack_incoming_webhook_connection(incident, finance_conns, httpserver, monkeypatch):
     posted = []
     httpserver.expect_request("/services/T000/B000/XXXX", method="POST").respond_with_handler(

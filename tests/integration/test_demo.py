@@ -149,11 +149,11 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
 
         # Investigação 2: what the collection recorded, and why it has no logs here (said, not faked)
         logs = _section(out, "Investigação 2 — failed-task logs", "Recovery criterion 1.")
-        assert f"run {run_id}: Logs das tarefas com falha não coletados (3 ciclo(s) com falha)" in logs
+        assert f"run {run_id}: Logs das tarefas com falha não coletados (3 ciclos com falha)" in logs
         assert "Shown as recorded, not faked" in logs
 
         # Critérios de Recuperação 3: the ledger's figures beside the statement's and the gateway's
-        assert "Recovery criterion 3. Ledger aligned with the PSP statements: met" in flat
+        assert "Recovery criterion 3. Relatório financeiro alinhado com extratos PSP: atendido" in flat
         ledger = _section(out, "Critérios de Recuperação 3 — ledger.transactions", "Corrections applied")
         assert re.search(
             r"│ authorized\s+│ EUR\s+│ 26 / EUR 39\.958,18\s+│ 27 / EUR 39\.967,35\s+"
@@ -164,7 +164,7 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
 
         # Comunicação 3: the PSP's ticket number, in the closing e-mail
         assert "PSP ticket number STRIPE-8812 given by demo-oncall" in out
-        assert re.search(r"PSP ticket:\s+STRIPE-8812", out)
+        assert re.search(r"Ticket do PSP:\s+STRIPE-8812", out)  # the closing e-mail (pt-BR)
         assert "demo-pagerduty-routing-key-00032" not in out
 
         # the demo's database after the run (the server is left running for --ui: attach to it)

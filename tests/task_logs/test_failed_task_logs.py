@@ -101,7 +101,7 @@ def test_failed_match_transactions_lines_in_artifact_and_timeline(seeded, api, r
     # the timeline: a short pt-BR outcome and the lines
     (event,) = log_events()
     assert event.outcome.startswith(
-        "Logs das tarefas com falha coletados: 3 tentativa(s) com falha (match_transactions) em 2 ciclo(s)"
+        "Logs das tarefas com falha coletados: 3 tentativas com falha (match_transactions) em 2 ciclos"
     )
     assert summary["link"] in event.outcome
     assert event.details["tries"][0]["lines"] == lines
@@ -141,7 +141,7 @@ def test_bad_credentials_are_recorded_and_the_investigation_carries_on(
     assert result["snapshot"]["rows"] > 0  # the rest of the investigation is there
     (event,) = log_events()
     assert event.outcome.startswith(
-        "Logs das tarefas com falha não coletados (2 ciclo(s) com falha): API do Airflow"
+        "Logs das tarefas com falha não coletados (2 ciclos com falha): API do Airflow"
     )
     assert "HTTP 401" in event.outcome
     assert logs["artifact"] is None  # nothing collected, nothing published: the timeline says why

@@ -142,14 +142,14 @@ def test_outcome_and_markdown_in_pt_br():
     )
     outcome = describe_outcome(collected, link="http://x/recon/artifacts/1")
     assert outcome.startswith(
-        "Logs das tarefas com falha coletados: 1 tentativa(s) com falha (match_transactions)"
+        "Logs das tarefas com falha coletados: 1 tentativa com falha (match_transactions)"
     )
-    assert "1 linha(s) de erro" in outcome and outcome.endswith("(http://x/recon/artifacts/1)")
+    assert "1 linha de erro" in outcome and outcome.endswith("(http://x/recon/artifacts/1)")
     text = render_markdown(collected, window="[12:00, 14:00)")
     assert "## match_transactions — ciclo 2026-11-20T12:00:00+00:00 — tentativa 1" in text
     assert "```text\nERROR boom\n```" in text
     down = TaskLogsCollection("stripe", (C12,), "unavailable", reason="API do Airflow indisponível: refused")
     assert describe_outcome(down).startswith(
-        "Logs das tarefas com falha não coletados (1 ciclo(s) com falha): API"
+        "Logs das tarefas com falha não coletados (1 ciclo com falha): API"
     )
     assert "## Logs não coletados" in render_markdown(down, window="w")
