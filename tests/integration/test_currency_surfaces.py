@@ -183,5 +183,5 @@ def test_dashboard_json_and_page_show_each_currency(four_currencies, monkeypatch
     for shown in ("R$ 10.417,52", "EUR 961,98", "USD 120,00", "JPY 1.234", "1 EUR = 6,2875 BRL"):
         assert shown in row, shown
     # the row's own-currency figures, one separator between each, none dangling
-    assert "converted: R$ 10.417,52 · EUR 961,98 · JPY 1.234 · USD 120,00</span>" in row
+    assert "convertido: R$ 10.417,52 · EUR 961,98 · JPY 1.234 · USD 120,00</span>" in row
     _never_mixed(html)
