@@ -27,10 +27,12 @@ def _wait_for(
     uri: str,
     timeout: float = 360,
     logs: Path | None = None,
+    explain=None,
 ) -> None:
     """Poll the demo's metadata database until ``query`` returns ``expected`` (a bound, not
     a timing assertion: the scheduler and the triggerer run on their own clocks). A task
-    that ends otherwise fails the wait at once, with the end of its Airflow task logs."""
+    that ends otherwise fails the wait at once, with the end of its Airflow task logs;
+    ``explain()`` adds what the failure message should say besides."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -41,7 +43,8 @@ def _wait_for(
         if last and last[0][0] in ("failed", "upstream_failed"):
             break
         time.sleep(2)
-    raise AssertionError(f"{what}: {last} after at most {timeout:.0f} s\n{_task_logs(logs, params)}")
+    extra = explain() if explain is not None else ""
+    raise AssertionError(f"{what}: {last} after at most {timeout:.0f} s\n{_task_logs(logs, params)}{extra}")
 
 
 def _task_logs(logs: Path | None, params: tuple) -> str:
@@ -51,6 +54,34 @@ def _task_logs(logs: Path | None, params: tuple) -> str:
     found = sorted(logs.rglob(f"*task_id={params[2]}*/**/*.log")) or sorted(logs.rglob(f"*{params[2]}*"))
     text = "\n".join(f"--- {f}\n{f.read_text(errors='replace')[-4000:]}" for f in found if f.is_file())
     return text[-8000:]
+
+
+def _run_story(ui, run_id: str) -> str:
+    """Why a remediation run has not ended: each task's state, the end of the logs of those
+    that have not succeeded, and the PSP's latest reconciliation cycles."""
+    with psycopg.connect(ui.airflow_uri, autocommit=True) as conn:
+        tasks = conn.execute(
+            "SELECT task_id, map_index, state, try_number FROM task_instance"
+            " WHERE dag_id = %s AND run_id = %s ORDER BY start_date NULLS LAST, task_id",
+            (DAG_ID, run_id),
+        ).fetchall()
+        runs = conn.execute(
+            "SELECT run_id, run_type, state, conf FROM dag_run"
+            " WHERE dag_id = 'billing_gateway_reconciliation' ORDER BY id"
+        ).fetchall()
+    with psycopg.connect(ui.gateway_uri, autocommit=True) as conn:
+        cycles = conn.execute(
+            "SELECT cycle_start, status, created_at, left(notes, 120) FROM payment_reconciliation_logs"
+            " WHERE psp = 'stripe' ORDER BY cycle_start DESC, created_at DESC LIMIT 12"
+        ).fetchall()
+    logs = ui.data_dir / "airflow-home" / "logs"
+    text = ["\n--- tasks of the run"] + [f"{t}" for t in tasks]
+    text += ["--- runs of billing_gateway_reconciliation"] + [f"{r}" for r in runs]
+    text += ["--- stripe's latest reconciliation log rows"] + [f"{c}" for c in cycles]
+    for task_id, _, state, _ in tasks:
+        if state not in ("success", "skipped"):
+            text.append(_task_logs(logs, (DAG_ID, run_id, task_id))[-3000:])
+    return "\n".join(text)
 
 
 def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
@@ -155,6 +186,7 @@ def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
         (DAG_ID, run_id),
         [("success",)],
         uri=ui.airflow_uri,
+        explain=lambda: _run_story(ui, run_id),
     )
     finance.reload()
     frame = finance.frame_locator("iframe").first
