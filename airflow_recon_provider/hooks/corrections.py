@@ -107,6 +107,27 @@ def _proposal(r: Sequence[Any]) -> ProposedCorrection:
     )
 
 
+def _stored_set(
+    conn: psycopg.Connection, correction_key: str, *, psp: str | None, row_cap: int | None, outcome: str
+) -> list[Any]:
+    """The rows of :func:`cq.proposal_set_query` of a stored dry run — one per (PSP, incident)
+    — once the set exists, belongs to ``psp`` (when given) and is within ``row_cap``, counted
+    before any proposal is loaded. ``outcome`` ends each error ("nothing was applied")."""
+    sets = conn.execute(cq.proposal_set_query(), {"key": correction_key}).fetchall()
+    if not sets:
+        raise CorrectionSetNotFoundError(
+            f"no dry run is stored under correction key {correction_key!r}: {outcome}; run the dry run again"
+        )
+    owners = sorted({r[0] for r in sets})
+    if psp is not None and owners != [psp]:
+        raise CorrectionSetNotFoundError(
+            f"correction set {correction_key} belongs to PSP {', '.join(owners)}, not {psp}: {outcome}"
+        )
+    if row_cap is not None:
+        check_row_cap(sum(int(r[2]) for r in sets), row_cap)
+    return sets
+
+
 def _check_incident(conn: psycopg.Connection, incident_id: str | None, psp: str, *, doing: str) -> None:
     """The incident a correction names exists, is the PSP's and is not closed."""
     if not incident_id:
@@ -303,19 +324,8 @@ class CorrectionsHook(BillingGatewayHook):
             count before any row is loaded.
         """
         with self.connect(autocommit=True) as conn:
-            if row_cap is not None:
-                (count,) = conn.execute(cq.count_proposals_query(), {"key": correction_key}).fetchone()
-                check_row_cap(int(count), row_cap)
+            _stored_set(conn, correction_key, psp=psp, row_cap=row_cap, outcome="nothing was loaded")
             rows = conn.execute(cq.load_proposals_query(), {"key": correction_key}).fetchall()
-        if not rows:
-            raise CorrectionSetNotFoundError(
-                f"no dry run is stored under correction key {correction_key!r}: run the dry run again"
-            )
-        owners = {r[0] for r in rows}
-        if psp is not None and owners != {psp}:
-            raise CorrectionSetNotFoundError(
-                f"correction set {correction_key} belongs to PSP {', '.join(sorted(owners))}, not {psp}"
-            )
         return [_proposal(r) for r in rows]
 
     # -- apply ---------------------------------------------------------------------------
@@ -519,18 +529,7 @@ class CorrectionsHook(BillingGatewayHook):
         """The stored dry run of ``correction_key`` once every check of :meth:`apply` holds;
         any failure raises, so the transaction rolls back with nothing applied. The row cap
         is checked on the stored count, before any proposal is loaded."""
-        sets = conn.execute(cq.proposal_set_query(), {"key": correction_key}).fetchall()
-        if not sets:
-            raise CorrectionSetNotFoundError(
-                f"no dry run is stored under correction key {correction_key!r}: nothing was applied; "
-                "run the dry run again"
-            )
-        owners = sorted({r[0] for r in sets})
-        if owners != [psp]:
-            raise CorrectionSetNotFoundError(
-                f"correction set {correction_key} belongs to PSP {', '.join(owners)}, not {psp}: "
-                "nothing was applied"
-            )
+        sets = _stored_set(conn, correction_key, psp=psp, row_cap=None, outcome="nothing was applied")
         made_for = {r[1] for r in sets}
         if made_for != {incident_id}:
             named = ", ".join(sorted(i or "no incident" for i in made_for))
@@ -622,10 +621,18 @@ class CorrectionsHook(BillingGatewayHook):
                 f"correction set {correction_key}: {len(inserted)} audit row(s) for {len(ids)} "
                 "corrected row(s); nothing was applied"
             )
-        # one notes line per correction, in the latest log row of the transaction's cycle
+        # one notes line per correction, in the latest log row of the transaction's cycle:
+        # the covering rows of every moment in one statement, then locked in id order
+        ordered = sorted(to_apply, key=lambda p: (current[p.transaction_id].created_at, p.transaction_id))
+        moments = sorted({current[p.transaction_id].created_at for p in ordered})
+        covering = {
+            moments[int(n) - 1]: int(log_id)
+            for n, log_id in conn.execute(cq.covering_logs_query(mapping), {"psp": psp, "at": moments})
+        }
+        conn.execute(cq.lock_logs_query(mapping), {"ids": sorted(set(covering.values()))})
         notes: dict[int, list[str]] = {}
         parked: list[tuple[int, datetime, str]] = []
-        for p in sorted(to_apply, key=lambda p: (current[p.transaction_id].created_at, p.transaction_id)):
+        for p in ordered:
             created_at = current[p.transaction_id].created_at
             line = correction_note(
                 p,
@@ -636,11 +643,11 @@ class CorrectionsHook(BillingGatewayHook):
                 incident_id=incident_id,
                 processed_at=now,
             )
-            found = conn.execute(cq.covering_log_query(mapping), {"psp": psp, "at": created_at}).fetchone()
-            if found is None:
+            log_id = covering.get(created_at)
+            if log_id is None:
                 parked.append((p.transaction_id, floor_cycle(created_at), line))
             else:
-                notes.setdefault(int(found[0]), []).append(line)
+                notes.setdefault(log_id, []).append(line)
         for log_id in sorted(notes):
             conn.execute(
                 cq.append_log_notes_query(mapping), {"id": log_id, "notes": "\n".join(notes[log_id])}

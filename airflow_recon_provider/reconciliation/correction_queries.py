@@ -177,12 +177,6 @@ SELECT string_agg(note_pending, E'\\n' ORDER BY id) FROM pending"""
     ).format(corrections=CORRECTIONS_TABLE)
 
 
-def count_proposals_query() -> sql.Composed:
-    return sql.SQL("SELECT count(*) FROM {proposals} WHERE correction_key = %(key)s").format(
-        proposals=PROPOSALS_TABLE
-    )
-
-
 def lock_timeout_query() -> sql.SQL:
     """How long the apply waits for a lock (advisory or row) before giving up."""
     return sql.SQL("SELECT set_config('lock_timeout', %(lock_timeout)s, true), now()")
@@ -259,15 +253,23 @@ RETURNING transaction_id"""
     ).format(corrections=CORRECTIONS_TABLE)
 
 
-def covering_log_query(m: TableMapping) -> sql.Composed:
-    """The PSP's latest ``payment_reconciliation_logs`` row covering a moment, locked."""
+def covering_logs_query(m: TableMapping) -> sql.Composed:
+    """For each moment of the array ``%(at)s``, the PSP's latest
+    ``payment_reconciliation_logs`` row covering it: ``(position of the moment from 1, log
+    id)``, moments without a covering row left out (the moments keep the type they are
+    passed with: a gateway whose ``created_at`` is a plain ``timestamp`` is compared as
+    such). One statement for a whole correction set (the log index on ``(psp, cycle_start)``
+    serves each moment); lock the rows with :func:`lock_logs_query`."""
     r = m.reconciliation_logs
     return sql.SQL(
-        """SELECT {id} FROM {logs}
-WHERE {psp} = %(psp)s AND {cycle_start} <= %(at)s AND {cycle_end} > %(at)s
-ORDER BY {created_at} DESC, {id} DESC
-LIMIT 1
-FOR UPDATE"""
+        """SELECT moment.n, latest.id
+FROM unnest(%(at)s) WITH ORDINALITY AS moment(at, n)
+CROSS JOIN LATERAL (
+    SELECT {id} AS id FROM {logs}
+    WHERE {psp} = %(psp)s AND {cycle_start} <= moment.at AND {cycle_end} > moment.at
+    ORDER BY {created_at} DESC, {id} DESC
+    LIMIT 1
+) AS latest"""
     ).format(
         logs=r.table.ident,
         id=r.col("id"),
@@ -275,6 +277,14 @@ FOR UPDATE"""
         cycle_start=r.col("cycle_start"),
         cycle_end=r.col("cycle_end"),
         created_at=r.col("created_at"),
+    )
+
+
+def lock_logs_query(m: TableMapping) -> sql.Composed:
+    """Lock log rows ``%(ids)s`` in id order (the order every writer takes them in)."""
+    r = m.reconciliation_logs
+    return sql.SQL("SELECT {id} FROM {logs} WHERE {id} = ANY(%(ids)s) ORDER BY {id} FOR UPDATE").format(
+        logs=r.table.ident, id=r.col("id")
     )
 
 
@@ -305,13 +315,13 @@ __all__ = [
     "append_log_notes_query",
     "candidates_query",
     "copy_dry_run_query",
-    "count_proposals_query",
-    "covering_log_query",
+    "covering_logs_query",
     "create_dry_run_temp_query",
     "incident_event_query",
     "incident_of_query",
     "insert_audit_query",
     "load_proposals_query",
+    "lock_logs_query",
     "lock_targets_query",
     "lock_timeout_query",
     "notes_pending_query",
