@@ -89,15 +89,9 @@ class ArtifactNotFoundError(ArtifactError):
 
 def _conf_get(key: str, section: str = CONFIG_SECTION) -> str:
     """A configuration value, ``""`` when unset (or when the configuration cannot be read)."""
-    try:
-        from airflow.providers.common.compat.sdk import conf
-    except ImportError:  # pragma: no cover - older compat provider
-        from airflow.configuration import conf  # type: ignore[no-redef]
-    try:
-        value = conf.get(section, key, fallback="")
-    except Exception:
-        return ""
-    return "" if value is None else str(value).strip()
+    from airflow_recon_provider.configuration import option
+
+    return option(key, section)
 
 
 def _airflow_home() -> Path:

@@ -75,6 +75,17 @@ _CONFIG = {
                 "example": "https://airflow.example.com/recon",
                 "default": "",
             },
+            "recovery_poll_interval": {
+                "description": (
+                    "Seconds between two checks of the recovery criteria (Critérios de "
+                    "Recuperação) while a remediation waits for its PSP to recover, from 1 to "
+                    "3600. A value out of range fails the recovery task with this option named."
+                ),
+                "version_added": "0.1.0",
+                "type": "float",
+                "example": "60",
+                "default": "300",
+            },
             "language": {
                 "description": (
                     "Language of what people read: the dashboard, the DAG forms, the approval, "

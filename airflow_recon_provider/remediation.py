@@ -834,7 +834,7 @@ def recovery_step(
     request: RunRequest,
     *,
     task_id: str = "recovery_criteria",
-    poll_interval: float = 300.0,
+    poll_interval: float | None = None,
     timeout: timedelta = timedelta(hours=24),
     **kwargs: Any,
 ) -> BaseOperator:

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from airflow_recon_provider.triggers.recovery import RecoveryTrigger
 
 
+#: ``[recon]`` option of the seconds between two checks, and its default
+RECOVERY_POLL_OPTION = "recovery_poll_interval"
+DEFAULT_RECOVERY_POLL = 300.0
+
+
 class RecoverySensor(PokeThenDeferSensor):
     """Succeed when the PSP's window has recovered: the runbook's three criteria (divergence
     below the thresholds, the latest cycles successful, the ledger aligned with the PSP's
@@ -35,7 +40,9 @@ class RecoverySensor(PokeThenDeferSensor):
     :param billing_gateway_conn_id: gateway database connection.
     :param payments_ledger_conn_id: payments ledger database connection.
     :param deferrable: wait in the triggerer (default) instead of poking from a worker.
-    :param poll_interval: seconds between checks in deferrable mode.
+    :param poll_interval: seconds between checks in deferrable mode; ``None`` (default):
+        ``[recon] recovery_poll_interval`` (300 s unless configured), read when the sensor
+        runs, so a bad value fails the task with the option named and the DAG still parses.
     :param on_wait: called as ``on_wait(context, evaluation)`` when the first check of a try
         finds the window not recovered, before the sensor waits (the remediation DAG puts the
         three criteria, with the figures that hold it back, on the incident timeline); in
@@ -54,7 +61,7 @@ class RecoverySensor(PokeThenDeferSensor):
         billing_gateway_conn_id: str = "billing_gateway_db",
         payments_ledger_conn_id: str = "payments_ledger_db",
         deferrable: bool = True,
-        poll_interval: float = 300.0,
+        poll_interval: float | None = None,
         on_wait: Callable[[Context, Mapping[str, Any]], None] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -69,6 +76,13 @@ class RecoverySensor(PokeThenDeferSensor):
         self.on_wait = on_wait
         self._waiting_told = False
 
+    def _poll_interval(self) -> float:
+        if self.poll_interval is not None:
+            return float(self.poll_interval)
+        from airflow_recon_provider.configuration import seconds
+
+        return seconds(RECOVERY_POLL_OPTION, default=DEFAULT_RECOVERY_POLL, minimum=1, maximum=3600)
+
     def _trigger(self) -> RecoveryTrigger:
         # the trigger (and Airflow's trigger base) only when poking or deferring, not when
         # the DAG processor or a task start imports the sensor
@@ -79,7 +93,7 @@ class RecoverySensor(PokeThenDeferSensor):
             window_start=self.window_start,
             window_end=self.window_end,
             conn_id=self.billing_gateway_conn_id,
-            poll_interval=self.poll_interval,
+            poll_interval=self._poll_interval(),
             ledger_conn_id=self.payments_ledger_conn_id,
         )
 
