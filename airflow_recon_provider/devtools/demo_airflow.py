@@ -82,6 +82,8 @@ def airflow_env(*, home: Path, metadata_uri: str, recon_config: str, extra: dict
         "RECON_RELEASE_RECORD": str(home.parent / "release-actions.json"),
         # rollback and tag run the local script instead of a Kubernetes pod
         "AIRFLOW_VAR_RECON_RELEASE_MODE": "local",
+        # Critérios de Recuperação: checked every 15 s, not every 5 min, while people watch
+        "AIRFLOW__RECON__RECOVERY_POLL_INTERVAL": "15",
         # Encerramento 4: on-call is invited to the review with finance too
         "AIRFLOW_VAR_RECON_ONCALL_RECIPIENTS": DEMO_ONCALL_EMAIL,
         **extra,
