@@ -49,6 +49,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.reconciliation.errors import ReconError
 
 if TYPE_CHECKING:
@@ -475,7 +476,7 @@ def publish_artifact(
     incident_id: str | None = None,
     content_type: str | None = None,
     base_url: str | os.PathLike[str] | None = None,
-    billing_gateway_conn_id: str = "billing_gateway_db",
+    billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
     keep_retries: bool = False,
 ) -> ArtifactRecord:
     """Write an artifact of the running task to the store and record it in

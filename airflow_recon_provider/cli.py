@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID, PAYMENTS_LEDGER_CONN_ID
 from airflow_recon_provider.reconciliation.errors import (
     ConnectionMissingError,
     DependencyUnavailableError,
@@ -44,7 +45,7 @@ def _window_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-start", required=True, help="ISO 8601 with offset, e.g. 2026-11-20T10:00:00Z")
     p.add_argument("--window-end", required=True, help="ISO 8601 with offset; the window is [start, end)")
     p.add_argument("--kinds", default=None, help="comma-separated divergence kinds (default: all)")
-    p.add_argument("--conn-id", default="billing_gateway_db", help="gateway database connection id")
+    p.add_argument("--conn-id", default=BILLING_GATEWAY_CONN_ID, help="gateway database connection id")
     p.add_argument(
         "--no-cycle-store",
         action="store_true",
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     migrate = sub.add_parser("migrate", help="create or upgrade the provider's recon schema")
-    migrate.add_argument("--conn-id", default="billing_gateway_db")
+    migrate.add_argument("--conn-id", default=BILLING_GATEWAY_CONN_ID)
     migrate.add_argument(
         "--with-runbook-tables",
         action="store_true",
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     fx_load.add_argument("file", help="the rates CSV file")
-    fx_load.add_argument("--conn-id", default="billing_gateway_db", help="gateway database connection id")
+    fx_load.add_argument("--conn-id", default=BILLING_GATEWAY_CONN_ID, help="gateway database connection id")
 
     seed = sub.add_parser("seed", help="load deterministic synthetic data (test and demo databases only)")
     seed.add_argument("--seed", type=int, default=42)
@@ -111,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seed.add_argument("--start", default="2026-11-20T00:00:00Z", help="first hour of data (ISO, with offset)")
     seed.add_argument("--hours", type=int, default=24)
-    seed.add_argument("--conn-id", default="billing_gateway_db")
-    seed.add_argument("--ledger-conn-id", default="payments_ledger_db")
+    seed.add_argument("--conn-id", default=BILLING_GATEWAY_CONN_ID)
+    seed.add_argument("--ledger-conn-id", default=PAYMENTS_LEDGER_CONN_ID)
     seed.add_argument("--no-truncate", action="store_true", help="append instead of replacing data")
     seed.add_argument(
         "--yes-i-know-this-truncates",

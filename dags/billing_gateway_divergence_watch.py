@@ -41,6 +41,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Asset, AssetWatcher
 
+from airflow_recon_provider.names import REMEDIATION_DAG_ID
 from airflow_recon_provider.operators.pagerduty import PagerDutyAlertOperator
 from airflow_recon_provider.operators.watch import (
     CollectDivergenceAlertsOperator,
@@ -76,7 +77,7 @@ with DAG(
     runs = OpenIncidentsForAlertsOperator(task_id="open_incidents", alerts=alerts.output)
     TriggerDagRunOperator.partial(
         task_id="start_remediation",
-        trigger_dag_id="billing_gateway_remediation",
+        trigger_dag_id=REMEDIATION_DAG_ID,
         wait_for_completion=False,
         skip_when_already_exists=True,
     ).expand_kwargs(runs.output)

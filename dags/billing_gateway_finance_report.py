@@ -35,6 +35,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import DAG, XComArg
 
 from airflow_recon_provider.finance_report import finance_report_params
+from airflow_recon_provider.names import REMEDIATION_DAG_ID
 from airflow_recon_provider.operators.finance_report import (
     DRY_RUN_CONF_KEY,
     DRY_RUN_ID_KEY,
@@ -64,7 +65,7 @@ with DAG(
     )
     report >> TriggerDagRunOperator(
         task_id="start_dry_run",
-        trigger_dag_id="billing_gateway_remediation",
+        trigger_dag_id=REMEDIATION_DAG_ID,
         trigger_run_id=XComArg(report, key=DRY_RUN_ID_KEY),
         conf=XComArg(report, key=DRY_RUN_CONF_KEY),
         wait_for_completion=False,

@@ -34,6 +34,7 @@ from airflow_recon_provider.devtools.demo_scenario import (
     DemoScenario,
     window_label,
 )
+from airflow_recon_provider.names import REMEDIATION_DAG_ID
 
 GATEWAY_DB = "billing_gateway"
 LEDGER_DB = "payments_ledger"
@@ -552,8 +553,8 @@ def _print_report(
     # steps executed
     steps = Table("DAG / run", "task", "state", "seconds", title="Steps executed (Airflow task instances)")
     for done in result.tasks:
-        run = done.dag_id if done.dag_id != "billing_gateway_remediation" else "remediation"
-        if done.dag_id != "billing_gateway_remediation":
+        run = done.dag_id if done.dag_id != REMEDIATION_DAG_ID else "remediation"
+        if done.dag_id != REMEDIATION_DAG_ID:
             run = f"reprocess: {done.run_id}"
         color = {"success": "green", "skipped": "yellow"}.get(done.state, "red")
         steps.add_row(run, done.task_id, f"[{color}]{done.state}[/]", f"{done.seconds:.1f}")

@@ -25,15 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REMEDIATION_DAG_ID = "billing_gateway_remediation"
-WATCH_DAG_ID = "billing_gateway_divergence_watch"
-RECONCILIATION_DAG_ID = "billing_gateway_reconciliation"
-FINANCE_REPORT_DAG_ID = "billing_gateway_finance_report"
+from airflow_recon_provider.names import (
+    FINANCE_REPORT_DAG_ID,
+    INCIDENT_UPDATES_DAG_ID,
+    RECONCILIATION_DAG_ID,
+    REMEDIATION_DAG_ID,
+    WATCH_DAG_ID,
+)
+
 DEMO_DAG_IDS = (
     WATCH_DAG_ID,
     REMEDIATION_DAG_ID,
     RECONCILIATION_DAG_ID,
-    "billing_gateway_incident_updates",
+    INCIDENT_UPDATES_DAG_ID,
     FINANCE_REPORT_DAG_ID,
 )
 #: the finance report the headless demo files (Detecção 2)

@@ -47,6 +47,7 @@ from airflow.providers.http.hooks.http import HttpHook
 
 from airflow_recon_provider.hooks._connections import check_header_extras, is_missing_connection
 from airflow_recon_provider.hooks._http import BearerToken, iso, send_with_retries, setting
+from airflow_recon_provider.names import AIRFLOW_API_CONN_ID
 from airflow_recon_provider.reconciliation.errors import ConnectionMissingError
 from airflow_recon_provider.reconciliation.task_logs import AirflowApiRequestError, AirflowApiUnavailableError
 
@@ -81,7 +82,7 @@ class AirflowApiHook(HttpHook):
     """
 
     conn_name_attr = "airflow_api_conn_id"
-    default_conn_name = "airflow_api"
+    default_conn_name = AIRFLOW_API_CONN_ID
     conn_type = "http"
     hook_name = "Airflow REST API"
 

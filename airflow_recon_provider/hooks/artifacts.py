@@ -21,6 +21,7 @@ from airflow_recon_provider.artifacts import (
     ArtifactRecord,
 )
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.reconciliation.config import ReconConfig
 
 #: the columns of ``recon.artifacts``, in :class:`ArtifactRecord` order
@@ -58,7 +59,7 @@ class ArtifactsHook(ReconPostgresHook):
     """
 
     conn_name_attr = "billing_gateway_conn_id"
-    default_conn_name = "billing_gateway_db"
+    default_conn_name = BILLING_GATEWAY_CONN_ID
     conn_type = "billing_gateway"
     hook_name = "Billing Gateway artifacts (PostgreSQL)"
 

@@ -39,6 +39,7 @@ from airflow_recon_provider.hooks._http import (  # parse_retry_after: part of t
     send_with_retries,
     setting,
 )
+from airflow_recon_provider.names import BILLING_CORE_CONN_ID
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import (
     BillingCoreRequestError,
@@ -80,7 +81,7 @@ class BillingCoreHook(HttpHook):
     """
 
     conn_name_attr = "billing_core_conn_id"
-    default_conn_name = "billing_gateway_core"
+    default_conn_name = BILLING_CORE_CONN_ID
     conn_type = "billing_core"
     hook_name = "Billing Gateway Core"
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
 from airflow_recon_provider.hooks.gateway_reader import GatewayReader
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.reconciliation import correction_queries as cq
 from airflow_recon_provider.reconciliation import cycle_store, queries
 from airflow_recon_provider.reconciliation.config import check_psp_name
@@ -56,7 +57,7 @@ class BillingGatewayHook(GatewayReader, ReconPostgresHook):
     """
 
     conn_name_attr = "billing_gateway_conn_id"
-    default_conn_name = "billing_gateway_db"
+    default_conn_name = BILLING_GATEWAY_CONN_ID
     conn_type = "billing_gateway"
     hook_name = "Billing Gateway DB (PostgreSQL)"
 

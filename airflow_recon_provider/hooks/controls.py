@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.reconciliation import queries
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.controls import Control, ControlChange, ControlState
@@ -46,7 +47,7 @@ class ReconciliationControlHook(ReconPostgresHook):
     """
 
     conn_name_attr = "billing_gateway_conn_id"
-    default_conn_name = "billing_gateway_db"
+    default_conn_name = BILLING_GATEWAY_CONN_ID
     conn_type = "billing_gateway"
     hook_name = "Billing Gateway reconciliation controls (PostgreSQL)"
 

@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.reconciliation import fx_queries
 from airflow_recon_provider.reconciliation.fx import (
     FxFileError,
@@ -62,7 +63,7 @@ class FxRatesHook(ReconPostgresHook):
     """
 
     conn_name_attr = "billing_gateway_conn_id"
-    default_conn_name = "billing_gateway_db"
+    default_conn_name = BILLING_GATEWAY_CONN_ID
     conn_type = "billing_gateway"
     hook_name = "Billing Gateway DB (PostgreSQL)"
 

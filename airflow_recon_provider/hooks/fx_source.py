@@ -23,6 +23,7 @@ from airflow.providers.http.hooks.http import HttpHook
 
 from airflow_recon_provider.hooks._connections import check_header_extras, is_missing_connection
 from airflow_recon_provider.hooks._http import send_with_retries, setting
+from airflow_recon_provider.names import FX_RATES_SOURCE_CONN_ID
 from airflow_recon_provider.reconciliation.errors import ConnectionMissingError
 from airflow_recon_provider.reconciliation.fx import (
     PTAX_QUOTE_CURRENCY,
@@ -52,7 +53,7 @@ class PtaxHook(HttpHook):
     """
 
     conn_name_attr = "fx_rates_conn_id"
-    default_conn_name = "fx_rates_source"
+    default_conn_name = FX_RATES_SOURCE_CONN_ID
     conn_type = "http"
     hook_name = "FX rates service (PTAX)"
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
 from airflow_recon_provider.i18n import _, language_scope
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID, PAYMENTS_LEDGER_CONN_ID
 from airflow_recon_provider.reconciliation import queries
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import (
@@ -242,7 +243,7 @@ class IncidentHook(ReconPostgresHook):
     """
 
     conn_name_attr = "billing_gateway_conn_id"
-    default_conn_name = "billing_gateway_db"
+    default_conn_name = BILLING_GATEWAY_CONN_ID
     conn_type = "billing_gateway"
     hook_name = "Billing Gateway incidents (PostgreSQL)"
 
@@ -813,7 +814,7 @@ class IncidentHook(ReconPostgresHook):
         return Figures.from_summary(summary), ""
 
     def current_recovery(
-        self, incident: Incident, *, payments_ledger_conn_id: str = "payments_ledger_db"
+        self, incident: Incident, *, payments_ledger_conn_id: str = PAYMENTS_LEDGER_CONN_ID
     ) -> tuple[dict[str, Any] | None, str]:
         """The runbook's three recovery criteria over the incident's window, checked now (the
         recovery sensor's own check: divergence, latest cycles, the ledger against the PSP's

@@ -33,6 +33,7 @@ from airflow.providers.pagerduty.hooks.pagerduty_events import PagerdutyEventsHo
 
 from airflow_recon_provider.hooks._connections import is_missing_connection, missing_connection_error
 from airflow_recon_provider.hooks._http import send_with_retries, setting
+from airflow_recon_provider.names import PAGERDUTY_CONN_ID
 from airflow_recon_provider.reconciliation.errors import (
     ConfigError,
     ServiceRequestError,
@@ -85,7 +86,7 @@ class ReconPagerDutyEventsHook(PagerdutyEventsHook):
         honoured).
     """
 
-    default_conn_name = "pagerduty_recon"
+    default_conn_name = PAGERDUTY_CONN_ID
     hook_name = "PagerDuty Events (reconciliation alert)"
 
     #: how the hook waits between attempts (tests replace it)

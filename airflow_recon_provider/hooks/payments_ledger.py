@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
+from airflow_recon_provider.names import PAYMENTS_LEDGER_CONN_ID
 from airflow_recon_provider.reconciliation import queries
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.ledger import LedgerComparison, compare_status_counts
@@ -23,7 +24,7 @@ class PaymentsLedgerHook(ReconPostgresHook):
     """
 
     conn_name_attr = "payments_ledger_conn_id"
-    default_conn_name = "payments_ledger_db"
+    default_conn_name = PAYMENTS_LEDGER_CONN_ID
     conn_type = "payments_ledger"
     hook_name = "Payments Ledger DB (PostgreSQL)"
 

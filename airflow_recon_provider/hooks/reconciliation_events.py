@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.apache.kafka.hooks.base import KafkaBaseHook
 
 from airflow_recon_provider.hooks._connections import is_missing_connection
+from airflow_recon_provider.names import RECONCILIATION_KAFKA_CONN_ID
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import ConfigError, ConnectionMissingError
 from airflow_recon_provider.reconciliation.events import (
@@ -66,7 +67,7 @@ class ReconciliationEventsHook(KafkaBaseHook):
     """
 
     conn_name_attr = "kafka_config_id"
-    default_conn_name = "reconciliation_kafka"
+    default_conn_name = RECONCILIATION_KAFKA_CONN_ID
     conn_type = "reconciliation_kafka"
     hook_name = "Reconciliation Events (Kafka)"
 

@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.reconciliation import queries
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.incidents import check_incident_id, check_text
@@ -140,7 +141,7 @@ class RemediationLeaseHook(ReconPostgresHook):
     """
 
     conn_name_attr = "billing_gateway_conn_id"
-    default_conn_name = "billing_gateway_db"
+    default_conn_name = BILLING_GATEWAY_CONN_ID
     conn_type = "billing_gateway"
     hook_name = "Billing Gateway remediation lease (PostgreSQL)"
 

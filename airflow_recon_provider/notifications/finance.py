@@ -40,6 +40,12 @@ from airflow.sdk import BaseNotifier
 
 from airflow_recon_provider.hooks._connections import is_missing_connection, missing_connection_error
 from airflow_recon_provider.i18n import _, language_scope, ngettext
+from airflow_recon_provider.names import (
+    BILLING_GATEWAY_CONN_ID,
+    INCIDENTS_CHANNEL,
+    SLACK_CONN_ID,
+    SMTP_CONN_ID,
+)
 from airflow_recon_provider.reconciliation.errors import ConfigError
 from airflow_recon_provider.reconciliation.incidents import (
     FINANCE_RECIPIENTS_DEFAULT,
@@ -70,9 +76,9 @@ if TYPE_CHECKING:
     from airflow_recon_provider.reconciliation.finance_review import FinanceReview
     from airflow_recon_provider.reconciliation.incidents import Incident
 
-DEFAULT_SMTP_CONN_ID = "smtp_finance"
-DEFAULT_SLACK_CONN_ID = "slack_incidents"
-DEFAULT_SLACK_CHANNEL = "#billing-incidents"
+DEFAULT_SMTP_CONN_ID = SMTP_CONN_ID
+DEFAULT_SLACK_CONN_ID = SLACK_CONN_ID
+DEFAULT_SLACK_CHANNEL = INCIDENTS_CHANNEL
 _EMAIL = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+")
 
 
@@ -200,7 +206,7 @@ class FinanceNotifier(BaseNotifier):
         smtp_conn_id: str = DEFAULT_SMTP_CONN_ID,
         slack_conn_id: str | None = DEFAULT_SLACK_CONN_ID,
         slack_channel: str = DEFAULT_SLACK_CHANNEL,
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         actor: str = "finance-notifier",
         config: ReconConfig | None = None,
     ) -> None:

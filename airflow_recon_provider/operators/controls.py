@@ -29,6 +29,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
+from airflow_recon_provider.names import (
+    BILLING_GATEWAY_CONN_ID,
+    FINANCE_EMAIL,
+    INCIDENTS_CHANNEL,
+    SLACK_CONN_ID,
+    SMTP_CONN_ID,
+)
 from airflow_recon_provider.operators._context import blank, run_actor, run_id_of
 
 if TYPE_CHECKING:
@@ -83,11 +90,11 @@ class _ControlOperator(BaseOperator):
         reason: str | None = None,
         incident_id: str | None = None,
         actor: str | None = None,
-        slack_conn_id: str | None = "slack_incidents",
-        slack_channel: str = "#billing-incidents",
-        smtp_conn_id: str = "smtp_finance",
-        recipients: str | Sequence[str] = "finance@platform.io",
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        slack_conn_id: str | None = SLACK_CONN_ID,
+        slack_channel: str = INCIDENTS_CHANNEL,
+        smtp_conn_id: str = SMTP_CONN_ID,
+        recipients: str | Sequence[str] = FINANCE_EMAIL,
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import HITLOperator
 
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.reconciliation.corrections import (
     DEFAULT_APPROVAL_TIMEOUT,
     DEFAULT_ROW_CAP,
@@ -178,7 +179,7 @@ class TransactionCorrectionOperator(HITLOperator):
         artifacts_dir: str | None = None,
         sample_size: int = DEFAULT_SAMPLE_SIZE,
         subject: str | None = None,
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         **kwargs: Any,
     ) -> None:
         fixed = [arg for arg in self.FIXED_ARGS if arg in kwargs]

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID, INCIDENTS_CHANNEL, SLACK_CONN_ID
 from airflow_recon_provider.operators._context import blank, run_actor, run_id_of
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class RecordFinanceReportOperator(BaseOperator):
         window_end: str | datetime | None,
         finance_ticket: str | None,
         description: str | None,
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -228,9 +229,9 @@ class NotifyFinanceReportOperator(BaseOperator):
         self,
         *,
         report: Any,
-        slack_conn_id: str = "slack_incidents",
-        slack_channel: str = "#billing-incidents",
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        slack_conn_id: str = SLACK_CONN_ID,
+        slack_channel: str = INCIDENTS_CHANNEL,
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -343,7 +344,7 @@ def record_findings(context: Context, *, scope_task_id: str) -> int | None:
     if not incident_id or not parse_bool(scope.get("dry_run", True), name="dry_run"):
         return None
     run_id = run_id_of(context)
-    conn_id = getattr(ti.task, "billing_gateway_conn_id", None) or "billing_gateway_db"
+    conn_id = getattr(ti.task, "billing_gateway_conn_id", None) or BILLING_GATEWAY_CONN_ID
     config = ReconConfig.load()
     incidents = IncidentHook(billing_gateway_conn_id=conn_id, config=config)
     report = next(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID, FINANCE_EMAIL, SMTP_CONN_ID
 from airflow_recon_provider.operators._context import blank
 
 if TYPE_CHECKING:
@@ -77,10 +78,10 @@ class ScheduleFinanceReviewOperator(BaseOperator):
         self,
         *,
         incident_id: str,
-        finance_recipients: str | Sequence[str] = "finance@platform.io",
+        finance_recipients: str | Sequence[str] = FINANCE_EMAIL,
         oncall_recipients: str | Sequence[str] = "",
-        smtp_conn_id: str = "smtp_finance",
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        smtp_conn_id: str = SMTP_CONN_ID,
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID, FX_RATES_SOURCE_CONN_ID
 from airflow_recon_provider.operators._context import blank
 
 if TYPE_CHECKING:
@@ -120,8 +121,8 @@ class LoadPtaxRateOperator(BaseOperator):
         *,
         currency: str,
         day: str,
-        fx_rates_conn_id: str = "fx_rates_source",
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        fx_rates_conn_id: str = FX_RATES_SOURCE_CONN_ID,
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -22,6 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_recon_provider.names import (
+    BILLING_GATEWAY_CONN_ID,
+    FINANCE_EMAIL,
+    INCIDENTS_CHANNEL,
+    SLACK_CONN_ID,
+    SMTP_CONN_ID,
+)
 from airflow_recon_provider.operators._context import blank
 
 if TYPE_CHECKING:
@@ -29,7 +36,7 @@ if TYPE_CHECKING:
 
     from airflow_recon_provider.notifications.finance import FinanceNotifier
 
-_FINANCE = "finance@platform.io"
+_FINANCE = FINANCE_EMAIL
 
 
 def _run_moment(context: Context) -> datetime:
@@ -58,10 +65,10 @@ class _FinanceOperator(BaseOperator):
         *,
         recipients: str | Sequence[str] = _FINANCE,
         from_email: str | None = None,
-        smtp_conn_id: str = "smtp_finance",
-        slack_conn_id: str | None = "slack_incidents",
-        slack_channel: str = "#billing-incidents",
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        smtp_conn_id: str = SMTP_CONN_ID,
+        slack_conn_id: str | None = SLACK_CONN_ID,
+        slack_channel: str = INCIDENTS_CHANNEL,
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -269,7 +276,7 @@ class IncidentTransitionOperator(BaseOperator):
         to_state: str,
         note: str = "",
         actor: str | None = None,
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -329,7 +336,7 @@ class ClosingReportOperator(BaseOperator):
         *,
         incident_id: str,
         artifacts_dir: str | None = None,
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -26,6 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_recon_provider.names import (
+    AIRFLOW_API_CONN_ID,
+    BILLING_GATEWAY_CONN_ID,
+    PAYMENTS_LEDGER_CONN_ID,
+    RECONCILIATION_KAFKA_CONN_ID,
+)
 from airflow_recon_provider.operators._context import blank, run_actor, run_id_of
 from airflow_recon_provider.reconciliation.i18n import N_, _, pgettext
 
@@ -147,9 +153,9 @@ class ValidateScopeOperator(BaseOperator):
         reason: str | None = None,
         open_incident: bool | str = True,
         lease: bool = False,
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         run_note: bool = True,
-        airflow_api_conn_id: str = "airflow_api",
+        airflow_api_conn_id: str = AIRFLOW_API_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -478,14 +484,14 @@ class ReconciliationSnapshotOperator(BaseOperator):
         divergence_kinds: Sequence[str] | str | None = None,
         incident_id: str | None = None,
         artifacts_dir: str | None = None,
-        billing_gateway_conn_id: str = "billing_gateway_db",
-        payments_ledger_conn_id: str = "payments_ledger_db",
-        kafka_conn_id: str = "reconciliation_kafka",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
+        payments_ledger_conn_id: str = PAYMENTS_LEDGER_CONN_ID,
+        kafka_conn_id: str = RECONCILIATION_KAFKA_CONN_ID,
         kafka_topic: str = "reconciliation.events",
         psp_conn_id: str | None = None,
         kafka_timeout: float = 30.0,
         health_timeout: float = 10.0,
-        airflow_api_conn_id: str = "airflow_api",
+        airflow_api_conn_id: str = AIRFLOW_API_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

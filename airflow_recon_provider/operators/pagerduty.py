@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID, PAGERDUTY_CONN_ID, REMEDIATION_DAG_ID
 from airflow_recon_provider.operators._context import blank
 from airflow_recon_provider.reconciliation.detection import WATCH_ACTOR, WATCH_ALERT_STEP, WATCH_RUN_PREFIX
 
@@ -37,9 +38,6 @@ if TYPE_CHECKING:
     from airflow_recon_provider.hooks.incidents import IncidentHook
     from airflow_recon_provider.reconciliation.incidents import Incident
     from airflow_recon_provider.reconciliation.paging import PagingEvent
-
-PAGERDUTY_CONN_ID = "pagerduty_recon"
-REMEDIATION_DAG_ID = "billing_gateway_remediation"
 
 
 def _api_base_url() -> str:
@@ -150,7 +148,7 @@ class PagerDutyAlertOperator(BaseOperator):
         *,
         alerts: Any,
         pagerduty_conn_id: str | None = PAGERDUTY_CONN_ID,
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         remediation_dag_id: str = REMEDIATION_DAG_ID,
         **kwargs: Any,
     ) -> None:
@@ -248,7 +246,7 @@ class PagerDutyIncidentEventOperator(BaseOperator):
         action: str,
         note: str = "",
         pagerduty_conn_id: str | None = PAGERDUTY_CONN_ID,
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -329,7 +327,7 @@ class PagerDutyFinanceReportOperator(BaseOperator):
         *,
         report: Any,
         pagerduty_conn_id: str | None = PAGERDUTY_CONN_ID,
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         remediation_dag_id: str = REMEDIATION_DAG_ID,
         **kwargs: Any,
     ) -> None:

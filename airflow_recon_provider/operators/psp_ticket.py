@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.reconciliation.psp_ticket import EXTERNAL_KINDS
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ class PspTicketOperator(BaseOperator):
         ticket_number: str | None = None,
         incident_id: str | None = None,
         artifacts_dir: str | None = None,
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

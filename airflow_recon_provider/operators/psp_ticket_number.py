@@ -24,6 +24,7 @@ from airflow.providers.standard.operators.hitl import HITLEntryOperator
 from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
 
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.reconciliation.psp_ticket import TICKET_NUMBER_MAX_LENGTH, TICKET_NUMBER_PATTERN
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class PspTicketNumberOperator(HITLEntryOperator):
         incident_id: str,
         psp_ticket_task_id: str,
         response_timeout: timedelta = DEFAULT_TICKET_TIMEOUT,
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("subject", "Número do ticket do PSP")

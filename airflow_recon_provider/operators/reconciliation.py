@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.operators._context import blank
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ class ReconciliationScopeOperator(BaseOperator):
         *,
         psp: str | None = None,
         cycle_start: str | datetime | None = None,
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -118,7 +119,7 @@ class _PspCycleOperator(BaseOperator):
         cycle_start: str | datetime | None = None,
         cycle_end: str | datetime | None = None,
         reprocess: bool | str = False,
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -210,7 +211,7 @@ class FetchPspStatementsOperator(_PspCycleOperator):
         cycle_start: str | datetime | None = None,
         cycle_end: str | datetime | None = None,
         psp_conn_id: str | None = None,
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         timeout: float = 30.0,
         max_attempts: int = 3,
         **kwargs: Any,

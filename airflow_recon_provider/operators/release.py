@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from airflow_recon_provider.hooks._connections import is_missing_connection
+from airflow_recon_provider.names import KUBERNETES_CONN_ID
 from airflow_recon_provider.reconciliation.inputs import parse_bool
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class _ReleaseScriptOperator(BaseOperator):
         mode: str = "kubernetes",
         image: str = DEFAULT_IMAGE,
         namespace: str = "billing-gateway",
-        kubernetes_conn_id: str = "kubernetes_billing",
+        kubernetes_conn_id: str = KUBERNETES_CONN_ID,
         script_path: str = DEFAULT_SCRIPT,
         record_path: str | None = None,
         script_timeout: float = 600.0,

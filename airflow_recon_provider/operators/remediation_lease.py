@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.operators._context import run_actor, run_id_of
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class ReleaseRemediationLeaseOperator(BaseOperator):
 
     ui_color = "#f1f3f4"
 
-    def __init__(self, *, billing_gateway_conn_id: str = "billing_gateway_db", **kwargs: Any) -> None:
+    def __init__(self, *, billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.billing_gateway_conn_id = billing_gateway_conn_id
 

@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_recon_provider.names import BILLING_CORE_CONN_ID, BILLING_GATEWAY_CONN_ID, RECONCILIATION_DAG_ID
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -88,15 +90,15 @@ class ReprocessReconciliationOperator(BaseOperator):
         psp: str,
         window_start: str | datetime,
         window_end: str | datetime,
-        reconciliation_dag_id: str = "billing_gateway_reconciliation",
+        reconciliation_dag_id: str = RECONCILIATION_DAG_ID,
         verify_task_id: str | None = "match_transactions",
         wait_timeout: timedelta | float = timedelta(hours=2),
         poll_interval: float = 60.0,
         max_cycles: int = 72,
         fallback_to_core: bool = True,
         fail_when_unresolved: bool = True,
-        billing_core_conn_id: str = "billing_gateway_core",
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_core_conn_id: str = BILLING_CORE_CONN_ID,
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         core_timeout: float = 30.0,
         core_max_attempts: int = 5,
         **kwargs: Any,

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow_recon_provider.names import AIRFLOW_API_CONN_ID, BILLING_GATEWAY_CONN_ID
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -148,8 +150,8 @@ def collect_failed_task_logs(
     window: Window,
     failed_cycles: Iterable[datetime],
     incident_id: str | None,
-    airflow_api_conn_id: str = "airflow_api",
-    billing_gateway_conn_id: str = "billing_gateway_db",
+    airflow_api_conn_id: str = AIRFLOW_API_CONN_ID,
+    billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
     artifacts_base_url: str | None = None,
     max_lines: int = 20,
     log: Any,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.reconciliation.detection import WATCH_ACTOR, WATCH_RUN_PREFIX
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class CollectDivergenceAlertsOperator(BaseOperator):
         self,
         *,
         psps: list[str] | None = None,
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         lookback_cycles: int = 3,
         **kwargs: Any,
     ) -> None:
@@ -106,7 +107,7 @@ class OpenIncidentsForAlertsOperator(BaseOperator):
         self,
         *,
         alerts: Any,
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

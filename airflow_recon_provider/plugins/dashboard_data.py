@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID, REMEDIATION_DAG_ID
 from airflow_recon_provider.reconciliation.config import ReconConfig
 from airflow_recon_provider.reconciliation.detection import watch_window
 from airflow_recon_provider.reconciliation.errors import (
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REMEDIATION_DAG_ID = "billing_gateway_remediation"
 #: the divergence watch's default lookback (``DivergenceTrigger(lookback_cycles=3)``)
 DEFAULT_CYCLES = 3
 MAX_CYCLES = 24 * 7
@@ -294,7 +294,7 @@ class DashboardReader:
     def __init__(
         self,
         *,
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         config_loader: Callable[[], ReconConfig] = ReconConfig.load,
     ) -> None:
         self.conn_id = billing_gateway_conn_id

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.plugins.dashboard_data import DashboardUnavailable
 from airflow_recon_provider.reconciliation.config import ReconConfig
 from airflow_recon_provider.reconciliation.errors import (
@@ -481,7 +482,7 @@ class IncidentReader:
     :param billing_gateway_conn_id: Airflow connection of the gateway database.
     """
 
-    def __init__(self, *, billing_gateway_conn_id: str = "billing_gateway_db") -> None:
+    def __init__(self, *, billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID) -> None:
         self.conn_id = billing_gateway_conn_id
 
     # -- public -------------------------------------------------------------------------------

@@ -15,17 +15,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from airflow_recon_provider.names import (
+    DATA_CORRECTION_DAG_ID,
+    RECONCILIATION_CONTROL_DAG_ID,
+    RELEASE_ROLLBACK_DAG_ID,
+    REMEDIATION_DAG_ID,
+    REPROCESS_DAG_ID,
+)
 from airflow_recon_provider.reconciliation.i18n import _, pgettext
 
 log = logging.getLogger(__name__)
 
 #: the DAGs whose runs validate a PSP and window in a ``scope`` step
 RUNBOOK_DAG_IDS: tuple[str, ...] = (
-    "billing_gateway_remediation",
-    "billing_gateway_data_correction",
-    "billing_gateway_reprocess",
-    "billing_gateway_reconciliation_control",
-    "billing_gateway_release_rollback",
+    REMEDIATION_DAG_ID,
+    DATA_CORRECTION_DAG_ID,
+    REPROCESS_DAG_ID,
+    RECONCILIATION_CONTROL_DAG_ID,
+    RELEASE_ROLLBACK_DAG_ID,
 )
 RECENT_RUNS_LIMIT = 10
 

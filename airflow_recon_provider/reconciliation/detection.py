@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from airflow_recon_provider.names import WATCH_DAG_ID
 from airflow_recon_provider.reconciliation.report import DivergenceSummary
 from airflow_recon_provider.reconciliation.window import CYCLE, Window, floor_cycle
 
@@ -32,7 +33,7 @@ def watch_window(now: datetime, lookback_cycles: int) -> Window:
 #: the timeline step the watch records when it fires on an incident it did not open
 WATCH_ALERT_STEP = "detection.watch_alert"
 #: the actor of the watch's steps (the watch DAG)
-WATCH_ACTOR = "billing_gateway_divergence_watch"
+WATCH_ACTOR = WATCH_DAG_ID
 #: the watch starts each remediation as run ``watch__<incident_id>``
 WATCH_RUN_PREFIX = "watch__"
 #: lease events of a real run that worked on the incident

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow_recon_provider.names import FINANCE_REPORT_DAG_ID, REMEDIATION_DAG_ID
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import ReconError, WindowError
 from airflow_recon_provider.reconciliation.inputs import blank
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
     from airflow_recon_provider.reconciliation.mapping import TableMapping
 
 #: the DAG finance triggers, and the investigation it starts
-FINANCE_REPORT_DAG_ID = "billing_gateway_finance_report"
-REMEDIATION_DAG_ID = "billing_gateway_remediation"
 #: finance's own ticket: ``FIN-<number>``
 FINANCE_TICKET_PATTERN = r"^FIN-[1-9][0-9]{0,8}$"
 FINANCE_TICKET_EXAMPLE = "FIN-88"

@@ -31,6 +31,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from airflow_recon_provider.names import KUBERNETES_CONN_ID
 from airflow_recon_provider.reconciliation.errors import ConfigError
 
 
@@ -546,7 +547,7 @@ class PodExecTarget:
     :param container: the container; default: the pod's default container.
     """
 
-    kubernetes_conn_id: str = "kubernetes_billing"
+    kubernetes_conn_id: str = KUBERNETES_CONN_ID
     namespace: str = "billing-gateway"
     workload: str = "deploy/billing-gateway"
     container: str | None = None

@@ -31,6 +31,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from airflow_recon_provider.names import FINANCE_EMAIL
 from airflow_recon_provider.reconciliation.errors import ReconError
 from airflow_recon_provider.reconciliation.i18n import _, current_language, format_number, ngettext
 from airflow_recon_provider.reconciliation.money import (
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
     from airflow_recon_provider.reconciliation.window import Window
 
 #: finance's mailbox in the runbook (Comunicação); a site configures its own
-FINANCE_RECIPIENTS_DEFAULT = "finance@platform.io"
+FINANCE_RECIPIENTS_DEFAULT = FINANCE_EMAIL
 #: the runbook's cadence: "a cada 30 minutos até normalização"
 UPDATE_CADENCE = timedelta(minutes=30)
 #: the identifiers the remediation DAG's form accepts (``INCIDENT-472``); at most 18 digits

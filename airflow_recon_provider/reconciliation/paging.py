@@ -45,6 +45,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from airflow_recon_provider.names import ALERT_NAME
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import ReconError
 from airflow_recon_provider.reconciliation.incidents import Figures, check_incident_id, format_window
@@ -54,8 +55,6 @@ from airflow_recon_provider.reconciliation.thresholds import AlertReason
 if TYPE_CHECKING:
     from airflow_recon_provider.reconciliation.incidents import IncidentEvent
 
-#: the alert of the runbook's Contexto, as PagerDuty shows it
-ALERT_NAME = "billing_gateway-reconciliation"
 #: the incident timeline step of every event sent to PagerDuty (sent or failed); a
 #: communication, so finance's updates leave it out of "steps executed"
 PAGING_STEP = "communication.pagerduty"

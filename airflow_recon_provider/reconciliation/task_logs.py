@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from airflow_recon_provider.names import RECONCILIATION_DAG_ID
 from airflow_recon_provider.reconciliation.errors import (
     ReconError,
     ServiceRequestError,
@@ -33,7 +34,6 @@ from airflow_recon_provider.reconciliation.errors import (
 )
 
 #: the reconciliation DAG and its two tasks whose failures the runbook asks about
-RECONCILIATION_DAG_ID = "billing_gateway_reconciliation"
 RECONCILIATION_TASK_IDS = ("fetch_psp_statements", "match_transactions")
 #: states of a try whose log tells why it failed (a retried try is ``up_for_retry`` in history)
 FAILED_TRY_STATES = frozenset({"failed", "up_for_retry"})

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import PokeReturnValue
 
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.sensors._base import PokeThenDeferSensor
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class DivergenceSensor(PokeThenDeferSensor):
         self,
         *,
         psps: list[str] | None = None,
-        billing_gateway_conn_id: str = "billing_gateway_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
         lookback_cycles: int = 3,
         deferrable: bool = True,
         poll_interval: float = 300.0,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import PokeReturnValue
 
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID, PAYMENTS_LEDGER_CONN_ID
 from airflow_recon_provider.sensors._base import PokeThenDeferSensor
 
 if TYPE_CHECKING:
@@ -58,8 +59,8 @@ class RecoverySensor(PokeThenDeferSensor):
         psp: str,
         window_start: str,
         window_end: str,
-        billing_gateway_conn_id: str = "billing_gateway_db",
-        payments_ledger_conn_id: str = "payments_ledger_db",
+        billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
+        payments_ledger_conn_id: str = PAYMENTS_LEDGER_CONN_ID,
         deferrable: bool = True,
         poll_interval: float | None = None,
         on_wait: Callable[[Context, Mapping[str, Any]], None] | None = None,

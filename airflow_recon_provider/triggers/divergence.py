@@ -21,6 +21,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.reconciliation.detection import Detection, watch_window
 from airflow_recon_provider.reconciliation.errors import DependencyUnavailableError, ReconError
 from airflow_recon_provider.triggers._offloop import ASYNC_POSTGRES, QUERIES, import_off_loop, load_config
@@ -59,7 +60,7 @@ class DivergenceTrigger(BaseEventTrigger):
         self,
         *,
         psps: list[str] | None = None,
-        conn_id: str = "billing_gateway_db",
+        conn_id: str = BILLING_GATEWAY_CONN_ID,
         lookback_cycles: int = 3,
         poll_interval: float = 300.0,
         once: bool = True,

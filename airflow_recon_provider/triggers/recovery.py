@@ -20,6 +20,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID, PAYMENTS_LEDGER_CONN_ID
 from airflow_recon_provider.reconciliation.errors import DependencyUnavailableError, ReconError
 from airflow_recon_provider.reconciliation.window import Window
 from airflow_recon_provider.triggers._offloop import (
@@ -48,9 +49,9 @@ class RecoveryTrigger(BaseTrigger):
         psp: str,
         window_start: str,
         window_end: str,
-        conn_id: str = "billing_gateway_db",
+        conn_id: str = BILLING_GATEWAY_CONN_ID,
         poll_interval: float = 300.0,
-        ledger_conn_id: str = "payments_ledger_db",
+        ledger_conn_id: str = PAYMENTS_LEDGER_CONN_ID,
     ) -> None:
         super().__init__()
         self.psp = psp
