@@ -46,11 +46,20 @@ def _titled(param: Param, title: str, description: str) -> Param:
 
 def finance_report_params(config: ReconConfig | None = None) -> dict[str, Param]:
     """The form finance fills: PSP, window (UTC), finance ticket, description."""
+    from airflow_recon_provider.reconciliation.config import ReconConfig
     from airflow_recon_provider.remediation import psp_param, window_params
 
+    problem = None
+    if config is None:
+        config, problem = ReconConfig.load_for_form()
     window = window_params()
+    psp = (
+        psp_param()  # RECON_CONFIG cannot be read: the field says why, in its own words
+        if problem is not None
+        else _titled(psp_param(config), "PSP", "O PSP cujo extrato diverge do ledger interno.")
+    )
     return {
-        "psp": _titled(psp_param(config), "PSP", "O PSP cujo extrato diverge do ledger interno."),
+        "psp": psp,
         "window_start": _titled(
             window["window_start"],
             "Início da janela (UTC)",

@@ -86,7 +86,21 @@ INCIDENT_ID_PATTERN = r"^INCIDENT-\d+$"
 def psp_param(config: ReconConfig | None = None) -> Param:
     """The PSP field: a pick list of the configured PSPs with their display names; without a
     configured list, a PSP name (checked against ``payment_intents`` by the scope step)."""
-    config = config if config is not None else ReconConfig.load()
+    problem = None
+    if config is None:
+        config, problem = ReconConfig.load_for_form()
+    if problem is not None:
+        # the form still opens: it says why every run will be refused until RECON_CONFIG is fixed
+        return Param(
+            type="string",
+            pattern=PSP_NAME_PATTERN,
+            title="PSP",
+            description=_(
+                "ATTENTION: the reconciliation configuration (RECON_CONFIG) could not be read: "
+                "%(problem)s. Every run is refused at its first step until it is fixed.",
+                problem=problem,
+            ),
+        )
     if config.psps:
         return Param(
             type="string",
@@ -139,7 +153,7 @@ def window_params(config: ReconConfig | None = None, *, typed: bool = False) -> 
                 ),
             ),
         }
-    config = config if config is not None else ReconConfig.load()
+    config = config if config is not None else ReconConfig.load_for_form()[0]
     hours = max_window_hours(config.max_window)
     return {
         "window_start": Param(

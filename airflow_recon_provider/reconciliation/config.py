@@ -8,6 +8,7 @@ without it, runbook defaults apply and the PSP list comes from the database.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -195,23 +196,48 @@ class ReconConfig:
 
     @classmethod
     def load(cls, source: str | None = None) -> ReconConfig:
-        """Load from ``source`` or ``$RECON_CONFIG`` (a JSON file path or inline JSON)."""
+        """Load from ``source`` or ``$RECON_CONFIG`` (a JSON file path or inline JSON).
+
+        Parsed once per distinct document: the same inline JSON, or the same file unchanged
+        (path, size and modification time), returns the configuration parsed before (it is
+        immutable). A bad document raises :class:`ConfigError` each time it is read."""
         source = source if source is not None else os.environ.get(CONFIG_ENV, "")
         source = source.strip()
         if not source:
             return cls()
         if source.startswith("{"):
-            text = source
-        else:
-            path = Path(source)
-            if not path.is_file():
-                raise ConfigError(f"{CONFIG_ENV} points at {source!r}, which is not a file")
-            text = path.read_text()
+            return _parse_config(cls, source, None)
+        path = Path(source)
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"reconciliation configuration is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+            stat = path.stat()
+        except OSError:
+            stat = None
+        if stat is None or not path.is_file():
+            raise ConfigError(f"{CONFIG_ENV} points at {source!r}, which is not a file")
+        return _parse_config(cls, source, (stat.st_size, stat.st_mtime_ns))
+
+    @classmethod
+    def load_for_form(cls) -> tuple[ReconConfig, str | None]:
+        """What a DAG's form is built from when its file is parsed: the configuration, or —
+        when ``$RECON_CONFIG`` cannot be read — the defaults and the reason. The DAG files
+        still import (a bad document must not take the remediation DAG out of the UI in
+        the middle of an incident), the form says the reason, and every task, which loads
+        the configuration again, fails with it until the document is fixed."""
+        try:
+            return cls.load(), None
+        except ConfigError as exc:
+            return cls(), str(exc)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_config(cls: type[ReconConfig], source: str, file_key: tuple[int, int] | None) -> ReconConfig:
+    """One parse per document (``file_key`` changes when the file does)."""
+    text = source if file_key is None else Path(source).read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"reconciliation configuration is not valid JSON: {exc}") from None
+    return cls.from_dict(data)
 
 
 def _check_ledger_status_mapping(psp: str, mapping: Any) -> None:
