@@ -135,18 +135,3 @@ def register_dag(airflow_db):
         return dag
 
     return register
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With pytest-xdist (``scripts/test.sh`` runs ``-n 2 --dist loadgroup``), keep what
-    shares an expensive fixture on one worker: each test module is a group (its module
-    fixtures are set up once), and the browser package, whose tests share one running
-    Airflow demo (a package fixture), is one group."""
-    for item in items:
-        path = Path(str(item.path)).resolve()
-        try:
-            parts = path.relative_to(REPO_ROOT / "tests").parts
-        except ValueError:
-            continue
-        group = "browser" if parts[0] == "browser" else "/".join(parts)
-        item.add_marker(pytest.mark.xdist_group(group))
