@@ -2,7 +2,7 @@
 always the primary): one row per artifact written to the object store — which run and task
 wrote it, for which PSP and incident, its kind, name, storage URL, size and SHA-256.
 
-Operators record through :func:`airflow_recon_provider.artifacts.publish_artifact` right
+Operators record through :func:`airflow_recon_provider.operators._artifacts.publish_artifact` right
 after the object is written; the dashboard lists a run's or an incident's artifacts here and
 opens one with :func:`airflow_recon_provider.artifacts.open_artifact`. The ``recon`` schema
 has fixed names (the provider owns it), so the SQL is plain text with bound values.

@@ -213,7 +213,7 @@ class CorrectionsHook(BillingGatewayHook):
         The CSV is ``<artifact_dir>/correction_<key>.csv`` in a local folder of the calling
         task, written next to its place and renamed into it, so a reader never sees half of
         it; :class:`TransactionCorrectionOperator` then publishes it to the artifact store
-        (:func:`airflow_recon_provider.artifacts.publish_artifact`) and hands on its link,
+        (:func:`airflow_recon_provider.operators._artifacts.publish_artifact`) and hands on its link,
         never this path. Memory follows the sample size and the COPY batch, not the number
         of rows.
 

@@ -250,7 +250,8 @@ class TransactionCorrectionOperator(HITLOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import TaskAwaitingInput, TaskDeferred
 
-        from airflow_recon_provider.artifacts import publish_artifact, spool_file
+        from airflow_recon_provider.artifacts import spool_file
+        from airflow_recon_provider.operators._artifacts import publish_artifact
         from airflow_recon_provider.reconciliation.config import check_psp_name
         from airflow_recon_provider.reconciliation.corrections import (
             approval_body,

@@ -345,8 +345,8 @@ class ClosingReportOperator(BaseOperator):
         self.billing_gateway_conn_id = billing_gateway_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_recon_provider.artifacts import publish_artifact
         from airflow_recon_provider.hooks.incidents import IncidentHook
+        from airflow_recon_provider.operators._artifacts import publish_artifact
         from airflow_recon_provider.reconciliation.incidents import (
             check_incident_id,
             render_closing_report_html,

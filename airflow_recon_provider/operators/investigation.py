@@ -511,8 +511,9 @@ class ReconciliationSnapshotOperator(BaseOperator):
         self.health_timeout = health_timeout
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_recon_provider.artifacts import publish_artifact, spool_file
+        from airflow_recon_provider.artifacts import spool_file
         from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
+        from airflow_recon_provider.operators._artifacts import publish_artifact
         from airflow_recon_provider.reconciliation.config import ReconConfig, check_psp_name
         from airflow_recon_provider.reconciliation.incidents import Figures
         from airflow_recon_provider.reconciliation.inputs import parse_kind_list

@@ -90,8 +90,9 @@ class PspTicketOperator(BaseOperator):
         self.billing_gateway_conn_id = billing_gateway_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_recon_provider.artifacts import publish_artifact, spool_file
+        from airflow_recon_provider.artifacts import spool_file
         from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
+        from airflow_recon_provider.operators._artifacts import publish_artifact
         from airflow_recon_provider.operators._context import blank
         from airflow_recon_provider.reconciliation.config import ReconConfig, check_psp_name
         from airflow_recon_provider.reconciliation.psp_ticket import (

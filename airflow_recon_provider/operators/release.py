@@ -314,7 +314,7 @@ class _ReleaseScriptOperator(BaseOperator):
         """The release record (what ran, where, its outcome) written once to the artifact store."""
         from datetime import UTC, datetime
 
-        from airflow_recon_provider.artifacts import publish_artifact
+        from airflow_recon_provider.operators._artifacts import publish_artifact
         from airflow_recon_provider.operators._context import blank, run_actor, run_id_of
 
         psp = None if blank(self.psp) else str(self.psp).strip()

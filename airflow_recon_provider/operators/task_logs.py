@@ -177,8 +177,8 @@ def collect_failed_task_logs(
         when nothing was collected) and ``outcome`` (the timeline's text);
         ``{"status": "no_failed_cycles", ...}`` without failed cycles.
     """
-    from airflow_recon_provider.artifacts import publish_artifact
     from airflow_recon_provider.hooks.airflow_api import AirflowApiHook
+    from airflow_recon_provider.operators._artifacts import publish_artifact
     from airflow_recon_provider.reconciliation.errors import ConnectionMissingError
     from airflow_recon_provider.reconciliation.task_logs import (
         AirflowApiUnavailableError,

@@ -16,10 +16,10 @@ from airflow_recon_provider.artifacts import (
     ArtifactError,
     ArtifactNotFoundError,
     open_artifact,
-    publish_artifact,
     read_bytes,
 )
 from airflow_recon_provider.hooks.artifacts import ArtifactsHook
+from airflow_recon_provider.operators._artifacts import publish_artifact
 
 pytestmark = pytest.mark.integration
 

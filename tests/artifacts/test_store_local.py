@@ -152,4 +152,7 @@ def test_provider_registers_the_recon_section():
     # the artifact store's options (the section also holds others, e.g. language)
     assert {"artifacts_base_url", "artifacts_conn_id", "dashboard_base_url"} <= set(options)
     for option in options.values():
-        assert option["description"] and option["type"] == "string" and "default" in option
+        # the types Airflow's provider config schema knows
+        assert option["description"] and option["type"] in {"string", "integer", "float", "boolean"}
+        assert "default" in option
+    assert options["recovery_poll_interval"]["type"] == "float"

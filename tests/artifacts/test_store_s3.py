@@ -15,10 +15,10 @@ from airflow_recon_provider.artifacts import (
     ArtifactNotFoundError,
     ArtifactStore,
     open_artifact,
-    publish_artifact,
     read_bytes,
 )
 from airflow_recon_provider.hooks.artifacts import ArtifactsHook
+from airflow_recon_provider.operators._artifacts import publish_artifact
 
 RUN = "manual__2026-11-20T12:30:00+00:00"
 
