@@ -449,7 +449,8 @@ def _describe_release(result: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 def _decision_figures(result: Mapping[str, Any]) -> Any:
     """The figures a decision used (the recovery sensor's result: converted amount, each
     currency's own figures, the rates), or ``None`` when the result does not carry them."""
-    from airflow_recon_provider.reconciliation.incidents import Figures, IncidentInputError
+    from airflow_recon_provider.reconciliation.figures import Figures
+    from airflow_recon_provider.reconciliation.incidents import IncidentInputError
 
     if "divergent_amount_minor" not in result or "by_currency" not in result:
         return None

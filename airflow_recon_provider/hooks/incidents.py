@@ -30,10 +30,10 @@ from airflow_recon_provider.reconciliation.errors import (
     DependencyUnavailableError,
     ReconError,
 )
+from airflow_recon_provider.reconciliation.figures import Figures
+from airflow_recon_provider.reconciliation.incident_messages import ClosingReport, RenderedMessage
 from airflow_recon_provider.reconciliation.incidents import (
-    ClosingReport,
     CorrectionRecord,
-    Figures,
     IllegalTransitionError,
     Incident,
     IncidentAlreadyOpenError,
@@ -42,7 +42,6 @@ from airflow_recon_provider.reconciliation.incidents import (
     IncidentInputError,
     IncidentNotFoundError,
     IncidentState,
-    RenderedMessage,
     Step,
     check_aware,
     check_incident_id,
@@ -113,7 +112,7 @@ class Delivery:
     @property
     def message(self) -> RenderedMessage:
         """The stored message, to send again exactly as it was composed."""
-        from airflow_recon_provider.reconciliation.incidents import MessageKind
+        from airflow_recon_provider.reconciliation.incident_messages import MessageKind
 
         return RenderedMessage(
             kind=MessageKind(self.kind),

@@ -47,23 +47,25 @@ from airflow_recon_provider.names import (
     SMTP_CONN_ID,
 )
 from airflow_recon_provider.reconciliation.errors import ConfigError
-from airflow_recon_provider.reconciliation.incidents import (
-    FINANCE_RECIPIENTS_DEFAULT,
-    UPDATE_CADENCE,
+from airflow_recon_provider.reconciliation.incident_messages import (
     ContainmentNotice,
-    IncidentInputError,
-    IncidentState,
     IncidentUpdate,
     MessageKind,
     RenderedMessage,
+    render_containment,
+    render_update,
+)
+from airflow_recon_provider.reconciliation.incidents import (
+    FINANCE_RECIPIENTS_DEFAULT,
+    UPDATE_CADENCE,
+    IncidentInputError,
+    IncidentState,
     Step,
     check_aware,
     check_incident_id,
     check_text,
     format_time,
     missed_slots,
-    render_containment,
-    render_update,
 )
 from airflow_recon_provider.reconciliation.steps import channel_name
 

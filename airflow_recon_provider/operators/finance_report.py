@@ -298,7 +298,7 @@ class NotifyFinanceReportOperator(BaseOperator):
     def _message(data: Mapping[str, Any]) -> Any:
         from airflow_recon_provider.artifacts import dashboard_base_url
         from airflow_recon_provider.reconciliation.finance_report import FinanceReport, slack_text
-        from airflow_recon_provider.reconciliation.incidents import MessageKind, RenderedMessage
+        from airflow_recon_provider.reconciliation.incident_messages import MessageKind, RenderedMessage
         from airflow_recon_provider.reconciliation.window import Window
 
         report = FinanceReport(

@@ -347,11 +347,11 @@ class ClosingReportOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.operators._artifacts import publish_artifact
-        from airflow_recon_provider.reconciliation.incidents import (
-            check_incident_id,
+        from airflow_recon_provider.reconciliation.incident_messages import (
             render_closing_report_html,
             render_closing_report_markdown,
         )
+        from airflow_recon_provider.reconciliation.incidents import check_incident_id
 
         incident_id = check_incident_id(str(self.incident_id).strip())
         hook = IncidentHook(billing_gateway_conn_id=self.billing_gateway_conn_id)

@@ -197,7 +197,7 @@ class ValidateScopeOperator(BaseOperator):
     def _validate_and_attach(self, context: Context) -> dict[str, Any]:
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.reconciliation.config import ReconConfig
-        from airflow_recon_provider.reconciliation.incidents import Figures
+        from airflow_recon_provider.reconciliation.figures import Figures
         from airflow_recon_provider.reconciliation.remediation import RemediationRequest
         from airflow_recon_provider.reconciliation.window import resolve_form_window, window_in_both_zones
 
@@ -515,7 +515,7 @@ class ReconciliationSnapshotOperator(BaseOperator):
         from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
         from airflow_recon_provider.operators._artifacts import publish_artifact
         from airflow_recon_provider.reconciliation.config import ReconConfig, check_psp_name
-        from airflow_recon_provider.reconciliation.incidents import Figures
+        from airflow_recon_provider.reconciliation.figures import Figures
         from airflow_recon_provider.reconciliation.inputs import parse_kind_list
         from airflow_recon_provider.reconciliation.window import Window
 

@@ -351,7 +351,8 @@ def findings_view(details: Mapping[str, Any]) -> dict[str, Any]:
     rates = ""
     if divergence.get("divergent_amount_minor") is not None and divergence.get("fx_rates"):
         from airflow_recon_provider.plugins.dashboard_incidents_page import rates as rates_text
-        from airflow_recon_provider.reconciliation.incidents import Figures, IncidentInputError
+        from airflow_recon_provider.reconciliation.figures import Figures
+        from airflow_recon_provider.reconciliation.incidents import IncidentInputError
 
         try:
             rates = rates_text(Figures.from_dict(divergence))

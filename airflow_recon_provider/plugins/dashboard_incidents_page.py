@@ -34,7 +34,8 @@ if TYPE_CHECKING:
         IncidentList,
         RunArtifacts,
     )
-    from airflow_recon_provider.reconciliation.incidents import Figures, IncidentEvent
+    from airflow_recon_provider.reconciliation.figures import Figures
+    from airflow_recon_provider.reconciliation.incidents import IncidentEvent
 
 LOCALE = "pt_BR"
 TITLE = "Reconciliação Financeira"

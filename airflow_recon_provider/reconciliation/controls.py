@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from airflow_recon_provider.reconciliation.i18n import _
-from airflow_recon_provider.reconciliation.incidents import (
+from airflow_recon_provider.reconciliation.incident_messages import (
     MessageKind,
     RenderedMessage,
     _Fields,
@@ -32,8 +32,8 @@ from airflow_recon_provider.reconciliation.incidents import (
     _slack_escape,
     _to_html,
     _to_text,
-    format_time,
 )
+from airflow_recon_provider.reconciliation.incidents import format_time
 
 
 class ControlState(StrEnum):

@@ -131,3 +131,48 @@ class CorrectionSetMismatchError(ReconError):
 class CorrectionIncidentError(ReconError):
     """The incident a correction names does not exist, belongs to another PSP, is closed, or
     is not the incident its dry run was made for."""
+
+
+# -- the incident record's errors (reconciliation/incidents.py) -------------------------------
+
+
+class IncidentError(ReconError):
+    """Base class of the incident record's errors."""
+
+
+class IncidentIdError(IncidentError):
+    """An incident id is not of the form ``INCIDENT-<number>``."""
+
+
+class IncidentNotFoundError(IncidentError):
+    """No incident has this id."""
+
+
+class IncidentAlreadyOpenError(IncidentError):
+    """The PSP already has an incident that is not closed (one open incident per PSP).
+
+    :param open_incident_id: the incident that is open.
+    """
+
+    def __init__(self, message: str, *, open_incident_id: str) -> None:
+        super().__init__(message)
+        self.open_incident_id = open_incident_id
+
+
+class IncidentExistsError(IncidentError):
+    """An incident with this id already exists."""
+
+
+class IllegalTransitionError(IncidentError):
+    """The incident cannot move from its state to the requested one."""
+
+
+class IncidentStateError(IncidentError):
+    """A state name that is not one of the incident states."""
+
+
+class IncidentInputError(IncidentError):
+    """A field of an incident, event or notice is missing or malformed."""
+
+
+# -- states -------------------------------------------------------------------------------

@@ -48,7 +48,8 @@ from urllib.parse import quote
 from airflow_recon_provider.names import ALERT_NAME
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import ReconError
-from airflow_recon_provider.reconciliation.incidents import Figures, check_incident_id, format_window
+from airflow_recon_provider.reconciliation.figures import Figures
+from airflow_recon_provider.reconciliation.incidents import check_incident_id, format_window
 from airflow_recon_provider.reconciliation.money import DEFAULT_LOCALE, format_money, format_pct
 from airflow_recon_provider.reconciliation.thresholds import AlertReason
 

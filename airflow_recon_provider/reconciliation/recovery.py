@@ -369,7 +369,8 @@ def recovery_criteria(result: Mapping[str, Any]) -> tuple[Criterion, Criterion, 
     """The runbook's three criteria with their figures, from a recovery check
     (``RecoveryTrigger.check``: the sensor's XCom, the trigger's event, a timeline event's
     details)."""
-    from airflow_recon_provider.reconciliation.incidents import Figures, IncidentInputError
+    from airflow_recon_provider.reconciliation.figures import Figures
+    from airflow_recon_provider.reconciliation.incidents import IncidentInputError
 
     limits = result.get("thresholds") or {}
     reporting = result.get("reporting_currency")

@@ -100,7 +100,7 @@ class RecoverySensor(PokeThenDeferSensor):
 
     def poke(self, context: Context) -> PokeReturnValue:
         # bad input (unknown PSP, bad window) raises: a sensor must not wait on a typo
-        from airflow_recon_provider.reconciliation.incidents import Figures
+        from airflow_recon_provider.reconciliation.figures import Figures
 
         result = asyncio.run(self._trigger().check())
         ledger = result["ledger"]

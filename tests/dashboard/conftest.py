@@ -87,7 +87,7 @@ def closed_incident(dashboard_db, db, tmp_path) -> ClosedIncident:
     from airflow_recon_provider.hooks.artifacts import ArtifactsHook
     from airflow_recon_provider.hooks.incidents import IncidentHook
     from airflow_recon_provider.reconciliation import ReconConfig, Window
-    from airflow_recon_provider.reconciliation.incidents import (
+    from airflow_recon_provider.reconciliation.incident_messages import (
         render_closing_report_html,
         render_closing_report_markdown,
     )

@@ -156,7 +156,7 @@ def test_unknown_and_closed_incidents_are_refused(client, auth_manager, dashboar
 
 def test_the_next_update_and_the_closing_report_show_the_number(client, auth_manager, dashboard_db):
     from airflow_recon_provider.hooks.incidents import IncidentHook
-    from airflow_recon_provider.reconciliation.incidents import (
+    from airflow_recon_provider.reconciliation.incident_messages import (
         ClosingReport,
         IncidentUpdate,
         render_closing_report_markdown,

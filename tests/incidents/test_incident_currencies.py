@@ -19,22 +19,23 @@ from incident_support import WINDOW_END, WINDOW_START
 
 from airflow_recon_provider.reconciliation import Window
 from airflow_recon_provider.reconciliation.detection import Detection
-from airflow_recon_provider.reconciliation.incidents import (
+from airflow_recon_provider.reconciliation.figures import CurrencyFigure, Figures
+from airflow_recon_provider.reconciliation.incident_messages import (
     ClosingReport,
     ContainmentNotice,
-    CorrectionRecord,
-    CurrencyFigure,
-    Figures,
-    Incident,
-    IncidentEvent,
-    IncidentInputError,
-    IncidentState,
     IncidentUpdate,
-    Step,
     render_closing_report_html,
     render_closing_report_markdown,
     render_containment,
     render_update,
+)
+from airflow_recon_provider.reconciliation.incidents import (
+    CorrectionRecord,
+    Incident,
+    IncidentEvent,
+    IncidentInputError,
+    IncidentState,
+    Step,
 )
 from airflow_recon_provider.reconciliation.kinds import DivergenceKind
 from airflow_recon_provider.reconciliation.money import FxRate
@@ -356,7 +357,7 @@ def test_currency_figures_round_trip_through_the_database(divergent_psp):
     from psycopg.types.json import Jsonb
 
     from airflow_recon_provider.hooks.incidents import IncidentHook
-    from airflow_recon_provider.reconciliation.incidents import MessageKind, RenderedMessage
+    from airflow_recon_provider.reconciliation.incident_messages import MessageKind, RenderedMessage
 
     hook = IncidentHook()
     summary = mixed_summary()
@@ -480,7 +481,7 @@ def test_the_recovery_step_records_the_figures_and_rates_of_its_decision(diverge
 
 
 def test_change_compares_totals_only_in_one_currency():
-    from airflow_recon_provider.reconciliation.incidents import _change
+    from airflow_recon_provider.reconciliation.incident_messages import _change
 
     now = Figures.from_summary(mixed_summary())
     legacy = Figures.from_columns(20_000_000, 12, None, None)  # recorded before currencies

@@ -10,30 +10,32 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from airflow_recon_provider.reconciliation import Window
-from airflow_recon_provider.reconciliation.incidents import (
-    TRANSITIONS,
+from airflow_recon_provider.reconciliation.figures import Figures
+from airflow_recon_provider.reconciliation.incident_messages import (
     ClosingReport,
     ContainmentNotice,
+    IncidentUpdate,
+    MessageKind,
+    render_closing_report_html,
+    render_closing_report_markdown,
+    render_containment,
+    render_update,
+)
+from airflow_recon_provider.reconciliation.incidents import (
+    TRANSITIONS,
     CorrectionRecord,
-    Figures,
     IllegalTransitionError,
     Incident,
     IncidentEvent,
     IncidentIdError,
     IncidentInputError,
     IncidentState,
-    IncidentUpdate,
-    MessageKind,
     Step,
     check_incident_id,
     check_transition,
     format_incident_id,
     incident_number,
     missed_slots,
-    render_closing_report_html,
-    render_closing_report_markdown,
-    render_containment,
-    render_update,
 )
 
 AT = datetime(2026, 11, 20, 11, 30, tzinfo=UTC)

@@ -10,18 +10,20 @@ import pytest
 
 from airflow_recon_provider.i18n import configured_language, language_scope
 from airflow_recon_provider.reconciliation import Window
-from airflow_recon_provider.reconciliation.incidents import (
+from airflow_recon_provider.reconciliation.figures import Figures
+from airflow_recon_provider.reconciliation.incident_messages import (
     ClosingReport,
-    CorrectionRecord,
-    Figures,
-    Incident,
-    IncidentEvent,
-    IncidentState,
     IncidentUpdate,
-    Step,
     render_closing_report_html,
     render_closing_report_markdown,
     render_update,
+)
+from airflow_recon_provider.reconciliation.incidents import (
+    CorrectionRecord,
+    Incident,
+    IncidentEvent,
+    IncidentState,
+    Step,
 )
 
 AT = datetime(2026, 11, 20, 11, 30, tzinfo=UTC)

@@ -10,8 +10,8 @@ from incident_support import DIVERGENT, WINDOW_END, WINDOW_START
 
 from airflow_recon_provider.hooks.incidents import IncidentHook
 from airflow_recon_provider.reconciliation import UnknownPspError, Window
+from airflow_recon_provider.reconciliation.figures import Figures
 from airflow_recon_provider.reconciliation.incidents import (
-    Figures,
     IllegalTransitionError,
     IncidentAlreadyOpenError,
     IncidentExistsError,

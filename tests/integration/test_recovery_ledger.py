@@ -215,7 +215,7 @@ def test_recovery_step_records_the_ledger_figures_and_recovers_once_the_ledger_i
     from airflow.sdk import DAG
 
     from airflow_recon_provider.hooks.incidents import IncidentHook
-    from airflow_recon_provider.reconciliation.incidents import render_closing_report_markdown
+    from airflow_recon_provider.reconciliation.incident_messages import render_closing_report_markdown
     from airflow_recon_provider.reconciliation.window import Window
     from airflow_recon_provider.remediation import RunRequest, recovery_step
 

@@ -288,6 +288,6 @@ def test_a_review_over_midnight_says_the_end_day():
     ],
 )
 def test_the_html_mail_turns_http_addresses_into_links_and_escapes_the_rest(text, expected):
-    from airflow_recon_provider.reconciliation.incidents import _linked
+    from airflow_recon_provider.reconciliation.incident_messages import _linked
 
     assert _linked(text) == expected

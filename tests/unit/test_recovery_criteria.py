@@ -11,17 +11,15 @@ from decimal import Decimal
 import pytest
 
 from airflow_recon_provider.reconciliation import ConfigError, ReconConfig, ThresholdPolicy, Window
-from airflow_recon_provider.reconciliation.incidents import (
+from airflow_recon_provider.reconciliation.figures import Figures
+from airflow_recon_provider.reconciliation.incident_messages import (
     ClosingReport,
-    Figures,
-    Incident,
-    IncidentEvent,
-    IncidentState,
     IncidentUpdate,
     render_closing_report_html,
     render_closing_report_markdown,
     render_update,
 )
+from airflow_recon_provider.reconciliation.incidents import Incident, IncidentEvent, IncidentState
 from airflow_recon_provider.reconciliation.money import FxRate
 from airflow_recon_provider.reconciliation.recovery import (
     AlignmentLine,
