@@ -64,9 +64,9 @@ def _lag(value: int | None) -> str:
 
 
 def _incident_state(state: object) -> str:
-    from airflow_recon_provider.plugins.dashboard_incidents import STATE_LABELS
+    from airflow_recon_provider.plugins.dashboard_incidents import state_label
 
-    return STATE_LABELS.get(state, str(getattr(state, "value", state)))  # type: ignore[call-overload]
+    return state_label(state)  # type: ignore[arg-type]
 
 
 def lag_words(p: PspStatus) -> str:
