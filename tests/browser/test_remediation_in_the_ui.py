@@ -125,11 +125,11 @@ def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
     )
     finance = login(browser, ui, "finance", "finance-demo")
     finance.goto(f"{ui.url}/required_actions")
-    request = finance.get_by_text("Approve data correction of PSP stripe").first
+    request = finance.get_by_text("Aprovar correção de dados do PSP stripe").first
     request.wait_for()
     request.click()
     finance.get_by_role("button", name="Approve").wait_for()
-    assert finance.get_by_text("cannot approve it").count() >= 1  # the requester, named
+    assert finance.get_by_text("não pode aprová-la").count() >= 1  # the requester, named
     # the evidence, per line: the gateway's and the PSP's status and amount, each in its currency
     finance.get_by_text("Evidência por transação").first.wait_for()
     evidence = finance.locator("table").filter(has_text="PSP: status").first

@@ -104,7 +104,7 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
         incident = run_id.removeprefix("watch__")
         assert f"Incident {incident} (stripe): closed" in out
         assert out.count("authorized -> ") == 12
-        assert "12 transaction(s) — 11 in BRL: R$ 104.175,21; 1 in EUR: EUR 9.619,80" in out
+        assert "12 transações — 11 em BRL: R$ 104.175,21; 1 em EUR: EUR 9.619,80" in out
         assert "E-mails to finance" in out and "reconciliação de stripe normalizada" in out
         # Encerramento 4: the closing e-mail carries the review's invitation (.ics read back)
         flat = " ".join(out.split())
