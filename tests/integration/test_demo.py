@@ -124,7 +124,7 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
             "(trigger, trigger (deduplicated), acknowledge, resolve); severity error, high urgency"
         ) in flat
         assert (
-            f"PagerDuty trigger sent (info): billing_gateway-reconciliation:stripe:{incident} — relato "
+            f"PagerDuty trigger enviado (info): billing_gateway-reconciliation:stripe:{incident} — relato "
             "FIN-88: anexado ao alerta já aberto no PagerDuty (error)"
         ) in flat
 
