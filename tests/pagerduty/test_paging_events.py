@@ -146,7 +146,7 @@ def test_trigger_carries_the_divergence_per_currency_and_in_reais():
         "(valor acima do limite, reconciliação atrasada) — INCIDENT-7"
     )
     assert [link["text"] for link in event.links] == [
-        "Reconciliação Financeira (painel)",
+        "Reconciliação Financeira (dashboard)",
         "Execução da remediação (grade do Airflow)",
     ]
 
