@@ -135,7 +135,7 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
         assert f"Finance report FIN-88 by dag_test (dag.test's user): attached to {incident}" in flat
         assert "plantão avisado no Slack (#billing-incidents) do relato FIN-88" in flat
         findings = _section(out, "FIN-88: divergence by kind and currency", "Investigação 2")
-        assert re.search(r"│ BRL\s+│ status mismatch\s+│ 11\s+│ R\$ 104\.175,21", findings), findings
+        assert re.search(r"│ BRL\s+│ status divergente\s+│ 11\s+│ R\$ 104\.175,21", findings), findings
         assert re.search(r"│ EUR\s+│ total\s+│ 3\s+│ EUR 9\.629,10", findings), findings
         # ledger vs gateway vs statement per status and currency, each amount in its currency
         assert re.search(
