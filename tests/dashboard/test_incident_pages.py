@@ -158,6 +158,9 @@ def test_an_incident_page_has_the_whole_story_under_the_runbooks_headings(client
         ("incident.closing_report", "Encerramento", "Relatório de encerramento anexado"),
         ("mitigation.data_correction", "Correção de Dados", "Correção de Dados"),
     ]
+    # the timeline's figures are compact: the rates are said once, under Detecção, not on every row
+    assert 'data-testid="rates"' not in timeline
+    assert 'data-testid="rates"' in html[: html.index('data-testid="timeline"')]
     # the artifact an event names is linked on the dashboard
     dry_run = closed_incident.artifacts["dry_run"]
     assert f'<a href="../artifacts/{dry_run.id}" data-testid="event-artifact">{dry_run.name}</a>' in timeline
