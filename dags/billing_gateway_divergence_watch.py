@@ -12,7 +12,7 @@ R$ 5.000 or its reconciliation lags more than 2 cycles.
   same check, polled once an hour.
 
 Then, per alert: **open_incidents** opens the PSP's incident (one open incident per PSP:
-a PSP already under an incident is left to its running remediation) and
+a PSP already under an incident is left to its remediation) and
 **start_remediation** triggers `billing_gateway_remediation` with
 `{psp, window_start, window_end, incident_id}`; the run id is derived from the incident,
 so a retry never starts a second remediation; **page_oncall** triggers the alert
@@ -20,6 +20,17 @@ so a retry never starts a second remediation; **page_oncall** triggers the alert
 `billing_gateway-reconciliation:<psp>:<incident_id>`: a re-fire while the incident is open is
 the same PagerDuty incident). A PagerDuty outage is recorded on the incident's timeline and
 never holds the remediation up.
+
+**An incident opened by finance's report** (`billing_gateway_finance_report`, the dashboard's
+*Reportar divergência*) does not silence the watch. While nothing but that report's dry run has
+worked on it, a breach fires on *that* incident (no second incident) and starts its real
+remediation `watch__<incident_id>`. The timeline records why (`detection.watch_alert`:
+"Alerta billing_gateway-reconciliation … em que só o relato do financeiro trabalhou …"). The
+watch stays quiet once it has fired on the incident, while any run holds the PSP's
+remediation lease (one real remediation per PSP at a time), after a real run claimed the
+lease for the incident, and after on-call's own run (dry or real) worked on it.
+`open_incidents` decides again under the PSP's incident lock, so a stale alert starts
+nothing (rule: `reconciliation/detection.watch_fires_on_open_incident`).
 """
 
 from __future__ import annotations

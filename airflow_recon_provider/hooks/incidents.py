@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
+    from airflow_recon_provider.reconciliation.detection import OpenIncidentActivity
     from airflow_recon_provider.reconciliation.report import DivergenceSummary
 
 CHANNELS = ("email", "slack")
@@ -418,6 +419,78 @@ class IncidentHook(ReconPostgresHook):
                 (psp,),
             ).fetchone()
         return None if row is None else _incident(row)
+
+    def fire_watch_on_open_incident(
+        self,
+        psp: str,
+        *,
+        actor: str,
+        run_id: str,
+        event: Callable[[OpenIncidentActivity], tuple[str, Mapping[str, Any]]],
+        figures: Any = None,
+    ) -> tuple[OpenIncidentActivity, bool, str] | None:
+        """The divergence watch's alert on the PSP's open incident: decide again, under the
+        PSP's incident lock, whether it fires there
+        (:func:`~airflow_recon_provider.reconciliation.detection.watch_fires_on_open_incident`:
+        the trigger's decision may be stale by now), and when it does record why on the timeline
+        (step ``detection.watch_alert``), which keeps every later alert quiet.
+
+        A retry of the same watch run finds its own event: it fires again (the remediation it
+        starts has a run id derived from the incident, so no second remediation) and records
+        nothing more.
+
+        :param psp: the PSP that breached the alert rule.
+        :param actor: the watch.
+        :param run_id: the watch's run.
+        :param event: the timeline's text and JSON-able details, given what was done about the
+            incident.
+        :param figures: the alert payload (its divergence goes with the event).
+        :returns: ``(activity, fires, why)``; ``None`` when the PSP has no open incident.
+        """
+        from airflow_recon_provider.reconciliation.detection import (
+            WATCH_ALERT_STEP,
+            watch_fires_on_open_incident,
+        )
+
+        check_psp_name(psp)
+        actor = check_text(actor, what="actor", max_length=200)
+        run_id = check_text(run_id, what="run_id", max_length=250)
+        numbers = Figures.coerce(figures)
+        with self.connect() as conn, conn.transaction():
+            # the same lock as opening the PSP's incident: watch runs and openers queue here
+            conn.execute(queries.advisory_xact_lock_query(), {"lock_key": f"recon.incident:{psp}"})
+            activity = queries.open_incident_activity(
+                conn.execute(
+                    queries.open_incident_activity_query(), queries.open_incident_activity_params(psp)
+                ).fetchone()
+            )
+            if activity is None:
+                return None
+            if conn.execute(
+                "SELECT 1 FROM recon.incident_events WHERE incident_id = %s AND step = %s AND run_id = %s",
+                (activity.incident_id, WATCH_ALERT_STEP, run_id),
+            ).fetchone():
+                return activity, True, f"this watch run already fired on incident {activity.incident_id}"
+            fires, why = watch_fires_on_open_incident(activity)
+            if fires:
+                outcome, details = event(activity)
+                self._insert_event(
+                    conn,
+                    activity.incident_id,
+                    step=WATCH_ALERT_STEP,
+                    outcome=check_text(outcome, what="outcome"),
+                    actor=actor,
+                    run_id=run_id,
+                    figures=numbers,
+                    details=_json_details(
+                        {
+                            **details,
+                            "why": why,
+                            "finance_dry_runs": sorted(activity.finance_dry_runs),
+                        }
+                    ),
+                )
+        return activity, fires, why
 
     def list_open(self) -> list[Incident]:
         """Incidents that are not closed, oldest first."""

@@ -30,6 +30,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_recon_provider.i18n import _, language_scope
 from airflow_recon_provider.operators._context import blank
+from airflow_recon_provider.reconciliation.detection import WATCH_ACTOR, WATCH_ALERT_STEP, WATCH_RUN_PREFIX
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
 
 PAGERDUTY_CONN_ID = "pagerduty_recon"
 REMEDIATION_DAG_ID = "billing_gateway_remediation"
-#: the watch starts each remediation as run ``watch__<incident_id>`` (operators.watch)
-WATCH_RUN_PREFIX = "watch__"
 
 
 def _api_base_url() -> str:
@@ -59,14 +58,14 @@ def _dashboard_url() -> str:
 
 def remediation_run_id(incident: Incident, hook: IncidentHook) -> str | None:
     """The remediation run working on ``incident``: the watch's ``watch__<id>`` when the
-    watch opened it, else the latest remediation run on its timeline (its scope step)."""
-    from airflow_recon_provider.operators.watch import WATCH_ACTOR
-
+    watch opened it or fired on it (a finance report's incident), else the latest remediation
+    run on its timeline (its scope step)."""
     if incident.opened_by == WATCH_ACTOR:
         return f"{WATCH_RUN_PREFIX}{incident.incident_id}"
-    runs = [
-        e.run_id for e in hook.timeline(incident.incident_id) if e.step == "investigation.scope" and e.run_id
-    ]
+    timeline = hook.timeline(incident.incident_id)
+    if any(e.step == WATCH_ALERT_STEP for e in timeline):
+        return f"{WATCH_RUN_PREFIX}{incident.incident_id}"
+    runs = [e.run_id for e in timeline if e.step == "investigation.scope" and e.run_id]
     return runs[-1] if runs else None
 
 
@@ -176,7 +175,6 @@ class PagerDutyAlertOperator(BaseOperator):
     def _execute(self, context: Context) -> list[dict[str, Any]]:
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.operators._context import run_id_of
-        from airflow_recon_provider.operators.watch import WATCH_ACTOR
         from airflow_recon_provider.reconciliation.paging import (
             PagingAction,
             follow_up_event,

@@ -4,7 +4,11 @@ An alert comes from the ``DivergenceTrigger`` behind the watch DAG's ``AssetWatc
 (its payload is in the run's triggering asset events) or, for a run with no asset event
 (the hourly fallback for sites without a triggerer, or a manual run), from one poll of
 the same trigger. Each alert opens the PSP's incident; a PSP that already has an open
-incident gets no second one and no second remediation run.
+incident gets no second one, and no second remediation run — unless that incident came from
+finance's report and nothing but the report's dry run worked on it: then the alert fires on
+that incident, the watch records why on its timeline (``detection.watch_alert``) and starts
+its real remediation (the rule:
+:func:`~airflow_recon_provider.reconciliation.detection.watch_fires_on_open_incident`).
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_recon_provider.reconciliation.detection import WATCH_ACTOR, WATCH_RUN_PREFIX
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-WATCH_ACTOR = "billing_gateway_divergence_watch"
+    from airflow_recon_provider.hooks.incidents import IncidentHook
+    from airflow_recon_provider.reconciliation.detection import OpenIncidentActivity
 
 
 def alerts_from_asset_events(triggering_asset_events: Any) -> list[dict[str, Any]]:
@@ -81,6 +88,10 @@ class CollectDivergenceAlertsOperator(BaseOperator):
 class OpenIncidentsForAlertsOperator(BaseOperator):
     """Open one incident per alert and return the remediation runs to start.
 
+    A PSP whose incident is already open gets a remediation run only when the rule says the
+    alert fires on that incident (finance's report, nothing but its dry run): the decision is
+    taken again here, under the PSP's incident lock, and recorded on the timeline.
+
     Returns ``[{"trigger_run_id": ..., "conf": {psp, window_start, window_end,
     incident_id, dry_run: false}}]``: the run id is derived from the incident, so a retry
     never starts a second remediation for it.
@@ -121,13 +132,17 @@ class OpenIncidentsForAlertsOperator(BaseOperator):
                     figures=alert,
                 )
             except IncidentAlreadyOpenError as exc:
-                # fire and clear are separate: an open incident already has its remediation
-                self.log.info("PSP %s: %s; no new remediation", alert["psp"], exc)
-                continue
-            self.log.info("PSP %s: opened %s; starting remediation", alert["psp"], incident_id)
+                attached = self._fire_on_open_incident(hook, alert, context["run_id"])
+                if attached is None:
+                    # fire and clear are separate: an open incident already has its remediation
+                    self.log.info("PSP %s: %s; no new remediation", alert["psp"], exc)
+                    continue
+                incident_id = attached
+            else:
+                self.log.info("PSP %s: opened %s; starting remediation", alert["psp"], incident_id)
             runs.append(
                 {
-                    "trigger_run_id": f"watch__{incident_id}",
+                    "trigger_run_id": f"{WATCH_RUN_PREFIX}{incident_id}",
                     "conf": {
                         "psp": alert["psp"],
                         "window_start": alert["window_start"],
@@ -138,3 +153,42 @@ class OpenIncidentsForAlertsOperator(BaseOperator):
                 }
             )
         return runs
+
+    def _fire_on_open_incident(self, hook: IncidentHook, alert: dict[str, Any], run_id: str) -> str | None:
+        """The incident the alert fires on when the PSP's open incident is one only finance's
+        report worked on (recorded on its timeline), else ``None``."""
+        from airflow_recon_provider.i18n import _, language_scope
+
+        def event(activity: OpenIncidentActivity) -> tuple[str, dict[str, Any]]:
+            remediation_run_id = f"{WATCH_RUN_PREFIX}{activity.incident_id}"
+            with language_scope():
+                text = _(
+                    "Alert billing_gateway-reconciliation (%(reason)s) on incident %(incident)s, which only "
+                    "finance's report worked on (dry run %(dry_runs)s): the divergence watch starts its real "
+                    "remediation, run %(run)s.",
+                    reason=alert.get("reason") or "",
+                    incident=activity.incident_id,
+                    dry_runs=", ".join(sorted(activity.finance_dry_runs)),
+                    run=remediation_run_id,
+                )
+            alert_fields = ("reason", "window_start", "window_end", "checked_at")
+            return text, {
+                "alert": {key: alert.get(key) for key in alert_fields},
+                "remediation_run_id": remediation_run_id,
+            }
+
+        decision = hook.fire_watch_on_open_incident(
+            alert["psp"],
+            actor=WATCH_ACTOR,
+            run_id=run_id,
+            event=event,
+            figures=alert,
+        )
+        if decision is None:
+            return None
+        activity, fires, why = decision
+        if not fires:
+            self.log.info("PSP %s: not firing on incident %s: %s", alert["psp"], activity.incident_id, why)
+            return None
+        self.log.info("PSP %s: the alert fires on incident %s: %s", alert["psp"], activity.incident_id, why)
+        return activity.incident_id

@@ -9,6 +9,7 @@ only divergent keys leave the server.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -16,8 +17,15 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from airflow_recon_provider.reconciliation.detection import (
+    REAL_RUN_LEASE_EVENTS,
+    WATCH_ALERT_STEP,
+    OpenIncidentActivity,
+)
+from airflow_recon_provider.reconciliation.finance_report import FinanceReportStep
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind, parse_kinds
 from airflow_recon_provider.reconciliation.mapping import TableMapping
+from airflow_recon_provider.reconciliation.remediation import RemediationStep
 from airflow_recon_provider.reconciliation.window import Window
 
 REPORT_COLUMNS = (
@@ -627,11 +635,54 @@ def control_state_query() -> sql.Composed:
 # -- the provider's own recon schema (fixed names: the provider owns it) ----------------
 
 
-def open_incident_query() -> sql.SQL:
-    """The PSP's open incident (at most one: unique partial index), if any."""
+def open_incident_activity_query() -> sql.SQL:
+    """The PSP's open incident with what was done about it (the divergence watch's rule,
+    :func:`~airflow_recon_provider.reconciliation.detection.watch_fires_on_open_incident`):
+    ``incident_id, opened_by, finance_dry_runs, scope_runs, real_run_claims, lease_holder,
+    watch_alerts``. Parameters: ``psp``, ``report_step``, ``scope_step``, ``watch_step``,
+    ``lease_events`` (a list). No row: the PSP has no open incident."""
     return sql.SQL(
-        "SELECT incident_id FROM recon.incidents WHERE psp = %(psp)s AND state <> 'closed' "
-        "ORDER BY opened_at DESC LIMIT 1"
+        """SELECT i.incident_id, i.opened_by,
+    COALESCE((SELECT array_agg(e.details -> 'dry_run' ->> 'run_id') FROM recon.incident_events e
+              WHERE e.incident_id = i.incident_id AND e.step = %(report_step)s), '{}') AS finance_dry_runs,
+    COALESCE((SELECT array_agg(DISTINCT e.run_id) FROM recon.incident_events e
+              WHERE e.incident_id = i.incident_id AND e.step = %(scope_step)s
+                AND e.run_id IS NOT NULL), '{}') AS scope_runs,
+    (SELECT count(*) FROM recon.remediation_lease_events l
+     WHERE l.incident_id = i.incident_id AND l.event = ANY(%(lease_events)s)) AS real_run_claims,
+    (SELECT l.dag_id || ' run ' || l.run_id FROM recon.remediation_leases l
+     WHERE l.psp = i.psp) AS lease_holder,
+    (SELECT count(*) FROM recon.incident_events e
+     WHERE e.incident_id = i.incident_id AND e.step = %(watch_step)s) AS watch_alerts
+FROM recon.incidents i WHERE i.psp = %(psp)s AND i.state <> 'closed'
+ORDER BY i.opened_at DESC LIMIT 1"""
+    )
+
+
+def open_incident_activity_params(psp: str) -> dict[str, Any]:
+    """The bound values of :func:`open_incident_activity_query` for ``psp``."""
+    return {
+        "psp": psp,
+        "report_step": FinanceReportStep.REPORTED,
+        "scope_step": RemediationStep.SCOPE,
+        "watch_step": WATCH_ALERT_STEP,
+        "lease_events": sorted(REAL_RUN_LEASE_EVENTS),
+    }
+
+
+def open_incident_activity(row: Sequence[Any] | None) -> OpenIncidentActivity | None:
+    """The row of :func:`open_incident_activity_query` as the domain reads it."""
+    if row is None:
+        return None
+    incident_id, opened_by, dry_runs, scope_runs, claims, holder, alerts = row
+    return OpenIncidentActivity.of(
+        incident_id,
+        opened_by,
+        finance_dry_runs=list(dry_runs or []),
+        scope_runs=list(scope_runs or []),
+        real_run_claims=claims,
+        lease_holder=holder,
+        watch_alerts=alerts,
     )
 
 

@@ -42,6 +42,7 @@ SECTIONS: tuple[str, ...] = (
 STEPS: Mapping[str, tuple[str, str]] = {
     "incident.opened": (DETECTION, N_("Incident opened")),
     "detection.finance_report": (DETECTION, N_("Finance's report")),
+    "detection.watch_alert": (DETECTION, N_("Divergence alert on finance's incident")),
     "communication.pagerduty": (DETECTION, N_("PagerDuty alert")),
     "investigation.scope": (INVESTIGATION, N_("Validate Scope")),
     "investigation.snapshot": (INVESTIGATION, N_("Database snapshot")),

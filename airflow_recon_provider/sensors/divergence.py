@@ -1,8 +1,10 @@
 """DivergenceSensor: waits for the runbook's alert ``billing_gateway-reconciliation``.
 
 Detecção: divergence above R$ 5.000 or reconciliation lag above 2 cycles for a PSP with
-no open incident. Deferrable by default (no worker slot held between polls); pokes once
-before deferring so an alert already present needs no trigger round trip.
+no open incident, or whose open incident only finance's report and its dry run worked on
+(:func:`~airflow_recon_provider.reconciliation.detection.watch_fires_on_open_incident`).
+Deferrable by default (no worker slot held between polls); pokes once before deferring so
+an alert already present needs no trigger round trip.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ if TYPE_CHECKING:
 
 
 class DivergenceSensor(PokeThenDeferSensor):
-    """Succeed when a watched PSP breaches the alert rule and has no open incident.
+    """Succeed when a watched PSP breaches the alert rule and has no open incident (or an
+    open incident only finance's report worked on: the payload then names it, ``incident_id``).
 
     The XCom value is the alert payload: ``psp``, ``window_start``, ``window_end``,
     ``reason`` (``amount``, ``lag`` or both), divergent amount, count and %, ``by_kind``.

@@ -4,8 +4,12 @@
 Used two ways: by :class:`~airflow_recon_provider.sensors.divergence.DivergenceSensor`
 (deferrable; the first event resumes the task) and as the event trigger of an
 ``AssetWatcher`` (the watch DAG), where it keeps polling and yields one event per new
-breach. A PSP with an open incident in ``recon.incidents`` never fires; an error while
-checking a PSP is logged with its reason and never fires.
+breach. A PSP with an open incident in ``recon.incidents`` does not fire, except when that
+incident came from finance's report and has had no remediation but the report's dry run
+(:func:`~airflow_recon_provider.reconciliation.detection.watch_fires_on_open_incident`):
+then the event names the incident (``incident_id``, ``fired_on_open_incident``) and the
+watch starts its real remediation. An error while checking a PSP is logged with its reason
+and never fires.
 """
 
 from __future__ import annotations
@@ -27,12 +31,21 @@ async def check_psp(conn: Any, config: Any, psp: str, now: datetime, lookback_cy
     pg = await import_off_loop(ASYNC_POSTGRES)
     queries = await import_off_loop(QUERIES)
     summary = await pg.fetch_summary(conn, config, psp, watch_window(now, lookback_cycles), now)
-    incident = await (await conn.execute(queries.open_incident_query(), {"psp": psp})).fetchone()
-    return Detection(summary=summary, open_incident_id=incident[0] if incident else None, checked_at=now)
+    row = await (
+        await conn.execute(queries.open_incident_activity_query(), queries.open_incident_activity_params(psp))
+    ).fetchone()
+    activity = queries.open_incident_activity(row)
+    return Detection(
+        summary=summary,
+        open_incident_id=activity.incident_id if activity else None,
+        checked_at=now,
+        activity=activity,
+    )
 
 
 class DivergenceTrigger(BaseEventTrigger):
-    """Poll PSPs until one breaches the alert rule without an open incident.
+    """Poll PSPs until one breaches the alert rule without an open incident (or with an
+    open incident that only finance's report and its dry run worked on).
 
     :param psps: PSPs to watch; empty means the configured PSP list.
     :param conn_id: connection of the billing gateway database (a read replica works).
@@ -97,16 +110,19 @@ class DivergenceTrigger(BaseEventTrigger):
                     if not detection.breached:
                         fired.discard(psp)  # the condition cleared: a later breach fires again
                         continue
-                    if detection.open_incident_id:
+                    if not detection.should_fire:
                         self.log.info(
-                            "PSP %s breaches the alert rule but incident %s is open: not firing again",
+                            "PSP %s breaches the alert rule but incident %s is open: not firing (%s)",
                             psp,
                             detection.open_incident_id,
+                            detection.attaches[1],
                         )
                         continue
                     if psp in fired:
                         continue
                     fired.add(psp)
+                    if detection.open_incident_id:
+                        self.log.info("PSP %s fires on its open incident: %s", psp, detection.attaches[1])
                     payloads.append(detection.event_payload())
         except ReconError as exc:
             self.log.error("divergence check skipped this poll: %s", exc)
