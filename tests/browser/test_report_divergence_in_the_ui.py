@@ -11,6 +11,7 @@ to the open one. It also runs alone."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -146,6 +147,25 @@ def test_finance_reports_a_divergence_from_the_dashboard(ui, browser):
     )
     assert dry_conf["dry_run"] is True and dry_conf["incident_id"] == incident_id
     _wait_for_run(ui.airflow_uri, REMEDIATION_DAG, dry_run_id)
+
+    # -- Investigação 2: the dry run collected the error lines of the break's failed tries ------
+    # (the demo ran stripe's window cycles with its statement service down; the logs come
+    # back through the api-server's REST API, connection airflow_api)
+    ((status, tries, outcome),) = _rows(
+        ui.gateway_uri,
+        "SELECT details ->> 'status', details -> 'tries', outcome FROM recon.incident_events"
+        " WHERE incident_id = %s AND step = 'investigation.task_logs' AND run_id = %s",
+        (incident_id, dry_run_id),
+    )
+    assert status == "collected", outcome
+    assert outcome.startswith("Logs das tarefas com falha coletados"), outcome
+    broken = [t for t in tries if t["run_id"].startswith("demo_break__stripe__")]
+    assert len(broken) >= 2, tries  # the window's last cycle may also be the scheduler's own run
+    for attempt in tries:
+        assert (attempt["task_id"], attempt["state"]) == ("fetch_psp_statements", "failed"), attempt
+        assert attempt["lines"][-1].startswith("PspUnavailableError: PSP API"), attempt["lines"]
+        assert "answered HTTP 503" in attempt["lines"][-1], attempt["lines"]
+    assert "Bearer ey" not in json.dumps(tries)
 
     # -- the incident page shows the report and the dry run's findings ---------------------------
     finance.goto(f"{ui.url}/recon/incidents/{incident_id}")
