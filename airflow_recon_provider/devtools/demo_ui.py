@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -276,21 +277,25 @@ def break_window_cycles(
     dag = af.RECONCILIATION_DAG_ID
     runs = {f"demo_break__{DIVERGENT_PSP}__{s.isoformat()}": s for s in starts}
     states: dict[str, str] = {}
+    deadline = time.monotonic() + BREAK_TIMEOUT
     stand_ins.psp.fail_statements(DIVERGENT_PSP, starts)
     try:
         for run_id, cycle in runs.items():
-            _api(
-                airflow,
-                "POST",
-                f"/api/v2/dags/{dag}/dagRuns",
-                token,
-                {
-                    "dag_run_id": run_id,
-                    "logical_date": None,
-                    "conf": {"psp": DIVERGENT_PSP, "cycle_start": cycle.isoformat().replace("+00:00", "Z")},
-                },
-            )
-        deadline = time.monotonic() + BREAK_TIMEOUT
+            body = {
+                "dag_run_id": run_id,
+                "logical_date": None,
+                "conf": {"psp": DIVERGENT_PSP, "cycle_start": cycle.isoformat().replace("+00:00", "Z")},
+            }
+            while True:
+                try:
+                    _api(airflow, "POST", f"/api/v2/dags/{dag}/dagRuns", token, body)
+                    break
+                except urllib.error.HTTPError as exc:
+                    # the dag-processor, just started, may still be re-registering the DAGs
+                    if exc.code != 404 or time.monotonic() > deadline:
+                        raise
+                    airflow._check_alive()
+                    time.sleep(2)
         while len(states) < len(runs) and time.monotonic() < deadline:
             airflow._check_alive()
             for run_id in runs:
