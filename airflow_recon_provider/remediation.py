@@ -1025,7 +1025,7 @@ def mitigate_group(
         proceed >> mitigating >> reprocess >> correct >> [rollback, ticket]
         # Detecção 1: the PagerDuty alert is acknowledged once mitigation starts (a leaf)
         mitigating >> pagerduty_step(
-            request, "acknowledge", task_id="pagerduty_acknowledge", note="runbook Mitigação started"
+            request, "acknowledge", task_id="pagerduty_acknowledge", note=N_("Mitigation started (runbook)")
         )
         # skipped directly by the gate in a dry run, although the correction ran
         proceed >> [rollback, ticket]
@@ -1103,7 +1103,7 @@ def close_group(
         )
         # Detecção 1: the PagerDuty alert is resolved once the incident is recovered (a leaf)
         group.get_child_by_label("mark_recovered") >> pagerduty_step(
-            request, "resolve", task_id="pagerduty_resolve", note="recovery criteria met"
+            request, "resolve", task_id="pagerduty_resolve", note=N_("recovery criteria met")
         )
     return group
 

@@ -250,6 +250,7 @@ class TransactionCorrectionOperator(HITLOperator):
         from airflow.sdk.exceptions import TaskAwaitingInput, TaskDeferred
 
         from airflow_recon_provider.artifacts import publish_artifact, spool_file
+        from airflow_recon_provider.i18n import language_scope
         from airflow_recon_provider.reconciliation.config import check_psp_name
         from airflow_recon_provider.reconciliation.corrections import (
             approval_body,
@@ -335,16 +336,18 @@ class TransactionCorrectionOperator(HITLOperator):
             return {**base, "outcome": "nothing_to_correct"}
         check_row_cap(dry.proposal_count, row_cap)
 
-        self.body = approval_body(
-            dry,
-            requested_by=requested_by,
-            run_id=run_id,
-            incident_id=incident_id,
-            timeout=self.response_timeout,
-            approvers=self.approvers,
-        )
-        if not self.custom_subject:
-            self.subject = approval_subject(dry)
+        # what finance reads, in [recon] language (pt-BR by default)
+        with language_scope():
+            self.body = approval_body(
+                dry,
+                requested_by=requested_by,
+                run_id=run_id,
+                incident_id=incident_id,
+                timeout=self.response_timeout,
+                approvers=self.approvers,
+            )
+            if not self.custom_subject:
+                self.subject = approval_subject(dry)
         self.hitl_summary_extra.update({"correction_key": dry.correction_key, "psp": psp})
         self.log.info(
             "Asking finance to approve correction set %s (%d transaction(s): %s); requested by %s",

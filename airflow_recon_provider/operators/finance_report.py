@@ -4,9 +4,10 @@ Runbook, Detecção: "Chamados do financeiro relatando diferenças entre ledger 
 extratos PSP".
 
 - :class:`RecordFinanceReportOperator` — checks the report (every field, each problem named
-  in pt-BR, nothing written before), puts it on the PSP's incident — opening one (reason
-  ``finance report FIN-88``) when none is open, attaching to the open one otherwise — with the
-  finance ticket on the timeline, and hands the dry run's id and conf to the trigger task.
+  in ``[recon] language``, pt-BR by default, nothing written before), puts it on the PSP's
+  incident — opening one (reason ``finance report FIN-88``) when none is open, attaching to
+  the open one otherwise — with the finance ticket on the timeline, and hands the dry run's
+  id and conf to the trigger task.
 - :class:`NotifyFinanceReportOperator` — tells on-call in the incidents channel (connection
   ``slack_incidents``, through :class:`~airflow_recon_provider.notifications.finance.FinanceNotifier`)
   and records it on the timeline; a retry of a delivered message does not post again.
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_recon_provider.i18n import _, language_scope, ngettext
 from airflow_recon_provider.operators._context import blank, run_actor, run_id_of
 
 if TYPE_CHECKING:
@@ -99,6 +101,10 @@ class RecordFinanceReportOperator(BaseOperator):
         self.billing_gateway_conn_id = billing_gateway_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        with language_scope():  # the refusals and the timeline's text people read
+            return self._execute(context)
+
+    def _execute(self, context: Context) -> dict[str, Any]:
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.reconciliation.config import ReconConfig
         from airflow_recon_provider.reconciliation.errors import UnknownPspError
@@ -124,7 +130,9 @@ class RecordFinanceReportOperator(BaseOperator):
         try:
             incidents.gateway.resolve_psp(report.psp)
         except UnknownPspError as exc:
-            raise FinanceReportError({"psp": f"PSP {report.psp!r} desconhecido: {exc}"}) from None
+            raise FinanceReportError(
+                {"psp": _("PSP %(psp)s is unknown: %(reason)s", psp=repr(report.psp), reason=exc)}
+            ) from None
         actor = run_actor(context)
         run_id = run_id_of(context) or "manual"
         dry_id = dry_run_run_id(report.finance_ticket, run_id)
@@ -142,10 +150,14 @@ class RecordFinanceReportOperator(BaseOperator):
             event_id = incidents.record_event(
                 incident_id,
                 step=self._step(),
-                outcome=(
-                    f"relato do financeiro {report.finance_ticket} por {actor}: diferença entre o ledger "
-                    f"e o extrato do PSP {report.psp} em {report.window}; investigação em simulação "
-                    f"{dry_id} iniciada"
+                outcome=_(
+                    "finance report %(ticket)s by %(who)s: difference between the ledger and the "
+                    "statement of PSP %(psp)s in %(window)s; dry-run investigation %(run)s started",
+                    ticket=report.finance_ticket,
+                    who=actor,
+                    psp=report.psp,
+                    window=report.window,
+                    run=dry_id,
                 ),
                 actor=actor,
                 run_id=run_id,
@@ -240,6 +252,10 @@ class NotifyFinanceReportOperator(BaseOperator):
         self.billing_gateway_conn_id = billing_gateway_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        with language_scope():  # what on-call reads in Slack and on the timeline
+            return self._execute(context)
+
+    def _execute(self, context: Context) -> dict[str, Any]:
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.notifications.finance import FinanceNotifier
         from airflow_recon_provider.reconciliation.finance_report import FinanceReportStep
@@ -276,7 +292,11 @@ class NotifyFinanceReportOperator(BaseOperator):
             hook.record_event(
                 incident_id,
                 step=FinanceReportStep.SLACK,
-                outcome=f"aviso ao plantão no Slack ({self.slack_channel}) falhou: {error}",
+                outcome=_(
+                    "telling on-call on Slack (%(channel)s) failed: %(error)s",
+                    channel=self.slack_channel,
+                    error=error,
+                ),
                 actor=actor,
                 run_id=run_id,
                 details={"status": "failed", "channel": self.slack_channel, "error": error},
@@ -285,7 +305,11 @@ class NotifyFinanceReportOperator(BaseOperator):
         hook.record_event(
             incident_id,
             step=FinanceReportStep.SLACK,
-            outcome=f"plantão avisado no Slack ({self.slack_channel}) do relato {data.get('finance_ticket')}",
+            outcome=_(
+                "on-call told on Slack (%(channel)s) of report %(ticket)s",
+                channel=self.slack_channel,
+                ticket=data.get("finance_ticket"),
+            ),
             actor=actor,
             run_id=run_id,
             details={"status": "sent", "channel": self.slack_channel, "response": dict(response)},
@@ -315,7 +339,9 @@ class NotifyFinanceReportOperator(BaseOperator):
             dry_run_id=str((data.get("dry_run") or {}).get("run_id") or "?"),
             incident_link=f"{dashboard_base_url()}/incidents/{incident_id}",
         )
-        subject = f"Relato do financeiro {report.finance_ticket} — {incident_id}"
+        subject = _(
+            "Finance report %(ticket)s — %(incident)s", ticket=report.finance_ticket, incident=incident_id
+        )
         return RenderedMessage(
             kind=MessageKind.FINANCE_REPORT, subject=subject, text=text, html="", slack_text=text
         )
@@ -398,16 +424,29 @@ def record_findings(context: Context, *, scope_task_id: str) -> int | None:
         "snapshot": result.get("snapshot"),
     }
     differing = sum(1 for line in sides["gateway_vs_statement"] if not line["matches"])
-    ledger_word = (
-        ("confere com o gateway" if ledger.get("matches") else "difere do gateway")
-        if ledger.get("status") == "ok"
-        else f"não lido ({ledger.get('status')})"
-    )
-    outcome = (
-        f"achados da simulação para o relato {ticket}: {summary.get('divergent_count', 0)} chave(s) "
-        f"divergente(s); gateway vs. extrato: {differing} linha(s) de status e moeda diferentes; "
-        f"ledger {ledger_word}"
-    )
+    with language_scope():  # the timeline keeps the text in the configured language
+        ledger_word = (
+            (
+                _("ledger matches the gateway")
+                if ledger.get("matches")
+                else _("ledger differs from the gateway")
+            )
+            if ledger.get("status") == "ok"
+            else _("ledger not read (%(status)s)", status=ledger.get("status"))
+        )
+        outcome = _(
+            "dry-run findings for report %(ticket)s: %(keys)s; gateway vs. statement: %(lines)s; %(ledger)s",
+            ticket=ticket,
+            keys=ngettext(
+                "%(num)s divergent key", "%(num)s divergent keys", int(summary.get("divergent_count") or 0)
+            ),
+            lines=ngettext(
+                "%(num)s status and currency line differs",
+                "%(num)s status and currency lines differ",
+                differing,
+            ),
+            ledger=ledger_word,
+        )
     return incidents.record_event(
         incident_id,
         step=FinanceReportStep.FINDINGS,

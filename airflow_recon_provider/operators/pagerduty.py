@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_recon_provider.i18n import _, language_scope
 from airflow_recon_provider.operators._context import blank
 from airflow_recon_provider.reconciliation.detection import WATCH_ACTOR, WATCH_ALERT_STEP, WATCH_RUN_PREFIX
 
@@ -90,7 +91,13 @@ def send_and_record(
         hook = ReconPagerDutyEventsHook(pagerduty_conn_id)
         answer = hook.send(event)
         severity = f" ({event.severity})" if event.action.value == "trigger" else ""
-        status, outcome = "sent", f"PagerDuty {event.action.value} sent{severity}: {event.dedup_key}"
+        status = "sent"
+        outcome = _(
+            "PagerDuty %(action)s sent%(severity)s: %(key)s",
+            action=event.action.value,
+            severity=severity,
+            key=event.dedup_key,
+        )
         extra: dict[str, Any] = {
             "attempts": answer.get("attempts"),
             "http_status": answer.get("http_status"),
@@ -102,7 +109,8 @@ def send_and_record(
         if hook is not None and hook.integration_key:
             text = text.replace(hook.integration_key, "***")
         log.warning("PagerDuty %s of %s not delivered: %s", event.action.value, event.dedup_key, text)
-        status, outcome = "failed", f"PagerDuty {event.action.value} not delivered: {text}"
+        status = "failed"
+        outcome = _("PagerDuty %(action)s not delivered: %(error)s", action=event.action.value, error=text)
         extra = {"error": text}
     if note and status == "sent":
         outcome = f"{outcome} — {note}"
@@ -161,6 +169,10 @@ class PagerDutyAlertOperator(BaseOperator):
         self.remediation_dag_id = remediation_dag_id
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        with language_scope():  # the alert's summary and the timeline's text, in [recon] language
+            return self._execute(context)
+
+    def _execute(self, context: Context) -> list[dict[str, Any]]:
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.operators._context import run_id_of
         from airflow_recon_provider.reconciliation.paging import (
@@ -201,14 +213,18 @@ class PagerDutyAlertOperator(BaseOperator):
                         psp=psp,
                         incident_id=incident.incident_id,
                         source=WATCH_ACTOR,
-                        note=f"superseded by a {event.severity} alert",
+                        note=_("superseded by a %(severity)s alert", severity=event.severity),
                     ),
                     incident_hook=hook,
                     pagerduty_conn_id=str(self.pagerduty_conn_id).strip(),
                     actor=WATCH_ACTOR,
                     run_id=run_id_of(context),
                     log=self.log,
-                    note=f"alerta {state.severity} substituído por um {event.severity}",
+                    note=_(
+                        "%(before)s alert superseded by a %(after)s one",
+                        before=state.severity,
+                        after=event.severity,
+                    ),
                     details={"superseded_severity": state.severity},
                 )
             results.append(
@@ -263,6 +279,10 @@ class PagerDutyIncidentEventOperator(BaseOperator):
         self.billing_gateway_conn_id = billing_gateway_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        with language_scope():  # the alert's summary and the timeline's text, in [recon] language
+            return self._execute(context)
+
+    def _execute(self, context: Context) -> dict[str, Any]:
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.operators._context import run_actor, run_id_of
         from airflow_recon_provider.reconciliation.incidents import check_incident_id
@@ -287,7 +307,8 @@ class PagerDutyIncidentEventOperator(BaseOperator):
             psp=incident.psp,
             incident_id=incident_id,
             source=f"{context['dag'].dag_id}.{self.task_id}" if context.get("dag") else self.task_id,
-            note="" if blank(self.note) else str(self.note),
+            # a note marked with N_ in the DAG ("Mitigation started (runbook)") in [recon] language
+            note="" if blank(self.note) else _(str(self.note)),
         )
         return send_and_record(
             event,
@@ -340,6 +361,10 @@ class PagerDutyFinanceReportOperator(BaseOperator):
         self.remediation_dag_id = remediation_dag_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        with language_scope():  # the alert's summary and the timeline's text, in [recon] language
+            return self._execute(context)
+
+    def _execute(self, context: Context) -> dict[str, Any]:
         from collections.abc import Mapping
 
         from airflow_recon_provider.artifacts import dashboard_base_url
@@ -391,10 +416,14 @@ class PagerDutyFinanceReportOperator(BaseOperator):
         )
         if state.open:
             urgency = f"added to the open alert ({state.severity or 'unknown'} severity, its urgency)"
-            note = f"relato {ticket}: anexado ao alerta já aberto no PagerDuty ({state.severity})"
+            note = _(
+                "report %(ticket)s: attached to the alert already open in PagerDuty (%(severity)s)",
+                ticket=ticket,
+                severity=state.severity,
+            )
         else:
             urgency = "low (severity info)"
-            note = f"relato {ticket}: plantão avisado no PagerDuty com baixa urgência"
+            note = _("report %(ticket)s: on-call told in PagerDuty with low urgency", ticket=ticket)
         return send_and_record(
             event,
             incident_hook=hook,

@@ -91,6 +91,7 @@ class PspTicketOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_recon_provider.artifacts import publish_artifact, spool_file
         from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
+        from airflow_recon_provider.i18n import language_scope
         from airflow_recon_provider.operators._context import blank
         from airflow_recon_provider.reconciliation.config import ReconConfig, check_psp_name
         from airflow_recon_provider.reconciliation.psp_ticket import (
@@ -104,7 +105,8 @@ class PspTicketOperator(BaseOperator):
         config = ReconConfig.load()
         window = Window.parse(self.window_start, self.window_end, max_span=config.max_window)
         kinds = parse_ticket_kinds(self.divergence_kinds)
-        ticket = check_ticket_number(self.ticket_number)
+        with language_scope():  # the reason, if refused, in [recon] language
+            ticket = check_ticket_number(self.ticket_number)
         incident_id = None if blank(self.incident_id) else str(self.incident_id).strip()
         name = f"psp_ticket_{psp}.csv"
 

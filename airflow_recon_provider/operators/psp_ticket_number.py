@@ -24,6 +24,7 @@ from airflow.providers.standard.operators.hitl import HITLEntryOperator
 from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
 
+from airflow_recon_provider.i18n import _, language_scope, ngettext
 from airflow_recon_provider.reconciliation.psp_ticket import TICKET_NUMBER_MAX_LENGTH, TICKET_NUMBER_PATTERN
 
 if TYPE_CHECKING:
@@ -36,20 +37,25 @@ DEFAULT_TICKET_TIMEOUT = timedelta(hours=1)
 
 
 def ticket_number_param() -> Param:
-    """The form's field: empty (no number yet) or a ticket number, checked in the form."""
+    """The form's field: empty (no number yet) or a ticket number, checked in the form; its
+    title and description in ``[recon] language`` (rendered when the DAG is parsed)."""
+    with language_scope():
+        title = _("PSP ticket number")
+        description = _(
+            "The number the PSP gave the ticket (e.g. STRIPE-8812): letters and digits (at least one "
+            "digit), with - _ . / # : or single spaces inside, up to %(max)s characters. Empty: the PSP "
+            "has not given the number yet — record it later on the incident's page on the dashboard.",
+            max=TICKET_NUMBER_MAX_LENGTH,
+        )
     return Param(
         "",
         type="string",
         maxLength=TICKET_NUMBER_MAX_LENGTH,
         # empty, or a number with the blanks a paste leaves around it (removed when recorded)
         pattern="^ *$|^ *" + TICKET_NUMBER_PATTERN.removeprefix("^").removesuffix("$") + " *$",
-        title="Número do ticket do PSP",
+        title=title,
         source="task",
-        description=(
-            "O número que o PSP deu ao chamado (ex.: STRIPE-8812): letras e algarismos, com - _ . / # : "
-            "ou espaços simples. Vazio: o PSP ainda não deu o número — registre-o depois na página do "
-            "incidente no dashboard."
-        ),
+        description=description,
     )
 
 
@@ -96,7 +102,9 @@ class PspTicketNumberOperator(HITLEntryOperator):
         billing_gateway_conn_id: str = "billing_gateway_db",
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("subject", "Número do ticket do PSP")
+        if "subject" not in kwargs:
+            with language_scope():
+                kwargs["subject"] = _("PSP ticket number")
         # the form is this one field: a task-level Param (HITLOperator leaves out the DAG's own)
         params = kwargs.pop("params", None)
         params = params if isinstance(params, ParamsDict) else ParamsDict(params or {})
@@ -130,24 +138,48 @@ class PspTicketNumberOperator(HITLEntryOperator):
             raise AirflowSkipException(f"{incident_id} is closed: its PSP ticket number is no longer asked")
 
         artifact = ticket.get("artifact") or {}
-        csv_text = (
-            f"[{artifact.get('name')}]({artifact['link']})" if artifact.get("link") else "o CSV do chamado"
-        )
         page = f"{dashboard_base_url()}/incidents/{incident_id}"
         deadline = _duration_text(self.response_timeout) if self.response_timeout else None
-        self.subject = f"{incident_id} · PSP {incident.psp}: número do ticket do PSP"
-        self.body = "\n\n".join(
-            [
-                f"**Comunicação** — abra o chamado com o PSP {incident.psp} enviando {csv_text} "
-                f"({ticket.get('rows')} transação(ões) divergente(s)) e informe aqui o número que o PSP deu.",
-                f"Ticket registrado hoje: **{incident.psp_ticket}** (um novo número o substitui)."
-                if incident.psp_ticket
-                else "Nenhum ticket do PSP registrado ainda.",
-                (f"Sem resposta em {deadline} o pedido termina sem número. " if deadline else "")
-                + f"O número também pode ser registrado na [página do incidente]({page}). "
-                "A recuperação e o encerramento não esperam por esta resposta.",
-            ]
-        )
+        rows = int(ticket.get("rows") or 0)
+        # what on-call reads in Required actions, in [recon] language (pt-BR by default)
+        with language_scope():
+            csv_text = (
+                f"[{artifact.get('name')}]({artifact['link']})"
+                if artifact.get("link")
+                else _("the ticket's CSV")
+            )
+            self.subject = _(
+                "%(incident)s · PSP %(psp)s: PSP ticket number", incident=incident_id, psp=incident.psp
+            )
+            self.body = "\n\n".join(
+                [
+                    ngettext(
+                        "**Communication** — open the ticket with PSP %(psp)s sending %(csv)s (%(num)s "
+                        "divergent transaction) and type here the number the PSP gave.",
+                        "**Communication** — open the ticket with PSP %(psp)s sending %(csv)s (%(num)s "
+                        "divergent transactions) and type here the number the PSP gave.",
+                        rows,
+                        psp=incident.psp,
+                        csv=csv_text,
+                    ),
+                    _(
+                        "Ticket recorded today: **%(ticket)s** (a new number replaces it).",
+                        ticket=incident.psp_ticket,
+                    )
+                    if incident.psp_ticket
+                    else _("No PSP ticket recorded yet."),
+                    (
+                        _(
+                            "Without an answer within %(deadline)s the request ends without a number. ",
+                            deadline=deadline,
+                        )
+                        if deadline
+                        else ""
+                    )
+                    + _("The number can also be recorded on the [incident's page](%(page)s). ", page=page)
+                    + _("Recovery and closure do not wait for this answer."),
+                ]
+            )
         self.log.info("%s: asking on-call for the PSP ticket number of %s", incident_id, artifact.get("name"))
         return super().execute(context)
 
@@ -155,7 +187,8 @@ class PspTicketNumberOperator(HITLEntryOperator):
         from airflow_recon_provider.reconciliation.psp_ticket import check_ticket_number
 
         # the reason in the refusal, before the form's schema says "does not match"
-        number = check_ticket_number(params_input.get(TICKET_FIELD))
+        with language_scope():
+            number = check_ticket_number(params_input.get(TICKET_FIELD))
         super().validate_params_input({**params_input, TICKET_FIELD: number or ""})
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +200,8 @@ class PspTicketNumberOperator(HITLEntryOperator):
         from airflow_recon_provider.reconciliation.psp_ticket import check_ticket_number
 
         answer = super().execute_complete(context, event)
-        number = check_ticket_number((answer.get("params_input") or {}).get(TICKET_FIELD))
+        with language_scope():
+            number = check_ticket_number((answer.get("params_input") or {}).get(TICKET_FIELD))
         user = answer.get("responded_by_user") or {}
         who = str(user.get("name") or user.get("id") or "").strip() or None
         incident_id = str(self.incident_id).strip()

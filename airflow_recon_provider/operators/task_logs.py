@@ -216,22 +216,24 @@ def collect_failed_task_logs(
         reason=reason,
         conn_id=conn_id,
     )
+    from airflow_recon_provider.i18n import language_scope
+
     artifact = None
     if collection.collected:
         # beside the snapshot (kind snapshot): what on-call would have read with `airflow tasks logs`
+        with language_scope():
+            markdown = render_markdown(collection, window=str(window))
         artifact = publish_artifact(
             context,
             kind="snapshot",
             name=f"failed_task_logs_{psp}.md",
-            source=render_markdown(collection, window=str(window)).encode(),
+            source=markdown.encode(),
             psp=psp,
             incident_id=incident_id,
             base_url=artifacts_base_url,
             billing_gateway_conn_id=billing_gateway_conn_id,
             keep_retries=True,
         )
-    from airflow_recon_provider.i18n import language_scope
-
     with language_scope():  # the timeline keeps the words in [recon] language
         outcome = describe_outcome(collection, link=artifact.link if artifact else None)
     log.info("%s", outcome)

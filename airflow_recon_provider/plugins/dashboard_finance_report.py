@@ -1,4 +1,5 @@
-"""The dashboard's side of Detecção 2 — finance's reports (pt-BR).
+"""The dashboard's side of Detecção 2 — finance's reports, in ``[recon] language`` (pt-BR by
+default, through the gettext catalog).
 
 - The *Reportar divergência* form on the main page (:func:`render_finance_form`): PSP,
   window in UTC (echoed in UTC and America/Sao_Paulo before it is sent), finance ticket,
@@ -25,7 +26,9 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from airflow_recon_provider.i18n import _, install_jinja, language_scope
 from airflow_recon_provider.plugins.dashboard_data import DashboardUnavailable
+from airflow_recon_provider.reconciliation import steps
 from airflow_recon_provider.reconciliation.finance_report import (
     DESCRIPTION_MAX,
     FINANCE_REPORT_DAG_ID,
@@ -50,7 +53,6 @@ log = logging.getLogger(__name__)
 
 #: what a report's form sends at most (a description of DESCRIPTION_MAX characters and the rest)
 CHECK_BODY_MAX = 16 * 1024
-_KIND_LABELS = {kind.value: kind.label for kind in ALL_KINDS}
 _KIND_ORDER = {kind.value: n for n, kind in enumerate(ALL_KINDS)}
 
 
@@ -63,8 +65,10 @@ def _env() -> "jinja2.Environment":
 
     from airflow_recon_provider.plugins.dashboard_incidents_page import _resource
 
-    return jinja2.Environment(
-        loader=jinja2.FunctionLoader(_resource), autoescape=True, undefined=jinja2.StrictUndefined
+    return install_jinja(
+        jinja2.Environment(
+            loader=jinja2.FunctionLoader(_resource), autoescape=True, undefined=jinja2.StrictUndefined
+        )
     )
 
 
@@ -103,12 +107,13 @@ def render_finance_form(dashboard: "Dashboard") -> str:
 
 def check_report(body: Any, *, reader: "DashboardReader") -> dict[str, Any]:
     """The server's check of a report the form is about to send: ``{"ok": true, "conf"}`` (the
-    conf normalized to UTC), or :class:`FinanceReportError` with every problem (pt-BR)."""
+    conf normalized to UTC), or :class:`FinanceReportError` with every problem (in the language
+    in force)."""
     from airflow_recon_provider.reconciliation.config import ReconConfig
     from airflow_recon_provider.reconciliation.errors import UnknownPspError
 
     if not isinstance(body, Mapping):
-        raise FinanceReportError({"form": "O formulário não enviou um objeto JSON."})
+        raise FinanceReportError({"form": _("The form did not send a JSON object.")})
     config = ReconConfig.load()
     report = parse_finance_report(
         psp=body.get("psp"),
@@ -126,7 +131,11 @@ def check_report(body: Any, *, reader: "DashboardReader") -> dict[str, Any]:
             BillingGatewayHook(billing_gateway_conn_id=reader.conn_id, config=config).resolve_psp(report.psp)
         except UnknownPspError:
             raise FinanceReportError(
-                {"psp": f"PSP {report.psp!r} desconhecido: não aparece em payment_intents."}
+                {
+                    "psp": _(
+                        "PSP %(psp)s is unknown: it does not appear in payment_intents.", psp=repr(report.psp)
+                    )
+                }
             ) from None
     conf = report.as_dict()
     conf["window_start"] = report.window.start.isoformat().replace("+00:00", "Z")
@@ -145,9 +154,13 @@ def add_finance_report_routes(
     @app.post("/api/finance-report/check", dependencies=list(dependencies))
     async def finance_report_check(request: Request) -> JSONResponse:
         raw = await request.body()
+        with language_scope():
+            return check(raw)
+
+    def check(raw: bytes) -> JSONResponse:
         if len(raw) > CHECK_BODY_MAX:
             return JSONResponse(
-                {"ok": False, "errors": {"form": "O formulário enviado é grande demais."}}, status_code=413
+                {"ok": False, "errors": {"form": _("The form sent is too large.")}}, status_code=413
             )
         try:
             import json
@@ -155,7 +168,7 @@ def add_finance_report_routes(
             body = json.loads(raw or b"null")
         except ValueError:
             return JSONResponse(
-                {"ok": False, "errors": {"form": "O formulário não enviou JSON válido."}}, status_code=400
+                {"ok": False, "errors": {"form": _("The form did not send valid JSON.")}}, status_code=400
             )
         try:
             return JSONResponse(check_report(body, reader=reader))
@@ -170,8 +183,10 @@ def add_finance_report_routes(
                 {
                     "ok": False,
                     "errors": {
-                        "form": f"O banco do gateway não pôde ser lido para conferir o PSP: {first}. "
-                        "Tente novamente."
+                        "form": _(
+                            "The gateway database could not be read to check the PSP: %(error)s. Try again.",
+                            error=first,
+                        )
                     },
                 },
                 status_code=503,
@@ -249,15 +264,16 @@ class FinanceReportView:
 
     @property
     def pagerduty_text(self) -> str | None:
-        """How on-call was told in PagerDuty (pt-BR), or ``None`` when no event was sent."""
+        """How on-call was told in PagerDuty (in the language in force), or ``None`` when no
+        event was sent."""
         if not self.pagerduty:
             return None
         details = self.pagerduty[-1].details
         if details.get("status") != "sent":
-            return f"não avisado ({details.get('error') or details.get('status')})"
+            return _("not told (%(reason)s)", reason=details.get("error") or details.get("status"))
         if str(details.get("urgency") or "").startswith("low"):
-            return "avisado com baixa urgência (severidade info)"
-        return "anexado ao alerta já aberto do incidente"
+            return _("told with low urgency (severity info)")
+        return _("attached to the incident's alert already open")
 
     def findings_view(self) -> dict[str, Any] | None:
         return findings_view(self.findings.details) if self.findings else None
@@ -340,7 +356,7 @@ def findings_view(details: Mapping[str, Any]) -> dict[str, Any]:
                 "kinds": [
                     {
                         "kind": kind,
-                        "label": _KIND_LABELS.get(kind, kind),
+                        "label": steps.kind_name(kind),
                         "count": count(total.get("count") or 0),
                         "amount": _money(total.get("amount_minor") or 0, code),
                     }
@@ -356,7 +372,7 @@ def findings_view(details: Mapping[str, Any]) -> dict[str, Any]:
         try:
             rates = rates_text(Figures.from_dict(divergence))
         except IncidentInputError:
-            rates = "taxas registradas ilegíveis"
+            rates = _("the recorded rates cannot be read")
     lines = [
         {
             "status": line.get("status"),
@@ -391,6 +407,7 @@ def findings_view(details: Mapping[str, Any]) -> dict[str, Any]:
         if divergence.get("divergent_amount_minor") is not None
         else "-",
         "total_count": count(divergence.get("divergent_count") or 0),
+        "total_keys": int(divergence.get("divergent_count") or 0),
         "pct": pct(divergence.get("divergence_pct")),
         "reporting_currency": rc,
         "converted": several,

@@ -9,7 +9,8 @@ Read from the gateway database through the connection Airflow already has
 (``billing_gateway_db``): ``recon.incidents``, ``recon.incident_events``,
 ``recon.corrections`` and ``recon.artifacts`` (the evidence each task wrote to object
 storage). Nothing here writes. Every problem is a :class:`DashboardUnavailable` whose
-message (pt-BR) is what the person reading the page is told, with its HTTP status.
+message (in the language in force, pt-BR by default) is what the person reading the page is
+told, with its HTTP status.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from airflow_recon_provider.plugins.dashboard_data import DashboardUnavailable
+from airflow_recon_provider.reconciliation import steps
 from airflow_recon_provider.reconciliation.config import ReconConfig
 from airflow_recon_provider.reconciliation.errors import (
     ConnectionMissingError,
     DatabaseUnavailableError,
     ReconError,
 )
+from airflow_recon_provider.reconciliation.i18n import N_, _, ngettext
 from airflow_recon_provider.reconciliation.incidents import (
     INCIDENT_ID_RE,
     CorrectionRecord,
@@ -58,22 +61,28 @@ ARTIFACT_ID_MAX = 2**63 - 1
 _DAG_ID_RE = re.compile(r"[\w.-]{1,250}")
 _RUN_ID_MAX = 250
 
-#: the kinds of ``recon.artifacts.kind`` and what people call them
+#: the kinds of ``recon.artifacts.kind`` and what people call them (message ids, translated
+#: by :func:`artifact_label`)
 ARTIFACT_KINDS: dict[str, str] = {
-    "snapshot": "Snapshot do banco (CSV)",
-    "dry_run": "Simulação da correção de dados (CSV)",
-    "psp_ticket": "Chamado ao PSP (CSV)",
-    "closing_report": "Relatório de encerramento (Markdown)",
-    "closing_report_html": "Relatório de encerramento (HTML)",
-    "release_record": "Registro da release",
+    "snapshot": N_("Database snapshot (CSV)"),
+    "dry_run": N_("Data correction dry run (CSV)"),
+    "psp_ticket": N_("Ticket to the PSP (CSV)"),
+    "closing_report": N_("Closing report (Markdown)"),
+    "closing_report_html": N_("Closing report (HTML)"),
+    "release_record": N_("Release record"),
 }
 
-STATE_LABELS: dict[IncidentState, str] = {
-    IncidentState.OPEN: "aberto",
-    IncidentState.MITIGATING: "em mitigação",
-    IncidentState.RECOVERED: "recuperado",
-    IncidentState.CLOSED: "encerrado",
-}
+
+def artifact_label(kind: str) -> str:
+    """What people call an artifact kind, in the language in force; an unknown kind as it is."""
+    return _(ARTIFACT_KINDS[kind]) if kind in ARTIFACT_KINDS else kind
+
+
+def state_label(state: IncidentState | str) -> str:
+    """An incident state in the language in force (``em mitigação``): the one table of
+    :mod:`reconciliation.steps`."""
+    return steps.state_name(state)
+
 
 _T = TypeVar("_T")
 
@@ -108,7 +117,7 @@ class ArtifactView:
 
     @property
     def label(self) -> str:
-        return ARTIFACT_KINDS.get(self.kind, self.kind)
+        return artifact_label(self.kind)
 
     @property
     def href(self) -> str:
@@ -246,7 +255,7 @@ class IncidentDetail:
         try:
             return scheduled_review(self.incident.incident_id, self.events), None
         except ReviewInputError as exc:
-            return None, f"A revisão registrada na linha do tempo não pôde ser lida: {exc}"
+            return None, _("The review recorded on the timeline could not be read: %(error)s", error=exc)
 
     @property
     def closing_report_artifact(self) -> ArtifactView | None:
@@ -313,7 +322,7 @@ def incident_dict(i: Incident) -> dict[str, Any]:
         "incident_id": i.incident_id,
         "psp": i.psp,
         "state": i.state.value,
-        "state_label": STATE_LABELS[i.state],
+        "state_label": state_label(i.state),
         "opened_by": i.opened_by,
         "opened_at": _iso(i.opened_at),
         "updated_at": _iso(i.updated_at),
@@ -364,8 +373,10 @@ def correction_dict(c: CorrectionRecord) -> dict[str, Any]:
 def parse_incident_id(value: str) -> str:
     if not INCIDENT_ID_RE.fullmatch(value or ""):
         raise DashboardUnavailable(
-            f"Identificador de incidente inválido: {value!r}. O formato é INCIDENT-<número>, "
-            "por exemplo INCIDENT-472.",
+            _(
+                "Invalid incident id: %(value)s. The format is INCIDENT-<number>, for example INCIDENT-472.",
+                value=repr(value),
+            ),
             status_code=400,
         )
     return value
@@ -374,7 +385,7 @@ def parse_incident_id(value: str) -> str:
 def parse_artifact_id(value: str) -> int:
     if not re.fullmatch(r"[0-9]{1,19}", value or "") or not 1 <= int(value) <= ARTIFACT_ID_MAX:
         raise DashboardUnavailable(
-            f"Identificador de artefato inválido: {value!r}. O identificador é um número inteiro positivo.",
+            _("Invalid artifact id: %(value)s. The id is a positive whole number.", value=repr(value)),
             status_code=400,
         )
     return int(value)
@@ -383,14 +394,18 @@ def parse_artifact_id(value: str) -> int:
 def parse_run(dag_id: str, run_id: str) -> tuple[str, str]:
     if not _DAG_ID_RE.fullmatch(dag_id or ""):
         raise DashboardUnavailable(
-            f"Identificador de DAG inválido: {dag_id!r}. Use letras, dígitos, '_', '.' e '-' "
-            "(até 250 caracteres).",
+            _(
+                "Invalid DAG id: %(value)s. Use letters, digits, '_', '.' and '-' (up to 250 characters).",
+                value=repr(dag_id),
+            ),
             status_code=400,
         )
     if not run_id or len(run_id) > _RUN_ID_MAX or any(ord(ch) < 32 for ch in run_id):
         raise DashboardUnavailable(
-            f"Identificador de execução inválido: {run_id!r} "
-            "(vazio, longo demais ou com caracteres de controle).",
+            _(
+                "Invalid run id: %(value)s (empty, too long or with control characters).",
+                value=repr(run_id),
+            ),
             status_code=400,
         )
     return dag_id, run_id
@@ -401,7 +416,12 @@ def _positive(value: str | None, *, name: str, default: int, maximum: int) -> in
         return default
     if not re.fullmatch(r"[0-9]{1,9}", value) or not 1 <= int(value) <= maximum:
         raise DashboardUnavailable(
-            f"Parâmetro {name} inválido: {value!r}. Use um número inteiro de 1 a {maximum}.",
+            _(
+                "Invalid parameter %(name)s: %(value)s. Use a whole number from 1 to %(max)s.",
+                name=name,
+                value=repr(value),
+                max=maximum,
+            ),
             status_code=400,
         )
     return int(value)
@@ -421,7 +441,10 @@ def parse_list_params(
             check_psp_name(psp)
         except ReconError:
             raise DashboardUnavailable(
-                f"Parâmetro psp inválido: {psp!r}. Um PSP tem letras minúsculas, dígitos e '_'.",
+                _(
+                    "Invalid parameter psp: %(value)s. A PSP name has lower-case letters, digits and '_'.",
+                    value=repr(psp),
+                ),
                 status_code=400,
             ) from None
     chosen = None
@@ -430,9 +453,11 @@ def parse_list_params(
             chosen = IncidentState(state.strip().lower())
         except ValueError:
             raise DashboardUnavailable(
-                f"Parâmetro state inválido: {state!r}. Estados: "
-                + ", ".join(f"{s.value} ({STATE_LABELS[s]})" for s in IncidentState)
-                + ".",
+                _(
+                    "Invalid parameter state: %(value)s. States: %(states)s.",
+                    value=repr(state),
+                    states=", ".join(f"{s.value} ({state_label(s)})" for s in IncidentState),
+                ),
                 status_code=400,
             ) from None
     return number, size, psp or None, chosen
@@ -451,8 +476,8 @@ _FINANCE_TICKET = (
     " ORDER BY e.id DESC LIMIT 1)"
 )
 _CORRECTION_COUNT = "(SELECT count(*) FROM recon.corrections c WHERE c.incident_id = i.incident_id)"
-_ARTIFACTS_MISSING = (
-    "A tabela recon.artifacts não existe neste banco: os artefatos aparecem depois de "
+_ARTIFACTS_MISSING = N_(
+    "The table recon.artifacts does not exist in this database: the artifacts appear after "
     "`airflow-recon migrate`."
 )
 
@@ -507,7 +532,7 @@ class IncidentReader:
         md, html = self._guard(lambda: self._hook().stored_closing_report(incident_id))
         if not md and not html:
             raise DashboardUnavailable(
-                f"O incidente {incident_id} ainda não tem relatório de encerramento.", status_code=404
+                _("Incident %(incident)s has no closing report yet.", incident=incident_id), status_code=404
             )
         return md, html
 
@@ -517,12 +542,14 @@ class IncidentReader:
         def read() -> ArtifactView:
             with self._connect() as conn:
                 if not self._artifacts_table(conn):
-                    raise DashboardUnavailable(_ARTIFACTS_MISSING, status_code=503)
+                    raise DashboardUnavailable(_(_ARTIFACTS_MISSING), status_code=503)
                 row = conn.execute(
                     f"SELECT {_artifact_columns()} FROM recon.artifacts WHERE id = %s", (artifact_id,)
                 ).fetchone()
             if row is None:
-                raise DashboardUnavailable(f"O artefato {artifact_id} não existe.", status_code=404)
+                raise DashboardUnavailable(
+                    _("Artifact %(id)s does not exist.", id=artifact_id), status_code=404
+                )
             return _artifacts([row])[0]
 
         return self._guard(read)
@@ -534,7 +561,7 @@ class IncidentReader:
         def read() -> RunArtifacts:
             with self._connect() as conn:
                 if not self._artifacts_table(conn):
-                    return RunArtifacts(dag_id, run_id, (), _ARTIFACTS_MISSING)
+                    return RunArtifacts(dag_id, run_id, (), _(_ARTIFACTS_MISSING))
                 rows = conn.execute(
                     f"SELECT {_artifact_columns()} FROM recon.artifacts WHERE dag_id = %s AND run_id = %s"
                     " ORDER BY created_at, id",
@@ -585,7 +612,13 @@ class IncidentReader:
         )
         if page > listing.pages:
             raise DashboardUnavailable(
-                f"A página {page} não existe: há {listing.total} incidente(s) em {listing.pages} página(s).",
+                ngettext(
+                    "Page %(page)s does not exist: there is %(num)s incident in %(pages)s.",
+                    "Page %(page)s does not exist: there are %(num)s incidents in %(pages)s.",
+                    listing.total,
+                    page=page,
+                    pages=ngettext("%(num)s page", "%(num)s pages", listing.pages),
+                ),
                 status_code=404,
             )
         return listing
@@ -595,7 +628,9 @@ class IncidentReader:
         try:
             incident = hook.get(incident_id)
         except IncidentNotFoundError:
-            raise DashboardUnavailable(f"O incidente {incident_id} não existe.", status_code=404) from None
+            raise DashboardUnavailable(
+                _("Incident %(incident)s does not exist.", incident=incident_id), status_code=404
+            ) from None
         events = tuple(hook.events_after(incident_id, 0))
         corrections = tuple(hook.corrections(incident_id))
         md, html = hook.stored_closing_report(incident_id)
@@ -616,7 +651,7 @@ class IncidentReader:
                 ).fetchall()
                 artifacts, note = _artifacts(rows), None
             else:
-                artifacts, note = (), _ARTIFACTS_MISSING
+                artifacts, note = (), _(_ARTIFACTS_MISSING)
         return IncidentDetail(
             incident=incident,
             finance_ticket=finance_ticket,
@@ -629,40 +664,55 @@ class IncidentReader:
         )
 
     def _guard(self, read: Callable[[], _T]) -> _T:
-        """Run ``read``; whatever keeps the page from being shown becomes one pt-BR sentence."""
+        """Run ``read``; whatever keeps the page from being shown becomes one sentence in the
+        language in force."""
         try:
             return read()
         except DashboardUnavailable:
             raise
         except ConnectionMissingError as exc:
             raise DashboardUnavailable(
-                f"A conexão do Airflow com o banco do gateway não está configurada: {exc}"
+                _("The Airflow connection to the gateway database is not configured: %(error)s", error=exc)
             ) from None
         except DatabaseUnavailableError as exc:
-            raise DashboardUnavailable(f"O banco do gateway não respondeu: {exc}") from None
+            raise DashboardUnavailable(
+                _("The gateway database did not answer: %(error)s", error=exc)
+            ) from None
         except ReconError as exc:
-            raise DashboardUnavailable(f"Não foi possível ler os incidentes: {exc}") from None
+            raise DashboardUnavailable(_("The incidents could not be read: %(error)s", error=exc)) from None
         except Exception as exc:
             from airflow_recon_provider.hooks._connections import is_missing_connection
 
             if is_missing_connection(exc):
                 raise DashboardUnavailable(
-                    f"A conexão do Airflow {self.conn_id!r} não está definida; crie-a na UI ou defina "
-                    f"AIRFLOW_CONN_{self.conn_id.upper()}."
+                    _(
+                        "The Airflow connection %(conn)s is not defined; create it in the UI or set "
+                        "%(variable)s.",
+                        conn=repr(self.conn_id),
+                        variable=f"AIRFLOW_CONN_{self.conn_id.upper()}",
+                    )
                 ) from None
             if _is_undefined_table(exc):
                 raise DashboardUnavailable(
-                    "O schema recon não existe neste banco: os incidentes aparecem depois de "
-                    "`airflow-recon migrate`."
+                    _(
+                        "The recon schema does not exist in this database: the incidents appear after "
+                        "`airflow-recon migrate`."
+                    )
                 ) from None
             if _is_database_error(exc):
                 raise DashboardUnavailable(
-                    f"O banco da conexão {self.conn_id!r} falhou: {_first_line(exc)}"
+                    _(
+                        "The database of connection %(conn)s failed: %(error)s",
+                        conn=repr(self.conn_id),
+                        error=_first_line(exc),
+                    )
                 ) from None
             log.exception("reconciliation dashboard: incidents failed")
             raise DashboardUnavailable(
-                f"Erro inesperado ({type(exc).__name__}: {_first_line(exc)}); o log do API server tem "
-                "os detalhes.",
+                _(
+                    "Unexpected error (%(error)s); the API server's log has the details.",
+                    error=f"{type(exc).__name__}: {_first_line(exc)}",
+                ),
                 status_code=500,
             ) from None
 
@@ -683,16 +733,17 @@ __all__ = [
     "ARTIFACT_KINDS",
     "PER_PAGE_DEFAULT",
     "PER_PAGE_MAX",
-    "STATE_LABELS",
     "ArtifactView",
     "IncidentDetail",
     "IncidentList",
     "IncidentReader",
     "IncidentRow",
     "RunArtifacts",
+    "artifact_label",
     "parse_artifact_id",
     "parse_incident_id",
     "parse_list_params",
     "parse_run",
     "run_artifacts_href",
+    "state_label",
 ]

@@ -13,18 +13,21 @@
   DAG run wrote.
 
 Malformed ids answer 400, unknown ones 404, an unreadable database or store 503, each with
-a sentence in pt-BR.
+a sentence in ``[recon] language`` (pt-BR by default): every route renders inside
+:func:`~airflow_recon_provider.i18n.language_scope`.
 """
 
 # no ``from __future__ import annotations``: FastAPI reads the annotations of the route
 # functions defined inside add_incident_routes (see dashboard_app)
 import base64
+import functools
 import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from airflow_recon_provider.i18n import _, language_scope
 from airflow_recon_provider.plugins.dashboard_data import DashboardUnavailable
 from airflow_recon_provider.plugins.dashboard_incidents import (
     ArtifactView,
@@ -110,17 +113,26 @@ def open_from_store(artifact: ArtifactView) -> IO[bytes]:
         return open_artifact(artifact.record)
     except ArtifactNotFoundError:
         raise StoreUnreadable(
-            f"O arquivo do artefato {artifact.id} ({artifact.name}) não foi encontrado no armazenamento "
-            "de artefatos. O registro existe, mas o objeto sumiu: verifique o bucket ou o diretório "
-            "configurado em [recon] artifacts_base_url."
+            _(
+                "The file of artifact %(id)s (%(name)s) was not found in the artifact store. The record "
+                "exists but the object is gone: check the bucket or directory configured in [recon] "
+                "artifacts_base_url.",
+                id=artifact.id,
+                name=artifact.name,
+            )
         ) from None
     except Exception as exc:
         log.warning("artifact %s: the store cannot be read: %s", artifact.id, exc, exc_info=True)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise StoreUnreadable(
-            f"O armazenamento de artefatos não pôde ser lido para o artefato {artifact.id} "
-            f"({artifact.name}): {first}. Tente novamente; se persistir, verifique [recon] "
-            "artifacts_base_url e a conexão [recon] artifacts_conn_id do API server."
+            _(
+                "The artifact store could not be read for artifact %(id)s (%(name)s): %(error)s. Try "
+                "again; if it persists, check [recon] artifacts_base_url and the connection [recon] "
+                "artifacts_conn_id of the API server.",
+                id=artifact.id,
+                name=artifact.name,
+                error=first,
+            )
         ) from None
 
 
@@ -158,8 +170,9 @@ EVIDENCE_PREFIXES = ("/incidents", "/artifacts", "/runs/")
 
 
 def evidence_page_problem(path_in_app: str, status_code: int) -> "Response | None":
-    """The pt-BR page of an HTTP error (403 without permission, 404 of an unknown path...)
-    raised before an incident or evidence page ran; ``None`` for the dashboard's other paths."""
+    """The page of an HTTP error (403 without permission, 404 of an unknown path...) raised
+    before an incident or evidence page ran, in ``[recon] language``; ``None`` for the
+    dashboard's other paths."""
     from fastapi.responses import HTMLResponse
 
     from airflow_recon_provider.plugins.dashboard_data import REMEDIATION_DAG_ID
@@ -167,14 +180,19 @@ def evidence_page_problem(path_in_app: str, status_code: int) -> "Response | Non
 
     if not path_in_app.startswith(EVIDENCE_PREFIXES):
         return None
-    message = {
-        403: f"Você não tem permissão de leitura na DAG {REMEDIATION_DAG_ID}; por isso não pode ver "
-        "os incidentes nem os artefatos. Peça o acesso a quem administra o Airflow.",
-        404: "Esta página não existe.",
-        405: "Este endereço só aceita leitura (GET).",
-    }.get(status_code, f"O pedido não pôde ser atendido (HTTP {status_code}).")
     root = "../" * path_in_app.count("/", 1) or "./"
-    return HTMLResponse(render_problem(message, status_code=status_code, root=root), status_code=status_code)
+    with language_scope():
+        message = {
+            403: _(
+                "You may not read the DAG %(dag)s, so you may not see the incidents or the artifacts. "
+                "Ask whoever administers Airflow for access.",
+                dag=REMEDIATION_DAG_ID,
+            ),
+            404: _("This page does not exist."),
+            405: _("This address only accepts reading (GET)."),
+        }.get(status_code) or _("The request could not be served (HTTP %(status)s).", status=status_code)
+        page = render_problem(message, status_code=status_code, root=root)
+    return HTMLResponse(page, status_code=status_code)
 
 
 def add_incident_routes(app: "FastAPI", *, incidents: IncidentReader, dependencies: Sequence[Any]) -> None:
@@ -194,6 +212,16 @@ def add_incident_routes(app: "FastAPI", *, incidents: IncidentReader, dependenci
 
     deps = list(dependencies)
 
+    def in_language(route: Callable[..., Any]) -> Callable[..., Any]:
+        """Render the route in ``[recon] language``: its page, its errors and its JSON labels."""
+
+        @functools.wraps(route)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with language_scope():
+                return route(*args, **kwargs)
+
+        return wrapper
+
     def problem(exc: DashboardUnavailable, *, root: str) -> HTMLResponse:
         return HTMLResponse(
             render_problem(exc.message, status_code=exc.status_code, root=root), status_code=exc.status_code
@@ -207,6 +235,7 @@ def add_incident_routes(app: "FastAPI", *, incidents: IncidentReader, dependenci
         return incidents.incidents(page=number, per_page=size, psp=psp_name, state=chosen)
 
     @app.get("/incidents", response_class=HTMLResponse, dependencies=deps)
+    @in_language
     def incident_list_page(
         page: str | None = None, per_page: str | None = None, psp: str | None = None, state: str | None = None
     ) -> HTMLResponse:
@@ -216,6 +245,7 @@ def add_incident_routes(app: "FastAPI", *, incidents: IncidentReader, dependenci
             return problem(exc, root="./")
 
     @app.get("/api/incidents", dependencies=deps)
+    @in_language
     def incident_list_json(
         page: str | None = None, per_page: str | None = None, psp: str | None = None, state: str | None = None
     ) -> JSONResponse:
@@ -225,6 +255,7 @@ def add_incident_routes(app: "FastAPI", *, incidents: IncidentReader, dependenci
             return problem_json(exc)
 
     @app.get("/incidents/{incident_id}", response_class=HTMLResponse, dependencies=deps)
+    @in_language
     def incident_page(incident_id: str) -> HTMLResponse:
         try:
             return HTMLResponse(render_incident(incidents.detail(incident_id)))
@@ -232,6 +263,7 @@ def add_incident_routes(app: "FastAPI", *, incidents: IncidentReader, dependenci
             return problem(exc, root="../")
 
     @app.get("/api/incidents/{incident_id}", dependencies=deps)
+    @in_language
     def incident_json(incident_id: str) -> JSONResponse:
         try:
             return JSONResponse(incidents.detail(incident_id).as_dict())
@@ -239,6 +271,7 @@ def add_incident_routes(app: "FastAPI", *, incidents: IncidentReader, dependenci
             return problem_json(exc)
 
     @app.get("/incidents/{incident_id}/closing-report", response_class=HTMLResponse, dependencies=deps)
+    @in_language
     def stored_closing_report(incident_id: str) -> Any:
         from fastapi.responses import PlainTextResponse
 
@@ -256,6 +289,7 @@ def add_incident_routes(app: "FastAPI", *, incidents: IncidentReader, dependenci
         return PlainTextResponse(markdown or "", headers=headers)
 
     @app.get("/artifacts/{artifact_id}", dependencies=deps)
+    @in_language
     def artifact_download(artifact_id: str) -> Any:
         try:
             artifact = incidents.artifact(parse_artifact_id(artifact_id))
@@ -272,9 +306,11 @@ def add_incident_routes(app: "FastAPI", *, incidents: IncidentReader, dependenci
         except Exception as exc:
             handle.close()
             log.warning("artifact %s: the store cannot be read: %s", artifact.id, exc, exc_info=True)
-            message = (
-                f"O armazenamento de artefatos falhou ao ler o artefato {artifact.id} ({artifact.name}): "
-                f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}. Tente novamente."
+            message = _(
+                "The artifact store failed reading artifact %(id)s (%(name)s): %(error)s. Try again.",
+                id=artifact.id,
+                name=artifact.name,
+                error=(str(exc).strip().splitlines() or [type(exc).__name__])[0],
             )
             return problem(DashboardUnavailable(message, status_code=503), root="../")
         media, headers = artifact_headers(artifact)
@@ -283,6 +319,7 @@ def add_incident_routes(app: "FastAPI", *, incidents: IncidentReader, dependenci
         )
 
     @app.get("/runs/{dag_id}/{run_id}/artifacts", response_class=HTMLResponse, dependencies=deps)
+    @in_language
     def run_artifacts_page(dag_id: str, run_id: str) -> HTMLResponse:
         try:
             return HTMLResponse(render_run_artifacts(incidents.run_artifacts(dag_id, run_id)))
@@ -290,6 +327,7 @@ def add_incident_routes(app: "FastAPI", *, incidents: IncidentReader, dependenci
             return problem(exc, root="../../../")
 
     @app.get("/api/runs/{dag_id}/{run_id}/artifacts", dependencies=deps)
+    @in_language
     def run_artifacts_json(dag_id: str, run_id: str) -> JSONResponse:
         try:
             return JSONResponse(incidents.run_artifacts(dag_id, run_id).as_dict())

@@ -1,9 +1,12 @@
-"""The incident and evidence pages of the dashboard, in pt-BR, server-rendered (Jinja2,
-autoescaped: incident reasons, outcomes, actors and file names may hold any text).
+"""The incident and evidence pages of the dashboard, server-rendered (Jinja2, autoescaped:
+incident reasons, outcomes, actors and file names may hold any text), in the language in
+force (``[recon] language``, pt-BR by default; the routes render inside ``language_scope``)
+through the gettext catalog (docs/i18n.md).
 
 The incident page follows the runbook's headings (Detecção, Investigação, Ações de
 Contenção, Mitigação, Correção de Dados, Comunicação, Critérios de Recuperação,
-Encerramento); amounts go through :func:`money.format_money` in their own currency, and a
+Encerramento), the step names of :mod:`reconciliation.steps` (the one table for every
+surface); amounts go through :func:`money.format_money` in their own currency, and a
 converted total says so and with which rates. Links are relative (the app is mounted at
 ``/recon`` under whatever base URL Airflow has), each template gets ``root``: the way back
 to ``/recon/`` from its own URL.
@@ -19,8 +22,17 @@ from urllib.parse import quote
 
 from airflow_recon_provider.plugins.dashboard_incidents import (
     ARTIFACT_KINDS,
-    STATE_LABELS,
     run_artifacts_href,
+    state_label,
+)
+from airflow_recon_provider.reconciliation import steps
+from airflow_recon_provider.reconciliation.i18n import (
+    LANGUAGES,
+    _,
+    current_language,
+    format_number,
+    install_jinja,
+    ngettext,
 )
 from airflow_recon_provider.reconciliation.incidents import IncidentState
 from airflow_recon_provider.reconciliation.money import format_money, format_pct, format_rate
@@ -36,95 +48,29 @@ if TYPE_CHECKING:
     )
     from airflow_recon_provider.reconciliation.incidents import Figures, IncidentEvent
 
-LOCALE = "pt_BR"
 TITLE = "Reconciliação Financeira"
 
-# -- the runbook's headings ---------------------------------------------------------------------
-
-DETECCAO = "Detecção"
-INVESTIGACAO = "Investigação"
-CONTENCAO = "Ações de Contenção"
-MITIGACAO = "Mitigação"
-CORRECAO = "Correção de Dados"
-COMUNICACAO = "Comunicação"
-RECUPERACAO = "Critérios de Recuperação"
-ENCERRAMENTO = "Encerramento"
-
-#: step recorded on the timeline -> (runbook heading, what happened)
-_STEPS: dict[str, tuple[str, str]] = {
-    "incident.opened": (DETECCAO, "Incidente aberto"),
-    "detection.finance_report": (DETECCAO, "Relato do financeiro"),
-    "investigation.finance_findings": (INVESTIGACAO, "Achados da simulação (relato do financeiro)"),
-    "communication.finance_report_slack": (COMUNICACAO, "Plantão avisado no Slack (relato do financeiro)"),
-    "investigation.scope": (INVESTIGACAO, "Validar escopo"),
-    "investigation.snapshot": (INVESTIGACAO, "Snapshot do banco"),
-    "containment.pause": (CONTENCAO, "Reconciliação automática pausada"),
-    "incident.eta_resumption": (CONTENCAO, "Estimativa de retomada"),
-    "communication.containment_notice": (CONTENCAO, "Aviso de congelamento ao financeiro"),
-    "mitigation.reprocess": (MITIGACAO, "Reprocessamento"),
-    "mitigation.rollback": (MITIGACAO, "Rollback de deploy"),
-    "mitigation.psp_ticket": (MITIGACAO, "Sincronização com PSP (chamado)"),
-    "mitigation.data_correction": (CORRECAO, "Correção de dados"),
-    "incident.psp_ticket": (COMUNICACAO, "Ticket do PSP registrado"),
-    "communication.update": (COMUNICACAO, "Resumo ao financeiro"),
-    "communication.normalized": (COMUNICACAO, "Resumo final ao financeiro"),
-    "communication.update_missed": (COMUNICACAO, "Resumo ao financeiro não enviado"),
-    "recovery.criteria": (RECUPERACAO, "Critérios de recuperação"),
-    "closure.resume": (ENCERRAMENTO, "Reconciliação automática retomada"),
-    "closure.tag_release": (ENCERRAMENTO, "Tag da release"),
-    "incident.closing_report": (ENCERRAMENTO, "Relatório de encerramento anexado"),
-    "closure.finance_review": (ENCERRAMENTO, "Revisão com financeiro agendada"),
-}
-_PREFIXES = {
-    "investigation.": INVESTIGACAO,
-    "containment.": CONTENCAO,
-    "mitigation.": MITIGACAO,
-    "communication.": COMUNICACAO,
-    "recovery.": RECUPERACAO,
-    "closure.": ENCERRAMENTO,
-}
-#: a state change belongs to the heading of the state it reaches
-_STATE_SECTIONS = {
-    IncidentState.OPEN.value: DETECCAO,
-    IncidentState.MITIGATING.value: MITIGACAO,
-    IncidentState.RECOVERED.value: RECUPERACAO,
-    IncidentState.CLOSED.value: ENCERRAMENTO,
-}
+#: the runbook heading (a message id of :mod:`.steps`) an artifact kind belongs to
 _ARTIFACT_SECTIONS = {
-    "snapshot": INVESTIGACAO,
-    "dry_run": CORRECAO,
-    "psp_ticket": MITIGACAO,
-    "closing_report": ENCERRAMENTO,
-    "closing_report_html": ENCERRAMENTO,
-    "release_record": ENCERRAMENTO,
+    "snapshot": steps.INVESTIGATION,
+    "dry_run": steps.DATA_CORRECTION,
+    "psp_ticket": steps.MITIGATION,
+    "closing_report": steps.CLOSURE,
+    "closing_report_html": steps.CLOSURE,
+    "release_record": steps.CLOSURE,
 }
 
 
 def step_section(event: IncidentEvent) -> str:
-    """The runbook heading a timeline event belongs to."""
-    if event.step == "incident.state":
-        return _STATE_SECTIONS.get(str(event.details.get("to", "")), DETECCAO)
-    if event.step in _STEPS:
-        return _STEPS[event.step][0]
-    for prefix, section in _PREFIXES.items():
-        if event.step.startswith(prefix):
-            return section
-    return "Outros"
+    """The runbook heading a timeline event belongs to, in the language in force
+    (``Ações de Contenção``): the one table of :mod:`reconciliation.steps`."""
+    return steps.section_title(steps.step_section(event.step, event.details))
 
 
 def step_label(event: IncidentEvent) -> str:
-    if event.step == "incident.state":
-        before = STATE_LABELS.get(_state(event.details.get("from")), str(event.details.get("from") or "?"))
-        after = STATE_LABELS.get(_state(event.details.get("to")), str(event.details.get("to") or "?"))
-        return f"Estado: {before} → {after}"
-    return _STEPS.get(event.step, ("", event.step))[1]
-
-
-def _state(value: Any) -> IncidentState | None:
-    try:
-        return IncidentState(str(value))
-    except ValueError:
-        return None
+    """What happened, in the runbook's words (``Validar Escopo``; ``Estado: aberto →
+    recuperado``); a step no table knows keeps its id."""
+    return steps.step_name(event.step, event.details)
 
 
 def event_artifacts(event: IncidentEvent) -> list[tuple[int, str]]:
@@ -135,7 +81,7 @@ def event_artifacts(event: IncidentEvent) -> list[tuple[int, str]]:
 
     def take(value: Any) -> None:
         if isinstance(value, Mapping) and value.get("link") and type(value.get("id")) is int:
-            found.setdefault(value["id"], str(value.get("name") or f"artefato {value['id']}"))
+            found.setdefault(value["id"], str(value.get("name") or _("artifact %(id)s", id=value["id"])))
 
     details = event.details or {}
     for key in ("artifact", "artifact_record", "snapshot"):
@@ -147,51 +93,61 @@ def event_artifacts(event: IncidentEvent) -> list[tuple[int, str]]:
 
 
 def artifact_section(artifact: ArtifactView) -> str:
-    return _ARTIFACT_SECTIONS.get(artifact.kind, "Outros")
+    return steps.section_title(_ARTIFACT_SECTIONS.get(artifact.kind, steps.OTHER))
 
 
-# -- numbers and moments, pt-BR -----------------------------------------------------------------
+# -- numbers and moments, in the language in force --------------------------------------------
+
+#: how a moment reads: ``05/12/2026 14:30 UTC`` (pt-BR), ``2026-12-05 14:30 UTC`` (en)
+_MOMENT_FORMATS = {"pt_BR": "%d/%m/%Y %H:%M UTC", "en": "%Y-%m-%d %H:%M UTC"}
 
 
 def when(moment: datetime | None) -> str:
-    """``05/12/2026 14:30 UTC``."""
+    """``05/12/2026 14:30 UTC`` (pt-BR), ``2026-12-05 14:30 UTC`` (en)."""
     if moment is None:
         return "-"
-    return moment.astimezone(UTC).strftime("%d/%m/%Y %H:%M UTC")
+    return moment.astimezone(UTC).strftime(_MOMENT_FORMATS.get(current_language(), "%Y-%m-%d %H:%M UTC"))
 
 
 def count(value: int | None) -> str:
-    from babel.numbers import format_decimal
-
-    return "-" if value is None else format_decimal(int(value), locale=LOCALE)
+    return "-" if value is None else format_number(int(value))
 
 
 def size(value: int | None) -> str:
-    return "tamanho não registrado" if value is None else f"{count(value)} bytes"
+    if value is None:
+        return _("size not recorded")
+    return ngettext("%(num)s byte", "%(num)s bytes", int(value))
 
 
 def money(amount_minor: int | None, currency: str | None) -> str:
-    """An amount in its own currency; one recorded without its currency says so (no guess)."""
+    """An amount in its own currency; one recorded without its currency says so (no guess at
+    its decimals)."""
     if amount_minor is None:
         return "-"
     if not currency:
-        return f"{count(amount_minor)} unidades menores (moeda não registrada)"
-    return format_money(amount_minor, currency, locale=LOCALE)
+        return _("%(amount)s in minor units (currency not recorded)", amount=count(amount_minor))
+    return format_money(amount_minor, currency)
 
 
 def pct(value: float | None) -> str:
-    return "n/d" if value is None else format_pct(value, locale=LOCALE)
+    return _("n/a") if value is None else format_pct(value)
 
 
 def transactions(n: int) -> str:
-    return f"{count(n)} transação" if n == 1 else f"{count(n)} transações"
+    return ngettext("%(num)s transaction", "%(num)s transactions", n)
 
 
 def rates(figures: Figures) -> str:
     """``1 EUR = 6,2875 BRL (desde 04/12/2026 16:00 UTC, BCB PTAX)``; ``; `` between rates."""
     return "; ".join(
-        f"1 {code} = {format_rate(r.rate, locale=LOCALE)} {figures.reporting_currency or '?'}"
-        f" (desde {when(r.valid_from)}, {r.source or 'fonte não registrada'})"
+        _(
+            "1 %(code)s = %(rate)s %(currency)s (since %(since)s, %(source)s)",
+            code=code,
+            rate=format_rate(r.rate),
+            currency=figures.reporting_currency or "?",
+            since=when(r.valid_from),
+            source=r.source or _("source not recorded"),
+        )
         for code, r in sorted(figures.fx_rates.items())
     )
 
@@ -227,6 +183,11 @@ def figures_view(figures: Figures | None) -> dict[str, Any] | None:
     }
 
 
+def html_lang() -> str:
+    """The page's ``lang`` attribute: the language it is rendered in."""
+    return LANGUAGES.get(current_language(), "pt-BR")
+
+
 # -- templates ----------------------------------------------------------------------------------
 
 
@@ -240,10 +201,12 @@ def _resource(name: str) -> str:
 def _env() -> jinja2.Environment:
     import jinja2
 
-    env = jinja2.Environment(
-        loader=jinja2.FunctionLoader(_resource),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
+    env = install_jinja(
+        jinja2.Environment(
+            loader=jinja2.FunctionLoader(_resource),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
     )
     env.globals.update(
         title=TITLE,
@@ -257,7 +220,9 @@ def _env() -> jinja2.Environment:
         step_label=step_label,
         artifact_section=artifact_section,
         event_artifacts=event_artifacts,
-        state_labels=STATE_LABELS,
+        state_label=state_label,
+        kind_name=steps.kind_name,
+        html_lang=html_lang,
         states=list(IncidentState),
         artifact_kinds=ARTIFACT_KINDS,
         q=lambda text: quote(str(text), safe=""),
@@ -286,12 +251,13 @@ def render_run_artifacts(run: RunArtifacts) -> str:
 
 
 def render_problem(message: str, *, status_code: int, root: str) -> str:
-    """A page that says what went wrong (pt-BR), with the way back."""
+    """A page that says what went wrong (in the language in force), with the way back."""
     headline = {
-        400: "Endereço inválido",
-        404: "Não encontrado",
-        503: "Indisponível no momento",
-    }.get(status_code, "Erro")
+        400: _("Invalid address"),
+        404: _("Not found"),
+        409: _("Not possible now"),
+        503: _("Unavailable at the moment"),
+    }.get(status_code, _("Error"))
     return (
         _env()
         .get_template("problem.html.j2")

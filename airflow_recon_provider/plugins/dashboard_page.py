@@ -23,6 +23,7 @@ from airflow_recon_provider.reconciliation.i18n import (
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS
 from airflow_recon_provider.reconciliation.money import format_money, format_pct
 from airflow_recon_provider.reconciliation.report import rates_text
+from airflow_recon_provider.reconciliation.steps import kind_name
 
 if TYPE_CHECKING:
     import jinja2
@@ -64,9 +65,9 @@ def _lag(value: int | None) -> str:
 
 
 def _incident_state(state: object) -> str:
-    from airflow_recon_provider.plugins.dashboard_incidents import STATE_LABELS
+    from airflow_recon_provider.plugins.dashboard_incidents import state_label
 
-    return STATE_LABELS.get(state, str(getattr(state, "value", state)))  # type: ignore[call-overload]
+    return state_label(state)  # type: ignore[arg-type]
 
 
 def lag_words(p: PspStatus) -> str:
@@ -205,6 +206,7 @@ def _template() -> jinja2.Template:
         input_time=_input_time,
         conf_json=lambda conf: json.dumps(conf, indent=2),
         kinds=ALL_KINDS,
+        kind_name=kind_name,
         title=TITLE,
         css=_resource("dashboard.css"),
     )
@@ -264,7 +266,9 @@ def render_corrections(
     import jinja2
 
     env = install_jinja(jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined))
-    env.globals.update(money=format_money, when=_when, title=TITLE, css=_resource("dashboard.css"))
+    env.globals.update(
+        money=format_money, when=_when, kind_name=kind_name, title=TITLE, css=_resource("dashboard.css")
+    )
     pages = max(1, -(-total // page_size))
     first = (page - 1) * page_size + 1 if rows else 0
     return env.from_string(_resource("corrections.html.j2")).render(

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from airflow_recon_provider.i18n import _, language_scope
 from airflow_recon_provider.plugins.dashboard_data import REMEDIATION_DAG_ID
 
 if TYPE_CHECKING:
@@ -31,7 +32,8 @@ FIELD = "psp_ticket"
 
 
 class TicketRefused(Exception):
-    """The number was not recorded: ``message`` (pt-BR) says why, ``status_code`` how."""
+    """The number was not recorded: ``message`` (in ``[recon] language``) says why,
+    ``status_code`` how."""
 
     def __init__(self, message: str, *, status_code: int) -> None:
         super().__init__(message)
@@ -78,17 +80,19 @@ def _number_from(body: bytes, content_type: str) -> Any:
         try:
             data = json.loads(body or b"{}")
         except ValueError:
-            raise TicketRefused("o corpo do pedido não é JSON", status_code=400) from None
+            raise TicketRefused(_("the request's body is not JSON"), status_code=400) from None
         if not isinstance(data, dict):
-            raise TicketRefused('envie um objeto JSON {"psp_ticket": "..."}', status_code=400)
+            raise TicketRefused(
+                _("send a JSON object %(example)s", example='{"psp_ticket": "..."}'), status_code=400
+            )
         return data.get(FIELD)
     try:
         fields = parse_qs(body.decode("utf-8"), keep_blank_values=True)
     except UnicodeDecodeError:
-        raise TicketRefused("o formulário não está em UTF-8", status_code=400) from None
+        raise TicketRefused(_("the form is not in UTF-8"), status_code=400) from None
     values = fields.get(FIELD) or [""]
     if len(values) > 1:
-        raise TicketRefused("envie um único número de ticket do PSP", status_code=400)
+        raise TicketRefused(_("send a single PSP ticket number"), status_code=400)
     return values[0]
 
 
@@ -97,7 +101,7 @@ def record_ticket(
 ) -> dict[str, Any]:
     """Check ``number`` and record it on ``incident_id``; nothing is written when refused.
 
-    :raises TicketRefused: with the reason in pt-BR and the HTTP status.
+    :raises TicketRefused: with the reason in the language in force and the HTTP status.
     """
     from airflow_recon_provider.hooks.incidents import IncidentHook
     from airflow_recon_provider.reconciliation.errors import ConnectionMissingError, DatabaseUnavailableError
@@ -114,24 +118,29 @@ def record_ticket(
         ticket = check_ticket_number(number, required=True)
     except PspTicketNumberError as exc:
         raise TicketRefused(
-            f"número do ticket do PSP recusado, nada foi registrado: {exc}", status_code=400
+            _("PSP ticket number refused, nothing was recorded: %(reason)s", reason=exc), status_code=400
         ) from None
     except IncidentError as exc:
-        raise TicketRefused(f"incidente inválido: {exc}", status_code=404) from None
+        raise TicketRefused(_("invalid incident: %(reason)s", reason=exc), status_code=404) from None
     hook = IncidentHook(billing_gateway_conn_id=incidents.conn_id)
     try:
         before = hook.get(incident_id).psp_ticket
         incident = hook.set_psp_ticket(incident_id, ticket, actor=actor)
     except IncidentNotFoundError:
-        raise TicketRefused(f"o incidente {incident_id} não existe", status_code=404) from None
+        raise TicketRefused(
+            _("incident %(incident)s does not exist", incident=incident_id), status_code=404
+        ) from None
     except IllegalTransitionError:
         raise TicketRefused(
-            f"o incidente {incident_id} está encerrado; o ticket do PSP não pode mais ser alterado",
+            _(
+                "incident %(incident)s is closed; its PSP ticket can no longer be changed",
+                incident=incident_id,
+            ),
             status_code=409,
         ) from None
     except (DatabaseUnavailableError, ConnectionMissingError) as exc:
         raise TicketRefused(
-            f"banco de dados indisponível, nada foi registrado: {exc}", status_code=503
+            _("database unavailable, nothing was recorded: %(reason)s", reason=exc), status_code=503
         ) from None
     return {
         "incident_id": incident.incident_id,
@@ -169,22 +178,24 @@ def add_psp_ticket_routes(
 
     @app.post("/incidents/{incident_id}/psp-ticket", response_class=HTMLResponse)
     async def psp_ticket_form(request: Request, incident_id: str, user: User) -> Any:
-        try:
-            await submit(request, incident_id, user)
-        except TicketRefused as exc:
-            return HTMLResponse(
-                render_problem(exc.message, status_code=exc.status_code, root="../../"),
-                status_code=exc.status_code,
-            )
+        with language_scope():
+            try:
+                await submit(request, incident_id, user)
+            except TicketRefused as exc:
+                return HTMLResponse(
+                    render_problem(exc.message, status_code=exc.status_code, root="../../"),
+                    status_code=exc.status_code,
+                )
         # back to the incident page, which shows the number (POST, redirect, GET)
         return RedirectResponse(f"../{incident_id}#psp-ticket", status_code=303)
 
     @app.post("/api/incidents/{incident_id}/psp-ticket")
     async def psp_ticket_json(request: Request, incident_id: str, user: User) -> JSONResponse:
-        try:
-            return JSONResponse(await submit(request, incident_id, user))
-        except TicketRefused as exc:
-            return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+        with language_scope():
+            try:
+                return JSONResponse(await submit(request, incident_id, user))
+            except TicketRefused as exc:
+                return JSONResponse({"error": exc.message}, status_code=exc.status_code)
 
 
 __all__ = ["FIELD", "TicketRefused", "add_psp_ticket_routes", "record_ticket", "require_editor_factory"]

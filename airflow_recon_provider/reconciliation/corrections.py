@@ -49,10 +49,9 @@ from airflow_recon_provider.reconciliation.errors import (
     RowCapExceededError,
     SelfApprovalError,
 )
-from airflow_recon_provider.reconciliation.i18n import _
+from airflow_recon_provider.reconciliation.i18n import _, ngettext, pgettext, use_language
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
 from airflow_recon_provider.reconciliation.money import (
-    DEFAULT_LOCALE,
     DEFAULT_REPORTING_CURRENCY,
     Converter,
     FxRate,
@@ -63,6 +62,7 @@ from airflow_recon_provider.reconciliation.money import (
 )
 from airflow_recon_provider.reconciliation.report import DivergenceRow, KindTotal
 from airflow_recon_provider.reconciliation.spreadsheet import safe_cell
+from airflow_recon_provider.reconciliation.steps import DATA_CORRECTION, MITIGATION, kind_name, section_title
 from airflow_recon_provider.reconciliation.window import Window
 
 #: a rule's target meaning "the PSP's status, mapped to the gateway's vocabulary"
@@ -775,7 +775,7 @@ def _human_duration(delta: timedelta) -> str:
     return f"{hours} h" + (f" {minutes} min" if minutes else "")
 
 
-def _count(value: int, locale: str) -> str:
+def _count(value: int, locale: str | None) -> str:
     """A count in the locale's number format (``12.004`` in pt-BR, like the amounts beside it)."""
     from babel.numbers import format_decimal
 
@@ -784,7 +784,7 @@ def _count(value: int, locale: str) -> str:
     return format_decimal(value, format="#,##0", locale=babel_locale(locale))
 
 
-def _money(amount_minor: int, currency: str, locale: str) -> str:
+def _money(amount_minor: int, currency: str, locale: str | None) -> str:
     """An amount with its currency and that currency's decimals, inert in markdown."""
     return _md(format_money(amount_minor, currency or None, locale=locale))
 
@@ -794,21 +794,25 @@ def _code(currency: str) -> str:
 
 
 def per_currency_text(
-    totals: Mapping[str, KindTotal], *, locale: str = DEFAULT_LOCALE, extra: str = "extra copies"
+    totals: Mapping[str, KindTotal], *, locale: str | None = None, extra: str | None = None
 ) -> str:
-    """``11 in BRL: R$ 104.175,21; 1 in EUR: EUR 9.619,80``: each currency's count and amount,
-    never one figure for several currencies. A currency with an amount but no count (extra
-    copies of a duplicate kept in another currency) says so."""
-    parts = []
-    for code, t in sorted(totals.items()):
-        who = f"{_count(t.count, locale)} in {_code(code)}" if t.count else f"{extra} in {_code(code)}"
-        parts.append(f"{who}: {_money(t.amount_minor, code, locale)}")
-    return "; ".join(parts) if parts else "none"
+    """``11 em BRL: R$ 104.175,21; 1 em EUR: EUR 9.619,80``: each currency's count and amount,
+    never one figure for several currencies, in the language in force (``locale``: the
+    language for the words and the numbers, default the one in force). A currency with an
+    amount but no count (extra copies of a duplicate kept in another currency) says so."""
+    with use_language(locale):
+        parts = []
+        for code, t in sorted(totals.items()):
+            who = (
+                _("%(count)s in %(currency)s", count=_count(t.count, locale), currency=_code(code))
+                if t.count
+                else _("%(what)s in %(currency)s", what=extra or _("extra copies"), currency=_code(code))
+            )
+            parts.append(f"{who}: {_money(t.amount_minor, code, locale)}")
+        return "; ".join(parts) if parts else pgettext("amounts", "none")
 
 
-def converted_text(
-    dry: DryRun, totals: Mapping[str, KindTotal], *, locale: str = DEFAULT_LOCALE
-) -> list[str]:
+def converted_text(dry: DryRun, totals: Mapping[str, KindTotal], *, locale: str | None = None) -> list[str]:
     """The converted total of ``totals`` in the reporting currency, labelled as converted and
     with the rates used, and the currencies that have no rate (named, never taken as zero).
     Nothing when every amount is already in the reporting currency."""
@@ -820,49 +824,84 @@ def converted_text(
     convertible = [c for c in codes if converter.can_convert(c)]
     missing = [c for c in codes if not converter.can_convert(c)]
     lines = []
-    if convertible:
-        rates = "; ".join(
-            rate_text(_inert_source(dry.fx_rates[c]), rc, locale=locale) for c in convertible if c != rc
-        )
-        of = ", ".join(_code(c) for c in convertible)
-        lines.append(
-            f"Converted total in {_md(rc)} (converted, of {of}"
-            + (f"; {', '.join(_code(c) for c in missing)} not included" if missing else "")
-            + f"): {_money(dry.converted(totals), rc, locale)}"
-            + (f" — rates in force at {dry.window.end.isoformat()}: {rates}" if rates else "")
-        )
-    if missing:
-        lines.append(
-            f"Not converted to {_md(rc)}: {', '.join(_code(c) for c in missing)} — no rate in "
-            f"recon.fx_rates in force at {dry.window.end.isoformat()} (never taken as zero; "
-            "load the rate to see a converted total)"
-        )
+    with use_language(locale):
+        if convertible:
+            rates = "; ".join(
+                rate_text(_inert_source(dry.fx_rates[c]), rc, locale=locale) for c in convertible if c != rc
+            )
+            of = ", ".join(_code(c) for c in convertible)
+            how = (
+                _(
+                    "converted, of %(of)s; %(missing)s not included",
+                    of=of,
+                    missing=", ".join(_code(c) for c in missing),
+                )
+                if missing
+                else _("converted, of %(of)s", of=of)
+            )
+            line = _(
+                "Converted total in %(currency)s (%(how)s): %(amount)s",
+                currency=_md(rc),
+                how=how,
+                amount=_money(dry.converted(totals), rc, locale),
+            )
+            if rates:
+                line += " — " + _(
+                    "rates in force at %(moment)s: %(rates)s", moment=dry.window.end.isoformat(), rates=rates
+                )
+            lines.append(line)
+        if missing:
+            lines.append(
+                _(
+                    "Not converted to %(currency)s: %(codes)s — no rate in recon.fx_rates in force at "
+                    "%(moment)s (never taken as zero; load the rate to see a converted total)",
+                    currency=_md(rc),
+                    codes=", ".join(_code(c) for c in missing),
+                    moment=dry.window.end.isoformat(),
+                )
+            )
     return lines
 
 
-def _artifact_line(dry: DryRun, locale: str) -> str:
+def _artifact_line(dry: DryRun, locale: str | None) -> str:
     """``[correction_<key>.csv](<dashboard link>) — 1.234 bytes, SHA-256 `0123456789ab…```."""
     record = dry.artifact_record
     if record and record.get("link"):
-        size = _count(int(record.get("size_bytes") or 0), locale)
+        size = int(record.get("size_bytes") or 0)
         sha = str(record.get("sha256") or "")
-        name = _md(record.get("name") or "dry-run CSV")
-        return f"[{name}]({record['link']}) — {size} bytes, SHA-256 `{sha[:16]}…`"
-    return _md(dry.artifact) if dry.artifact else "none"
+        name = _md(record.get("name") or _("dry-run CSV"))
+        return (
+            f"[{name}]({record['link']}) — "
+            + ngettext("%(num)s byte", "%(num)s bytes", size, num=_count(size, locale))
+            + f", SHA-256 `{sha[:16]}…`"
+        )
+    return _md(dry.artifact) if dry.artifact else pgettext("artifact", "none")
 
 
-def approval_subject(dry: DryRun, *, locale: str = DEFAULT_LOCALE) -> str:
-    """``Approve data correction of PSP stripe: 12 transaction(s) — 11 in BRL: R$ 104.175,21;
-    1 in EUR: EUR 9.619,80`` (plain text: no markdown escapes)."""
-    per_currency = "; ".join(
-        f"{_count(t.count, locale)} in {code or '?'}: "
-        + format_money(t.amount_minor, code or None, locale=locale)
-        for code, t in sorted(dry.by_currency.items())
-    )
-    return (
-        f"Approve data correction of PSP {dry.psp}: {_count(dry.proposal_count, locale)} transaction(s)"
-        + (f" — {per_currency}" if per_currency else "")
-    )
+def _kind_cell(kind: DivergenceKind) -> str:
+    """A divergence kind in words, its code beside it: ``status divergente (`status_mismatch`)``."""
+    return f"{_md(kind_name(kind))} (`{kind.value}`)"
+
+
+def approval_subject(dry: DryRun, *, locale: str | None = None) -> str:
+    """``Aprovar correção de dados do PSP stripe: 12 transações — 11 em BRL: R$ 104.175,21;
+    1 em EUR: EUR 9.619,80`` (plain text: no markdown escapes), in the language in force
+    (``locale``: another language for its words and numbers)."""
+    with use_language(locale):
+        per_currency = "; ".join(
+            _("%(count)s in %(currency)s", count=_count(t.count, locale), currency=code or "?")
+            + ": "
+            + format_money(t.amount_minor, code or None, locale=locale)
+            for code, t in sorted(dry.by_currency.items())
+        )
+        subject = ngettext(
+            "Approve data correction of PSP %(psp)s: %(num)s transaction",
+            "Approve data correction of PSP %(psp)s: %(num)s transactions",
+            dry.proposal_count,
+            psp=dry.psp,
+            num=_count(dry.proposal_count, locale),
+        )
+        return subject + (f" — {per_currency}" if per_currency else "")
 
 
 def approval_body(
@@ -873,67 +912,133 @@ def approval_body(
     incident_id: str | None,
     timeout: timedelta | None,
     approvers: Sequence[str] = (),
-    locale: str = DEFAULT_LOCALE,
+    locale: str | None = None,
 ) -> str:
-    """The request finance reads (markdown): counts and amounts per currency, the converted
-    total with its rates, a sample of the dry run, what approving does, and what happens
-    without an answer. No line adds amounts of different currencies."""
+    """The request finance reads (markdown), in the language in force (``locale``: another
+    language for its words and numbers): counts and amounts per currency, the converted total
+    with its rates, a sample of the dry run, what approving does, and what happens without an
+    answer. No line adds amounts of different currencies."""
+    with use_language(locale):
+        return _approval_body(
+            dry,
+            requested_by=requested_by,
+            run_id=run_id,
+            incident_id=incident_id,
+            timeout=timeout,
+            approvers=approvers,
+            locale=locale,
+        )
 
+
+def _approval_body(
+    dry: DryRun,
+    *,
+    requested_by: str,
+    run_id: str,
+    incident_id: str | None,
+    timeout: timedelta | None,
+    approvers: Sequence[str],
+    locale: str | None,
+) -> str:
     def n(value: int) -> str:
         return _count(value, locale)
 
     lines = [
-        f"**Data correction for PSP {_md(dry.psp)}** (runbook: Mitigação, Correção de Dados)",
+        _(
+            "**Data correction for PSP %(psp)s** (runbook: %(section)s, %(step)s)",
+            psp=_md(dry.psp),
+            section=section_title(MITIGATION),
+            step=section_title(DATA_CORRECTION),
+        ),
         "",
-        f"**{n(dry.proposal_count)} transaction(s) to correct — "
-        f"{per_currency_text(dry.by_currency, locale=locale)}**",
+        ngettext(
+            "**%(num)s transaction to correct — %(amounts)s**",
+            "**%(num)s transactions to correct — %(amounts)s**",
+            dry.proposal_count,
+            num=n(dry.proposal_count),
+            amounts=per_currency_text(dry.by_currency, locale=locale),
+        ),
     ]
     converted = converted_text(dry, dry.by_currency, locale=locale)
     if converted:
         lines += ["", *(f"- {line}" for line in converted)]
     lines += [
         "",
-        f"- window: {dry.window.start.isoformat()} to {dry.window.end.isoformat()} (end excluded)",
-        f"- incident: {_md(incident_id) if incident_id else 'none'}",
-        f"- requested by: {_md(requested_by)} (run {_md(run_id)}) — cannot approve it",
-        f"- correction set: `{dry.correction_key}`",
-        f"- dry-run CSV (open it before answering): {_artifact_line(dry, locale)}",
-        f"- row cap: {n(dry.row_cap)} transaction(s)" if dry.row_cap is not None else "- row cap: none",
+        _(
+            "- window: %(start)s to %(end)s (end excluded)",
+            start=dry.window.start.isoformat(),
+            end=dry.window.end.isoformat(),
+        ),
+        _(
+            "- incident: %(incident)s",
+            incident=_md(incident_id) if incident_id else pgettext("incident", "none"),
+        ),
+        _(
+            "- requested by: %(who)s (run %(run)s) — cannot approve it",
+            who=_md(requested_by),
+            run=_md(run_id),
+        ),
+        _("- correction set: %(key)s", key=f"`{dry.correction_key}`"),
+        _("- dry-run CSV (open it before answering): %(link)s", link=_artifact_line(dry, locale)),
+        ngettext(
+            "- row cap: %(num)s transaction",
+            "- row cap: %(num)s transactions",
+            dry.row_cap,
+            num=n(dry.row_cap),
+        )
+        if dry.row_cap is not None
+        else _("- row cap: none"),
     ]
     if dry.by_currency:
         rc = dry.reporting_currency
-        lines += ["", f"| currency | transactions | amount | in {_md(rc)} |", "|---|---:|---:|---|"]
+        lines += [
+            "",
+            _("| currency | transactions | amount | in %(currency)s |", currency=_md(rc)),
+            "|---|---:|---:|---|",
+        ]
         for code, t in sorted(dry.by_currency.items()):
             value = dry.converter.convert(t.amount_minor, code)
             if code == rc:
-                in_rc = "same currency"
+                in_rc = _("same currency")
             elif value is None:
-                in_rc = "not converted: no rate"
+                in_rc = _("not converted: no rate")
             else:
-                in_rc = (
-                    f"{_money(value, rc, locale)} (converted at 1 {_code(code)} = "
-                    f"{format_rate(dry.fx_rates[code].rate, locale=locale)} {_md(rc)})"
+                in_rc = _(
+                    "%(amount)s (converted at 1 %(code)s = %(rate)s %(currency)s)",
+                    amount=_money(value, rc, locale),
+                    code=_code(code),
+                    rate=format_rate(dry.fx_rates[code].rate, locale=locale),
+                    currency=_md(rc),
                 )
             amount = _money(t.amount_minor, code, locale)
             lines.append(f"| {_code(code)} | {n(t.count)} | {amount} | {in_rc} |")
-    lines += ["", "| divergence kind | currency | transactions | amount |", "|---|---|---:|---:|"]
+    lines += ["", _("| divergence kind | currency | transactions | amount |"), "|---|---|---:|---:|"]
     for kind, totals in sorted(dry.by_kind.items(), key=lambda kv: kv[0].rank):
         for code, t in sorted(totals.items()):
             amount = _money(t.amount_minor, code, locale)
-            lines.append(f"| {kind.value} | {_code(code)} | {n(t.count)} | {amount} |")
+            lines.append(f"| {_kind_cell(kind)} | {_code(code)} | {n(t.count)} | {amount} |")
     if dry.manual_by_kind:
         manual = dry.manual_by_currency
         lines += [
             "",
-            f"Not corrected here ({NEEDS_TICKET}): {n(dry.manual_count)} key(s) — "
-            f"{per_currency_text(manual, locale=locale)}",
+            ngettext(
+                "Not corrected here (needs a PSP ticket or a person): %(num)s key — %(amounts)s",
+                "Not corrected here (needs a PSP ticket or a person): %(num)s keys — %(amounts)s",
+                dry.manual_count,
+                num=n(dry.manual_count),
+                amounts=per_currency_text(manual, locale=locale),
+            ),
         ]
         lines += [f"- {line}" for line in converted_text(dry, manual, locale=locale)]
-        lines += ["", "| divergence kind | currency | keys | divergent amount |", "|---|---|---:|---:|"]
+        lines += [
+            "",
+            _("| divergence kind | currency | keys | divergent amount |"),
+            "|---|---|---:|---:|",
+        ]
         for kind, total in sorted(dry.manual_by_kind.items(), key=lambda kv: kv[0].rank):
             for code, t in sorted(total.by_currency.items()):
                 amount = _money(t.amount_minor, code, locale)
-                lines.append(f"| {kind.value} | {_code(code)} | {n(t.count)} | {amount} |")
+                lines.append(f"| {_kind_cell(kind)} | {_code(code)} | {n(t.count)} | {amount} |")
     if dry.sample:
         shown = (
             _("all %(count)s", count=n(dry.proposal_count))
@@ -966,21 +1071,24 @@ def approval_body(
             )
             lines.append(
                 f"| {p.transaction_id} | {_md(p.provider_reference)} | {_md(p.transaction_type)} | "
-                f"{_md(p.kind.label)} | {_md(p.before_status)} | "
+                f"{_md(kind_name(p.kind))} | {_md(p.before_status)} | "
                 f"{_money(p.amount_minor, p.currency, locale)} | "
                 f"{_md(p.psp_status) if p.psp_status else '—'} | {psp_amount} | **{_md(p.after_status)}** |"
             )
-    wait = f"within {_human_duration(timeout)}" if timeout else "at all"
     lines += [
         "",
-        "**Approve** sets each listed transaction's status to the new status and `processed_at` "
-        "to now, in one database transaction, and records each correction in "
-        "`recon.corrections`, in `payment_reconciliation_logs.notes` and in the incident. A "
-        "transaction that changed since this dry run is reported, never overwritten.",
-        f"**Reject**, or no answer {wait}, applies nothing.",
+        _(
+            "**Approve** sets each listed transaction's status to the new status and `processed_at` "
+            "to now, in one database transaction, and records each correction in "
+            "`recon.corrections`, in `payment_reconciliation_logs.notes` and in the incident. A "
+            "transaction that changed since this dry run is reported, never overwritten."
+        ),
+        _("**Reject**, or no answer within %(duration)s, applies nothing.", duration=_human_duration(timeout))
+        if timeout
+        else _("**Reject**, or no answer at all, applies nothing."),
     ]
     if approvers:
-        lines.append("Assigned approvers: " + ", ".join(_md(a) for a in approvers) + ".")
+        lines.append(_("Assigned approvers: %(names)s.", names=", ".join(_md(a) for a in approvers)))
     return "\n".join(lines)
 
 

@@ -5,10 +5,11 @@ relatando diferenças entre ledger interno e extratos PSP". Finance says which P
 period, its own ticket (``FIN-88``) and what it saw; this module decides:
 
 - whether the report is valid (:func:`parse_finance_report`): every field checked before
-  anything is read or written, each problem named in pt-BR (finance reads it in the
-  dashboard's form as well as in the task log). The PSP and the window go through the same
-  helpers as the remediation's request (:func:`check_psp_name`, :func:`parse_timestamp`,
-  :meth:`Window.parse` with the configured maximum);
+  anything is read or written, each problem named in the language in force (pt-BR by
+  default; finance reads it in the dashboard's form as well as in the task log). The PSP and
+  the window go through the same helpers as the remediation's request
+  (:func:`check_psp_name`, :func:`parse_timestamp`, :meth:`Window.parse` with the configured
+  maximum);
 - the names it leaves on the incident timeline (:class:`FinanceReportStep`) and the id of the
   dry-run investigation it starts (:func:`dry_run_run_id`: one per report run, so a retry
   never starts a second one);
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import ReconError, WindowError
+from airflow_recon_provider.reconciliation.i18n import _, babel_locale, current_language, ngettext
 from airflow_recon_provider.reconciliation.inputs import blank
 from airflow_recon_provider.reconciliation.window import DEFAULT_MAX_WINDOW, Window, parse_timestamp
 
@@ -67,19 +69,27 @@ class FinanceReportStep:
 class FinanceReportError(ReconError):
     """A finance report is invalid; nothing was read or written.
 
-    :param problems: field -> what is wrong with it (pt-BR), in the form's order.
+    :param problems: field -> what is wrong with it (in the language in force), in the form's
+        order.
     """
 
     def __init__(self, problems: Mapping[str, str]) -> None:
         self.problems = {f: problems[f] for f in (*FIELDS, *problems) if f in problems}
-        super().__init__("relato do financeiro inválido: " + "; ".join(self.problems.values()))
+        super().__init__(
+            _("invalid finance report: %(problems)s", problems="; ".join(self.problems.values()))
+        )
 
 
 def _span_text(span: timedelta) -> str:
+    """``3 dias``, ``30 horas``, ``1,50 hora`` in the language in force."""
+    from babel.numbers import format_decimal
+
     hours = span.total_seconds() / 3600
     if hours >= 48 and hours % 24 == 0:
-        return f"{int(hours // 24)} dias"
-    return f"{int(hours)} horas" if hours == int(hours) else f"{hours:.2f} horas".replace(".", ",")
+        return ngettext("%(num)s day", "%(num)s days", int(hours // 24))
+    if hours == int(hours):
+        return ngettext("%(num)s hour", "%(num)s hours", int(hours))
+    return _("%(num)s hours", num=format_decimal(round(hours, 2), format="#,##0.00", locale=babel_locale()))
 
 
 @dataclass(frozen=True)
@@ -122,7 +132,7 @@ def parse_finance_report(
     max_window: timedelta | None = DEFAULT_MAX_WINDOW,
 ) -> FinanceReport:
     """Check every field and return the report, or raise :class:`FinanceReportError` naming
-    every problem (pt-BR).
+    every problem (in the language in force).
 
     :param known_psps: the configured PSP list (``None``: no list configured; whether the PSP
         exists is then checked against the database by the caller).
@@ -131,35 +141,58 @@ def parse_finance_report(
     problems: dict[str, str] = {}
     name = "" if blank(psp) else str(psp).strip()
     if not name:
-        problems["psp"] = "Informe o PSP cujo extrato diverge do ledger."
+        problems["psp"] = _("Give the PSP whose statement differs from the ledger.")
     else:
         try:
             check_psp_name(name)
         except ReconError:
-            problems["psp"] = (
-                f"PSP {name!r} inválido: um PSP tem letras minúsculas, dígitos e '_' (ex.: stripe)."
+            problems["psp"] = _(
+                "PSP %(psp)s is invalid: a PSP name has lower-case letters, digits and '_' (e.g. stripe).",
+                psp=repr(name),
             )
         else:
             known = list(known_psps) if known_psps is not None else None
             if known is not None and name not in known:
-                problems["psp"] = f"PSP {name!r} desconhecido; PSPs configurados: {', '.join(known)}."
+                problems["psp"] = _(
+                    "PSP %(psp)s is unknown; configured PSPs: %(known)s.",
+                    psp=repr(name),
+                    known=", ".join(known),
+                )
 
     moments: dict[str, datetime] = {}
-    for key, what, example in (
-        ("window_start", "o início da janela", "2026-11-20T10:00Z"),
-        ("window_end", "o fim da janela (exclusivo)", "2026-11-20T14:00Z"),
+    for key, missing, malformed in (
+        (
+            "window_start",
+            _("Give the window start, in UTC, for example %(example)s.", example="2026-11-20T10:00Z"),
+            _(
+                "The window start %(value)s is not an ISO 8601 date and time with a time zone (e.g. "
+                "%(example)s).",
+                value=repr(str(window_start)),
+                example="2026-11-20T10:00Z",
+            ),
+        ),
+        (
+            "window_end",
+            _(
+                "Give the window end (exclusive), in UTC, for example %(example)s.",
+                example="2026-11-20T14:00Z",
+            ),
+            _(
+                "The window end (exclusive) %(value)s is not an ISO 8601 date and time with a time zone "
+                "(e.g. %(example)s).",
+                value=repr(str(window_end)),
+                example="2026-11-20T14:00Z",
+            ),
+        ),
     ):
         value = window_start if key == "window_start" else window_end
         if blank(value):
-            problems[key] = f"Informe {what}, em UTC, por exemplo {example}."
+            problems[key] = missing
             continue
         try:
             moments[key] = parse_timestamp(value, name=key)
         except WindowError:
-            problems[key] = (
-                f"{what.capitalize()} {str(value)!r} não é uma data e hora ISO 8601 com fuso horário "
-                f"(ex.: {example})."
-            )
+            problems[key] = malformed
     window = None
     if len(moments) == 2:
         try:
@@ -167,43 +200,56 @@ def parse_finance_report(
         except WindowError:
             start, end = moments["window_start"], moments["window_end"]
             if end <= start:
-                problems["window_end"] = (
-                    f"O fim da janela ({_utc(end)}) precisa ser depois do início ({_utc(start)})."
+                problems["window_end"] = _(
+                    "The window end (%(end)s) must be after the start (%(start)s).",
+                    end=_utc(end),
+                    start=_utc(start),
                 )
             else:
-                problems["window_end"] = (
-                    f"A janela de {_span_text(end - start)} é maior que o máximo de "
-                    f"{_span_text(max_window or DEFAULT_MAX_WINDOW)}; divida o período em relatos menores."
+                problems["window_end"] = _(
+                    "The window of %(span)s is longer than the maximum of %(max)s; split the period into "
+                    "smaller reports.",
+                    span=_span_text(end - start),
+                    max=_span_text(max_window or DEFAULT_MAX_WINDOW),
                 )
 
     ticket = "" if blank(finance_ticket) else str(finance_ticket).strip()
     if not ticket:
-        problems["finance_ticket"] = f"Informe o ticket do financeiro, por exemplo {FINANCE_TICKET_EXAMPLE}."
+        problems["finance_ticket"] = _(
+            "Give finance's ticket, for example %(example)s.", example=FINANCE_TICKET_EXAMPLE
+        )
     elif not _TICKET_RE.fullmatch(ticket):
         shown = ticket if len(ticket) <= 40 else ticket[:40] + "…"
-        problems["finance_ticket"] = (
-            f"Ticket do financeiro {shown!r} inválido: o formato é FIN-<número>, por exemplo "
-            f"{FINANCE_TICKET_EXAMPLE}."
+        problems["finance_ticket"] = _(
+            "Finance ticket %(ticket)s is invalid: the format is FIN-<number>, for example %(example)s.",
+            ticket=repr(shown),
+            example=FINANCE_TICKET_EXAMPLE,
         )
 
     text = "" if description is None else str(description).strip()
     if not text:
-        problems["description"] = "Descreva a diferença que o financeiro encontrou."
+        problems["description"] = _("Describe the difference finance found.")
     elif len(text) > DESCRIPTION_MAX:
-        problems["description"] = f"A descrição tem {len(text)} caracteres; o máximo é {DESCRIPTION_MAX}."
+        problems["description"] = _(
+            "The description has %(length)s characters; the maximum is %(max)s.",
+            length=len(text),
+            max=DESCRIPTION_MAX,
+        )
     elif not _DESCRIPTION_RE.fullmatch(text):
-        problems["description"] = (
-            "A descrição contém caracteres de controle (fora quebras de linha e tabulação); "
-            "cole o texto sem eles."
+        problems["description"] = _(
+            "The description holds control characters (other than line breaks and tabs); paste the "
+            "text without them."
         )
 
     if problems or window is None:
-        raise FinanceReportError(problems or {"window_end": "Janela inválida."})
+        raise FinanceReportError(problems or {"window_end": _("Invalid window.")})
     return FinanceReport(psp=name, window=window, finance_ticket=ticket, description=text)
 
 
 def _utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%d/%m/%Y %H:%M UTC")
+    """``20/11/2026 10:00 UTC`` (pt-BR), ``2026-11-20 10:00 UTC`` (en)."""
+    pattern = "%d/%m/%Y %H:%M UTC" if current_language() == "pt_BR" else "%Y-%m-%d %H:%M UTC"
+    return moment.astimezone(UTC).strftime(pattern)
 
 
 def dry_run_run_id(finance_ticket: str, report_run_id: str) -> str:
@@ -237,25 +283,32 @@ def slack_text(
     dry_run_id: str,
     incident_link: str | None = None,
 ) -> str:
-    """What on-call reads in the incidents channel (Slack mrkdwn, every free text escaped)."""
+    """What on-call reads in the incidents channel (Slack mrkdwn, every free text escaped), in
+    the language in force."""
     start, end = report.window.start, report.window.end
-    head = (
-        f":rotating_light: *Relato do financeiro {_slack_escape(report.finance_ticket)}* — PSP "
-        f"`{_slack_escape(report.psp)}`: diferença entre o ledger e o extrato do PSP"
+    head = ":rotating_light: " + _(
+        "*Finance report %(ticket)s* — PSP %(psp)s: difference between the ledger and the PSP's statement",
+        ticket=_slack_escape(report.finance_ticket),
+        psp=f"`{_slack_escape(report.psp)}`",
     )
-    incident = f"Incidente *{incident_id}* {'aberto' if opened else 'já aberto; o relato foi anexado'}" + (
-        f" — <{incident_link}|ver no painel>" if incident_link else ""
+    incident = (
+        _("Incident *%(incident)s* opened", incident=incident_id)
+        if opened
+        else _("Incident *%(incident)s* already open; the report was attached", incident=incident_id)
     )
+    if incident_link:
+        see = _("see it on the dashboard")
+        incident += f" — <{incident_link}|{see}>"
     description = _slack_escape(report.description)
     if len(description) > 1500:
         description = description[:1500] + "…"
     lines = [
         head,
         incident,
-        f"Janela: {_utc(start)} a {_utc(end)}",
-        f"Relatado por: {_slack_escape(reported_by)}",
-        f"Descrição: {description}",
-        f"Investigação em simulação (dry run) iniciada: `{_slack_escape(dry_run_id)}`",
+        _("Window: %(start)s to %(end)s", start=_utc(start), end=_utc(end)),
+        _("Reported by: %(who)s", who=_slack_escape(reported_by)),
+        _("Description: %(text)s", text=description),
+        _("Dry-run investigation started: %(run)s", run=f"`{_slack_escape(dry_run_id)}`"),
     ]
     return "\n".join(lines)
 

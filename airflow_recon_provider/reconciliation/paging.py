@@ -47,8 +47,9 @@ from urllib.parse import quote
 
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import ReconError
+from airflow_recon_provider.reconciliation.i18n import N_, _, ngettext
 from airflow_recon_provider.reconciliation.incidents import Figures, check_incident_id, format_window
-from airflow_recon_provider.reconciliation.money import DEFAULT_LOCALE, format_money, format_pct
+from airflow_recon_provider.reconciliation.money import format_money, format_pct
 from airflow_recon_provider.reconciliation.thresholds import AlertReason
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ def run_grid_url(api_base_url: str, dag_id: str, run_id: str) -> str:
     return f"{base}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
 
-def _money(amount_minor: int | None, currency: str | None, *, locale: str) -> dict[str, Any]:
+def _money(amount_minor: int | None, currency: str | None, *, locale: str | None) -> dict[str, Any]:
     return {
         "amount_minor": amount_minor,
         "currency": currency,
@@ -139,13 +140,29 @@ def _money(amount_minor: int | None, currency: str | None, *, locale: str) -> di
     }
 
 
+#: an alert reason (``AlertReason``) as on-call reads it in PagerDuty
+REASON_NAMES: Mapping[str, str] = {
+    "amount": N_("amount above the threshold"),
+    "lag": N_("reconciliation behind"),
+    "fx_rate_missing": N_("FX rate missing"),
+    "finance_report": N_("finance's report"),
+}
+
+
+def reason_words(reasons: Iterable[str]) -> str:
+    """``valor acima do limite, reconciliação atrasada`` in the language in force; an unknown
+    reason as it is."""
+    return ", ".join(_(REASON_NAMES[r]) if r in REASON_NAMES else r for r in reasons)
+
+
 def lag_text(lag_cycles: int | None) -> str:
+    """``3 ciclos de atraso`` / ``nunca reconciliado`` in the language in force."""
     if lag_cycles is None:
-        return "never reconciled"
-    return f"{int(lag_cycles)} cycle(s) behind"
+        return _("never reconciled")
+    return ngettext("%(num)s cycle behind", "%(num)s cycles behind", int(lag_cycles))
 
 
-def divergence_details(figures: Figures, *, locale: str = DEFAULT_LOCALE) -> dict[str, Any]:
+def divergence_details(figures: Figures, *, locale: str | None = None) -> dict[str, Any]:
     """The divergence per currency (each in its own minor units) and the total converted to
     the reporting currency with the rates used; every amount an integer with its currency
     and the text people read."""
@@ -235,9 +252,11 @@ class PagingEvent:
 def _links(dashboard_url: str | None, run_url: str | None) -> tuple[dict[str, str], ...]:
     links = []
     if dashboard_url:
-        links.append({"href": dashboard_url, "text": "Reconciliação Financeira (dashboard)"})
+        links.append(
+            {"href": dashboard_url, "text": _("%(title)s (dashboard)", title="Reconciliação Financeira")}
+        )
     if run_url:
-        links.append({"href": run_url, "text": "Remediation run (Airflow grid)"})
+        links.append({"href": run_url, "text": _("Remediation run (Airflow grid)")})
     return tuple(links)
 
 
@@ -248,7 +267,7 @@ def trigger_event(
     source: str,
     dashboard_url: str | None = None,
     run_url: str | None = None,
-    locale: str = DEFAULT_LOCALE,
+    locale: str | None = None,
 ) -> PagingEvent:
     """The *trigger* of the alert of ``incident_id`` from the watch's alert payload
     (:meth:`~airflow_recon_provider.reconciliation.detection.Detection.event_payload`).
@@ -258,7 +277,8 @@ def trigger_event(
     :param source: who detected it (``payload.source``).
     :param dashboard_url: the dashboard (``/recon/``), a link of the alert.
     :param run_url: the remediation run's grid, a link of the alert.
-    :param locale: how amounts are written for people.
+    :param locale: how amounts are written for people (default: the language in force, in
+        which the summary and the details' texts are written too).
     """
     from datetime import datetime
 
@@ -279,15 +299,23 @@ def trigger_event(
     if figures is None:  # pragma: no cover - coerce only returns None for None
         raise PagingError(f"the alert of {psp} has no divergence figures")
     lag = alert.get("lag_cycles")
-    summary = (
-        f"{ALERT_NAME}: {psp} — {figures.short()} divergent in {figures.divergent_count:,} transaction(s), "
-        f"lag {lag_text(lag)} ({', '.join(reasons)}) — {incident_id}"
+    summary = _(
+        "%(alert)s: %(psp)s — %(figures)s divergent in %(transactions)s, lag: %(lag)s (%(reasons)s) — "
+        "%(incident)s",
+        alert=ALERT_NAME,
+        psp=psp,
+        figures=figures.short(),
+        transactions=ngettext("%(num)s transaction", "%(num)s transactions", figures.divergent_count),
+        lag=lag_text(lag),
+        reasons=reason_words(reasons),
+        incident=incident_id,
     )
     details = {
         "alert": ALERT_NAME,
         "psp": psp,
         "incident_id": incident_id,
         "reasons": reasons,
+        "reasons_text": reason_words(reasons),
         "divergence": divergence_details(figures, locale=locale),
         "lag": {"cycles": lag, "text": lag_text(lag)},
         "window": {
@@ -353,16 +381,21 @@ def finance_report_event(
     if len(description) > DESCRIPTION_IN_PAGE:
         description = description[: DESCRIPTION_IN_PAGE - 1] + "…"
     dry_run = report.get("dry_run") if isinstance(report.get("dry_run"), Mapping) else {}
-    summary = (
-        f"{ALERT_NAME}: {psp} — relato do financeiro {ticket}: ledger x extrato do PSP em "
-        f"{format_window(window)} (investigação em simulação iniciada) — {incident_id}"
+    summary = _(
+        "%(alert)s: %(psp)s — finance report %(ticket)s: ledger vs. the PSP's statement in %(window)s "
+        "(dry-run investigation started) — %(incident)s",
+        alert=ALERT_NAME,
+        psp=psp,
+        ticket=ticket,
+        window=format_window(window),
+        incident=incident_id,
     )
     details = {
         "alert": ALERT_NAME,
         "psp": psp,
         "incident_id": incident_id,
         "reasons": [FINANCE_REPORT_REASON],
-        "urgency": "low: severity info (the service's urgency follows the alert's severity)",
+        "urgency": _("low: severity info (the service's urgency follows the alert's severity)"),
         "finance_ticket": ticket,
         "description": description,
         "reported_by": str(report.get("reported_by") or ""),
@@ -377,10 +410,17 @@ def finance_report_event(
     links = []
     if dashboard_url:
         links.append(
-            {"href": dashboard_url, "text": f"{incident_id} — relato {ticket} e achados (dashboard)"}
+            {
+                "href": dashboard_url,
+                "text": _(
+                    "%(incident)s — report %(ticket)s and findings (dashboard)",
+                    incident=incident_id,
+                    ticket=ticket,
+                ),
+            }
         )
     if run_url:
-        links.append({"href": run_url, "text": "Dry run (Airflow grid)"})
+        links.append({"href": run_url, "text": _("Dry run (Airflow grid)")})
     return PagingEvent(
         action=PagingAction.TRIGGER,
         dedup_key=key,
@@ -416,7 +456,23 @@ def follow_up_event(
     return PagingEvent(
         action=action,
         dedup_key=key,
-        summary=f"{ALERT_NAME}: {psp} — {incident_id} {action.value}d: {note}",
+        summary=(
+            _(
+                "%(alert)s: %(psp)s — %(incident)s acknowledged: %(note)s",
+                alert=ALERT_NAME,
+                psp=psp,
+                incident=incident_id,
+                note=note,
+            )
+            if action is PagingAction.ACKNOWLEDGE
+            else _(
+                "%(alert)s: %(psp)s — %(incident)s resolved: %(note)s",
+                alert=ALERT_NAME,
+                psp=psp,
+                incident=incident_id,
+                note=note,
+            )
+        ),
         severity="info",
         source=source,
         incident_id=incident_id,

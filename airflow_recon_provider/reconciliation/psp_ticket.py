@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from airflow_recon_provider.reconciliation.errors import DivergenceKindError, ReconError
-from airflow_recon_provider.reconciliation.i18n import ngettext
+from airflow_recon_provider.reconciliation.i18n import _, ngettext
 from airflow_recon_provider.reconciliation.kinds import DivergenceKind, parse_kinds
 from airflow_recon_provider.reconciliation.money import exponent, format_money
 from airflow_recon_provider.reconciliation.report import DivergenceRow
@@ -182,22 +182,30 @@ def check_ticket_number(value: Any, *, required: bool = False) -> str | None:
     :param value: what on-call typed (the HITL entry, the dashboard form, a templated param).
     :param required: an empty value is an error (someone is recording a number); otherwise
         it means "not opened yet" and ``None`` is returned.
-    :raises PspTicketNumberError: the value is not a ticket number; the message says why.
+    :raises PspTicketNumberError: the value is not a ticket number; the message says why, in
+        the language in force (people read it in the form that refused it).
     """
     text = "" if value is None else str(value).strip()
     if text in {"", "None"}:
         if required:
-            raise PspTicketNumberError("the PSP ticket number is empty; type the number the PSP gave")
+            raise PspTicketNumberError(_("the PSP ticket number is empty; type the number the PSP gave"))
         return None
-    shown = text[:40] + ("..." if len(text) > 40 else "")
+    shown = repr(text[:40] + ("..." if len(text) > 40 else ""))
     if len(text) > TICKET_NUMBER_MAX_LENGTH or not text.isprintable():
         raise PspTicketNumberError(
-            f"PSP ticket number {shown!r} must be one line of at most {TICKET_NUMBER_MAX_LENGTH} characters"
+            _(
+                "PSP ticket number %(number)s must be one line of at most %(max)s characters",
+                number=shown,
+                max=TICKET_NUMBER_MAX_LENGTH,
+            )
         )
     if not _TICKET_NUMBER_RE.match(text):
         raise PspTicketNumberError(
-            f"PSP ticket number {shown!r} is not a ticket number: use letters, digits and at least "
-            "one digit, with - _ . / # : or single spaces inside (e.g. STRIPE-8812)"
+            _(
+                "PSP ticket number %(number)s is not a ticket number: use letters and digits (at least "
+                "one digit), with - _ . / # : or single spaces inside (e.g. STRIPE-8812)",
+                number=shown,
+            )
         )
     return text
 

@@ -376,38 +376,68 @@ def _md(text: str) -> str:
 
 
 def render_markdown(collection: TaskLogsCollection, *, window: str) -> str:
-    """``failed_task_logs_<psp>.md``: per failed try, its error lines (secrets already masked)."""
+    """``failed_task_logs_<psp>.md``: per failed try, its error lines (secrets already masked),
+    in the language in force (the runbook's own step names: "Investigação — Checar Jobs")."""
+    from airflow_recon_provider.reconciliation.i18n import _
+    from airflow_recon_provider.reconciliation.steps import step_title
+
+    cycles = ", ".join(c.isoformat() for c in collection.failed_cycles)
+    generated = collection.generated_at.astimezone(UTC).isoformat(timespec="seconds")
     out = [
-        f"# Investigação — Checar Jobs: logs das tarefas com falha — PSP {collection.psp}",
+        "# "
+        + _(
+            "%(step)s: logs of the failed tasks — PSP %(psp)s",
+            step=step_title("investigation.task_logs"),
+            psp=collection.psp,
+        ),
         "",
-        f"- Janela: {window}",
-        f"- Gerado em: {collection.generated_at.astimezone(UTC).isoformat(timespec='seconds')}",
-        f"- Ciclos com falha: {', '.join(c.isoformat() for c in collection.failed_cycles) or 'nenhum'}",
-        f"- Fonte: API REST do Airflow (conexão `{collection.conn_id or '-'}`), DAG "
-        f"`{RECONCILIATION_DAG_ID}`, tarefas {', '.join(f'`{t}`' for t in RECONCILIATION_TASK_IDS)}",
-        "- Segredos mascarados (`***`).",
+        _("- Window: %(window)s", window=window),
+        _("- Generated at: %(moment)s", moment=generated),
+        _("- Failed cycles: %(cycles)s", cycles=cycles) if cycles else _("- Failed cycles: none"),
+        _(
+            "- Source: Airflow's REST API (connection %(conn)s), DAG %(dag)s, tasks %(tasks)s",
+            conn=f"`{collection.conn_id or '-'}`",
+            dag=f"`{RECONCILIATION_DAG_ID}`",
+            tasks=", ".join(f"`{t}`" for t in RECONCILIATION_TASK_IDS),
+        ),
+        _("- Secrets masked (`***`)."),
         "",
     ]
     if not collection.collected:
-        out += ["## Logs não coletados", "", f"Motivo: {_md(collection.reason or collection.status)}", ""]
-        out += ["Colete à mão: `airflow tasks logs` / UI do Airflow.", ""]
+        out += [
+            "## " + _("Logs not collected"),
+            "",
+            _("Reason: %(reason)s", reason=_md(collection.reason or collection.status)),
+            "",
+        ]
+        out += [_("Collect them by hand: `airflow tasks logs` / the Airflow UI."), ""]
         return "\n".join(out)
     if not collection.tries:
-        out += ["Nenhuma tentativa com falha dessas tarefas nas execuções dos ciclos com falha.", ""]
+        out += [_("No failed try of these tasks in the runs of the failed cycles."), ""]
         return "\n".join(out)
     for attempt in collection.tries:
         map_part = f", map_index {attempt.map_index}" if attempt.map_index >= 0 else ""
         out += [
-            f"## {attempt.task_id} — ciclo {attempt.cycle_start.isoformat()} — "
-            f"tentativa {attempt.try_number}",
+            "## "
+            + _(
+                "%(task)s — cycle %(cycle)s — try %(attempt)s",
+                task=attempt.task_id,
+                cycle=attempt.cycle_start.isoformat(),
+                attempt=attempt.try_number,
+            ),
             "",
-            f"Execução `{_md(attempt.run_id)}`{map_part}, estado `{attempt.state}`.",
+            _(
+                "Run %(run)s%(map)s, state %(state)s.",
+                run=f"`{_md(attempt.run_id)}`",
+                map=map_part,
+                state=f"`{attempt.state}`",
+            ),
             "",
         ]
         if attempt.error:
-            out += [f"Log não lido: {_md(attempt.error)}", ""]
+            out += [_("Log not read: %(error)s", error=_md(attempt.error)), ""]
         elif not attempt.lines:
-            out += ["Nenhuma linha de erro no fim do log.", ""]
+            out += [_("No error line at the end of the log."), ""]
         else:
             out += ["```text", *(line.replace("```", "'''") for line in attempt.lines), "```", ""]
     return "\n".join(out)

@@ -125,11 +125,11 @@ def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
     )
     finance = login(browser, ui, "finance", "finance-demo")
     finance.goto(f"{ui.url}/required_actions")
-    request = finance.get_by_text("Approve data correction of PSP stripe").first
+    request = finance.get_by_text("Aprovar correção de dados do PSP stripe").first
     request.wait_for()
     request.click()
     finance.get_by_role("button", name="Approve").wait_for()
-    assert finance.get_by_text("cannot approve it").count() >= 1  # the requester, named
+    assert finance.get_by_text("não pode aprová-la").count() >= 1  # the requester, named
     # the evidence, per line: the gateway's and the PSP's status and amount, each in its currency
     finance.get_by_text("Evidência por transação").first.wait_for()
     evidence = finance.locator("table").filter(has_text="PSP: status").first
@@ -214,6 +214,19 @@ def test_trigger_approve_and_follow_on_the_dashboard(ui, browser):
     assert incident_id in report.inner_text()
     assert finance.locator("[data-testid=artifact-link]").count() >= 3  # snapshot, dry run, ticket, ...
     shot(finance, "7-closed-incident")
+    # ... in pt-BR: the runbook's headings and step names, amounts with their currency
+    assert finance.locator("html").get_attribute("lang") == "pt-BR"
+    timeline = finance.locator("[data-testid=timeline]")
+    sections = timeline.locator("td.section").all_inner_texts()
+    assert {"Detecção", "Investigação", "Ações de Contenção", "Encerramento"} <= set(sections), sections
+    steps = timeline.locator("tbody tr td:nth-child(3)").all_inner_texts()
+    assert "Validar Escopo" in steps and "Reconciliação automática pausada" in steps, steps
+    assert not any("." in step and " " not in step for step in steps), steps  # no internal step id
+    corrections = finance.locator("[data-testid=corrections]").inner_text()
+    assert "status divergente" in corrections and re.search(r"R\$ \d", corrections), corrections
+    assert "minor units" not in finance.locator("body").inner_text()
+    timeline.scroll_into_view_if_needed()
+    shot(finance, "7b-incident-timeline")
     closing_url = finance.locator("[data-testid=closing-report-link]").first.evaluate("a => a.href")
     closing = finance.context.new_page()
     answer = closing.goto(closing_url)

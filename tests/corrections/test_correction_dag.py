@@ -100,15 +100,19 @@ def test_approved_by_finance_applies_the_dry_run(register_dag, seeded, incident,
     assert request["options"] == ["Approve", "Reject"] and request["defaults"] == ["Reject"]
     assert {a["id"] for a in request["assignees"]} == {"finance.bia", DAG_TEST_USER}
     # each currency's count and amount, pt-BR formatted; reais and dollars never added
+    # (in [recon] language: pt-BR by default, the buttons keep Airflow's option names)
     assert request["subject"] == (
-        "Approve data correction of PSP stripe: 4 transaction(s) — 3 in BRL: R$ 36,50; 1 in USD: USD 7,00"
+        "Aprovar correção de dados do PSP stripe: 4 transações — 3 em BRL: R$ 36,50; 1 em USD: USD 7,00"
     )
     body = request["body"]
-    assert "**4 transaction(s) to correct — 3 in BRL: R$ 36,50; 1 in USD: USD 7,00**" in body
-    assert "Not converted to BRL: USD — no rate in recon.fx_rates" in body
+    assert "**Correção de dados do PSP stripe** (runbook: Mitigação, Correção de Dados)" in body
+    assert "**4 transações a corrigir — 3 em BRL: R$ 36,50; 1 em USD: USD 7,00**" in body
+    assert "Não convertido para BRL: USD — sem taxa em recon.fx_rates" in body
+    assert "**Approve** (aprovar) muda o status de cada transação listada" in body
+    assert "**Reject** (rejeitar), ou nenhuma resposta" in body and "não aplica nada." in body
     assert "43,50" not in body and "43.50" not in body  # R$ 36,50 + USD 7,00 is not an amount
-    assert "| status_mismatch | BRL | 3 | R$ 36,50 |" in body  # counts and amounts
-    assert "| status_mismatch | USD | 1 | USD 7,00 |" in body
+    assert "| status divergente (`status_mismatch`) | BRL | 3 | R$ 36,50 |" in body  # counts and amounts
+    assert "| status divergente (`status_mismatch`) | USD | 1 | USD 7,00 |" in body
     # the evidence per line: the gateway's and the PSP's status and amount, each in its currency
     assert "**Evidência por transação** (todas as 4)" in body
     assert "| gateway: status | gateway: valor | PSP: status | PSP: valor | novo status |" in body
@@ -118,8 +122,8 @@ def test_approved_by_finance_applies_the_dry_run(register_dag, seeded, incident,
     )
     assert re.search(line.format(id=101, ref="s1", amount=r"R\$ 10,00", psp=r"R\$ [\d.,]+"), body)
     assert re.search(line.format(id=103, ref="s3", amount="USD 7,00", psp=r"USD [\d.,]+"), body)
-    assert "| amount_mismatch | BRL | 1 | R$ 0,50 |" in body  # not corrected here: needs a PSP ticket
-    assert "requested by: dag\\_test (run " in body  # markdown-escaped
+    assert "| valor divergente (`amount_mismatch`) | BRL | 1 | R$ 0,50 |" in body  # needs a PSP ticket
+    assert "pedida por: dag\\_test (execução " in body  # markdown-escaped
 
     result = result_of(dag_run)
     # finance opens the dry-run CSV from the approval text: its dashboard link, name, size
@@ -246,29 +250,33 @@ def test_four_currencies_each_in_its_own_figures_and_converted_with_the_rates(
 
     subject, body = answerer.request["subject"], answerer.request["body"]
     per_currency = (
-        "2 in BRL: R$ 104.175,21; 1 in EUR: EUR 9.619,80; 1 in JPY: JPY 123.457; 1 in USD: USD 700,55"
+        "2 em BRL: R$ 104.175,21; 1 em EUR: EUR 9.619,80; 1 em JPY: JPY 123.457; 1 em USD: USD 700,55"
     )
-    assert subject == f"Approve data correction of PSP stripe: 5 transaction(s) — {per_currency}"
-    assert f"**5 transaction(s) to correct — {per_currency}**" in body
+    assert subject == f"Aprovar correção de dados do PSP stripe: 5 transações — {per_currency}"
+    assert f"**5 transações a corrigir — {per_currency}**" in body
     assert (
-        f"- Converted total in BRL (converted, of BRL, EUR, JPY; USD not included): {in_reais} — "
-        "rates in force at 2026-11-21T11:00:00+00:00: "
+        f"- Total convertido em BRL (convertido, de BRL, EUR, JPY; USD fora do total): {in_reais} — "
+        "taxas vigentes em 2026-11-21T11:00:00+00:00: "
         "1 EUR = 6,2512 BRL (a partir de 2026-11-21 00:00 UTC, BCB PTAX); "
         "1 JPY = 0,0365 BRL (a partir de 2026-11-20 00:00 UTC, BCB PTAX)"
     ) in body
-    assert "- Not converted to BRL: USD — no rate in recon.fx_rates in force at 2026-11-21T11:00:00" in body
-    assert "| EUR | 1 | EUR 9.619,80 | R$ 60.135,29 (converted at 1 EUR = 6,2512 BRL) |" in body
-    assert "| JPY | 1 | JPY 123.457 | R$ 4.506,18 (converted at 1 JPY = 0,0365 BRL) |" in body
-    assert "| USD | 1 | USD 700,55 | not converted: no rate |" in body
-    assert "| BRL | 2 | R$ 104.175,21 | same currency |" in body
-    assert "| status_mismatch | JPY | 1 | JPY 123.457 |" in body  # JPY has no decimals
+    assert (
+        "- Não convertido para BRL: USD — sem taxa em recon.fx_rates vigente em 2026-11-21T11:00:00" in body
+    )
+    assert "| EUR | 1 | EUR 9.619,80 | R$ 60.135,29 (convertido a 1 EUR = 6,2512 BRL) |" in body
+    assert "| JPY | 1 | JPY 123.457 | R$ 4.506,18 (convertido a 1 JPY = 0,0365 BRL) |" in body
+    assert "| USD | 1 | USD 700,55 | não convertido: sem taxa |" in body
+    assert "| BRL | 2 | R$ 104.175,21 | mesma moeda |" in body
+    assert "| status divergente (`status_mismatch`) | JPY | 1 | JPY 123.457 |" in body  # no decimals
     # the evidence line: the gateway's amount and the PSP's, both in yen (no decimals)
     assert re.search(
         r"\| 305 \| m-jpy-1 \| capture \| [^|]+ \| authorized \| JPY 123\.457 \| "
         r"\w+ \| JPY [\d.]+ \| \*\*captured\*\* \|",
         body,
     )
-    assert "Not corrected here (needs PSP ticket / manual): 1 key(s) — 1 in BRL: R$ 5,00" in body
+    assert (
+        "Não corrigido aqui (precisa de ticket do PSP ou de uma pessoa): 1 chave — 1 em BRL: R$ 5,00" in body
+    )
     assert "9,99" not in body and "5,1 " not in body and "later, not in force" not in body
     assert "summed across currencies" not in body
 

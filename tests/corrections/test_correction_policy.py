@@ -223,10 +223,11 @@ def test_approval_body_shows_figures_and_escapes_the_data():
         timeout=timedelta(hours=8),
         approvers=["finance.bia"],
     )
-    assert "**1 transaction(s) to correct — 1 in BRL: R$ 10,00**" in body
-    assert "Converted" not in body and "not converted" not in body.lower()  # reais only: nothing to convert
+    assert "**1 transação a corrigir — 1 em BRL: R$ 10,00**" in body
+    assert "convertido" not in body.lower()  # reais only: nothing to convert
     assert "| 101 | ref\\|\\<script\\>\\*x\\* | capture |" in body
-    assert "no answer within 8 h, applies nothing" in body
+    assert "nenhuma resposta em 8 h, não aplica nada" in body
+    assert "Aprovadores designados: finance.bia." in body
     assert "<script>" not in body
 
 
@@ -342,19 +343,25 @@ def test_totals_stay_per_currency_and_the_converted_total_is_labelled():
     assert dry.unconverted_currencies == ["USD"]
     assert set(dry.as_dict()["fx_rates"]) == {"EUR", "JPY"}
 
+    # another language (words and numbers): English
     body = approval_body(dry, requested_by="ana", run_id="r", incident_id=None, timeout=None, locale="en")
+    assert "**Data correction for PSP stripe** (runbook: Mitigation, Data Correction)" in body
     assert (
-        "**4 transaction(s) to correct — 1 in BRL: BRL 10.50; 1 in EUR: EUR 2.40; 1 in JPY: JPY 1,234; "
-        in body
+        "**4 transactions to correct — 1 in BRL: BRL 10.50; 1 in EUR: EUR 2.40; 1 in JPY: JPY 1,234; " in body
     )
+    assert "- incident: none" in body and "**Reject**, or no answer at all, applies nothing." in body
+    assert "**Approve** sets each listed transaction's status to the new status" in body
     assert "Converted total in BRL (converted, of BRL, EUR, JPY; USD not included): BRL 70.54 — " in body
     assert "1 EUR = 6.25 BRL (from 2026-11-20 00:00 UTC, BCB PTAX)" in body
     assert "Not converted to BRL: USD — no rate" in body
-    assert "1 key(s) — 1 in BRL: BRL 5.00; extra copies in EUR: EUR 3.00" in body
-    assert "| duplicate_in_gateway | EUR | 0 | EUR 3.00 |" in body
-    subject = approval_subject(dry)
+    assert "1 key — 1 in BRL: BRL 5.00; extra copies in EUR: EUR 3.00" in body
+    assert "| duplicate in the gateway (`duplicate_in_gateway`) | EUR | 0 | EUR 3.00 |" in body
+    subject = approval_subject(dry)  # the language in force: pt-BR
     assert subject.endswith(
-        "4 transaction(s) — 1 in BRL: R$ 10,50; 1 in EUR: EUR 2,40; 1 in JPY: JPY 1.234; 1 in USD: USD 0,99"
+        "4 transações — 1 em BRL: R$ 10,50; 1 em EUR: EUR 2,40; 1 em JPY: JPY 1.234; 1 em USD: USD 0,99"
+    )
+    assert approval_subject(dry, locale="en").startswith(
+        "Approve data correction of PSP stripe: 4 transactions"
     )
     # no figure is a sum of minor units of different currencies
     mixed = cross_currency_sums([*priced, ("d1", "BRL", 500), ("d1", "EUR", 300)])
@@ -366,6 +373,6 @@ def test_without_any_rate_no_converted_total_is_shown():
     builder.add(_priced(1, "USD", 700))
     dry = builder.finish()
     body = approval_body(dry, requested_by="ana", run_id="r", incident_id=None, timeout=None)
-    assert "Converted total" not in body and "R$ 0,00" not in body
-    assert "Not converted to BRL: USD" in body
+    assert "Total convertido" not in body and "R$ 0,00" not in body
+    assert "Não convertido para BRL: USD" in body
     assert dry.as_dict()["unconverted_currencies"] == ["USD"]

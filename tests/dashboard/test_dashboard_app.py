@@ -41,6 +41,14 @@ def test_the_page_lists_every_psp_with_its_incident(client, dashboard_db):
     assert "finance.bia" in html  # the approver of the correction
     adyen_row = html[html.index('data-psp="adyen"') : html.index('data-psp="pagseguro"')]
     assert "dentro dos limites" in adyen_row and "nenhum" in adyen_row
+    # divergence by kind in words, the kind's code kept beside it
+    kind_row = re.search(r'<tr data-kind="status_mismatch"><td>([^\n]*)</td>', stripe_detail)
+    assert kind_row, stripe_detail[:3000]
+    assert kind_row.group(1).startswith("status divergente <span")
+    assert "<code>status_mismatch</code>" in kind_row.group(1)
+    assert '<td data-kind="status_mismatch">status divergente' in stripe_detail  # recent corrections
+    # the way to Airflow's Required Actions, under the name the Airflow UI gives it in Portuguese
+    assert 'href="../required_actions" target="_top">Ações Necessárias (aprovações do financeiro)</a>' in html
 
 
 def test_failed_cycles_are_shown_beside_the_lag(client, db, dashboard_db):
@@ -86,6 +94,7 @@ def test_corrections_show_their_total_and_every_one_is_reachable(client, db, das
     assert 'href="corrections/stripe" data-testid="corrections-all">ver todas as 12</a>' in stripe
     page = client.get("/corrections/stripe")
     assert page.status_code == 200 and "<strong>1\N{EN DASH}12 de 12</strong> correções" in page.text
+    assert page.text.count('<td data-kind="status_mismatch">status divergente') == 12
     assert "página 1 de 1" in page.text and page.text.count('data-testid="correction-row"') == 12
     past_the_end = client.get("/corrections/stripe", params={"page": 2}).text
     assert past_the_end.count('data-testid="correction-row"') == 0
@@ -224,4 +233,7 @@ def test_english_is_selectable(dashboard_db, monkeypatch):
     # the amounts follow the language too (English number format)
     assert "alert: divergence of BRL 164,740.52 above the alert threshold of BRL 5,000.00" in html
     assert "Start remediation" in html and "Execuções recentes" not in html
+    assert '<tr data-kind="status_mismatch"><td>different status <span' in html
+    assert '<td data-kind="status_mismatch">different status' in html
+    assert "Required actions (finance approvals)</a>" in html
     assert "cycles=720 is out of range: the dashboard shows 1 to 168 hourly cycles (7 days)" in out_of_range

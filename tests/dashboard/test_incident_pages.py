@@ -101,7 +101,7 @@ def test_pagination_says_where_the_page_stands(client, dashboard_db, closed_inci
 
     past = client.get("/incidents", params={"per_page": 10, "page": 4})
     assert past.status_code == 404
-    assert "A página 4 não existe: há 25 incidente(s) em 3 página(s)." in past.text
+    assert "A página 4 não existe: há 25 incidentes em 3 páginas." in past.text
     assert client.get("/api/incidents", params={"page": 4, "per_page": 10}).status_code == 404
 
 
@@ -156,8 +156,11 @@ def test_an_incident_page_has_the_whole_story_under_the_runbooks_headings(client
         ("incident.state", "Critérios de Recuperação", "Estado: aberto → recuperado"),
         ("incident.state", "Encerramento", "Estado: recuperado → encerrado"),
         ("incident.closing_report", "Encerramento", "Relatório de encerramento anexado"),
-        ("mitigation.data_correction", "Correção de Dados", "Correção de dados"),
+        ("mitigation.data_correction", "Correção de Dados", "Correção de Dados"),
     ]
+    # the timeline's figures are compact: the rates are said once, under Detecção, not on every row
+    assert 'data-testid="rates"' not in timeline
+    assert 'data-testid="rates"' in html[: html.index('data-testid="timeline"')]
     # the artifact an event names is linked on the dashboard
     dry_run = closed_incident.artifacts["dry_run"]
     assert f'<a href="../artifacts/{dry_run.id}" data-testid="event-artifact">{dry_run.name}</a>' in timeline
@@ -171,6 +174,12 @@ def test_an_incident_page_has_the_whole_story_under_the_runbooks_headings(client
     assert totals in corrections
     assert corrections.count("<strong>finance.bia</strong>") == 3
     assert "authorized → captured" in corrections
+    # the divergence kind in words, its code kept visible beside it
+    assert (
+        'data-kind="status_mismatch">status divergente <span class="muted" title="status_mismatch">'
+        in corrections
+    )
+    assert "(3 transações; moedas diferentes nunca são somadas)" in corrections
     # the closing report: opened from object storage; its text shown here, escaped
     report = html[html.index('data-testid="closing-report"') :]
     html_id = closed_incident.artifacts["closing_report_html"].id
@@ -263,3 +272,97 @@ def test_without_a_database_the_pages_say_so(monkeypatch):
         page = client.get("/incidents")
         assert page.status_code == 503 and "no_such_recon_db" in page.text
         assert client.get("/api/incidents/INCIDENT-1").status_code == 503
+
+
+def test_the_incident_pages_in_english(dashboard_db, closed_incident, monkeypatch):
+    """``[recon] language = en``: the list, an incident, a run's artifacts and the problem pages
+    in English, through the same catalog (pt-BR is the default, above)."""
+    from fastapi.testclient import TestClient
+
+    from airflow_recon_provider.plugins.dashboard_app import create_app
+
+    monkeypatch.setenv("AIRFLOW__RECON__LANGUAGE", "en")
+    iid = closed_incident.incident_id
+    with TestClient(create_app(require_login=False)) as client:
+        listing = client.get("/incidents").text
+        html = client.get(f"/incidents/{iid}").text
+        run = client.get(
+            "/runs/billing_gateway_remediation/manual__2026-11-20T12%3A30%3A00%2B00%3A00/artifacts"
+        ).text
+        bad = client.get("/incidents/INCIDENT-abc")
+        bad_json = client.get("/api/incidents/INCIDENT-abc").json()
+        past = client.get("/incidents", params={"page": 9})
+        body = client.get(f"/api/incidents/{iid}").json()
+
+    assert '<html lang="en">' in listing and "<h1>Incidents</h1>" in listing
+    assert "Incidents <strong>1\N{EN DASH}2</strong> of <strong>2</strong> · page 1 of 1." in listing
+    stripe = _row(listing, dashboard_db.incident_id)
+    assert ">open<" in stripe and "BRL 164,740.52" in stripe and "converted to BRL" in stripe
+    assert "EUR 9,629.10" in stripe and "1 EUR = 6.2875 BRL (since 2026-12-06 00:00 UTC" in stripe
+    assert ">closed<" in _row(listing, iid) and "finance: <code>FIN-88&lt;b&gt;</code>" in listing
+
+    assert '<html lang="en">' in html and ">closed<" in html
+    for heading in ("Detection", "Communication", "Timeline", "Data Correction", "Artifacts", "Closure"):
+        assert f"<h2>{heading}</h2>" in html
+    timeline = html[html.index('data-testid="timeline"') : html.index('data-testid="corrections-section"')]
+    row = r'<tr data-step="([^"]+)">\s*<td class="num">[^<]+</td>\s*<td class="section">([^<]+)</td>'
+    assert re.findall(row + r"\s*<td>([^<]+)</td>", timeline)[:4] == [
+        ("incident.opened", "Detection", "Incident opened"),
+        ("investigation.snapshot", "Investigation", "Database snapshot"),
+        ("incident.psp_ticket", "Communication", "PSP ticket recorded"),
+        ("incident.state", "Recovery Criteria", "State: open → recovered"),
+    ]
+    assert "7 events, in the order they happened, each with its runbook step." in html
+    corrections = html[
+        html.index('data-testid="corrections-section"') : html.index('data-testid="artifacts-section"')
+    ]
+    assert (
+        '<strong data-currency="BRL">BRL 11.25</strong> · <strong data-currency="EUR">EUR 25.50</strong>'
+        in corrections
+    )
+    assert (
+        'data-kind="status_mismatch">different status <span class="muted" title="status_mismatch">'
+        in corrections
+    )
+    assert "(3 transactions; different currencies are never added)" in corrections
+    assert "Database snapshot (CSV)" in html and "(download)" in html and "4,090 bytes" in html
+    assert "Record the PSP ticket" not in html  # closed: no form
+    # the page's own words (the timeline's outcomes and the closing report are what was written then)
+    own = html[: html.index('data-testid="closing-report-text"')]
+    for portuguese in ("Detecção", "Linha do tempo", "transações", "Artefatos", "Revisão", "Etapa"):
+        assert portuguese not in own
+    assert body["state_label"] == "closed" and body["artifacts"][0]["label"] == "Database snapshot (CSV)"
+
+    assert "<h1>Artifacts of the run</h1>" in run and "Open the run in Airflow" in run
+    assert bad.status_code == 400 and "<h1>Invalid address</h1>" in bad.text
+    assert "The format is INCIDENT-&lt;number&gt;, for example INCIDENT-472." in bad.text
+    assert "Back to the list of incidents" in bad.text
+    assert "Invalid incident id: 'INCIDENT-abc'. The format is INCIDENT-<number>" in bad_json["error"]
+    assert past.status_code == 404 and "Page 9 does not exist: there are 2 incidents in 1 page." in past.text
+
+
+def test_the_psp_ticket_form_of_an_open_incident_in_both_languages(client, dashboard_db, monkeypatch):
+    """The form on an open incident: its label, the format in its title and its button."""
+    html = client.get(f"/incidents/{dashboard_db.incident_id}").text
+    form = html[
+        html.index('data-testid="psp-ticket-form"') : html.index(
+            "</form>", html.index('data-testid="psp-ticket-form"')
+        )
+    ]
+    assert "Número dado pelo PSP" in form and 'placeholder="ex.: STRIPE-8812"' in form
+    assert (
+        'title="letras e algarismos (ao menos um algarismo), com - _ . / # : ou espaços simples no '
+        'meio, até 64 caracteres"' in form
+    )
+    assert (
+        "Registrar ticket do PSP" in form
+        and "requer permissão de edição na DAG billing_gateway_remediation" in form
+    )
+    monkeypatch.setenv("AIRFLOW__RECON__LANGUAGE", "en")
+    html = client.get(f"/incidents/{dashboard_db.incident_id}").text
+    assert "Number given by the PSP" in html and 'placeholder="e.g. STRIPE-8812"' in html
+    assert "letters and digits (at least one digit), with - _ . / # : or single spaces inside" in html
+    assert (
+        "Record the PSP ticket" in html
+        and "needs edit permission on the DAG billing_gateway_remediation" in html
+    )

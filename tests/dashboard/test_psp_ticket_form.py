@@ -97,11 +97,11 @@ def test_an_editor_records_the_number_and_a_second_replaces_it(client, auth_mana
 @pytest.mark.parametrize(
     ("number", "reason"),
     [
-        ("", "is empty"),
-        ("pendente", "is not a ticket number"),
-        ("STRIPE-1<script>", "is not a ticket number"),
-        ("A" * 65 + "1", "at most 64 characters"),
-        ("STRIPE-1\nSTRIPE-2", "one line"),
+        ("", "está vazio"),
+        ("pendente", "não é um número de ticket"),
+        ("STRIPE-1<script>", "não é um número de ticket"),
+        ("A" * 65 + "1", "no máximo 64 caracteres"),
+        ("STRIPE-1\nSTRIPE-2", "uma só linha"),
     ],
     ids=["empty", "no-digit", "markup", "too-long", "two-lines"],
 )
@@ -193,3 +193,17 @@ def test_the_next_update_and_the_closing_report_show_the_number(client, auth_man
         incident=incident, events=events, corrections=(), final_figures=None, generated_at=datetime.now(UTC)
     )
     assert "| Ticket do PSP | STRIPE-8812 |" in render_closing_report_markdown(report)
+
+
+def test_a_refusal_in_english(client, auth_manager, dashboard_db, db, monkeypatch):
+    """``[recon] language = en``: the refused number's page and JSON say why in English."""
+    monkeypatch.setenv("AIRFLOW__RECON__LANGUAGE", "en")
+    incident_id = dashboard_db.incident_id
+    login(client, auth_manager, "user", "oncall.ana")
+    page = client.post(f"/incidents/{incident_id}/psp-ticket", data={"psp_ticket": "pendente"})
+    assert page.status_code == 400 and '<html lang="en">' in page.text
+    assert "PSP ticket number refused, nothing was recorded: PSP ticket number" in page.text
+    assert "is not a ticket number: use letters and digits (at least one digit)" in page.text
+    answer = client.post(f"/api/incidents/{incident_id}/psp-ticket", json=["STRIPE-1"])
+    assert answer.status_code == 400 and answer.json()["error"] == 'send a JSON object {"psp_ticket": "..."}'
+    assert stored_ticket(db, incident_id) is None

@@ -115,10 +115,12 @@ def test_a_report_opens_the_incident_starts_the_dry_run_and_tells_slack(
     details = payload["custom_details"]
     assert details["finance_ticket"] == "FIN-88" and details["reasons"] == ["finance_report"]
     assert details["description"] == CONF["description"] and details["dry_run"] == dry_id
-    assert details["window"]["start"] == "2026-11-20T11:00:00+00:00" and details["urgency"].startswith("low")
+    assert details["window"]["start"] == "2026-11-20T11:00:00+00:00" and details["urgency"].startswith(
+        "baixa: severidade info"
+    )
     assert [link["text"] for link in trigger["links"]] == [
         f"{incident_id} — relato FIN-88 e achados (dashboard)",
-        "Dry run (Airflow grid)",
+        "Simulação (grade do Airflow)",
     ]
     assert trigger["links"][0]["href"].endswith(f"/recon/incidents/{incident_id}")
     (paged,) = pagerduty.incidents_for(key)
@@ -132,7 +134,7 @@ def test_a_report_opens_the_incident_starts_the_dry_run_and_tells_slack(
         (incident_id,),
     ).fetchone()
     assert text == (
-        f"PagerDuty trigger sent (info): {key} — relato FIN-88: "
+        f"PagerDuty trigger enviado (info): {key} — relato FIN-88: "
         "plantão avisado no PagerDuty com baixa urgência"
     )
     # a retry of the step sends nothing more

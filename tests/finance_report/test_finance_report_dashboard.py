@@ -82,7 +82,7 @@ def test_the_check_refuses_what_is_not_a_report(client):
 
 @pytest.mark.timeout(300)
 def test_the_incident_page_shows_the_report_and_the_dry_runs_findings(
-    client, report_dag, remediation_dag, finance_conns, workdir, db
+    client, report_dag, remediation_dag, finance_conns, workdir, db, monkeypatch
 ):
     from airflow_recon_provider.devtools.demo_airflow import drive_dag_run
 
@@ -126,6 +126,23 @@ def test_the_incident_page_shows_the_report_and_the_dry_runs_findings(
     assert report["findings"]["divergence"]["by_currency"]["BRL"]["by_kind"]
     assert data["finance_ticket"] == "FIN-88"
 
+    # the same page with [recon] language = en: the report, its findings and their tables in English
+    monkeypatch.setenv("AIRFLOW__RECON__LANGUAGE", "en")
+    page = client.get(f"/incidents/{incident_id}").text
+    section = page[page.index('data-testid="finance-reports"') : page.index('data-testid="communication"')]
+    assert "<h2>Detection — finance's reports</h2>" in section and "<h3>Dry-run findings</h3>" in section
+    assert '<dd data-testid="finance-report-slack">told</dd>' in section
+    assert re.search(r'data-testid="finance-report-pagerduty">not told \(.*pagerduty_recon', section)
+    assert (
+        "Divergence by kind and currency" in section
+        and "Gateway \N{MULTIPLICATION SIGN} PSP statement, per status and currency" in section
+    )
+    row = re.search(r'<tr data-currency="BRL" data-kind="status_mismatch">(.*?)</tr>', section, re.S)
+    assert row and "different status" in row.group(1) and "<code>status_mismatch</code>" in row.group(1)
+    assert re.search(r'data-status="authorized" data-currency="BRL">.*?differs', section, re.S)
+    for portuguese in ("Relato", "Achados", "avisado", "difere", "Moeda"):
+        assert portuguese not in section
+
 
 def test_an_incident_without_a_report_has_no_report_section(client, db):
     from airflow_recon_provider.hooks.incidents import IncidentHook
@@ -137,3 +154,22 @@ def test_an_incident_without_a_report_has_no_report_section(client, db):
     page = client.get(f"/incidents/{incident_id}")
     assert page.status_code == 200 and 'data-testid="finance-reports"' not in page.text
     assert client.get(f"/api/incidents/{incident_id}").json()["finance_reports"] == []
+
+
+def test_the_form_and_the_check_in_english(client, monkeypatch):
+    """``[recon] language = en``: the form's labels, its script's messages and the server's check."""
+    monkeypatch.setenv("AIRFLOW__RECON__LANGUAGE", "en")
+    html = client.get("/").text
+    form = html[html.index('data-testid="finance-report"') :]
+    assert "<h2>Report a divergence</h2>" in form and "Window start (UTC)" in form
+    assert "Window end (UTC, exclusive)" in form and "— choose the PSP —" in form
+    assert '"Give finance\\u0027s ticket, for example FIN-88."' in form  # the script's own messages
+    assert "Reportar" not in form and "Informe" not in form and "conferindo" not in form
+    answer = client.post(CHECK, json={**REPORT, "psp": "paypal", "window_end": "2026-11-20T10:00:00Z"})
+    assert answer.status_code == 400
+    assert answer.json()["errors"] == {
+        "psp": "PSP 'paypal' is unknown; configured PSPs: stripe, adyen.",
+        "window_end": "The window end (2026-11-20 10:00 UTC) must be after the start (2026-11-20 11:00 UTC).",
+    }
+    bad = client.post(CHECK, content=b"{not json", headers={"Content-Type": "application/json"})
+    assert bad.json() == {"ok": False, "errors": {"form": "The form did not send valid JSON."}}

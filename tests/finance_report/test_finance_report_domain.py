@@ -15,6 +15,7 @@ from airflow_recon_provider.reconciliation.finance_report import (
     side_by_side,
     slack_text,
 )
+from airflow_recon_provider.reconciliation.i18n import use_language
 
 GOOD = {
     "psp": "stripe",
@@ -131,3 +132,38 @@ def test_side_by_side_never_adds_currencies():
         {"status": "captured", "currency": "EUR", "ledger_count": 1, "ledger_amount_minor": 400,
          "gateway_count": 1, "gateway_amount_minor": 500, "count_matches": True, "matches": False},
     ]  # fmt: skip
+
+
+def test_in_english_the_problems_and_the_slack_text_read_in_english():
+    """The same checks and message with ``[recon] language = en`` (the shell's language_scope)."""
+    with use_language("en"), pytest.raises(FinanceReportError) as caught:
+        parse(psp="paypal", window_end="2027-01-20T10:00:00Z", finance_ticket="88", description="")
+    assert caught.value.problems == {
+        "psp": "PSP 'paypal' is unknown; configured PSPs: stripe, adyen.",
+        "window_end": "The window of 1,463 hours is longer than the maximum of 31 days; split the period "
+        "into smaller reports.",
+        "finance_ticket": "Finance ticket '88' is invalid: the format is FIN-<number>, for example FIN-88.",
+        "description": "Describe the difference finance found.",
+    }
+    assert str(caught.value).startswith("invalid finance report: PSP 'paypal' is unknown")
+    with use_language("en"), pytest.raises(FinanceReportError, match="longer than the maximum of 2 hours"):
+        parse_finance_report(**GOOD, known_psps=None, max_window=timedelta(hours=2))
+    with use_language("en"):
+        text = slack_text(
+            parse(),
+            incident_id="INCIDENT-9",
+            opened=False,
+            reported_by="finance.bia",
+            dry_run_id="finance_report__FIN-88__r",
+            incident_link="http://x/recon/incidents/INCIDENT-9",
+        )
+    assert text.splitlines() == [
+        ":rotating_light: *Finance report FIN-88* — PSP `stripe`: difference between the ledger and the "
+        "PSP's statement",
+        "Incident *INCIDENT-9* already open; the report was attached — "
+        "<http://x/recon/incidents/INCIDENT-9|see it on the dashboard>",
+        "Window: 2026-11-20 11:00 UTC to 2026-11-20 14:00 UTC",
+        "Reported by: finance.bia",
+        "Description: Ledger R$ 1.234,56 acima do extrato &lt;b&gt;",
+        "Dry-run investigation started: `finance_report__FIN-88__r`",
+    ]

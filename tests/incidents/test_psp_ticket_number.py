@@ -75,6 +75,38 @@ def test_the_form_is_one_field_with_a_deadline_and_the_csv_link(incident_id, mon
     assert f"[psp_ticket_stripe.csv]({CSV['artifact']['link']})" in asked["body"]
     assert f"/recon/incidents/{incident_id}" in asked["body"] and "Sem resposta em 1 h" in asked["body"]
     assert asked["params"]["psp_ticket"]["value"] == ""
+    # in [recon] language, pt-BR by default: the step, the count in words, the field's format
+    assert "**Comunicação** — abra o chamado com o PSP stripe enviando" in asked["body"]
+    assert (
+        "(3 transações divergentes)" in asked["body"]
+        and "Nenhum ticket do PSP registrado ainda." in asked["body"]
+    )
+    param = asked["params"]["psp_ticket"]
+    assert (
+        param["schema"]["title"] == "Número do ticket do PSP" and "até 64 caracteres" in param["description"]
+    )
+
+
+def test_the_form_in_english(incident_id, monkeypatch):
+    """``[recon] language = en``: the question, its field and the refusal in English."""
+    from airflow.sdk.exceptions import TaskAwaitingInput
+
+    monkeypatch.setenv("AIRFLOW__RECON__LANGUAGE", "en")
+    asked = {}
+    monkeypatch.setattr(
+        "airflow.providers.standard.operators.hitl.upsert_hitl_detail", lambda **kw: asked.update(kw)
+    )
+    task = operator(incident_id)
+    with pytest.raises(TaskAwaitingInput):
+        task.execute(context({**CSV, "rows": 1}))
+    assert asked["subject"] == f"{incident_id} · PSP stripe: PSP ticket number"
+    assert "**Communication** — open the ticket with PSP stripe sending" in asked["body"]
+    assert "(1 divergent transaction)" in asked["body"] and "No PSP ticket recorded yet." in asked["body"]
+    assert "Without an answer within 1 h the request ends without a number." in asked["body"]
+    param = asked["params"]["psp_ticket"]
+    assert param["schema"]["title"] == "PSP ticket number" and "up to 64 characters" in param["description"]
+    with pytest.raises(PspTicketNumberError, match="'pendente' is not a ticket number"):
+        operator(incident_id).execute_complete(context(CSV), answer("pendente"))
 
 
 @pytest.mark.parametrize(
@@ -126,7 +158,11 @@ def test_no_number_or_the_deadline_records_nothing_and_succeeds(incident_id):
 
 @pytest.mark.parametrize(
     ("number", "reason"),
-    [("pendente", "is not a ticket number"), ("STRIPE-1\nSTRIPE-2", "one line"), ("9" * 65, "at most 64")],
+    [
+        ("pendente", "não é um número de ticket"),
+        ("STRIPE-1\nSTRIPE-2", "uma só linha"),
+        ("9" * 65, "no máximo 64"),
+    ],
 )
 def test_a_bad_number_fails_the_entry_with_the_reason_and_nothing_recorded(incident_id, number, reason):
     with pytest.raises(PspTicketNumberError, match=reason):

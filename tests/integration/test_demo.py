@@ -104,7 +104,7 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
         incident = run_id.removeprefix("watch__")
         assert f"Incident {incident} (stripe): closed" in out
         assert out.count("authorized -> ") == 12
-        assert "12 transaction(s) — 11 in BRL: R$ 104.175,21; 1 in EUR: EUR 9.619,80" in out
+        assert "12 transações — 11 em BRL: R$ 104.175,21; 1 em EUR: EUR 9.619,80" in out
         assert "E-mails to finance" in out and "reconciliação de stripe normalizada" in out
         # Encerramento 4: the closing e-mail carries the review's invitation (.ics read back)
         flat = " ".join(out.split())
@@ -124,7 +124,7 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
             "(trigger, trigger (deduplicated), acknowledge, resolve); severity error, high urgency"
         ) in flat
         assert (
-            f"PagerDuty trigger sent (info): billing_gateway-reconciliation:stripe:{incident} — relato "
+            f"PagerDuty trigger enviado (info): billing_gateway-reconciliation:stripe:{incident} — relato "
             "FIN-88: anexado ao alerta já aberto no PagerDuty (error)"
         ) in flat
 
@@ -135,7 +135,7 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
         assert f"Finance report FIN-88 by dag_test (dag.test's user): attached to {incident}" in flat
         assert "plantão avisado no Slack (#billing-incidents) do relato FIN-88" in flat
         findings = _section(out, "FIN-88: divergence by kind and currency", "Investigação 2")
-        assert re.search(r"│ BRL\s+│ status mismatch\s+│ 11\s+│ R\$ 104\.175,21", findings), findings
+        assert re.search(r"│ BRL\s+│ status divergente\s+│ 11\s+│ R\$ 104\.175,21", findings), findings
         assert re.search(r"│ EUR\s+│ total\s+│ 3\s+│ EUR 9\.629,10", findings), findings
         # ledger vs gateway vs statement per status and currency, each amount in its currency
         assert re.search(

@@ -169,7 +169,7 @@ def test_trigger_refire_acknowledge_resolve_one_pagerduty_incident(
         ("acknowledge", "sent", key),
         ("resolve", "sent", key),
     ]
-    assert events[0][0] == f"PagerDuty trigger sent (error): {key}"
+    assert events[0][0] == f"PagerDuty trigger enviado (error): {key}"
     assert events[0][1]["severity"] == "error" and events[0][1]["connection"] == "pagerduty_recon"
 
     from airflow_recon_provider.operators.pagerduty import PagerDutyIncidentEventOperator
@@ -329,10 +329,10 @@ def test_a_finance_report_pages_at_low_urgency_and_a_breach_is_never_left_low(
         ("trigger", "sent", "info"),
     ]
     assert events[0][0] == (
-        f"PagerDuty trigger sent (info): {key} — relato FIN-7: "
+        f"PagerDuty trigger enviado (info): {key} — relato FIN-7: "
         "plantão avisado no PagerDuty com baixa urgência"
     )
-    assert events[1][0] == f"PagerDuty resolve sent: {key} — alerta info substituído por um error"
+    assert events[1][0] == f"PagerDuty resolve enviado: {key} — alerta info substituído por um error"
     assert events[3][0].endswith("relato FIN-8: anexado ao alerta já aberto no PagerDuty (error)")
     assert [d.get("finance_ticket") for _, d in events] == ["FIN-7", None, None, "FIN-8"]
     _no_routing_key_anywhere(breached, capfd, caplog)

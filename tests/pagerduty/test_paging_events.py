@@ -129,7 +129,9 @@ def test_trigger_carries_the_divergence_per_currency_and_in_reais():
     assert details["divergence"]["fx_rates"] == [
         "1 EUR = 6,2875 BRL (a partir de 2026-11-19 00:00 UTC, BCB PTAX)"
     ]
-    assert details["lag"] == {"cycles": 3, "text": "3 cycle(s) behind"}
+    assert details["lag"] == {"cycles": 3, "text": "3 ciclos de atraso"}
+    assert details["reasons"] == ["amount", "lag"]
+    assert details["reasons_text"] == "valor acima do limite, reconciliação atrasada"
     assert details["window"]["start"] == "2026-11-20T10:00:00+00:00"
     assert details["window"]["text"] == "2026-11-20 10:00 UTC a 2026-11-20 13:00 UTC"
     assert [link["href"] for link in event.links] == [
@@ -137,6 +139,16 @@ def test_trigger_carries_the_divergence_per_currency_and_in_reais():
         "http://airflow.example:8080/dags/billing_gateway_remediation/runs/watch__INCIDENT-7",
     ]
     assert "stripe" in event.summary and "INCIDENT-7" in event.summary and "R$ 164.740,52" in event.summary
+    # what on-call reads first in PagerDuty: pt-BR by default, amounts with their currency
+    assert event.summary.startswith("billing_gateway-reconciliation: stripe — ")
+    assert event.summary.endswith(
+        "divergentes em 19 transações, atraso: 3 ciclos de atraso "
+        "(valor acima do limite, reconciliação atrasada) — INCIDENT-7"
+    )
+    assert [link["text"] for link in event.links] == [
+        "Reconciliação Financeira (dashboard)",
+        "Execução da remediação (grade do Airflow)",
+    ]
 
     body = _hook_body(event)
     assert validate_event(body) == []
@@ -283,3 +295,26 @@ def test_the_severity_that_opened_the_alert_decides_whether_a_breach_supersedes_
     assert not paging_state([*low, _event(2, "resolve", "sent")]).superseded_by("error")
     assert not paging_state([_event(1, "trigger", "failed", "info")]).superseded_by("error")
     assert not paging_state([]).open
+
+
+def test_the_summary_and_details_in_english():
+    """``[recon] language = en`` (the operators render in language_scope): the same event's
+    words in English, the amounts in the English number format, the codes unchanged."""
+    from airflow_recon_provider.reconciliation.i18n import use_language
+
+    with use_language("en"):
+        event = trigger_event(
+            _alert(), incident_id="INCIDENT-7", source="watch", dashboard_url="http://x/recon/"
+        )
+        ack = follow_up_event("acknowledge", psp="stripe", incident_id="INCIDENT-7", source="s", note="n")
+    assert event.summary.startswith("billing_gateway-reconciliation: stripe — ")
+    assert "R$" not in event.summary and "BRL 164,740.52" in event.summary
+    assert event.summary.endswith(
+        "divergent in 19 transactions, lag: 3 cycles behind (amount above the threshold, "
+        "reconciliation behind) — INCIDENT-7"
+    )
+    details = event.custom_details
+    assert details["lag"]["text"] == "3 cycles behind" and details["reasons"] == ["amount", "lag"]
+    assert details["divergence"]["by_currency"]["EUR"]["text"] == "EUR 9,629.10"
+    assert event.links[0]["text"] == "Reconciliação Financeira (dashboard)"
+    assert ack.summary == "billing_gateway-reconciliation: stripe — INCIDENT-7 acknowledged: n"

@@ -202,7 +202,7 @@ def test_bad_input_leaves_no_file(divergences, tmp_path):
         PspTicketOperator(
             task_id="t", psp="stripe", divergence_kinds="missing,amount_mismatch", **WINDOW
         ).execute(context(tmp_path))
-    with pytest.raises(ValueError, match="ticket number"):
+    with pytest.raises(ValueError, match="deve ter uma só linha de no máximo 64 caracteres"):
         PspTicketOperator(task_id="t", psp="stripe", ticket_number="A\nB", **WINDOW).execute(
             context(tmp_path)
         )

@@ -249,11 +249,11 @@ def test_correction_approved_by_finance(correction_dag, register_dag, scenario, 
     assert scope["incident_action"] == "opened"  # it changes payment data: on an incident
     # finance saw the dry run: counts, the artifact, who asked
     assert answerer.request["task_id"] == "correct_transactions"
-    assert "12 transaction(s)" in answerer.request["subject"]
+    assert "12 transações" in answerer.request["subject"]
     body = answerer.request["body"]
-    assert "- dry-run CSV (open it before answering): [correction\\_" in body, body
-    assert "- requested by: dag\\_test" in body, body
-    assert f"- incident: {incident_id}" in body, body
+    assert "- CSV da simulação (abra-o antes de responder): [correction\\_" in body, body
+    assert "- pedida por: dag\\_test" in body, body
+    assert f"- incidente: {incident_id}" in body, body
 
     correction = xcom(dag_run, "correct_transactions")
     assert correction["outcome"] == "applied" and correction["approved_by"] == APPROVER

@@ -153,3 +153,35 @@ def test_outcome_and_markdown_in_pt_br():
         "Logs das tarefas com falha não coletados (1 ciclo com falha): API"
     )
     assert "## Logs não coletados" in render_markdown(down, window="w")
+    assert "Colete à mão: `airflow tasks logs` / UI do Airflow." in render_markdown(down, window="w")
+    # the heading in the runbook's own words, the facts in pt-BR
+    assert text.startswith("# Investigação — Checar Jobs: logs das tarefas com falha — PSP stripe\n")
+    assert "- Janela: [12:00, 14:00)" in text and "- Ciclos com falha: 2026-11-20T12:00:00+00:00" in text
+    assert "Execução `scheduled__12`, map_index 0, estado `failed`." in text
+
+
+def test_markdown_in_english():
+    from airflow_recon_provider.reconciliation.i18n import use_language
+
+    attempt = FailedTryLog(C12, "scheduled__12", "match_transactions", 0, 1, "failed", ())
+    collected = TaskLogsCollection(
+        "stripe", (C12,), "collected", (attempt,), ("scheduled__12",), conn_id="airflow_api"
+    )
+    down = TaskLogsCollection("stripe", (), "unavailable", reason="Airflow API unavailable: refused")
+    with use_language("en"):
+        text = render_markdown(collected, window="[12:00, 14:00)")
+        not_collected = render_markdown(down, window="w")
+    assert text.startswith("# Investigation — Check Jobs: logs of the failed tasks — PSP stripe\n")
+    assert "- Window: [12:00, 14:00)" in text and "- Failed cycles: 2026-11-20T12:00:00+00:00" in text
+    assert (
+        "- Source: Airflow's REST API (connection `airflow_api`), DAG `billing_gateway_reconciliation`"
+        in text
+    )
+    assert "## match_transactions — cycle 2026-11-20T12:00:00+00:00 — try 1" in text
+    assert (
+        "Run `scheduled__12`, map_index 0, state `failed`." in text
+        and "No error line at the end of the log." in text
+    )
+    assert "## Logs not collected" in not_collected and "- Failed cycles: none" in not_collected
+    assert "Reason: Airflow API unavailable: refused" in not_collected
+    assert "Ciclos" not in text + not_collected and "tentativa" not in text
