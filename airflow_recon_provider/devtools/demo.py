@@ -16,11 +16,14 @@ environment are reused, so a second run starts fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +213,10 @@ def run_headless(root: Path, dbs: DemoDatabases, console: Console, *, rows_per_p
 
     with psycopg.connect(dbs.gateway_uri, autocommit=True) as gconn:
         statements = DemoPspApi.snapshot(gconn)
+    from airflow_recon_provider.devtools.demo_airflow import HeadlessApiServer
+
     stand_ins = StandIns.start(statements)
+    api = HeadlessApiServer(root / "airflow-home")
     try:
         for name, url in stand_ins.describe():
             console.print(f"[green]✓[/] {name} on {url}")
@@ -221,16 +227,17 @@ def run_headless(root: Path, dbs: DemoDatabases, console: Console, *, rows_per_p
             root,
             dbs,
             stand_ins.connections(DEMO_PSPS),
-            {"AIRFLOW__LOGGING__LOGGING_LEVEL": "ERROR"},
+            {"AIRFLOW__LOGGING__LOGGING_LEVEL": "ERROR", **api.environment()},
             metadata_uri=f"sqlite:///{root / 'airflow-home' / 'headless.db'}",
         )
         before = _summaries(scenario)
         _print_before(console, scenario, before)
-        result = _run_runbook(root, console, scenario)
+        result = _run_runbook(root, console, scenario, stand_ins, api)
         after = _summaries(scenario)
         _print_report(console, scenario, before, after, result, stand_ins)
         return result.remediation_state == "success"
     finally:
+        api.stop()
         stand_ins.stop()
 
 
@@ -313,8 +320,11 @@ class RunbookResult:
     finance_report: dict[str, Any] | None = None
 
 
-def _run_runbook(root: Path, console: Console, scenario: DemoScenario) -> RunbookResult:
-    """watch -> remediation (-> reprocess runs, approval) in this process, with progress."""
+def _run_runbook(
+    root: Path, console: Console, scenario: DemoScenario, stand_ins: Any, api: Any
+) -> RunbookResult:
+    """the break's failed tries -> watch -> remediation (-> reprocess runs, approval) in this
+    process, with progress."""
     _quiet_airflow_logging(root)
     from airflow_recon_provider.devtools import demo_airflow as af
 
@@ -328,6 +338,10 @@ def _run_runbook(root: Path, console: Console, scenario: DemoScenario) -> Runboo
     watch = bag.dags[af.WATCH_DAG_ID]
     remediation = bag.dags[af.REMEDIATION_DAG_ID]
     reconciliation = bag.dags[af.RECONCILIATION_DAG_ID]
+    with console.status("Starting Airflow's api-server (REST and execution API, in this process)..."):
+        api.start()
+    console.print(f"[green]✓[/] Airflow api-server on {api.url} (connection airflow_api, user {api.user})")
+    _fail_window_cycles(root, console, reconciliation, scenario, stand_ins)
 
     console.rule(f"Detecção — {af.WATCH_DAG_ID}")
     tasks: list[af.TaskDone] = []
@@ -409,6 +423,71 @@ def _run_runbook(root: Path, console: Console, scenario: DemoScenario) -> Runboo
         approver.request,
         xcoms,
         finance_report,
+    )
+
+
+@contextlib.contextmanager
+def _task_output_to(log_file: Path) -> Iterator[None]:
+    """The executor's task processes write their errors to the terminal: the demo shows them
+    from the collected logs instead, so file descriptors 1 and 2 go to the demo's task log
+    while they run (the processes inherit them)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    try:
+        with open(log_file, "ab") as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def _fail_window_cycles(
+    root: Path, console: Console, reconciliation: Any, scenario: DemoScenario, stand_ins: Any
+) -> None:
+    """The break, for real: the PSP's statement service is down for stripe's window cycles, and
+    ``billing_gateway_reconciliation`` runs each of them as the scheduler's worker would (the
+    LocalExecutor, Airflow's supervisor writing the try's log to the log folder):
+    ``fetch_psp_statements`` fails after its retries and records the cycle ``failed``. Those are
+    the failed tries the investigation collects the logs of (Investigação 2). The outage ends
+    before the remediation, so its reprocessing succeeds."""
+    from airflow_recon_provider.devtools import demo_airflow as af
+
+    console.rule(f"The break — {af.RECONCILIATION_DAG_ID} for {DIVERGENT_PSP}, its statement service down")
+    starts = []
+    start = scenario.window_start
+    while start < scenario.window_end:
+        starts.append(start)
+        start += timedelta(hours=1)
+    stand_ins.psp.fail_statements(DIVERGENT_PSP, starts)
+    try:
+        for start in starts:
+            cycle = start.isoformat().replace("+00:00", "Z")
+            console.print(f"  reconciling {DIVERGENT_PSP}'s cycle {start:%H:%M} UTC (LocalExecutor)...")
+            task_log = root / "airflow-home" / "demo-tasks.log"
+            with _task_output_to(task_log), af.params_restored(reconciliation):
+                run = reconciliation.test(
+                    run_conf={"psp": DIVERGENT_PSP, "cycle_start": cycle}, use_executor=True
+                )
+            failed = sorted(ti.task_id for ti in run.get_task_instances() if ti.state == "failed")
+            mark = "[red]✗[/]" if failed else "[yellow]?[/]"
+            console.print(
+                f"  {mark} {af.RECONCILIATION_DAG_ID} run {run.run_id} (cycle {start:%H:%M} UTC): {run.state}"
+                + (f", failed: {', '.join(failed)}" if failed else "")
+            )
+    finally:
+        stand_ins.psp.end_outage()
+    console.print(
+        f"  [dim]the PSP's statement service is back; {DIVERGENT_PSP}'s cycles stay failed until "
+        "reprocessed[/]"
     )
 
 
@@ -674,10 +753,8 @@ def _print_finance_report(console: Console, result: RunbookResult) -> None:
 
 
 def _print_task_logs(console: Console, incident_id: str) -> None:
-    """Investigação 2, "coletar logs": what the investigation recorded. The headless demo runs
-    no Airflow api-server and its failed cycles are seeded in payment_reconciliation_logs (no
-    Airflow run ever failed, so there is no task log to read): the step says why it collected
-    nothing; tests/task_logs collect real logs from a real api-server."""
+    """Investigação 2, "coletar logs": what the investigation collected through Airflow's REST
+    API from the failed tries of the break (the lines as recorded on the timeline, masked)."""
     from airflow_recon_provider.hooks.incidents import IncidentHook
 
     events = [e for e in IncidentHook().timeline(incident_id) if e.step == "investigation.task_logs"]
@@ -685,14 +762,17 @@ def _print_task_logs(console: Console, incident_id: str) -> None:
     if not events:
         console.print("  no collection recorded (no cycle of the window failed)")
     for event in events:
-        console.print(f"  run {event.run_id}: {event.outcome}")
-    console.print(
-        "  [dim]Shown as recorded, not faked: this headless demo has no Airflow api-server, and the window's "
-        "failed cycles are seeded in payment_reconciliation_logs, so no Airflow task log exists for them. "
-        "tests/task_logs collect the error lines of a real failed try from a real Airflow 3.3 api-server "
-        "(masked); ./scripts/demo.sh --ui gives the investigation an airflow_api connection to its own "
-        "api-server.[/]"
-    )
+        console.print(f"  run {event.run_id}: {event.details.get('status')} — {event.outcome}")
+    if events:
+        # the real run's collection (the dry run of finance's report read the same tries)
+        console.print(f"  what run {events[-1].run_id} collected (the timeline keeps the same lines):")
+        for attempt in events[-1].details.get("tries") or []:
+            console.print(
+                f"  {attempt.get('run_id')} {attempt.get('task_id')} [{attempt.get('map_index')}] "
+                f"try {attempt.get('try_number')} ({attempt.get('state')}):"
+            )
+            for line in attempt.get("lines") or []:
+                console.print(f"    {line}", markup=False, highlight=False)
 
 
 def _print_ledger_criterion(console: Console, incident_id: str) -> None:

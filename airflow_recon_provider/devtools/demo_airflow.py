@@ -94,6 +94,89 @@ def airflow_env(*, home: Path, metadata_uri: str, recon_config: str, extra: dict
     }
 
 
+class HeadlessApiServer:
+    """Airflow's api-server for the headless demo, in this process (uvicorn on a thread, over
+    the demo's metadata database), as ``airflow standalone`` would run it:
+
+    - its execution API is where the executor's task processes report, so the failed tries of
+      ``billing_gateway_reconciliation`` run the way a worker runs them (``dag.test(
+      use_executor=True)``, LocalExecutor) and Airflow's supervisor writes their logs to the
+      log folder (``[logging] base_log_folder``);
+    - its REST API is where the investigation reads those logs back (Investigação 2, "coletar
+      logs"): connection ``airflow_api``, as the on-call user, a JWT from ``POST /auth/token``.
+
+    :param home: the demo's ``AIRFLOW_HOME`` (the users' password file goes there).
+    """
+
+    def __init__(self, home: Path) -> None:
+        import secrets
+
+        from airflow_recon_provider.devtools.stand_ins import LOCALHOST, free_port
+
+        self.home = home
+        self.host = LOCALHOST
+        self.port = free_port()
+        self.user = DEMO_ONCALL_ID
+        self.password = secrets.token_urlsafe(18)
+        self._jwt_secret = secrets.token_hex(64)
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        """What Airflow and the provider need to use it; set before Airflow reads its config."""
+        import json
+
+        passwords = self.home / "headless-api-passwords.json"
+        self.home.mkdir(parents=True, exist_ok=True)
+        passwords.write_text(json.dumps({self.user: self.password}))
+        passwords.chmod(0o600)
+        return {
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": self._jwt_secret,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW_CONN_AIRFLOW_API": json.dumps(
+                {
+                    "conn_type": "http",
+                    "host": self.host,
+                    "port": self.port,
+                    "schema": "http",
+                    "login": self.user,
+                    "password": self.password,
+                }
+            ),
+        }
+
+    def start(self, timeout: float = 60.0) -> HeadlessApiServer:
+        """Serve (the metadata database migrated, the DAGs serialized)."""
+        import uvicorn
+        from airflow.api_fastapi.app import create_app
+
+        self._server = uvicorn.Server(
+            uvicorn.Config(create_app(apps="all"), host=self.host, port=self.port, log_level="error")
+        )
+        self._thread = threading.Thread(target=self._server.run, name="headless-api-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"Airflow's api-server did not start on {self.url}")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
+
+
 def migrate_metadata_db(marker: Path) -> bool:
     """``airflow db migrate`` once per Airflow version (it takes ~20 s the first time)."""
     import airflow

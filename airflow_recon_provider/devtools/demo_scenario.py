@@ -14,7 +14,10 @@ completed hourly cycles) sees it, and designed so that the runbook reaches recov
   the ledger's recovery limit (Critérios de Recuperação 3);
 - the three cycles of that window ended ``failed`` in ``payment_reconciliation_logs``:
   the reconciliation lags, so the alert ``billing_gateway-reconciliation`` fires and the
-  recovery criteria need the reprocessing to succeed;
+  recovery criteria need the reprocessing to succeed. The demo then makes the break real
+  (``demo._fail_window_cycles`` headless, ``demo_ui.break_window_cycles`` with ``--ui``):
+  ``billing_gateway_reconciliation`` runs each of those cycles while the PSP stand-in answers
+  503, so their failed tries and logs exist in Airflow for the investigation to collect;
 - ``adyen`` and ``pagseguro``: the same volume, no divergence.
 
 The PSP API stand-in serves the statement lines as they are right after seeding (what the

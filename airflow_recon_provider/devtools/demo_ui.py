@@ -19,9 +19,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +238,80 @@ def prepare_airflow(home: Path) -> None:
         session.execute(update(DagModel).where(DagModel.dag_id == af.WATCH_DAG_ID).values(is_paused=True))
 
 
+#: how long the break's reconciliation runs may take on this Airflow (queued, run, failed)
+BREAK_TIMEOUT = 300.0
+
+
+def _api(airflow: AirflowProcesses, method: str, path: str, token: str | None, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{airflow.url}{path}", data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read() or b"null")
+
+
+def break_window_cycles(
+    airflow: AirflowProcesses, stand_ins: Any, scenario: DemoScenario, console: Console
+) -> dict[str, str]:
+    """The break, for real (as in the headless demo): stripe's statement service answers 503
+    for the window's cycles while ``billing_gateway_reconciliation`` runs each of them on this
+    Airflow — triggered through the REST API as on-call, run by the scheduler's executor, its
+    logs written by Airflow — so ``fetch_psp_statements`` fails and records the cycle
+    ``failed``. The investigation reads those logs back (connection ``airflow_api``). The
+    outage ends once the runs ended, so the remediation's reprocessing succeeds. Run ids come
+    from the cycles (``demo_break__stripe__<cycle>``), never from the wall clock's hour.
+    Returns each run's final state."""
+    from airflow_recon_provider.devtools import demo_airflow as af
+    from airflow_recon_provider.devtools.demo_scenario import DIVERGENT_PSP
+
+    starts = []
+    start = scenario.window_start
+    while start < scenario.window_end:
+        starts.append(start)
+        start += timedelta(hours=1)
+    token = _api(airflow, "POST", "/auth/token", None, {"username": "oncall", "password": USERS["oncall"]})[
+        "access_token"
+    ]
+    dag = af.RECONCILIATION_DAG_ID
+    runs = {f"demo_break__{DIVERGENT_PSP}__{s.isoformat()}": s for s in starts}
+    states: dict[str, str] = {}
+    deadline = time.monotonic() + BREAK_TIMEOUT
+    stand_ins.psp.fail_statements(DIVERGENT_PSP, starts)
+    try:
+        for run_id, cycle in runs.items():
+            body = {
+                "dag_run_id": run_id,
+                "logical_date": None,
+                "conf": {"psp": DIVERGENT_PSP, "cycle_start": cycle.isoformat().replace("+00:00", "Z")},
+            }
+            while True:
+                try:
+                    _api(airflow, "POST", f"/api/v2/dags/{dag}/dagRuns", token, body)
+                    break
+                except urllib.error.HTTPError as exc:
+                    # the dag-processor, just started, may still be re-registering the DAGs
+                    if exc.code != 404 or time.monotonic() > deadline:
+                        raise
+                    airflow._check_alive()
+                    time.sleep(2)
+        while len(states) < len(runs) and time.monotonic() < deadline:
+            airflow._check_alive()
+            for run_id in runs:
+                state = _api(airflow, "GET", f"/api/v2/dags/{dag}/dagRuns/{run_id}", token)["state"]
+                if state in ("success", "failed"):
+                    states[run_id] = state
+            time.sleep(2)
+    finally:
+        stand_ins.psp.end_outage()
+    for run_id, cycle in runs.items():
+        state = states.get(run_id, f"not ended after {BREAK_TIMEOUT:.0f} s")
+        mark = "[red]✗[/]" if state == "failed" else "[yellow]![/]"
+        console.print(f"  {mark} {dag} run {run_id} (cycle {cycle:%H:%M} UTC): {state}")
+    return states
+
+
 @dataclass
 class UiDemo:
     """Everything ``--ui`` runs; :meth:`stop` undoes it (used by the browser tests too)."""
@@ -278,6 +354,12 @@ def start_ui_demo(root: Path, console: Console, *, rows_per_psp: int, seed: int,
         with console.status(f"Starting Airflow ({', '.join(COMPONENTS)}) on {airflow.url} ..."):
             airflow.start()
             airflow.wait_ready(console=console)
+        console.print(
+            "The break: stripe's statement service down for the window's cycles, "
+            "billing_gateway_reconciliation run for each of them"
+        )
+        with console.status("Reconciling stripe's window cycles on this Airflow..."):
+            break_window_cycles(airflow, stand_ins, scenario, console)
     except BaseException:
         demo.stop()
         raise

@@ -138,6 +138,18 @@ class DemoPspApi(_JsonServer):
         super().__init__(port)
         self.lines = list(lines or [])
         self.requests: list[dict[str, str]] = []
+        #: (psp, cycle start) whose statement the PSP answers 503 for (an outage at that hour)
+        self.outage: set[tuple[str, datetime]] = set()
+
+    def fail_statements(self, psp: str, starts: list[datetime]) -> None:
+        """Answer ``503`` for ``psp``'s statements of the cycles starting at ``starts``, until
+        :meth:`end_outage` (the demo's real failed tries of ``fetch_psp_statements``)."""
+        with self.lock:
+            self.outage.update((psp, start.astimezone(UTC)) for start in starts)
+
+    def end_outage(self) -> None:
+        with self.lock:
+            self.outage.clear()
 
     @staticmethod
     def snapshot(conn: Any) -> list[StatementLine]:
@@ -157,6 +169,10 @@ class DemoPspApi(_JsonServer):
             start = datetime.fromisoformat(query["from"].replace("Z", "+00:00"))
             end = datetime.fromisoformat(query["to"].replace("Z", "+00:00"))
             psp = query.get("psp", "")
+            with self.lock:
+                down = (psp, start.astimezone(UTC)) in self.outage
+            if down:
+                return 503, {"error": f"statement service of {psp} down for {start:%Y-%m-%d %H:%M} UTC"}
             lines = [
                 line.as_json() for line in self.lines if line.psp == psp and start <= line.occurred_at < end
             ]

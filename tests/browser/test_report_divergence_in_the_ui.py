@@ -11,6 +11,7 @@ to the open one. It also runs alone."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -28,6 +29,13 @@ PSP = "stripe"
 def _rows(uri: str, query: str, params: tuple = ()) -> list[tuple]:
     with psycopg.connect(uri, autocommit=True) as conn:
         return conn.execute(query, params).fetchall()
+
+
+def _remediation_runs(ui) -> list[str]:
+    return [
+        row[0]
+        for row in _rows(ui.airflow_uri, "SELECT run_id FROM dag_run WHERE dag_id = %s", (REMEDIATION_DAG,))
+    ]
 
 
 def _wait_for_run(uri: str, dag_id: str, run_id: str, *, timeout: float = 480) -> None:
@@ -146,6 +154,29 @@ def test_finance_reports_a_divergence_from_the_dashboard(ui, browser):
     )
     assert dry_conf["dry_run"] is True and dry_conf["incident_id"] == incident_id
     _wait_for_run(ui.airflow_uri, REMEDIATION_DAG, dry_run_id)
+
+    # -- Investigação 2: the first investigation of stripe's window collected the error lines of
+    # the break's failed tries (the demo ran stripe's window cycles with its statement service
+    # down; the logs come back through the api-server's REST API, connection airflow_api). It is
+    # this dry run's, or the remediation's when test_remediation_in_the_ui ran first (its
+    # reprocessing then left no failed cycle for this dry run to look at)
+    collections = _rows(
+        ui.gateway_uri,
+        "SELECT run_id, details ->> 'status', details -> 'tries', outcome FROM recon.incident_events"
+        " WHERE step = 'investigation.task_logs' ORDER BY id",
+    )
+    assert collections, "no investigation recorded the failed tries' logs"
+    (collector, status, tries, outcome) = collections[0]
+    assert collector in _remediation_runs(ui), collector  # a billing_gateway_remediation run
+    assert status == "collected", outcome
+    assert outcome.startswith("Logs das tarefas com falha coletados"), outcome
+    broken = [t for t in tries if t["run_id"].startswith("demo_break__stripe__")]
+    assert len(broken) >= 2, tries  # the window's last cycle may also be the scheduler's own run
+    for attempt in tries:
+        assert (attempt["task_id"], attempt["state"]) == ("fetch_psp_statements", "failed"), attempt
+        assert attempt["lines"][-1].startswith("PspUnavailableError: PSP API"), attempt["lines"]
+        assert "answered HTTP 503" in attempt["lines"][-1], attempt["lines"]
+    assert "Bearer ey" not in json.dumps(tries)
 
     # -- the incident page shows the report and the dry run's findings ---------------------------
     finance.goto(f"{ui.url}/recon/incidents/{incident_id}")

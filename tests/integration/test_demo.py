@@ -147,10 +147,33 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
             r"│ authorized\s+│ BRL\s+│ \d+ / R\$ [0-9.,]+\s+│ \d+ / R\$ [0-9.,]+\s+│ .*differ", findings
         )
 
-        # Investigação 2: what the collection recorded, and why it has no logs here (said, not faked)
+        # the break, for real: stripe's statement service down, each window cycle's reconciliation
+        # run by the LocalExecutor fails in fetch_psp_statements (its log written by Airflow)
+        broke = _section(out, "The break — billing_gateway_reconciliation", "Detecção — billing_gateway")
+        failed_runs = re.findall(
+            r"✗ billing_gateway_reconciliation run (manual__\S+) \(cycle \d\d:00 UTC\): failed, "
+            r"failed: fetch_psp_statements",
+            broke,
+        )
+        assert len(set(failed_runs)) == 3, broke
+        assert "error_detail" not in broke  # the task processes' own output went to the task log
+
+        # Investigação 2: the investigation collected those tries' error lines through the
+        # REST API of Airflow's api-server (connection airflow_api), onto the timeline
         logs = _section(out, "Investigação 2 — failed-task logs", "Recovery criterion 1.")
-        assert f"run {run_id}: Logs das tarefas com falha não coletados (3 ciclos com falha)" in logs
-        assert "Shown as recorded, not faked" in logs
+        assert (
+            f"run {run_id}: collected — Logs das tarefas com falha coletados: 3 tentativas com falha "
+            "(fetch_psp_statements) em 3 ciclos"
+        ) in logs, logs
+        collected = logs[logs.index(f"what run {run_id} collected") :]
+        for failed_run in failed_runs:
+            assert f"{failed_run} fetch_psp_statements [0] try 1 (failed):" in collected, failed_run
+        assert collected.count("ERROR Task failed with exception") == 3
+        assert collected.count("PspUnavailableError: PSP API http://127.0.0.1:") == 3
+        assert (
+            collected.count("answered HTTP 503 Service Unavailable to statements page 1 of PSP stripe") == 3
+        )
+        assert "Bearer ey" not in out  # the api-server's JWT never leaves the hook
 
         # Critérios de Recuperação 3: the ledger's figures beside the statement's and the gateway's
         assert "Recovery criterion 3. Relatório financeiro alinhado com extratos PSP: atendido" in flat
@@ -179,6 +202,22 @@ def test_headless_demo_runs_the_runbook_to_closure(data_dir):
             assert conn.execute("SELECT state FROM recon.controls WHERE psp = 'stripe'").fetchone() == (
                 "active",
             )
+            # the error lines on the incident's timeline and in the snapshot's artifact
+            ((tries, status),) = conn.execute(
+                "SELECT details -> 'tries', details ->> 'status' FROM recon.incident_events"
+                " WHERE step = 'investigation.task_logs' AND run_id = %s",
+                (run_id,),
+            ).fetchall()
+            assert status == "collected" and sorted(t["run_id"] for t in tries) == sorted(failed_runs)
+            assert all(t["lines"][-1].startswith("PspUnavailableError: PSP API") for t in tries), tries
+            (url,) = conn.execute(
+                "SELECT url FROM recon.artifacts WHERE run_id = %s AND name = 'failed_task_logs_stripe.md'"
+                " AND kind = 'snapshot'",
+                (run_id,),
+            ).fetchone()
+            text = Path(url.removeprefix("file://")).read_text()
+            for t in tries:
+                assert t["run_id"] in text and t["lines"][-1] in text
     finally:
         server.start()  # attaches to the demo's server (as its system user), to stop it
         server.stop()
