@@ -18,8 +18,6 @@ per status — for the dashboard's incident page. Any other run records nothing 
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from airflow.sdk import Param
@@ -31,11 +29,7 @@ from airflow_recon_provider.reconciliation.finance_report import (
 )
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
-
     from airflow_recon_provider.reconciliation.config import ReconConfig
-
-log = logging.getLogger(__name__)
 
 
 def _titled(param: Param, title: str, description: str) -> Param:
@@ -91,29 +85,4 @@ def finance_report_params(config: ReconConfig | None = None) -> dict[str, Param]
     }
 
 
-@dataclass(frozen=True)
-class RecordFinanceFindings:
-    """Success callback of the remediation's ``snapshot`` step: when the run is a finance
-    report's dry run, record its findings on the incident (see
-    :func:`airflow_recon_provider.operators.finance_report.record_findings`). It never changes
-    the step's outcome: a problem is logged.
-
-    :param scope_task_id: the run's scope step (its XCom holds the request and the incident).
-    """
-
-    scope_task_id: str
-
-    def __call__(self, context: Context) -> None:
-        try:
-            from airflow_recon_provider.operators.finance_report import record_findings
-
-            record_findings(context, scope_task_id=self.scope_task_id)
-        except Exception:
-            log.exception("Could not record the finance report's findings on the incident timeline")
-
-
-def finance_findings_callback(scope_task_id: str) -> RecordFinanceFindings:
-    return RecordFinanceFindings(scope_task_id)
-
-
-__all__ = ["RecordFinanceFindings", "finance_findings_callback", "finance_report_params"]
+__all__ = ["finance_report_params"]

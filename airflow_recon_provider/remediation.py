@@ -676,9 +676,9 @@ def snapshot_step(request: RunRequest, *, task_id: str = "snapshot", **kwargs: A
     """Investigação 1-4: snapshot CSV, divergence, cycles, ledger, Kafka, PSP health.
 
     In a finance report's dry run (Detecção 2) its success also records the findings for
-    finance on the incident (:class:`~airflow_recon_provider.finance_report.RecordFinanceFindings`).
+    finance on the incident (:class:`~airflow_recon_provider.operators.finance_report.RecordFinanceFindings`).
     """
-    from airflow_recon_provider.finance_report import finance_findings_callback
+    from airflow_recon_provider.operators.finance_report import finance_findings_callback
     from airflow_recon_provider.operators.investigation import ReconciliationSnapshotOperator
 
     kwargs.setdefault("on_success_callback", finance_findings_callback(request.scope_task_id))

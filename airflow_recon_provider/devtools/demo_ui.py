@@ -332,7 +332,11 @@ class UiDemo:
 def start_ui_demo(root: Path, console: Console, *, rows_per_psp: int, seed: int, port: int) -> UiDemo:
     import psycopg
 
-    from airflow_recon_provider.devtools.demo import prepare_scenario, set_environment, start_demo_databases
+    from airflow_recon_provider.devtools.demo_setup import (
+        prepare_scenario,
+        set_environment,
+        start_demo_databases,
+    )
     from airflow_recon_provider.devtools.stand_ins import DemoPspApi, StandIns
 
     dbs = start_demo_databases(root, console)
@@ -406,7 +410,7 @@ def run_ui(*, root: Path, console: Console, rows_per_psp: int, seed: int, port: 
     console.print("Stopping Airflow, the stand-ins" + (" and PostgreSQL" if stop else "") + "...")
     killed = demo.stop(stop_postgres=stop)
     left = _processes_with_env("AIRFLOW_HOME", str(demo.airflow.home))
-    from airflow_recon_provider.devtools.demo import postgres_still_running
+    from airflow_recon_provider.devtools.demo_setup import postgres_still_running
 
     console.print(f"Stopped Airflow and the stand-ins ({len(killed)} process(es) needed SIGKILL).")
     if left:

@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_recon_provider.devtools.stand_ins import _JsonServer
+from airflow_recon_provider.devtools._json_server import JsonServer
 
 ACTIONS = ("trigger", "acknowledge", "resolve")
 SEVERITIES = ("critical", "error", "warning", "info")
@@ -118,7 +118,7 @@ class PagerDutyIncident:
         return "high" if self.severity in ("critical", "error") else "low"
 
 
-class DemoPagerDuty(_JsonServer):
+class DemoPagerDuty(JsonServer):
     """Stand-in of the Events API v2 (``POST /v2/enqueue``).
 
     :param fail_status: answer every event with this HTTP status (an outage) ...

@@ -12,7 +12,7 @@ extratos PSP".
   ``slack_incidents``, through :class:`~airflow_recon_provider.notifications.finance.FinanceNotifier`)
   and records it on the timeline; a retry of a delivered message does not post again.
 - :func:`record_findings` — run by the dry run's ``snapshot`` step (see
-  :class:`~airflow_recon_provider.finance_report.RecordFinanceFindings`): what the
+  :class:`RecordFinanceFindings`): what the
   investigation found, on the incident for the dashboard.
 
 Hooks are imported inside ``execute`` so DAG files parse fast.
@@ -20,7 +20,9 @@ Hooks are imported inside ``execute`` so DAG files parse fast.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,8 @@ from airflow.sdk import BaseOperator
 from airflow_recon_provider.i18n import _, language_scope, ngettext
 from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID, INCIDENTS_CHANNEL, SLACK_CONN_ID
 from airflow_recon_provider.operators._context import blank, run_actor, run_id_of
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -459,10 +463,35 @@ def record_findings(context: Context, *, scope_task_id: str) -> int | None:
     )
 
 
+@dataclass(frozen=True)
+class RecordFinanceFindings:
+    """Success callback of the remediation's ``snapshot`` step: when the run is a finance
+    report's dry run, record its findings on the incident (see
+    :func:`airflow_recon_provider.operators.finance_report.record_findings`). It never changes
+    the step's outcome: a problem is logged.
+
+    :param scope_task_id: the run's scope step (its XCom holds the request and the incident).
+    """
+
+    scope_task_id: str
+
+    def __call__(self, context: Context) -> None:
+        try:
+            record_findings(context, scope_task_id=self.scope_task_id)
+        except Exception:
+            log.exception("Could not record the finance report's findings on the incident timeline")
+
+
+def finance_findings_callback(scope_task_id: str) -> RecordFinanceFindings:
+    return RecordFinanceFindings(scope_task_id)
+
+
 __all__ = [
     "DRY_RUN_CONF_KEY",
     "DRY_RUN_ID_KEY",
     "NotifyFinanceReportOperator",
+    "RecordFinanceFindings",
     "RecordFinanceReportOperator",
+    "finance_findings_callback",
     "record_findings",
 ]

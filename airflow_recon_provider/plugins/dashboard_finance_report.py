@@ -63,7 +63,7 @@ _KIND_ORDER = {kind.value: n for n, kind in enumerate(ALL_KINDS)}
 def _env() -> "jinja2.Environment":
     import jinja2
 
-    from airflow_recon_provider.plugins.dashboard_incidents_page import _resource
+    from airflow_recon_provider.plugins._formatting import _resource
 
     return install_jinja(
         jinja2.Environment(
@@ -85,15 +85,15 @@ def _max_window_hours() -> int:
 
 def render_finance_form(dashboard: "Dashboard") -> str:
     """The *Reportar divergência* form, pre-filled with the dashboard's window (UTC)."""
-    from airflow_recon_provider.plugins.dashboard_page import _input_time
+    from airflow_recon_provider.plugins._formatting import input_time
 
     return (
         _env()
         .get_template("finance_report_form.html.j2")
         .render(
             psps=[(p.psp, p.display_name) for p in dashboard.psps],
-            window_start=_input_time(dashboard.window.start),
-            window_end=_input_time(dashboard.window.end),
+            window_start=input_time(dashboard.window.start),
+            window_end=input_time(dashboard.window.end),
             dag_id=FINANCE_REPORT_DAG_ID,
             trigger_api=f"api/v2/dags/{quote(FINANCE_REPORT_DAG_ID)}/dagRuns",
             runs=f"dags/{quote(FINANCE_REPORT_DAG_ID)}/runs/",
@@ -329,7 +329,7 @@ def finance_reports(detail: "IncidentDetail") -> list[FinanceReportView]:
 
 
 def _money(amount: Any, currency: str | None) -> str:
-    from airflow_recon_provider.plugins.dashboard_incidents_page import money
+    from airflow_recon_provider.plugins._formatting import money
 
     return money(int(amount), currency) if amount is not None else "-"
 
@@ -338,7 +338,7 @@ def findings_view(details: Mapping[str, Any]) -> dict[str, Any]:
     """The findings as the page shows them: each currency's divergence by kind in its own
     currency, the converted total with its rates, gateway vs statement per status and
     currency, and the ledger beside the gateway per status and currency."""
-    from airflow_recon_provider.plugins.dashboard_incidents_page import count, pct
+    from airflow_recon_provider.plugins._formatting import count, pct
 
     divergence = details.get("divergence") or {}
     rc = divergence.get("reporting_currency")
@@ -366,7 +366,7 @@ def findings_view(details: Mapping[str, Any]) -> dict[str, Any]:
         )
     rates = ""
     if divergence.get("divergent_amount_minor") is not None and divergence.get("fx_rates"):
-        from airflow_recon_provider.plugins.dashboard_incidents_page import rates as rates_text
+        from airflow_recon_provider.plugins._formatting import rates as rates_text
         from airflow_recon_provider.reconciliation.figures import Figures
         from airflow_recon_provider.reconciliation.incidents import IncidentInputError
 

@@ -15,11 +15,20 @@ to ``/recon/`` from its own URL.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from airflow_recon_provider.plugins._formatting import (
+    _resource,
+    count,
+    money,
+    pct,
+    rates,
+    size,
+    transactions,
+    when,
+)
 from airflow_recon_provider.plugins.dashboard_incidents import (
     ARTIFACT_KINDS,
     run_artifacts_href,
@@ -30,12 +39,9 @@ from airflow_recon_provider.reconciliation.i18n import (
     LANGUAGES,
     _,
     current_language,
-    format_number,
     install_jinja,
-    ngettext,
 )
 from airflow_recon_provider.reconciliation.incidents import IncidentState
-from airflow_recon_provider.reconciliation.money import format_money, format_pct, format_rate
 
 if TYPE_CHECKING:
     import jinja2
@@ -100,57 +106,6 @@ def artifact_section(artifact: ArtifactView) -> str:
 # -- numbers and moments, in the language in force --------------------------------------------
 
 #: how a moment reads: ``05/12/2026 14:30 UTC`` (pt-BR), ``2026-12-05 14:30 UTC`` (en)
-_MOMENT_FORMATS = {"pt_BR": "%d/%m/%Y %H:%M UTC", "en": "%Y-%m-%d %H:%M UTC"}
-
-
-def when(moment: datetime | None) -> str:
-    """``05/12/2026 14:30 UTC`` (pt-BR), ``2026-12-05 14:30 UTC`` (en)."""
-    if moment is None:
-        return "-"
-    return moment.astimezone(UTC).strftime(_MOMENT_FORMATS.get(current_language(), "%Y-%m-%d %H:%M UTC"))
-
-
-def count(value: int | None) -> str:
-    return "-" if value is None else format_number(int(value))
-
-
-def size(value: int | None) -> str:
-    if value is None:
-        return _("size not recorded")
-    return ngettext("%(num)s byte", "%(num)s bytes", int(value))
-
-
-def money(amount_minor: int | None, currency: str | None) -> str:
-    """An amount in its own currency; one recorded without its currency says so (no guess at
-    its decimals)."""
-    if amount_minor is None:
-        return "-"
-    if not currency:
-        return _("%(amount)s in minor units (currency not recorded)", amount=count(amount_minor))
-    return format_money(amount_minor, currency)
-
-
-def pct(value: float | None) -> str:
-    return _("n/a") if value is None else format_pct(value)
-
-
-def transactions(n: int) -> str:
-    return ngettext("%(num)s transaction", "%(num)s transactions", n)
-
-
-def rates(figures: Figures) -> str:
-    """``1 EUR = 6,2875 BRL (desde 04/12/2026 16:00 UTC, BCB PTAX)``; ``; `` between rates."""
-    return "; ".join(
-        _(
-            "1 %(code)s = %(rate)s %(currency)s (since %(since)s, %(source)s)",
-            code=code,
-            rate=format_rate(r.rate),
-            currency=figures.reporting_currency or "?",
-            since=when(r.valid_from),
-            source=r.source or _("source not recorded"),
-        )
-        for code, r in sorted(figures.fx_rates.items())
-    )
 
 
 def figures_view(figures: Figures | None) -> dict[str, Any] | None:
@@ -190,12 +145,6 @@ def html_lang() -> str:
 
 
 # -- templates ----------------------------------------------------------------------------------
-
-
-def _resource(name: str) -> str:
-    from importlib.resources import files
-
-    return files(__package__).joinpath("templates", name).read_text(encoding="utf-8")
 
 
 @cache

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING
 
+from airflow_recon_provider.plugins._formatting import input_time
 from airflow_recon_provider.reconciliation.i18n import (
     LANGUAGES,
     _,
@@ -48,11 +49,6 @@ def _when(moment: datetime | None, *, seconds: bool = False) -> str:
     if moment is None:
         return "-"
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
-
-
-def _input_time(moment: datetime) -> str:
-    """A ``datetime-local`` input's value, in UTC (the form says so)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
 
 
 def html_lang() -> str:
@@ -203,7 +199,7 @@ def _template() -> jinja2.Template:
         within_thresholds=within_thresholds,
         real_run_effects=real_run_effects,
         when=_when,
-        input_time=_input_time,
+        input_time=input_time,
         conf_json=lambda conf: json.dumps(conf, indent=2),
         kinds=ALL_KINDS,
         kind_name=kind_name,

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow_recon_provider.devtools.stand_ins import _JsonServer
+from airflow_recon_provider.devtools._json_server import JsonServer
 
 DAG_ID = "billing_gateway_reconciliation"
 _RUNS = re.compile(r"^/api/v2/dags/(?P<dag>[^/]+)/dagRuns$")
@@ -137,7 +137,7 @@ def task_try(ti: dict, *, try_number: int, state: str) -> dict:
 
 
 @dataclass
-class AirflowApiStandIn(_JsonServer):
+class AirflowApiStandIn(JsonServer):
     """The stand-in; fill ``runs``, ``task_instances``, ``tries`` and ``logs`` before use.
 
     :param users: login -> password accepted by ``POST /auth/token``.
