@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from airflow_recon_provider.reconciliation.i18n import (
     DEFAULT_LANGUAGE,
@@ -56,10 +57,32 @@ def configured_language() -> str:
     return normalize_language(str(value or ""))
 
 
+#: the language a person chose for the pages they read (the dashboard's ``?lang=``, kept in a
+#: cookie), set per request by :class:`airflow_recon_provider.plugins._language.LanguageMiddleware`
+_REQUESTED: ContextVar[str | None] = ContextVar("recon_requested_language", default=None)
+
+
+def requested_language() -> str | None:
+    """The language chosen for this request, if any (normalized)."""
+    return _REQUESTED.get()
+
+
+@contextmanager
+def requested_language_scope(language: str | None) -> Iterator[None]:
+    """Within it, :func:`language_scope` renders in ``language`` (a normalized language, or
+    ``None`` for the configured one): a person's choice for the pages they read."""
+    token = _REQUESTED.set(language)
+    try:
+        yield
+    finally:
+        _REQUESTED.reset(token)
+
+
 @contextmanager
 def language_scope(language: str | None = None) -> Iterator[str]:
-    """Render in ``language`` (e.g. a page's ``?lang=en``), else in the configured one."""
-    with use_language(language or configured_language()) as chosen:
+    """Render in ``language``, else in the language chosen for this request (the dashboard's
+    ``?lang=``), else in the configured one (``[recon] language``)."""
+    with use_language(language or _REQUESTED.get() or configured_language()) as chosen:
         yield chosen
 
 
@@ -82,5 +105,7 @@ __all__ = [
     "normalize_language",
     "npgettext",
     "pgettext",
+    "requested_language",
+    "requested_language_scope",
     "use_language",
 ]

@@ -665,6 +665,7 @@ class ReconciliationSnapshotOperator(BaseOperator):
         if not incident_id:
             return
         from airflow_recon_provider.i18n import _, language_scope, ngettext
+        from airflow_recon_provider.reconciliation import steps
 
         with language_scope():  # the timeline keeps the words in [recon] language
             snapshot = result["snapshot"]
@@ -678,12 +679,17 @@ class ReconciliationSnapshotOperator(BaseOperator):
                         link=snapshot["link"],
                     ),
                     ngettext("%(num)s divergent key", "%(num)s divergent keys", summary.divergent_count),
-                    _("cycles %(states)s", states=cycles or _("none recorded")),
+                    _(
+                        "cycles %(states)s",
+                        states=steps.cycle_counts(cycles) if cycles else _("none recorded"),
+                    ),
                     _("ledger %(state)s", state=_status_word(result["ledger"], "matches")),
                     _("kafka %(state)s", state=_status_word(result["kafka"], "errors")),
                     _(
                         "PSP health %(state)s",
-                        state=result["psp_health"].get("outcome", result["psp_health"]["status"]),
+                        state=steps.health_name(
+                            result["psp_health"].get("outcome", result["psp_health"]["status"])
+                        ),
                     ),
                 )
             )
@@ -709,9 +715,10 @@ class ReconciliationSnapshotOperator(BaseOperator):
 
 def _status_word(source: dict[str, Any], key: str) -> str:
     from airflow_recon_provider.i18n import _, ngettext
+    from airflow_recon_provider.reconciliation.steps import source_status_name
 
     if source.get("status") != "ok":
-        return str(source.get("status"))
+        return source_status_name(source.get("status"))
     if key == "matches":
         return _("matches the gateway") if source.get("matches") else _("differs from the gateway")
     errors = int(source.get("errors") or 0)

@@ -159,6 +159,10 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
+    # ?lang=en / ?lang=pt-BR on any page, kept in a cookie (plugins/_language.py)
+    from airflow_recon_provider.plugins._language import LanguageMiddleware
+
+    app.add_middleware(LanguageMiddleware)
 
     def wants_html(request: Request) -> bool:
         return "/api/" not in request.url.path

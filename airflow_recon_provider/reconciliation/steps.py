@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_recon_provider.reconciliation.i18n import N_, _
+from airflow_recon_provider.reconciliation.i18n import N_, _, format_number, ngettext
 
 # -- the runbook's headings ("## Detecção", "## Investigação", ...) -------------------------------
 
@@ -117,6 +117,25 @@ DELIVERY_STATUS_NAMES: Mapping[str, str] = {
     "superseded": N_("superseded"),
 }
 
+#: a PSP health check's outcome (Investigação 4), as people read it
+HEALTH_NAMES: Mapping[str, str] = {
+    "healthy": N_("healthy"),
+    "degraded": N_("degraded"),
+    "down": N_("down"),
+    "unknown_status": N_("unknown status"),
+    "timeout": N_("no answer in time"),
+    "http_error": N_("HTTP error"),
+    "connection_refused": N_("connection refused"),
+    "unreachable": N_("unreachable"),
+    "malformed_json": N_("malformed answer"),
+    "probe_error": N_("check failed"),
+}
+#: what an optional source of the investigation reported when it gave no figures
+SOURCE_STATUS_NAMES: Mapping[str, str] = {
+    "not configured": N_("not configured"),
+    "unavailable": N_("unavailable"),
+    "error": N_("error"),
+}
 #: a decision of the data correction (Mitigação 2) on the timeline, as people read it; the
 #: code stays in the event's details (``decision``)
 CORRECTION_OUTCOMES: Mapping[str, str] = {
@@ -146,6 +165,35 @@ def correction_outcome(outcome: Any) -> str:
     """A data-correction decision in words (``aprovação solicitada ao financeiro``); unknown
     codes as they are."""
     return _word(CORRECTION_OUTCOMES, outcome)
+
+
+def health_name(outcome: Any) -> str:
+    """A PSP health outcome in words (``saudável``, ``sem resposta a tempo``); unknown ones as
+    they are."""
+    return _word(HEALTH_NAMES, outcome)
+
+
+def source_status_name(status: Any) -> str:
+    """``não configurado``, ``indisponível``; other statuses as they are."""
+    return _word(SOURCE_STATUS_NAMES, status)
+
+
+def _cycle_count(status: str, count: int) -> str:
+    if status == "failed":
+        return ngettext("%(num)s failed", "%(num)s failed", count)
+    if status == "success":
+        return ngettext("%(num)s successful", "%(num)s successful", count)
+    if status == "running":
+        return ngettext("%(num)s running", "%(num)s running", count)
+    return f"{format_number(count)} {status}"
+
+
+def cycle_counts(by_status: Mapping[str, int]) -> str:
+    """``2 com falha, 1 com sucesso`` from ``{"failed": 2, "success": 1}`` (failed first:
+    what on-call looks for); statuses this function does not know as ``<n> <status>``."""
+    order = {"failed": 0, "running": 1, "success": 2}
+    ranked = sorted(by_status.items(), key=lambda item: (order.get(item[0], 3), item[0]))
+    return ", ".join(_cycle_count(status, int(count)) for status, count in ranked)
 
 
 def channel_name(channel: Any) -> str:
@@ -212,15 +260,20 @@ __all__ = [
     "CHANNEL_NAMES",
     "CORRECTION_OUTCOMES",
     "DELIVERY_STATUS_NAMES",
+    "HEALTH_NAMES",
     "KIND_NAMES",
     "SECTIONS",
+    "SOURCE_STATUS_NAMES",
     "STATE_NAMES",
     "STEPS",
     "channel_name",
     "correction_outcome",
+    "cycle_counts",
     "delivery_status_name",
+    "health_name",
     "kind_name",
     "section_title",
+    "source_status_name",
     "state_name",
     "step_name",
     "step_section",

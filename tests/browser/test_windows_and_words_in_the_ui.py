@@ -223,3 +223,31 @@ def test_finance_sees_the_truth_at_a_glance_and_every_correction(ui, browser):
     shot(finance, "16-real-run-confirmation")
     confirm.get_by_role("button", name="Voltar").click()
     assert confirm.is_hidden() and _runs(ui) == before  # nothing started without the confirmation
+
+
+def test_a_person_reads_the_pages_in_english_and_back_in_portuguese(ui, browser):
+    """Pages in Portuguese by default, English switchable by the person who reads them: the
+    dashboard's "English" link (in Airflow's iframe), then the incident pages opened on their
+    own keep the choice (a cookie) until "Português" switches back."""
+    finance = login(browser, ui, "finance", "finance-demo")
+    frame = _dashboard(finance, ui)
+    assert frame.locator("html").get_attribute("lang") == "pt-BR"
+    switch = frame.locator("[data-testid=language-switch]")
+    assert switch.locator("[aria-current=true]").inner_text() == "Português"
+    switch.locator("a[data-lang=en]").click()
+    frame.locator('html[lang="en"]').wait_for()
+    frame.get_by_text("Recent runs").first.wait_for()
+    frame.locator("[data-testid=psp-row]").first.wait_for()
+    shot(finance, "17-dashboard-in-english")
+
+    finance.goto(f"{ui.url}/recon/incidents?lang=en")
+    assert finance.locator("html").get_attribute("lang") == "en"
+    incident = finance.locator('a[href^="incidents/INCIDENT-"]').first
+    incident.click()
+    finance.wait_for_url(re.compile(r"/recon/incidents/INCIDENT-\d+$"))
+    assert finance.locator("html").get_attribute("lang") == "en"  # the cookie kept the choice
+    finance.get_by_text("All incidents").first.wait_for()
+    shot(finance, "18-incident-in-english")
+    finance.locator("[data-testid=language-switch] a[data-lang=pt-BR]").click()
+    finance.locator('html[lang="pt-BR"]').wait_for()
+    finance.get_by_text("Todos os incidentes").first.wait_for()

@@ -237,3 +237,36 @@ def test_english_is_selectable(dashboard_db, monkeypatch):
     assert '<td data-kind="status_mismatch">different status' in html
     assert "Required actions (finance approvals)</a>" in html
     assert "cycles=720 is out of range: the dashboard shows 1 to 168 hourly cycles (7 days)" in out_of_range
+
+
+def test_a_person_switches_the_pages_to_english_and_back(dashboard_db, monkeypatch):
+    """``?lang=en`` on any page switches what that person reads; a cookie keeps the choice on
+    the pages after (the incident pages too); ``?lang=pt-BR`` switches back; an unknown choice
+    shows the configured language (pt-BR) and forgets the earlier one."""
+    from fastapi.testclient import TestClient
+
+    from airflow_recon_provider.plugins.dashboard_app import create_app
+
+    monkeypatch.delenv("AIRFLOW__RECON__LANGUAGE", raising=False)
+    with TestClient(create_app(require_login=False, recent_runs=list)) as client:
+        first = client.get("/", params={"cycles": 3})
+        assert '<html lang="pt-BR">' in first.text and "Execuções recentes" in first.text
+        switch = first.text.split('data-testid="language-switch">', 1)[1].split("</span>", 1)[0]
+        assert '<strong aria-current="true" lang="pt-BR">Português</strong>' in switch
+        assert '<a href="?lang=en" lang="en" data-lang="en">English</a>' in switch
+
+        english = client.get("/", params={"lang": "en"})
+        assert '<html lang="en">' in english.text and "Recent runs" in english.text
+        assert "recon_lang=en" in english.headers["set-cookie"]
+        # the cookie keeps it: the incident list and an incident's page in English
+        incidents = client.get("/incidents")
+        assert '<html lang="en">' in incidents.text and "Incidents" in incidents.text
+        page = client.get(f"/incidents/{dashboard_db.incident_id}")
+        assert '<html lang="en">' in page.text and "All incidents" in page.text and "Opened at" in page.text
+
+        back = client.get("/incidents", params={"lang": "pt-BR"})
+        assert '<html lang="pt-BR">' in back.text and "recon_lang=pt_BR" in back.headers["set-cookie"]
+        assert '<html lang="pt-BR">' in client.get("/", params={"cycles": 3}).text
+
+        unknown = client.get("/", params={"lang": "klingon"})
+        assert '<html lang="pt-BR">' in unknown.text and "Max-Age=0" in unknown.headers["set-cookie"]

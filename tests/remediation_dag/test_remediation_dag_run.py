@@ -249,6 +249,11 @@ def test_from_trigger_to_closure(
         "recuperado → encerrado: Encerramento (runbook)",
     ]
     assert {e[3] for e in events} == {dag_run.run_id}
+    # the snapshot's findings in words: cycles counted, sources and health named, no raw dict
+    (snapshot,) = [e[1] for e in events if e[0] == "investigation.snapshot"]
+    assert "{" not in snapshot and "'" not in snapshot, snapshot
+    assert "ciclos " in snapshot and ("com sucesso" in snapshot or "com falha" in snapshot), snapshot
+    assert "not configured" not in snapshot and "healthy" not in snapshot, snapshot
     own_steps = {"investigation.scope", "investigation.snapshot", "containment.pause", "mitigation.reprocess",
                  "mitigation.rollback", "mitigation.psp_ticket", "recovery.criteria", "closure.resume",
                  "closure.tag_release", "incident.state"}  # fmt: skip

@@ -331,3 +331,19 @@ def test_the_configured_language(monkeypatch):
     monkeypatch.setenv("AIRFLOW__RECON__LANGUAGE", "klingon")
     with pytest.raises(LanguageError, match="klingon"):
         configured_language()
+
+
+def test_the_investigation_findings_read_as_words_in_both_languages():
+    from airflow_recon_provider.reconciliation.i18n import use_language
+    from airflow_recon_provider.reconciliation.steps import cycle_counts, health_name, source_status_name
+
+    with use_language("pt_BR"):
+        assert cycle_counts({"success": 1, "failed": 2}) == "2 com falha, 1 com sucesso"
+        assert cycle_counts({"skipped": 3}) == "3 skipped"  # a status it does not know, as it is
+        assert health_name("healthy") == "saudável" and health_name("timeout") == "sem resposta a tempo"
+        assert source_status_name("not configured") == "não configurado"
+        assert health_name("weird") == "weird"
+    with use_language("en"):
+        assert cycle_counts({"success": 1, "failed": 2}) == "2 failed, 1 successful"
+        assert health_name("connection_refused") == "connection refused"
+        assert source_status_name("unavailable") == "unavailable"
