@@ -251,12 +251,14 @@ def test_a_person_switches_the_pages_to_english_and_back(dashboard_db, monkeypat
     with TestClient(create_app(require_login=False, recent_runs=list)) as client:
         first = client.get("/", params={"cycles": 3})
         assert '<html lang="pt-BR">' in first.text and "Execuções recentes" in first.text
+        assert "Incidentes (abertos e encerrados)</a>" in first.text
         switch = first.text.split('data-testid="language-switch">', 1)[1].split("</span>", 1)[0]
         assert '<strong aria-current="true" lang="pt-BR">Português</strong>' in switch
         assert '<a href="?lang=en" lang="en" data-lang="en">English</a>' in switch
 
         english = client.get("/", params={"lang": "en"})
         assert '<html lang="en">' in english.text and "Recent runs" in english.text
+        assert "Incidents (open and closed)</a>" in english.text and "Incidentes (abertos" not in english.text
         assert "recon_lang=en" in english.headers["set-cookie"]
         # the cookie keeps it: the incident list and an incident's page in English
         incidents = client.get("/incidents")
