@@ -444,14 +444,22 @@ def render_rows(rows: Iterable[DivergenceRow], out: IO[str], fmt: str) -> int:
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
-def rates_text(summary: DivergenceSummary, *, locale: str = DEFAULT_LOCALE) -> str:
+def rates_text(summary: DivergenceSummary, *, locale: str | None = None) -> str:
     """The rates a summary's converted figures used, and the currencies left out, in words:
-    ``1 EUR = 6,25 BRL (from 2026-12-04 16:00 UTC, BCB PTAX)``."""
+    ``1 EUR = 6,25 BRL (from 2026-12-04 16:00 UTC, BCB PTAX)``; in the language in force, or
+    ``locale``'s when given."""
+    from airflow_recon_provider.reconciliation.i18n import _
+    from airflow_recon_provider.reconciliation.money import _words
+
     parts = [
-        rate_text(r, summary.reporting_currency, locale=locale) for _, r in sorted(summary.used_rates.items())
+        rate_text(r, summary.reporting_currency, locale=locale)
+        for _code, r in sorted(summary.used_rates.items())
     ]
     if summary.unconverted_currencies:
-        parts.append("no rate (left out): " + ", ".join(summary.unconverted_currencies))
+        with _words(locale):
+            parts.append(
+                _("no rate (left out): %(currencies)s", currencies=", ".join(summary.unconverted_currencies))
+            )
     return "; ".join(parts)
 
 

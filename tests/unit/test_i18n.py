@@ -347,3 +347,30 @@ def test_the_investigation_findings_read_as_words_in_both_languages():
         assert cycle_counts({"success": 1, "failed": 2}) == "2 failed, 1 successful"
         assert health_name("connection_refused") == "connection refused"
         assert source_status_name("unavailable") == "unavailable"
+
+
+def test_the_rates_line_reads_in_the_language_in_force():
+    """The dashboard's "Totals in BRL, converted: ..." line follows the page's language (it
+    said "a partir de" with a decimal comma on the English page)."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+    from types import SimpleNamespace
+
+    from airflow_recon_provider.reconciliation.i18n import use_language
+    from airflow_recon_provider.reconciliation.money import FxRate
+    from airflow_recon_provider.reconciliation.report import rates_text
+
+    rate = FxRate("EUR", Decimal("6.2875"), datetime(2026, 12, 6, tzinfo=UTC), "BCB PTAX")
+    summary = SimpleNamespace(
+        reporting_currency="BRL", used_rates={"EUR": rate}, unconverted_currencies=("JPY",)
+    )
+    with use_language("en"):
+        assert rates_text(summary) == (
+            "1 EUR = 6.2875 BRL (from 2026-12-06 00:00 UTC, BCB PTAX); no rate (left out): JPY"
+        )
+    with use_language("pt_BR"):
+        text = rates_text(summary)
+        assert text.startswith("1 EUR = 6,2875 BRL (") and text.endswith("; sem cotação (fora do total): JPY")
+    # an explicit locale still wins (the CLI's report)
+    with use_language("pt_BR"):
+        assert "(from 2026-12-06" in rates_text(summary, locale="en")
