@@ -649,7 +649,8 @@ def open_incident_activity_query() -> sql.SQL:
               WHERE e.incident_id = i.incident_id AND e.step = %(scope_step)s
                 AND e.run_id IS NOT NULL), '{}') AS scope_runs,
     (SELECT count(*) FROM recon.remediation_lease_events l
-     WHERE l.incident_id = i.incident_id AND l.event = ANY(%(lease_events)s)) AS real_run_claims,
+     WHERE l.psp = i.psp AND l.incident_id = i.incident_id
+       AND l.event = ANY(%(lease_events)s)) AS real_run_claims,
     (SELECT l.dag_id || ' run ' || l.run_id FROM recon.remediation_leases l
      WHERE l.psp = i.psp) AS lease_holder,
     (SELECT count(*) FROM recon.incident_events e
