@@ -46,15 +46,9 @@ def configured_language() -> str:
     """``[recon] language`` normalized (``pt_BR`` or ``en``); :data:`DEFAULT_LANGUAGE` when
     unset or when the configuration cannot be read. A value that is not an available
     language raises :class:`LanguageError`: a misconfiguration is said, not guessed past."""
-    try:
-        from airflow.providers.common.compat.sdk import conf
-    except ImportError:  # pragma: no cover - older compat provider
-        from airflow.configuration import conf  # type: ignore[no-redef]
-    try:
-        value = conf.get(CONFIG_SECTION, CONFIG_OPTION, fallback="")
-    except Exception:
-        value = ""
-    return normalize_language(str(value or ""))
+    from airflow_recon_provider.configuration import option
+
+    return normalize_language(option(CONFIG_OPTION, CONFIG_SECTION))
 
 
 #: the language a person chose for the pages they read (the dashboard's ``?lang=``, kept in a
