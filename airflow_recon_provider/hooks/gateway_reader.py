@@ -9,9 +9,10 @@ arguments, what ``airflow-recon report``/``summary`` use when the connection is 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow_recon_provider.hooks import _key_parts
 from airflow_recon_provider.hooks._pg_session import ReconSession
 from airflow_recon_provider.reconciliation import cycle_store, fx_queries, queries
 from airflow_recon_provider.reconciliation.config import PspConfig, ReconConfig, check_psp_name
@@ -37,6 +38,8 @@ class GatewayReader(ReconSession):
 
     #: rows fetched per round trip from the server-side cursor
     fetch_size = 5000
+    #: rows read by a live classification that make one more connection worth opening
+    live_rows_per_connection = _key_parts.ROWS_PER_CONNECTION
     use_cycle_store: bool = True
 
     # -- PSPs --------------------------------------------------------------------------
@@ -81,6 +84,13 @@ class GatewayReader(ReconSession):
                 plan = self._store_plan(conn, window, params)
                 if plan is None:
                     self._tune_for_classification(conn, window)
+                    count = self._live_connections(conn, window, params)
+                    if count > 1:
+                        with self._key_parts(conn, window, count) as parts:
+                            statement = queries.divergence_report_query(self.config.mapping, partitioned=True)
+                            for record in parts.stream_merged(statement, params, self.fetch_size):
+                                yield DivergenceRow.from_db(record)
+                        return
                     statement = queries.divergence_report_query(self.config.mapping)
                 else:
                     self._tune_for_store(conn, plan)
@@ -113,7 +123,13 @@ class GatewayReader(ReconSession):
                 if plan is None:
                     self._tune_for_classification(conn, window)
                     totals = conn.execute(queries.gateway_totals_query(mapping), params).fetchall()
-                    by_kind = conn.execute(queries.divergence_by_kind_query(mapping), params).fetchall()
+                    count = self._live_connections(conn, window, params)
+                    if count > 1:
+                        with self._key_parts(conn, window, count) as parts:
+                            statement = queries.divergence_by_kind_query(mapping, partitioned=True)
+                            by_kind = queries.merge_by_kind(parts.fetch_all(statement, params))
+                    else:
+                        by_kind = conn.execute(queries.divergence_by_kind_query(mapping), params).fetchall()
                 else:
                     self._tune_for_store(conn, plan)
                     params.update(cycle_store.plan_params(plan, window, self.config.match_grace))
@@ -140,6 +156,23 @@ class GatewayReader(ReconSession):
             reporting_currency=self.config.reporting_currency,
             fx_rates=rates,
         )
+
+    # -- a long window classified live by several connections (hooks/_key_parts.py) ------------
+    def _live_connections(self, conn: Any, window: Window, params: dict[str, Any]) -> int:
+        """How many connections classify ``window`` live: one for short windows (an hourly
+        cycle, a day: few rows, read through indexes), else by the planner's estimate of the
+        rows read, at most ``ReconConfig.live_connections``."""
+        limit = self.config.live_connections
+        if limit <= 1 or window.span <= timedelta(days=1):
+            return 1
+        rows = _key_parts.estimated_rows(conn, queries.live_rows_estimate_query(self.config.mapping), params)
+        return _key_parts.connections_for(rows, limit, per_connection=self.live_rows_per_connection)
+
+    def _key_parts(self, conn: Any, window: Window, count: int) -> _key_parts.KeyParts:
+        def tune(extra: Any) -> None:
+            self._tune_for_classification(extra, window)
+
+        return _key_parts.KeyParts(conn, count, self.connect, tune)
 
     # -- stored per-cycle classification (reconciliation/cycle_store.py) --------------------
     def _store_plan(self, conn: Any, window: Window, params: dict[str, Any]) -> cycle_store.StorePlan | None:

@@ -9,7 +9,8 @@ only divergent keys leave the server.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -241,7 +242,18 @@ def sql_names(m: TableMapping) -> dict[str, sql.Composable]:
     }
 
 
-def _classified_cte(m: TableMapping) -> sql.Composed:
+def _key_part(ref: sql.Composable, partitioned: bool) -> sql.Composable:
+    """The predicate that keeps one key-hash part of a side's rows (both sides hash the same
+    reference, so a key's rows on both sides fall in the same part); nothing when the
+    classification is not split."""
+    if not partitioned:
+        return sql.SQL("")
+    return sql.SQL("\n      AND mod(hashtext({}::text) & 2147483647, %(key_parts)s) = %(key_part)s").format(
+        ref
+    )
+
+
+def _classified_cte(m: TableMapping, *, partitioned: bool = False) -> sql.Composed:
     """CTEs ``g`` / ``s`` (per-key aggregates of each side), ``j`` (joined keys in scope
     that do not match cleanly), ``c`` (each key with its kind, NULL when it matches) and
     ``d`` (divergent keys with their amount).
@@ -249,7 +261,12 @@ def _classified_cte(m: TableMapping) -> sql.Composed:
     Performance (benchmarks/run.py, docs/benchmarks.md): the aggregates keep only scalar
     states (the first row's amount of a duplicate key is read by primary key in ``d``, for
     duplicate keys only, instead of a per-row ``min(ARRAY[id, amount])``), and ``j`` drops
-    cleanly matching keys with a few comparisons before the classification ``CASE``."""
+    cleanly matching keys with a few comparisons before the classification ``CASE``.
+
+    ``partitioned``: only the keys whose reference hashes to part ``%(key_part)s`` of
+    ``%(key_parts)s`` (:func:`split_params`); the parts are disjoint and together are every
+    key, so the union of the parts' rows is the whole classification (a long window is
+    classified by several connections at once, hooks/gateway_reader.py)."""
     return sql.SQL("""
 g AS (
     SELECT i.{i_ref} AS ref,
@@ -264,7 +281,7 @@ g AS (
     FROM {transactions} AS t
     JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
     WHERE i.{i_provider} = %(psp)s
-      AND t.{t_created} >= %(wide_start)s AND t.{t_created} < %(wide_end)s
+      AND t.{t_created} >= %(wide_start)s AND t.{t_created} < %(wide_end)s{g_part}
     GROUP BY 1, 2
 ),
 s AS (
@@ -279,17 +296,22 @@ s AS (
            bool_or(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS in_window
     FROM {statements} AS l
     WHERE l.{s_psp} = %(psp)s
-      AND l.{s_occurred} >= %(wide_start)s AND l.{s_occurred} < %(wide_end)s
+      AND l.{s_occurred} >= %(wide_start)s AND l.{s_occurred} < %(wide_end)s{s_part}
     GROUP BY 1, 2
 ),
 {j},
 {classify}""").format(
-        j=sql.SQL(JOIN_CTE), classify=sql.SQL(CLASSIFY_CTES).format(**sql_names(m)), **sql_names(m)
+        j=sql.SQL(JOIN_CTE),
+        classify=sql.SQL(CLASSIFY_CTES).format(**sql_names(m)),
+        g_part=_key_part(sql.SQL("i.{}").format(sql_names(m)["i_ref"]), partitioned),
+        s_part=_key_part(sql.SQL("l.{}").format(sql_names(m)["s_ref"]), partitioned),
+        **sql_names(m),
     )
 
 
-def divergence_report_query(m: TableMapping) -> sql.Composed:
-    """One row per divergent key, ordered by kind then key; columns :data:`REPORT_COLUMNS`."""
+def divergence_report_query(m: TableMapping, *, partitioned: bool = False) -> sql.Composed:
+    """One row per divergent key, ordered by kind then key; columns :data:`REPORT_COLUMNS`.
+    ``partitioned``: the keys of one part only (:func:`_classified_cte`), in the same order."""
     return sql.SQL(
         """WITH {ctes}
 SELECT kind, ref, ttype, g_status, s_status, g_total, s_total,
@@ -297,23 +319,70 @@ SELECT kind, ref, ttype, g_status, s_status, g_total, s_total,
 FROM d
 ORDER BY array_position(%(kinds)s::text[], kind), ref COLLATE "C", ttype COLLATE "C"
 """
-    ).format(ctes=_classified_cte(m))
+    ).format(ctes=_classified_cte(m, partitioned=partitioned))
 
 
-def divergence_by_kind_query(m: TableMapping) -> sql.Composed:
+def divergence_by_kind_query(m: TableMapping, *, partitioned: bool = False) -> sql.Composed:
     """Per currency and kind: divergent keys counted in their key's currency, and divergent
     amounts in their own currencies (DESIGN 3a): rows ``(currency, kind, count, amount)``.
 
     A ``(currency, kind)`` with no key and a zero amount (extra copies in that currency whose
     amounts cancel out across keys) is no row, here as in the cycle store's reader, which
-    cannot tell such a group from one whose stored keys were all re-classified live."""
+    cannot tell such a group from one whose stored keys were all re-classified live.
+
+    ``partitioned``: one part's groups, zero groups kept (a part's extra copies may cancel
+    another's): :func:`merge_by_kind` adds the parts up and then drops the zero groups."""
     return sql.SQL(
         """WITH {ctes}
 SELECT currency, kind, sum(n)::bigint, sum(amount)::bigint
 FROM ({parts}) AS p
-GROUP BY 1, 2
-HAVING sum(n) <> 0 OR sum(amount) <> 0"""
-    ).format(ctes=_classified_cte(m), parts=sql.SQL(PARTS_SQL.format(rel="d")))
+GROUP BY 1, 2{having}"""
+    ).format(
+        ctes=_classified_cte(m, partitioned=partitioned),
+        parts=sql.SQL(PARTS_SQL.format(rel="d")),
+        having=sql.SQL("" if partitioned else "\nHAVING sum(n) <> 0 OR sum(amount) <> 0"),
+    )
+
+
+def merge_by_kind(parts: Sequence[Sequence[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
+    """The rows of :func:`divergence_by_kind_query` from its parts' rows: counts and amounts
+    added per ``(currency, kind)``, groups with no key and a zero amount dropped."""
+    totals: dict[tuple[Any, Any], list[int]] = {}
+    for rows in parts:
+        for currency, kind, n, amount in rows:
+            group = totals.setdefault((currency, kind), [0, 0])
+            group[0] += n
+            group[1] += amount
+    return [(c, k, n, a) for (c, k), (n, a) in totals.items() if n != 0 or a != 0]
+
+
+def merge_report_parts(
+    parts: Iterable[Iterable[Sequence[Any]]], kinds: Sequence[str]
+) -> Iterator[Sequence[Any]]:
+    """The rows of :func:`divergence_report_query` from its parts' rows, each part in the
+    report's order (kind in the order of ``kinds``, then reference and type in byte order,
+    which is ``COLLATE "C"``'s order and Python's order of ``str``), merged lazily."""
+    order = {kind: i for i, kind in enumerate(kinds)}
+    return heapq.merge(*parts, key=lambda r: (order[r[0]], r[1], r[2]))
+
+
+def split_params(params: dict[str, Any], part: int, parts: int) -> dict[str, Any]:
+    """``params`` of a partitioned classification for part ``part`` of ``parts``."""
+    if not 0 <= part < parts:
+        raise ValueError(f"part {part} is not one of {parts} parts")
+    return {**params, "key_part": part, "key_parts": parts}
+
+
+def live_rows_estimate_query(m: TableMapping) -> sql.Composed:
+    """The rows a live classification reads (both sides, the widened window), for
+    ``EXPLAIN``: the planner's estimate decides how many connections share the work."""
+    return sql.SQL(
+        """SELECT 1 FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
+WHERE i.{i_provider} = %(psp)s AND t.{t_created} >= %(wide_start)s AND t.{t_created} < %(wide_end)s
+UNION ALL
+SELECT 1 FROM {statements} AS l
+WHERE l.{s_psp} = %(psp)s AND l.{s_occurred} >= %(wide_start)s AND l.{s_occurred} < %(wide_end)s"""
+    ).format(**sql_names(m))
 
 
 def gateway_totals_query(m: TableMapping) -> sql.Composed:
