@@ -322,6 +322,34 @@ ORDER BY array_position(%(kinds)s::text[], kind), ref COLLATE "C", ttype COLLATE
     ).format(ctes=_classified_cte(m, partitioned=partitioned))
 
 
+#: the formats the server writes a report in (:func:`report_copy_query`)
+COPY_FORMATS = ("jsonl", "csv")
+#: the report's fields as people read them: the first columns of :data:`REPORT_COLUMNS`
+_REPORT_FIELD_COUNT = 9
+
+
+def report_copy_query(report: sql.Composable, fmt: str) -> sql.Composed:
+    """``COPY ... TO STDOUT`` of a report statement (columns :data:`REPORT_COLUMNS`, in its
+    order) as the lines ``report.render_rows`` writes: ``jsonl``, one compact JSON object per
+    row with the report's fields (``row_to_json``: no spaces, nulls kept, non-ASCII as is);
+    ``csv``, a header and the fields, quoted only where needed. The JSON lines travel as CSV
+    with a delimiter and quote that JSON text never holds (control characters are escaped in
+    JSON), so COPY neither quotes nor escapes them."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, REPORT_COLUMNS))
+    fields = sql.SQL(", ").join(map(sql.Identifier, REPORT_COLUMNS[:_REPORT_FIELD_COUNT]))
+    rows = sql.SQL("SELECT {fields} FROM ({report}) AS r ({columns})").format(
+        fields=fields, report=report, columns=columns
+    )
+    if fmt == "jsonl":
+        return sql.SQL(
+            "COPY (SELECT row_to_json(f)::text FROM ({rows}) AS f)"
+            " TO STDOUT (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02')"
+        ).format(rows=rows)
+    if fmt == "csv":
+        return sql.SQL("COPY ({rows}) TO STDOUT (FORMAT csv, HEADER)").format(rows=rows)
+    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(COPY_FORMATS)}")
+
+
 def divergence_by_kind_query(m: TableMapping, *, partitioned: bool = False) -> sql.Composed:
     """Per currency and kind: divergent keys counted in their key's currency, and divergent
     amounts in their own currencies (DESIGN 3a): rows ``(currency, kind, count, amount)``.

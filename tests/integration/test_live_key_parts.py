@@ -9,7 +9,11 @@ connection; the setting is checked.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -57,6 +61,17 @@ def _backends(db) -> int:
     ).fetchone()[0]
 
 
+def _backends_after_close(db) -> int:
+    """:func:`_backends` once closed connections' backends have exited (a closed socket ends
+    its backend a moment later; wait for that, up to 30 s)."""
+    for _ in range(300):
+        count = _backends(db)
+        if count == 0:
+            return 0
+        time.sleep(0.1)
+    return count
+
+
 @pytest.mark.parametrize("psp", ["stripe", "adyen"])
 @pytest.mark.parametrize("connections", [2, 3, 5])
 def test_split_report_and_summary_equal_one_connection(seeded, psp, connections):
@@ -78,7 +93,7 @@ def test_the_connections_are_opened_and_closed_with_the_report(seeded):
     assert first is not None
     assert _backends(seeded) == 3  # the reader's own and two more, all streaming
     rows.close()  # a reader that stops early (a closed pipe, a failed write)
-    assert _backends(seeded) == 0
+    assert _backends_after_close(seeded) == 0
 
 
 def test_the_parts_read_the_readers_snapshot(seeded):
@@ -112,7 +127,7 @@ def test_a_failing_part_fails_the_report_and_closes_every_connection(seeded):
         # every row of the other parts may arrive first; the dead part fails the merge
         for _ in rows:
             pass
-    assert _backends(seeded) == 0
+    assert _backends_after_close(seeded) == 0
 
 
 def test_short_windows_and_small_tables_keep_one_connection(seeded):
@@ -153,3 +168,69 @@ def test_live_connections_must_be_a_whole_number_in_range(value):
         ReconConfig.from_dict({"live_connections": value})
     assert ReconConfig.from_dict({"live_connections": 4}).live_connections == 4
     assert ReconConfig().live_connections == 2
+
+
+AWKWARD_REFERENCES = [
+    'q"uote',
+    "com,ma",
+    "new\nline",
+    "back\\slash",
+    "tab\there",
+    "pix_é_ção",
+    "ctrl\x01char",
+    "\\.",
+    " spaced ",
+    "emoji_\U0001f4b8",
+]
+
+
+def _awkward(db) -> None:
+    """Every reference above divergent in a different way, over two days."""
+    for n, ref in enumerate(AWKWARD_REFERENCES, start=1):
+        at = START + timedelta(hours=3 * n)
+        db.execute(
+            "INSERT INTO payment_intents (id, provider, provider_reference) VALUES (%s, 'stripe', %s)",
+            (900_000 + n, ref),
+        )
+        db.execute(
+            "INSERT INTO payment_transactions (intent_id, transaction_type, status, amount_minor, currency,"
+            " created_at) VALUES (%s, 'capture', %s, %s, 'BRL', %s)",
+            (900_000 + n, 'capt"ured' if n % 2 else "captured", 1000 + n, at),
+        )
+        if n % 3:
+            db.execute(
+                "INSERT INTO psp_statement_lines (psp, provider_reference, transaction_type, status,"
+                " amount_minor, currency, occurred_at, statement_id) VALUES ('stripe', %s, 'capture',"
+                " 'captured', %s, %s, %s, 's')",
+                (ref, 1000 + n * (n % 2), "BRL" if n % 4 else "USD", at),
+            )
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+@pytest.mark.parametrize("connections", [1, 3])
+def test_written_report_is_byte_for_byte_what_the_renderer_writes(seeded, fmt, connections):
+    """``write_report``: the server's COPY lines (one connection) and the merged parts'
+    rendered lines are exactly ``render_rows``' bytes, awkward references included."""
+    from airflow_recon_provider.reconciliation.report import render_rows
+
+    _awkward(seeded)
+    seeded.execute("ANALYZE")
+    hook = _hook(connections)
+    text = io.StringIO(newline="")
+    expected_rows = render_rows(hook.iter_divergences("stripe", WINDOW), text, fmt)
+    out = io.BytesIO()
+    assert hook.write_report("stripe", WINDOW, fmt, out) == expected_rows
+    assert out.getvalue() == text.getvalue().encode("utf-8")
+    written = out.getvalue().decode("utf-8")
+    if fmt == "jsonl":
+        refs = {json.loads(line)["provider_reference"] for line in written.splitlines()}
+    else:
+        refs = {row["provider_reference"] for row in csv.DictReader(io.StringIO(written, newline=""))}
+    assert set(AWKWARD_REFERENCES) <= refs
+
+
+def test_an_unknown_format_writes_nothing(seeded):
+    out = io.BytesIO()
+    with pytest.raises(ValueError, match="unknown format 'xml'"):
+        _hook(1).write_report("stripe", WINDOW, "xml", out)
+    assert out.getvalue() == b""
