@@ -72,7 +72,8 @@ from airflow_recon_provider.reconciliation.steps import channel_name
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_recon_provider.hooks.incidents import Delivery, IncidentHook
+    from airflow_recon_provider.hooks.incidents import IncidentHook
+    from airflow_recon_provider.hooks.notifications import Delivery, NotificationOutboxHook
     from airflow_recon_provider.reconciliation.config import ReconConfig
     from airflow_recon_provider.reconciliation.controls import ControlChange
     from airflow_recon_provider.reconciliation.finance_review import FinanceReview
@@ -244,6 +245,10 @@ class FinanceNotifier(BaseNotifier):
             )
         return self._hook
 
+    def outbox(self) -> NotificationOutboxHook:
+        """The notification outbox (``recon.notifications``) on the incident hook's connection."""
+        return self.incident_hook().outbox
+
     @staticmethod
     def _connection(conn_id: str) -> Any:
         from airflow.sdk import BaseHook
@@ -397,7 +402,6 @@ class FinanceNotifier(BaseNotifier):
 
     def _attempt(
         self,
-        hook: IncidentHook,
         row: Delivery,
         message: RenderedMessage,
         *,
@@ -407,7 +411,7 @@ class FinanceNotifier(BaseNotifier):
             response = self.deliver(row.channel, message, delivery_id=row.id, review=review)
         except Exception as exc:
             error = _describe(exc)
-            hook.mark_failed(row.id, error)
+            self.outbox().mark_failed(row.id, error)
             self.log.warning(
                 "%s %s of %s not delivered (recorded, retried on the next run): %s",
                 row.channel,
@@ -416,7 +420,7 @@ class FinanceNotifier(BaseNotifier):
                 error,
             )
             return f"failed: {error}"
-        hook.mark_sent(row.id, response)
+        self.outbox().mark_sent(row.id, response)
         self.log.info(
             "%s %s of %s sent to %s", row.channel, row.kind, row.incident_id or row.psp, row.recipient
         )
@@ -441,10 +445,10 @@ class FinanceNotifier(BaseNotifier):
         of that update, and the undelivered updates this one carries. Returns the update, the
         newest event id it covers, and those undelivered rows."""
         hook = self.incident_hook()
-        last = hook.last_sent(incident.incident_id, channel)
+        last = self.outbox().last_sent(incident.incident_id, channel)
         after = (last.last_event_id or 0) if last is not None else 0
         events = hook.events_after(incident.incident_id, after)
-        unsent = hook.unsent(
+        unsent = self.outbox().unsent(
             kinds=("update", "normalized"),
             incident_id=incident.incident_id,
             channel=channel,
@@ -479,7 +483,7 @@ class FinanceNotifier(BaseNotifier):
     def _invitation_delivered(self, review: FinanceReview) -> bool:
         return any(
             d.channel == "email" and d.status == "sent" and d.response.get("invitation") == review.uid
-            for d in self.incident_hook().deliveries(review.incident_id)
+            for d in self.outbox().deliveries(review.incident_id)
         )
 
     def _send_review_invitation(
@@ -495,7 +499,7 @@ class FinanceNotifier(BaseNotifier):
             review=review,
         )  # fmt: skip
         message = render_update(update)
-        row = hook.prepare_delivery(
+        row = self.outbox().prepare_delivery(
             dedup_key=f"{incident.incident_id}:review:{review.uid}",
             channel="email",
             kind=MessageKind.CLOSING_REPORT.value,
@@ -508,7 +512,7 @@ class FinanceNotifier(BaseNotifier):
             last_event_id=last_event_id,
             run_id=run_id,
         )
-        outcome = "already sent" if row.status == "sent" else self._attempt(hook, row, message, review=review)
+        outcome = "already sent" if row.status == "sent" else self._attempt(row, message, review=review)
         hook.record_event(
             incident.incident_id,
             step=Step.NORMALIZED,
@@ -566,7 +570,7 @@ class FinanceNotifier(BaseNotifier):
         else:
             dedup_key = f"{incident_id}:update:{slot.isoformat()}"
 
-        pending = {ch: hook.delivery(dedup_key, ch) for ch in self.channels}
+        pending = {ch: self.outbox().delivery(dedup_key, ch) for ch in self.channels}
         todo = [ch for ch in self.channels if pending[ch] is None or pending[ch].status != "sent"]
         outcomes: dict[str, str] = {ch: "already sent" for ch in self.channels if ch not in todo}
         if not todo:
@@ -574,7 +578,7 @@ class FinanceNotifier(BaseNotifier):
 
         missed: list[datetime] = []
         if detect_missed and not normalized and all(row is None for row in pending.values()):
-            previous = hook.last_update_slot(incident_id, before=slot) or incident.opened_at
+            previous = self.outbox().last_update_slot(incident_id, before=slot) or incident.opened_at
             missed = missed_slots(previous, slot, cadence=cadence or UPDATE_CADENCE)
             if missed:
                 hook.record_event(
@@ -613,7 +617,7 @@ class FinanceNotifier(BaseNotifier):
                 recovery=recovery,
             )
             message = render_update(update)
-            row = hook.prepare_delivery(
+            row = self.outbox().prepare_delivery(
                 dedup_key=dedup_key,
                 channel=channel,
                 kind=kind.value,
@@ -629,9 +633,9 @@ class FinanceNotifier(BaseNotifier):
             if row.status == "sent":  # delivered by a concurrent run meanwhile
                 outcomes[channel] = "already sent"
                 continue
-            outcomes[channel] = self._attempt(hook, row, message, review=channel_review)
+            outcomes[channel] = self._attempt(row, message, review=channel_review)
             if outcomes[channel] == "sent":
-                hook.supersede([u.id for u in unsent], by=row.id)
+                self.outbox().supersede([u.id for u in unsent], by=row.id)
 
         result = UpdateResult(incident_id, kind.value, {ch: outcomes[ch] for ch in self.channels})
         attempted = {ch: outcomes[ch] for ch in todo}
@@ -738,7 +742,7 @@ class FinanceNotifier(BaseNotifier):
         dedup_key = f"containment:{psp}:{paused_at.isoformat()}"
         outcomes: dict[str, str] = {}
         for channel in self.channels:
-            row = hook.prepare_delivery(
+            row = self.outbox().prepare_delivery(
                 dedup_key=dedup_key,
                 channel=channel,
                 kind=MessageKind.CONTAINMENT.value,
@@ -750,7 +754,7 @@ class FinanceNotifier(BaseNotifier):
                 figures=figures,
                 run_id=run_id,
             )
-            outcomes[channel] = "already sent" if row.status == "sent" else self._attempt(hook, row, message)
+            outcomes[channel] = "already sent" if row.status == "sent" else self._attempt(row, message)
         if incident is not None:
             hook.record_event(
                 incident.incident_id,
@@ -799,9 +803,8 @@ class FinanceNotifier(BaseNotifier):
         control = change.control
         moment = control.changed_at or datetime.now(UTC)
         self.check_slack_connection()
-        hook = self.incident_hook()
         message = render_control_message(change, run_id=run_id)
-        row = hook.prepare_delivery(
+        row = self.outbox().prepare_delivery(
             dedup_key=f"control:{control.psp}:{control.state.value}:{moment.isoformat()}",
             channel="slack",
             kind=MessageKind.CONTROL.value,
@@ -812,19 +815,18 @@ class FinanceNotifier(BaseNotifier):
             message=message,
             run_id=run_id,
         )
-        return {"slack": "already sent" if row.status == "sent" else self._attempt(hook, row, message)}
+        return {"slack": "already sent" if row.status == "sent" else self._attempt(row, message)}
 
     def resend_unsent(
         self, *, kinds: Sequence[str] = ("containment",), run_id: str | None = None
     ) -> dict[int, str]:
         """Send again, exactly as composed, the undelivered messages of ``kinds`` (updates are
         not resent this way: the next update carries them)."""
-        hook = self.incident_hook()
         results: dict[int, str] = {}
-        for row in hook.unsent(kinds=kinds):
+        for row in self.outbox().unsent(kinds=kinds):
             if row.channel not in self.channels:
                 continue
-            results[row.id] = self._attempt(hook, row, row.message)
+            results[row.id] = self._attempt(row, row.message)
         return results
 
     # -- as a callback --------------------------------------------------------------------------------
