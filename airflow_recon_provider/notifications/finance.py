@@ -29,6 +29,7 @@ Both work against a local HTTP server standing in for Slack, which is how the te
 
 from __future__ import annotations
 
+import enum
 import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -103,24 +104,92 @@ def parse_recipients(value: str | Sequence[str]) -> list[str]:
     return addresses
 
 
+class DeliveryStatus(enum.Enum):
+    """What came of one message on one channel."""
+
+    SENT = "sent"
+    #: delivered before (an earlier run, a concurrent one): not sent again
+    ALREADY_SENT = "already sent"
+    #: not delivered; recorded in ``recon.notifications`` and retried on the next run
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """The outcome of one message on one channel, as :meth:`FinanceNotifier._attempt` (and a
+    row found already ``sent``) produce it.
+
+    Its text (``str()``) is what the timeline's details, the XComs and the dictionaries the
+    notifier returns carry: ``sent``, ``already sent`` or ``failed: <error>``;
+    :meth:`parse` reads such a text back.
+
+    :param status: sent, already sent or failed.
+    :param error: why it failed, as the server said it (``""`` otherwise).
+    """
+
+    status: DeliveryStatus
+    error: str = ""
+
+    @classmethod
+    def failure(cls, error: str) -> DeliveryOutcome:
+        return cls(DeliveryStatus.FAILED, error)
+
+    @classmethod
+    def parse(cls, text: str) -> DeliveryOutcome:
+        """An outcome from its text (an XCom, a returned dictionary)."""
+        status, _sep, error = str(text).partition(": ")
+        return cls(DeliveryStatus(status), error if status == DeliveryStatus.FAILED.value else "")
+
+    @property
+    def failed(self) -> bool:
+        return self.status is DeliveryStatus.FAILED
+
+    @property
+    def delivered(self) -> bool:
+        """Sent now or before."""
+        return self.status is not DeliveryStatus.FAILED
+
+    def for_people(self) -> str:
+        """In the language in force; the error itself stays as the server said it."""
+        if self.status is DeliveryStatus.SENT:
+            return _("sent")
+        if self.status is DeliveryStatus.ALREADY_SENT:
+            return _("already sent")
+        return _("failed: %(why)s", why=self.error)
+
+    def __str__(self) -> str:
+        return f"failed: {self.error}" if self.failed else self.status.value
+
+
+SENT = DeliveryOutcome(DeliveryStatus.SENT)
+ALREADY_SENT = DeliveryOutcome(DeliveryStatus.ALREADY_SENT)
+
+
+def _texts(outcomes: Mapping[Any, DeliveryOutcome]) -> dict[Any, str]:
+    """Outcomes as the texts the timeline's details and the returned dictionaries carry."""
+    return {key: str(outcome) for key, outcome in outcomes.items()}
+
+
 @dataclass(frozen=True)
 class UpdateResult:
-    """What one incident update did, per channel (``sent``, ``already sent``, ``failed: ...``)."""
+    """What one incident update did, per channel."""
 
     incident_id: str
     kind: str
-    channels: Mapping[str, str] = field(default_factory=dict)
+    channels: Mapping[str, DeliveryOutcome] = field(default_factory=dict)
     skipped: str = ""
 
     @property
-    def failed(self) -> dict[str, str]:
-        return {ch: outcome for ch, outcome in self.channels.items() if outcome.startswith("failed")}
+    def failed(self) -> dict[str, DeliveryOutcome]:
+        return {ch: outcome for ch, outcome in self.channels.items() if outcome.failed}
 
     def as_dict(self) -> dict[str, Any]:
+        """For an XCom: each channel's outcome as its text (``sent``, ``already sent``,
+        ``failed: <error>``)."""
         return {
             "incident_id": self.incident_id,
             "kind": self.kind,
-            "channels": dict(self.channels),
+            "channels": _texts(self.channels),
             "skipped": self.skipped,
         }
 
@@ -138,18 +207,6 @@ def _in_configured_language(method: Callable[..., _T]) -> Callable[..., _T]:
             return method(*args, **kwargs)
 
     return wrapper
-
-
-def _delivery_text(outcome: str) -> str:
-    """A channel's outcome (``sent``, ``already sent``, ``failed: <error>``) for people; the
-    error itself stays as the server said it."""
-    if outcome == "sent":
-        return _("sent")
-    if outcome == "already sent":
-        return _("already sent")
-    if outcome.startswith("failed: "):
-        return _("failed: %(why)s", why=outcome[len("failed: ") :])
-    return outcome
 
 
 def _describe(exc: BaseException) -> str:
@@ -406,7 +463,7 @@ class FinanceNotifier(BaseNotifier):
         message: RenderedMessage,
         *,
         review: FinanceReview | None = None,
-    ) -> str:
+    ) -> DeliveryOutcome:
         try:
             response = self.deliver(row.channel, message, delivery_id=row.id, review=review)
         except Exception as exc:
@@ -419,12 +476,12 @@ class FinanceNotifier(BaseNotifier):
                 row.incident_id or row.psp,
                 error,
             )
-            return f"failed: {error}"
+            return DeliveryOutcome.failure(error)
         self.outbox().mark_sent(row.id, response)
         self.log.info(
             "%s %s of %s sent to %s", row.channel, row.kind, row.incident_id or row.psp, row.recipient
         )
-        return "sent"
+        return SENT
 
     # -- the incident update ----------------------------------------------------------------------
     def compose_update(
@@ -512,18 +569,18 @@ class FinanceNotifier(BaseNotifier):
             last_event_id=last_event_id,
             run_id=run_id,
         )
-        outcome = "already sent" if row.status == "sent" else self._attempt(row, message, review=review)
+        outcome = ALREADY_SENT if row.status == "sent" else self._attempt(row, message, review=review)
         hook.record_event(
             incident.incident_id,
             step=Step.NORMALIZED,
             outcome=_(
                 "invitation to the review with finance (%(when)s): e-mail %(outcome)s",
                 when=review.when,
-                outcome=_delivery_text(outcome),
+                outcome=outcome.for_people(),
             ),
             actor=self.actor,
             run_id=run_id,
-            details={"channels": {"email": outcome}, "review_uid": review.uid,
+            details={"channels": {"email": str(outcome)}, "review_uid": review.uid,
                      "recipients": self._recipient_of("email", review)},
         )  # fmt: skip
         return UpdateResult(incident.incident_id, MessageKind.CLOSING_REPORT.value, {"email": outcome})
@@ -572,7 +629,7 @@ class FinanceNotifier(BaseNotifier):
 
         pending = {ch: self.outbox().delivery(dedup_key, ch) for ch in self.channels}
         todo = [ch for ch in self.channels if pending[ch] is None or pending[ch].status != "sent"]
-        outcomes: dict[str, str] = {ch: "already sent" for ch in self.channels if ch not in todo}
+        outcomes: dict[str, DeliveryOutcome] = {ch: ALREADY_SENT for ch in self.channels if ch not in todo}
         if not todo:
             return UpdateResult(incident_id, kind.value, outcomes, skipped="already sent")
 
@@ -631,16 +688,16 @@ class FinanceNotifier(BaseNotifier):
                 run_id=run_id,
             )
             if row.status == "sent":  # delivered by a concurrent run meanwhile
-                outcomes[channel] = "already sent"
+                outcomes[channel] = ALREADY_SENT
                 continue
             outcomes[channel] = self._attempt(row, message, review=channel_review)
-            if outcomes[channel] == "sent":
+            if outcomes[channel] == SENT:
                 self.outbox().supersede([u.id for u in unsent], by=row.id)
 
         result = UpdateResult(incident_id, kind.value, {ch: outcomes[ch] for ch in self.channels})
         attempted = {ch: outcomes[ch] for ch in todo}
-        failed = {ch: o for ch, o in attempted.items() if o.startswith("failed")}
-        sent = [ch for ch, o in attempted.items() if o == "sent"]
+        failed = {ch: o for ch, o in attempted.items() if o.failed}
+        sent = [ch for ch, o in attempted.items() if o == SENT]
         summary = (
             _("sent by %(channels)s", channels=_(" and ").join(channel_name(ch) for ch in sent))
             if sent
@@ -648,7 +705,8 @@ class FinanceNotifier(BaseNotifier):
         )
         if failed:
             summary += "; " + _(
-                "failed: %(why)s", why="; ".join(f"{channel_name(ch)} ({o[8:]})" for ch, o in failed.items())
+                "failed: %(why)s",
+                why="; ".join(f"{channel_name(ch)} ({o.error})" for ch, o in failed.items()),
             )
             summary += "; " + _("retried on the next run")
         when = format_time(slot)
@@ -666,12 +724,12 @@ class FinanceNotifier(BaseNotifier):
             figures=figures if not note else None,
             details={
                 "slot": slot.isoformat(),
-                "channels": attempted,
+                "channels": _texts(attempted),
                 "recipients": self._recipient_of("email", review),
                 **({"review_uid": review.uid} if review is not None else {}),
             },
         )
-        if normalized and all(o in {"sent", "already sent"} for o in result.channels.values()):
+        if normalized and all(o.delivered for o in result.channels.values()):
             hook.mark_communication_done(incident_id)
         return result
 
@@ -691,7 +749,8 @@ class FinanceNotifier(BaseNotifier):
         """Tell finance that reconciliation of ``psp`` is frozen and when it should resume.
 
         The notice is tied to ``incident_id``, else to the PSP's open incident if there is one
-        (its resumption estimate is then recorded on it). Returns the outcome per channel;
+        (its resumption estimate is then recorded on it). Returns the outcome per channel, as
+        its text (:class:`DeliveryOutcome`: ``sent``, ``already sent``, ``failed: <error>``);
         undelivered notices are retried by the incident-updates DAG.
 
         :param psp: the paused PSP (must be known).
@@ -740,7 +799,7 @@ class FinanceNotifier(BaseNotifier):
         )
         message = render_containment(notice)
         dedup_key = f"containment:{psp}:{paused_at.isoformat()}"
-        outcomes: dict[str, str] = {}
+        outcomes: dict[str, DeliveryOutcome] = {}
         for channel in self.channels:
             row = self.outbox().prepare_delivery(
                 dedup_key=dedup_key,
@@ -754,7 +813,7 @@ class FinanceNotifier(BaseNotifier):
                 figures=figures,
                 run_id=run_id,
             )
-            outcomes[channel] = "already sent" if row.status == "sent" else self._attempt(row, message)
+            outcomes[channel] = ALREADY_SENT if row.status == "sent" else self._attempt(row, message)
         if incident is not None:
             hook.record_event(
                 incident.incident_id,
@@ -763,15 +822,13 @@ class FinanceNotifier(BaseNotifier):
                     "finance told reconciliation of %(psp)s is paused, resumption %(eta)s: %(channels)s",
                     psp=psp,
                     eta=format_time(eta) if eta else _("not yet estimated"),
-                    channels=", ".join(
-                        f"{channel_name(ch)} {_delivery_text(o)}" for ch, o in outcomes.items()
-                    ),
+                    channels=", ".join(f"{channel_name(ch)} {o.for_people()}" for ch, o in outcomes.items()),
                 ),
                 actor=paused_by,
                 run_id=run_id,
-                details={"channels": outcomes, "paused_at": paused_at.isoformat()},
+                details={"channels": _texts(outcomes), "paused_at": paused_at.isoformat()},
             )
-        return outcomes
+        return _texts(outcomes)
 
     # -- pause / resume in the incidents channel ---------------------------------------------------
     def check_slack_connection(self) -> None:
@@ -815,18 +872,19 @@ class FinanceNotifier(BaseNotifier):
             message=message,
             run_id=run_id,
         )
-        return {"slack": "already sent" if row.status == "sent" else self._attempt(row, message)}
+        return {"slack": str(ALREADY_SENT if row.status == "sent" else self._attempt(row, message))}
 
     def resend_unsent(
         self, *, kinds: Sequence[str] = ("containment",), run_id: str | None = None
     ) -> dict[int, str]:
         """Send again, exactly as composed, the undelivered messages of ``kinds`` (updates are
-        not resent this way: the next update carries them)."""
+        not resent this way: the next update carries them). Returns each row's outcome as its
+        text (:class:`DeliveryOutcome`)."""
         results: dict[int, str] = {}
         for row in self.outbox().unsent(kinds=kinds):
             if row.channel not in self.channels:
                 continue
-            results[row.id] = self._attempt(row, row.message)
+            results[row.id] = str(self._attempt(row, row.message))
         return results
 
     # -- as a callback --------------------------------------------------------------------------------
@@ -897,6 +955,8 @@ __all__ = [
     "DEFAULT_SLACK_CHANNEL",
     "DEFAULT_SLACK_CONN_ID",
     "DEFAULT_SMTP_CONN_ID",
+    "DeliveryOutcome",
+    "DeliveryStatus",
     "FinanceDeliveryError",
     "FinanceNotifier",
     "UpdateResult",
