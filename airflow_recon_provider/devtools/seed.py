@@ -44,6 +44,7 @@ from psycopg import sql
 from airflow_recon_provider.reconciliation.config import check_psp_name
 from airflow_recon_provider.reconciliation.errors import ReconError
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind
+from airflow_recon_provider.reconciliation.queries import STATEMENT_COPY_COLUMNS
 from airflow_recon_provider.reconciliation.window import Cycle, Window, parse_timestamp
 
 __all__ = [
@@ -131,20 +132,7 @@ _TRANSACTIONS = (
         "processed_at",
     ),
 )
-_STATEMENTS = (
-    "psp_statement_lines",
-    (
-        "id",
-        "psp",
-        "provider_reference",
-        "transaction_type",
-        "status",
-        "amount_minor",
-        "currency",
-        "occurred_at",
-        "statement_id",
-    ),
-)
+_STATEMENTS = ("psp_statement_lines", ("id", *STATEMENT_COPY_COLUMNS))
 _LEDGER = (
     "ledger.transactions",
     ("id", "psp", "provider_reference", "status", "amount_minor", "currency", "occurred_at"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from airflow_recon_provider.reconciliation.mapping import TableMapping
-from airflow_recon_provider.reconciliation.queries import divergence_report_query
+from airflow_recon_provider.reconciliation.queries import divergence_report_query, sql_names
 
 PROPOSALS_TABLE = sql.Identifier("recon", "correction_proposals")
 CORRECTIONS_TABLE = sql.Identifier("recon", "corrections")
@@ -38,7 +38,6 @@ def candidates_query(m: TableMapping) -> sql.Composed:
     now — ``id, status, processed_at, amount_minor, currency, created_at`` — when the key has
     exactly one gateway row (NULLs otherwise). One statement: the report and the rows come
     from the same snapshot. Ordered by kind (canonical order), reference and type."""
-    t = m.transactions
     return sql.SQL(
         """WITH r (kind, ref, ttype, g_status, s_status, g_total, s_total, divergent_amount_minor,
          currency, gn, sn, g_first_id, statement_currency, other_amounts) AS (
@@ -52,16 +51,7 @@ FROM r
 LEFT JOIN {transactions} AS t ON r.gn = 1 AND t.{t_id} = r.g_first_id
 ORDER BY array_position(%(kinds)s::text[], r.kind), r.ref COLLATE "C", r.ttype COLLATE "C"
 """
-    ).format(
-        report=divergence_report_query(m),
-        transactions=t.table.ident,
-        t_id=t.col("id"),
-        t_status=t.col("status"),
-        t_processed=t.col("processed_at"),
-        t_amount=t.col("amount_minor"),
-        t_currency=t.col("currency"),
-        t_created=t.col("created_at"),
-    )
+    ).format(report=divergence_report_query(m), **sql_names(m))
 
 
 def create_dry_run_temp_query() -> sql.Composed:
@@ -191,30 +181,18 @@ def already_applied_query() -> sql.Composed:
 
 def lock_targets_query(m: TableMapping) -> sql.Composed:
     """The target rows of the PSP, locked in id order (two appliers cannot deadlock)."""
-    t, i = m.transactions, m.intents
     return sql.SQL(
         """SELECT t.{t_id}, t.{t_status}, t.{t_processed}, t.{t_created}
 FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
 WHERE t.{t_id} = ANY(%(ids)s::bigint[]) AND i.{i_provider} = %(psp)s
 ORDER BY t.{t_id}
 FOR UPDATE OF t"""
-    ).format(
-        transactions=t.table.ident,
-        intents=i.table.ident,
-        t_id=t.col("id"),
-        t_status=t.col("status"),
-        t_processed=t.col("processed_at"),
-        t_created=t.col("created_at"),
-        t_intent=t.col("intent_id"),
-        i_id=i.col("id"),
-        i_provider=i.col("provider"),
-    )
+    ).format(**sql_names(m))
 
 
 def update_targets_query(m: TableMapping) -> sql.Composed:
     """The runbook's ``UPDATE payment_transactions SET status = ..., processed_at = NOW()``,
     for a batch, and only where the row is still in its "before" state."""
-    t = m.transactions
     return sql.SQL(
         """UPDATE {transactions} AS t
 SET {t_status} = v.after_status, {t_processed} = now()
@@ -224,12 +202,7 @@ WHERE t.{t_id} = v.id
   AND t.{t_status} = v.before_status
   AND t.{t_processed} IS NOT DISTINCT FROM v.before_processed_at
 RETURNING t.{t_id}"""
-    ).format(
-        transactions=t.table.ident,
-        t_id=t.col("id"),
-        t_status=t.col("status"),
-        t_processed=t.col("processed_at"),
-    )
+    ).format(**sql_names(m))
 
 
 def insert_audit_query() -> sql.Composed:
@@ -260,43 +233,33 @@ def covering_logs_query(m: TableMapping) -> sql.Composed:
     passed with: a gateway whose ``created_at`` is a plain ``timestamp`` is compared as
     such). One statement for a whole correction set (the log index on ``(psp, cycle_start)``
     serves each moment); lock the rows with :func:`lock_logs_query`."""
-    r = m.reconciliation_logs
     return sql.SQL(
         """SELECT moment.n, latest.id
 FROM unnest(%(at)s) WITH ORDINALITY AS moment(at, n)
 CROSS JOIN LATERAL (
-    SELECT {id} AS id FROM {logs}
-    WHERE {psp} = %(psp)s AND {cycle_start} <= moment.at AND {cycle_end} > moment.at
-    ORDER BY {created_at} DESC, {id} DESC
+    SELECT {r_id} AS id FROM {logs}
+    WHERE {r_psp} = %(psp)s AND {r_cycle_start} <= moment.at AND {r_cycle_end} > moment.at
+    ORDER BY {r_created} DESC, {r_id} DESC
     LIMIT 1
 ) AS latest"""
-    ).format(
-        logs=r.table.ident,
-        id=r.col("id"),
-        psp=r.col("psp"),
-        cycle_start=r.col("cycle_start"),
-        cycle_end=r.col("cycle_end"),
-        created_at=r.col("created_at"),
-    )
+    ).format(**sql_names(m))
 
 
 def lock_logs_query(m: TableMapping) -> sql.Composed:
     """Lock log rows ``%(ids)s`` in id order (the order every writer takes them in)."""
-    r = m.reconciliation_logs
-    return sql.SQL("SELECT {id} FROM {logs} WHERE {id} = ANY(%(ids)s) ORDER BY {id} FOR UPDATE").format(
-        logs=r.table.ident, id=r.col("id")
+    return sql.SQL("SELECT {r_id} FROM {logs} WHERE {r_id} = ANY(%(ids)s) ORDER BY {r_id} FOR UPDATE").format(
+        **sql_names(m)
     )
 
 
 def append_log_notes_query(m: TableMapping) -> sql.Composed:
     """Append lines to a log row's notes; never replace them (runbook: rastreabilidade)."""
-    r = m.reconciliation_logs
     return sql.SQL(
         """UPDATE {logs}
-SET {notes} = CASE WHEN COALESCE({notes}, '') = '' THEN %(notes)s::text
-                   ELSE {notes} || E'\\n' || %(notes)s::text END
-WHERE {id} = %(id)s"""
-    ).format(logs=r.table.ident, notes=r.col("notes"), id=r.col("id"))
+SET {r_notes} = CASE WHEN COALESCE({r_notes}, '') = '' THEN %(notes)s::text
+                   ELSE {r_notes} || E'\\n' || %(notes)s::text END
+WHERE {r_id} = %(id)s"""
+    ).format(**sql_names(m))
 
 
 def incident_event_query() -> sql.SQL:

@@ -52,7 +52,14 @@ from typing import Any
 from psycopg import sql
 
 from airflow_recon_provider.reconciliation.mapping import TableMapping
-from airflow_recon_provider.reconciliation.queries import CLASSIFY_CTES, JOIN_CTE, PARTS_SQL, sql_names
+from airflow_recon_provider.reconciliation.queries import (
+    CLASSIFY_CTES,
+    JOIN_CTE,
+    PARTS_SQL,
+    aggregate_columns,
+    side_aggregates,
+    sql_names,
+)
 from airflow_recon_provider.reconciliation.window import CYCLE, Window, floor_cycle
 
 STATE_TABLE = sql.Identifier("recon", "cycle_store_state")
@@ -159,39 +166,7 @@ def store_cycle_query(m: TableMapping) -> sql.Composed:
     rows must have been deleted before (:func:`forget_cycle_children_query`). Returns one
     row: gateway count and amount, divergent rows, kinds and straddlers stored."""
     return sql.SQL(
-        """WITH g0 AS (
-    SELECT i.{i_ref} AS ref,
-           t.{t_type} AS ttype,
-           count(*) AS n,
-           sum(t.{t_amount})::bigint AS total,
-           min(t.{t_id})::bigint AS first_id,
-           min(t.{t_status} COLLATE "C") AS status,
-           min(upper(t.{t_currency}) COLLATE "C") AS currency,
-           max(upper(t.{t_currency}) COLLATE "C") AS currency_hi,
-           bool_or(t.{t_created} >= %(start)s AND t.{t_created} < %(end)s) AS in_window,
-           bool_and(t.{t_created} >= %(start)s AND t.{t_created} < %(end)s) AS all_in
-    FROM {transactions} AS t
-    JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
-    WHERE i.{i_provider} = %(psp)s
-      AND t.{t_created} >= %(wide_start)s AND t.{t_created} < %(wide_end)s
-    GROUP BY 1, 2
-),
-s0 AS (
-    SELECT l.{s_ref} AS ref,
-           l.{s_type} AS ttype,
-           count(*) AS n,
-           sum(l.{s_amount})::bigint AS total,
-           min(l.{s_id})::bigint AS first_id,
-           min(COALESCE(%(status_map)s::jsonb ->> l.{s_status}, l.{s_status}) COLLATE "C") AS status,
-           min(upper(l.{s_currency}) COLLATE "C") AS currency,
-           max(upper(l.{s_currency}) COLLATE "C") AS currency_hi,
-           bool_or(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS in_window,
-           bool_and(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS all_in
-    FROM {statements} AS l
-    WHERE l.{s_psp} = %(psp)s
-      AND l.{s_occurred} >= %(wide_start)s AND l.{s_occurred} < %(wide_end)s
-    GROUP BY 1, 2
-),
+        """WITH {sides},
 k AS MATERIALIZED (
     -- keys in scope of the cycle; local: every row of the key, both sides, anywhere in the
     -- tables, is inside the cycle (rows beyond the widened range are probed by key)
@@ -287,6 +262,7 @@ SELECT (SELECT n FROM totals), (SELECT amount FROM totals),
        (SELECT count(*) FROM rows_stored), (SELECT count(*) FROM kinds_stored),
        (SELECT count(*) FROM straddlers)"""
     ).format(
+        sides=side_aggregates(m, g="g0", s="s0", all_in=True),
         tail=sql.SQL(CLASSIFY_CTES).format(**sql_names(m)),
         parts=sql.SQL(PARTS_SQL.format(rel="d")),
         **sql_names(m),
@@ -394,13 +370,7 @@ g AS (
     SELECT k.ref, k.ttype, x.n, x.total, x.first_id, x.status, x.currency, x.currency_hi, x.in_window
     FROM keys AS k
     CROSS JOIN LATERAL (
-        SELECT count(*) AS n,
-               sum(t.{t_amount})::bigint AS total,
-               min(t.{t_id})::bigint AS first_id,
-               min(t.{t_status} COLLATE "C") AS status,
-               min(upper(t.{t_currency}) COLLATE "C") AS currency,
-               max(upper(t.{t_currency}) COLLATE "C") AS currency_hi,
-               bool_or(t.{t_created} >= %(start)s AND t.{t_created} < %(end)s) AS in_window
+        SELECT {g_columns}
         FROM {intents} AS i
         JOIN {transactions} AS t ON t.{t_intent} = i.{i_id}
         WHERE i.{i_provider} = %(psp)s AND i.{i_ref} = k.ref AND t.{t_type} = k.ttype
@@ -412,13 +382,7 @@ s AS (
     SELECT k.ref, k.ttype, x.n, x.total, x.first_id, x.status, x.currency, x.currency_hi, x.in_window
     FROM keys AS k
     CROSS JOIN LATERAL (
-        SELECT count(*) AS n,
-               sum(l.{s_amount})::bigint AS total,
-               min(l.{s_id})::bigint AS first_id,
-               min(COALESCE(%(status_map)s::jsonb ->> l.{s_status}, l.{s_status}) COLLATE "C") AS status,
-               min(upper(l.{s_currency}) COLLATE "C") AS currency,
-               max(upper(l.{s_currency}) COLLATE "C") AS currency_hi,
-               bool_or(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS in_window
+        SELECT {s_columns}
         FROM {statements} AS l
         WHERE l.{s_psp} = %(psp)s AND l.{s_ref} = k.ref AND l.{s_type} = k.ttype
           AND l.{s_occurred} >= %(wide_start)s AND l.{s_occurred} < %(wide_end)s
@@ -440,7 +404,12 @@ stored AS (
       AND NOT EXISTS (SELECT 1 FROM keys WHERE keys.ref = v.provider_reference
                                           AND keys.ttype = v.transaction_type)
 )"""
-    ).format(j=sql.SQL(JOIN_CTE), tail=sql.SQL(CLASSIFY_CTES).format(**sql_names(m)), **sql_names(m))
+    ).format(
+        j=sql.SQL(JOIN_CTE),
+        tail=sql.SQL(CLASSIFY_CTES).format(**sql_names(m)),
+        **aggregate_columns(m),
+        **sql_names(m),
+    )
 
 
 def stored_report_query(m: TableMapping) -> sql.Composed:
@@ -494,270 +463,18 @@ GROUP BY 1, 2 HAVING sum(n) <> 0 OR sum(amount) <> 0"""
 def stored_totals_query(m: TableMapping) -> sql.Composed:
     """Gateway count and amount of the window per currency: stored for clean cycles, live
     for the rest; rows ``(currency, count, amount)`` like :func:`queries.gateway_totals_query`."""
-    t, i = m.transactions, m.intents
     return sql.SQL(
         """SELECT currency, sum(n)::bigint, sum(amount)::bigint FROM (
     SELECT NULLIF(c.key, '') AS currency, (c.value ->> 0)::bigint AS n, (c.value ->> 1)::bigint AS amount
     FROM recon.cycle_results AS r CROSS JOIN LATERAL jsonb_each(r.gateway_by_currency) AS c
     WHERE r.psp = %(psp)s AND r.cycle_start = ANY(%(clean)s::timestamptz[])
     UNION ALL
-    SELECT upper(t.{currency}) COLLATE "C", count(*), sum(t.{amount})
+    SELECT upper(t.{t_currency}) COLLATE "C", count(*), sum(t.{t_amount})
     FROM unnest(%(live_starts)s::timestamptz[], %(live_ends)s::timestamptz[]) AS u(s, e)
-    JOIN {transactions} AS t ON t.{created} >= u.s AND t.{created} < u.e
-    JOIN {intents} AS i ON i.{i_id} = t.{intent}
-    WHERE i.{provider} = %(psp)s
+    JOIN {transactions} AS t ON t.{t_created} >= u.s AND t.{t_created} < u.e
+    JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
+    WHERE i.{i_provider} = %(psp)s
     GROUP BY 1
 ) AS u
 GROUP BY 1"""
-    ).format(
-        transactions=t.table.ident,
-        intents=i.table.ident,
-        currency=t.col("currency"),
-        amount=t.col("amount_minor"),
-        i_id=i.col("id"),
-        intent=t.col("intent_id"),
-        provider=i.col("provider"),
-        created=t.col("created_at"),
-    )
-
-
-# -- DDL: the change marks (installed by schema migration 5) ------------------------------
-
-_HOUR = "(date_trunc('hour', {ts} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
-
-
-def _mark_insert(select: sql.Composable) -> sql.Composed:
-    return sql.SQL(
-        """INSERT INTO recon.cycle_marks AS m (psp, cycle_start, last_xid, changed_at)
-        SELECT y.psp, y.hour, pg_current_xact_id(), clock_timestamp()
-        FROM (SELECT DISTINCT x.psp, x.hour FROM ({select}) AS x WHERE x.psp IS NOT NULL) AS y
-        ON CONFLICT (psp, cycle_start) DO UPDATE
-        SET last_xid = EXCLUDED.last_xid, changed_at = EXCLUDED.changed_at;"""
-    ).format(select=select)
-
-
-def _function(name: str, old: sql.Composable, new: sql.Composable) -> sql.Composed:
-    return sql.SQL(
-        """CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql
--- the writers of the gateway tables (the gateway itself, the hourly DAG, a correction) need
--- no right on recon.cycle_marks; every name below is schema-qualified
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        {old}
-    END IF;
-    IF TG_OP IN ('UPDATE', 'INSERT') THEN
-        {new}
-    END IF;
-    RETURN NULL;
-EXCEPTION WHEN OTHERS THEN
-    -- never block a write of the gateway because of the store (e.g. a mapped table renamed
-    -- since the triggers were installed): disable the store instead, readers go live until
-    -- `install_cycle_store` runs again
-    UPDATE recon.cycle_store_state SET triggers_installed = false;
-    DELETE FROM recon.cycle_results;
-    RAISE WARNING 'recon cycle store disabled: % (%)', SQLERRM, SQLSTATE;
-    RETURN NULL;
-END
-$fn$"""
-    ).format(fn=sql.Identifier("recon", name), old=_mark_insert(old), new=_mark_insert(new))
-
-
-def trigger_ddl(m: TableMapping) -> list[sql.Composed]:
-    """Functions and statement-level triggers (transition tables) that mark the hours of
-    every changed row of the classification's tables, and forget every stored cycle on
-    TRUNCATE. Identifiers from the mapping, through ``sql.Identifier``; the tables must be
-    schema-qualified (the functions run with a fixed search_path), see
-    :func:`qualified_mapping`."""
-    t, i, st = m.transactions, m.intents, m.statements
-
-    def hour(alias: str, col: sql.Identifier) -> sql.Composed:
-        return sql.SQL(_HOUR).format(ts=sql.SQL("{}.{}").format(sql.Identifier(alias), col))
-
-    def statements_side(rows: str) -> sql.Composed:
-        return sql.SQL("SELECT r.{psp} AS psp, {hour} AS hour FROM {rows} AS r").format(
-            psp=st.col("psp"), hour=hour("r", st.col("occurred_at")), rows=sql.Identifier(rows)
-        )
-
-    def transactions_side(rows: str) -> sql.Composed:
-        return sql.SQL(
-            "SELECT i.{provider} AS psp, {hour} AS hour FROM {rows} AS r "
-            "JOIN {intents} AS i ON i.{i_id} = r.{intent}"
-        ).format(
-            provider=i.col("provider"),
-            hour=hour("r", t.col("created_at")),
-            rows=sql.Identifier(rows),
-            intents=i.table.ident,
-            i_id=i.col("id"),
-            intent=t.col("intent_id"),
-        )
-
-    def intents_side(rows: str) -> sql.Composed:
-        return sql.SQL(
-            "SELECT r.{provider} AS psp, {hour} AS hour FROM {rows} AS r "
-            "JOIN {transactions} AS t ON t.{intent} = r.{i_id}"
-        ).format(
-            provider=i.col("provider"),
-            hour=hour("t", t.col("created_at")),
-            rows=sql.Identifier(rows),
-            transactions=t.table.ident,
-            intent=t.col("intent_id"),
-            i_id=i.col("id"),
-        )
-
-    ddl = [
-        _function("mark_statement_cycles", statements_side("old_rows"), statements_side("new_rows")),
-        _function("mark_transaction_cycles", transactions_side("old_rows"), transactions_side("new_rows")),
-        _function("mark_intent_cycles", intents_side("old_rows"), intents_side("new_rows")),
-        sql.SQL(
-            """CREATE OR REPLACE FUNCTION recon.forget_stored_cycles() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-BEGIN
-    DELETE FROM recon.cycle_results;
-    RETURN NULL;
-END
-$fn$"""
-        ),
-    ]
-    for table, fn in (
-        (st, "mark_statement_cycles"),
-        (t, "mark_transaction_cycles"),
-        (i, "mark_intent_cycles"),
-    ):
-        for event, referencing in (
-            ("INSERT", "REFERENCING NEW TABLE AS new_rows"),
-            ("UPDATE", "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"),
-            ("DELETE", "REFERENCING OLD TABLE AS old_rows"),
-        ):
-            name = sql.Identifier(f"recon_cycle_marks_{event.lower()}")
-            ddl.append(
-                sql.SQL("DROP TRIGGER IF EXISTS {name} ON {table}").format(name=name, table=table.table.ident)
-            )
-            ddl.append(
-                sql.SQL(
-                    "CREATE TRIGGER {name} AFTER {event} ON {table} {referencing} "
-                    "FOR EACH STATEMENT EXECUTE FUNCTION {fn}()"
-                ).format(
-                    name=name,
-                    event=sql.SQL(event),
-                    table=table.table.ident,
-                    referencing=sql.SQL(referencing),
-                    fn=sql.Identifier("recon", fn),
-                )
-            )
-        name = sql.Identifier("recon_cycle_marks_truncate")
-        ddl.append(
-            sql.SQL("DROP TRIGGER IF EXISTS {name} ON {table}").format(name=name, table=table.table.ident)
-        )
-        ddl.append(
-            sql.SQL(
-                "CREATE TRIGGER {name} AFTER TRUNCATE ON {table} FOR EACH STATEMENT "
-                "EXECUTE FUNCTION recon.forget_stored_cycles()"
-            ).format(name=name, table=table.table.ident)
-        )
-    return ddl
-
-
-def qualified_mapping(m: TableMapping, schema_of: dict[str, str]) -> TableMapping:
-    """``m`` with the schema of each classification table filled in from ``schema_of``
-    (table as configured -> schema where the database found it)."""
-    from dataclasses import replace
-
-    from airflow_recon_provider.reconciliation.mapping import TableRef
-
-    def q(section: Any) -> Any:
-        ref = section.table
-        if ref.schema is not None:
-            return section
-        return replace(section, table=TableRef(ref.name, schema_of[str(ref)]))
-
-    return replace(m, intents=q(m.intents), transactions=q(m.transactions), statements=q(m.statements))
-
-
-def key_index_ddl(m: TableMapping) -> list[sql.Composed]:
-    """Indexes the key lookups of the store need (a key's rows anywhere in the tables)."""
-    i, st = m.intents, m.statements
-    return [
-        sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} ({provider}, {ref})").format(
-            name=sql.Identifier(f"{i.table.name}_recon_key"),
-            table=i.table.ident,
-            provider=i.col("provider"),
-            ref=i.col("provider_reference"),
-        ),
-        sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} ({psp}, {ref}, {ttype})").format(
-            name=sql.Identifier(f"{st.table.name}_recon_key"),
-            table=st.table.ident,
-            psp=st.col("psp"),
-            ref=st.col("provider_reference"),
-            ttype=st.col("transaction_type"),
-        ),
-    ]
-
-
-STORE_TABLES_SQL = """
-CREATE TABLE IF NOT EXISTS recon.cycle_marks (
-    psp          text NOT NULL,
-    cycle_start  timestamptz NOT NULL,
-    last_xid     xid8 NOT NULL,
-    changed_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (psp, cycle_start)
-);
-CREATE TABLE IF NOT EXISTS recon.cycle_results (
-    psp                   text NOT NULL,
-    cycle_start           timestamptz NOT NULL,
-    cycle_end             timestamptz NOT NULL,
-    grace_seconds         bigint NOT NULL,
-    status_mapping        jsonb NOT NULL,
-    mapping_fingerprint   text NOT NULL,
-    computed_snapshot     pg_snapshot NOT NULL,
-    computed_at           timestamptz NOT NULL,
-    gateway_count         bigint NOT NULL,
-    gateway_amount_minor  bigint NOT NULL,
-    straddler_count       bigint NOT NULL,
-    PRIMARY KEY (psp, cycle_start)
-);
-CREATE TABLE IF NOT EXISTS recon.cycle_divergences (
-    psp                     text NOT NULL,
-    cycle_start             timestamptz NOT NULL,
-    kind                    text NOT NULL,
-    provider_reference      text NOT NULL,
-    transaction_type        text NOT NULL,
-    gateway_status          text,
-    statement_status        text,
-    gateway_amount_minor    bigint,
-    statement_amount_minor  bigint,
-    divergent_amount_minor  bigint NOT NULL,
-    currency                text,
-    gateway_count           bigint,
-    statement_count         bigint,
-    gateway_first_id        bigint,
-    FOREIGN KEY (psp, cycle_start) REFERENCES recon.cycle_results (psp, cycle_start) ON DELETE CASCADE
-);
-CREATE INDEX IF NOT EXISTS cycle_divergences_by_cycle ON recon.cycle_divergences (psp, cycle_start);
-CREATE INDEX IF NOT EXISTS cycle_divergences_by_key
-    ON recon.cycle_divergences (psp, provider_reference, transaction_type);
-CREATE TABLE IF NOT EXISTS recon.cycle_kind_totals (
-    psp                     text NOT NULL,
-    cycle_start             timestamptz NOT NULL,
-    kind                    text NOT NULL,
-    divergent_count         bigint NOT NULL,
-    divergent_amount_minor  bigint NOT NULL,
-    PRIMARY KEY (psp, cycle_start, kind),
-    FOREIGN KEY (psp, cycle_start) REFERENCES recon.cycle_results (psp, cycle_start) ON DELETE CASCADE
-);
-CREATE TABLE IF NOT EXISTS recon.cycle_straddlers (
-    psp                 text NOT NULL,
-    cycle_start         timestamptz NOT NULL,
-    provider_reference  text NOT NULL,
-    transaction_type    text NOT NULL,
-    PRIMARY KEY (psp, cycle_start, provider_reference, transaction_type),
-    FOREIGN KEY (psp, cycle_start) REFERENCES recon.cycle_results (psp, cycle_start) ON DELETE CASCADE
-);
-CREATE TABLE IF NOT EXISTS recon.cycle_store_state (
-    id                   integer PRIMARY KEY CHECK (id = 1),
-    mapping_fingerprint  text NOT NULL,
-    triggers_installed   boolean NOT NULL,
-    installed_at         timestamptz NOT NULL DEFAULT now()
-);
-"""
+    ).format(**sql_names(m))

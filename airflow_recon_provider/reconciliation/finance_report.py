@@ -320,37 +320,22 @@ def sides_query(m: TableMapping) -> sql.Composed:
     ``side, status, currency, count, amount_minor`` (each amount within its own currency)."""
     from psycopg import sql
 
-    t, i, s = m.transactions, m.intents, m.statements
+    from airflow_recon_provider.reconciliation.mapping import sql_names
+
     return sql.SQL(
         """SELECT 'gateway', t.{t_status}, upper(t.{t_currency}), count(*)::bigint,
        COALESCE(sum(t.{t_amount}), 0)::bigint
-FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{intent}
-WHERE i.{provider} = %(psp)s AND t.{created} >= %(start)s AND t.{created} < %(end)s
+FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
+WHERE i.{i_provider} = %(psp)s AND t.{t_created} >= %(start)s AND t.{t_created} < %(end)s
 GROUP BY 2, 3
 UNION ALL
 SELECT 'statement', s.{s_status}, upper(s.{s_currency}), count(*)::bigint,
        COALESCE(sum(s.{s_amount}), 0)::bigint
 FROM {statements} AS s
-WHERE s.{s_psp} = %(psp)s AND s.{occurred} >= %(start)s AND s.{occurred} < %(end)s
+WHERE s.{s_psp} = %(psp)s AND s.{s_occurred} >= %(start)s AND s.{s_occurred} < %(end)s
 GROUP BY 2, 3
 ORDER BY 1, 2, 3"""
-    ).format(
-        transactions=t.table.ident,
-        intents=i.table.ident,
-        statements=s.table.ident,
-        t_status=t.col("status"),
-        t_currency=t.col("currency"),
-        t_amount=t.col("amount_minor"),
-        i_id=i.col("id"),
-        intent=t.col("intent_id"),
-        provider=i.col("provider"),
-        created=t.col("created_at"),
-        s_status=s.col("status"),
-        s_currency=s.col("currency"),
-        s_amount=s.col("amount_minor"),
-        s_psp=s.col("psp"),
-        occurred=s.col("occurred_at"),
-    )
+    ).format(**sql_names(m))
 
 
 def side_by_side(

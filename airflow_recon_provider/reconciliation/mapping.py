@@ -191,3 +191,63 @@ class TableMapping:
                 raise MappingError(f"unknown column key(s) {sorted(bad)} in mapping section {section!r}")
             built[attr_of[section]] = klass(**values)
         return cls(**built)
+
+
+#: the one identifier map of the package's SQL: placeholder -> (mapping section, column).
+#: Every query builder formats its template with :func:`sql_names`; a placeholder names its
+#: table by prefix (``i_`` intents, ``t_`` transactions, ``s_`` statement lines, ``r_``
+#: reconciliation logs, ``led_`` ledger) and the tables by their section's short name.
+SQL_COLUMNS: dict[str, tuple[str, str]] = {
+    "i_id": ("intents", "id"),
+    "i_provider": ("intents", "provider"),
+    "i_ref": ("intents", "provider_reference"),
+    "t_id": ("transactions", "id"),
+    "t_intent": ("transactions", "intent_id"),
+    "t_type": ("transactions", "transaction_type"),
+    "t_status": ("transactions", "status"),
+    "t_amount": ("transactions", "amount_minor"),
+    "t_currency": ("transactions", "currency"),
+    "t_created": ("transactions", "created_at"),
+    "t_processed": ("transactions", "processed_at"),
+    "s_id": ("statements", "id"),
+    "s_psp": ("statements", "psp"),
+    "s_ref": ("statements", "provider_reference"),
+    "s_type": ("statements", "transaction_type"),
+    "s_status": ("statements", "status"),
+    "s_amount": ("statements", "amount_minor"),
+    "s_currency": ("statements", "currency"),
+    "s_occurred": ("statements", "occurred_at"),
+    "r_id": ("reconciliation_logs", "id"),
+    "r_psp": ("reconciliation_logs", "psp"),
+    "r_cycle_start": ("reconciliation_logs", "cycle_start"),
+    "r_cycle_end": ("reconciliation_logs", "cycle_end"),
+    "r_status": ("reconciliation_logs", "status"),
+    "r_amount": ("reconciliation_logs", "divergent_amount_minor"),
+    "r_count": ("reconciliation_logs", "divergent_count"),
+    "r_notes": ("reconciliation_logs", "notes"),
+    "r_created": ("reconciliation_logs", "created_at"),
+    "led_psp": ("ledger", "psp"),
+    "led_status": ("ledger", "status"),
+    "led_amount": ("ledger", "amount_minor"),
+    "led_currency": ("ledger", "currency"),
+    "led_occurred": ("ledger", "occurred_at"),
+}
+
+#: placeholder -> mapping section of the tables
+SQL_TABLES = {
+    "intents": "intents",
+    "transactions": "transactions",
+    "statements": "statements",
+    "logs": "reconciliation_logs",
+    "ledger": "ledger",
+}
+
+
+def sql_names(m: TableMapping) -> dict[str, sql.Composable]:
+    """The identifiers of the package's SQL for the table mapping ``m`` (:data:`SQL_TABLES`,
+    :data:`SQL_COLUMNS`): every builder formats its template with them."""
+    names: dict[str, sql.Composable] = {
+        key: getattr(m, section).table.ident for key, section in SQL_TABLES.items()
+    }
+    names.update({key: getattr(m, section).col(column) for key, (section, column) in SQL_COLUMNS.items()})
+    return names

@@ -24,20 +24,16 @@ from airflow_recon_provider.reconciliation.detection import (
 )
 from airflow_recon_provider.reconciliation.finance_report import FinanceReportStep
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS, DivergenceKind, parse_kinds
-from airflow_recon_provider.reconciliation.mapping import TableMapping
+from airflow_recon_provider.reconciliation.mapping import TableMapping, sql_names
 from airflow_recon_provider.reconciliation.remediation import RemediationStep
+from airflow_recon_provider.reconciliation.report import REPORT_FIELDS
 from airflow_recon_provider.reconciliation.window import Window
 
+#: the report's columns: a report line's fields
+#: (:data:`~airflow_recon_provider.reconciliation.report.REPORT_FIELDS`), then what the rows
+#: carry besides
 REPORT_COLUMNS = (
-    "kind",
-    "provider_reference",
-    "transaction_type",
-    "gateway_status",
-    "statement_status",
-    "gateway_amount_minor",
-    "statement_amount_minor",
-    "divergent_amount_minor",
-    "currency",
+    *REPORT_FIELDS,
     "gateway_count",
     "statement_count",
     "gateway_first_id",
@@ -213,78 +209,94 @@ PARTS_SQL = """
     WHERE {rel}.other_amounts IS NOT NULL"""
 
 
-def sql_names(m: TableMapping) -> dict[str, sql.Composable]:
-    """The identifiers of the classification SQL for the table mapping ``m``."""
-    t, i, st = m.transactions, m.intents, m.statements
-    return {
-        "transactions": t.table.ident,
-        "intents": i.table.ident,
-        "statements": st.table.ident,
-        "i_ref": i.col("provider_reference"),
-        "i_id": i.col("id"),
-        "i_provider": i.col("provider"),
-        "t_type": t.col("transaction_type"),
-        "t_amount": t.col("amount_minor"),
-        "t_id": t.col("id"),
-        "t_status": t.col("status"),
-        "t_currency": t.col("currency"),
-        "t_created": t.col("created_at"),
-        "t_intent": t.col("intent_id"),
-        "s_ref": st.col("provider_reference"),
-        "s_type": st.col("transaction_type"),
-        "s_amount": st.col("amount_minor"),
-        "s_id": st.col("id"),
-        "s_status": st.col("status"),
-        "s_currency": st.col("currency"),
-        "s_occurred": st.col("occurred_at"),
-        "s_psp": st.col("psp"),
-    }
-
-
-def _classified_cte(m: TableMapping) -> sql.Composed:
-    """CTEs ``g`` / ``s`` (per-key aggregates of each side), ``j`` (joined keys in scope
-    that do not match cleanly), ``c`` (each key with its kind, NULL when it matches) and
-    ``d`` (divergent keys with their amount).
-
-    Performance (benchmarks/run.py, docs/benchmarks.md): the aggregates keep only scalar
-    states (the first row's amount of a duplicate key is read by primary key in ``d``, for
-    duplicate keys only, instead of a per-row ``min(ARRAY[id, amount])``), and ``j`` drops
-    cleanly matching keys with a few comparisons before the classification ``CASE``."""
-    return sql.SQL("""
-g AS (
-    SELECT i.{i_ref} AS ref,
-           t.{t_type} AS ttype,
-           count(*) AS n,
+#: each side's aggregates of one key ``(ref, ttype)``: row count, total, smallest id, status
+#: and currency range, ``in_window`` when a row lies in ``[start, end)`` (the gateway's rows
+#: as ``t``, the statement's lines as ``l``); every path that classifies keys aggregates them
+#: this way (:func:`side_aggregates`, the cycle store's per-key probes)
+GATEWAY_AGGREGATES = """count(*) AS n,
            sum(t.{t_amount})::bigint AS total,
            min(t.{t_id})::bigint AS first_id,
            min(t.{t_status} COLLATE "C") AS status,
            min(upper(t.{t_currency}) COLLATE "C") AS currency,
            max(upper(t.{t_currency}) COLLATE "C") AS currency_hi,
-           bool_or(t.{t_created} >= %(start)s AND t.{t_created} < %(end)s) AS in_window
+           bool_or(t.{t_created} >= %(start)s AND t.{t_created} < %(end)s) AS in_window"""
+STATEMENT_AGGREGATES = """count(*) AS n,
+           sum(l.{s_amount})::bigint AS total,
+           min(l.{s_id})::bigint AS first_id,
+           min(COALESCE(%(status_map)s::jsonb ->> l.{s_status}, l.{s_status}) COLLATE "C") AS status,
+           min(upper(l.{s_currency}) COLLATE "C") AS currency,
+           max(upper(l.{s_currency}) COLLATE "C") AS currency_hi,
+           bool_or(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS in_window"""
+
+#: ``g`` / ``s``: each side's aggregates per key over the widened range. One template for
+#: both paths: the one-shot query uses it as ``g`` / ``s``, the cycle store as ``g0`` / ``s0``
+#: with ``all_in`` (every row of the key inside the cycle); see :func:`side_aggregates`
+SIDE_AGGREGATES = """{g} AS (
+    SELECT i.{i_ref} AS ref,
+           t.{t_type} AS ttype,
+           {g_columns}{g_all_in}
     FROM {transactions} AS t
     JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
     WHERE i.{i_provider} = %(psp)s
       AND t.{t_created} >= %(wide_start)s AND t.{t_created} < %(wide_end)s
     GROUP BY 1, 2
 ),
-s AS (
+{s} AS (
     SELECT l.{s_ref} AS ref,
            l.{s_type} AS ttype,
-           count(*) AS n,
-           sum(l.{s_amount})::bigint AS total,
-           min(l.{s_id})::bigint AS first_id,
-           min(COALESCE(%(status_map)s::jsonb ->> l.{s_status}, l.{s_status}) COLLATE "C") AS status,
-           min(upper(l.{s_currency}) COLLATE "C") AS currency,
-           max(upper(l.{s_currency}) COLLATE "C") AS currency_hi,
-           bool_or(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS in_window
+           {s_columns}{s_all_in}
     FROM {statements} AS l
     WHERE l.{s_psp} = %(psp)s
       AND l.{s_occurred} >= %(wide_start)s AND l.{s_occurred} < %(wide_end)s
     GROUP BY 1, 2
-),
+)"""
+
+#: ``all_in`` of :func:`side_aggregates`: every row of the key lies in ``[start, end)``
+GATEWAY_ALL_IN = """,
+           bool_and(t.{t_created} >= %(start)s AND t.{t_created} < %(end)s) AS all_in"""
+STATEMENT_ALL_IN = """,
+           bool_and(l.{s_occurred} >= %(start)s AND l.{s_occurred} < %(end)s) AS all_in"""
+
+
+def aggregate_columns(m: TableMapping) -> dict[str, sql.Composed]:
+    """:data:`GATEWAY_AGGREGATES` and :data:`STATEMENT_AGGREGATES` for the mapping ``m``, as
+    ``g_columns`` / ``s_columns`` (placeholders of a template)."""
+    names = sql_names(m)
+    return {
+        "g_columns": sql.SQL(GATEWAY_AGGREGATES).format(**names),
+        "s_columns": sql.SQL(STATEMENT_AGGREGATES).format(**names),
+    }
+
+
+def side_aggregates(m: TableMapping, *, g: str = "g", s: str = "s", all_in: bool = False) -> sql.Composed:
+    """:data:`SIDE_AGGREGATES` named ``g`` / ``s``; with ``all_in`` each side also says
+    whether every row of the key lies in ``[start, end)`` (the cycle store's locality)."""
+    names = sql_names(m)
+    # the CTE names are this module's own words, never input
+    return sql.SQL(SIDE_AGGREGATES).format(
+        g=sql.SQL(g),
+        s=sql.SQL(s),
+        g_all_in=sql.SQL(GATEWAY_ALL_IN if all_in else "").format(**names),
+        s_all_in=sql.SQL(STATEMENT_ALL_IN if all_in else "").format(**names),
+        **aggregate_columns(m),
+        **names,
+    )
+
+
+def _classified_cte(m: TableMapping) -> sql.Composed:
+    """CTEs ``g`` / ``s`` (per-key aggregates of each side, :func:`side_aggregates`), ``j``
+    (joined keys in scope that do not match cleanly), ``c`` (each key with its kind, NULL when
+    it matches) and ``d`` (divergent keys with their amount).
+
+    Performance (benchmarks/run.py, docs/benchmarks.md): the aggregates keep only scalar
+    states (the first row's amount of a duplicate key is read by primary key in ``d``, for
+    duplicate keys only, instead of a per-row ``min(ARRAY[id, amount])``), and ``j`` drops
+    cleanly matching keys with a few comparisons before the classification ``CASE``."""
+    return sql.SQL("""
+{sides},
 {j},
 {classify}""").format(
-        j=sql.SQL(JOIN_CTE), classify=sql.SQL(CLASSIFY_CTES).format(**sql_names(m)), **sql_names(m)
+        sides=side_aggregates(m), j=sql.SQL(JOIN_CTE), classify=sql.SQL(CLASSIFY_CTES).format(**sql_names(m))
     )
 
 
@@ -319,22 +331,12 @@ HAVING sum(n) <> 0 OR sum(amount) <> 0"""
 def gateway_totals_query(m: TableMapping) -> sql.Composed:
     """Every gateway row of the PSP created in ``[start, end)``, per currency: rows
     ``(currency, count, amount as stored)``."""
-    t, i = m.transactions, m.intents
     return sql.SQL(
-        """SELECT upper(t.{currency}) COLLATE "C", count(*)::bigint, COALESCE(sum(t.{amount}), 0)::bigint
-FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{intent}
-WHERE i.{provider} = %(psp)s AND t.{created} >= %(start)s AND t.{created} < %(end)s
+        """SELECT upper(t.{t_currency}) COLLATE "C", count(*)::bigint, COALESCE(sum(t.{t_amount}), 0)::bigint
+FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
+WHERE i.{i_provider} = %(psp)s AND t.{t_created} >= %(start)s AND t.{t_created} < %(end)s
 GROUP BY 1"""
-    ).format(
-        transactions=t.table.ident,
-        intents=i.table.ident,
-        currency=t.col("currency"),
-        amount=t.col("amount_minor"),
-        i_id=i.col("id"),
-        intent=t.col("intent_id"),
-        provider=i.col("provider"),
-        created=t.col("created_at"),
-    )
+    ).format(**sql_names(m))
 
 
 def summary_currencies(totals: list[tuple[Any, ...]], by_kind: list[tuple[Any, ...]]) -> set[str]:
@@ -350,76 +352,42 @@ def snapshot_copy_query(m: TableMapping) -> sql.Composed:
     Runbook columns first, then the transaction id, currency and creation time that a
     correction needs. ``BETWEEN`` of the runbook becomes the half-open window.
     """
-    t, i = m.transactions, m.intents
     return sql.SQL(
         """COPY (
-    SELECT i.{ref} AS provider_reference, t.{ttype} AS transaction_type, t.{status} AS status,
-           t.{amount} AS amount_minor, t.{processed} AS processed_at,
-           t.{tid} AS transaction_id, t.{currency} AS currency, t.{created} AS created_at
-    FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{intent}
-    WHERE i.{provider} = %(psp)s AND t.{created} >= %(start)s AND t.{created} < %(end)s
-    ORDER BY t.{created}, t.{tid}
+    SELECT i.{i_ref} AS provider_reference, t.{t_type} AS transaction_type, t.{t_status} AS status,
+           t.{t_amount} AS amount_minor, t.{t_processed} AS processed_at,
+           t.{t_id} AS transaction_id, t.{t_currency} AS currency, t.{t_created} AS created_at
+    FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
+    WHERE i.{i_provider} = %(psp)s AND t.{t_created} >= %(start)s AND t.{t_created} < %(end)s
+    ORDER BY t.{t_created}, t.{t_id}
 ) TO STDOUT WITH (FORMAT csv, HEADER true)"""
-    ).format(
-        transactions=t.table.ident,
-        intents=i.table.ident,
-        ref=i.col("provider_reference"),
-        ttype=t.col("transaction_type"),
-        status=t.col("status"),
-        amount=t.col("amount_minor"),
-        processed=t.col("processed_at"),
-        tid=t.col("id"),
-        currency=t.col("currency"),
-        created=t.col("created_at"),
-        i_id=i.col("id"),
-        intent=t.col("intent_id"),
-        provider=i.col("provider"),
-    )
+    ).format(**sql_names(m))
 
 
 def gateway_status_counts_query(m: TableMapping) -> sql.Composed:
     """Gateway side of the ledger integrity check (Investigação 3): rows ``(status,
     currency, count, amount_minor)`` of the PSP's transactions created in ``[start, end)``,
     each amount within its own currency (the ledger's counterpart: :func:`ledger_totals_query`)."""
-    t, i = m.transactions, m.intents
     return sql.SQL(
-        """SELECT t.{status}, upper(t.{currency}) COLLATE "C", count(*)::bigint,
-       COALESCE(sum(t.{amount}), 0)::bigint
-FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{intent}
-WHERE i.{provider} = %(psp)s AND t.{created} >= %(start)s AND t.{created} < %(end)s
+        """SELECT t.{t_status}, upper(t.{t_currency}) COLLATE "C", count(*)::bigint,
+       COALESCE(sum(t.{t_amount}), 0)::bigint
+FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
+WHERE i.{i_provider} = %(psp)s AND t.{t_created} >= %(start)s AND t.{t_created} < %(end)s
 GROUP BY 1, 2 ORDER BY 1, 2"""
-    ).format(
-        transactions=t.table.ident,
-        intents=i.table.ident,
-        status=t.col("status"),
-        currency=t.col("currency"),
-        amount=t.col("amount_minor"),
-        i_id=i.col("id"),
-        intent=t.col("intent_id"),
-        provider=i.col("provider"),
-        created=t.col("created_at"),
-    )
+    ).format(**sql_names(m))
 
 
 def ledger_totals_query(m: TableMapping) -> sql.Composed:
     """The ledger's entries of the PSP with ``occurred_at`` in ``[start, end)`` per status and
     currency (the runbook's ledger query, by currency too): rows ``(status, currency, count,
     amount_minor)``, each amount within its own currency; a NULL currency stays NULL."""
-    led = m.ledger
     return sql.SQL(
-        """SELECT {status}, upper({currency}) COLLATE "C", count(*)::bigint,
-       COALESCE(sum({amount}), 0)::bigint
+        """SELECT {led_status}, upper({led_currency}) COLLATE "C", count(*)::bigint,
+       COALESCE(sum({led_amount}), 0)::bigint
 FROM {ledger}
-WHERE {psp} = %(psp)s AND {occurred} >= %(start)s AND {occurred} < %(end)s
+WHERE {led_psp} = %(psp)s AND {led_occurred} >= %(start)s AND {led_occurred} < %(end)s
 GROUP BY 1, 2"""
-    ).format(
-        ledger=led.table.ident,
-        status=led.col("status"),
-        currency=led.col("currency"),
-        amount=led.col("amount_minor"),
-        psp=led.col("psp"),
-        occurred=led.col("occurred_at"),
-    )
+    ).format(**sql_names(m))
 
 
 def recovery_sides_query(m: TableMapping) -> sql.Composed:
@@ -457,55 +425,41 @@ GROUP BY 2, 3"""
 
 
 def psp_exists_query(m: TableMapping) -> sql.Composed:
-    i = m.intents
-    return sql.SQL("SELECT EXISTS (SELECT 1 FROM {intents} WHERE {provider} = %(psp)s)").format(
-        intents=i.table.ident, provider=i.col("provider")
+    return sql.SQL("SELECT EXISTS (SELECT 1 FROM {intents} WHERE {i_provider} = %(psp)s)").format(
+        **sql_names(m)
     )
 
 
 def distinct_psps_query(m: TableMapping) -> sql.Composed:
     """Distinct providers by a skip scan over the provider index (cheap on large tables)."""
-    i = m.intents
     return sql.SQL(
         """WITH RECURSIVE p AS (
-    (SELECT {provider} AS v FROM {intents} ORDER BY 1 LIMIT 1)
+    (SELECT {i_provider} AS v FROM {intents} ORDER BY 1 LIMIT 1)
     UNION ALL
-    SELECT (SELECT {provider} FROM {intents} WHERE {provider} > p.v ORDER BY 1 LIMIT 1)
+    SELECT (SELECT {i_provider} FROM {intents} WHERE {i_provider} > p.v ORDER BY 1 LIMIT 1)
     FROM p WHERE p.v IS NOT NULL
 )
 SELECT v FROM p WHERE v IS NOT NULL LIMIT %(limit)s"""
-    ).format(intents=i.table.ident, provider=i.col("provider"))
+    ).format(**sql_names(m))
 
 
 def latest_success_query(m: TableMapping) -> sql.Composed:
     """End of the PSP's latest successful reconciliation cycle at or before a reference time."""
-    r = m.reconciliation_logs
     return sql.SQL(
-        """SELECT max({cycle_end}) FROM {logs}
-WHERE {psp} = %(psp)s AND {status} = 'success' AND {cycle_end} <= %(reference)s"""
-    ).format(logs=r.table.ident, cycle_end=r.col("cycle_end"), psp=r.col("psp"), status=r.col("status"))
+        """SELECT max({r_cycle_end}) FROM {logs}
+WHERE {r_psp} = %(psp)s AND {r_status} = 'success' AND {r_cycle_end} <= %(reference)s"""
+    ).format(**sql_names(m))
 
 
 def cycle_statuses_query(m: TableMapping) -> sql.Composed:
     """Latest log row of each cycle of the PSP that starts inside the window."""
-    r = m.reconciliation_logs
     return sql.SQL(
-        """SELECT DISTINCT ON ({cycle_start}) {cycle_start}, {cycle_end}, {status},
-       {amount}::bigint, {count}::bigint, {created_at}
+        """SELECT DISTINCT ON ({r_cycle_start}) {r_cycle_start}, {r_cycle_end}, {r_status},
+       {r_amount}::bigint, {r_count}::bigint, {r_created}
 FROM {logs}
-WHERE {psp} = %(psp)s AND {cycle_start} >= %(start)s AND {cycle_start} < %(end)s
-ORDER BY {cycle_start}, {created_at} DESC, {id} DESC"""
-    ).format(
-        logs=r.table.ident,
-        cycle_start=r.col("cycle_start"),
-        cycle_end=r.col("cycle_end"),
-        status=r.col("status"),
-        amount=r.col("divergent_amount_minor"),
-        count=r.col("divergent_count"),
-        created_at=r.col("created_at"),
-        psp=r.col("psp"),
-        id=r.col("id"),
-    )
+WHERE {r_psp} = %(psp)s AND {r_cycle_start} >= %(start)s AND {r_cycle_start} < %(end)s
+ORDER BY {r_cycle_start}, {r_created} DESC, {r_id} DESC"""
+    ).format(**sql_names(m))
 
 
 # -- reconciliation cycle writes (fetch_psp_statements / match_transactions) ----------
@@ -522,10 +476,10 @@ def advisory_xact_lock_query() -> sql.SQL:
 
 def delete_statement_lines_query(m: TableMapping) -> sql.Composed:
     """Remove the PSP's statement lines that occurred in ``[start, end)``."""
-    st = m.statements
     return sql.SQL(
-        "DELETE FROM {statements} WHERE {psp} = %(psp)s AND {occurred} >= %(start)s AND {occurred} < %(end)s"
-    ).format(statements=st.table.ident, psp=st.col("psp"), occurred=st.col("occurred_at"))
+        "DELETE FROM {statements}"
+        " WHERE {s_psp} = %(psp)s AND {s_occurred} >= %(start)s AND {s_occurred} < %(end)s"
+    ).format(**sql_names(m))
 
 
 #: the column order of :func:`copy_statement_lines_query`
@@ -552,69 +506,40 @@ def copy_statement_lines_query(m: TableMapping) -> sql.Composed:
 
 def open_cycle_log_query(m: TableMapping) -> sql.Composed:
     """The latest ``running`` log row of the PSP's cycle, locked for its update."""
-    r = m.reconciliation_logs
     return sql.SQL(
-        """SELECT {id} FROM {logs}
-WHERE {psp} = %(psp)s AND {cycle_start} = %(start)s AND {cycle_end} = %(end)s AND {status} = 'running'
-ORDER BY {created_at} DESC, {id} DESC
+        """SELECT {r_id} FROM {logs}
+WHERE {r_psp} = %(psp)s AND {r_cycle_start} = %(start)s AND {r_cycle_end} = %(end)s AND {r_status} = 'running'
+ORDER BY {r_created} DESC, {r_id} DESC
 LIMIT 1
 FOR UPDATE"""
-    ).format(
-        logs=r.table.ident,
-        id=r.col("id"),
-        psp=r.col("psp"),
-        cycle_start=r.col("cycle_start"),
-        cycle_end=r.col("cycle_end"),
-        status=r.col("status"),
-        created_at=r.col("created_at"),
-    )
+    ).format(**sql_names(m))
 
 
 def insert_cycle_log_query(m: TableMapping) -> sql.Composed:
     """A new ``payment_reconciliation_logs`` row for a cycle."""
-    r = m.reconciliation_logs
     return sql.SQL(
-        """INSERT INTO {logs} ({psp}, {cycle_start}, {cycle_end}, {status}, {amount}, {count}, {notes},
-    {created_at})
+        """INSERT INTO {logs} ({r_psp}, {r_cycle_start}, {r_cycle_end}, {r_status}, {r_amount}, {r_count},
+    {r_notes}, {r_created})
 VALUES (%(psp)s, %(start)s, %(end)s, %(status)s, %(amount)s, %(count)s, %(notes)s, clock_timestamp())
-RETURNING {id}"""
-    ).format(
-        logs=r.table.ident,
-        id=r.col("id"),
-        psp=r.col("psp"),
-        cycle_start=r.col("cycle_start"),
-        cycle_end=r.col("cycle_end"),
-        status=r.col("status"),
-        amount=r.col("divergent_amount_minor"),
-        count=r.col("divergent_count"),
-        notes=r.col("notes"),
-        created_at=r.col("created_at"),
-    )
+RETURNING {r_id}"""
+    ).format(**sql_names(m))
 
 
 def update_cycle_log_query(m: TableMapping) -> sql.Composed:
     """Move a log row to a new status and figures; ``notes`` are appended, never replaced
     (the runbook's traceability)."""
-    r = m.reconciliation_logs
     return sql.SQL(
         """UPDATE {logs}
-SET {status} = %(status)s,
-    {amount} = %(amount)s,
-    {count} = %(count)s,
-    {notes} = CASE
-        WHEN %(notes)s::text = '' THEN {notes}
-        WHEN COALESCE({notes}, '') = '' THEN %(notes)s::text
-        ELSE {notes} || E'\\n' || %(notes)s::text
+SET {r_status} = %(status)s,
+    {r_amount} = %(amount)s,
+    {r_count} = %(count)s,
+    {r_notes} = CASE
+        WHEN %(notes)s::text = '' THEN {r_notes}
+        WHEN COALESCE({r_notes}, '') = '' THEN %(notes)s::text
+        ELSE {r_notes} || E'\\n' || %(notes)s::text
     END
-WHERE {id} = %(id)s"""
-    ).format(
-        logs=r.table.ident,
-        status=r.col("status"),
-        amount=r.col("divergent_amount_minor"),
-        count=r.col("divergent_count"),
-        notes=r.col("notes"),
-        id=r.col("id"),
-    )
+WHERE {r_id} = %(id)s"""
+    ).format(**sql_names(m))
 
 
 #: the provider's own per-PSP pause/resume state (schema ``recon``, see schema/migrations.py)
@@ -690,21 +615,12 @@ def open_incident_activity(row: Sequence[Any] | None) -> OpenIncidentActivity | 
 def latest_cycle_states_query(m: TableMapping) -> sql.Composed:
     """States of the PSP's latest ``%(n)s`` reconciled cycles ending at or before
     ``%(reference)s``, newest first (the latest log row of each cycle counts)."""
-    r = m.reconciliation_logs
     return sql.SQL(
         """SELECT status FROM (
-    SELECT DISTINCT ON ({cycle_start}) {cycle_start} AS cycle_start, {status} AS status
+    SELECT DISTINCT ON ({r_cycle_start}) {r_cycle_start} AS cycle_start, {r_status} AS status
     FROM {logs}
-    WHERE {psp} = %(psp)s AND {cycle_end} <= %(reference)s
-    ORDER BY {cycle_start} DESC, {created_at} DESC, {id} DESC
+    WHERE {r_psp} = %(psp)s AND {r_cycle_end} <= %(reference)s
+    ORDER BY {r_cycle_start} DESC, {r_created} DESC, {r_id} DESC
 ) AS latest
 ORDER BY cycle_start DESC LIMIT %(n)s"""
-    ).format(
-        logs=r.table.ident,
-        cycle_start=r.col("cycle_start"),
-        cycle_end=r.col("cycle_end"),
-        status=r.col("status"),
-        created_at=r.col("created_at"),
-        psp=r.col("psp"),
-        id=r.col("id"),
-    )
+    ).format(**sql_names(m))

@@ -30,9 +30,10 @@ class Migration:
 
 def _install_cycle_store(conn: psycopg.Connection, mapping: TableMapping) -> None:
     """Key indexes and change-mark triggers on the classification's tables (see
-    reconciliation/cycle_store.py). Without those tables (a ledger-only database) the store
+    schema/cycle_store.py). Without those tables (a ledger-only database) the store
     stays disabled: no state row, readers classify live."""
     from airflow_recon_provider.reconciliation import cycle_store
+    from airflow_recon_provider.schema import cycle_store as store_ddl
 
     tables = (mapping.intents.table, mapping.transactions.table, mapping.statements.table)
     schema_of = {}
@@ -45,8 +46,8 @@ def _install_cycle_store(conn: psycopg.Connection, mapping: TableMapping) -> Non
         if not found:
             return
         schema_of[str(table)] = found[0]
-    qualified = cycle_store.qualified_mapping(mapping, schema_of)
-    for statement in cycle_store.key_index_ddl(mapping) + cycle_store.trigger_ddl(qualified):
+    qualified = store_ddl.qualified_mapping(mapping, schema_of)
+    for statement in store_ddl.key_index_ddl(mapping) + store_ddl.trigger_ddl(qualified):
         conn.execute(statement)
     conn.execute(
         "INSERT INTO recon.cycle_store_state (id, mapping_fingerprint, triggers_installed)"
@@ -76,7 +77,7 @@ def enable_cycle_store(conn: psycopg.Connection, mapping: TableMapping) -> bool:
     triggers on the gateway's and the PSP statement tables (one grouped upsert per writing
     statement) and builds two key indexes on them without ``CONCURRENTLY`` (writes to each
     table wait while its index builds; create them concurrently beforehand on a busy
-    primary: ``cycle_store.key_index_ddl``). See benchmarks/levers.md.
+    primary: ``schema/cycle_store.py``'s ``key_index_ddl``). See benchmarks/levers.md.
     """
     from airflow_recon_provider.reconciliation import cycle_store
 
@@ -266,7 +267,72 @@ CREATE INDEX IF NOT EXISTS control_events_by_psp ON recon.control_events (psp, i
     Migration(
         5,
         "stored per-cycle classification and change marks (triggers: enable_cycle_store, opt-in)",
-        "",  # filled below: the tables live in reconciliation/cycle_store.py with their queries
+        """
+CREATE TABLE IF NOT EXISTS recon.cycle_marks (
+    psp          text NOT NULL,
+    cycle_start  timestamptz NOT NULL,
+    last_xid     xid8 NOT NULL,
+    changed_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (psp, cycle_start)
+);
+CREATE TABLE IF NOT EXISTS recon.cycle_results (
+    psp                   text NOT NULL,
+    cycle_start           timestamptz NOT NULL,
+    cycle_end             timestamptz NOT NULL,
+    grace_seconds         bigint NOT NULL,
+    status_mapping        jsonb NOT NULL,
+    mapping_fingerprint   text NOT NULL,
+    computed_snapshot     pg_snapshot NOT NULL,
+    computed_at           timestamptz NOT NULL,
+    gateway_count         bigint NOT NULL,
+    gateway_amount_minor  bigint NOT NULL,
+    straddler_count       bigint NOT NULL,
+    PRIMARY KEY (psp, cycle_start)
+);
+CREATE TABLE IF NOT EXISTS recon.cycle_divergences (
+    psp                     text NOT NULL,
+    cycle_start             timestamptz NOT NULL,
+    kind                    text NOT NULL,
+    provider_reference      text NOT NULL,
+    transaction_type        text NOT NULL,
+    gateway_status          text,
+    statement_status        text,
+    gateway_amount_minor    bigint,
+    statement_amount_minor  bigint,
+    divergent_amount_minor  bigint NOT NULL,
+    currency                text,
+    gateway_count           bigint,
+    statement_count         bigint,
+    gateway_first_id        bigint,
+    FOREIGN KEY (psp, cycle_start) REFERENCES recon.cycle_results (psp, cycle_start) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS cycle_divergences_by_cycle ON recon.cycle_divergences (psp, cycle_start);
+CREATE INDEX IF NOT EXISTS cycle_divergences_by_key
+    ON recon.cycle_divergences (psp, provider_reference, transaction_type);
+CREATE TABLE IF NOT EXISTS recon.cycle_kind_totals (
+    psp                     text NOT NULL,
+    cycle_start             timestamptz NOT NULL,
+    kind                    text NOT NULL,
+    divergent_count         bigint NOT NULL,
+    divergent_amount_minor  bigint NOT NULL,
+    PRIMARY KEY (psp, cycle_start, kind),
+    FOREIGN KEY (psp, cycle_start) REFERENCES recon.cycle_results (psp, cycle_start) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS recon.cycle_straddlers (
+    psp                 text NOT NULL,
+    cycle_start         timestamptz NOT NULL,
+    provider_reference  text NOT NULL,
+    transaction_type    text NOT NULL,
+    PRIMARY KEY (psp, cycle_start, provider_reference, transaction_type),
+    FOREIGN KEY (psp, cycle_start) REFERENCES recon.cycle_results (psp, cycle_start) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS recon.cycle_store_state (
+    id                   integer PRIMARY KEY CHECK (id = 1),
+    mapping_fingerprint  text NOT NULL,
+    triggers_installed   boolean NOT NULL,
+    installed_at         timestamptz NOT NULL DEFAULT now()
+);
+""",
     ),
     Migration(
         6,
@@ -399,14 +465,6 @@ CREATE INDEX IF NOT EXISTS corrections_notes_pending
 )
 
 
-def _sql_of(migration: Migration) -> str:
-    from airflow_recon_provider.reconciliation.cycle_store import STORE_TABLES_SQL
-
-    if migration.version == 5:
-        return STORE_TABLES_SQL
-    raise ValueError(f"migration {migration.version} has no SQL")
-
-
 def applied_versions(conn: psycopg.Connection) -> list[int]:
     exists = conn.execute("SELECT to_regclass('recon.schema_migrations') IS NOT NULL").fetchone()
     if not exists or not exists[0]:
@@ -435,7 +493,7 @@ def migrate(conn: psycopg.Connection) -> list[int]:
             ).fetchone()
             if done:
                 continue
-            conn.execute(migration.sql or _sql_of(migration))
+            conn.execute(migration.sql)
             conn.execute(
                 "INSERT INTO recon.schema_migrations (version, name) VALUES (%s, %s)",
                 (migration.version, migration.name),
