@@ -131,6 +131,8 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_recon_provider.hooks.psp",
                     "airflow_recon_provider.hooks.billing_core",
                     "airflow_recon_provider.hooks.incidents",
+                    # recon.notifications: the outbox of the messages to finance
+                    "airflow_recon_provider.hooks.notifications",
                     "airflow_recon_provider.hooks.corrections",
                     # recon.artifacts: the artifacts written to the object store ([recon])
                     "airflow_recon_provider.hooks.artifacts",

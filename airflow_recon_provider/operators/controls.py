@@ -161,6 +161,7 @@ class _ControlOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_recon_provider.hooks.controls import ReconciliationControlHook
         from airflow_recon_provider.hooks.incidents import IncidentHook
+        from airflow_recon_provider.notifications.finance import DeliveryOutcome
         from airflow_recon_provider.reconciliation.config import check_psp_name
 
         psp = check_psp_name(str(self.psp).strip())
@@ -202,7 +203,7 @@ class _ControlOperator(BaseOperator):
             name: outcome
             for name, outcomes in notifications.items()
             for outcome in outcomes.values()
-            if outcome.startswith("failed")
+            if DeliveryOutcome.parse(outcome).failed
         }
         if failed:
             # the control is in place; the message is logged in recon.notifications as failed
