@@ -55,6 +55,7 @@ from typing import Any
 from airflow_recon_provider.reconciliation.remediation import RemediationStep
 from airflow_recon_provider.remediation.params import (
     APPROVERS_ENV,
+    APPROVERS_OPTION,
     INCIDENT_ID_PATTERN,
     PSP_NAME_PATTERN,
     divergence_kinds_param,
@@ -93,6 +94,7 @@ from airflow_recon_provider.remediation.steps import (
     ONCALL_RECIPIENTS,
     PAGERDUTY_CONN,
     PSP_TICKET_TIMEOUT_ENV,
+    PSP_TICKET_TIMEOUT_OPTION,
     RELEASE_MODE,
     closing_report_step,
     correction_step,
@@ -156,6 +158,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ACTION_PARAM",
     "APPROVERS_ENV",
+    "APPROVERS_OPTION",
     "FINANCE_RECIPIENTS",
     "INCIDENT_ID_PATTERN",
     "NEVER_OPENS",
@@ -165,6 +168,7 @@ __all__ = [
     "PAGERDUTY_CONN",
     "PSP_NAME_PATTERN",
     "PSP_TICKET_TIMEOUT_ENV",
+    "PSP_TICKET_TIMEOUT_OPTION",
     "RELEASE_MODE",
     "SCOPE_TASK_ID",
     "SINGLE_ACTION_FORM",

@@ -7,10 +7,9 @@ every form is validated by the same scope step.
 
 from __future__ import annotations
 
-import os
-
 from airflow.sdk import Param
 
+from airflow_recon_provider.configuration import option_or_env
 from airflow_recon_provider.i18n import _, language_scope
 from airflow_recon_provider.reconciliation.config import ReconConfig
 from airflow_recon_provider.reconciliation.kinds import ALL_KINDS
@@ -21,6 +20,8 @@ from airflow_recon_provider.reconciliation.window import (
 )
 
 #: who may approve data corrections: user ids, comma separated (empty: anyone but the requester)
+APPROVERS_OPTION = "finance_approvers"
+#: the environment variable that set them before ``[recon] finance_approvers`` (still read)
 APPROVERS_ENV = "RECON_FINANCE_APPROVERS"
 PSP_NAME_PATTERN = r"^[a-z0-9][a-z0-9_]{0,62}$"
 INCIDENT_ID_PATTERN = r"^INCIDENT-\d+$"
@@ -219,8 +220,10 @@ def _remediation_params(config: ReconConfig | None) -> dict[str, Param]:
 
 
 def finance_approvers() -> list[str] | None:
-    """Approvers of data corrections from ``$RECON_FINANCE_APPROVERS`` (comma separated)."""
-    names = [n.strip() for n in os.environ.get(APPROVERS_ENV, "").split(",") if n.strip()]
+    """Approvers of data corrections (user ids, comma separated): ``[recon] finance_approvers``,
+    else ``$RECON_FINANCE_APPROVERS``; ``None`` (anyone but the requester) when neither is set.
+    Read when the DAG file is parsed (the approval's respondents are part of the task)."""
+    names = [n.strip() for n in option_or_env(APPROVERS_OPTION, APPROVERS_ENV).split(",") if n.strip()]
     return names or None
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow_recon_provider import configuration
 from airflow_recon_provider.reconciliation.corrections import DEFAULT_APPROVAL_TIMEOUT
 from airflow_recon_provider.reconciliation.inputs import parse_bool
 from airflow_recon_provider.reconciliation.remediation import (
@@ -265,14 +266,23 @@ def psp_ticket_step(request: RunRequest, *, task_id: str = "psp_ticket", **kwarg
     )
 
 
-#: how long on-call is asked for the PSP ticket number, in minutes (default 60)
+#: how long on-call is asked for the PSP ticket number, in seconds (``[recon]``; default 1 hour)
+PSP_TICKET_TIMEOUT_OPTION = "psp_ticket_timeout"
+#: the environment variable, in minutes, that set it before the option (still read)
 PSP_TICKET_TIMEOUT_ENV = "RECON_PSP_TICKET_TIMEOUT_MINUTES"
 
 
 def psp_ticket_timeout() -> timedelta:
-    """The PSP ticket number's deadline from ``$RECON_PSP_TICKET_TIMEOUT_MINUTES`` (default 1 hour)."""
+    """The PSP ticket number's deadline: ``[recon] psp_ticket_timeout`` (seconds, 60 to 604800),
+    else ``$RECON_PSP_TICKET_TIMEOUT_MINUTES`` (minutes), else 1 hour."""
     import math
 
+    if configuration.option(PSP_TICKET_TIMEOUT_OPTION):
+        return timedelta(
+            seconds=configuration.seconds(
+                PSP_TICKET_TIMEOUT_OPTION, default=3600, minimum=60, maximum=7 * 24 * 3600
+            )
+        )
     raw = os.environ.get(PSP_TICKET_TIMEOUT_ENV, "").strip()
     if not raw:
         return timedelta(hours=1)
