@@ -197,7 +197,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     config, window, kinds = _window_and_kinds(args)
     hook = _gateway_reader(args, config)
     hook.resolve_psp(args.psp)  # fail before any output is written
-    render_rows(hook.iter_divergences(args.psp, window, kinds), sys.stdout, args.format)
+    if args.format == "table":
+        render_rows(hook.iter_divergences(args.psp, window, kinds), sys.stdout, args.format)
+    else:
+        # JSON lines and CSV are written by the server and copied through as bytes
+        sys.stdout.flush()
+        hook.write_report(args.psp, window, args.format, sys.stdout.buffer, kinds=kinds)
+        sys.stdout.buffer.flush()
     sys.stdout.flush()
     return 0
 

@@ -9,6 +9,7 @@ task that reads it, with the option named, and every DAG file still imports.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from airflow_recon_provider.reconciliation.errors import ConfigError
@@ -33,6 +34,13 @@ def option(key: str, section: str = CONFIG_SECTION) -> str:
     return "" if value is None else str(value).strip()
 
 
+def option_or_env(key: str, env: str) -> str:
+    """``[recon] <key>``, else the environment variable ``env`` that set it before the option
+    existed (a documented fallback: deployments that set it keep working); ``""`` when neither
+    is set."""
+    return option(key) or os.environ.get(env, "").strip()
+
+
 def seconds(key: str, *, default: float, minimum: float, maximum: float) -> float:
     """A duration option in seconds: ``default`` when unset; a value that is not a number
     within ``[minimum, maximum]`` is a :class:`ConfigError` naming the option."""
@@ -51,4 +59,4 @@ def seconds(key: str, *, default: float, minimum: float, maximum: float) -> floa
     return value
 
 
-__all__ = ["CONFIG_SECTION", "option", "seconds"]
+__all__ = ["CONFIG_SECTION", "option", "option_or_env", "seconds"]

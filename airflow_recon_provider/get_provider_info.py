@@ -75,6 +75,30 @@ _CONFIG = {
                 "example": "https://airflow.example.com/recon",
                 "default": "",
             },
+            "finance_approvers": {
+                "description": (
+                    "Who may approve a data correction (Mitigação 2): Airflow user names, comma "
+                    "separated; the approval's only respondents (the run's requester never). Read "
+                    "when the DAG files are parsed: the same value on the dag-processor and the "
+                    "workers. Empty: $RECON_FINANCE_APPROVERS when set, else anyone but the "
+                    "requester."
+                ),
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "finance,finance_lead",
+                "default": "",
+            },
+            "psp_ticket_timeout": {
+                "description": (
+                    "Seconds on-call is asked for the PSP's ticket number (Comunicação 3) before "
+                    "the question ends without one, from 60 to 604800. Empty: "
+                    "$RECON_PSP_TICKET_TIMEOUT_MINUTES (minutes) when set, else 3600."
+                ),
+                "version_added": "0.1.0",
+                "type": "float",
+                "example": "7200",
+                "default": "",
+            },
             "recovery_poll_interval": {
                 "description": (
                     "Seconds between two checks of the recovery criteria (Critérios de "
@@ -131,6 +155,8 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_recon_provider.hooks.psp",
                     "airflow_recon_provider.hooks.billing_core",
                     "airflow_recon_provider.hooks.incidents",
+                    # recon.notifications: the outbox of the messages to finance
+                    "airflow_recon_provider.hooks.notifications",
                     "airflow_recon_provider.hooks.corrections",
                     # recon.artifacts: the artifacts written to the object store ([recon])
                     "airflow_recon_provider.hooks.artifacts",

@@ -483,6 +483,8 @@ def measure_size(args: argparse.Namespace, admin: str, rows: int, res: Results) 
         )
         if report_only:
             continue
+        if rows == min(args.sizes) and rate >= 0.05:
+            measure_cli_fixed_cost(args, cli, env, psp, spec, rows, res)
         secs, rss, out = child([*cli, "summary", *common])
         got = json.loads(out[-1])["divergent_count"]
         ok = "ok" if got == expected else f"MISMATCH (expected {expected:,})"
@@ -525,6 +527,44 @@ def measure_size(args: argparse.Namespace, admin: str, rows: int, res: Results) 
                     )
                 )
     measure_cycle_and_poll(args, url, rows, spec, res)
+
+
+def measure_cli_fixed_cost(
+    args: argparse.Namespace,
+    cli: list[str],
+    env: dict[str, str],
+    psp: str,
+    spec: SeedSpec,
+    rows: int,
+    res: Results,
+) -> None:
+    """``airflow-recon summary`` of a one-hour window before the data (no row in it): the
+    CLI's fixed cost (interpreter, imports, connection, the queries' planning), median of
+    ``--repeat`` (at least 3) child processes."""
+    start = spec.start - timedelta(hours=6)
+    argv = [
+        *cli,
+        "summary",
+        "--psp",
+        psp,
+        "--window-start",
+        start.isoformat(),
+        "--window-end",
+        (start + timedelta(hours=1)).isoformat(),
+    ]
+    runs = sorted(run_child(argv, env) for _ in range(max(3, args.repeat)))
+    mid = runs[len(runs) // 2]
+    got = json.loads(mid[2][-1])["gateway_count"]
+    res.add(
+        Row(
+            rows,
+            "-",
+            "CLI fixed cost: summary of a near-empty window",
+            mid[0],
+            max(r[1] for r in runs),
+            f"median of {len(runs)} processes, {got} gateway rows in the window",
+        )
+    )
 
 
 def measure_cycle_and_poll(
@@ -751,6 +791,102 @@ def goal_lines(args: argparse.Namespace, res: Results) -> list[str]:
     return lines
 
 
+def _ratio_goal(label: str, num: Row | None, den: Row | None, goal: float, *, at_least: bool) -> str:
+    """One goal line: ``num / den`` against ``goal`` (``at_least``: ratio >= goal)."""
+    if not (num and num.seconds and den and den.seconds):
+        return f"- {label}: not measured in this run"
+    ratio = num.seconds / den.seconds
+    met = ratio >= goal if at_least else ratio <= goal
+    sign = ">=" if at_least else "<="
+    return (
+        f"- {label}: {ratio:.2f}x ({_fmt_s(num.seconds)} vs {_fmt_s(den.seconds)}); goal {sign} {goal:g}x: "
+        f"**{'met' if met else 'MISSED'}**"
+    )
+
+
+def _time_goal(label: str, row: Row | None, goal: float) -> str:
+    if not (row and row.seconds is not None):
+        return f"- {label}: not measured in this run"
+    verdict = "met" if row.seconds <= goal else "MISSED"
+    return (
+        f"- {label}: {_fmt_s(row.seconds)} ({row.rows:,} rows per PSP); goal <= {_fmt_s(goal)}: **{verdict}**"
+    )
+
+
+def goal_lines_issue18(args: argparse.Namespace, res: Results) -> list[str]:
+    """Every goal of issue 18 (second round), ratios from rows measured side by side in this
+    run: polars client-side time / package time, package time / bare scan time."""
+    lines = []
+    for rows, stored_goal, live_goal in ((5_000_000, 6, 1), (1_000_000, 3, 1.5)):
+        polars = res.get(rows, "5%", "polars client-side")
+        lines.append(
+            _ratio_goal(
+                f"Report from stored cycles, {rows:,} rows per PSP, 5%: polars time / report time",
+                polars,
+                res.get(rows, "5%", "package report (CLI, streamed)"),
+                stored_goal,
+                at_least=True,
+            )
+        )
+        lines.append(
+            _ratio_goal(
+                f"Live one-shot report (`--no-cycle-store`), {rows:,} rows per PSP, 5%: "
+                "polars time / report time",
+                polars,
+                res.get(rows, "5%", "package report, live one-shot (no store)"),
+                live_goal,
+                at_least=True,
+            )
+        )
+    lines.append(
+        _ratio_goal(
+            "Report from stored cycles, 1,000,000 rows per PSP, 5%: "
+            "report time / bare count(*) scan of both sides",
+            res.get(1_000_000, "5%", "package report (CLI, streamed)"),
+            res.get(1_000_000, "5%", "bare count(*) scan, both sides"),
+            3,
+            at_least=False,
+        )
+    )
+    live_cycle = [r for r in res.rows if r.case.startswith("live hourly cycle") and r.rows == 5_000_000]
+    lines.append(
+        _time_goal(
+            "Live hourly cycle (hook summary, no store) on the 5,000,000-row table, slower PSP",
+            max(live_cycle, key=lambda r: r.seconds or 0) if live_cycle else None,
+            0.25,
+        )
+    )
+    lines.append(
+        _time_goal(
+            "`airflow-recon summary` of a near-empty window (the CLI's fixed cost)",
+            next((r for r in res.rows if r.case.startswith("CLI fixed cost")), None),
+            0.6,
+        )
+    )
+    stores = [r for r in res.rows if r.case.startswith("match_transactions") and r.seconds is not None]
+    if stores:
+        largest = max(r.rows for r in stores)
+        worst = max((r for r in stores if r.rows == largest), key=lambda r: r.seconds or 0)
+        line = _time_goal("`match_transactions`: classify + store one cycle, slower PSP", worst, 1.0)
+        if largest < 10_000_000:
+            line += f" (the goal is set at 10,000,000 rows per PSP; this run's largest table is {largest:,})"
+        lines.append(line)
+    else:
+        lines.append("- `match_transactions`: classify + store one cycle: not measured in this run")
+    cycles = [r for r in res.rows if r.case.startswith("hourly cycle") and r.seconds is not None]
+    polls = [r for r in res.rows if r.case.startswith("sensor poll") and r.seconds is not None]
+    if cycles and polls:
+        worst_cycle = max(cycles, key=lambda r: r.seconds or 0)
+        worst_poll = max(polls, key=lambda r: r.seconds or 0)
+        kept = (worst_cycle.seconds or 0) <= 0.05 and (worst_poll.seconds or 0) < 0.5
+        lines.append(
+            f"- First-round figures kept: hourly cycle from the store at most {_fmt_s(worst_cycle.seconds)} "
+            f"(<= 50 ms), sensor poll of 10 PSPs at most {_fmt_s(worst_poll.seconds)} (< 0.5 s): "
+            f"**{'met' if kept else 'MISSED'}**"
+        )
+    return lines
+
+
 def write_doc(
     path: Path, args: argparse.Namespace, argv: list[str], header: list[str], res: Results, elapsed: float
 ) -> None:
@@ -805,7 +941,11 @@ def write_doc(
         )
         + f" (client-side tools: median of {args.client_repeat}); peak RSS is the largest of the runs.",
         "",
-        "## Goals of issue 7",
+        "## Goals of issue 18 (second round)",
+        "",
+        *goal_lines_issue18(args, res),
+        "",
+        "## Goals of issue 7 (first round)",
         "",
         *goal_lines(args, res),
         "",
@@ -851,7 +991,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print("\n".join(table(res)))
     print()
-    goals = goal_lines(args, res)
+    goals = goal_lines_issue18(args, res) + goal_lines(args, res)
     print("\n".join(goals))
     if args.output:
         write_doc(Path(args.output), args, argv, header, res, elapsed)

@@ -17,8 +17,8 @@ run, reason.
      and nothing is asked or changed;
    - **finance approval** in *Required actions* (Approve / Reject), showing the dry run's
      counts, amounts and a sample; never by whoever triggered the run (refused, nothing
-     applied); only the users of `$RECON_FINANCE_APPROVERS` when set; no answer within 8
-     hours is a Reject;
+     applied); only the users of `[recon] finance_approvers` (or `$RECON_FINANCE_APPROVERS`)
+     when set; no answer within 8 hours is a Reject;
    - a **row cap** on how many transactions one approval may correct;
    - **atomic, idempotent apply** of exactly the approved set (rows changed since the dry
      run are left alone), audited in `recon.corrections` (before, after, requested by,

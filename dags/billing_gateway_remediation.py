@@ -39,8 +39,8 @@ release, reason), or let `billing_gateway_divergence_watch` start it with conf
 (with rows), `psp_ticket_number` asks on-call in *Required actions* for the number the PSP
 gave the ticket and records it on the incident (updates, dashboard, closing report show it).
 Recovery, closure and `release_lease` never wait for it; unanswered after 1 hour
-(`$RECON_PSP_TICKET_TIMEOUT_MINUTES`) it ends without a number, and the number can be given
-on the dashboard's incident page.
+(`[recon] psp_ticket_timeout`, or `$RECON_PSP_TICKET_TIMEOUT_MINUTES`) it ends without a
+number, and the number can be given on the dashboard's incident page.
 
 **One real remediation per PSP at a time**: the `scope` of a real run takes the PSP's lease
 (`recon.remediation_leases`); a second real run of the PSP — or a real reprocess, data
@@ -62,7 +62,8 @@ outage is recorded on the timeline and never fails or holds up the run.
 
 The release steps run in a pod (`kubernetes_billing`) unless the Airflow Variable
 `recon_release_mode` is `local` (development, demo). Approvers of corrections:
-`$RECON_FINANCE_APPROVERS` (comma separated); default: anyone but the requester.
+`[recon] finance_approvers`, else `$RECON_FINANCE_APPROVERS` (comma separated); default:
+anyone but the requester.
 """
 
 from __future__ import annotations

@@ -8,10 +8,13 @@ arguments, what ``airflow-recon report``/``summary`` use when the connection is 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from airflow_recon_provider.hooks import _key_parts
 from airflow_recon_provider.hooks._pg_session import ReconSession
 from airflow_recon_provider.reconciliation import cycle_store, fx_queries, queries
 from airflow_recon_provider.reconciliation.config import PspConfig, ReconConfig, check_psp_name
@@ -20,11 +23,13 @@ from airflow_recon_provider.reconciliation.money import FxRate
 from airflow_recon_provider.reconciliation.report import (
     DivergenceRow,
     DivergenceSummary,
+    render_rows,
     summary_from_results,
 )
 
 if TYPE_CHECKING:
     import psycopg
+    from psycopg import sql
 
     from airflow_recon_provider.reconciliation.window import Window
 
@@ -37,6 +42,8 @@ class GatewayReader(ReconSession):
 
     #: rows fetched per round trip from the server-side cursor
     fetch_size = 5000
+    #: rows read by a live classification that make one more connection worth opening
+    live_rows_per_connection = _key_parts.ROWS_PER_CONNECTION
     use_cycle_store: bool = True
 
     # -- PSPs --------------------------------------------------------------------------
@@ -73,24 +80,63 @@ class GatewayReader(ReconSession):
         """Divergent keys, streamed through a server-side cursor: memory follows the
         batch size, not the table or the window. Clean stored cycles of the window are
         reused (reconciliation/cycle_store.py); the rest is classified live."""
+        with self._report(psp, window, kinds) as report:
+            for record in report.records(self.fetch_size):
+                yield DivergenceRow.from_db(record)
+
+    def write_report(
+        self,
+        psp: str,
+        window: Window,
+        fmt: str,
+        out: BinaryIO,
+        *,
+        kinds: tuple[DivergenceKind, ...] = ALL_KINDS,
+    ) -> int:
+        """The report of :meth:`iter_divergences` as JSON lines or CSV (``fmt``), UTF-8 bytes
+        written to ``out``; the number of rows. The server writes the lines (``COPY ... TO
+        STDOUT``, byte for byte what :func:`~airflow_recon_provider.reconciliation.report.render_rows`
+        writes) and they are copied through; a window split over several connections is
+        merged and rendered here. Nothing is written when the PSP or the window is refused."""
+        if fmt not in queries.COPY_FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(queries.COPY_FORMATS)}")
+        with self._report(psp, window, kinds) as report:
+            if report.parts is None:
+                return report.copy(fmt, out)
+            text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+            try:
+                rows = (DivergenceRow.from_db(r) for r in report.records(self.fetch_size))
+                return render_rows(rows, text, fmt)
+            finally:
+                text.flush()
+                text.detach()
+
+    @contextmanager
+    def _report(self, psp: str, window: Window, kinds: tuple[DivergenceKind, ...]) -> Iterator[_Report]:
+        """Where the report of ``psp`` and ``window`` comes from, in one REPEATABLE READ
+        snapshot: the clean stored cycles and the rest live, a one-shot live statement, or a
+        long window's live classification split over several connections."""
         psp_cfg = self.resolve_psp(psp)
         params = self._params(psp_cfg, window, kinds)
+        mapping = self.config.mapping
         with self.connect() as conn:
             conn.isolation_level = _repeatable_read()
             with conn.transaction():
                 plan = self._store_plan(conn, window, params)
                 if plan is None:
                     self._tune_for_classification(conn, window)
-                    statement = queries.divergence_report_query(self.config.mapping)
+                    count = self._live_connections(conn, window, params)
+                    if count > 1:
+                        with self._key_parts(conn, window, count) as parts:
+                            statement = queries.divergence_report_query(mapping, partitioned=True)
+                            yield _Report(conn, statement, params, parts)
+                        return
+                    statement = queries.divergence_report_query(mapping)
                 else:
                     self._tune_for_store(conn, plan)
                     params.update(cycle_store.plan_params(plan, window, self.config.match_grace))
-                    statement = cycle_store.stored_report_query(self.config.mapping)
-                with conn.cursor(name="recon_divergence_report") as cur:
-                    cur.itersize = self.fetch_size
-                    cur.execute(statement, params)
-                    for record in cur:
-                        yield DivergenceRow.from_db(record)
+                    statement = cycle_store.stored_report_query(mapping)
+                yield _Report(conn, statement, params, None)
 
     def summary(
         self,
@@ -113,7 +159,13 @@ class GatewayReader(ReconSession):
                 if plan is None:
                     self._tune_for_classification(conn, window)
                     totals = conn.execute(queries.gateway_totals_query(mapping), params).fetchall()
-                    by_kind = conn.execute(queries.divergence_by_kind_query(mapping), params).fetchall()
+                    count = self._live_connections(conn, window, params)
+                    if count > 1:
+                        with self._key_parts(conn, window, count) as parts:
+                            statement = queries.divergence_by_kind_query(mapping, partitioned=True)
+                            by_kind = queries.merge_by_kind(parts.fetch_all(statement, params))
+                    else:
+                        by_kind = conn.execute(queries.divergence_by_kind_query(mapping), params).fetchall()
                 else:
                     self._tune_for_store(conn, plan)
                     params.update(cycle_store.plan_params(plan, window, self.config.match_grace))
@@ -140,6 +192,23 @@ class GatewayReader(ReconSession):
             reporting_currency=self.config.reporting_currency,
             fx_rates=rates,
         )
+
+    # -- a long window classified live by several connections (hooks/_key_parts.py) ------------
+    def _live_connections(self, conn: Any, window: Window, params: dict[str, Any]) -> int:
+        """How many connections classify ``window`` live: one for short windows (an hourly
+        cycle, a day: few rows, read through indexes), else by the planner's estimate of the
+        rows read, at most ``ReconConfig.live_connections``."""
+        limit = self.config.live_connections
+        if limit <= 1 or window.span <= timedelta(days=1):
+            return 1
+        rows = _key_parts.estimated_rows(conn, queries.live_rows_estimate_query(self.config.mapping), params)
+        return _key_parts.connections_for(rows, limit, per_connection=self.live_rows_per_connection)
+
+    def _key_parts(self, conn: Any, window: Window, count: int) -> _key_parts.KeyParts:
+        def tune(extra: Any) -> None:
+            self._tune_for_classification(extra, window)
+
+        return _key_parts.KeyParts(conn, count, self.connect, tune)
 
     # -- stored per-cycle classification (reconciliation/cycle_store.py) --------------------
     def _store_plan(self, conn: Any, window: Window, params: dict[str, Any]) -> cycle_store.StorePlan | None:
@@ -168,6 +237,38 @@ class GatewayReader(ReconSession):
         conn.execute("SELECT set_config('work_mem', %s, true)", (self.config.statement_work_mem,))
         for name, value in cycle_store.store_settings(plan):
             conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+
+
+class _Report:
+    """One report's statement on its connection (or on its key parts' connections)."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        statement: sql.Composable,
+        params: dict[str, Any],
+        parts: _key_parts.KeyParts | None,
+    ) -> None:
+        self.conn, self.statement, self.params, self.parts = conn, statement, params, parts
+
+    def records(self, fetch_size: int) -> Iterator[Any]:
+        """The report's records in its order, a batch of ``fetch_size`` at a time."""
+        if self.parts is not None:
+            yield from self.parts.stream_merged(self.statement, self.params, fetch_size)
+            return
+        with self.conn.cursor(name="recon_divergence_report") as cur:
+            cur.itersize = fetch_size
+            cur.execute(self.statement, self.params)
+            yield from cur
+
+    def copy(self, fmt: str, out: BinaryIO) -> int:
+        """The report's lines written by the server to ``out``; the number of rows."""
+        self.conn.execute("SELECT set_config('client_encoding', 'UTF8', true)")
+        with self.conn.cursor() as cur:
+            with cur.copy(queries.report_copy_query(self.statement, fmt), self.params) as copy:
+                for data in copy:
+                    out.write(data)
+            return cur.rowcount
 
 
 def _repeatable_read() -> Any:

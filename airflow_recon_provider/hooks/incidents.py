@@ -4,23 +4,26 @@ Runbook, Comunicação: "Atualizar incidente com percentual de divergência e pa
 executados" and "Registrar número do ticket do PSP (se houver) no incidente"; Encerramento:
 the lessons learned attached to the incident. Every operator of the remediation DAG writes
 its step here (:meth:`IncidentHook.record_event`); the finance updates read the timeline
-back and log each message they send in ``recon.notifications``.
+back; the messages they send are kept in the notification outbox
+(:mod:`airflow_recon_provider.hooks.notifications`, :class:`NotificationOutboxHook`; the
+outbox methods of :class:`IncidentHook` delegate there).
 
 The ``recon`` schema has fixed names (the provider owns it), so its SQL is plain text with
-bound values; the configurable gateway tables are only reached through
-:class:`BillingGatewayHook`. Writes always go to the primary.
+bound values, and rows are read by column name (``psycopg.rows.dict_row``); the configurable
+gateway tables are only reached through :class:`BillingGatewayHook`. Writes always go to the
+primary.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow_recon_provider.hooks._json import json_details
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
+from airflow_recon_provider.hooks.notifications import CHANNELS, Delivery, NotificationOutboxHook
 from airflow_recon_provider.i18n import _, language_scope
 from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID, PAYMENTS_LEDGER_CONN_ID
 from airflow_recon_provider.reconciliation import queries
@@ -31,7 +34,7 @@ from airflow_recon_provider.reconciliation.errors import (
     ReconError,
 )
 from airflow_recon_provider.reconciliation.figures import Figures
-from airflow_recon_provider.reconciliation.incident_messages import ClosingReport, RenderedMessage
+from airflow_recon_provider.reconciliation.incident_messages import ClosingReport
 from airflow_recon_provider.reconciliation.incidents import (
     CorrectionRecord,
     IllegalTransitionError,
@@ -61,10 +64,8 @@ if TYPE_CHECKING:
     from airflow_recon_provider.reconciliation.detection import OpenIncidentActivity
     from airflow_recon_provider.reconciliation.report import DivergenceSummary
 
-CHANNELS = ("email", "slack")
-DELIVERY_KINDS = ("update", "normalized", "containment", "closing_report", "control")
-
-_INCIDENT_COLUMNS = (
+#: the columns :func:`incident_from_row` reads, by name
+INCIDENT_COLUMNS = (
     "incident_id, psp, state, opened_by, opened_at, updated_at, window_start, window_end, reason,"
     " psp_ticket, eta_resumption, divergent_amount_minor, divergent_count, divergence_pct,"
     " recovered_at, closed_at, communication_done_at, currency_figures"
@@ -73,55 +74,8 @@ _EVENT_COLUMNS = (
     "id, incident_id, step, outcome, actor, created_at, run_id, divergent_amount_minor,"
     " divergent_count, divergence_pct, details, currency_figures"
 )
-_DELIVERY_COLUMNS = (
-    "id, dedup_key, channel, kind, incident_id, psp, slot, recipient, subject, body_text, body_html,"
-    " slack_blocks, figures, last_event_id, status, attempts, last_error, response, run_id,"
-    " created_at, sent_at"
-)
-_DELIVERY_FIELDS = tuple(c.strip() for c in _DELIVERY_COLUMNS.split(","))
 #: how many numbers the generator skips at most when ids were also given by hand
 _MAX_ID_SKIPS = 1000
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One row of ``recon.notifications``: one message on one channel."""
-
-    id: int
-    dedup_key: str
-    channel: str
-    kind: str
-    incident_id: str | None
-    psp: str
-    slot: datetime
-    recipient: str
-    subject: str
-    body_text: str
-    body_html: str
-    slack_blocks: tuple[dict[str, Any], ...]
-    figures: Figures | None
-    last_event_id: int | None
-    status: str
-    attempts: int
-    last_error: str | None
-    response: Mapping[str, Any] = field(default_factory=dict)
-    run_id: str | None = None
-    created_at: datetime | None = None
-    sent_at: datetime | None = None
-
-    @property
-    def message(self) -> RenderedMessage:
-        """The stored message, to send again exactly as it was composed."""
-        from airflow_recon_provider.reconciliation.incident_messages import MessageKind
-
-        return RenderedMessage(
-            kind=MessageKind(self.kind),
-            subject=self.subject,
-            text=self.body_text,
-            html=self.body_html,
-            slack_text=self.subject,
-            slack_blocks=self.slack_blocks,
-        )
 
 
 def _people(text: Callable[[], str]) -> str:
@@ -138,48 +92,74 @@ def _transition_text(current: IncidentState, target: IncidentState, note: str) -
     return text + (f": {note}" if note else "")
 
 
-def _figures(amount: Any, count: Any, pct: Any, currency_figures: Mapping[str, Any] | None) -> Figures | None:
+def _figures(row: Mapping[str, Any]) -> Figures | None:
     """The converted amount, count and % columns with their ``currency_figures`` (reporting
     currency, each currency's own figures, the rates used); figures recorded before that
     column read back with no currency rather than an assumed one."""
-    return Figures.from_columns(amount, count, pct, currency_figures)
-
-
-def _incident(row: Sequence[Any]) -> Incident:
-    (iid, psp, state, by, at, upd, ws, we, reason, ticket, eta, amount, count, pct, rec, closed, done, cf) = (
-        row
+    return Figures.from_columns(
+        row["divergent_amount_minor"], row["divergent_count"], row["divergence_pct"], row["currency_figures"]
     )
+
+
+def incident_from_row(row: Mapping[str, Any]) -> Incident:
+    """A row of ``SELECT {INCIDENT_COLUMNS} FROM recon.incidents`` read by column name
+    (``dict_row``); other columns of the row are ignored."""
+    start, end = row["window_start"], row["window_end"]
     return Incident(
-        incident_id=iid,
-        psp=psp,
-        state=IncidentState(state),
-        opened_by=by,
-        opened_at=at,
-        updated_at=upd,
-        window=Window(ws, we) if ws is not None and we is not None and we > ws else None,
-        reason=reason or "",
-        psp_ticket=ticket,
-        eta_resumption=eta,
-        figures=_figures(amount, count, pct, cf),
-        recovered_at=rec,
-        closed_at=closed,
-        communication_done_at=done,
+        incident_id=row["incident_id"],
+        psp=row["psp"],
+        state=IncidentState(row["state"]),
+        opened_by=row["opened_by"],
+        opened_at=row["opened_at"],
+        updated_at=row["updated_at"],
+        window=Window(start, end) if start is not None and end is not None and end > start else None,
+        reason=row["reason"] or "",
+        psp_ticket=row["psp_ticket"],
+        eta_resumption=row["eta_resumption"],
+        figures=_figures(row),
+        recovered_at=row["recovered_at"],
+        closed_at=row["closed_at"],
+        communication_done_at=row["communication_done_at"],
     )
 
 
-def _event(row: Sequence[Any]) -> IncidentEvent:
-    eid, iid, step, outcome, actor, created, run_id, amount, count, pct, details, cf = row
+def _event(row: Mapping[str, Any]) -> IncidentEvent:
     return IncidentEvent(
-        id=int(eid),
-        incident_id=iid,
-        step=step,
-        outcome=outcome,
-        actor=actor,
-        created_at=created,
-        run_id=run_id,
-        figures=_figures(amount, count, pct, cf),
-        details=details or {},
+        id=int(row["id"]),
+        incident_id=row["incident_id"],
+        step=row["step"],
+        outcome=row["outcome"],
+        actor=row["actor"],
+        created_at=row["created_at"],
+        run_id=row["run_id"],
+        figures=_figures(row),
+        details=row["details"] or {},
     )
+
+
+def _correction(row: Mapping[str, Any]) -> CorrectionRecord:
+    return CorrectionRecord(
+        transaction_id=int(row["transaction_id"]),
+        provider_reference=row["provider_reference"],
+        transaction_type=row["transaction_type"],
+        kind=row["kind"],
+        amount_minor=int(row["amount_minor"]),
+        requested_by=row["requested_by"],
+        approved_by=row["approved_by"],
+        run_id=row["run_id"],
+        applied_at=row["applied_at"],
+        before=row["before"] or {},
+        after=row["after"] or {},
+        # '' for corrections recorded before they kept their currency: not guessed
+        currency=(row["currency"] or "").upper() or None,
+    )
+
+
+def _rows(conn: psycopg.Connection) -> psycopg.Cursor[dict[str, Any]]:
+    """A cursor of ``conn`` whose rows are read by column name."""
+    from psycopg.rows import dict_row
+
+    return conn.cursor(row_factory=dict_row)
 
 
 def _kind_split(figures: Any) -> dict[str, Any]:
@@ -199,37 +179,6 @@ def _kind_split(figures: Any) -> dict[str, Any]:
         split["reporting_currency"] = data.get("reporting_currency")
         split["by_currency"] = data["by_currency"]
     return split
-
-
-def _delivery(row: Sequence[Any]) -> Delivery:
-    d = dict(zip(_DELIVERY_FIELDS, row, strict=True))
-    d.update(
-        id=int(d["id"]),
-        slack_blocks=tuple(d["slack_blocks"] or ()),
-        figures=Figures.from_dict(d["figures"]) if d["figures"] else None,
-        last_event_id=None if d["last_event_id"] is None else int(d["last_event_id"]),
-        attempts=int(d["attempts"]),
-        response=d["response"] or {},
-    )
-    return Delivery(**d)
-
-
-def _json_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
-    if details is None:
-        return {}
-    if not isinstance(details, Mapping):
-        raise IncidentInputError(f"event details must be a mapping, got {type(details).__name__}")
-    try:
-        # a round trip: what is stored is exactly what reads back (datetimes as ISO text)
-        return json.loads(json.dumps(dict(details), default=_json_default))
-    except (TypeError, ValueError) as exc:
-        raise IncidentInputError(f"event details are not JSON: {exc}") from None
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class IncidentHook(ReconPostgresHook):
@@ -359,13 +308,17 @@ class IncidentHook(ReconPostgresHook):
         return incident_id
 
     def _refuse_second_open(self, conn: psycopg.Connection, psp: str) -> None:
-        row = conn.execute(
-            f"SELECT {_INCIDENT_COLUMNS} FROM recon.incidents WHERE psp = %s AND state <> 'closed'"
-            " ORDER BY opened_at DESC LIMIT 1",
-            (psp,),
-        ).fetchone()
+        row = (
+            _rows(conn)
+            .execute(
+                f"SELECT {INCIDENT_COLUMNS} FROM recon.incidents WHERE psp = %s AND state <> 'closed'"
+                " ORDER BY opened_at DESC LIMIT 1",
+                (psp,),
+            )
+            .fetchone()
+        )
         if row is not None:
-            current = _incident(row)
+            current = incident_from_row(row)
             raise IncidentAlreadyOpenError(
                 f"PSP {psp} already has an open incident, {current.incident_id} ({current.state.value}, "
                 f"opened {format_time(current.opened_at)} by {current.opened_by}); record the new "
@@ -402,23 +355,31 @@ class IncidentHook(ReconPostgresHook):
     def get(self, incident_id: str) -> Incident:
         check_incident_id(incident_id)
         with self.connect(autocommit=True) as conn:
-            row = conn.execute(
-                f"SELECT {_INCIDENT_COLUMNS} FROM recon.incidents WHERE incident_id = %s", (incident_id,)
-            ).fetchone()
+            row = (
+                _rows(conn)
+                .execute(
+                    f"SELECT {INCIDENT_COLUMNS} FROM recon.incidents WHERE incident_id = %s", (incident_id,)
+                )
+                .fetchone()
+            )
         if row is None:
             raise IncidentNotFoundError(f"incident {incident_id} does not exist")
-        return _incident(row)
+        return incident_from_row(row)
 
     def open_incident_for(self, psp: str) -> Incident | None:
         """The PSP's incident that is not closed, if any (at most one)."""
         check_psp_name(psp)
         with self.connect(autocommit=True) as conn:
-            row = conn.execute(
-                f"SELECT {_INCIDENT_COLUMNS} FROM recon.incidents WHERE psp = %s AND state <> 'closed'"
-                " ORDER BY opened_at DESC LIMIT 1",
-                (psp,),
-            ).fetchone()
-        return None if row is None else _incident(row)
+            row = (
+                _rows(conn)
+                .execute(
+                    f"SELECT {INCIDENT_COLUMNS} FROM recon.incidents WHERE psp = %s AND state <> 'closed'"
+                    " ORDER BY opened_at DESC LIMIT 1",
+                    (psp,),
+                )
+                .fetchone()
+            )
+        return None if row is None else incident_from_row(row)
 
     def fire_watch_on_open_incident(
         self,
@@ -482,7 +443,7 @@ class IncidentHook(ReconPostgresHook):
                     actor=actor,
                     run_id=run_id,
                     figures=numbers,
-                    details=_json_details(
+                    details=json_details(
                         {
                             **details,
                             "why": why,
@@ -495,21 +456,29 @@ class IncidentHook(ReconPostgresHook):
     def list_open(self) -> list[Incident]:
         """Incidents that are not closed, oldest first."""
         with self.connect(autocommit=True) as conn:
-            rows = conn.execute(
-                f"SELECT {_INCIDENT_COLUMNS} FROM recon.incidents WHERE state <> 'closed'"
-                " ORDER BY opened_at, incident_id"
-            ).fetchall()
-        return [_incident(r) for r in rows]
+            rows = (
+                _rows(conn)
+                .execute(
+                    f"SELECT {INCIDENT_COLUMNS} FROM recon.incidents WHERE state <> 'closed'"
+                    " ORDER BY opened_at, incident_id"
+                )
+                .fetchall()
+            )
+        return [incident_from_row(r) for r in rows]
 
     def incidents_to_communicate(self) -> list[Incident]:
         """Incidents finance must still hear about: every incident not yet normalized, and
         those normalized whose final update has not been delivered yet."""
         with self.connect(autocommit=True) as conn:
-            rows = conn.execute(
-                f"SELECT {_INCIDENT_COLUMNS} FROM recon.incidents WHERE communication_done_at IS NULL"
-                " ORDER BY opened_at, incident_id"
-            ).fetchall()
-        return [_incident(r) for r in rows]
+            rows = (
+                _rows(conn)
+                .execute(
+                    f"SELECT {INCIDENT_COLUMNS} FROM recon.incidents WHERE communication_done_at IS NULL"
+                    " ORDER BY opened_at, incident_id"
+                )
+                .fetchall()
+            )
+        return [incident_from_row(r) for r in rows]
 
     def mark_communication_done(self, incident_id: str) -> None:
         check_incident_id(incident_id)
@@ -549,7 +518,7 @@ class IncidentHook(ReconPostgresHook):
         outcome = check_text(outcome, what="outcome")
         actor = check_text(actor, what="actor", max_length=200)
         numbers = Figures.coerce(figures)
-        extras = _json_details(details)
+        extras = json_details(details)
         with self.connect() as conn, conn.transaction():
             if not conn.execute(
                 "SELECT 1 FROM recon.incidents WHERE incident_id = %s FOR UPDATE", (incident_id,)
@@ -629,12 +598,16 @@ class IncidentHook(ReconPostgresHook):
         note = check_text(note, what="note", required=False)
         numbers = Figures.coerce(figures)
         with self.connect() as conn, conn.transaction():
-            row = conn.execute(
-                "SELECT state FROM recon.incidents WHERE incident_id = %s FOR UPDATE", (incident_id,)
-            ).fetchone()
+            row = (
+                _rows(conn)
+                .execute(
+                    "SELECT state FROM recon.incidents WHERE incident_id = %s FOR UPDATE", (incident_id,)
+                )
+                .fetchone()
+            )
             if row is None:
                 raise IncidentNotFoundError(f"incident {incident_id} does not exist")
-            current = IncidentState(row[0])
+            current = IncidentState(row["state"])
             check_transition(incident_id, current, target)
             conn.execute(
                 "UPDATE recon.incidents SET state = %(to)s, updated_at = now(),"
@@ -719,19 +692,24 @@ class IncidentHook(ReconPostgresHook):
         actor = check_text(actor, what="actor", max_length=200)
         assert column in {"psp_ticket", "eta_resumption"}  # fixed columns of the recon schema
         with self.connect() as conn, conn.transaction():
-            row = conn.execute(
-                "SELECT state, psp_ticket FROM recon.incidents WHERE incident_id = %s FOR UPDATE",
-                (incident_id,),
-            ).fetchone()
+            row = (
+                _rows(conn)
+                .execute(
+                    "SELECT state, psp_ticket FROM recon.incidents WHERE incident_id = %s FOR UPDATE",
+                    (incident_id,),
+                )
+                .fetchone()
+            )
             if row is None:
                 raise IncidentNotFoundError(f"incident {incident_id} does not exist")
-            if row[0] == IncidentState.CLOSED.value:
+            if row["state"] == IncidentState.CLOSED.value:
                 raise IllegalTransitionError(f"incident {incident_id} is closed; it cannot be changed")
             extra: dict[str, Any] = {}
-            if column == "psp_ticket" and row[1] and row[1] != value:
+            previous = row["psp_ticket"]
+            if column == "psp_ticket" and previous and previous != value:
                 # a second number replaces the first; the timeline keeps both
-                extra["replaces"] = row[1]
-                outcome += " " + _people(lambda: _("(replaces %(previous)s)", previous=row[1]))
+                extra["replaces"] = previous
+                outcome += " " + _people(lambda: _("(replaces %(previous)s)", previous=previous))
             conn.execute(
                 sql.SQL(
                     "UPDATE recon.incidents SET {} = %s, updated_at = now() WHERE incident_id = %s"
@@ -758,41 +736,32 @@ class IncidentHook(ReconPostgresHook):
     def events_after(self, incident_id: str, after_event_id: int) -> list[IncidentEvent]:
         check_incident_id(incident_id)
         with self.connect(autocommit=True) as conn:
-            rows = conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM recon.incident_events WHERE incident_id = %s AND id > %s"
-                " ORDER BY id",
-                (incident_id, after_event_id),
-            ).fetchall()
+            rows = (
+                _rows(conn)
+                .execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM recon.incident_events WHERE incident_id = %s AND id > %s"
+                    " ORDER BY id",
+                    (incident_id, after_event_id),
+                )
+                .fetchall()
+            )
         return [_event(r) for r in rows]
 
     def corrections(self, incident_id: str) -> list[CorrectionRecord]:
         """The transactions corrected under this incident, with who requested and approved."""
         check_incident_id(incident_id)
         with self.connect(autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT transaction_id, provider_reference, transaction_type, kind, amount_minor,"
-                " requested_by, approved_by, run_id, applied_at, before, after, currency"
-                " FROM recon.corrections WHERE incident_id = %s ORDER BY applied_at, id",
-                (incident_id,),
-            ).fetchall()
-        return [
-            CorrectionRecord(
-                transaction_id=int(r[0]),
-                provider_reference=r[1],
-                transaction_type=r[2],
-                kind=r[3],
-                amount_minor=int(r[4]),
-                requested_by=r[5],
-                approved_by=r[6],
-                run_id=r[7],
-                applied_at=r[8],
-                before=r[9] or {},
-                after=r[10] or {},
-                # '' for corrections recorded before they kept their currency: not guessed
-                currency=(r[11] or "").upper() or None,
+            rows = (
+                _rows(conn)
+                .execute(
+                    "SELECT transaction_id, provider_reference, transaction_type, kind, amount_minor,"
+                    " requested_by, approved_by, run_id, applied_at, before, after, currency"
+                    " FROM recon.corrections WHERE incident_id = %s ORDER BY applied_at, id",
+                    (incident_id,),
+                )
+                .fetchall()
             )
-            for r in rows
-        ]
+        return [_correction(r) for r in rows]
 
     # -- figures and the closing report -------------------------------------------------------
     def current_figures(self, incident: Incident) -> tuple[Figures | None, str]:
@@ -898,179 +867,71 @@ class IncidentHook(ReconPostgresHook):
             )
 
     def stored_closing_report(self, incident_id: str) -> tuple[str | None, str | None]:
+        """The closing report attached to the incident: ``(markdown, html)``."""
         check_incident_id(incident_id)
         with self.connect(autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT closing_report_md, closing_report_html FROM recon.incidents WHERE incident_id = %s",
-                (incident_id,),
-            ).fetchone()
+            row = (
+                _rows(conn)
+                .execute(
+                    "SELECT closing_report_md, closing_report_html FROM recon.incidents"
+                    " WHERE incident_id = %s",
+                    (incident_id,),
+                )
+                .fetchone()
+            )
         if row is None:
             raise IncidentNotFoundError(f"incident {incident_id} does not exist")
-        return row[0], row[1]
+        return row["closing_report_md"], row["closing_report_html"]
 
-    # -- notification deliveries ---------------------------------------------------------------
+    # -- the notification outbox (kept here for callers written before the split) -------------
+    @cached_property
+    def outbox(self) -> NotificationOutboxHook:
+        """The notification outbox on the same connection (``recon.notifications``)."""
+        return NotificationOutboxHook(
+            billing_gateway_conn_id=self.billing_gateway_conn_id, config=self.config
+        )
+
     def delivery(self, dedup_key: str, channel: str) -> Delivery | None:
-        with self.connect(autocommit=True) as conn:
-            row = conn.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM recon.notifications WHERE dedup_key = %s AND channel = %s",
-                (dedup_key, channel),
-            ).fetchone()
-        return None if row is None else _delivery(row)
+        """:meth:`NotificationOutboxHook.delivery`."""
+        return self.outbox.delivery(dedup_key, channel)
 
-    def prepare_delivery(
-        self,
-        *,
-        dedup_key: str,
-        channel: str,
-        kind: str,
-        psp: str,
-        slot: datetime,
-        recipient: str,
-        message: RenderedMessage,
-        incident_id: str | None = None,
-        figures: Figures | None = None,
-        last_event_id: int | None = None,
-        run_id: str | None = None,
-    ) -> Delivery:
-        """Record a message about to be sent (``pending``) and return its row.
-
-        One row per ``(dedup_key, channel)``: preparing again refreshes the content of a
-        message not yet delivered; a delivered one is returned unchanged (``sent``), so a
-        re-run never sends it twice.
-        """
-        from psycopg.types.json import Jsonb
-
-        if channel not in CHANNELS:
-            raise IncidentInputError(f"channel {channel!r} is not one of {', '.join(CHANNELS)}")
-        if kind not in DELIVERY_KINDS:
-            raise IncidentInputError(f"notification kind {kind!r} is not one of {', '.join(DELIVERY_KINDS)}")
-        params = {
-            "key": dedup_key,
-            "channel": channel,
-            "kind": kind,
-            "incident_id": incident_id,
-            "psp": psp,
-            "slot": check_aware(slot, what="notification slot"),
-            "recipient": recipient,
-            "subject": message.subject,
-            "text": message.text,
-            "html": message.html,
-            "blocks": Jsonb(list(message.slack_blocks)),
-            "figures": Jsonb(figures.as_dict()) if figures is not None else None,
-            "last_event_id": last_event_id,
-            "run_id": run_id,
-        }
-        with self.connect() as conn:
-            row = conn.execute(
-                "INSERT INTO recon.notifications (dedup_key, channel, kind, incident_id, psp, slot,"
-                " recipient, subject, body_text, body_html, slack_blocks, figures, last_event_id, run_id)"
-                " VALUES (%(key)s, %(channel)s, %(kind)s, %(incident_id)s, %(psp)s, %(slot)s, %(recipient)s,"
-                " %(subject)s, %(text)s, %(html)s, %(blocks)s, %(figures)s, %(last_event_id)s, %(run_id)s)"
-                " ON CONFLICT (dedup_key, channel) DO UPDATE SET recipient = EXCLUDED.recipient,"
-                " subject = EXCLUDED.subject, body_text = EXCLUDED.body_text, body_html = EXCLUDED.body_html,"
-                " slack_blocks = EXCLUDED.slack_blocks, figures = EXCLUDED.figures,"
-                " last_event_id = EXCLUDED.last_event_id, run_id = EXCLUDED.run_id, status = 'pending',"
-                " updated_at = now() WHERE recon.notifications.status <> 'sent'"
-                f" RETURNING {_DELIVERY_COLUMNS}",
-                params,
-            ).fetchone()
-        return _delivery(row) if row is not None else self.delivery(dedup_key, channel)  # type: ignore[return-value]
+    def prepare_delivery(self, **kwargs: Any) -> Delivery:
+        """:meth:`NotificationOutboxHook.prepare_delivery`."""
+        return self.outbox.prepare_delivery(**kwargs)
 
     def mark_sent(self, delivery_id: int, response: Mapping[str, Any] | None = None) -> None:
-        from psycopg.types.json import Jsonb
-
-        with self.connect() as conn:
-            conn.execute(
-                "UPDATE recon.notifications SET status = 'sent', attempts = attempts + 1, sent_at = now(),"
-                " updated_at = now(), last_error = NULL, response = %s WHERE id = %s",
-                (Jsonb(_json_details(response or {})), delivery_id),
-            )
+        """:meth:`NotificationOutboxHook.mark_sent`."""
+        self.outbox.mark_sent(delivery_id, response)
 
     def mark_failed(self, delivery_id: int, error: str) -> None:
-        with self.connect() as conn:
-            conn.execute(
-                "UPDATE recon.notifications SET status = 'failed', attempts = attempts + 1,"
-                " updated_at = now(), last_error = %s WHERE id = %s",
-                (error[:2000], delivery_id),
-            )
+        """:meth:`NotificationOutboxHook.mark_failed`."""
+        self.outbox.mark_failed(delivery_id, error)
 
     def supersede(self, delivery_ids: Iterable[int], *, by: int) -> int:
-        """Mark undelivered messages as carried by a later, delivered one."""
-        ids = [int(i) for i in delivery_ids if int(i) != by]
-        if not ids:
-            return 0
-        with self.connect() as conn:
-            return conn.execute(
-                "UPDATE recon.notifications SET status = 'superseded', superseded_by = %s, updated_at = now()"
-                " WHERE id = ANY(%s) AND status IN ('pending', 'failed')",
-                (by, ids),
-            ).rowcount
+        """:meth:`NotificationOutboxHook.supersede`."""
+        return self.outbox.supersede(delivery_ids, by=by)
 
     def last_sent(
         self, incident_id: str, channel: str, kinds: Sequence[str] = ("update", "normalized")
     ) -> Delivery | None:
-        """The latest delivered update of the incident on ``channel``."""
-        with self.connect(autocommit=True) as conn:
-            row = conn.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM recon.notifications WHERE incident_id = %s AND channel = %s"
-                " AND kind = ANY(%s) AND status = 'sent' ORDER BY slot DESC, id DESC LIMIT 1",
-                (incident_id, channel, list(kinds)),
-            ).fetchone()
-        return None if row is None else _delivery(row)
+        """:meth:`NotificationOutboxHook.last_sent`."""
+        return self.outbox.last_sent(incident_id, channel, kinds)
 
-    def unsent(
-        self,
-        *,
-        kinds: Sequence[str],
-        incident_id: str | None = None,
-        channel: str | None = None,
-        exclude_key: str | None = None,
-    ) -> list[Delivery]:
-        """Messages recorded but not delivered (``pending`` or ``failed``), oldest first."""
-        with self.connect(autocommit=True) as conn:
-            rows = conn.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM recon.notifications WHERE status IN ('pending', 'failed')"
-                " AND kind = ANY(%(kinds)s)"
-                " AND (%(incident)s::text IS NULL OR incident_id = %(incident)s)"
-                " AND (%(channel)s::text IS NULL OR channel = %(channel)s)"
-                " AND (%(exclude)s::text IS NULL OR dedup_key <> %(exclude)s)"
-                " ORDER BY slot, id",
-                {"kinds": list(kinds), "incident": incident_id, "channel": channel, "exclude": exclude_key},
-            ).fetchall()
-        return [_delivery(r) for r in rows]
+    def unsent(self, **kwargs: Any) -> list[Delivery]:
+        """:meth:`NotificationOutboxHook.unsent`."""
+        return self.outbox.unsent(**kwargs)
 
     def last_update_slot(self, incident_id: str, *, before: datetime) -> datetime | None:
-        """The latest slot for which an update of the incident was attempted, before ``before``."""
-        with self.connect(autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT max(slot) FROM recon.notifications WHERE incident_id = %s"
-                " AND kind IN ('update', 'normalized') AND slot < %s",
-                (incident_id, before),
-            ).fetchone()
-        return row[0] if row else None
+        """:meth:`NotificationOutboxHook.last_update_slot`."""
+        return self.outbox.last_update_slot(incident_id, before=before)
 
     def deliveries(self, incident_id: str | None = None) -> list[Delivery]:
-        """Every delivery (of one incident), in the order they were recorded."""
-        with self.connect(autocommit=True) as conn:
-            rows = conn.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM recon.notifications"
-                " WHERE %(incident)s::text IS NULL OR incident_id = %(incident)s ORDER BY id",
-                {"incident": incident_id},
-            ).fetchall()
-        return [_delivery(r) for r in rows]
+        """:meth:`NotificationOutboxHook.deliveries`."""
+        return self.outbox.deliveries(incident_id)
 
     def delivery_stats(self, incident_id: str) -> dict[str, dict[str, int]]:
-        """``{channel: {status: count}}`` of the incident's messages."""
-        with self.connect(autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT channel, status, count(*) FROM recon.notifications WHERE incident_id = %s"
-                " GROUP BY channel, status",
-                (incident_id,),
-            ).fetchall()
-        stats: dict[str, dict[str, int]] = {}
-        for channel, status, n in rows:
-            stats.setdefault(channel, {})[status] = int(n)
-        return stats
+        """:meth:`NotificationOutboxHook.delivery_stats`."""
+        return self.outbox.delivery_stats(incident_id)
 
 
-__all__ = ["CHANNELS", "Delivery", "IncidentHook"]
+__all__ = ["CHANNELS", "INCIDENT_COLUMNS", "Delivery", "IncidentHook", "incident_from_row"]

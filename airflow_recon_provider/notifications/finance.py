@@ -29,6 +29,7 @@ Both work against a local HTTP server standing in for Slack, which is how the te
 
 from __future__ import annotations
 
+import enum
 import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -72,7 +73,8 @@ from airflow_recon_provider.reconciliation.steps import channel_name
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_recon_provider.hooks.incidents import Delivery, IncidentHook
+    from airflow_recon_provider.hooks.incidents import IncidentHook
+    from airflow_recon_provider.hooks.notifications import Delivery, NotificationOutboxHook
     from airflow_recon_provider.reconciliation.config import ReconConfig
     from airflow_recon_provider.reconciliation.controls import ControlChange
     from airflow_recon_provider.reconciliation.finance_review import FinanceReview
@@ -102,24 +104,92 @@ def parse_recipients(value: str | Sequence[str]) -> list[str]:
     return addresses
 
 
+class DeliveryStatus(enum.Enum):
+    """What came of one message on one channel."""
+
+    SENT = "sent"
+    #: delivered before (an earlier run, a concurrent one): not sent again
+    ALREADY_SENT = "already sent"
+    #: not delivered; recorded in ``recon.notifications`` and retried on the next run
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """The outcome of one message on one channel, as :meth:`FinanceNotifier._attempt` (and a
+    row found already ``sent``) produce it.
+
+    Its text (``str()``) is what the timeline's details, the XComs and the dictionaries the
+    notifier returns carry: ``sent``, ``already sent`` or ``failed: <error>``;
+    :meth:`parse` reads such a text back.
+
+    :param status: sent, already sent or failed.
+    :param error: why it failed, as the server said it (``""`` otherwise).
+    """
+
+    status: DeliveryStatus
+    error: str = ""
+
+    @classmethod
+    def failure(cls, error: str) -> DeliveryOutcome:
+        return cls(DeliveryStatus.FAILED, error)
+
+    @classmethod
+    def parse(cls, text: str) -> DeliveryOutcome:
+        """An outcome from its text (an XCom, a returned dictionary)."""
+        status, _sep, error = str(text).partition(": ")
+        return cls(DeliveryStatus(status), error if status == DeliveryStatus.FAILED.value else "")
+
+    @property
+    def failed(self) -> bool:
+        return self.status is DeliveryStatus.FAILED
+
+    @property
+    def delivered(self) -> bool:
+        """Sent now or before."""
+        return self.status is not DeliveryStatus.FAILED
+
+    def for_people(self) -> str:
+        """In the language in force; the error itself stays as the server said it."""
+        if self.status is DeliveryStatus.SENT:
+            return _("sent")
+        if self.status is DeliveryStatus.ALREADY_SENT:
+            return _("already sent")
+        return _("failed: %(why)s", why=self.error)
+
+    def __str__(self) -> str:
+        return f"failed: {self.error}" if self.failed else self.status.value
+
+
+SENT = DeliveryOutcome(DeliveryStatus.SENT)
+ALREADY_SENT = DeliveryOutcome(DeliveryStatus.ALREADY_SENT)
+
+
+def _texts(outcomes: Mapping[Any, DeliveryOutcome]) -> dict[Any, str]:
+    """Outcomes as the texts the timeline's details and the returned dictionaries carry."""
+    return {key: str(outcome) for key, outcome in outcomes.items()}
+
+
 @dataclass(frozen=True)
 class UpdateResult:
-    """What one incident update did, per channel (``sent``, ``already sent``, ``failed: ...``)."""
+    """What one incident update did, per channel."""
 
     incident_id: str
     kind: str
-    channels: Mapping[str, str] = field(default_factory=dict)
+    channels: Mapping[str, DeliveryOutcome] = field(default_factory=dict)
     skipped: str = ""
 
     @property
-    def failed(self) -> dict[str, str]:
-        return {ch: outcome for ch, outcome in self.channels.items() if outcome.startswith("failed")}
+    def failed(self) -> dict[str, DeliveryOutcome]:
+        return {ch: outcome for ch, outcome in self.channels.items() if outcome.failed}
 
     def as_dict(self) -> dict[str, Any]:
+        """For an XCom: each channel's outcome as its text (``sent``, ``already sent``,
+        ``failed: <error>``)."""
         return {
             "incident_id": self.incident_id,
             "kind": self.kind,
-            "channels": dict(self.channels),
+            "channels": _texts(self.channels),
             "skipped": self.skipped,
         }
 
@@ -137,18 +207,6 @@ def _in_configured_language(method: Callable[..., _T]) -> Callable[..., _T]:
             return method(*args, **kwargs)
 
     return wrapper
-
-
-def _delivery_text(outcome: str) -> str:
-    """A channel's outcome (``sent``, ``already sent``, ``failed: <error>``) for people; the
-    error itself stays as the server said it."""
-    if outcome == "sent":
-        return _("sent")
-    if outcome == "already sent":
-        return _("already sent")
-    if outcome.startswith("failed: "):
-        return _("failed: %(why)s", why=outcome[len("failed: ") :])
-    return outcome
 
 
 def _describe(exc: BaseException) -> str:
@@ -243,6 +301,10 @@ class FinanceNotifier(BaseNotifier):
                 billing_gateway_conn_id=self.billing_gateway_conn_id, config=self.config
             )
         return self._hook
+
+    def outbox(self) -> NotificationOutboxHook:
+        """The notification outbox (``recon.notifications``) on the incident hook's connection."""
+        return self.incident_hook().outbox
 
     @staticmethod
     def _connection(conn_id: str) -> Any:
@@ -397,17 +459,16 @@ class FinanceNotifier(BaseNotifier):
 
     def _attempt(
         self,
-        hook: IncidentHook,
         row: Delivery,
         message: RenderedMessage,
         *,
         review: FinanceReview | None = None,
-    ) -> str:
+    ) -> DeliveryOutcome:
         try:
             response = self.deliver(row.channel, message, delivery_id=row.id, review=review)
         except Exception as exc:
             error = _describe(exc)
-            hook.mark_failed(row.id, error)
+            self.outbox().mark_failed(row.id, error)
             self.log.warning(
                 "%s %s of %s not delivered (recorded, retried on the next run): %s",
                 row.channel,
@@ -415,12 +476,12 @@ class FinanceNotifier(BaseNotifier):
                 row.incident_id or row.psp,
                 error,
             )
-            return f"failed: {error}"
-        hook.mark_sent(row.id, response)
+            return DeliveryOutcome.failure(error)
+        self.outbox().mark_sent(row.id, response)
         self.log.info(
             "%s %s of %s sent to %s", row.channel, row.kind, row.incident_id or row.psp, row.recipient
         )
-        return "sent"
+        return SENT
 
     # -- the incident update ----------------------------------------------------------------------
     def compose_update(
@@ -441,10 +502,10 @@ class FinanceNotifier(BaseNotifier):
         of that update, and the undelivered updates this one carries. Returns the update, the
         newest event id it covers, and those undelivered rows."""
         hook = self.incident_hook()
-        last = hook.last_sent(incident.incident_id, channel)
+        last = self.outbox().last_sent(incident.incident_id, channel)
         after = (last.last_event_id or 0) if last is not None else 0
         events = hook.events_after(incident.incident_id, after)
-        unsent = hook.unsent(
+        unsent = self.outbox().unsent(
             kinds=("update", "normalized"),
             incident_id=incident.incident_id,
             channel=channel,
@@ -479,7 +540,7 @@ class FinanceNotifier(BaseNotifier):
     def _invitation_delivered(self, review: FinanceReview) -> bool:
         return any(
             d.channel == "email" and d.status == "sent" and d.response.get("invitation") == review.uid
-            for d in self.incident_hook().deliveries(review.incident_id)
+            for d in self.outbox().deliveries(review.incident_id)
         )
 
     def _send_review_invitation(
@@ -495,7 +556,7 @@ class FinanceNotifier(BaseNotifier):
             review=review,
         )  # fmt: skip
         message = render_update(update)
-        row = hook.prepare_delivery(
+        row = self.outbox().prepare_delivery(
             dedup_key=f"{incident.incident_id}:review:{review.uid}",
             channel="email",
             kind=MessageKind.CLOSING_REPORT.value,
@@ -508,18 +569,18 @@ class FinanceNotifier(BaseNotifier):
             last_event_id=last_event_id,
             run_id=run_id,
         )
-        outcome = "already sent" if row.status == "sent" else self._attempt(hook, row, message, review=review)
+        outcome = ALREADY_SENT if row.status == "sent" else self._attempt(row, message, review=review)
         hook.record_event(
             incident.incident_id,
             step=Step.NORMALIZED,
             outcome=_(
                 "invitation to the review with finance (%(when)s): e-mail %(outcome)s",
                 when=review.when,
-                outcome=_delivery_text(outcome),
+                outcome=outcome.for_people(),
             ),
             actor=self.actor,
             run_id=run_id,
-            details={"channels": {"email": outcome}, "review_uid": review.uid,
+            details={"channels": {"email": str(outcome)}, "review_uid": review.uid,
                      "recipients": self._recipient_of("email", review)},
         )  # fmt: skip
         return UpdateResult(incident.incident_id, MessageKind.CLOSING_REPORT.value, {"email": outcome})
@@ -566,15 +627,15 @@ class FinanceNotifier(BaseNotifier):
         else:
             dedup_key = f"{incident_id}:update:{slot.isoformat()}"
 
-        pending = {ch: hook.delivery(dedup_key, ch) for ch in self.channels}
+        pending = {ch: self.outbox().delivery(dedup_key, ch) for ch in self.channels}
         todo = [ch for ch in self.channels if pending[ch] is None or pending[ch].status != "sent"]
-        outcomes: dict[str, str] = {ch: "already sent" for ch in self.channels if ch not in todo}
+        outcomes: dict[str, DeliveryOutcome] = {ch: ALREADY_SENT for ch in self.channels if ch not in todo}
         if not todo:
             return UpdateResult(incident_id, kind.value, outcomes, skipped="already sent")
 
         missed: list[datetime] = []
         if detect_missed and not normalized and all(row is None for row in pending.values()):
-            previous = hook.last_update_slot(incident_id, before=slot) or incident.opened_at
+            previous = self.outbox().last_update_slot(incident_id, before=slot) or incident.opened_at
             missed = missed_slots(previous, slot, cadence=cadence or UPDATE_CADENCE)
             if missed:
                 hook.record_event(
@@ -613,7 +674,7 @@ class FinanceNotifier(BaseNotifier):
                 recovery=recovery,
             )
             message = render_update(update)
-            row = hook.prepare_delivery(
+            row = self.outbox().prepare_delivery(
                 dedup_key=dedup_key,
                 channel=channel,
                 kind=kind.value,
@@ -627,16 +688,16 @@ class FinanceNotifier(BaseNotifier):
                 run_id=run_id,
             )
             if row.status == "sent":  # delivered by a concurrent run meanwhile
-                outcomes[channel] = "already sent"
+                outcomes[channel] = ALREADY_SENT
                 continue
-            outcomes[channel] = self._attempt(hook, row, message, review=channel_review)
-            if outcomes[channel] == "sent":
-                hook.supersede([u.id for u in unsent], by=row.id)
+            outcomes[channel] = self._attempt(row, message, review=channel_review)
+            if outcomes[channel] == SENT:
+                self.outbox().supersede([u.id for u in unsent], by=row.id)
 
         result = UpdateResult(incident_id, kind.value, {ch: outcomes[ch] for ch in self.channels})
         attempted = {ch: outcomes[ch] for ch in todo}
-        failed = {ch: o for ch, o in attempted.items() if o.startswith("failed")}
-        sent = [ch for ch, o in attempted.items() if o == "sent"]
+        failed = {ch: o for ch, o in attempted.items() if o.failed}
+        sent = [ch for ch, o in attempted.items() if o == SENT]
         summary = (
             _("sent by %(channels)s", channels=_(" and ").join(channel_name(ch) for ch in sent))
             if sent
@@ -644,7 +705,8 @@ class FinanceNotifier(BaseNotifier):
         )
         if failed:
             summary += "; " + _(
-                "failed: %(why)s", why="; ".join(f"{channel_name(ch)} ({o[8:]})" for ch, o in failed.items())
+                "failed: %(why)s",
+                why="; ".join(f"{channel_name(ch)} ({o.error})" for ch, o in failed.items()),
             )
             summary += "; " + _("retried on the next run")
         when = format_time(slot)
@@ -662,12 +724,12 @@ class FinanceNotifier(BaseNotifier):
             figures=figures if not note else None,
             details={
                 "slot": slot.isoformat(),
-                "channels": attempted,
+                "channels": _texts(attempted),
                 "recipients": self._recipient_of("email", review),
                 **({"review_uid": review.uid} if review is not None else {}),
             },
         )
-        if normalized and all(o in {"sent", "already sent"} for o in result.channels.values()):
+        if normalized and all(o.delivered for o in result.channels.values()):
             hook.mark_communication_done(incident_id)
         return result
 
@@ -687,7 +749,8 @@ class FinanceNotifier(BaseNotifier):
         """Tell finance that reconciliation of ``psp`` is frozen and when it should resume.
 
         The notice is tied to ``incident_id``, else to the PSP's open incident if there is one
-        (its resumption estimate is then recorded on it). Returns the outcome per channel;
+        (its resumption estimate is then recorded on it). Returns the outcome per channel, as
+        its text (:class:`DeliveryOutcome`: ``sent``, ``already sent``, ``failed: <error>``);
         undelivered notices are retried by the incident-updates DAG.
 
         :param psp: the paused PSP (must be known).
@@ -736,9 +799,9 @@ class FinanceNotifier(BaseNotifier):
         )
         message = render_containment(notice)
         dedup_key = f"containment:{psp}:{paused_at.isoformat()}"
-        outcomes: dict[str, str] = {}
+        outcomes: dict[str, DeliveryOutcome] = {}
         for channel in self.channels:
-            row = hook.prepare_delivery(
+            row = self.outbox().prepare_delivery(
                 dedup_key=dedup_key,
                 channel=channel,
                 kind=MessageKind.CONTAINMENT.value,
@@ -750,7 +813,7 @@ class FinanceNotifier(BaseNotifier):
                 figures=figures,
                 run_id=run_id,
             )
-            outcomes[channel] = "already sent" if row.status == "sent" else self._attempt(hook, row, message)
+            outcomes[channel] = ALREADY_SENT if row.status == "sent" else self._attempt(row, message)
         if incident is not None:
             hook.record_event(
                 incident.incident_id,
@@ -759,15 +822,13 @@ class FinanceNotifier(BaseNotifier):
                     "finance told reconciliation of %(psp)s is paused, resumption %(eta)s: %(channels)s",
                     psp=psp,
                     eta=format_time(eta) if eta else _("not yet estimated"),
-                    channels=", ".join(
-                        f"{channel_name(ch)} {_delivery_text(o)}" for ch, o in outcomes.items()
-                    ),
+                    channels=", ".join(f"{channel_name(ch)} {o.for_people()}" for ch, o in outcomes.items()),
                 ),
                 actor=paused_by,
                 run_id=run_id,
-                details={"channels": outcomes, "paused_at": paused_at.isoformat()},
+                details={"channels": _texts(outcomes), "paused_at": paused_at.isoformat()},
             )
-        return outcomes
+        return _texts(outcomes)
 
     # -- pause / resume in the incidents channel ---------------------------------------------------
     def check_slack_connection(self) -> None:
@@ -799,9 +860,8 @@ class FinanceNotifier(BaseNotifier):
         control = change.control
         moment = control.changed_at or datetime.now(UTC)
         self.check_slack_connection()
-        hook = self.incident_hook()
         message = render_control_message(change, run_id=run_id)
-        row = hook.prepare_delivery(
+        row = self.outbox().prepare_delivery(
             dedup_key=f"control:{control.psp}:{control.state.value}:{moment.isoformat()}",
             channel="slack",
             kind=MessageKind.CONTROL.value,
@@ -812,19 +872,19 @@ class FinanceNotifier(BaseNotifier):
             message=message,
             run_id=run_id,
         )
-        return {"slack": "already sent" if row.status == "sent" else self._attempt(hook, row, message)}
+        return {"slack": str(ALREADY_SENT if row.status == "sent" else self._attempt(row, message))}
 
     def resend_unsent(
         self, *, kinds: Sequence[str] = ("containment",), run_id: str | None = None
     ) -> dict[int, str]:
         """Send again, exactly as composed, the undelivered messages of ``kinds`` (updates are
-        not resent this way: the next update carries them)."""
-        hook = self.incident_hook()
+        not resent this way: the next update carries them). Returns each row's outcome as its
+        text (:class:`DeliveryOutcome`)."""
         results: dict[int, str] = {}
-        for row in hook.unsent(kinds=kinds):
+        for row in self.outbox().unsent(kinds=kinds):
             if row.channel not in self.channels:
                 continue
-            results[row.id] = self._attempt(hook, row, row.message)
+            results[row.id] = str(self._attempt(row, row.message))
         return results
 
     # -- as a callback --------------------------------------------------------------------------------
@@ -895,6 +955,8 @@ __all__ = [
     "DEFAULT_SLACK_CHANNEL",
     "DEFAULT_SLACK_CONN_ID",
     "DEFAULT_SMTP_CONN_ID",
+    "DeliveryOutcome",
+    "DeliveryStatus",
     "FinanceDeliveryError",
     "FinanceNotifier",
     "UpdateResult",

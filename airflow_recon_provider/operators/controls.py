@@ -160,6 +160,7 @@ class _ControlOperator(ScopedOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_recon_provider.hooks.controls import ReconciliationControlHook
         from airflow_recon_provider.hooks.incidents import IncidentHook
+        from airflow_recon_provider.notifications.finance import DeliveryOutcome
 
         psp = self.scope_psp()
         actor = self.optional_text("actor") or run_actor(context)
@@ -200,7 +201,7 @@ class _ControlOperator(ScopedOperator):
             name: outcome
             for name, outcomes in notifications.items()
             for outcome in outcomes.values()
-            if outcome.startswith("failed")
+            if DeliveryOutcome.parse(outcome).failed
         }
         if failed:
             # the control is in place; the message is logged in recon.notifications as failed

@@ -132,7 +132,7 @@ class SendIncidentUpdatesOperator(_FinanceOperator):
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from datetime import timedelta
 
-        from airflow_recon_provider.notifications.finance import FinanceDeliveryError
+        from airflow_recon_provider.notifications.finance import DeliveryOutcome, FinanceDeliveryError
 
         slot = _run_moment(context)
         run_id = context.get("run_id")
@@ -159,9 +159,13 @@ class SendIncidentUpdatesOperator(_FinanceOperator):
                 continue
             results.append(result.as_dict())
             failures += [f"{incident.incident_id} {ch}: {o}" for ch, o in result.failed.items()]
-            self.log.info("%s (%s): %s", incident.incident_id, result.kind, result.channels or result.skipped)
+            self.log.info(
+                "%s (%s): %s", incident.incident_id, result.kind, results[-1]["channels"] or result.skipped
+            )
         resent = notifier.resend_unsent(kinds=("containment",), run_id=run_id)
-        failures += [f"containment notice {i}: {o}" for i, o in resent.items() if o.startswith("failed")]
+        failures += [
+            f"containment notice {i}: {o}" for i, o in resent.items() if DeliveryOutcome.parse(o).failed
+        ]
         if not results:
             self.log.info("No incident to report at %s", slot.isoformat())
         if failures:

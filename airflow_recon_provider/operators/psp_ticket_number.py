@@ -84,7 +84,7 @@ class PspTicketNumberOperator(HITLEntryOperator):
     :param incident_id: the incident (templated).
     :param psp_ticket_task_id: the :class:`PspTicketOperator` task whose CSV the PSP gets.
     :param response_timeout: how long on-call is asked (default 1 hour; the remediation DAG
-        takes ``$RECON_PSP_TICKET_TIMEOUT_MINUTES``).
+        takes ``[recon] psp_ticket_timeout``, else ``$RECON_PSP_TICKET_TIMEOUT_MINUTES``).
     :param billing_gateway_conn_id: connection of the gateway database (``recon`` schema).
     """
 

@@ -590,21 +590,31 @@ class IncidentReader:
         return bool(row and row[0])
 
     def _list(self, page: int, per_page: int, psp: str | None, state: IncidentState | None) -> IncidentList:
-        from airflow_recon_provider.hooks.incidents import _INCIDENT_COLUMNS, _incident
+        from psycopg.rows import dict_row
+
+        from airflow_recon_provider.hooks.incidents import INCIDENT_COLUMNS, incident_from_row
 
         params = {"psp": psp, "state": state.value if state else None}
         with self._connect() as conn:
             (total,) = conn.execute(
                 "SELECT count(*) FROM recon.incidents" + _INCIDENT_FILTER, params
             ).fetchone()
-            rows = conn.execute(
-                f"SELECT {_INCIDENT_COLUMNS}, {_FINANCE_TICKET}, {_CORRECTION_COUNT}"
-                " FROM recon.incidents i" + _INCIDENT_FILTER + " ORDER BY opened_at DESC, id DESC"
-                " LIMIT %(limit)s OFFSET %(offset)s",
-                {**params, "limit": per_page, "offset": (page - 1) * per_page},
-            ).fetchall()
+            rows = (
+                conn.cursor(row_factory=dict_row)
+                .execute(
+                    f"SELECT {INCIDENT_COLUMNS}, {_FINANCE_TICKET} AS finance_ticket,"
+                    f" {_CORRECTION_COUNT} AS correction_count"
+                    " FROM recon.incidents i" + _INCIDENT_FILTER + " ORDER BY opened_at DESC, id DESC"
+                    " LIMIT %(limit)s OFFSET %(offset)s",
+                    {**params, "limit": per_page, "offset": (page - 1) * per_page},
+                )
+                .fetchall()
+            )
         listing = IncidentList(
-            rows=tuple(IncidentRow(_incident(r[:-2]), r[-2], int(r[-1])) for r in rows),
+            rows=tuple(
+                IncidentRow(incident_from_row(r), r["finance_ticket"], int(r["correction_count"]))
+                for r in rows
+            ),
             page=page,
             per_page=per_page,
             total=int(total),

@@ -81,6 +81,12 @@ class PspConfig:
         return f"psp_{self.name}"
 
 
+#: a live classification of a long window shares the work among this many connections at
+#: most (each classifies the keys of one hash part, all in one snapshot); 1 keeps one
+DEFAULT_LIVE_CONNECTIONS = 2
+MAX_LIVE_CONNECTIONS = 16
+
+
 @dataclass(frozen=True)
 class ReconConfig:
     """Everything a site configures. Defaults follow the runbook."""
@@ -91,6 +97,8 @@ class ReconConfig:
     match_grace: timedelta = timedelta(hours=1)
     max_window: timedelta = DEFAULT_MAX_WINDOW
     statement_work_mem: str = "256MB"
+    #: connections a live classification of a long window may use at once (hooks/_key_parts.py)
+    live_connections: int = DEFAULT_LIVE_CONNECTIONS
     #: thresholds and converted figures are in this currency (DESIGN 3a)
     reporting_currency: str = DEFAULT_REPORTING_CURRENCY
     #: when the review with finance takes place after a closure (runbook Encerramento 4)
@@ -106,6 +114,15 @@ class ReconConfig:
             raise ConfigError("max_window must be positive")
         if not isinstance(self.statement_work_mem, str) or not _WORK_MEM.fullmatch(self.statement_work_mem):
             raise ConfigError(f"work_mem {self.statement_work_mem!r} must look like 256MB")
+        if (
+            isinstance(self.live_connections, bool)
+            or not isinstance(self.live_connections, int)
+            or not 1 <= self.live_connections <= MAX_LIVE_CONNECTIONS
+        ):
+            raise ConfigError(
+                f"live_connections {self.live_connections!r} must be a whole number from 1 to "
+                f"{MAX_LIVE_CONNECTIONS}"
+            )
         try:
             object.__setattr__(self, "reporting_currency", check_currency(self.reporting_currency))
         except CurrencyError as exc:
@@ -149,6 +166,7 @@ class ReconConfig:
             "match_grace_minutes",
             "max_window_days",
             "work_mem",
+            "live_connections",
             "reporting_currency",
             "finance_review",
         }
@@ -188,6 +206,8 @@ class ReconConfig:
             kwargs["max_window"] = timedelta(days=_number(data, "max_window_days"))
         if "work_mem" in data:
             kwargs["statement_work_mem"] = str(data["work_mem"])
+        if "live_connections" in data:
+            kwargs["live_connections"] = data["live_connections"]
         if "reporting_currency" in data:
             kwargs["reporting_currency"] = data["reporting_currency"]
         if "finance_review" in data:

@@ -9,7 +9,8 @@ only divergent keys leave the server.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -238,7 +239,7 @@ SIDE_AGGREGATES = """{g} AS (
     FROM {transactions} AS t
     JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
     WHERE i.{i_provider} = %(psp)s
-      AND t.{t_created} >= %(wide_start)s AND t.{t_created} < %(wide_end)s
+      AND t.{t_created} >= %(wide_start)s AND t.{t_created} < %(wide_end)s{g_part}
     GROUP BY 1, 2
 ),
 {s} AS (
@@ -247,7 +248,7 @@ SIDE_AGGREGATES = """{g} AS (
            {s_columns}{s_all_in}
     FROM {statements} AS l
     WHERE l.{s_psp} = %(psp)s
-      AND l.{s_occurred} >= %(wide_start)s AND l.{s_occurred} < %(wide_end)s
+      AND l.{s_occurred} >= %(wide_start)s AND l.{s_occurred} < %(wide_end)s{s_part}
     GROUP BY 1, 2
 )"""
 
@@ -268,14 +269,34 @@ def aggregate_columns(m: TableMapping) -> dict[str, sql.Composed]:
     }
 
 
-def side_aggregates(m: TableMapping, *, g: str = "g", s: str = "s", all_in: bool = False) -> sql.Composed:
+def _key_part(ref: sql.Composable, partitioned: bool) -> sql.Composable:
+    """The predicate that keeps one key-hash part of a side's rows (both sides hash the same
+    reference, so a key's rows on both sides fall in the same part); nothing when the
+    classification is not split."""
+    if not partitioned:
+        return sql.SQL("")
+    return sql.SQL("\n      AND mod(hashtext({}::text) & 2147483647, %(key_parts)s) = %(key_part)s").format(
+        ref
+    )
+
+
+def side_aggregates(
+    m: TableMapping, *, g: str = "g", s: str = "s", all_in: bool = False, partitioned: bool = False
+) -> sql.Composed:
     """:data:`SIDE_AGGREGATES` named ``g`` / ``s``; with ``all_in`` each side also says
-    whether every row of the key lies in ``[start, end)`` (the cycle store's locality)."""
+    whether every row of the key lies in ``[start, end)`` (the cycle store's locality).
+
+    ``partitioned``: only the keys whose reference hashes to part ``%(key_part)s`` of
+    ``%(key_parts)s`` (:func:`split_params`); the parts are disjoint and together are every
+    key, so the union of the parts' classifications is the whole one (a long window is
+    classified by several connections at once, hooks/_key_parts.py)."""
     names = sql_names(m)
     # the CTE names are this module's own words, never input
     return sql.SQL(SIDE_AGGREGATES).format(
         g=sql.SQL(g),
         s=sql.SQL(s),
+        g_part=_key_part(sql.SQL("i.{}").format(names["i_ref"]), partitioned),
+        s_part=_key_part(sql.SQL("l.{}").format(names["s_ref"]), partitioned),
         g_all_in=sql.SQL(GATEWAY_ALL_IN if all_in else "").format(**names),
         s_all_in=sql.SQL(STATEMENT_ALL_IN if all_in else "").format(**names),
         **aggregate_columns(m),
@@ -283,7 +304,7 @@ def side_aggregates(m: TableMapping, *, g: str = "g", s: str = "s", all_in: bool
     )
 
 
-def _classified_cte(m: TableMapping) -> sql.Composed:
+def _classified_cte(m: TableMapping, *, partitioned: bool = False) -> sql.Composed:
     """CTEs ``g`` / ``s`` (per-key aggregates of each side, :func:`side_aggregates`), ``j``
     (joined keys in scope that do not match cleanly), ``c`` (each key with its kind, NULL when
     it matches) and ``d`` (divergent keys with their amount).
@@ -296,12 +317,15 @@ def _classified_cte(m: TableMapping) -> sql.Composed:
 {sides},
 {j},
 {classify}""").format(
-        sides=side_aggregates(m), j=sql.SQL(JOIN_CTE), classify=sql.SQL(CLASSIFY_CTES).format(**sql_names(m))
+        sides=side_aggregates(m, partitioned=partitioned),
+        j=sql.SQL(JOIN_CTE),
+        classify=sql.SQL(CLASSIFY_CTES).format(**sql_names(m)),
     )
 
 
-def divergence_report_query(m: TableMapping) -> sql.Composed:
-    """One row per divergent key, ordered by kind then key; columns :data:`REPORT_COLUMNS`."""
+def divergence_report_query(m: TableMapping, *, partitioned: bool = False) -> sql.Composed:
+    """One row per divergent key, ordered by kind then key; columns :data:`REPORT_COLUMNS`.
+    ``partitioned``: the keys of one part only (:func:`side_aggregates`), in the same order."""
     return sql.SQL(
         """WITH {ctes}
 SELECT kind, ref, ttype, g_status, s_status, g_total, s_total,
@@ -309,23 +333,96 @@ SELECT kind, ref, ttype, g_status, s_status, g_total, s_total,
 FROM d
 ORDER BY array_position(%(kinds)s::text[], kind), ref COLLATE "C", ttype COLLATE "C"
 """
-    ).format(ctes=_classified_cte(m))
+    ).format(ctes=_classified_cte(m, partitioned=partitioned))
 
 
-def divergence_by_kind_query(m: TableMapping) -> sql.Composed:
+#: the formats the server writes a report in (:func:`report_copy_query`)
+COPY_FORMATS = ("jsonl", "csv")
+
+
+def report_copy_query(report: sql.Composable, fmt: str) -> sql.Composed:
+    """``COPY ... TO STDOUT`` of a report statement (columns :data:`REPORT_COLUMNS`, in its
+    order) as the lines ``report.render_rows`` writes: ``jsonl``, one compact JSON object per
+    row with the report's fields (``row_to_json``: no spaces, nulls kept, non-ASCII as is);
+    ``csv``, a header and the fields, quoted only where needed. The JSON lines travel as CSV
+    with a delimiter and quote that JSON text never holds (control characters are escaped in
+    JSON), so COPY neither quotes nor escapes them."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, REPORT_COLUMNS))
+    fields = sql.SQL(", ").join(map(sql.Identifier, REPORT_FIELDS))
+    rows = sql.SQL("SELECT {fields} FROM ({report}) AS r ({columns})").format(
+        fields=fields, report=report, columns=columns
+    )
+    if fmt == "jsonl":
+        return sql.SQL(
+            "COPY (SELECT row_to_json(f)::text FROM ({rows}) AS f)"
+            " TO STDOUT (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02')"
+        ).format(rows=rows)
+    if fmt == "csv":
+        return sql.SQL("COPY ({rows}) TO STDOUT (FORMAT csv, HEADER)").format(rows=rows)
+    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(COPY_FORMATS)}")
+
+
+def divergence_by_kind_query(m: TableMapping, *, partitioned: bool = False) -> sql.Composed:
     """Per currency and kind: divergent keys counted in their key's currency, and divergent
     amounts in their own currencies (DESIGN 3a): rows ``(currency, kind, count, amount)``.
 
     A ``(currency, kind)`` with no key and a zero amount (extra copies in that currency whose
     amounts cancel out across keys) is no row, here as in the cycle store's reader, which
-    cannot tell such a group from one whose stored keys were all re-classified live."""
+    cannot tell such a group from one whose stored keys were all re-classified live.
+
+    ``partitioned``: one part's groups, zero groups kept (a part's extra copies may cancel
+    another's): :func:`merge_by_kind` adds the parts up and then drops the zero groups."""
     return sql.SQL(
         """WITH {ctes}
 SELECT currency, kind, sum(n)::bigint, sum(amount)::bigint
 FROM ({parts}) AS p
-GROUP BY 1, 2
-HAVING sum(n) <> 0 OR sum(amount) <> 0"""
-    ).format(ctes=_classified_cte(m), parts=sql.SQL(PARTS_SQL.format(rel="d")))
+GROUP BY 1, 2{having}"""
+    ).format(
+        ctes=_classified_cte(m, partitioned=partitioned),
+        parts=sql.SQL(PARTS_SQL.format(rel="d")),
+        having=sql.SQL("" if partitioned else "\nHAVING sum(n) <> 0 OR sum(amount) <> 0"),
+    )
+
+
+def merge_by_kind(parts: Sequence[Sequence[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
+    """The rows of :func:`divergence_by_kind_query` from its parts' rows: counts and amounts
+    added per ``(currency, kind)``, groups with no key and a zero amount dropped."""
+    totals: dict[tuple[Any, Any], list[int]] = {}
+    for rows in parts:
+        for currency, kind, n, amount in rows:
+            group = totals.setdefault((currency, kind), [0, 0])
+            group[0] += n
+            group[1] += amount
+    return [(c, k, n, a) for (c, k), (n, a) in totals.items() if n != 0 or a != 0]
+
+
+def merge_report_parts(
+    parts: Iterable[Iterable[Sequence[Any]]], kinds: Sequence[str]
+) -> Iterator[Sequence[Any]]:
+    """The rows of :func:`divergence_report_query` from its parts' rows, each part in the
+    report's order (kind in the order of ``kinds``, then reference and type in byte order,
+    which is ``COLLATE "C"``'s order and Python's order of ``str``), merged lazily."""
+    order = {kind: i for i, kind in enumerate(kinds)}
+    return heapq.merge(*parts, key=lambda r: (order[r[0]], r[1], r[2]))
+
+
+def split_params(params: dict[str, Any], part: int, parts: int) -> dict[str, Any]:
+    """``params`` of a partitioned classification for part ``part`` of ``parts``."""
+    if not 0 <= part < parts:
+        raise ValueError(f"part {part} is not one of {parts} parts")
+    return {**params, "key_part": part, "key_parts": parts}
+
+
+def live_rows_estimate_query(m: TableMapping) -> sql.Composed:
+    """The rows a live classification reads (both sides, the widened window), for
+    ``EXPLAIN``: the planner's estimate decides how many connections share the work."""
+    return sql.SQL(
+        """SELECT 1 FROM {transactions} AS t JOIN {intents} AS i ON i.{i_id} = t.{t_intent}
+WHERE i.{i_provider} = %(psp)s AND t.{t_created} >= %(wide_start)s AND t.{t_created} < %(wide_end)s
+UNION ALL
+SELECT 1 FROM {statements} AS l
+WHERE l.{s_psp} = %(psp)s AND l.{s_occurred} >= %(wide_start)s AND l.{s_occurred} < %(wide_end)s"""
+    ).format(**sql_names(m))
 
 
 def gateway_totals_query(m: TableMapping) -> sql.Composed:

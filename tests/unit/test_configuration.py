@@ -46,3 +46,34 @@ def test_a_bad_interval_fails_the_task_naming_the_option(monkeypatch, raw):
     message = str(err.value)
     assert "[recon] recovery_poll_interval" in message and ENV in message
     assert "from 1 to 3600" in message and repr(raw) in message
+
+
+def test_finance_approvers_come_from_the_option_before_the_old_variable(monkeypatch):
+    from airflow_recon_provider.remediation import finance_approvers
+
+    monkeypatch.delenv("AIRFLOW__RECON__FINANCE_APPROVERS", raising=False)
+    monkeypatch.delenv("RECON_FINANCE_APPROVERS", raising=False)
+    assert finance_approvers() is None  # anyone but the requester
+    # the variable existing deployments set keeps working
+    monkeypatch.setenv("RECON_FINANCE_APPROVERS", " finance , ")
+    assert finance_approvers() == ["finance"]
+    monkeypatch.setenv("AIRFLOW__RECON__FINANCE_APPROVERS", "finance_lead,finance")
+    assert finance_approvers() == ["finance_lead", "finance"]
+
+
+def test_the_psp_ticket_deadline_comes_from_the_option_before_the_old_variable(monkeypatch):
+    from datetime import timedelta
+
+    from airflow_recon_provider.remediation import psp_ticket_timeout
+
+    monkeypatch.delenv("AIRFLOW__RECON__PSP_TICKET_TIMEOUT", raising=False)
+    monkeypatch.delenv("RECON_PSP_TICKET_TIMEOUT_MINUTES", raising=False)
+    assert psp_ticket_timeout() == timedelta(hours=1)
+    monkeypatch.setenv("RECON_PSP_TICKET_TIMEOUT_MINUTES", "2")  # minutes, as before
+    assert psp_ticket_timeout() == timedelta(minutes=2)
+    monkeypatch.setenv("AIRFLOW__RECON__PSP_TICKET_TIMEOUT", "7200")  # seconds
+    assert psp_ticket_timeout() == timedelta(hours=2)
+    monkeypatch.setenv("AIRFLOW__RECON__PSP_TICKET_TIMEOUT", "30")
+    with pytest.raises(ConfigError) as err:
+        psp_ticket_timeout()
+    assert "[recon] psp_ticket_timeout" in str(err.value) and "from 60 to 604800" in str(err.value)
