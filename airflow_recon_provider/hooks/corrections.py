@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,39 +92,47 @@ def _same_person(a: str, b: str) -> bool:
     return a.strip().casefold() == b.strip().casefold()
 
 
-def _proposal(r: Sequence[Any]) -> ProposedCorrection:
-    """A stored proposal row of ``correction_queries.load_proposals_query``."""
+def _rows(conn: psycopg.Connection) -> psycopg.Cursor[dict[str, Any]]:
+    """A cursor of ``conn`` whose rows are read by column name."""
+    from psycopg.rows import dict_row
+
+    return conn.cursor(row_factory=dict_row)
+
+
+def _proposal(r: Mapping[str, Any]) -> ProposedCorrection:
+    """A stored proposal row of ``correction_queries.load_proposals_query``, by column name."""
     return ProposedCorrection(
-        transaction_id=int(r[1]),
-        provider_reference=r[2],
-        transaction_type=r[3],
-        kind=DivergenceKind(r[4]),
-        before_status=r[5],
-        before_processed_at=r[6],
-        after_status=r[7],
-        amount_minor=int(r[8]),
-        currency=r[9] or "",
+        transaction_id=int(r["transaction_id"]),
+        provider_reference=r["provider_reference"],
+        transaction_type=r["transaction_type"],
+        kind=DivergenceKind(r["kind"]),
+        before_status=r["before_status"],
+        before_processed_at=r["before_processed_at"],
+        after_status=r["after_status"],
+        amount_minor=int(r["amount_minor"]),
+        currency=r["currency"] or "",
     )
 
 
 def _stored_set(
     conn: psycopg.Connection, correction_key: str, *, psp: str | None, row_cap: int | None, outcome: str
-) -> list[Any]:
+) -> list[dict[str, Any]]:
     """The rows of :func:`cq.proposal_set_query` of a stored dry run — one per (PSP, incident)
     — once the set exists, belongs to ``psp`` (when given) and is within ``row_cap``, counted
     before any proposal is loaded. ``outcome`` ends each error ("nothing was applied")."""
-    sets = conn.execute(cq.proposal_set_query(), {"key": correction_key}).fetchall()
+    # one row per (psp, incident_id) with the proposals' ``count``
+    sets = _rows(conn).execute(cq.proposal_set_query(), {"key": correction_key}).fetchall()
     if not sets:
         raise CorrectionSetNotFoundError(
             f"no dry run is stored under correction key {correction_key!r}: {outcome}; run the dry run again"
         )
-    owners = sorted({r[0] for r in sets})
+    owners = sorted({r["psp"] for r in sets})
     if psp is not None and owners != [psp]:
         raise CorrectionSetNotFoundError(
             f"correction set {correction_key} belongs to PSP {', '.join(owners)}, not {psp}: {outcome}"
         )
     if row_cap is not None:
-        check_row_cap(sum(int(r[2]) for r in sets), row_cap)
+        check_row_cap(sum(int(r["count"]) for r in sets), row_cap)
     return sets
 
 
@@ -132,13 +140,13 @@ def _check_incident(conn: psycopg.Connection, incident_id: str | None, psp: str,
     """The incident a correction names exists, is the PSP's and is not closed."""
     if not incident_id:
         return
-    row = conn.execute(cq.incident_of_query(), {"incident_id": incident_id}).fetchone()
+    row = _rows(conn).execute(cq.incident_of_query(), {"incident_id": incident_id}).fetchone()
     if row is None:
         raise CorrectionIncidentError(
             f"incident {incident_id} does not exist: nothing was {doing}; name an open incident of "
             f"PSP {psp} or none"
         )
-    owner, state = row
+    owner, state = row["psp"], row["state"]
     if owner != psp:
         raise CorrectionIncidentError(
             f"incident {incident_id} is of PSP {owner}, not {psp}: nothing was {doing}"
@@ -325,7 +333,7 @@ class CorrectionsHook(BillingGatewayHook):
         """
         with self.connect(autocommit=True) as conn:
             _stored_set(conn, correction_key, psp=psp, row_cap=row_cap, outcome="nothing was loaded")
-            rows = conn.execute(cq.load_proposals_query(), {"key": correction_key}).fetchall()
+            rows = _rows(conn).execute(cq.load_proposals_query(), {"key": correction_key}).fetchall()
         return [_proposal(r) for r in rows]
 
     # -- apply ---------------------------------------------------------------------------
@@ -530,16 +538,18 @@ class CorrectionsHook(BillingGatewayHook):
         any failure raises, so the transaction rolls back with nothing applied. The row cap
         is checked on the stored count, before any proposal is loaded."""
         sets = _stored_set(conn, correction_key, psp=psp, row_cap=None, outcome="nothing was applied")
-        made_for = {r[1] for r in sets}
+        made_for = {r["incident_id"] for r in sets}
         if made_for != {incident_id}:
             named = ", ".join(sorted(i or "no incident" for i in made_for))
             raise CorrectionIncidentError(
                 f"correction set {correction_key} was proposed for {named}, not for "
                 f"{incident_id or 'no incident'}: nothing was applied"
             )
-        check_row_cap(sum(int(r[2]) for r in sets), row_cap)
+        check_row_cap(sum(int(r["count"]) for r in sets), row_cap)
         _check_incident(conn, incident_id, psp, doing="applied")
-        requesters = [r[0] for r in conn.execute(cq.requesters_query(), {"key": correction_key})]
+        requesters = [
+            r["requested_by"] for r in _rows(conn).execute(cq.requesters_query(), {"key": correction_key})
+        ]
         if not requesters:
             raise ApprovalRefusedError(
                 f"correction set {correction_key} has no requester stored with its dry run: "
@@ -555,7 +565,9 @@ class CorrectionsHook(BillingGatewayHook):
                 f"{approved_by} requested correction set {correction_key} and cannot approve it: "
                 "nothing was applied"
             )
-        stored = [_proposal(r) for r in conn.execute(cq.load_proposals_query(), {"key": correction_key})]
+        stored = [
+            _proposal(r) for r in _rows(conn).execute(cq.load_proposals_query(), {"key": correction_key})
+        ]
         if proposals is not None:
             given = {p.transaction_id: p for p in proposals}
             expected = {p.transaction_id: p for p in stored}

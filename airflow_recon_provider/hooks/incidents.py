@@ -307,7 +307,9 @@ class IncidentHook(ReconPostgresHook):
         self.log.info("Opened %s for PSP %s (window %s) by %s", incident_id, psp, window, actor)
         return incident_id
 
-    def _refuse_second_open(self, conn: psycopg.Connection, psp: str) -> None:
+    @staticmethod
+    def _open_incident(conn: psycopg.Connection, psp: str) -> Incident | None:
+        """The PSP's incident that is not closed, if any (at most one)."""
         row = (
             _rows(conn)
             .execute(
@@ -317,8 +319,11 @@ class IncidentHook(ReconPostgresHook):
             )
             .fetchone()
         )
-        if row is not None:
-            current = incident_from_row(row)
+        return None if row is None else incident_from_row(row)
+
+    def _refuse_second_open(self, conn: psycopg.Connection, psp: str) -> None:
+        current = self._open_incident(conn, psp)
+        if current is not None:
             raise IncidentAlreadyOpenError(
                 f"PSP {psp} already has an open incident, {current.incident_id} ({current.state.value}, "
                 f"opened {format_time(current.opened_at)} by {current.opened_by}); record the new "
@@ -370,16 +375,7 @@ class IncidentHook(ReconPostgresHook):
         """The PSP's incident that is not closed, if any (at most one)."""
         check_psp_name(psp)
         with self.connect(autocommit=True) as conn:
-            row = (
-                _rows(conn)
-                .execute(
-                    f"SELECT {INCIDENT_COLUMNS} FROM recon.incidents WHERE psp = %s AND state <> 'closed'"
-                    " ORDER BY opened_at DESC LIMIT 1",
-                    (psp,),
-                )
-                .fetchone()
-            )
-        return None if row is None else incident_from_row(row)
+            return self._open_incident(conn, psp)
 
     def fire_watch_on_open_incident(
         self,

@@ -121,13 +121,16 @@ class NotificationOutboxHook(ReconPostgresHook):
         super().__init__(*args, **kwargs)
         self.billing_gateway_conn_id = billing_gateway_conn_id
 
-    def _deliveries(self, query: str, params: Mapping[str, Any] | Sequence[Any]) -> list[Delivery]:
-        """The rows of a ``SELECT {_DELIVERY_COLUMNS}`` (or ``RETURNING``), by column name."""
+    def _select(self, query: str, params: Mapping[str, Any] | Sequence[Any]) -> list[dict[str, Any]]:
+        """The rows of a read-only query, by column name (``dict_row``)."""
         from psycopg.rows import dict_row
 
         with self.connect(autocommit=True) as conn:
-            rows = conn.cursor(row_factory=dict_row).execute(query, params).fetchall()
-        return [Delivery.from_row(r) for r in rows]
+            return conn.cursor(row_factory=dict_row).execute(query, params).fetchall()
+
+    def _deliveries(self, query: str, params: Mapping[str, Any] | Sequence[Any]) -> list[Delivery]:
+        """The deliveries of a ``SELECT {_DELIVERY_COLUMNS}``."""
+        return [Delivery.from_row(r) for r in self._select(query, params)]
 
     def delivery(self, dedup_key: str, channel: str) -> Delivery | None:
         """The message ``dedup_key`` on ``channel``, if recorded."""
@@ -267,19 +270,12 @@ class NotificationOutboxHook(ReconPostgresHook):
 
     def last_update_slot(self, incident_id: str, *, before: datetime) -> datetime | None:
         """The latest slot for which an update of the incident was attempted, before ``before``."""
-        from psycopg.rows import dict_row
-
-        with self.connect(autocommit=True) as conn:
-            row = (
-                conn.cursor(row_factory=dict_row)
-                .execute(
-                    "SELECT max(slot) AS slot FROM recon.notifications WHERE incident_id = %s"
-                    " AND kind IN ('update', 'normalized') AND slot < %s",
-                    (incident_id, before),
-                )
-                .fetchone()
-            )
-        return row["slot"] if row else None
+        (row,) = self._select(
+            "SELECT max(slot) AS slot FROM recon.notifications WHERE incident_id = %s"
+            " AND kind IN ('update', 'normalized') AND slot < %s",
+            (incident_id, before),
+        )
+        return row["slot"]
 
     def deliveries(self, incident_id: str | None = None) -> list[Delivery]:
         """Every delivery (of one incident), in the order they were recorded."""
@@ -291,18 +287,11 @@ class NotificationOutboxHook(ReconPostgresHook):
 
     def delivery_stats(self, incident_id: str) -> dict[str, dict[str, int]]:
         """``{channel: {status: count}}`` of the incident's messages."""
-        from psycopg.rows import dict_row
-
-        with self.connect(autocommit=True) as conn:
-            rows = (
-                conn.cursor(row_factory=dict_row)
-                .execute(
-                    "SELECT channel, status, count(*) AS n FROM recon.notifications WHERE incident_id = %s"
-                    " GROUP BY channel, status",
-                    (incident_id,),
-                )
-                .fetchall()
-            )
+        rows = self._select(
+            "SELECT channel, status, count(*) AS n FROM recon.notifications WHERE incident_id = %s"
+            " GROUP BY channel, status",
+            (incident_id,),
+        )
         stats: dict[str, dict[str, int]] = {}
         for row in rows:
             stats.setdefault(row["channel"], {})[row["status"]] = int(row["n"])
