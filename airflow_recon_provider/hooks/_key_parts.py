@@ -24,7 +24,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airflow_recon_provider.reconciliation import queries
 
@@ -146,6 +146,19 @@ class KeyParts:
             stop.set()
             for feed in feeds:
                 feed.finish()
+
+    def write_merged_lines(
+        self, statement: sql.Composable, params: dict[str, Any], out: BinaryIO, fetch_size: int
+    ) -> int:
+        """Rows ``(kind, reference, type, line)`` of ``statement`` from every part, merged into
+        the report's order; each ``line`` written to ``out`` as UTF-8 with a newline. The
+        number of lines."""
+        count = 0
+        for row in self.stream_merged(statement, params, fetch_size):
+            out.write(row[3].encode("utf-8"))
+            out.write(b"\n")
+            count += 1
+        return count
 
 
 class _PartFeed(threading.Thread):

@@ -103,6 +103,11 @@ class GatewayReader(ReconSession):
         with self._report(psp, window, kinds) as report:
             if report.parts is None:
                 return report.copy(fmt, out)
+            if fmt == "jsonl":
+                # the parts' lines are built by the server; only the merge runs here
+                return report.parts.write_merged_lines(
+                    queries.report_json_lines_query(report.statement), report.params, out, self.fetch_size
+                )
             text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
             try:
                 rows = (DivergenceRow.from_db(r) for r in report.records(self.fetch_size))

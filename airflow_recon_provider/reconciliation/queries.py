@@ -344,6 +344,24 @@ ORDER BY array_position(%(kinds)s::text[], kind), ref COLLATE "C", ttype COLLATE
 COPY_FORMATS = ("jsonl", "csv")
 
 
+def _report_fields(report: sql.Composable) -> sql.Composed:
+    """The report's fields (:data:`REPORT_FIELDS`) of a report statement's rows, in its order."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, REPORT_COLUMNS))
+    fields = sql.SQL(", ").join(map(sql.Identifier, REPORT_FIELDS))
+    return sql.SQL("SELECT {fields} FROM ({report}) AS r ({columns})").format(
+        fields=fields, report=report, columns=columns
+    )
+
+
+def report_json_lines_query(report: sql.Composable) -> sql.Composed:
+    """A report statement's rows as ``(kind, reference, type, JSON line)``, in its order: what
+    a split report's parts are merged on (:func:`merge_report_parts`), and the line
+    :func:`report_copy_query` writes for ``jsonl``."""
+    return sql.SQL(
+        "SELECT f.kind, f.provider_reference, f.transaction_type, row_to_json(f)::text FROM ({rows}) AS f"
+    ).format(rows=_report_fields(report))
+
+
 def report_copy_query(report: sql.Composable, fmt: str) -> sql.Composed:
     """``COPY ... TO STDOUT`` of a report statement (columns :data:`REPORT_COLUMNS`, in its
     order) as the lines ``report.render_rows`` writes: ``jsonl``, one compact JSON object per
@@ -351,11 +369,7 @@ def report_copy_query(report: sql.Composable, fmt: str) -> sql.Composed:
     ``csv``, a header and the fields, quoted only where needed. The JSON lines travel as CSV
     with a delimiter and quote that JSON text never holds (control characters are escaped in
     JSON), so COPY neither quotes nor escapes them."""
-    columns = sql.SQL(", ").join(map(sql.Identifier, REPORT_COLUMNS))
-    fields = sql.SQL(", ").join(map(sql.Identifier, REPORT_FIELDS))
-    rows = sql.SQL("SELECT {fields} FROM ({report}) AS r ({columns})").format(
-        fields=fields, report=report, columns=columns
-    )
+    rows = _report_fields(report)
     if fmt == "jsonl":
         return sql.SQL(
             "COPY (SELECT row_to_json(f)::text FROM ({rows}) AS f)"
