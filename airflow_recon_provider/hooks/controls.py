@@ -9,7 +9,7 @@ fixed names (the provider owns it), so its SQL is plain text with bound values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
@@ -25,18 +25,25 @@ if TYPE_CHECKING:
 _CONTROL_COLUMNS = "psp, state, reason, actor, incident_id, changed_at"
 
 
-def _control(psp: str, row: Sequence[Any] | None) -> Control:
+def _control(psp: str, row: Mapping[str, Any] | None) -> Control:
+    """A row of ``SELECT {_CONTROL_COLUMNS}`` by column name; none: the PSP never was paused."""
     if row is None:
         return Control(psp=psp, state=ControlState.ACTIVE)
-    _, state, reason, actor, incident_id, changed_at = row
     return Control(
         psp=psp,
-        state=ControlState(state),
-        reason=reason or "",
-        actor=actor or "",
-        incident_id=incident_id,
-        changed_at=changed_at,
+        state=ControlState(row["state"]),
+        reason=row["reason"] or "",
+        actor=row["actor"] or "",
+        incident_id=row["incident_id"],
+        changed_at=row["changed_at"],
     )
+
+
+def _rows(conn: psycopg.Connection) -> psycopg.Cursor[dict[str, Any]]:
+    """A cursor of ``conn`` whose rows are read by column name."""
+    from psycopg.rows import dict_row
+
+    return conn.cursor(row_factory=dict_row)
 
 
 class ReconciliationControlHook(ReconPostgresHook):
@@ -59,22 +66,26 @@ class ReconciliationControlHook(ReconPostgresHook):
         """The PSP's control (``active`` when it never was paused)."""
         check_psp_name(psp)
         with self.connect(autocommit=True) as conn:
-            row = conn.execute(
-                f"SELECT {_CONTROL_COLUMNS} FROM recon.controls WHERE psp = %s", (psp,)
-            ).fetchone()
+            row = (
+                _rows(conn)
+                .execute(f"SELECT {_CONTROL_COLUMNS} FROM recon.controls WHERE psp = %s", (psp,))
+                .fetchone()
+            )
         return _control(psp, row)
 
     def history(self, psp: str) -> list[dict[str, Any]]:
         """Every change of the PSP's control, oldest first."""
         check_psp_name(psp)
         with self.connect(autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT id, state, reason, actor, incident_id, run_id, changed_at FROM recon.control_events"
-                " WHERE psp = %s ORDER BY id",
-                (psp,),
-            ).fetchall()
-        keys = ("id", "state", "reason", "actor", "incident_id", "run_id", "changed_at")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+            return (
+                _rows(conn)
+                .execute(
+                    "SELECT id, state, reason, actor, incident_id, run_id, changed_at"
+                    " FROM recon.control_events WHERE psp = %s ORDER BY id",
+                    (psp,),
+                )
+                .fetchall()
+            )
 
     def set_state(
         self,
@@ -109,9 +120,11 @@ class ReconciliationControlHook(ReconPostgresHook):
             check_incident_id(incident_id)
         with self.connect() as conn, conn.transaction():
             conn.execute(queries.advisory_xact_lock_query(), {"lock_key": f"recon.control:{psp}"})
-            row = conn.execute(
-                f"SELECT {_CONTROL_COLUMNS} FROM recon.controls WHERE psp = %s FOR UPDATE", (psp,)
-            ).fetchone()
+            row = (
+                _rows(conn)
+                .execute(f"SELECT {_CONTROL_COLUMNS} FROM recon.controls WHERE psp = %s FOR UPDATE", (psp,))
+                .fetchone()
+            )
             current = _control(psp, row)
             if current.state is target:
                 return ControlChange(
@@ -121,21 +134,25 @@ class ReconciliationControlHook(ReconPostgresHook):
                     changed=False,
                     retry=self._latest_change_by(conn, psp, target, run_id),
                 )
-            row = conn.execute(
-                "INSERT INTO recon.controls (psp, state, reason, actor, incident_id, changed_at)"
-                " VALUES (%(psp)s, %(state)s, %(reason)s, %(actor)s, %(incident)s, now())"
-                " ON CONFLICT (psp) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason,"
-                " actor = EXCLUDED.actor, incident_id = EXCLUDED.incident_id,"
-                " changed_at = EXCLUDED.changed_at"
-                f" RETURNING {_CONTROL_COLUMNS}",
-                {
-                    "psp": psp,
-                    "state": target.value,
-                    "reason": reason,
-                    "actor": actor,
-                    "incident": incident_id,
-                },
-            ).fetchone()
+            row = (
+                _rows(conn)
+                .execute(
+                    "INSERT INTO recon.controls (psp, state, reason, actor, incident_id, changed_at)"
+                    " VALUES (%(psp)s, %(state)s, %(reason)s, %(actor)s, %(incident)s, now())"
+                    " ON CONFLICT (psp) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason,"
+                    " actor = EXCLUDED.actor, incident_id = EXCLUDED.incident_id,"
+                    " changed_at = EXCLUDED.changed_at"
+                    f" RETURNING {_CONTROL_COLUMNS}",
+                    {
+                        "psp": psp,
+                        "state": target.value,
+                        "reason": reason,
+                        "actor": actor,
+                        "incident": incident_id,
+                    },
+                )
+                .fetchone()
+            )
             control = _control(psp, row)
             (event_id,) = conn.execute(
                 "INSERT INTO recon.control_events"
@@ -154,10 +171,15 @@ class ReconciliationControlHook(ReconPostgresHook):
     ) -> bool:
         if not run_id:
             return False
-        row = conn.execute(
-            "SELECT state, run_id FROM recon.control_events WHERE psp = %s ORDER BY id DESC LIMIT 1", (psp,)
-        ).fetchone()
-        return row is not None and row[0] == state.value and row[1] == run_id
+        row = (
+            _rows(conn)
+            .execute(
+                "SELECT state, run_id FROM recon.control_events WHERE psp = %s ORDER BY id DESC LIMIT 1",
+                (psp,),
+            )
+            .fetchone()
+        )
+        return row is not None and row["state"] == state.value and row["run_id"] == run_id
 
 
 __all__ = ["ReconciliationControlHook"]

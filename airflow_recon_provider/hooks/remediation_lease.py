@@ -21,7 +21,7 @@ with bound values.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -63,13 +63,25 @@ _EVENT_KEYS = (
 )
 
 
-def _lease(row: Sequence[Any] | None) -> Lease | None:
+def _lease(row: Mapping[str, Any] | None) -> Lease | None:
+    """A row of ``SELECT {_LEASE_COLUMNS}`` by column name; none: nobody holds the lease."""
     if row is None:
         return None
-    psp, dag_id, run_id, incident_id, actor, acquired_at = row
     return Lease(
-        psp=psp, dag_id=dag_id, run_id=run_id, incident_id=incident_id, actor=actor, acquired_at=acquired_at
+        psp=row["psp"],
+        dag_id=row["dag_id"],
+        run_id=row["run_id"],
+        incident_id=row["incident_id"],
+        actor=row["actor"],
+        acquired_at=row["acquired_at"],
     )
+
+
+def _rows(conn: psycopg.Connection) -> psycopg.Cursor[dict[str, Any]]:
+    """A cursor of ``conn`` whose rows are read by column name."""
+    from psycopg.rows import dict_row
+
+    return conn.cursor(row_factory=dict_row)
 
 
 def _check_run(dag_id: Any, run_id: Any) -> tuple[str, str]:
@@ -163,21 +175,27 @@ class RemediationLeaseHook(ReconPostgresHook):
         """The PSP's lease (``None`` when no run holds it)."""
         check_psp_name(psp)
         with self.connect(autocommit=True) as conn:
-            row = conn.execute(
-                f"SELECT {_LEASE_COLUMNS} FROM recon.remediation_leases WHERE psp = %s", (psp,)
-            ).fetchone()
+            row = (
+                _rows(conn)
+                .execute(f"SELECT {_LEASE_COLUMNS} FROM recon.remediation_leases WHERE psp = %s", (psp,))
+                .fetchone()
+            )
         return _lease(row)
 
     def history(self, psp: str) -> list[dict[str, Any]]:
         """Every claim, refusal, take-over and release of the PSP's lease, oldest first."""
         check_psp_name(psp)
         with self.connect(autocommit=True) as conn:
-            rows = conn.execute(
-                f"SELECT {', '.join(_EVENT_KEYS)} FROM recon.remediation_lease_events"
-                " WHERE psp = %s ORDER BY id",
-                (psp,),
-            ).fetchall()
-        return [dict(zip(_EVENT_KEYS, row, strict=True)) for row in rows]
+            rows = (
+                _rows(conn)
+                .execute(
+                    f"SELECT {', '.join(_EVENT_KEYS)} FROM recon.remediation_lease_events"
+                    " WHERE psp = %s ORDER BY id",
+                    (psp,),
+                )
+                .fetchall()
+            )
+        return rows
 
     # -- claiming --------------------------------------------------------------------------------
     @contextmanager
@@ -223,10 +241,12 @@ class RemediationLeaseHook(ReconPostgresHook):
             with conn.transaction():
                 self._lock(conn, psp)
                 held = _lease(
-                    conn.execute(
+                    _rows(conn)
+                    .execute(
                         f"SELECT {_LEASE_COLUMNS} FROM recon.remediation_leases WHERE psp = %s FOR UPDATE",
                         (psp,),
-                    ).fetchone()
+                    )
+                    .fetchone()
                 )
                 state = self._holder_state(held, read_state, dag_id=dag_id, run_id=run_id)
                 outcome = decide_lease(held, dag_id=dag_id, run_id=run_id, holder_state=state)
@@ -306,18 +326,25 @@ class RemediationLeaseHook(ReconPostgresHook):
         actor = check_text(actor, what="actor", max_length=200)
         at = _check_moment(at)
         with self.connect() as conn, conn.transaction():
-            row = conn.execute(
-                "SELECT psp FROM recon.remediation_leases WHERE dag_id = %s AND run_id = %s", (dag_id, run_id)
-            ).fetchone()
+            row = (
+                _rows(conn)
+                .execute(
+                    "SELECT psp FROM recon.remediation_leases WHERE dag_id = %s AND run_id = %s",
+                    (dag_id, run_id),
+                )
+                .fetchone()
+            )
             if row is None:
                 return None
-            self._lock(conn, row[0])
+            self._lock(conn, row["psp"])
             released = _lease(
-                conn.execute(
+                _rows(conn)
+                .execute(
                     "DELETE FROM recon.remediation_leases WHERE dag_id = %s AND run_id = %s"
                     f" RETURNING {_LEASE_COLUMNS}",
                     (dag_id, run_id),
-                ).fetchone()
+                )
+                .fetchone()
             )
             if released is None:  # taken over between the two statements
                 return None
