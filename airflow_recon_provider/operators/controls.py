@@ -27,8 +27,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import BaseOperator
-
 from airflow_recon_provider.names import (
     BILLING_GATEWAY_CONN_ID,
     FINANCE_EMAIL,
@@ -37,6 +35,7 @@ from airflow_recon_provider.names import (
     SMTP_CONN_ID,
 )
 from airflow_recon_provider.operators._context import blank, run_actor, run_id_of
+from airflow_recon_provider.operators._scoped import ScopedOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -55,7 +54,7 @@ def _timeline_text(change: ControlChange) -> str:
         return change.describe()
 
 
-class _ControlOperator(BaseOperator):
+class _ControlOperator(ScopedOperator):
     """Put a PSP's automatic reconciliation in one state (see the module docstring).
 
     :param psp: the PSP (templated).
@@ -125,12 +124,12 @@ class _ControlOperator(BaseOperator):
         from airflow_recon_provider.reconciliation.incidents import (
             IncidentInputError,
             IncidentState,
-            check_incident_id,
         )
 
-        if blank(self.incident_id):
+        incident_id = self.scope_incident_id()
+        if incident_id is None:
             return incidents.open_incident_for(psp)
-        incident = incidents.get(check_incident_id(str(self.incident_id).strip()))
+        incident = incidents.get(incident_id)
         if incident.psp != psp:
             raise IncidentInputError(
                 f"incident {incident.incident_id} is about PSP {incident.psp}, not {psp}"
@@ -162,11 +161,10 @@ class _ControlOperator(BaseOperator):
         from airflow_recon_provider.hooks.controls import ReconciliationControlHook
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.notifications.finance import DeliveryOutcome
-        from airflow_recon_provider.reconciliation.config import check_psp_name
 
-        psp = check_psp_name(str(self.psp).strip())
-        actor = str(self.actor).strip() if not blank(self.actor) else run_actor(context)
-        reason = str(self.reason).strip() if not blank(self.reason) else self._default_reason(context)
+        psp = self.scope_psp()
+        actor = self.optional_text("actor") or run_actor(context)
+        reason = self.optional_text("reason") or self._default_reason(context)
         run_id = run_id_of(context)
         controls = ReconciliationControlHook(billing_gateway_conn_id=self.billing_gateway_conn_id)
         incidents = IncidentHook(billing_gateway_conn_id=self.billing_gateway_conn_id, config=controls.config)

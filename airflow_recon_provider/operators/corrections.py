@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.hitl import HITLOperator
 
 from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
+from airflow_recon_provider.operators._context import run_actor
+from airflow_recon_provider.operators._scoped import ScopeInputs
 from airflow_recon_provider.reconciliation.corrections import (
     DEFAULT_APPROVAL_TIMEOUT,
     DEFAULT_ROW_CAP,
@@ -47,7 +49,6 @@ from airflow_recon_provider.reconciliation.corrections import (
     CorrectionPolicy,
     Decision,
 )
-from airflow_recon_provider.reconciliation.inputs import blank, parse_bool, parse_kind_list
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -87,7 +88,7 @@ def _hitl_users(approvers: Sequence[str | Mapping[str, str]] | str | None) -> li
     return users
 
 
-class TransactionCorrectionOperator(HITLOperator):
+class TransactionCorrectionOperator(ScopeInputs, HITLOperator):
     """Dry run -> finance approval -> atomic apply -> audit of gateway transaction corrections.
 
     Runbook, Mitigação 2 "Correção de Dados". The task writes the dry run, then waits (in
@@ -219,21 +220,6 @@ class TransactionCorrectionOperator(HITLOperator):
 
         return CorrectionsHook(billing_gateway_conn_id=self.billing_gateway_conn_id)
 
-    def _incident(self) -> str | None:
-        from airflow_recon_provider.reconciliation.incidents import check_incident_id
-
-        return None if blank(self.incident_id) else check_incident_id(str(self.incident_id).strip())
-
-    @staticmethod
-    def _requested_by(context: Context) -> str:
-        """Who asked: the user who triggered the run; runs nobody triggered by hand (schedule,
-        the divergence watch) are requested by their DAG."""
-        dag_run = context.get("dag_run")
-        user = getattr(dag_run, "triggering_user_name", None) if dag_run is not None else None
-        if user and str(user).strip():
-            return str(user).strip()
-        return f"airflow:{context['dag'].dag_id if context.get('dag') else 'unknown'}"
-
     def _record(self, hook: CorrectionsHook, *, incident_id: str | None, outcome: str, **event: Any) -> None:
         """An incident event for a step that changed no payment data; never hides the step."""
         if not incident_id:
@@ -253,7 +239,6 @@ class TransactionCorrectionOperator(HITLOperator):
         from airflow_recon_provider.artifacts import spool_file
         from airflow_recon_provider.i18n import language_scope
         from airflow_recon_provider.operators._artifacts import publish_artifact
-        from airflow_recon_provider.reconciliation.config import check_psp_name
         from airflow_recon_provider.reconciliation.corrections import (
             approval_body,
             approval_subject,
@@ -262,17 +247,18 @@ class TransactionCorrectionOperator(HITLOperator):
             parse_row_cap,
             per_currency_text,
         )
-        from airflow_recon_provider.reconciliation.window import Window
 
         hook = self._hook()
-        psp = check_psp_name(str(self.psp).strip())
-        window = Window.parse(self.window_start, self.window_end, max_span=hook.config.max_window)
-        kinds = parse_kind_list(self.divergence_kinds)
-        dry_run = parse_bool(self.dry_run, name="dry_run")
+        psp = self.scope_psp()
+        window = self.scope_window(hook.config)
+        kinds = self.scope_kinds()
+        dry_run = self.flag("dry_run")
         row_cap = parse_row_cap(self.row_cap)
-        incident_id = self._incident()
+        incident_id = self.scope_incident_id()
         run_id = context["run_id"]
-        requested_by = self._requested_by(context)
+        # who asked: the user who triggered the run; runs nobody triggered by hand (schedule,
+        # the divergence watch) are requested by their DAG
+        requested_by = run_actor(context)
         scope = correction_scope(incident_id=incident_id, dag_id=context["ti"].dag_id, run_id=run_id)
 
         with spool_file("dry-run") as spool:
@@ -299,7 +285,7 @@ class TransactionCorrectionOperator(HITLOperator):
                 source=str(dry.artifact),
                 psp=psp,
                 incident_id=incident_id,
-                base_url=None if blank(self.artifacts_dir) else str(self.artifacts_dir).strip(),
+                base_url=self.optional_text("artifacts_dir"),
                 billing_gateway_conn_id=self.billing_gateway_conn_id,
             )
         dry = replace(dry, artifact=record.link, artifact_record=record.summary())

@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-
 from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID, FINANCE_EMAIL, SMTP_CONN_ID
 from airflow_recon_provider.operators._context import blank
+from airflow_recon_provider.operators._scoped import ScopedOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -47,7 +46,7 @@ def closing_report_link(incident_id: str, events: Sequence[IncidentEvent]) -> st
     )
 
 
-class ScheduleFinanceReviewOperator(BaseOperator):
+class ScheduleFinanceReviewOperator(ScopedOperator):
     """Schedule the review with finance of a closed incident (runbook, Encerramento 4).
 
     The slot is the first business-day slot after the incident's closing moment (default
@@ -95,7 +94,6 @@ class ScheduleFinanceReviewOperator(BaseOperator):
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.notifications.finance import FinanceNotifier, parse_recipients
         from airflow_recon_provider.operators._context import run_actor, run_id_of
-        from airflow_recon_provider.reconciliation.config import ReconConfig
         from airflow_recon_provider.reconciliation.finance_review import (
             REVIEW_STEP,
             schedule_review,
@@ -104,11 +102,10 @@ class ScheduleFinanceReviewOperator(BaseOperator):
         from airflow_recon_provider.reconciliation.incidents import (
             IncidentInputError,
             IncidentState,
-            check_incident_id,
         )
 
-        incident_id = check_incident_id(str(self.incident_id).strip())
-        config = ReconConfig.load()
+        incident_id = self.scope_incident_id(required=True)
+        config = self.scope_config()
         hook = IncidentHook(billing_gateway_conn_id=self.billing_gateway_conn_id, config=config)
         incident = hook.get(incident_id)
         if incident.state is not IncidentState.CLOSED or incident.closed_at is None:

@@ -20,8 +20,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-
 from airflow_recon_provider.names import (
     BILLING_GATEWAY_CONN_ID,
     FINANCE_EMAIL,
@@ -30,6 +28,7 @@ from airflow_recon_provider.names import (
     SMTP_CONN_ID,
 )
 from airflow_recon_provider.operators._context import blank
+from airflow_recon_provider.operators._scoped import ScopedOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -57,7 +56,7 @@ def _note_text(note: str) -> str:
         return _(note)
 
 
-class _FinanceOperator(BaseOperator):
+class _FinanceOperator(ScopedOperator):
     """Common ground: who is told, through which connections."""
 
     def __init__(
@@ -142,12 +141,8 @@ class SendIncidentUpdatesOperator(_FinanceOperator):
         results = []
         failures: list[str] = []
         hook = notifier.incident_hook()
-        if blank(self.incident_id):
-            incidents = hook.incidents_to_communicate()
-        else:
-            from airflow_recon_provider.reconciliation.incidents import check_incident_id
-
-            incidents = [hook.get(check_incident_id(str(self.incident_id).strip()))]
+        incident_id = self.scope_incident_id()
+        incidents = [hook.get(incident_id)] if incident_id else hook.incidents_to_communicate()
         for incident in incidents:
             try:
                 result = notifier.send_incident_update(
@@ -247,7 +242,7 @@ class ContainmentNoticeOperator(_FinanceOperator):
             paused_by=str(self.paused_by),
             reason=str(self.reason),
             eta_resumption=eta,
-            incident_id=None if blank(self.incident_id) else str(self.incident_id).strip(),
+            incident_id=self.scope_incident_id(),
             paused_at=paused_at,
             run_id=context.get("run_id"),
         )
@@ -255,7 +250,7 @@ class ContainmentNoticeOperator(_FinanceOperator):
         return outcomes
 
 
-class IncidentTransitionOperator(BaseOperator):
+class IncidentTransitionOperator(ScopedOperator):
     """Move an incident to a state of its lifecycle (``open -> mitigating -> recovered ->
     closed``) and record it on the timeline with the divergence figures of that moment
     (runbook, Comunicação: "Atualizar incidente com percentual de divergência e passos
@@ -293,9 +288,9 @@ class IncidentTransitionOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.operators._context import run_actor, run_id_of
-        from airflow_recon_provider.reconciliation.incidents import check_incident_id, parse_state
+        from airflow_recon_provider.reconciliation.incidents import parse_state
 
-        incident_id = check_incident_id(str(self.incident_id).strip())
+        incident_id = self.scope_incident_id(required=True)
         target = parse_state(self.to_state)
         hook = IncidentHook(billing_gateway_conn_id=self.billing_gateway_conn_id)
         incident = hook.get(incident_id)
@@ -303,7 +298,7 @@ class IncidentTransitionOperator(BaseOperator):
             self.log.info("%s already is %s: nothing to change", incident_id, target.value)
             return {"incident_id": incident_id, "from": target.value, "to": target.value, "changed": False}
         figures, note = hook.current_figures(incident)
-        actor = run_actor(context) if blank(self.actor) else str(self.actor).strip()
+        actor = self.optional_text("actor") or run_actor(context)
         hook.transition(
             incident_id,
             target,
@@ -315,7 +310,7 @@ class IncidentTransitionOperator(BaseOperator):
         return {"incident_id": incident_id, "from": incident.state.value, "to": target.value, "changed": True}
 
 
-class ClosingReportOperator(BaseOperator):
+class ClosingReportOperator(ScopedOperator):
     """Build the closing report of an incident (runbook, Encerramento) and attach it.
 
     The markdown and HTML are stored on the incident row (``closing_report_md`` /
@@ -355,9 +350,8 @@ class ClosingReportOperator(BaseOperator):
             render_closing_report_html,
             render_closing_report_markdown,
         )
-        from airflow_recon_provider.reconciliation.incidents import check_incident_id
 
-        incident_id = check_incident_id(str(self.incident_id).strip())
+        incident_id = self.scope_incident_id(required=True)
         hook = IncidentHook(billing_gateway_conn_id=self.billing_gateway_conn_id)
         report = hook.closing_report(incident_id)
         markdown = render_closing_report_markdown(report)
@@ -375,7 +369,7 @@ class ClosingReportOperator(BaseOperator):
                 source=content.encode("utf-8"),
                 psp=report.incident.psp,
                 incident_id=incident_id,
-                base_url=None if blank(self.artifacts_dir) else str(self.artifacts_dir).strip(),
+                base_url=self.optional_text("artifacts_dir"),
                 billing_gateway_conn_id=self.billing_gateway_conn_id,
                 keep_retries=True,
             )

@@ -24,8 +24,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-
 from airflow_recon_provider.names import (
     AIRFLOW_API_CONN_ID,
     BILLING_GATEWAY_CONN_ID,
@@ -33,6 +31,7 @@ from airflow_recon_provider.names import (
     RECONCILIATION_KAFKA_CONN_ID,
 )
 from airflow_recon_provider.operators._context import blank, run_actor, run_id_of
+from airflow_recon_provider.operators._scoped import ScopedOperator
 from airflow_recon_provider.reconciliation.i18n import N_, _, pgettext
 
 if TYPE_CHECKING:
@@ -73,7 +72,7 @@ def is_refusal_note(note: str | None) -> bool:
     return bool(note) and any(prefix in str(note) for prefix in note_prefixes(refused_only=True))
 
 
-class ValidateScopeOperator(BaseOperator):
+class ValidateScopeOperator(ScopedOperator):
     """Validate a remediation request and choose its incident (runbook, Validar Escopo).
 
     Every field is checked before anything is read or written, each problem with its own
@@ -196,12 +195,11 @@ class ValidateScopeOperator(BaseOperator):
 
     def _validate_and_attach(self, context: Context) -> dict[str, Any]:
         from airflow_recon_provider.hooks.incidents import IncidentHook
-        from airflow_recon_provider.reconciliation.config import ReconConfig
         from airflow_recon_provider.reconciliation.figures import Figures
         from airflow_recon_provider.reconciliation.remediation import RemediationRequest
         from airflow_recon_provider.reconciliation.window import resolve_form_window, window_in_both_zones
 
-        config = ReconConfig.load()
+        config = self.scope_config()
         # the window first, in words a person reads: missing, no zone, end before start,
         # end and duration that disagree, over the maximum
         window = resolve_form_window(
@@ -325,7 +323,6 @@ class ValidateScopeOperator(BaseOperator):
 
     def _plan(self, incidents: IncidentHook, request: RemediationRequest) -> IncidentPlan:
         from airflow_recon_provider.reconciliation.incidents import IncidentNotFoundError
-        from airflow_recon_provider.reconciliation.inputs import parse_bool
         from airflow_recon_provider.reconciliation.remediation import plan_incident
 
         requested = None
@@ -340,7 +337,7 @@ class ValidateScopeOperator(BaseOperator):
             requested=requested,
             open_for_psp=incidents.open_incident_for(request.psp),
             dry_run=request.dry_run,
-            may_open=parse_bool(self.open_incident, name="open_incident"),
+            may_open=self.flag("open_incident"),
         )
 
     def _act(
@@ -404,7 +401,7 @@ def _optional(what: str, call: Callable[[], dict[str, Any]], log: Any) -> dict[s
         return {"status": "unavailable", "detail": f"{type(exc).__name__}: {exc}"}
 
 
-class ReconciliationSnapshotOperator(BaseOperator):
+class ReconciliationSnapshotOperator(ScopedOperator):
     """The runbook's investigation of a PSP and window, in one task (runbook, Investigação).
 
     1. Snapshot (Validar Escopo): the runbook's query — provider reference, transaction type,
@@ -514,18 +511,15 @@ class ReconciliationSnapshotOperator(BaseOperator):
         from airflow_recon_provider.artifacts import spool_file
         from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
         from airflow_recon_provider.operators._artifacts import publish_artifact
-        from airflow_recon_provider.reconciliation.config import ReconConfig, check_psp_name
         from airflow_recon_provider.reconciliation.figures import Figures
-        from airflow_recon_provider.reconciliation.inputs import parse_kind_list
-        from airflow_recon_provider.reconciliation.window import Window
 
-        config = ReconConfig.load()
-        psp = check_psp_name(str(self.psp).strip())
-        window = Window.parse(self.window_start, self.window_end, max_span=config.max_window)
-        kinds = parse_kind_list(self.divergence_kinds)
+        config = self.scope_config()
+        psp = self.scope_psp()
+        window = self.scope_window(config)
+        kinds = self.scope_kinds()
         gateway = BillingGatewayHook(billing_gateway_conn_id=self.billing_gateway_conn_id, config=config)
         gateway.resolve_psp(psp)
-        incident_id = None if blank(self.incident_id) else str(self.incident_id).strip()
+        incident_id = self.scope_incident_id()
         name = f"snapshot_{psp}.csv"
         with spool_file(name) as spool:
             rows = gateway.snapshot_to_csv(psp, window, spool)
@@ -537,7 +531,7 @@ class ReconciliationSnapshotOperator(BaseOperator):
                 source=spool,
                 psp=psp,
                 incident_id=incident_id,
-                base_url=None if blank(self.artifacts_dir) else str(self.artifacts_dir).strip(),
+                base_url=self.optional_text("artifacts_dir"),
                 billing_gateway_conn_id=self.billing_gateway_conn_id,
                 keep_retries=True,
             )
@@ -606,7 +600,7 @@ class ReconciliationSnapshotOperator(BaseOperator):
                 incident_id=incident_id,
                 airflow_api_conn_id=self.airflow_api_conn_id,
                 billing_gateway_conn_id=self.billing_gateway_conn_id,
-                artifacts_base_url=None if blank(self.artifacts_dir) else str(self.artifacts_dir).strip(),
+                artifacts_base_url=self.optional_text("artifacts_dir"),
                 log=self.log,
             )
         except Exception as exc:

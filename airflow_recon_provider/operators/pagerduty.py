@@ -31,6 +31,7 @@ from airflow.sdk import BaseOperator
 from airflow_recon_provider.i18n import _, language_scope
 from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID, PAGERDUTY_CONN_ID, REMEDIATION_DAG_ID
 from airflow_recon_provider.operators._context import blank
+from airflow_recon_provider.operators._scoped import ScopedOperator
 from airflow_recon_provider.reconciliation.detection import WATCH_ACTOR, WATCH_ALERT_STEP, WATCH_RUN_PREFIX
 
 if TYPE_CHECKING:
@@ -238,7 +239,7 @@ class PagerDutyAlertOperator(BaseOperator):
         return results
 
 
-class PagerDutyIncidentEventOperator(BaseOperator):
+class PagerDutyIncidentEventOperator(ScopedOperator):
     """Acknowledge or resolve the incident's PagerDuty alert (the dedup key of its trigger).
 
     Sent only when the timeline says the alert was triggered and is not already in that
@@ -283,14 +284,13 @@ class PagerDutyIncidentEventOperator(BaseOperator):
     def _execute(self, context: Context) -> dict[str, Any]:
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.operators._context import run_actor, run_id_of
-        from airflow_recon_provider.reconciliation.incidents import check_incident_id
         from airflow_recon_provider.reconciliation.paging import follow_up_event, paging_state, parse_action
 
         action = parse_action(self.action)
-        if blank(self.incident_id):
+        incident_id = self.scope_incident_id()
+        if incident_id is None:
             self.log.info("No incident: no PagerDuty %s", action.value)
             return {"status": "not_needed", "reason": "no incident"}
-        incident_id = check_incident_id(str(self.incident_id).strip())
         if blank(self.pagerduty_conn_id):
             self.log.info("No PagerDuty connection configured: no %s", action.value)
             return {"incident_id": incident_id, "status": "not_needed", "reason": "no PagerDuty connection"}

@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-
 from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
+from airflow_recon_provider.operators._scoped import ScopedOperator
 from airflow_recon_provider.reconciliation.psp_ticket import EXTERNAL_KINDS
 
 if TYPE_CHECKING:
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
 EXTERNAL_KIND_NAMES: tuple[str, ...] = tuple(kind.value for kind in EXTERNAL_KINDS)
 
 
-class PspTicketOperator(BaseOperator):
+class PspTicketOperator(ScopedOperator):
     """Write the CSV of divergent transactions to send to the PSP.
 
     Columns: ``provider_reference``, ``transaction_type``, ``kind``,
@@ -94,22 +93,19 @@ class PspTicketOperator(BaseOperator):
         from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
         from airflow_recon_provider.i18n import language_scope
         from airflow_recon_provider.operators._artifacts import publish_artifact
-        from airflow_recon_provider.operators._context import blank
-        from airflow_recon_provider.reconciliation.config import ReconConfig, check_psp_name
         from airflow_recon_provider.reconciliation.psp_ticket import (
             check_ticket_number,
             parse_ticket_kinds,
             write_ticket_csv,
         )
-        from airflow_recon_provider.reconciliation.window import Window
 
-        psp = check_psp_name(str(self.psp).strip())
-        config = ReconConfig.load()
-        window = Window.parse(self.window_start, self.window_end, max_span=config.max_window)
+        psp = self.scope_psp()
+        config = self.scope_config()
+        window = self.scope_window(config)
         kinds = parse_ticket_kinds(self.divergence_kinds)
         with language_scope():  # the reason, if refused, in [recon] language
             ticket = check_ticket_number(self.ticket_number)
-        incident_id = None if blank(self.incident_id) else str(self.incident_id).strip()
+        incident_id = self.scope_incident_id()
         name = f"psp_ticket_{psp}.csv"
 
         gateway = BillingGatewayHook(billing_gateway_conn_id=self.billing_gateway_conn_id, config=config)
@@ -125,7 +121,7 @@ class PspTicketOperator(BaseOperator):
                 source=spool,
                 psp=psp,
                 incident_id=incident_id,
-                base_url=None if blank(self.artifacts_dir) else str(self.artifacts_dir).strip(),
+                base_url=self.optional_text("artifacts_dir"),
                 billing_gateway_conn_id=self.billing_gateway_conn_id,
                 keep_retries=True,
             )

@@ -24,10 +24,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-
 from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.operators._context import blank
+from airflow_recon_provider.operators._scoped import ScopedOperator
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -52,7 +51,7 @@ def _run_cycle(context: Context, cycle_start: Any, cycle_end: Any = None) -> Win
     )
 
 
-class ReconciliationScopeOperator(BaseOperator):
+class ReconciliationScopeOperator(ScopedOperator):
     """Decide which cycle and which PSPs a reconciliation run covers (runbook, Validar Escopo).
 
     Returns one ``{"psp", "cycle_start", "cycle_end"}`` per PSP, for ``expand_kwargs`` of
@@ -84,13 +83,12 @@ class ReconciliationScopeOperator(BaseOperator):
 
     def execute(self, context: Context) -> list[dict[str, str]]:
         from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
-        from airflow_recon_provider.reconciliation.config import ReconConfig, check_psp_name
 
         cycle = _run_cycle(context, self.cycle_start)
-        config = ReconConfig.load()
+        config = self.scope_config()
         gateway = BillingGatewayHook(billing_gateway_conn_id=self.billing_gateway_conn_id, config=config)
         if not blank(self.psp):
-            psp = check_psp_name(str(self.psp).strip())
+            psp = self.scope_psp()
             gateway.resolve_psp(psp)
             psps = [psp]
         else:
@@ -103,7 +101,7 @@ class ReconciliationScopeOperator(BaseOperator):
         return [{"psp": psp, "cycle_start": start, "cycle_end": end} for psp in psps]
 
 
-class _PspCycleOperator(BaseOperator):
+class _PspCycleOperator(ScopedOperator):
     """Common ground of the per-PSP tasks: the PSP, the cycle, the pause check.
 
     :param reprocess: this run reprocesses the PSP's cycle on purpose (templated,
@@ -131,9 +129,8 @@ class _PspCycleOperator(BaseOperator):
 
     def _prepare(self, context: Context) -> tuple[str, Window, BillingGatewayHook]:
         from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
-        from airflow_recon_provider.reconciliation.config import check_psp_name
 
-        psp = check_psp_name(str(self.psp).strip())
+        psp = self.scope_psp()
         cycle = _run_cycle(context, self.cycle_start, self.cycle_end)
         gateway = BillingGatewayHook(billing_gateway_conn_id=self.billing_gateway_conn_id)
         return psp, cycle, gateway
@@ -141,10 +138,8 @@ class _PspCycleOperator(BaseOperator):
     def _skip_if_paused(self, gateway: BillingGatewayHook, psp: str, cycle: Window) -> None:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from airflow_recon_provider.reconciliation.inputs import parse_bool
-
         paused, reason, actor = gateway.is_paused(psp)
-        if paused and parse_bool(self.reprocess, name="reprocess"):
+        if paused and self.flag("reprocess"):
             self.log.warning(
                 "Reconciliation of PSP %s is paused in recon.controls by %s (%s), but this run "
                 "reprocesses cycle %s on purpose (reprocess=true): %s runs anyway. Scheduled runs "

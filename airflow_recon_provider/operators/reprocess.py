@@ -37,15 +37,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-
 from airflow_recon_provider.names import BILLING_CORE_CONN_ID, BILLING_GATEWAY_CONN_ID, RECONCILIATION_DAG_ID
+from airflow_recon_provider.operators._scoped import ScopedOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_recon_provider.reconciliation.reprocess import CycleRun
-    from airflow_recon_provider.reconciliation.window import Window
 
 
 def _seconds(value: timedelta | float | int, *, name: str) -> float:
@@ -55,7 +53,7 @@ def _seconds(value: timedelta | float | int, *, name: str) -> float:
     return seconds
 
 
-class ReprocessReconciliationOperator(BaseOperator):
+class ReprocessReconciliationOperator(ScopedOperator):
     """Re-run the reconciliation DAG for every cycle of a PSP's window, wait for the runs
     without holding a worker slot, and fall back to billing-gateway-core for cycles that
     still fail.
@@ -122,12 +120,6 @@ class ReprocessReconciliationOperator(BaseOperator):
         self.core_max_attempts = core_max_attempts
 
     # -- plan ------------------------------------------------------------------------------
-    def _window(self) -> Window:
-        from airflow_recon_provider.reconciliation.config import ReconConfig
-        from airflow_recon_provider.reconciliation.window import Window
-
-        return Window.parse(self.window_start, self.window_end, max_span=ReconConfig.load().max_window)
-
     @staticmethod
     def _key(context: Context) -> str:
         from airflow_recon_provider.reconciliation.reprocess import remediation_key
@@ -156,12 +148,11 @@ class ReprocessReconciliationOperator(BaseOperator):
     # -- execute ---------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_recon_provider.hooks.dag_runs import dag_is_paused, read_run_states, trigger_dag_run
-        from airflow_recon_provider.reconciliation.config import check_psp_name
         from airflow_recon_provider.reconciliation.reprocess import FINISHED_RUN_STATES, plan_reprocess
         from airflow_recon_provider.triggers.reprocess import ReconciliationRunsTrigger
 
-        psp = check_psp_name(str(self.psp).strip())
-        window = self._window()
+        psp = self.scope_psp()
+        window = self.scope_window()
         plan = plan_reprocess(psp, window, key=self._key(context), max_cycles=self.max_cycles)
         self._check_psp(psp)
         dag_id = self.reconciliation_dag_id

@@ -12,7 +12,7 @@ from typing import Any
 
 from psycopg import sql
 
-from airflow_recon_provider.reconciliation.mapping import TableMapping
+from airflow_recon_provider.reconciliation.mapping import TableMapping, sql_names
 
 _HOUR = "(date_trunc('hour', {ts} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
 
@@ -61,40 +61,34 @@ def trigger_ddl(m: TableMapping) -> list[sql.Composed]:
     TRUNCATE. Identifiers from the mapping, through ``sql.Identifier``; the tables must be
     schema-qualified (the functions run with a fixed search_path), see
     :func:`qualified_mapping`."""
-    t, i, st = m.transactions, m.intents, m.statements
+    names = sql_names(m)
 
-    def hour(alias: str, col: sql.Identifier) -> sql.Composed:
-        return sql.SQL(_HOUR).format(ts=sql.SQL("{}.{}").format(sql.Identifier(alias), col))
+    def side(select: str, rows: str, *, hour_of: str, at: str) -> sql.Composed:
+        """``psp`` and ``hour`` of each row of the transition table ``rows`` (as ``r``)."""
+        hour = sql.SQL(_HOUR).format(ts=sql.SQL("{}.{}").format(sql.Identifier(hour_of), names[at]))
+        return sql.SQL(select).format(hour=hour, rows=sql.Identifier(rows), **names)
 
     def statements_side(rows: str) -> sql.Composed:
-        return sql.SQL("SELECT r.{psp} AS psp, {hour} AS hour FROM {rows} AS r").format(
-            psp=st.col("psp"), hour=hour("r", st.col("occurred_at")), rows=sql.Identifier(rows)
+        return side(
+            "SELECT r.{s_psp} AS psp, {hour} AS hour FROM {rows} AS r", rows, hour_of="r", at="s_occurred"
         )
 
     def transactions_side(rows: str) -> sql.Composed:
-        return sql.SQL(
-            "SELECT i.{provider} AS psp, {hour} AS hour FROM {rows} AS r "
-            "JOIN {intents} AS i ON i.{i_id} = r.{intent}"
-        ).format(
-            provider=i.col("provider"),
-            hour=hour("r", t.col("created_at")),
-            rows=sql.Identifier(rows),
-            intents=i.table.ident,
-            i_id=i.col("id"),
-            intent=t.col("intent_id"),
+        return side(
+            "SELECT i.{i_provider} AS psp, {hour} AS hour FROM {rows} AS r "
+            "JOIN {intents} AS i ON i.{i_id} = r.{t_intent}",
+            rows,
+            hour_of="r",
+            at="t_created",
         )
 
     def intents_side(rows: str) -> sql.Composed:
-        return sql.SQL(
-            "SELECT r.{provider} AS psp, {hour} AS hour FROM {rows} AS r "
-            "JOIN {transactions} AS t ON t.{intent} = r.{i_id}"
-        ).format(
-            provider=i.col("provider"),
-            hour=hour("t", t.col("created_at")),
-            rows=sql.Identifier(rows),
-            transactions=t.table.ident,
-            intent=t.col("intent_id"),
-            i_id=i.col("id"),
+        return side(
+            "SELECT r.{i_provider} AS psp, {hour} AS hour FROM {rows} AS r "
+            "JOIN {transactions} AS t ON t.{t_intent} = r.{i_id}",
+            rows,
+            hour_of="t",
+            at="t_created",
         )
 
     ddl = [
@@ -112,9 +106,9 @@ $fn$"""
         ),
     ]
     for table, fn in (
-        (st, "mark_statement_cycles"),
-        (t, "mark_transaction_cycles"),
-        (i, "mark_intent_cycles"),
+        (m.statements, "mark_statement_cycles"),
+        (m.transactions, "mark_transaction_cycles"),
+        (m.intents, "mark_intent_cycles"),
     ):
         for event, referencing in (
             ("INSERT", "REFERENCING NEW TABLE AS new_rows"),

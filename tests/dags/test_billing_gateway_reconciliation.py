@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from scenario import statement_lines, stripe_adyen
 
 pytestmark = [pytest.mark.dags, pytest.mark.integration]
 
@@ -48,23 +49,10 @@ STRIPE_DIVERGENT_COUNT = 3
 @pytest.fixture
 def scenario(db, airflow_conns, psp_api, httpserver, monkeypatch):
     """Gateway rows of the cycle, the PSPs' statements, and the connections to both."""
-    db.execute(
-        "INSERT INTO payment_intents (id, provider, provider_reference) VALUES "
-        "(1,'stripe','r1'),(2,'stripe','r2'),(3,'stripe','r3'),(4,'adyen','a1')"
-    )
-    db.execute(
-        """INSERT INTO payment_transactions
-           (intent_id, transaction_type, status, amount_minor, currency, created_at) VALUES
-           (1,'capture','captured',1000,'BRL','2026-11-20T10:10Z'),
-           (2,'capture','captured',500,'BRL','2026-11-20T10:20Z'),
-           (3,'capture','captured',700,'BRL','2026-11-20T10:30Z'),
-           (4,'capture','captured',100,'BRL','2026-11-20T10:29Z')"""
-    )
+    stripe_adyen(db)
     # a line of the previous cycle: never touched by this cycle's runs
-    db.execute(
-        "INSERT INTO psp_statement_lines (psp, provider_reference, transaction_type, status, amount_minor,"
-        " currency, occurred_at, statement_id) VALUES"
-        " ('stripe','r0','capture','captured',10,'BRL','2026-11-20T09:59:00Z','stripe-2026112009')"
+    statement_lines(
+        db, [("stripe", "r0", "capture", "captured", 10, "BRL", "2026-11-20T09:59:00Z", "stripe-2026112009")]
     )
     psp_api.statements.update({"stripe": STRIPE_PAGES, "adyen": ADYEN_PAGES})
     for psp in ("stripe", "adyen"):

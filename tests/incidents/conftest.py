@@ -22,24 +22,14 @@ from incident_support import (  # noqa: F401  (fixtures, registered by being imp
     smtp_server,
     statement_line,
 )
+from scenario import stripe_adyen
 
 
 @pytest.fixture
 def divergent_psp(db, airflow_conns):
     """stripe diverges in [10:00, 11:00) of 2026-11-20 (see ``incident_support.DIVERGENT``);
     adyen is clean."""
-    db.execute(
-        "INSERT INTO payment_intents (id, provider, provider_reference) VALUES"
-        " (1,'stripe','r1'),(2,'stripe','r2'),(3,'stripe','r3'),(4,'adyen','a1')"
-    )
-    db.execute(
-        """INSERT INTO payment_transactions
-           (intent_id, transaction_type, status, amount_minor, currency, created_at) VALUES
-           (1,'capture','captured',1000,'BRL','2026-11-20T10:10Z'),
-           (2,'capture','captured',500,'BRL','2026-11-20T10:20Z'),
-           (3,'capture','captured',700,'BRL','2026-11-20T10:30Z'),
-           (4,'capture','captured',100,'BRL','2026-11-20T10:29Z')"""
-    )
+    stripe_adyen(db)
     statement_line(db, "r1", 1000, 11)
     statement_line(db, "r2", 450, 21)
     statement_line(db, "a1", 100, 29, psp="adyen")

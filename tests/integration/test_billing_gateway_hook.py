@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from scenario import STRIPE_ADYEN, cycle_logs, intents, statement_lines, transactions
 
 from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
 from airflow_recon_provider.reconciliation import (
@@ -21,26 +22,25 @@ W = Window.parse("2026-11-20T10:00:00Z", "2026-11-20T11:00:00Z")
 
 
 def _load_small_scenario(db) -> None:
-    db.execute(
-        "INSERT INTO payment_intents (id, provider, provider_reference) VALUES "
-        "(1,'stripe','r1'),(2,'stripe','r2'),(3,'stripe','r3'),(4,'stripe','r3'),(5,'adyen','a1')"
+    # r3 twice in the gateway (a duplicate), a1 of adyen
+    intents(db, [*STRIPE_ADYEN[:3], (4, "stripe", "r3"), (5, "adyen", "a1")])
+    transactions(
+        db,
+        [
+            (1, "capture", "captured", 1000, "brl", "2026-11-20T10:10Z"),
+            (2, "capture", "captured", 500, "BRL", "2026-11-20T10:59:59Z"),
+            (3, "capture", "captured", 700, "BRL", "2026-11-20T10:20Z"),
+            (4, "capture", "captured", 900, "BRL", "2026-11-20T10:30Z"),
+            (5, "capture", "captured", 100, "BRL", "2026-11-20T10:30Z"),
+        ],
     )
-    db.execute(
-        """INSERT INTO payment_transactions
-           (intent_id, transaction_type, status, amount_minor, currency, created_at) VALUES
-           (1,'capture','captured',1000,'brl','2026-11-20T10:10Z'),
-           (2,'capture','captured',500,'BRL','2026-11-20T10:59:59Z'),
-           (3,'capture','captured',700,'BRL','2026-11-20T10:20Z'),
-           (4,'capture','captured',900,'BRL','2026-11-20T10:30Z'),
-           (5,'capture','captured',100,'BRL','2026-11-20T10:30Z')"""
-    )
-    db.execute(
-        """INSERT INTO psp_statement_lines
-           (psp, provider_reference, transaction_type, status, amount_minor, currency, occurred_at,
-            statement_id) VALUES
-           ('stripe','r1','capture','CAPTURED',1000,'BRL','2026-11-20T10:11Z','s1'),
-           ('stripe','r2','capture','captured',500,'BRL','2026-11-20T11:00:01Z','s1'),
-           ('stripe','r9','refund','refunded',300,'BRL','2026-11-20T10:40Z','s1')"""
+    statement_lines(
+        db,
+        [
+            ("stripe", "r1", "capture", "CAPTURED", 1000, "BRL", "2026-11-20T10:11Z", "s1"),
+            ("stripe", "r2", "capture", "captured", 500, "BRL", "2026-11-20T11:00:01Z", "s1"),
+            ("stripe", "r9", "refund", "refunded", 300, "BRL", "2026-11-20T10:40Z", "s1"),
+        ],
     )
 
 
@@ -118,30 +118,25 @@ def test_lag_never_reconciled_is_none(db, airflow_conns):
 
 def _add_currencies(db) -> None:
     """EUR rows that match, and a JPY gateway row missing from the statement."""
-    db.execute(
-        "INSERT INTO payment_intents (id, provider, provider_reference) VALUES "
-        "(6,'stripe','e1'),(7,'stripe','j1'),(8,'stripe','e2'),(9,'stripe','e2')"
+    intents(db, [(6, "stripe", "e1"), (7, "stripe", "j1"), (8, "stripe", "e2"), (9, "stripe", "e2")])
+    transactions(
+        db,
+        [
+            (6, "capture", "captured", 1000, "EUR", "2026-11-20T10:15Z"),
+            (7, "capture", "captured", 500, "jpy", "2026-11-20T10:16Z"),
+            (8, "refund", "refunded", 100, "EUR", "2026-11-20T10:17Z"),
+            (9, "refund", "refunded", 7, "BHD", "2026-11-20T10:18Z"),
+        ],
     )
-    db.execute(
-        """INSERT INTO payment_transactions
-           (intent_id, transaction_type, status, amount_minor, currency, created_at) VALUES
-           (6,'capture','captured',1000,'EUR','2026-11-20T10:15Z'),
-           (7,'capture','captured',500,'jpy','2026-11-20T10:16Z'),
-           (8,'refund','refunded',100,'EUR','2026-11-20T10:17Z'),
-           (9,'refund','refunded',7,'BHD','2026-11-20T10:18Z')"""
-    )
-    db.execute(
-        """INSERT INTO psp_statement_lines
-           (psp, provider_reference, transaction_type, status, amount_minor, currency, occurred_at,
-            statement_id) VALUES
-           ('stripe','e1','capture','captured',1000,'eur','2026-11-20T10:15:30Z','s1'),
-           ('stripe','e2','refund','refunded',100,'EUR','2026-11-20T10:17:30Z','s1')"""
+    statement_lines(
+        db,
+        [
+            ("stripe", "e1", "capture", "captured", 1000, "eur", "2026-11-20T10:15:30Z", "s1"),
+            ("stripe", "e2", "refund", "refunded", 100, "EUR", "2026-11-20T10:17:30Z", "s1"),
+        ],
     )
     # lag 0 at the window end: the only possible alert reasons are amount and fx_rate_missing
-    db.execute(
-        "INSERT INTO payment_reconciliation_logs (psp, cycle_start, cycle_end, status) VALUES "
-        "('stripe','2026-11-20T10:00Z','2026-11-20T11:00Z','success')"
-    )
+    cycle_logs(db, [("stripe", "2026-11-20T10:00Z", "2026-11-20T11:00Z", "success")])
 
 
 def _rate(db, currency: str, rate: str, valid_from: str, source: str = "test") -> None:

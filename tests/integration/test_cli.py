@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from scenario import STRIPE_ADYEN, cycle_logs, intents, statement_lines, transactions
 
 from airflow_recon_provider.cli import main
 from airflow_recon_provider.schema import MIGRATIONS
@@ -30,29 +31,24 @@ REPORT_KEYS = [
 
 @pytest.fixture
 def scenario(db, airflow_conns):
-    db.execute(
-        "INSERT INTO payment_intents (id, provider, provider_reference) VALUES "
-        "(1,'stripe','r1'),(2,'stripe','r2'),(3,'stripe','r3'),(4,'adyen','a1')"
+    intents(db, STRIPE_ADYEN)
+    transactions(
+        db,
+        [
+            (1, "capture", "captured", 1000, "BRL", "2026-11-20T07:10:00-03:00"),
+            (2, "capture", "captured", 900000, "BRL", "2026-11-20T10:20Z"),
+            (3, "refund", "refunded", 250, "USD", "2026-11-20T10:30Z"),
+            (4, "capture", "captured", 100, "BRL", "2026-11-20T10:30Z"),
+        ],
     )
-    db.execute(
-        """INSERT INTO payment_transactions
-           (intent_id, transaction_type, status, amount_minor, currency, created_at) VALUES
-           (1,'capture','captured',1000,'BRL','2026-11-20T07:10:00-03:00'),
-           (2,'capture','captured',900000,'BRL','2026-11-20T10:20Z'),
-           (3,'refund','refunded',250,'USD','2026-11-20T10:30Z'),
-           (4,'capture','captured',100,'BRL','2026-11-20T10:30Z')"""
+    statement_lines(
+        db,
+        [
+            ("stripe", "r1", "capture", "captured", 1000, "BRL", "2026-11-20T10:10:05Z", "s"),
+            ("stripe", "r3", "refund", "refunded", 250, "EUR", "2026-11-20T10:30:02Z", "s"),
+        ],
     )
-    db.execute(
-        """INSERT INTO psp_statement_lines
-           (psp, provider_reference, transaction_type, status, amount_minor, currency, occurred_at,
-            statement_id) VALUES
-           ('stripe','r1','capture','captured',1000,'BRL','2026-11-20T10:10:05Z','s'),
-           ('stripe','r3','refund','refunded',250,'EUR','2026-11-20T10:30:02Z','s')"""
-    )
-    db.execute(
-        "INSERT INTO payment_reconciliation_logs (psp, cycle_start, cycle_end, status) VALUES "
-        "('stripe','2026-11-20T09:00Z','2026-11-20T10:00Z','success')"
-    )
+    cycle_logs(db, [("stripe", "2026-11-20T09:00Z", "2026-11-20T10:00Z", "success")])
     return db
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from scenario import STRIPE_ADYEN, cycle_logs, intents, statement_lines, transactions
 
 from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
 from airflow_recon_provider.reconciliation import (
@@ -59,38 +60,39 @@ TABLES = ("payment_intents", "payment_transactions", "psp_statement_lines", "pay
 
 
 def _load(db) -> None:
-    db.execute(
-        "INSERT INTO payment_intents (id, provider, provider_reference) VALUES "
-        "(1,'stripe','r1'),(2,'stripe','r2'),(3,'stripe','r3'),(4,'stripe','r3'),(5,'adyen','a1'),"
-        "(6,'stripe','r5')"
-    )
+    intents(db, [*STRIPE_ADYEN[:3], (4, "stripe", "r3"), (5, "adyen", "a1"), (6, "stripe", "r5")])
     db.execute("SELECT setval(pg_get_serial_sequence('payment_intents', 'id'), 100)")
-    db.execute(
-        """INSERT INTO payment_transactions
-           (intent_id, transaction_type, status, amount_minor, currency, created_at, processed_at) VALUES
-           (1,'capture','captured',1000,'brl','2026-11-20T10:10Z','2026-11-20T10:11Z'),
-           (2,'capture','captured',500,'BRL','2026-11-20T10:59:59Z',NULL),
-           (3,'capture','captured',700,'BRL','2026-11-20T10:20Z',NULL),
-           (4,'capture','captured',900,'BRL','2026-11-20T10:30Z',NULL),
-           (5,'capture','captured',100,'BRL','2026-11-20T10:30Z',NULL),
-           (6,'settlement','settled',9007199254740993,'BRL','2026-11-20T10:45Z',NULL),
-           (6,'refund','refunded',250,'USD','2026-11-20T10:46Z',NULL)"""
+    transactions(
+        db,
+        [
+            (1, "capture", "captured", 1000, "brl", "2026-11-20T10:10Z", "2026-11-20T10:11Z"),
+            (2, "capture", "captured", 500, "BRL", "2026-11-20T10:59:59Z", None),
+            (3, "capture", "captured", 700, "BRL", "2026-11-20T10:20Z", None),
+            (4, "capture", "captured", 900, "BRL", "2026-11-20T10:30Z", None),
+            (5, "capture", "captured", 100, "BRL", "2026-11-20T10:30Z", None),
+            (6, "settlement", "settled", 9007199254740993, "BRL", "2026-11-20T10:45Z", None),
+            (6, "refund", "refunded", 250, "USD", "2026-11-20T10:46Z", None),
+        ],
+        extra=("processed_at",),
     )
-    db.execute(
-        """INSERT INTO psp_statement_lines
-           (psp, provider_reference, transaction_type, status, amount_minor, currency, occurred_at,
-            statement_id) VALUES
-           ('stripe','r1','capture','CAPTURED',1000,'BRL','2026-11-20T10:11Z','s1'),
-           ('stripe','r2','capture','captured',500,'BRL','2026-11-20T11:00:01Z','s1'),
-           ('stripe','r9','refund','refunded',300,'BRL','2026-11-20T10:40Z','s1'),
-           ('stripe','r5','settlement','settled',9007199254740990,'BRL','2026-11-20T10:45Z','s1'),
-           ('stripe','r5','refund','refunded',250,'BRL','2026-11-20T10:46Z','s1')"""
+    statement_lines(
+        db,
+        [
+            ("stripe", "r1", "capture", "CAPTURED", 1000, "BRL", "2026-11-20T10:11Z", "s1"),
+            ("stripe", "r2", "capture", "captured", 500, "BRL", "2026-11-20T11:00:01Z", "s1"),
+            ("stripe", "r9", "refund", "refunded", 300, "BRL", "2026-11-20T10:40Z", "s1"),
+            ("stripe", "r5", "settlement", "settled", 9007199254740990, "BRL", "2026-11-20T10:45Z", "s1"),
+            ("stripe", "r5", "refund", "refunded", 250, "BRL", "2026-11-20T10:46Z", "s1"),
+        ],
     )
-    db.execute(
-        "INSERT INTO payment_reconciliation_logs (psp, cycle_start, cycle_end, status, created_at) VALUES "
-        "('stripe','2026-11-20T07:00Z','2026-11-20T08:00Z','success','2026-11-20T08:01Z'),"
-        "('stripe','2026-11-20T08:00Z','2026-11-20T09:00Z','failed','2026-11-20T09:01Z'),"
-        "('stripe','2026-11-20T10:00Z','2026-11-20T11:00Z','running','2026-11-20T11:00Z')"
+    cycle_logs(
+        db,
+        [
+            ("stripe", "2026-11-20T07:00Z", "2026-11-20T08:00Z", "success", "2026-11-20T08:01Z"),
+            ("stripe", "2026-11-20T08:00Z", "2026-11-20T09:00Z", "failed", "2026-11-20T09:01Z"),
+            ("stripe", "2026-11-20T10:00Z", "2026-11-20T11:00Z", "running", "2026-11-20T11:00Z"),
+        ],
+        extra=("created_at",),
     )
     # the provider's own table keeps its names on every site (schema recon)
     db.execute(
