@@ -4,7 +4,8 @@ One connection classifies a window one key at a time in one backend (the FULL ha
 the two sides' per-key aggregates is serial work). Split by a hash of the key into parts
 (``queries.split_params``), the parts are disjoint and together are every key; each part runs
 on its own connection, all of them in the *same* snapshot (``pg_export_snapshot`` on the
-reader's REPEATABLE READ transaction, ``SET TRANSACTION SNAPSHOT`` on the others), so their
+reader's REPEATABLE READ transaction, ``SET TRANSACTION SNAPSHOT`` on the others; PostgreSQL
+10 or later, primaries and hot standbys alike), so their
 union is exactly the one-connection classification of that snapshot. The server works on
 every part at once; the report's rows are merged back into the report's order (kind, then
 key in byte order, what ``COLLATE "C"`` sorts by) while they stream, with a few batches per
@@ -13,12 +14,15 @@ part in memory.
 How many connections: the planner's estimate of the rows read (both sides, widened window)
 divided by :data:`ROWS_PER_CONNECTION`, at most ``ReconConfig.live_connections``. Each part
 builds its hash tables for its own keys only, so the server's memory for one classification
-stays about what one connection used (``statement_work_mem`` per node and connection).
+stays about what one connection used (``statement_work_mem`` per node and connection). When
+the server or the role refuses another connection (``max_connections``, a role's ``CONNECTION
+LIMIT``), the parts are the connections that were opened, down to the reader's own.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import queue
 import threading
@@ -27,10 +31,13 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airflow_recon_provider.reconciliation import queries
+from airflow_recon_provider.reconciliation.errors import DatabaseUnavailableError
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg import sql
+
+log = logging.getLogger(__name__)
 
 #: rows read (gateway rows plus statement lines) that make one more connection worth opening
 ROWS_PER_CONNECTION = 500_000
@@ -86,13 +93,19 @@ class KeyParts:
         try:
             self.connections = [self.main]
             for _ in range(self.count - 1):
-                conn = self._stack.enter_context(self._open_extra())
+                try:
+                    conn = self._stack.enter_context(self._open_extra())
+                except DatabaseUnavailableError as exc:
+                    # the role's or the server's connection limit: fewer parts, same result
+                    log.warning("classifying with %d connection(s): %s", len(self.connections), exc)
+                    break
                 join_snapshot(conn, snapshot)
                 self._tune(conn)
                 self.connections.append(conn)
         except BaseException:
             self._stack.close()
             raise
+        self.count = len(self.connections)
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -234,3 +234,35 @@ def test_an_unknown_format_writes_nothing(seeded):
     with pytest.raises(ValueError, match="unknown format 'xml'"):
         _hook(1).write_report("stripe", WINDOW, "xml", out)
     assert out.getvalue() == b""
+
+
+def test_a_role_limited_to_one_connection_gets_the_same_report_on_one(seeded, db_url, caplog):
+    """A role whose CONNECTION LIMIT refuses the extra connections: the reader classifies with
+    the connections it has (its own), same rows, and says so in the log."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from airflow_recon_provider.hooks.gateway_reader import DirectGatewayReader
+
+    role = f"recon_one_{seeded.info.backend_pid}"
+    seeded.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 1')
+    seeded.execute(f'GRANT USAGE ON SCHEMA public, recon TO "{role}"')
+    seeded.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public, recon TO "{role}"')
+    try:
+        kwargs = {**conninfo_to_dict(db_url), "user": role}
+        reader = DirectGatewayReader(
+            conn_id="billing_gateway_db",
+            connect_kwargs=kwargs,
+            config=ReconConfig(live_connections=4),
+            use_cycle_store=False,
+        )
+        reader.live_rows_per_connection = 100
+        caplog.set_level("WARNING", logger="airflow_recon_provider.hooks._key_parts")
+        assert list(reader.iter_divergences("stripe", WINDOW)) == list(
+            _hook(1).iter_divergences("stripe", WINDOW)
+        )
+        assert "classifying with 1 connection(s)" in caplog.text
+        assert "too many connections for role" in caplog.text
+    finally:
+        _backends_after_close(seeded)
+        seeded.execute(f'DROP OWNED BY "{role}"')
+        seeded.execute(f'DROP ROLE "{role}"')
