@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
+from airflow_recon_provider.hooks._rows import by_name
 from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.reconciliation import queries
 from airflow_recon_provider.reconciliation.config import check_psp_name
@@ -39,13 +40,6 @@ def _control(psp: str, row: Mapping[str, Any] | None) -> Control:
     )
 
 
-def _rows(conn: psycopg.Connection) -> psycopg.Cursor[dict[str, Any]]:
-    """A cursor of ``conn`` whose rows are read by column name."""
-    from psycopg.rows import dict_row
-
-    return conn.cursor(row_factory=dict_row)
-
-
 class ReconciliationControlHook(ReconPostgresHook):
     """Pause and resume the automatic reconciliation of a PSP.
 
@@ -67,7 +61,7 @@ class ReconciliationControlHook(ReconPostgresHook):
         check_psp_name(psp)
         with self.connect(autocommit=True) as conn:
             row = (
-                _rows(conn)
+                by_name(conn)
                 .execute(f"SELECT {_CONTROL_COLUMNS} FROM recon.controls WHERE psp = %s", (psp,))
                 .fetchone()
             )
@@ -78,7 +72,7 @@ class ReconciliationControlHook(ReconPostgresHook):
         check_psp_name(psp)
         with self.connect(autocommit=True) as conn:
             return (
-                _rows(conn)
+                by_name(conn)
                 .execute(
                     "SELECT id, state, reason, actor, incident_id, run_id, changed_at"
                     " FROM recon.control_events WHERE psp = %s ORDER BY id",
@@ -121,7 +115,7 @@ class ReconciliationControlHook(ReconPostgresHook):
         with self.connect() as conn, conn.transaction():
             conn.execute(queries.advisory_xact_lock_query(), {"lock_key": f"recon.control:{psp}"})
             row = (
-                _rows(conn)
+                by_name(conn)
                 .execute(f"SELECT {_CONTROL_COLUMNS} FROM recon.controls WHERE psp = %s FOR UPDATE", (psp,))
                 .fetchone()
             )
@@ -135,7 +129,7 @@ class ReconciliationControlHook(ReconPostgresHook):
                     retry=self._latest_change_by(conn, psp, target, run_id),
                 )
             row = (
-                _rows(conn)
+                by_name(conn)
                 .execute(
                     "INSERT INTO recon.controls (psp, state, reason, actor, incident_id, changed_at)"
                     " VALUES (%(psp)s, %(state)s, %(reason)s, %(actor)s, %(incident)s, now())"
@@ -172,7 +166,7 @@ class ReconciliationControlHook(ReconPostgresHook):
         if not run_id:
             return False
         row = (
-            _rows(conn)
+            by_name(conn)
             .execute(
                 "SELECT state, run_id FROM recon.control_events WHERE psp = %s ORDER BY id DESC LIMIT 1",
                 (psp,),

@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow_recon_provider.hooks._rows import by_name
 from airflow_recon_provider.hooks.billing_gateway import BillingGatewayHook
 from airflow_recon_provider.hooks.gateway_reader import rates_in_force_on
 from airflow_recon_provider.reconciliation import correction_queries as cq
@@ -92,13 +93,6 @@ def _same_person(a: str, b: str) -> bool:
     return a.strip().casefold() == b.strip().casefold()
 
 
-def _rows(conn: psycopg.Connection) -> psycopg.Cursor[dict[str, Any]]:
-    """A cursor of ``conn`` whose rows are read by column name."""
-    from psycopg.rows import dict_row
-
-    return conn.cursor(row_factory=dict_row)
-
-
 def _proposal(r: Mapping[str, Any]) -> ProposedCorrection:
     """A stored proposal row of ``correction_queries.load_proposals_query``, by column name."""
     return ProposedCorrection(
@@ -121,7 +115,7 @@ def _stored_set(
     — once the set exists, belongs to ``psp`` (when given) and is within ``row_cap``, counted
     before any proposal is loaded. ``outcome`` ends each error ("nothing was applied")."""
     # one row per (psp, incident_id) with the proposals' ``count``
-    sets = _rows(conn).execute(cq.proposal_set_query(), {"key": correction_key}).fetchall()
+    sets = by_name(conn).execute(cq.proposal_set_query(), {"key": correction_key}).fetchall()
     if not sets:
         raise CorrectionSetNotFoundError(
             f"no dry run is stored under correction key {correction_key!r}: {outcome}; run the dry run again"
@@ -140,7 +134,7 @@ def _check_incident(conn: psycopg.Connection, incident_id: str | None, psp: str,
     """The incident a correction names exists, is the PSP's and is not closed."""
     if not incident_id:
         return
-    row = _rows(conn).execute(cq.incident_of_query(), {"incident_id": incident_id}).fetchone()
+    row = by_name(conn).execute(cq.incident_of_query(), {"incident_id": incident_id}).fetchone()
     if row is None:
         raise CorrectionIncidentError(
             f"incident {incident_id} does not exist: nothing was {doing}; name an open incident of "
@@ -333,7 +327,7 @@ class CorrectionsHook(BillingGatewayHook):
         """
         with self.connect(autocommit=True) as conn:
             _stored_set(conn, correction_key, psp=psp, row_cap=row_cap, outcome="nothing was loaded")
-            rows = _rows(conn).execute(cq.load_proposals_query(), {"key": correction_key}).fetchall()
+            rows = by_name(conn).execute(cq.load_proposals_query(), {"key": correction_key}).fetchall()
         return [_proposal(r) for r in rows]
 
     # -- apply ---------------------------------------------------------------------------
@@ -548,7 +542,7 @@ class CorrectionsHook(BillingGatewayHook):
         check_row_cap(sum(int(r["count"]) for r in sets), row_cap)
         _check_incident(conn, incident_id, psp, doing="applied")
         requesters = [
-            r["requested_by"] for r in _rows(conn).execute(cq.requesters_query(), {"key": correction_key})
+            r["requested_by"] for r in by_name(conn).execute(cq.requesters_query(), {"key": correction_key})
         ]
         if not requesters:
             raise ApprovalRefusedError(
@@ -566,7 +560,7 @@ class CorrectionsHook(BillingGatewayHook):
                 "nothing was applied"
             )
         stored = [
-            _proposal(r) for r in _rows(conn).execute(cq.load_proposals_query(), {"key": correction_key})
+            _proposal(r) for r in by_name(conn).execute(cq.load_proposals_query(), {"key": correction_key})
         ]
         if proposals is not None:
             given = {p.transaction_id: p for p in proposals}

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider.hooks._json import json_details
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
+from airflow_recon_provider.hooks._rows import by_name
 from airflow_recon_provider.hooks.notifications import CHANNELS, Delivery, NotificationOutboxHook
 from airflow_recon_provider.i18n import _, language_scope
 from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID, PAYMENTS_LEDGER_CONN_ID
@@ -153,13 +154,6 @@ def _correction(row: Mapping[str, Any]) -> CorrectionRecord:
         # '' for corrections recorded before they kept their currency: not guessed
         currency=(row["currency"] or "").upper() or None,
     )
-
-
-def _rows(conn: psycopg.Connection) -> psycopg.Cursor[dict[str, Any]]:
-    """A cursor of ``conn`` whose rows are read by column name."""
-    from psycopg.rows import dict_row
-
-    return conn.cursor(row_factory=dict_row)
 
 
 def _kind_split(figures: Any) -> dict[str, Any]:
@@ -311,7 +305,7 @@ class IncidentHook(ReconPostgresHook):
     def _open_incident(conn: psycopg.Connection, psp: str) -> Incident | None:
         """The PSP's incident that is not closed, if any (at most one)."""
         row = (
-            _rows(conn)
+            by_name(conn)
             .execute(
                 f"SELECT {INCIDENT_COLUMNS} FROM recon.incidents WHERE psp = %s AND state <> 'closed'"
                 " ORDER BY opened_at DESC LIMIT 1",
@@ -361,7 +355,7 @@ class IncidentHook(ReconPostgresHook):
         check_incident_id(incident_id)
         with self.connect(autocommit=True) as conn:
             row = (
-                _rows(conn)
+                by_name(conn)
                 .execute(
                     f"SELECT {INCIDENT_COLUMNS} FROM recon.incidents WHERE incident_id = %s", (incident_id,)
                 )
@@ -453,7 +447,7 @@ class IncidentHook(ReconPostgresHook):
         """Incidents that are not closed, oldest first."""
         with self.connect(autocommit=True) as conn:
             rows = (
-                _rows(conn)
+                by_name(conn)
                 .execute(
                     f"SELECT {INCIDENT_COLUMNS} FROM recon.incidents WHERE state <> 'closed'"
                     " ORDER BY opened_at, incident_id"
@@ -467,7 +461,7 @@ class IncidentHook(ReconPostgresHook):
         those normalized whose final update has not been delivered yet."""
         with self.connect(autocommit=True) as conn:
             rows = (
-                _rows(conn)
+                by_name(conn)
                 .execute(
                     f"SELECT {INCIDENT_COLUMNS} FROM recon.incidents WHERE communication_done_at IS NULL"
                     " ORDER BY opened_at, incident_id"
@@ -595,7 +589,7 @@ class IncidentHook(ReconPostgresHook):
         numbers = Figures.coerce(figures)
         with self.connect() as conn, conn.transaction():
             row = (
-                _rows(conn)
+                by_name(conn)
                 .execute(
                     "SELECT state FROM recon.incidents WHERE incident_id = %s FOR UPDATE", (incident_id,)
                 )
@@ -689,7 +683,7 @@ class IncidentHook(ReconPostgresHook):
         assert column in {"psp_ticket", "eta_resumption"}  # fixed columns of the recon schema
         with self.connect() as conn, conn.transaction():
             row = (
-                _rows(conn)
+                by_name(conn)
                 .execute(
                     "SELECT state, psp_ticket FROM recon.incidents WHERE incident_id = %s FOR UPDATE",
                     (incident_id,),
@@ -733,7 +727,7 @@ class IncidentHook(ReconPostgresHook):
         check_incident_id(incident_id)
         with self.connect(autocommit=True) as conn:
             rows = (
-                _rows(conn)
+                by_name(conn)
                 .execute(
                     f"SELECT {_EVENT_COLUMNS} FROM recon.incident_events WHERE incident_id = %s AND id > %s"
                     " ORDER BY id",
@@ -748,7 +742,7 @@ class IncidentHook(ReconPostgresHook):
         check_incident_id(incident_id)
         with self.connect(autocommit=True) as conn:
             rows = (
-                _rows(conn)
+                by_name(conn)
                 .execute(
                     "SELECT transaction_id, provider_reference, transaction_type, kind, amount_minor,"
                     " requested_by, approved_by, run_id, applied_at, before, after, currency"
@@ -867,7 +861,7 @@ class IncidentHook(ReconPostgresHook):
         check_incident_id(incident_id)
         with self.connect(autocommit=True) as conn:
             row = (
-                _rows(conn)
+                by_name(conn)
                 .execute(
                     "SELECT closing_report_md, closing_report_html FROM recon.incidents"
                     " WHERE incident_id = %s",

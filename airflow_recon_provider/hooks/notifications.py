@@ -21,6 +21,7 @@ from typing import Any
 
 from airflow_recon_provider.hooks._json import json_details
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
+from airflow_recon_provider.hooks._rows import by_name
 from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.reconciliation.figures import Figures
 from airflow_recon_provider.reconciliation.incident_messages import RenderedMessage
@@ -123,10 +124,8 @@ class NotificationOutboxHook(ReconPostgresHook):
 
     def _select(self, query: str, params: Mapping[str, Any] | Sequence[Any]) -> list[dict[str, Any]]:
         """The rows of a read-only query, by column name (``dict_row``)."""
-        from psycopg.rows import dict_row
-
         with self.connect(autocommit=True) as conn:
-            return conn.cursor(row_factory=dict_row).execute(query, params).fetchall()
+            return by_name(conn).execute(query, params).fetchall()
 
     def _deliveries(self, query: str, params: Mapping[str, Any] | Sequence[Any]) -> list[Delivery]:
         """The deliveries of a ``SELECT {_DELIVERY_COLUMNS}``."""
@@ -161,7 +160,6 @@ class NotificationOutboxHook(ReconPostgresHook):
         message not yet delivered; a delivered one is returned unchanged (``sent``), so a
         re-run never sends it twice.
         """
-        from psycopg.rows import dict_row
         from psycopg.types.json import Jsonb
 
         if channel not in CHANNELS:
@@ -186,7 +184,7 @@ class NotificationOutboxHook(ReconPostgresHook):
         }
         with self.connect() as conn:
             row = (
-                conn.cursor(row_factory=dict_row)
+                by_name(conn)
                 .execute(
                     "INSERT INTO recon.notifications (dedup_key, channel, kind, incident_id, psp, slot,"
                     " recipient, subject, body_text, body_html, slack_blocks, figures, last_event_id, run_id)"

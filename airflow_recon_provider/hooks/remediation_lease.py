@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider.hooks._postgres import ReconPostgresHook
+from airflow_recon_provider.hooks._rows import by_name
 from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
 from airflow_recon_provider.reconciliation import queries
 from airflow_recon_provider.reconciliation.config import check_psp_name
@@ -75,13 +76,6 @@ def _lease(row: Mapping[str, Any] | None) -> Lease | None:
         actor=row["actor"],
         acquired_at=row["acquired_at"],
     )
-
-
-def _rows(conn: psycopg.Connection) -> psycopg.Cursor[dict[str, Any]]:
-    """A cursor of ``conn`` whose rows are read by column name."""
-    from psycopg.rows import dict_row
-
-    return conn.cursor(row_factory=dict_row)
 
 
 def _check_run(dag_id: Any, run_id: Any) -> tuple[str, str]:
@@ -176,7 +170,7 @@ class RemediationLeaseHook(ReconPostgresHook):
         check_psp_name(psp)
         with self.connect(autocommit=True) as conn:
             row = (
-                _rows(conn)
+                by_name(conn)
                 .execute(f"SELECT {_LEASE_COLUMNS} FROM recon.remediation_leases WHERE psp = %s", (psp,))
                 .fetchone()
             )
@@ -187,7 +181,7 @@ class RemediationLeaseHook(ReconPostgresHook):
         check_psp_name(psp)
         with self.connect(autocommit=True) as conn:
             rows = (
-                _rows(conn)
+                by_name(conn)
                 .execute(
                     f"SELECT {', '.join(_EVENT_KEYS)} FROM recon.remediation_lease_events"
                     " WHERE psp = %s ORDER BY id",
@@ -241,7 +235,7 @@ class RemediationLeaseHook(ReconPostgresHook):
             with conn.transaction():
                 self._lock(conn, psp)
                 held = _lease(
-                    _rows(conn)
+                    by_name(conn)
                     .execute(
                         f"SELECT {_LEASE_COLUMNS} FROM recon.remediation_leases WHERE psp = %s FOR UPDATE",
                         (psp,),
@@ -327,7 +321,7 @@ class RemediationLeaseHook(ReconPostgresHook):
         at = _check_moment(at)
         with self.connect() as conn, conn.transaction():
             row = (
-                _rows(conn)
+                by_name(conn)
                 .execute(
                     "SELECT psp FROM recon.remediation_leases WHERE dag_id = %s AND run_id = %s",
                     (dag_id, run_id),
@@ -338,7 +332,7 @@ class RemediationLeaseHook(ReconPostgresHook):
                 return None
             self._lock(conn, row["psp"])
             released = _lease(
-                _rows(conn)
+                by_name(conn)
                 .execute(
                     "DELETE FROM recon.remediation_leases WHERE dag_id = %s AND run_id = %s"
                     f" RETURNING {_LEASE_COLUMNS}",

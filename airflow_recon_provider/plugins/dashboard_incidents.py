@@ -590,8 +590,7 @@ class IncidentReader:
         return bool(row and row[0])
 
     def _list(self, page: int, per_page: int, psp: str | None, state: IncidentState | None) -> IncidentList:
-        from psycopg.rows import dict_row
-
+        from airflow_recon_provider.hooks._rows import by_name
         from airflow_recon_provider.hooks.incidents import INCIDENT_COLUMNS, incident_from_row
 
         params = {"psp": psp, "state": state.value if state else None}
@@ -600,7 +599,7 @@ class IncidentReader:
                 "SELECT count(*) FROM recon.incidents" + _INCIDENT_FILTER, params
             ).fetchone()
             rows = (
-                conn.cursor(row_factory=dict_row)
+                by_name(conn)
                 .execute(
                     f"SELECT {INCIDENT_COLUMNS}, {_FINANCE_TICKET} AS finance_ticket,"
                     f" {_CORRECTION_COUNT} AS correction_count"

@@ -62,39 +62,40 @@ def trigger_ddl(m: TableMapping) -> list[sql.Composed]:
     schema-qualified (the functions run with a fixed search_path), see
     :func:`qualified_mapping`."""
     names = sql_names(m)
+    # each marking function: the PSP and hour of each row of a transition table ``{rows}``
+    # (``r``), and the alias and column the hour is taken from
+    marks = (
+        (
+            "mark_statement_cycles",
+            "SELECT r.{s_psp} AS psp, {hour} AS hour FROM {rows} AS r",
+            "r",
+            "s_occurred",
+        ),
+        (
+            "mark_transaction_cycles",
+            "SELECT i.{i_provider} AS psp, {hour} AS hour FROM {rows} AS r "
+            "JOIN {intents} AS i ON i.{i_id} = r.{t_intent}",
+            "r",
+            "t_created",
+        ),
+        (
+            "mark_intent_cycles",
+            "SELECT r.{i_provider} AS psp, {hour} AS hour FROM {rows} AS r "
+            "JOIN {transactions} AS t ON t.{t_intent} = r.{i_id}",
+            "t",
+            "t_created",
+        ),
+    )
 
-    def side(select: str, rows: str, *, hour_of: str, at: str) -> sql.Composed:
-        """``psp`` and ``hour`` of each row of the transition table ``rows`` (as ``r``)."""
+    def side(select: str, rows: str, hour_of: str, at: str) -> sql.Composed:
         hour = sql.SQL(_HOUR).format(ts=sql.SQL("{}.{}").format(sql.Identifier(hour_of), names[at]))
         return sql.SQL(select).format(hour=hour, rows=sql.Identifier(rows), **names)
 
-    def statements_side(rows: str) -> sql.Composed:
-        return side(
-            "SELECT r.{s_psp} AS psp, {hour} AS hour FROM {rows} AS r", rows, hour_of="r", at="s_occurred"
-        )
-
-    def transactions_side(rows: str) -> sql.Composed:
-        return side(
-            "SELECT i.{i_provider} AS psp, {hour} AS hour FROM {rows} AS r "
-            "JOIN {intents} AS i ON i.{i_id} = r.{t_intent}",
-            rows,
-            hour_of="r",
-            at="t_created",
-        )
-
-    def intents_side(rows: str) -> sql.Composed:
-        return side(
-            "SELECT r.{i_provider} AS psp, {hour} AS hour FROM {rows} AS r "
-            "JOIN {transactions} AS t ON t.{t_intent} = r.{i_id}",
-            rows,
-            hour_of="t",
-            at="t_created",
-        )
-
     ddl = [
-        _function("mark_statement_cycles", statements_side("old_rows"), statements_side("new_rows")),
-        _function("mark_transaction_cycles", transactions_side("old_rows"), transactions_side("new_rows")),
-        _function("mark_intent_cycles", intents_side("old_rows"), intents_side("new_rows")),
+        _function(fn, side(select, "old_rows", hour_of, at), side(select, "new_rows", hour_of, at))
+        for fn, select, hour_of, at in marks
+    ]
+    ddl.append(
         sql.SQL(
             """CREATE OR REPLACE FUNCTION recon.forget_stored_cycles() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
@@ -103,8 +104,8 @@ BEGIN
     RETURN NULL;
 END
 $fn$"""
-        ),
-    ]
+        )
+    )
     for table, fn in (
         (m.statements, "mark_statement_cycles"),
         (m.transactions, "mark_transaction_cycles"),
