@@ -26,6 +26,7 @@ from airflow.sdk.definitions.param import ParamsDict
 
 from airflow_recon_provider.i18n import _, language_scope, ngettext
 from airflow_recon_provider.names import BILLING_GATEWAY_CONN_ID
+from airflow_recon_provider.reconciliation.errors import ConfigError
 from airflow_recon_provider.reconciliation.psp_ticket import TICKET_NUMBER_MAX_LENGTH, TICKET_NUMBER_PATTERN
 
 if TYPE_CHECKING:
@@ -86,6 +87,9 @@ class PspTicketNumberOperator(HITLEntryOperator):
     :param response_timeout: how long on-call is asked (default 1 hour; the remediation DAG
         takes ``[recon] psp_ticket_timeout``, else ``$RECON_PSP_TICKET_TIMEOUT_MINUTES``).
     :param billing_gateway_conn_id: connection of the gateway database (``recon`` schema).
+    :param configuration_error: why the deadline could not be read from the configuration when
+        the DAG was parsed; the task then refuses to run with that reason (the DAG still
+        imports, with the default deadline).
     """
 
     template_fields = (*HITLEntryOperator.template_fields, "incident_id")
@@ -101,6 +105,7 @@ class PspTicketNumberOperator(HITLEntryOperator):
         psp_ticket_task_id: str,
         response_timeout: timedelta = DEFAULT_TICKET_TIMEOUT,
         billing_gateway_conn_id: str = BILLING_GATEWAY_CONN_ID,
+        configuration_error: str | None = None,
         **kwargs: Any,
     ) -> None:
         if "subject" not in kwargs:
@@ -118,6 +123,7 @@ class PspTicketNumberOperator(HITLEntryOperator):
         self.incident_id = incident_id
         self.psp_ticket_task_id = psp_ticket_task_id
         self.billing_gateway_conn_id = billing_gateway_conn_id
+        self.configuration_error = configuration_error
 
     def execute(self, context: Context) -> Any:
         from airflow.sdk.exceptions import AirflowSkipException
@@ -126,6 +132,8 @@ class PspTicketNumberOperator(HITLEntryOperator):
         from airflow_recon_provider.hooks.incidents import IncidentHook
         from airflow_recon_provider.operators._context import blank
 
+        if self.configuration_error:
+            raise ConfigError(f"the PSP ticket number is not asked: {self.configuration_error}")
         ticket = context["ti"].xcom_pull(task_ids=self.psp_ticket_task_id)
         if not isinstance(ticket, Mapping):
             raise AirflowSkipException("no PSP ticket CSV was produced: no ticket number to ask for")

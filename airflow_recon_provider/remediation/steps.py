@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_recon_provider import configuration
 from airflow_recon_provider.reconciliation.corrections import DEFAULT_APPROVAL_TIMEOUT
+from airflow_recon_provider.reconciliation.errors import ConfigError
 from airflow_recon_provider.reconciliation.inputs import parse_bool
 from airflow_recon_provider.reconciliation.remediation import (
     RemediationRequestError,
@@ -305,7 +306,13 @@ def psp_ticket_number_step(
     after :func:`psp_ticket_timeout`, it ends without one)."""
     from airflow_recon_provider.operators.psp_ticket_number import PspTicketNumberOperator
 
-    kwargs.setdefault("response_timeout", psp_ticket_timeout())
+    if "response_timeout" not in kwargs:
+        try:
+            kwargs["response_timeout"] = psp_ticket_timeout()
+        except (ConfigError, RemediationRequestError) as exc:
+            # the deadline is part of the task as parsed; a bad value must not take the DAG
+            # out of the UI: the task keeps the default and refuses to run, saying why
+            kwargs["configuration_error"] = str(exc)
     return PspTicketNumberOperator(
         task_id=task_id, incident_id=request.incident_id, psp_ticket_task_id=psp_ticket_task_id, **kwargs
     )

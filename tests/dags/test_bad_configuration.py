@@ -77,3 +77,33 @@ def test_a_document_is_parsed_once_until_its_file_changes(tmp_path, monkeypatch)
     with pytest.raises(ConfigError, match="not a valid PSP name"):
         ReconConfig.load()
     assert ReconConfig.load_for_form()[1] is not None
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("AIRFLOW__RECON__PSP_TICKET_TIMEOUT", "soon", "psp_ticket_timeout"),
+        (
+            "RECON_PSP_TICKET_TIMEOUT_MINUTES",
+            "-5",
+            "RECON_PSP_TICKET_TIMEOUT_MINUTES must be a positive number",
+        ),
+    ],
+)
+def test_a_bad_psp_ticket_deadline_keeps_the_dags_and_the_task_says_why(monkeypatch, variable, value, reason):
+    """The deadline of the PSP ticket number question is part of the parsed task: a bad value
+    keeps every DAG importable (default deadline) and the task refuses to run with the reason."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.delenv("AIRFLOW__RECON__PSP_TICKET_TIMEOUT", raising=False)
+    monkeypatch.delenv("RECON_PSP_TICKET_TIMEOUT_MINUTES", raising=False)
+    monkeypatch.setenv(variable, value)
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == sorted(DAG_IDS)
+    tasks = [t for t in bag.dags[REMEDIATION_DAG_ID].tasks if t.task_id.endswith("psp_ticket_number")]
+    assert tasks, "the remediation DAG asks for the PSP ticket number"
+    for task in tasks:
+        assert reason in task.configuration_error
+        with pytest.raises(ConfigError, match="the PSP ticket number is not asked"):
+            task.execute({})
