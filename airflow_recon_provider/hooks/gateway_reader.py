@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airflow_recon_provider.hooks import _key_parts
@@ -40,7 +40,7 @@ class GatewayReader(ReconSession):
     Needs ``config``, ``use_cycle_store`` and a connection source (:class:`ReconSession`).
     """
 
-    #: rows fetched per round trip from the server-side cursor
+    #: rows received per chunk while a report streams
     fetch_size = 5000
     #: rows read by a live classification that make one more connection worth opening
     live_rows_per_connection = _key_parts.ROWS_PER_CONNECTION
@@ -77,7 +77,7 @@ class GatewayReader(ReconSession):
     def iter_divergences(
         self, psp: str, window: Window, kinds: tuple[DivergenceKind, ...] = ALL_KINDS
     ) -> Iterator[DivergenceRow]:
-        """Divergent keys, streamed through a server-side cursor: memory follows the
+        """Divergent keys, streamed in chunks of :attr:`fetch_size`: memory follows the
         batch size, not the table or the window. Clean stored cycles of the window are
         reused (reconciliation/cycle_store.py); the rest is classified live."""
         with self._report(psp, window, kinds) as report:
@@ -200,11 +200,11 @@ class GatewayReader(ReconSession):
 
     # -- a long window classified live by several connections (hooks/_key_parts.py) ------------
     def _live_connections(self, conn: Any, window: Window, params: dict[str, Any]) -> int:
-        """How many connections classify ``window`` live: one for short windows (an hourly
-        cycle, a day: few rows, read through indexes), else by the planner's estimate of the
-        rows read, at most ``ReconConfig.live_connections``."""
+        """How many connections classify ``window`` live: by the planner's estimate of the rows
+        read (one more per :attr:`live_rows_per_connection`), at most
+        ``ReconConfig.live_connections``; an hourly cycle's few rows keep one."""
         limit = self.config.live_connections
-        if limit <= 1 or window.span <= timedelta(days=1):
+        if limit <= 1:
             return 1
         rows = _key_parts.estimated_rows(conn, queries.live_rows_estimate_query(self.config.mapping), params)
         return _key_parts.connections_for(rows, limit, per_connection=self.live_rows_per_connection)
@@ -261,10 +261,10 @@ class _Report:
         if self.parts is not None:
             yield from self.parts.stream_merged(self.statement, self.params, fetch_size)
             return
-        with self.conn.cursor(name="recon_divergence_report") as cur:
-            cur.itersize = fetch_size
-            cur.execute(self.statement, self.params)
-            yield from cur
+        # chunks over the normal protocol (libpq 17+), not a named cursor: a DECLAREd cursor
+        # is planned for its first rows and never in parallel
+        with self.conn.cursor() as cur:
+            yield from cur.stream(self.statement, self.params, size=fetch_size)
 
     def copy(self, fmt: str, out: BinaryIO) -> int:
         """The report's lines written by the server to ``out``; the number of rows."""

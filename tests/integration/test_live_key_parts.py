@@ -146,8 +146,12 @@ def test_short_windows_and_small_tables_keep_one_connection(seeded):
     try:
         # 4,800 rows read: far below one connection's share
         list(hook.iter_divergences("stripe", WINDOW))
-        # one day or less: a cycle's or a day's rows, read through the time indexes
-        list(_hook(4).iter_divergences("stripe", Window(START, START + timedelta(days=1))))
+        # an hourly cycle's rows (100 per hour here) below even this test's small share
+        list(
+            _hook(4, per_connection=1_000).iter_divergences(
+                "stripe", Window(START, START + timedelta(hours=1))
+            )
+        )
     finally:
         stop.set()
         watcher.join()
