@@ -894,7 +894,8 @@ def write_doc(
     text = [
         "# Benchmarks",
         "",
-        "Written by `benchmarks/run.py` from one run (issue 18; the goals of issue 7 too). Measured figures only.",
+        "Written by `benchmarks/run.py` from one run (issue 18; the goals of issue 7 too). "
+        "Measured figures only.",
         "",
         "## Command",
         "",
