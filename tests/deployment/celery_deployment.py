@@ -83,7 +83,7 @@ CELERY_SETTINGS = {
     "AIRFLOW__RECON__ARTIFACTS_CONN_ID": "{artifacts_conn_id}",
     "AIRFLOW__RECON__DASHBOARD_BASE_URL": "http://{api_host}:{api_port}/recon",
     "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-    "RECON_FINANCE_APPROVERS": "finance",
+    "AIRFLOW__RECON__FINANCE_APPROVERS": "finance",
 }
 #: the same value in every component (a generated airflow.cfg differs per host)
 SHARED_SECRETS = (

@@ -52,7 +52,7 @@ def _pending(what: str, found: list[str]) -> None:
 
 def test_oncall_triggers_finance_approves_and_the_run_succeeds(deployment, remediation):
     assert remediation.state == "success"
-    # the requester is not a respondent of the approval (RECON_FINANCE_APPROVERS=finance)
+    # the requester is not a respondent of the approval ([recon] finance_approvers = finance)
     assert remediation.oncall_attempt == 403
     assert remediation.answer["responded_by"]["name"] == "finance"
     assert remediation.answer["chosen_options"] == ["Approve"]
